@@ -1,0 +1,71 @@
+"""``celegans-autofocus <command>``: one sub-command per module in :mod:`celegans_autofocus.commands`.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``. Heavy imports (torch, rclpy) happen inside ``run`` only, so
+``--help`` and the data commands stay fast and torch-free. Every command accepts
+``--config FILE.yaml``: its keys (option names, dashes or underscores) become defaults,
+and options given on the command line win.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+import yaml
+
+COMMANDS = ["synth", "label", "crop", "train", "evaluate", "export", "sim", "bench", "bag_eval"]
+
+
+def _load_config(parser: argparse.ArgumentParser, path: Path) -> None:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        parser.error(f"cannot read config {path}: {exc}")
+    if not isinstance(data, dict):
+        parser.error(f"config {path} must be a mapping of option: value")
+    known = {a.dest for a in parser._actions}
+    defaults = {}
+    for key, value in data.items():
+        dest = str(key).replace("-", "_")
+        if dest not in known:
+            parser.error(f"config {path}: unknown option {key!r}")
+        defaults[dest] = value
+    parser.set_defaults(**defaults)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(prog="celegans-autofocus", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = {}
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"celegans_autofocus.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"celegans_autofocus.commands.{name}":
+                raise
+            continue
+        cmd = name.replace("_", "-")
+        p = sub.add_parser(cmd, help=module.HELP, description=module.HELP,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.add_argument("--config", type=Path, help="YAML file of option: value defaults")
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+        subparsers[cmd] = p
+    return parser, subparsers
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser, subparsers = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is not None:
+        sp = subparsers[args.command]
+        _load_config(sp, args.config)
+        args = parser.parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the celegans-autofocus CLI, one module each."""

@@ -1,0 +1,1 @@
+"""The science: numpy/OpenCV only. Nothing here imports rclpy or torch."""

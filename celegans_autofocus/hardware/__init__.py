@@ -1,0 +1,1 @@
+"""Device backends behind small interfaces: cameras and stepper drivers."""

@@ -1,0 +1,62 @@
+"""ament_python package; also installs with pip into a plain venv.
+
+ROS 2 client libraries are deliberately NOT listed: on a ROS install they come from
+the distro, elsewhere the Makefile installs them from requirements-ros.txt.
+"""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "celegans_autofocus"
+NODES = [
+    "camera_node",
+    "worm_detector_node",
+    "focus_predictor_node",
+    "stepper_controller_node",
+    "stack_player_node",
+]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/models", glob("models/*.onnx") + glob("models/*.md")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.23",
+        "opencv-python-headless>=4.6",
+        "onnxruntime>=1.16",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+        "tifffile>=2022.5",
+        "rosbags>=0.10",
+        "matplotlib>=3.6",
+    ],
+    extras_require={
+        "train": [
+            "torch>=2.1",
+            "torchvision>=0.16",
+            "timm>=0.9",
+            "onnx>=1.15",
+            "onnxscript>=0.1",
+            "scipy>=1.10",
+            "matplotlib>=3.6",
+        ],
+        "hardware": ["pyserial>=3.5", "gpiozero>=2.0"],
+        "test": ["pytest>=7,<9", "pyserial>=3.5", "gpiozero>=2.0", "onnx>=1.15", "scipy>=1.10"],
+    },
+    zip_safe=True,
+    maintainer="celegans_autofocus maintainers",
+    description="One-shot CNN autofocus for C. elegans tracking microscopes (ROS 2).",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [f"{PACKAGE.replace('_', '-')}={PACKAGE}.cli:main"]
+        + [f"{n}={PACKAGE}.nodes.{n}:main" for n in NODES],
+    },
+)
