@@ -80,3 +80,7 @@ def get_measure(name: str) -> Callable[[np.ndarray], float]:
         return MEASURES[name]
     except KeyError:
         raise ValueError(f"unknown focus measure {name!r}; choose one of {', '.join(MEASURES)}") from None
+
+
+#: The measure ``label`` uses unless told otherwise (chosen by benchmarks/focus_measures.md).
+DEFAULT_MEASURE = "vollath_f5"
