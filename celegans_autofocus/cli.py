@@ -36,7 +36,9 @@ def _load_config(parser: argparse.ArgumentParser, path: Path) -> None:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    parser = argparse.ArgumentParser(prog="celegans-autofocus", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="celegans-autofocus",
+        description="One-shot CNN autofocus for C. elegans: data, training, simulation and evaluation tools.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     subparsers = {}
     for name in COMMANDS:

@@ -1,0 +1,31 @@
+"""The CLI dispatcher: help lists commands, --config supplies defaults, unknown keys are named."""
+import subprocess
+import sys
+
+import pytest
+
+from celegans_autofocus import cli
+
+
+def test_help_lists_available_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "synth" in out and "label" in out
+
+
+def test_help_does_not_import_torch_or_rclpy():
+    code = ("import sys; from celegans_autofocus import cli; cli.build_parser(); "
+            "bad = [m for m in ('torch', 'rclpy') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_config_unknown_key_is_named(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("no_such_option: 3\n")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["label", str(tmp_path), "--config", str(cfg)])
+    assert exc.value.code == 2
+    assert "no_such_option" in capsys.readouterr().err

@@ -1,0 +1,89 @@
+"""Encodings, grayscale rule and the one preprocessing function."""
+import numpy as np
+import pytest
+
+from celegans_autofocus.core.images import (
+    ENCODINGS, ImageError, PreprocessSpec, array_to_gray, decode, encode, preprocess, to_gray,
+)
+
+
+@pytest.mark.parametrize("encoding", sorted(ENCODINGS))
+def test_encode_decode_round_trip(encoding):
+    channels, dtype, _ = ENCODINGS[encoding]
+    rng = np.random.default_rng(0)
+    shape = (5, 7) if channels == 1 else (5, 7, channels)
+    image = rng.integers(0, np.iinfo(dtype).max, size=shape, dtype=dtype)
+    data, step = encode(image, encoding)
+    assert step == 7 * channels * np.dtype(dtype).itemsize
+    np.testing.assert_array_equal(decode(data, encoding, 5, 7, step), image)
+
+
+def test_decode_honours_row_padding_and_big_endian():
+    image = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    rows = [image[r].astype(">u2").tobytes() + b"\xff\xff" for r in range(3)]  # 2 padding bytes per row
+    out = decode(b"".join(rows), "mono16", 3, 4, step=10, is_bigendian=True)
+    np.testing.assert_array_equal(out, image)
+
+
+def test_unknown_encoding_is_named():
+    with pytest.raises(ImageError, match="yuv422"):
+        decode(b"\0" * 8, "yuv422", 2, 2, 4)
+
+
+@pytest.mark.parametrize("height,width", [(0, 4), (4, 0)])
+def test_empty_image_rejected(height, width):
+    with pytest.raises(ImageError, match="empty"):
+        decode(b"", "mono8", height, width, max(width, 1))
+
+
+def test_short_buffer_rejected():
+    with pytest.raises(ImageError, match="expected"):
+        decode(b"\0" * 10, "mono8", 4, 4, 4)
+
+
+def test_bt601_gray_rule_is_channel_order_aware():
+    pixel = np.array([[[200, 100, 50]]], dtype=np.uint8)  # R, G, B
+    expected = 0.299 * 200 + 0.587 * 100 + 0.114 * 50
+    assert to_gray(pixel, "rgb8")[0, 0] == pytest.approx(expected, abs=1e-3)
+    assert to_gray(pixel[:, :, ::-1].copy(), "bgr8")[0, 0] == pytest.approx(expected, abs=1e-3)
+    rgba = np.concatenate([pixel, np.full((1, 1, 1), 7, np.uint8)], axis=2)
+    assert to_gray(rgba, "rgba8")[0, 0] == pytest.approx(expected, abs=1e-3)
+    assert array_to_gray(pixel[:, :, ::-1].copy())[0, 0] == pytest.approx(expected, abs=1e-3)
+
+
+def test_preprocess_shape_and_zscore():
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 255, size=(1944, 2592), dtype=np.uint8)
+    out = preprocess(frame, PreprocessSpec(input_px=64))
+    assert out.shape == (64, 64) and out.dtype == np.float32
+    assert abs(float(out.mean())) < 1e-4 and float(out.std()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_preprocess_is_invariant_to_bit_depth_and_gain():
+    rng = np.random.default_rng(2)
+    frame8 = rng.integers(10, 200, size=(120, 160), dtype=np.uint8)
+    frame16 = frame8.astype(np.uint16) * 257
+    spec = PreprocessSpec(input_px=32)
+    np.testing.assert_allclose(preprocess(frame8, spec), preprocess(frame16, spec), atol=1e-4)
+
+
+def test_preprocess_area_resize_averages_blocks():
+    frame = np.zeros((4, 4), np.float32)
+    frame[:2, :2] = 4.0  # one 2x2 block bright -> one bright pixel of four after INTER_AREA
+    out = preprocess(frame, PreprocessSpec(input_px=2))
+    assert out[0, 0] > 0 and np.allclose(out.ravel()[1:], out[0, 1])
+
+
+@pytest.mark.parametrize("bad", [np.zeros((0, 5)), np.full((4, 4), np.nan, np.float32), np.zeros((4, 4, 3))])
+def test_preprocess_rejects_bad_images(bad):
+    with pytest.raises(ImageError):
+        preprocess(bad)
+
+
+def test_spec_round_trip_and_validation():
+    spec = PreprocessSpec(input_px=256)
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="unknown"):
+        PreprocessSpec.from_dict({"input_px": 256, "colour": "x"})
+    with pytest.raises(ValueError, match="unsupported"):
+        PreprocessSpec.from_dict({"input_px": 256, "normalize": "minmax"})
