@@ -1,0 +1,177 @@
+"""ONNX Runtime focus predictor: a grayscale frame -> signed motor steps to best focus.
+
+The model file carries its own preprocessing and units in ``metadata_props`` under the key
+``celegans_autofocus`` (JSON, schema 1; see the team contract). The frame goes through
+:func:`celegans_autofocus.core.images.preprocess` with the model's :class:`PreprocessSpec`,
+so a model is never served with a transform other than the one it was trained with.
+``offset_steps = raw_output * output_scale``; positive means move the motor to larger z.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .images import PreprocessSpec, preprocess
+
+METADATA_KEY = "celegans_autofocus"
+SCHEMA_VERSION = 1
+PACKAGE = "celegans_autofocus"
+DEFAULT_MODEL_NAME = "default.onnx"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+class ModelError(ValueError):
+    """A model file that cannot be served: missing, corrupt, without our metadata or of the wrong shape."""
+
+
+class NonFiniteOutputError(ArithmeticError):
+    """The model returned NaN or Inf: the prediction must not drive the motor."""
+
+
+def default_model_path() -> Path:
+    """The bundled ``models/default.onnx``: ament share dir, then ``<sys.prefix>/share``, then the source tree."""
+    candidates: list[Path] = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        candidates.append(Path(get_package_share_directory(PACKAGE)) / "models" / DEFAULT_MODEL_NAME)
+    except Exception:  # not importable, AMENT_PREFIX_PATH unset or package not indexed: try the next place
+        pass
+    candidates.append(Path(sys.prefix) / "share" / PACKAGE / "models" / DEFAULT_MODEL_NAME)
+    candidates.append(Path(__file__).resolve().parents[2] / "models" / DEFAULT_MODEL_NAME)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ModelError("no bundled model found; looked in: " + ", ".join(str(p) for p in candidates))
+
+
+def resolve_providers(providers: None | str | Sequence[str] = "auto") -> list[str]:
+    """``None``/``"auto"``: CUDA when this onnxruntime has it, else CPU. A list passes through (CPU appended)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if providers is None or providers == "auto":
+        return [CUDA_PROVIDER, CPU_PROVIDER] if CUDA_PROVIDER in available else [CPU_PROVIDER]
+    if isinstance(providers, str):
+        providers = [providers]
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise ValueError(f"onnxruntime providers {missing} are not available; available: {available}")
+    return list(providers) + ([] if CPU_PROVIDER in providers else [CPU_PROVIDER])
+
+
+def parse_metadata(text: str | None, path: Path) -> dict:
+    """Validate the ``celegans_autofocus`` metadata JSON; :class:`ModelError` naming ``path`` if it is unusable."""
+    if text is None:
+        raise ModelError(f"{path}: no '{METADATA_KEY}' entry in the ONNX metadata_props "
+                         "(not exported by celegans-autofocus export?)")
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: metadata '{METADATA_KEY}' is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: metadata '{METADATA_KEY}' must be a JSON object")
+    if meta.get("schema") != SCHEMA_VERSION:
+        raise ModelError(f"{path}: metadata schema {meta.get('schema')!r} is not supported (expected {SCHEMA_VERSION})")
+    if meta.get("output") != "offset_steps":
+        raise ModelError(f"{path}: metadata output {meta.get('output')!r} is not 'offset_steps'")
+    for key in ("output_scale", "step_um"):
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ModelError(f"{path}: metadata {key}={value!r} must be a finite number")
+    if meta["step_um"] <= 0 or meta["output_scale"] == 0:
+        raise ModelError(f"{path}: metadata step_um must be > 0 and output_scale != 0, "
+                         f"got {meta['step_um']} and {meta['output_scale']}")
+    try:
+        PreprocessSpec.from_dict(meta.get("preprocess"))
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: metadata preprocess {meta.get('preprocess')!r} is invalid: {exc}") from None
+    return meta
+
+
+class FocusPredictor:
+    """An ONNX model with our metadata, ready to turn grayscale frames into offsets in steps."""
+
+    def __init__(self, model_path: str | Path, providers: None | str | Sequence[str] = "auto",
+                 intra_op_threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(model_path)
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: model file not found")
+        if intra_op_threads < 0:
+            raise ValueError(f"intra_op_threads must be >= 0 (0 = onnxruntime default), got {intra_op_threads}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options,
+                                                providers=resolve_providers(providers))
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+            raise ModelError(f"{self.path}: cannot load ONNX model: {str(exc).strip().splitlines()[0]}") from None
+        custom = self.session.get_modelmeta().custom_metadata_map
+        self.metadata: dict = parse_metadata(custom.get(METADATA_KEY), self.path)
+        self.spec = PreprocessSpec.from_dict(self.metadata["preprocess"])
+        self.output_scale = float(self.metadata["output_scale"])
+        self.step_um = float(self.metadata["step_um"])
+        self._check_signature()
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session actually uses, in priority order."""
+        return self.session.get_providers()
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def _check_signature(self) -> None:
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"{self.path}: expected 1 input and 1 output, got {len(inputs)} and {len(outputs)}")
+        inp, out = inputs[0], outputs[0]
+        side = self.spec.input_px
+        shape = list(inp.shape)
+        ok = (inp.type == "tensor(float)" and len(shape) == 4 and shape[1] in (1, None, "")
+              and (shape[0] == 1 or not isinstance(shape[0], int))
+              and all(d == side or not isinstance(d, int) for d in shape[2:]))
+        if not ok:
+            raise ModelError(f"{self.path}: input {inp.name!r} is {inp.type} {shape}; expected float32 "
+                             f"(N or 1, 1, {side}, {side}) as metadata preprocess.input_px={side} says")
+        if out.type != "tensor(float)" or len(out.shape) not in (1, 2):
+            raise ModelError(f"{self.path}: output {out.name!r} is {out.type} {out.shape}; expected float32 (N, 1)")
+        self._input_name, self._output_name = inp.name, out.name
+        self._batch_is_dynamic = not isinstance(shape[0], int)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        raw = self.session.run([self._output_name], {self._input_name: batch})[0]
+        raw = np.asarray(raw, dtype=np.float64).reshape(len(batch), -1)
+        if raw.shape[1] != 1:
+            raise ModelError(f"{self.path}: output has {raw.shape[1]} values per image; expected 1")
+        offsets = raw[:, 0] * self.output_scale
+        if not np.isfinite(offsets).all():
+            raise NonFiniteOutputError(f"{self.path}: model returned a non-finite offset {offsets.tolist()}")
+        return offsets
+
+    def preprocess(self, gray: np.ndarray) -> np.ndarray:
+        """The model input (1, input_px, input_px) float32 for one grayscale frame."""
+        return preprocess(gray, self.spec)[None]
+
+    def predict(self, gray: np.ndarray) -> float:
+        """Signed steps to best focus for one 2-D grayscale frame (any size, any dtype)."""
+        return float(self._run(self.preprocess(gray)[None])[0])
+
+    def predict_batch(self, grays: Sequence[np.ndarray]) -> np.ndarray:
+        """Signed steps to best focus for each frame, float64 (N,). One run per frame if the batch is fixed at 1."""
+        if len(grays) == 0:
+            return np.zeros(0)
+        batch = np.stack([self.preprocess(g) for g in grays])
+        if not self._batch_is_dynamic:
+            return np.concatenate([self._run(batch[i:i + 1]) for i in range(len(batch))])
+        return self._run(batch)
