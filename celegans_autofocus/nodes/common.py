@@ -1,0 +1,242 @@
+"""Helpers shared by every node: QoS profiles, Image <-> numpy, declared + validated parameters, main().
+
+Parameters are declared from a list of :class:`Param` with a ``ParameterDescriptor`` (description,
+integer/floating-point range, read-only flag, allowed choices). One ``on_set_parameters`` callback
+rejects invalid values, both at start-up (YAML/overrides; the node then refuses to start) and at
+run time (``ros2 param set`` gets the reason back). :func:`run_node` is every node's ``main()``.
+"""
+from __future__ import annotations
+
+import array
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from ..core.images import ImageError, decode, encode, to_gray
+
+__all__ = [
+    "ConfigError", "ImageError", "Param", "Params", "declare_params", "sensor_qos", "reliable_qos",
+    "SENSOR_QOS", "RELIABLE_QOS", "image_to_array", "image_to_gray", "array_to_image",
+    "default_encoding", "stamp_to_s", "s_to_stamp", "run_node",
+]
+
+
+class ConfigError(RuntimeError):
+    """A configuration the node cannot run with; :func:`run_node` logs it and exits non-zero."""
+
+
+# ---------------------------------------------------------------- QoS
+
+def sensor_qos(depth: int = 1) -> QoSProfile:
+    """REP-2003 sensor-data profile (best effort, volatile, keep last ``depth``) for image subscribers.
+
+    ``depth=1`` is keep-latest: a slow subscriber sees the newest frame and never a queue.
+    A best-effort subscriber matches both best-effort and reliable publishers.
+    """
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+
+
+def reliable_qos(depth: int = 10) -> QoSProfile:
+    """Reliable, volatile, keep last ``depth``: publishers and every non-image subscriber."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+SENSOR_QOS = sensor_qos()
+RELIABLE_QOS = reliable_qos()
+
+
+# ---------------------------------------------------------------- images
+
+def image_to_array(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image -> (H, W) or (H, W, C) array; :class:`ImageError` for bad encodings/sizes."""
+    return decode(msg.data, msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian))
+
+
+def image_to_gray(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image -> 2-D grayscale (uint8/uint16 for mono, float32 BT.601 luma for colour)."""
+    return to_gray(image_to_array(msg), msg.encoding)
+
+
+def default_encoding(image: np.ndarray) -> str:
+    """The encoding of an OpenCV-style array: mono8/mono16 for 2-D, bgr8/bgra8 for colour uint8."""
+    if image.ndim == 2 and image.dtype == np.uint8:
+        return "mono8"
+    if image.ndim == 2 and image.dtype == np.uint16:
+        return "mono16"
+    if image.ndim == 3 and image.dtype == np.uint8 and image.shape[2] in (3, 4):
+        return "bgr8" if image.shape[2] == 3 else "bgra8"
+    raise ImageError(f"no sensor_msgs encoding for an array of shape {image.shape} and dtype {image.dtype}")
+
+
+def array_to_image(image: np.ndarray, encoding: str | None = None, header: Header | None = None,
+                   frame_id: str | None = None) -> Image:
+    """Array -> sensor_msgs/Image (little endian). ``header`` is copied; ``frame_id`` overrides it."""
+    encoding = encoding or default_encoding(image)
+    data, step = encode(image, encoding)
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    if frame_id is not None:
+        msg.header.frame_id = frame_id
+    msg.height, msg.width = int(image.shape[0]), int(image.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = step
+    msg.data = array.array("B", data)
+    return msg
+
+
+def stamp_to_s(stamp: Time) -> float:
+    """builtin_interfaces/Time -> seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def s_to_stamp(t_s: float) -> Time:
+    """Seconds -> builtin_interfaces/Time (non-negative)."""
+    ns = max(0, int(round(t_s * 1e9)))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+# ---------------------------------------------------------------- parameters
+
+ParamValue = bool | int | float | str | list
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter. The type is the default's type (write floats as 5.0 in YAML).
+
+    ``range``: inclusive (min, max) for int/float parameters, enforced by the descriptor.
+    ``choices``: allowed values. ``check``: returns an error text for a bad value, else None.
+    ``read_only``: fixed after start-up (device, backend, paths).
+    """
+
+    name: str
+    default: ParamValue
+    description: str
+    range: tuple[float, float] | None = None
+    step: float = 0
+    choices: tuple = ()
+    read_only: bool = False
+    check: Callable[[Any], str | None] | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        desc = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only)
+        if self.choices:
+            desc.additional_constraints = "one of: " + ", ".join(map(str, self.choices))
+        if self.range is not None:
+            lo, hi = self.range
+            if isinstance(self.default, bool) or not isinstance(self.default, (int, float)):
+                raise TypeError(f"parameter {self.name}: a range needs an int or float default")
+            if isinstance(self.default, int):
+                desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=int(self.step))]
+            else:
+                desc.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi),
+                                                                step=float(self.step))]
+        return desc
+
+    def error(self, value: Any) -> str | None:
+        """Why ``value`` is not allowed (beyond type and range, which rclpy checks), or None."""
+        if self.choices and value not in self.choices:
+            return f"{self.name}={value!r} is not one of {', '.join(map(repr, self.choices))}"
+        if self.check is not None:
+            reason = self.check(value)
+            if reason:
+                return f"{self.name}={value!r}: {reason}"
+        return None
+
+
+class Params:
+    """Current values of a node's declared parameters, kept up to date on every accepted change.
+
+    Read as attributes (``params.fps``) or items (``params["fps"]``). ``on_change(fn)`` registers
+    ``fn(changed: dict[name, value])``, called after a run-time change was accepted.
+    """
+
+    def __init__(self, node: Node, specs: Sequence[Param]):
+        self._specs = {p.name: p for p in specs}
+        self._values: dict[str, Any] = {}
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._declared = False
+        node.add_on_set_parameters_callback(self._validate)
+        node.add_post_set_parameters_callback(self._apply)
+        try:
+            node.declare_parameters("", [(p.name, p.default, p.descriptor()) for p in specs])
+        except ParameterException as exc:
+            raise ConfigError(f"invalid parameter: {exc}") from None
+        self._declared = True
+
+    def _validate(self, params: list[Parameter]) -> SetParametersResult:
+        errors = [err for p in params if p.name in self._specs
+                  for err in [self._specs[p.name].error(p.value)] if err]
+        return SetParametersResult(successful=not errors, reason="; ".join(errors))
+
+    def _apply(self, params: list[Parameter]) -> None:
+        changed = {p.name: p.value for p in params if p.name in self._specs}
+        self._values.update(changed)
+        if self._declared and changed:
+            for listener in self._listeners:
+                listener(changed)
+
+    def on_change(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        self._listeners.append(listener)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def declare_params(node: Node, specs: Iterable[Param]) -> Params:
+    """Declare ``specs`` on ``node`` with descriptors and validation; :class:`ConfigError` if invalid."""
+    return Params(node, list(specs))
+
+
+# ---------------------------------------------------------------- main
+
+def run_node(node_cls: Callable[..., Node], args: list[str] | None = None,
+             fatal: tuple[type[BaseException], ...] = ()) -> int:
+    """Every node's ``main()``: init, construct, spin, shut down; returns the exit code.
+
+    :class:`ConfigError`, rclpy parameter errors and ``fatal`` exception types raised while the
+    node starts or runs are logged as one clear message and give exit code 2 (no traceback).
+    """
+    name = getattr(node_cls, "NODE_NAME", getattr(node_cls, "__name__", "node"))
+    expected = (ConfigError, ParameterException, *fatal)
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = node_cls()
+        rclpy.spin(node)
+    except expected as exc:
+        logger = node.get_logger() if node is not None else rclpy.logging.get_logger(name)
+        logger.fatal(f"{'stopped' if node is not None else 'cannot start'}: {exc}")
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
