@@ -1,0 +1,256 @@
+"""Closed-loop focus simulation: drifting best plane, motor kinematics, episode metrics.
+
+No ROS and no torch. Everything is a deterministic function of simulated time (seconds)
+and seeds, so the CNN controller and the classical search run on identical scenes and
+identical best-plane trajectories.
+
+Sign convention (CONTRACT): ``error_steps = best_z_steps - lens_z_steps`` is the signed
+number of motor steps to move to reach focus (= ``offset_steps``). A frame is in focus
+when ``|error_steps| <= in_focus_steps`` (8 steps, half the ~16-step depth of field).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+IN_FOCUS_STEPS = 8.0
+
+
+class FocusDrift:
+    """Best-plane trajectory ``best_z_steps(t_s)`` in motor steps.
+
+    Components: ``start_best_z_steps`` + linear plate-tilt drift (``drift_steps_per_s``,
+    the worm crawling across a tilted plate) + an optional seeded random walk
+    (``random_walk_steps_per_sqrt_s``, on a grid of ``grid_s``) + a jump of
+    ``switch_jumps_steps[i]`` at ``switch_times_s[i]`` (the tracker switched to another
+    worm lying at another height). Any query order gives the same values.
+    """
+
+    def __init__(self, start_best_z_steps: float = 0.0, drift_steps_per_s: float = 0.0,
+                 random_walk_steps_per_sqrt_s: float = 0.0,
+                 switch_times_s: Sequence[float] = (), switch_jumps_steps: Sequence[float] = (),
+                 seed: int = 0, grid_s: float = 0.05) -> None:
+        if len(switch_times_s) != len(switch_jumps_steps):
+            raise ValueError(f"switch_times_s ({len(switch_times_s)}) and switch_jumps_steps "
+                             f"({len(switch_jumps_steps)}) must have the same length")
+        if grid_s <= 0:
+            raise ValueError(f"grid_s must be > 0, got {grid_s}")
+        values = [start_best_z_steps, drift_steps_per_s, random_walk_steps_per_sqrt_s,
+                  *switch_times_s, *switch_jumps_steps]
+        if not all(math.isfinite(float(v)) for v in values):
+            raise ValueError(f"FocusDrift parameters must be finite, got {values}")
+        self.start_best_z_steps = float(start_best_z_steps)
+        self.drift_steps_per_s = float(drift_steps_per_s)
+        self.random_walk_steps_per_sqrt_s = float(random_walk_steps_per_sqrt_s)
+        order = np.argsort(np.asarray(switch_times_s, dtype=float), kind="stable")
+        self.switch_times_s = tuple(float(switch_times_s[i]) for i in order)
+        self.switch_jumps_steps = tuple(float(switch_jumps_steps[i]) for i in order)
+        self.grid_s = float(grid_s)
+        self._rng = np.random.default_rng(seed)
+        self._walk = np.zeros(1)  # walk value at t = k * grid_s, extended on demand
+
+    def _walk_at(self, t_s: float) -> float:
+        if self.random_walk_steps_per_sqrt_s == 0.0 or t_s <= 0.0:
+            return 0.0
+        k = t_s / self.grid_s
+        need = int(math.ceil(k)) + 1
+        if need > self._walk.size:
+            sigma = self.random_walk_steps_per_sqrt_s * math.sqrt(self.grid_s)
+            steps = self._rng.normal(0.0, sigma, need - self._walk.size)
+            self._walk = np.concatenate([self._walk, self._walk[-1] + np.cumsum(steps)])
+        lo = int(math.floor(k))
+        frac = k - lo
+        return float(self._walk[lo] * (1.0 - frac) + self._walk[min(lo + 1, self._walk.size - 1)] * frac)
+
+    def target_index(self, t_s: float) -> int:
+        """How many worm switches happened at or before ``t_s`` (0 = the first target)."""
+        return sum(1 for ts in self.switch_times_s if ts <= t_s)
+
+    def best_z_steps(self, t_s: float) -> float:
+        """Lens position (steps) at which the current target is in best focus at ``t_s``."""
+        jumps = sum(j for ts, j in zip(self.switch_times_s, self.switch_jumps_steps) if ts <= t_s)
+        return (self.start_best_z_steps + self.drift_steps_per_s * max(t_s, 0.0)
+                + self._walk_at(t_s) + jumps)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One closed-loop episode: scene seed, start offset, best-plane motion, camera, motor."""
+
+    name: str
+    seed: int
+    start_offset_steps: float  # best_z - lens_z at t = 0 (the first error)
+    duration_s: float = 8.0
+    fps: float = 15.0
+    drift_steps_per_s: float = 0.0
+    random_walk_steps_per_sqrt_s: float = 0.0
+    switch_times_s: tuple[float, ...] = ()
+    switch_jumps_steps: tuple[float, ...] = ()
+    n_worms: int = 3
+    motor_speed_steps_per_s: float = 1000.0
+    motor_settle_s: float = 0.02
+    processing_latency_s: float = 0.03  # frame stamp -> motor command, in simulated time
+
+    def __post_init__(self) -> None:
+        if self.duration_s <= 0 or self.fps <= 0:
+            raise ValueError(f"scenario {self.name}: duration_s and fps must be > 0")
+        if self.motor_speed_steps_per_s <= 0:
+            raise ValueError(f"scenario {self.name}: motor_speed_steps_per_s must be > 0")
+        if len(self.switch_times_s) != len(self.switch_jumps_steps):
+            raise ValueError(f"scenario {self.name}: one jump per switch time is needed")
+
+    @property
+    def n_frames(self) -> int:
+        return int(round(self.duration_s * self.fps))
+
+    def drift(self, lens_start_z_steps: float = 0.0) -> FocusDrift:
+        """The best-plane trajectory, with the lens starting at ``lens_start_z_steps``."""
+        return FocusDrift(lens_start_z_steps + self.start_offset_steps, self.drift_steps_per_s,
+                          self.random_walk_steps_per_sqrt_s, self.switch_times_s,
+                          self.switch_jumps_steps, seed=self.seed + 7919)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+#: Scenario kinds of the benchmark, in table order.
+SCENARIO_KINDS = ("start", "drift", "switch")
+
+
+def make_scenarios(n_per_kind: int, seed: int = 0, kinds: Sequence[str] = SCENARIO_KINDS,
+                   max_start_offset_steps: float = 200.0, duration_s: float = 8.0,
+                   fps: float = 15.0, drift_steps_per_s: float = 4.0,
+                   switch_jump_steps: tuple[float, float] = (40.0, 120.0), **common) -> list[Scenario]:
+    """Seeded benchmark scenarios, ``n_per_kind`` of each kind.
+
+    - ``start``: static best plane, start offset uniform in +-``max_start_offset_steps``.
+    - ``drift``: as ``start`` plus plate-tilt drift of +-``drift_steps_per_s`` and a small
+      random walk (0.5 steps/sqrt(s)).
+    - ``switch``: as ``drift`` plus a switch to another worm at 40% and 70% of the episode,
+      each a jump of uniform |``switch_jump_steps``| with random sign.
+    ``common`` is passed to every :class:`Scenario` (e.g. ``motor_speed_steps_per_s``).
+    """
+    unknown = set(kinds) - set(SCENARIO_KINDS)
+    if unknown:
+        raise ValueError(f"unknown scenario kinds {sorted(unknown)}; choose from {SCENARIO_KINDS}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for kind in kinds:
+        for i in range(n_per_kind):
+            ep_seed = int(rng.integers(0, 2**31 - 1))
+            start = float(np.round(rng.uniform(-max_start_offset_steps, max_start_offset_steps)))
+            drift = float(rng.choice([-1.0, 1.0]) * drift_steps_per_s) if kind != "start" else 0.0
+            walk = 0.5 if kind != "start" else 0.0
+            times: tuple[float, ...] = ()
+            jumps: tuple[float, ...] = ()
+            if kind == "switch":
+                times = (round(0.4 * duration_s, 3), round(0.7 * duration_s, 3))
+                jumps = tuple(float(np.round(rng.choice([-1.0, 1.0]) * rng.uniform(*switch_jump_steps)))
+                              for _ in times)
+            out.append(Scenario(name=f"{kind}-{i}", seed=ep_seed, start_offset_steps=start,
+                                duration_s=duration_s, fps=fps, drift_steps_per_s=drift,
+                                random_walk_steps_per_sqrt_s=walk, switch_times_s=times,
+                                switch_jumps_steps=jumps, **common))
+    return out
+
+
+@dataclass
+class MotorSim:
+    """Focus motor kinematics: constant-speed moves, then a settle time. Pure function of time.
+
+    ``command(target_steps, t_s)`` starts a move from wherever the lens is at ``t_s``
+    (a new command pre-empts the move in progress). ``position_steps(t_s)`` interpolates;
+    ``settled_at_s`` is when the last move ends plus the settle time.
+    """
+
+    position0_steps: float = 0.0
+    speed_steps_per_s: float = 1000.0
+    settle_s: float = 0.02
+    travelled_steps: float = 0.0
+    _from_steps: float = field(init=False, default=0.0)
+    _to_steps: float = field(init=False, default=0.0)
+    _t0_s: float = field(init=False, default=0.0)
+    _t1_s: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        self._from_steps = self._to_steps = float(self.position0_steps)
+        self._t0_s = self._t1_s = -math.inf
+
+    @property
+    def target_steps(self) -> float:
+        return self._to_steps
+
+    @property
+    def settled_at_s(self) -> float:
+        return self._t1_s + self.settle_s
+
+    def moving(self, t_s: float) -> bool:
+        return t_s < self._t1_s
+
+    def position_steps(self, t_s: float) -> float:
+        if t_s >= self._t1_s:
+            return self._to_steps
+        if t_s <= self._t0_s:
+            return self._from_steps
+        frac = (t_s - self._t0_s) / (self._t1_s - self._t0_s)
+        return self._from_steps + frac * (self._to_steps - self._from_steps)
+
+    def command(self, target_steps: float, t_s: float) -> None:
+        if not math.isfinite(target_steps):
+            raise ValueError(f"motor target must be finite, got {target_steps}")
+        start = self.position_steps(t_s)
+        self.travelled_steps += abs(target_steps - start)
+        self._from_steps, self._to_steps = start, float(target_steps)
+        self._t0_s = t_s
+        self._t1_s = t_s + abs(target_steps - start) / self.speed_steps_per_s
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(np.percentile(vals, q)) if vals else None
+
+
+def summarize_episode(error_steps: Sequence[float], *, latency_ms: Sequence[float] | None = None,
+                      steps_travelled: float | None = None, lens_z_steps: Sequence[float] | None = None,
+                      in_focus_steps: float = IN_FOCUS_STEPS, hold_frames: int = 1) -> dict:
+    """Metrics of one episode from the per-frame focus error (``best_z - lens_z`` at each frame).
+
+    Keys: ``frames_to_focus`` (index of the first frame that starts a run of ``hold_frames``
+    frames with ``|error| <= in_focus_steps``; None if never), ``final_error_steps`` (signed,
+    last frame), ``in_focus_fraction`` (all frames), ``in_focus_fraction_tracking`` (frames
+    from ``frames_to_focus`` on), ``steady_abs_error_steps`` (median |error| over those frames),
+    ``mean_abs_error_steps``, ``latency_p50_ms`` / ``latency_p95_ms`` (None without
+    latencies), ``steps_travelled`` (given, else the sum of |frame-to-frame lens moves| from
+    ``lens_z_steps``, else None) and ``n_frames``.
+    """
+    err = np.asarray(error_steps, dtype=float)
+    if err.ndim != 1 or err.size == 0:
+        raise ValueError(f"error_steps must be a non-empty 1-D sequence, got shape {err.shape}")
+    if not np.isfinite(err).all():
+        raise ValueError("error_steps contains non-finite values")
+    if hold_frames < 1:
+        raise ValueError(f"hold_frames must be >= 1, got {hold_frames}")
+    ok = np.abs(err) <= in_focus_steps
+    first = None
+    for i in range(err.size - hold_frames + 1):
+        if ok[i:i + hold_frames].all():
+            first = i
+            break
+    if steps_travelled is None and lens_z_steps is not None:
+        steps_travelled = float(np.abs(np.diff(np.asarray(lens_z_steps, dtype=float))).sum())
+    tracking = ok[first:] if first is not None else np.zeros(0, dtype=bool)
+    return {
+        "frames_to_focus": first,
+        "final_error_steps": float(err[-1]),
+        "in_focus_fraction": float(ok.mean()),
+        "in_focus_fraction_tracking": float(tracking.mean()) if tracking.size else 0.0,
+        "steady_abs_error_steps": float(np.median(np.abs(err[first:]))) if first is not None else None,
+        "mean_abs_error_steps": float(np.abs(err).mean()),
+        "latency_p50_ms": _percentile(latency_ms or [], 50),
+        "latency_p95_ms": _percentile(latency_ms or [], 95),
+        "steps_travelled": None if steps_travelled is None else float(steps_travelled),
+        "n_frames": int(err.size),
+    }
