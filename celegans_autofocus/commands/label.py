@@ -1,0 +1,55 @@
+"""``celegans-autofocus label DATASET``: label every z image with its signed offset to focus."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "label z-stacks by focus-measure argmax (or stack.yaml best_index) into DATASET/labels.csv"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..core.focus import DEFAULT_MEASURE, MEASURES
+
+    data = parser.add_argument_group("data")
+    data.add_argument("dataset", type=Path, help="dataset root holding plates/<plate>/<stack>/z_<index>.png")
+    how = parser.add_argument_group("labelling")
+    how.add_argument("--measure", default=DEFAULT_MEASURE, choices=sorted(MEASURES),
+                     help="focus measure whose maximum marks the best plane")
+    how.add_argument("--force", action="store_true",
+                     help="recompute stacks that are unchanged since the last labels.csv")
+    how.add_argument("--workers", type=int, default=1, help="processes computing the measure (one stack each)")
+    how.add_argument("--quiet", action="store_true", help="no progress bar and no per-file messages")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.stacks import DatasetError, label_dataset
+
+    if args.workers < 1:
+        print(f"label: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
+    try:
+        report = label_dataset(args.dataset, args.measure, force=args.force, workers=args.workers,
+                               progress=not args.quiet)
+    except (DatasetError, ValueError) as exc:
+        print(f"label: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        for msg in report.warnings:
+            print(f"warning: {msg}", file=sys.stderr)
+        for msg in report.skipped_files:
+            print(f"skipped: {msg}", file=sys.stderr)
+        for key, msg in sorted(report.failed.items()):
+            print(f"failed: {msg} (kept its previous labels)", file=sys.stderr)
+        for res in report.labelled:
+            if res.ambiguous_reason:
+                print(f"ambiguous: {res.stack.plate}/{res.stack.name}: {res.ambiguous_reason}", file=sys.stderr)
+    from_yaml = sum(r.best_from == "stack.yaml" for r in report.labelled)
+    print(f"labels: {args.dataset / 'labels.csv'}  (measure {args.measure})")
+    print(f"  stacks labelled     {len(report.labelled)} ({from_yaml} with best_index from stack.yaml)")
+    print(f"  stacks unchanged    {len(report.cached)} (kept, use --force to recompute)")
+    print(f"  stacks failed       {len(report.failed)} ({report.kept_rows} previous rows kept)")
+    print(f"  images in labels    {len(report.rows)} in {report.n_stacks} stacks")
+    print(f"  skipped files       {len(report.skipped_files)}")
+    print(f"  ambiguous stacks    {len(report.ambiguous_stacks)}")
+    return 1 if report.failed or report.skipped_files else 0
