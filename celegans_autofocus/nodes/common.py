@@ -123,6 +123,8 @@ class Param:
     ``range``: inclusive (min, max) for int/float parameters, enforced by the descriptor.
     ``choices``: allowed values. ``check``: returns an error text for a bad value, else None.
     ``read_only``: fixed after start-up (device, backend, paths).
+    ``array_type``: the element type of an array parameter whose default is empty (``float``,
+    ``int``, ``str`` or ``bool``); such a parameter reads as ``[]`` until it is set.
     """
 
     name: str
@@ -133,6 +135,17 @@ class Param:
     choices: tuple = ()
     read_only: bool = False
     check: Callable[[Any], str | None] | None = None
+    array_type: type | None = None
+
+    def declared_value(self) -> Any:
+        """What ``declare_parameters`` gets: the default, or the array type when the default is []."""
+        if isinstance(self.default, list) and not self.default:
+            types = {float: Parameter.Type.DOUBLE_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
+                     str: Parameter.Type.STRING_ARRAY, bool: Parameter.Type.BOOL_ARRAY}
+            if self.array_type not in types:
+                raise TypeError(f"parameter {self.name}: an empty default needs array_type")
+            return types[self.array_type]
+        return self.default
 
     def descriptor(self) -> ParameterDescriptor:
         desc = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only)
@@ -175,18 +188,19 @@ class Params:
         node.add_on_set_parameters_callback(self._validate)
         node.add_post_set_parameters_callback(self._apply)
         try:
-            node.declare_parameters("", [(p.name, p.default, p.descriptor()) for p in specs])
+            node.declare_parameters("", [(p.name, p.declared_value(), p.descriptor()) for p in specs])
         except ParameterException as exc:
             raise ConfigError(f"invalid parameter: {exc}") from None
         self._declared = True
 
     def _validate(self, params: list[Parameter]) -> SetParametersResult:
-        errors = [err for p in params if p.name in self._specs
+        errors = [err for p in params if p.name in self._specs and p.value is not None
                   for err in [self._specs[p.name].error(p.value)] if err]
         return SetParametersResult(successful=not errors, reason="; ".join(errors))
 
     def _apply(self, params: list[Parameter]) -> None:
-        changed = {p.name: p.value for p in params if p.name in self._specs}
+        changed = {p.name: self._specs[p.name].default if p.value is None else p.value
+                   for p in params if p.name in self._specs}
         self._values.update(changed)
         if self._declared and changed:
             for listener in self._listeners:
