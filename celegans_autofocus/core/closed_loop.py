@@ -11,8 +11,9 @@ when ``|error_steps| <= in_focus_steps`` (8 steps, half the ~16-step depth of fi
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -91,7 +92,6 @@ class Scenario:
     switch_jumps_steps: tuple[float, ...] = ()
     n_worms: int = 3
     motor_speed_steps_per_s: float = 1000.0
-    motor_settle_s: float = 0.02
     processing_latency_s: float = 0.03  # frame stamp -> motor command, in simulated time
 
     def __post_init__(self) -> None:
@@ -184,6 +184,10 @@ class MotorSim:
         return self._to_steps
 
     @property
+    def move_end_s(self) -> float:
+        return self._t1_s
+
+    @property
     def settled_at_s(self) -> float:
         return self._t1_s + self.settle_s
 
@@ -254,3 +258,205 @@ def summarize_episode(error_steps: Sequence[float], *, latency_ms: Sequence[floa
         "steps_travelled": None if steps_travelled is None else float(steps_travelled),
         "n_frames": int(err.size),
     }
+
+
+# ---------------------------------------------------------------- episode runner
+
+class FrameSource(Protocol):
+    """Camera of the simulation: the frame seen when the lens must move ``offset_steps`` to focus
+    the worm tracked as target number ``target_index`` (0, 1, ... after each switch)."""
+
+    def frame(self, offset_steps: float, target_index: int) -> np.ndarray: ...
+
+
+class OpticsFrames:
+    """Frames from the physical simulator's fast path (core.optics.StackRenderer), one scene per
+    scenario (seeded by it). ``fov_px`` None renders the full frame; a number renders a square
+    crop of that side centred on the target worm (worm ``target_index % n_worms``)."""
+
+    def __init__(self, scenario: Scenario, out_shape: tuple[int, int], fov_px: int | None = None,
+                 config: "object | None" = None) -> None:
+        from . import optics
+
+        self.config = config if config is not None else optics.OpticsConfig()
+        self.scene = optics.make_scene(np.random.default_rng(scenario.seed), self.config, scenario.n_worms)
+        self.out_shape = tuple(out_shape)
+        self.fov_px = fov_px
+        self.seed = scenario.seed
+        self._renderers: dict[int | None, object] = {}
+        self._optics = optics
+
+    def _window(self, target_index: int) -> tuple[int, int, int, int] | None:
+        if self.fov_px is None or not self.scene.worms:
+            return None
+        worm = self.scene.worms[target_index % len(self.scene.worms)]
+        cx, cy = worm.centroid_px
+        frame_w, frame_h = self.config.frame_width_px, self.config.frame_height_px
+        side = min(int(self.fov_px), frame_w, frame_h)
+        x0 = int(min(max(round(cx - side / 2), 0), frame_w - side))
+        y0 = int(min(max(round(cy - side / 2), 0), frame_h - side))
+        return (x0, y0, side, side)
+
+    def frame(self, offset_steps: float, target_index: int) -> np.ndarray:
+        window = self._window(target_index)
+        key = None if window is None else target_index % len(self.scene.worms)
+        if key not in self._renderers:
+            self._renderers[key] = self._optics.StackRenderer(
+                self.scene, self.config, self.out_shape, window_px=window, seed=self.seed + (key or 0))
+        return self._renderers[key].frame(float(offset_steps))
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a loop controller did with one frame: its prediction (steps to focus, or None),
+    the absolute motor target it commands (or None = no new command), the processing time."""
+
+    predicted_offset_steps: float | None
+    command_target_steps: float | None
+    latency_ms: float | None
+    reason: str
+
+
+class CnnLoop:
+    """One-shot CNN autofocus: FocusPredictor on each settled frame -> core.control.FocusController."""
+
+    name = "cnn"
+
+    def __init__(self, predictor: "object", config: "object | None" = None) -> None:
+        from .control import ControlConfig, FocusController
+
+        self.predictor = predictor
+        self.law = FocusController(config if config is not None else ControlConfig())
+        self.settle_s = self.law.config.settle_s
+
+    def on_frame(self, gray: np.ndarray, stamp_s: float, now_s: float, motor: MotorSim) -> Step:
+        from .predictor import NonFiniteOutputError
+
+        t0 = time.perf_counter()
+        try:
+            offset = float(self.predictor.predict(gray))
+        except NonFiniteOutputError:
+            offset = math.nan  # the law holds (NON_FINITE): the motor never moves on garbage
+        latency_ms = (time.perf_counter() - t0) * 1e3
+        position = motor.position_steps(now_s)
+        decision = self.law.update(offset, stamp_s, now_s, position)
+        target = None
+        if decision.moves:
+            target = round(position) + decision.move_steps
+            motor.command(target, now_s)
+            self.law.record_move(motor.move_end_s)
+        return Step(offset, target, latency_ms, decision.reason.value)
+
+    def on_target_switch(self) -> None:
+        """The law needs no notice: the next prediction already sees the new worm."""
+
+
+class SearchLoop:
+    """Classical autofocus: core.control.SearchAutofocus on a focus measure (default Vollath F5),
+    re-searching when the measure drops; a switch to another worm restarts a full search, as a
+    tracker does when it picks a new target."""
+
+    name = "search"
+
+    def __init__(self, config: "object | None" = None, measure: str = "vollath_f5",
+                 settle_s: float = 0.05) -> None:
+        from .control import SearchAutofocus, SearchConfig
+        from .focus import get_measure
+
+        self.search = SearchAutofocus(config if config is not None else SearchConfig())
+        self.measure = get_measure(measure)
+        self.measure_name = measure
+        self.settle_s = settle_s
+
+    def on_frame(self, gray: np.ndarray, stamp_s: float, now_s: float, motor: MotorSim) -> Step:
+        t0 = time.perf_counter()
+        value = self.measure(gray)
+        latency_ms = (time.perf_counter() - t0) * 1e3
+        z = motor.position_steps(stamp_s)
+        decision = self.search.update(z, value, stamp_s)
+        target = None
+        if decision.moves and decision.target_steps is not None and decision.target_steps != motor.target_steps:
+            target = float(decision.target_steps)
+            motor.command(target, now_s)
+        return Step(None, target, latency_ms, decision.reason.value)
+
+    def on_target_switch(self) -> None:
+        self.search.restart()
+
+
+@dataclass
+class EpisodeTrace:
+    """Per-frame record of one episode (frame i at ``t_s[i]``); NaN = no prediction on that frame."""
+
+    scenario: Scenario
+    controller: str
+    t_s: list[float] = field(default_factory=list)
+    true_best_z: list[float] = field(default_factory=list)
+    lens_z: list[float] = field(default_factory=list)
+    predicted_offset: list[float] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    steps_travelled: float = 0.0
+
+    @property
+    def error_steps(self) -> np.ndarray:
+        return np.asarray(self.true_best_z) - np.asarray(self.lens_z)
+
+    @property
+    def predicted_best_z(self) -> np.ndarray:
+        return np.asarray(self.lens_z) + np.asarray(self.predicted_offset)
+
+    def summary(self, hold_frames: int = 1) -> dict:
+        return summarize_episode(self.error_steps, latency_ms=self.latency_ms,
+                                 steps_travelled=self.steps_travelled, hold_frames=hold_frames)
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One simulated frame, for recorders (e.g. a rosbag of the episode)."""
+
+    index: int
+    t_s: float
+    gray: np.ndarray | None  # None when the controller skipped the frame (lens not settled)
+    lens_z_steps: float
+    true_offset_steps: float
+    predicted_offset_steps: float | None
+
+
+def run_episode(scenario: Scenario, controller: "CnnLoop | SearchLoop", frames: FrameSource,
+                on_frame: Callable[[FrameRecord], None] | None = None) -> EpisodeTrace:
+    """Simulate one episode frame by frame; deterministic for a given scenario and controller.
+
+    The camera takes frame i at ``t = i / fps``; the lens is where the motor is at that instant
+    (moves run at ``motor_speed_steps_per_s``). A frame taken before the lens settled (end of
+    move + the controller's settle time) is skipped, as both control laws would ignore it, and
+    is not rendered. Otherwise it is rendered at ``offset = best_z - lens_z`` and handed to the
+    controller, whose command starts ``processing_latency_s`` after the frame's stamp.
+    The lens starts at 0 steps; the best plane at ``start_offset_steps``.
+    """
+    drift = scenario.drift(0.0)
+    motor = MotorSim(0.0, scenario.motor_speed_steps_per_s, controller.settle_s)
+    trace = EpisodeTrace(scenario, controller.name)
+    target_index = 0
+    for i in range(scenario.n_frames):
+        t_s = i / scenario.fps
+        new_target = drift.target_index(t_s)
+        if new_target != target_index:
+            target_index = new_target
+            controller.on_target_switch()
+        best = drift.best_z_steps(t_s)
+        lens = motor.position_steps(t_s)
+        settled = t_s >= motor.settled_at_s
+        gray = frames.frame(best - lens, target_index) if settled else None
+        step = controller.on_frame(gray, t_s, t_s + scenario.processing_latency_s, motor) if settled else None
+        trace.t_s.append(t_s)
+        trace.true_best_z.append(best)
+        trace.lens_z.append(lens)
+        pred = step.predicted_offset_steps if step is not None else None
+        trace.predicted_offset.append(math.nan if pred is None else pred)
+        trace.latency_ms.append(step.latency_ms if step is not None else math.nan)
+        trace.reasons.append(step.reason if step is not None else "unsettled")
+        if on_frame is not None:
+            on_frame(FrameRecord(i, t_s, gray, lens, best - lens, pred))
+    trace.steps_travelled = motor.travelled_steps
+    return trace
