@@ -1,0 +1,218 @@
+"""Worm detection in full frames, target tracking between frames, and crop windows.
+
+Detection works at 1/``downsample`` resolution: INTER_AREA reduction (which also averages the
+noise away), a median background (window several worm widths wide), the absolute difference from
+it (so worms that look dark in focus and bright or haloed out of focus are found alike), a
+threshold at ``threshold_sigma`` robust noise levels, a morphological closing that joins the
+pieces of a defocused worm, and connected components filtered by area. All coordinates returned
+are full-frame pixels, (x, y) = (column, row), origin top-left. Pure numpy/OpenCV.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .images import ImageError, check_image
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One worm: centroid (x, y), bounding box (x0, y0, w, h) and area, all in full-frame px."""
+
+    centroid_px: tuple[float, float]
+    bbox_px: tuple[int, int, int, int]
+    area_px: int
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Detector settings; lengths and areas in full-frame px (the 1.55 um/px default optics)."""
+
+    downsample: int = 8
+    background_px: int = 248
+    threshold_sigma: float = 5.0
+    min_contrast: float = 2.0
+    close_px: int = 40
+    min_area_px: int = 6000
+    max_area_fraction: float = 0.25
+    max_detections: int = 20
+
+    def __post_init__(self) -> None:
+        if self.downsample < 1 or self.background_px < 3 * self.downsample:
+            raise ValueError(f"need downsample >= 1 and background_px >= 3*downsample, got {self}")
+        if self.threshold_sigma <= 0 or self.min_contrast < 0 or self.min_area_px < 0:
+            raise ValueError(f"threshold_sigma must be > 0, min_contrast and min_area_px >= 0, got {self}")
+        if not 0 < self.max_area_fraction <= 1:
+            raise ValueError(f"max_area_fraction must be in (0, 1], got {self.max_area_fraction}")
+
+
+def _odd(n: float) -> int:
+    return max(3, int(n) // 2 * 2 + 1)
+
+
+class WormDetector:
+    """``detect(gray) -> [Detection]``, largest first. Reuse one instance: kernels are built once."""
+
+    def __init__(self, config: DetectorConfig = DetectorConfig()):
+        self.config = config
+        ds = config.downsample
+        self._median_k = _odd(config.background_px / ds)
+        close = _odd(config.close_px / ds)
+        self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close, close))
+        self._open = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
+
+    def foreground(self, gray: np.ndarray) -> np.ndarray:
+        """The low-resolution foreground mask (uint8 0/255) that :meth:`detect` segments."""
+        check_image(gray)
+        if gray.ndim != 2:
+            raise ImageError(f"worm detection expects a 2-D grayscale image, got shape {gray.shape}")
+        ds = self.config.downsample
+        h, w = gray.shape
+        size = (max(1, round(w / ds)), max(1, round(h / ds)))
+        small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA) if ds > 1 else gray
+        if small.dtype != np.uint8:
+            small = cv2.normalize(small.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        k = min(self._median_k, _odd(min(size) - 2) if min(size) >= 5 else 3)
+        background = cv2.medianBlur(small, k)
+        diff = cv2.GaussianBlur(cv2.absdiff(small, background), (3, 3), 0)
+        hist = np.bincount(diff.ravel(), minlength=256)
+        median = int(np.searchsorted(np.cumsum(hist), diff.size / 2))
+        level = max(self.config.threshold_sigma * 1.4826 * median, self.config.min_contrast)
+        mask = (diff > level).astype(np.uint8) * 255
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
+        return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close)
+
+    def detect(self, gray: np.ndarray) -> list[Detection]:
+        """Worms in a grayscale frame of any size and integer/float type, largest first."""
+        mask = self.foreground(gray)
+        ds = self.config.downsample
+        h, w = gray.shape
+        n, _, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        min_area = self.config.min_area_px / ds**2
+        max_area = self.config.max_area_fraction * mask.size
+        found = []
+        for i in range(1, n):
+            x0, y0, bw, bh, area = (int(v) for v in stats[i])
+            if not min_area <= area <= max_area:
+                continue
+            cx, cy = centroids[i]
+            fx0, fy0 = x0 * ds, y0 * ds
+            found.append(Detection(
+                centroid_px=(float((cx + 0.5) * ds - 0.5), float((cy + 0.5) * ds - 0.5)),
+                bbox_px=(fx0, fy0, min(bw * ds, w - fx0), min(bh * ds, h - fy0)),
+                area_px=area * ds * ds,
+            ))
+        found.sort(key=lambda d: d.area_px, reverse=True)
+        return found[: self.config.max_detections]
+
+
+def detect_worms(gray: np.ndarray, config: DetectorConfig = DetectorConfig()) -> list[Detection]:
+    """One-off detection; prefer a :class:`WormDetector` instance in loops."""
+    return WormDetector(config).detect(gray)
+
+
+# ----------------------------------------------------------------------------- tracking
+
+@dataclass(frozen=True)
+class TrackState:
+    """The tracker's answer for one frame.
+
+    ``target``: the target worm's detection in this frame, or None when it was not seen.
+    ``center_px``: where to centre the crop: the target's centroid, or its last known one while
+    lost, or None before any worm was seen. ``switched``: a different worm became the target in
+    this frame. ``lost_frames``: consecutive frames without the target. ``switches``: total so far.
+    """
+
+    target: Detection | None
+    center_px: tuple[float, float] | None
+    switched: bool
+    lost_frames: int
+    switches: int
+
+
+class TargetTracker:
+    """Keep one target worm from frame to frame.
+
+    Choice: ``select="nearest_center"`` (default; a tracking stage keeps the worm centred) or
+    ``"largest"``. Each frame the target is the detection nearest its last centroid within
+    ``max_jump_px``. After ``reacquire_after_frames`` consecutive frames without it, the tracker
+    picks a new target by the selection rule and reports a switch.
+    """
+
+    def __init__(self, frame_size_px: tuple[int, int] = (2592, 1944), max_jump_px: float = 200.0,
+                 reacquire_after_frames: int = 5, select: str = "nearest_center"):
+        if select not in ("nearest_center", "largest"):
+            raise ValueError(f"select must be 'nearest_center' or 'largest', got {select!r}")
+        if max_jump_px <= 0 or reacquire_after_frames < 1:
+            raise ValueError(f"need max_jump_px > 0 and reacquire_after_frames >= 1, "
+                             f"got {max_jump_px}, {reacquire_after_frames}")
+        self.frame_size_px = frame_size_px
+        self.max_jump_px = float(max_jump_px)
+        self.reacquire_after_frames = int(reacquire_after_frames)
+        self.select = select
+        self.reset()
+
+    def reset(self) -> None:
+        self._center: tuple[float, float] | None = None
+        self._lost_frames = 0
+        self._switches = 0
+
+    def _choose(self, detections: Sequence[Detection]) -> Detection:
+        if self.select == "largest":
+            return max(detections, key=lambda d: d.area_px)
+        cx, cy = self.frame_size_px[0] / 2, self.frame_size_px[1] / 2
+        return min(detections, key=lambda d: math.hypot(d.centroid_px[0] - cx, d.centroid_px[1] - cy))
+
+    def update(self, detections: Sequence[Detection]) -> TrackState:
+        """Advance one frame with that frame's detections."""
+        switched = False
+        target = None
+        if self._center is None:
+            if detections:
+                target = self._choose(detections)
+        else:
+            near = [(math.dist(d.centroid_px, self._center), d) for d in detections]
+            near = [(dist, d) for dist, d in near if dist <= self.max_jump_px]
+            if near:
+                target = min(near, key=lambda p: p[0])[1]
+            elif detections and self._lost_frames + 1 >= self.reacquire_after_frames:
+                target, switched = self._choose(detections), True
+                self._switches += 1
+        if target is not None:
+            self._center, self._lost_frames = target.centroid_px, 0
+        elif self._center is not None:
+            self._lost_frames += 1
+        return TrackState(target, self._center, switched, self._lost_frames, self._switches)
+
+
+# ----------------------------------------------------------------------------- crop windows
+
+def crop_window(center_px: tuple[float, float], fov_px: int | str | None,
+                image_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Square window ``(x0, y0, w, h)`` of side ``fov_px`` centred on ``center_px``, moved inside the image.
+
+    ``image_shape`` is the array shape (H, W[, C]). ``fov_px`` of ``"full"`` or None gives the whole
+    frame; a side larger than the image is cut to the image (so the window may be non-square).
+    """
+    h, w = int(image_shape[0]), int(image_shape[1])
+    if fov_px is None or fov_px == "full":
+        return (0, 0, w, h)
+    if isinstance(fov_px, bool) or not isinstance(fov_px, (int, np.integer)) or fov_px <= 0:
+        raise ValueError(f"fov_px must be a positive integer or 'full', got {fov_px!r}")
+    cx, cy = (float(v) for v in center_px)
+    if not (math.isfinite(cx) and math.isfinite(cy)):
+        raise ValueError(f"crop centre must be finite, got {center_px!r}")
+    cw, ch = min(int(fov_px), w), min(int(fov_px), h)
+    x0 = min(max(int(round(cx - cw / 2)), 0), w - cw)
+    y0 = min(max(int(round(cy - ch / 2)), 0), h - ch)
+    return (x0, y0, cw, ch)
+
+
+def crop_image(image: np.ndarray, window_px: tuple[int, int, int, int]) -> np.ndarray:
+    """The pixels of ``window_px`` = (x0, y0, w, h) (a view, no copy)."""
+    x0, y0, w, h = window_px
+    return image[y0:y0 + h, x0:x0 + w]
