@@ -1,0 +1,198 @@
+"""worm_detector_node: finds and tracks the target worm; publishes its crop, position and a debug view.
+
+Subscribes ``camera/image_raw`` (sensor-data QoS, keep latest) and ``focus/offset`` (for the debug
+text). Publishes, each with the source image's header:
+
+- ``worm/crop`` (Image, same encoding): a ``fov_px`` square around the target (0 = the whole frame).
+  While no worm has been seen the crop is centred on the frame; while the target is lost, on its
+  last position. Before any worm has been found the crop is the frame centre.
+- ``worm/target`` (PointStamped): x, y = crop centre in the image's pixels (column, row);
+  z = frames since the target was last seen (0 = seen in this frame).
+- ``worm/debug_image`` (bgr8, ``debug_width_px`` wide): detections, the target box, the crop window
+  and the latest focus offset.
+
+Lengths (``fov_px``, detector sizes) are full-frame pixels at ``full_width_px`` across (2592 for the
+HQ sensor); frames narrower than that (binned or simulated) are scaled by width / full_width_px.
+Bad frames (unsupported encoding, empty, inconsistent size, unexpected size) are dropped with a
+throttled warning; the node keeps running.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from geometry_msgs.msg import PointStamped
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from ..core.detection import DetectorConfig, TargetTracker, TrackState, WormDetector, crop_image, crop_window
+from ..core.images import ImageError, to_gray
+from .common import (ConfigError, Param, array_to_image, declare_params, image_to_array, reliable_qos,
+                     run_node, sensor_qos, stamp_to_s)
+
+_DEFAULTS = DetectorConfig()
+
+
+def _fov(value: int) -> str | None:
+    return None if value == 0 or value >= 16 else "must be 0 (full frame) or >= 16 px"
+
+
+PARAMS = (
+    Param("fov_px", 500, "crop side in full-frame px (paper: 500, 750, 1000, 1250; 0 = full frame)",
+          range=(0, 20000), check=_fov),
+    Param("full_width_px", 2592, "width of the full sensor frame in px; narrower frames are scaled",
+          range=(16, 20000)),
+    Param("expected_width_px", 0, "drop frames of another width (0 = accept any)", range=(0, 20000)),
+    Param("expected_height_px", 0, "drop frames of another height (0 = accept any)", range=(0, 20000)),
+    Param("min_frame_px", 32, "drop frames smaller than this in either dimension", range=(1, 20000)),
+    Param("downsample", _DEFAULTS.downsample, "detection works at 1/downsample of the full frame",
+          range=(1, 64)),
+    Param("background_px", _DEFAULTS.background_px, "median background window, full-frame px",
+          range=(3, 5000)),
+    Param("threshold_sigma", _DEFAULTS.threshold_sigma, "foreground threshold in robust noise levels",
+          range=(0.1, 100.0)),
+    Param("close_px", _DEFAULTS.close_px, "closing that joins a defocused worm's pieces, full-frame px",
+          range=(1, 1000)),
+    Param("min_area_px", _DEFAULTS.min_area_px, "smallest worm area, full-frame px^2", range=(0, 10_000_000)),
+    Param("max_jump_px", 200.0, "largest move of the target between frames, full-frame px",
+          range=(1.0, 20000.0)),
+    Param("reacquire_after_frames", 5, "frames without the target before switching to another worm",
+          range=(1, 10000)),
+    Param("select", "nearest_center", "which worm becomes the target", choices=("nearest_center", "largest")),
+    Param("debug_width_px", 640, "width of worm/debug_image (0 = no debug image)", range=(0, 4096)),
+    Param("offset_max_age_s", 2.0, "focus offsets older than this are shown as stale", range=(0.0, 3600.0)),
+)
+
+DETECTOR_KEYS = {"full_width_px", "downsample", "background_px", "threshold_sigma", "close_px", "min_area_px",
+                 "max_jump_px", "reacquire_after_frames", "select"}
+GREEN, GRAY, YELLOW, RED = (0, 200, 0), (160, 160, 160), (0, 220, 255), (0, 0, 255)
+
+
+class WormDetectorNode(Node):
+    NODE_NAME = "worm_detector_node"
+
+    def __init__(self, **kwargs):
+        super().__init__(self.NODE_NAME, **kwargs)
+        self.params = declare_params(self, PARAMS)
+        self._frame_key: tuple[int, int] | None = None  # frame size the detector was built for; None = rebuild
+        self.detector: WormDetector | None = None
+        self.tracker: TargetTracker | None = None
+        self.scale = 1.0
+        self.last_offset: PointStamped | None = None
+        self.frames_processed = 0
+        self.frames_dropped = 0
+        full = self.params.full_width_px
+        self._configure(full, full * 3 // 4)  # settings are checked at start-up, not on the first frame
+        self._frame_key = None
+        self.crop_pub = self.create_publisher(Image, "worm/crop", reliable_qos(depth=2))
+        self.target_pub = self.create_publisher(PointStamped, "worm/target", reliable_qos())
+        self.debug_pub = self.create_publisher(Image, "worm/debug_image", reliable_qos(depth=1))
+        self.create_subscription(Image, "camera/image_raw", self._on_image, sensor_qos(depth=1))
+        self.create_subscription(PointStamped, "focus/offset", self._on_offset, sensor_qos(depth=1))
+        self.params.on_change(self._on_params)
+
+    # ------------------------------------------------------------ set-up per frame size
+
+    def _on_params(self, changed: dict) -> None:
+        if set(changed) & DETECTOR_KEYS:
+            self._frame_key = None  # rebuilt (and the target re-chosen) on the next frame
+
+    def _configure(self, width: int, height: int) -> None:
+        """(Re)build detector and tracker for frames of this size, scaling full-frame lengths."""
+        p = self.params
+        self.scale = min(1.0, width / p.full_width_px)
+        s = self.scale
+        try:
+            config = DetectorConfig(downsample=max(1, round(p.downsample * s)),
+                                    background_px=max(3 * max(1, round(p.downsample * s)),
+                                                      round(p.background_px * s)),
+                                    threshold_sigma=p.threshold_sigma, close_px=max(1, round(p.close_px * s)),
+                                    min_area_px=round(p.min_area_px * s * s))
+            self.detector = WormDetector(config)
+            self.tracker = TargetTracker((width, height), max_jump_px=p.max_jump_px * s,
+                                         reacquire_after_frames=p.reacquire_after_frames, select=p.select)
+        except ValueError as exc:
+            raise ConfigError(f"detector settings: {exc}") from None
+        self._frame_key = (width, height)
+
+    # ------------------------------------------------------------ callbacks
+
+    def _on_offset(self, msg: PointStamped) -> None:
+        self.last_offset = msg
+
+    def _drop(self, msg: Image, reason: str) -> None:
+        self.frames_dropped += 1
+        self.get_logger().warning(f"dropped frame ({msg.width}x{msg.height} {msg.encoding!r}): {reason} "
+                                  f"[{self.frames_dropped} dropped so far]", throttle_duration_sec=2.0)
+
+    def _check_size(self, msg: Image) -> str | None:
+        p = self.params
+        if p.expected_width_px and msg.width != p.expected_width_px or \
+                p.expected_height_px and msg.height != p.expected_height_px:
+            return f"expected {p.expected_width_px or '*'}x{p.expected_height_px or '*'} px"
+        if min(msg.width, msg.height) < p.min_frame_px:
+            return f"smaller than min_frame_px = {p.min_frame_px}"
+        return None
+
+    def _on_image(self, msg: Image) -> None:
+        reason = self._check_size(msg)
+        if reason:
+            self._drop(msg, reason)
+            return
+        try:
+            image = image_to_array(msg)
+            gray = to_gray(image, msg.encoding)
+        except ImageError as exc:
+            self._drop(msg, str(exc))
+            return
+        if self._frame_key != (msg.width, msg.height):
+            self._configure(msg.width, msg.height)
+        detections = self.detector.detect(gray)
+        state = self.tracker.update(detections)
+        center = state.center_px or (msg.width / 2.0, msg.height / 2.0)
+        fov_px = self.params.fov_px
+        window = crop_window(center, max(1, round(fov_px * self.scale)) if fov_px else "full", image.shape)
+        self.crop_pub.publish(array_to_image(crop_image(image, window), msg.encoding, header=msg.header))
+        target = PointStamped(header=msg.header)
+        target.point.x, target.point.y = float(center[0]), float(center[1])
+        target.point.z = float(state.lost_frames)
+        self.target_pub.publish(target)
+        if self.params.debug_width_px:
+            self.debug_pub.publish(self._debug_image(gray, detections, state, window, msg))
+        self.frames_processed += 1
+
+    # ------------------------------------------------------------ debug view
+
+    def _debug_image(self, gray: np.ndarray, detections, state: TrackState, window, msg: Image) -> Image:
+        width = self.params.debug_width_px
+        k = width / gray.shape[1]
+        small = cv2.resize(gray, (width, max(1, round(gray.shape[0] * k))), interpolation=cv2.INTER_AREA)
+        if small.dtype != np.uint8:
+            small = cv2.normalize(small.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        view = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
+
+        def box(b, colour, thickness=1):
+            x0, y0, w, h = (round(v * k) for v in b)
+            cv2.rectangle(view, (x0, y0), (x0 + w, y0 + h), colour, thickness)
+
+        for det in detections:
+            box(det.bbox_px, GREEN if det == state.target else GRAY, 2 if det == state.target else 1)
+        box(window, YELLOW)
+        cv2.putText(view, self._offset_text(msg), (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, RED, 2, cv2.LINE_AA)
+        status = f"worms {len(detections)}  lost {state.lost_frames}  switches {state.switches}"
+        cv2.putText(view, status, (8, view.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.45, YELLOW, 1, cv2.LINE_AA)
+        return array_to_image(view, "bgr8", header=msg.header)
+
+    def _offset_text(self, msg: Image) -> str:
+        if self.last_offset is None:
+            return "focus offset: none yet"
+        age_s = stamp_to_s(msg.header.stamp) - stamp_to_s(self.last_offset.header.stamp)
+        stale = " (stale)" if age_s > self.params.offset_max_age_s else ""
+        return f"focus offset {self.last_offset.point.z:+.1f} steps{stale}"
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(WormDetectorNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
