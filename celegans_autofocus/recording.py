@@ -250,7 +250,8 @@ class BagReader:
             self._reader = AnyReader([self.path], default_typestore=typestore())
             self._reader.open()
         except (AnyReaderError, OSError, ValueError, KeyError) as exc:
-            raise BagError(f"cannot open bag {self.path}: {exc or type(exc).__name__}") from None
+            raise BagError(f"cannot open bag {self.path} (truncated or corrupt?): "
+                           f"{exc or type(exc).__name__}") from None
         self.topics: dict[str, str] = {t: info.msgtype for t, info in self._reader.topics.items()}
 
     def describe(self) -> str:
@@ -258,10 +259,15 @@ class BagReader:
         return ", ".join(f"{t} ({m})" for t, m in sorted(self.topics.items())) or "no topics"
 
     def resolve(self, topic: str) -> str | None:
-        """The bag's name for ``topic``, matching with or without the leading slash."""
+        """The bag's name for ``topic``: exact, with or without the leading slash, or, for a
+        relative name, the one topic ending in ``/topic`` (recorded in some namespace)."""
         for name in (topic, absolute_topic(topic), topic.lstrip("/")):
             if name in self.topics:
                 return name
+        if not topic.startswith("/"):
+            ends = [t for t in self.topics if t.endswith("/" + topic)]
+            if len(ends) == 1:
+                return ends[0]
         return None
 
     def require(self, topic: str, msgtypes: Sequence[str]) -> tuple[str, str]:

@@ -91,7 +91,7 @@ class Scenario:
     switch_times_s: tuple[float, ...] = ()
     switch_jumps_steps: tuple[float, ...] = ()
     n_worms: int = 3
-    motor_speed_steps_per_s: float = 1000.0
+    motor_speed_steps_per_s: float = 2000.0
     processing_latency_s: float = 0.03  # frame stamp -> motor command, in simulated time
 
     def __post_init__(self) -> None:
@@ -167,7 +167,7 @@ class MotorSim:
     """
 
     position0_steps: float = 0.0
-    speed_steps_per_s: float = 1000.0
+    speed_steps_per_s: float = 2000.0
     settle_s: float = 0.02
     travelled_steps: float = 0.0
     _from_steps: float = field(init=False, default=0.0)

@@ -1,0 +1,123 @@
+"""bag_recorder_node: record topics of any type into a rosbag2 bag (MCAP or sqlite3) with rosbags.
+
+It subscribes to each configured topic as soon as the graph shows its type, receives the
+serialized bytes (``raw=True``, no deserialization) and writes them stamped with the receive time
+(node clock, so sim time under ``use_sim_time``), as ``ros2 bag record`` does. Images
+(sensor_msgs/Image) are re-encoded downscaled when ``image_scale`` < 1. The bag is closed
+(``metadata.yaml`` written) when the node shuts down.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+from ..core.images import ImageError
+from ..recording import IMAGE_TYPE, STORAGES, BagError, BagRecorder, downscale_image_cdr, typestore
+from .common import ConfigError, Param, declare_params, reliable_qos, run_node, sensor_qos
+
+DEFAULT_TOPICS = ["camera/image_raw", "focus/offset", "stepper/joint_states", "sim/ground_truth",
+                  "worm/target"]
+
+PARAMS = [
+    Param("bag_path", "", "bag directory to create (must not exist); empty: autofocus_<date>_<time> "
+          "in the working directory", read_only=True),
+    Param("storage", "mcap", "rosbag2 storage plugin", choices=tuple(STORAGES), read_only=True),
+    Param("topics", DEFAULT_TOPICS, "topics to record (relative names resolve in the node's namespace)",
+          read_only=True, check=lambda v: None if len(v) > 0 else "at least one topic is needed"),
+    Param("image_scale", 1.0, "scale factor for sensor_msgs/Image (1.0 = as received)", range=(0.01, 1.0)),
+    Param("discovery_period_s", 0.5, "how often to look for topics not yet subscribed", range=(0.05, 10.0),
+          read_only=True),
+]
+
+
+def message_class(msgtype: str) -> type:
+    """The rclpy message class of ``pkg/msg/Name``."""
+    pkg, kind, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+
+
+class BagRecorderNode(Node):
+    NODE_NAME = "bag_recorder"
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(self.NODE_NAME, **kwargs)
+        self.params = declare_params(self, PARAMS)
+        path = self.params.bag_path or time.strftime("autofocus_%Y_%m_%d-%H_%M_%S")
+        try:
+            self.recorder = BagRecorder(Path(path), storage=self.params.storage)
+        except BagError as exc:
+            raise ConfigError(str(exc)) from None
+        self._wanted = {self.resolve_topic_name(t): t for t in self.params.topics}
+        self._subs: dict[str, object] = {}
+        self.dropped: dict[str, int] = {}
+        self.get_logger().info(f"recording {sorted(self._wanted)} to {self.recorder.path} ({self.params.storage})")
+        self._timer = self.create_timer(self.params.discovery_period_s, self._discover)
+        self._discover()
+
+    def _discover(self) -> None:
+        types = dict(self.get_topic_names_and_types())
+        for topic in sorted(set(self._wanted) - set(self._subs)):
+            if topic not in types:
+                continue
+            msgtype = types[topic][0]
+            if len(types[topic]) > 1:
+                self.get_logger().warning(f"{topic} has several types {types[topic]}; recording {msgtype}")
+            if msgtype not in typestore().types:
+                self.get_logger().error(f"cannot record {topic}: message type {msgtype} is unknown to rosbags")
+                self._subs[topic] = None
+                continue
+            try:
+                cls = message_class(msgtype)
+            except (ImportError, AttributeError, ValueError):
+                self.get_logger().error(f"cannot record {topic}: message type {msgtype} is not importable")
+                self._subs[topic] = None
+                continue
+            self.recorder.add_topic(topic, msgtype)
+            self._subs[topic] = self.create_subscription(
+                cls, topic, self._callback(topic, msgtype), self._qos(topic), raw=True)
+            self.get_logger().info(f"subscribed to {topic} ({msgtype})")
+        if set(self._subs) == set(self._wanted):
+            self._timer.cancel()
+
+    def _qos(self, topic: str) -> QoSProfile:
+        """Reliable when every publisher is reliable (no loss), else best effort (matches anything)."""
+        infos = self.get_publishers_info_by_topic(topic)
+        if infos and all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos):
+            return reliable_qos(depth=100)
+        return sensor_qos(depth=100)
+
+    def _callback(self, topic: str, msgtype: str):
+        scale_images = msgtype == IMAGE_TYPE
+
+        def write(data: bytes) -> None:
+            t_ns = self.get_clock().now().nanoseconds
+            scale = self.params.image_scale
+            if scale_images and scale < 1.0:
+                try:
+                    data = downscale_image_cdr(data, scale)
+                except (ImageError, ValueError) as exc:
+                    self.dropped[topic] = self.dropped.get(topic, 0) + 1
+                    self.get_logger().warning(f"{topic}: not recorded, cannot downscale: {exc}",
+                                              throttle_duration_sec=5.0)
+                    return
+            self.recorder.write(topic, data, t_ns)
+
+        return write
+
+    def destroy_node(self) -> None:
+        self.recorder.close()
+        counts = ", ".join(f"{t}: {n}" for t, n in self.recorder.counts.items()) or "nothing"
+        self.get_logger().info(f"closed {self.recorder.path}: {counts}")
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(BagRecorderNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
