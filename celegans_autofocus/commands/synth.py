@@ -1,0 +1,51 @@
+"""``celegans-autofocus synth OUT``: write synthetic z-stacks from the physical simulator."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "write synthetic brightfield z-stacks (DESIGN section 2 layout) from the physical simulator"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", type=Path, metavar="OUT", help="new (or empty) dataset directory")
+    g = parser.add_argument_group("dataset")
+    g.add_argument("--plates", type=int, default=2, help="number of plates")
+    g.add_argument("--stacks-per-plate", type=int, default=2, help="stacks per plate")
+    g.add_argument("--range-steps", type=int, default=200, help="z indices span -R..+R motor steps")
+    g.add_argument("--step-every", type=int, default=1, help="keep every k-th z index")
+    g.add_argument("--seed", type=int, default=0, help="random seed (same seed, same dataset)")
+    g.add_argument("--worms", type=int, default=None, help="worms per stack (default: 1-3 at random)")
+    g = parser.add_argument_group("images")
+    g.add_argument("--width", type=int, default=None, help="stored image width in px (default 2592, full frame)")
+    g.add_argument("--height", type=int, default=None, help="stored image height in px (default 1944)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..core.optics import OpticsConfig, check_new_output_dir, write_synthetic_dataset
+
+    config = OpticsConfig()
+    width = args.width or (config.frame_width_px if args.height is None
+                           else round(args.height * config.frame_width_px / config.frame_height_px))
+    height = args.height or round(width * config.frame_height_px / config.frame_width_px)
+    try:
+        if args.plates < 1 or args.stacks_per_plate < 1 or args.step_every < 1 or args.range_steps < 0:
+            raise ValueError("--plates, --stacks-per-plate and --step-every must be >= 1, --range-steps >= 0 "
+                             f"(got {args.plates}, {args.stacks_per_plate}, {args.step_every}, {args.range_steps})")
+        if args.worms is not None and args.worms < 0:
+            raise ValueError(f"--worms must be >= 0, got {args.worms}")
+        check_new_output_dir(args.out)
+        n_images = args.plates * args.stacks_per_plate * len(range(-args.range_steps, args.range_steps + 1,
+                                                                   args.step_every))
+        with tqdm(total=n_images, unit="img", desc="synth", file=sys.stderr) as bar:
+            stacks = write_synthetic_dataset(
+                args.out, args.plates, args.stacks_per_plate, args.range_steps, args.step_every, args.seed,
+                frame_shape=(height, width), n_worms=args.worms, config=config, progress=bar.update)
+    except (ValueError, FileExistsError, OSError) as exc:
+        print(f"synth: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(stacks)} stacks ({n_images} images, {width}x{height}) to {args.out}")
+    return 0

@@ -1,0 +1,569 @@
+"""Physically based brightfield z-stack simulator: worm phantoms on agar, defocus, camera.
+
+Sign convention (defined here once; every other module follows it):
+``offset_steps = best_index - z_index`` are the motor steps that bring the specimen into focus.
+A frame at ``offset_steps`` shows the specimen's transmitted field propagated by
+``dz_um = -offset_steps * step_um`` along the light (``dz_um > 0``: the camera is focused on a
+plane downstream of the specimen). A worm (index above the medium) is a weak positive lens:
+for ``dz_um > 0`` its body turns bright inside dark edges, for ``dz_um < 0`` dark inside bright
+edges. That asymmetry is what makes the sign of the offset learnable from one image.
+
+Model (scalar, thin object, Fresnel regime):
+- Specimen: complex transmittance ``exp(-absorb + i*phase)`` of one plane. Worms are tapered
+  tubes along smooth random centre-lines (projected thickness of a swept ball); phase
+  ``2*pi*(n_worm - n_medium)*thickness/lambda``; weak absorption by the body, a thin cuticle
+  shell, gut granules and eggs. Background: agar surface undulations, a bacterial lawn
+  (patch with a thicker rim and clumps), debris particles and scratches (air-filled grooves).
+- Defocus: Fresnel transfer function ``exp(-i*pi*lambda*dz*(fx^2 + fy^2))`` on the cached
+  field spectrum, pupil cut-off at ``na`` softened over the condenser aperture. Partial
+  coherence (condenser NA): by the Fourier shift theorem a source point tilted by ``q`` shifts
+  the defocused intensity by ``lambda*dz*q``, so the source disc blurs the coherent intensity
+  by a Gaussian of sigma ``|dz|*condenser_na/2`` (pupil-clipping differences between source
+  points are approximated by the soft pupil edge).
+- Camera: object-space pixels of ``um_per_px``, quadratic vignetting, Poisson-Gaussian noise
+  (shot noise in its Gaussian limit, thousands of electrons) and 8-bit output.
+
+The scene is vector data in full-frame pixels, rasterized over any window at any sampling, so a
+small ``out_shape`` (the fast path) is the same physics at lower resolution. The field is
+computed on a grid at most ``max_oversample`` times finer than the output and box-averaged
+down, like a camera binning its pixels; phase gradients that the grid cannot represent (light
+deflected beyond its Nyquist angle) are treated as lost. Content around the window is
+rasterized into the FFT padding, so there is no wrap-around within ``max_offset_steps``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import yaml
+
+FULL_FRAME_WH = (2592, 1944)
+#: Stacks render offsets up to this many steps without wrap-around unless told otherwise.
+DEFAULT_MAX_OFFSET_STEPS = 300.0
+
+
+@dataclass(frozen=True)
+class OpticsConfig:
+    """Microscope, specimen and camera constants (lengths in micrometres)."""
+
+    step_um: float = 5.0
+    um_per_px: float = 1.55
+    wavelength_um: float = 0.55
+    na: float = 0.08
+    condenser_na: float = 0.03
+    frame_width_px: int = FULL_FRAME_WH[0]
+    frame_height_px: int = FULL_FRAME_WH[1]
+    n_medium: float = 1.33
+    n_worm: float = 1.38
+    worm_length_um: tuple[float, float] = (850.0, 1150.0)
+    worm_width_um: tuple[float, float] = (50.0, 80.0)
+    full_well_e: float = 10000.0
+    read_noise_e: float = 3.0
+    vignetting: float = 0.25
+    noise: bool = True
+    max_oversample: int = 2
+
+    @property
+    def depth_of_field_um(self) -> float:
+        """lambda / NA^2, the axial range that looks sharp."""
+        return self.wavelength_um / self.na**2
+
+    @property
+    def depth_of_field_steps(self) -> float:
+        return self.depth_of_field_um / self.step_um
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Balls:
+    """Spheres of index contrast ``delta_n`` and amplitude absorption ``absorb_per_um``."""
+
+    xy_px: np.ndarray  # (K, 2) full-frame px
+    radius_um: np.ndarray  # (K,)
+    delta_n: np.ndarray  # (K,)
+    absorb_per_um: np.ndarray  # (K,)
+
+
+@dataclass(frozen=True)
+class Worm:
+    """A tapered tube along ``centerline_px`` (head first) with its inner structures."""
+
+    centerline_px: np.ndarray  # (N, 2) x, y in full-frame px, sampled every ~2 um
+    radius_um: np.ndarray  # (N,) tube radius along the centre-line
+    inclusions: Balls  # gut granules, pharynx bulbs, eggs (relative to the worm body)
+    um_per_px: float
+
+    @property
+    def centroid_px(self) -> tuple[float, float]:
+        """Projected-area-weighted centre (x, y) in full-frame px."""
+        w = self.radius_um / self.radius_um.sum()
+        x, y = (self.centerline_px * w[:, None]).sum(axis=0)
+        return float(x), float(y)
+
+    @property
+    def bbox_px(self) -> tuple[int, int, int, int]:
+        """(x0, y0, w, h) in full-frame px enclosing the whole body (may extend off the frame)."""
+        r_px = self.radius_um[:, None] / self.um_per_px
+        lo = np.floor((self.centerline_px - r_px).min(axis=0)).astype(int)
+        hi = np.ceil((self.centerline_px + r_px).max(axis=0)).astype(int)
+        return int(lo[0]), int(lo[1]), int(hi[0] - lo[0]), int(hi[1] - lo[1])
+
+
+@dataclass(frozen=True)
+class Texture:
+    """A field sampled on a coarse grid: value k covers the full-frame px ``origin_px + k*cell_px``."""
+
+    values: np.ndarray  # (rows, cols) float32
+    origin_px: tuple[float, float]  # (x, y) of values[0, 0]
+    cell_px: float
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Vector description of one field of view (full-frame pixels) in the specimen plane."""
+
+    worms: tuple[Worm, ...]
+    particles: Balls
+    scratches: np.ndarray  # (S, 6): x0, y0, x1, y1 px, half width um, depth um
+    background_phase: Texture  # rad: agar undulation + lawn
+    background_absorb: Texture  # nepers of amplitude: lawn
+    brightness: float  # background level as a fraction of 8-bit full scale
+    um_per_px: float
+
+
+_CENTERLINE_SPACING_UM = 2.0
+_MARGIN_UM = 600.0  # scene content beyond the frame edge, for the FFT padding
+_N_AGAR_AIR = 1.0  # a scratch is a groove of air in agar (n_medium)
+
+
+# ----------------------------------------------------------------------------- scene
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_cells: float) -> np.ndarray:
+    """Zero-mean, unit-std Gaussian-filtered white noise."""
+    field = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), sigma_cells)
+    return (field - field.mean()) / max(float(field.std()), 1e-6)
+
+
+def _worm(rng: np.random.Generator, config: OpticsConfig, center_px: np.ndarray) -> Worm:
+    length_um = rng.uniform(*config.worm_length_um)
+    r_max = rng.uniform(*config.worm_width_um) / 2
+    n = int(length_um / _CENTERLINE_SPACING_UM) + 1
+    s = np.linspace(0.0, 1.0, n)
+    # Sinusoidal crawling posture plus a slow random bend.
+    wavelength = rng.uniform(0.55, 0.9)
+    amp_rad = rng.uniform(0.2, 0.8)
+    angle = (rng.uniform(0, 2 * np.pi) + amp_rad * np.sin(2 * np.pi * s / wavelength + rng.uniform(0, 2 * np.pi))
+             + rng.uniform(-1.2, 1.2) * (s - 0.5) + rng.uniform(-0.8, 0.8) * (s - 0.5) ** 2)
+    step_px = length_um / (n - 1) / config.um_per_px
+    xy = np.cumsum(np.stack([np.cos(angle), np.sin(angle)], axis=1) * step_px, axis=0)
+    xy += center_px - xy.mean(axis=0)
+    # Blunt rounded head, long tapering tail.
+    head = np.sqrt(np.clip(1 - (1 - np.clip(s / 0.1, 0, 1)) ** 2, 0, 1))
+    tail = np.clip((1 - s) / 0.3, 0, 1) ** 0.9
+    radius = np.maximum(r_max * head * tail, 1.0)
+
+    def along(m: int, s_lo: float, s_hi: float, lateral: float) -> tuple[np.ndarray, np.ndarray]:
+        idx = rng.integers(int(s_lo * (n - 1)), int(s_hi * (n - 1)), m)
+        tangent = np.gradient(xy, axis=0)[idx]
+        normal = np.stack([-tangent[:, 1], tangent[:, 0]], axis=1)
+        normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+        off_px = rng.uniform(-lateral, lateral, m) * radius[idx] / config.um_per_px
+        return xy[idx] + normal * off_px[:, None], radius[idx]
+
+    g_xy, _ = along(int(rng.integers(250, 600)), 0.18, 0.92, 0.6)
+    g_r = rng.uniform(1.2, 3.5, len(g_xy))
+    b_xy, b_r = along(2, 0.05, 0.13, 0.0)
+    e_xy, e_r = along(int(rng.integers(0, 12)), 0.4, 0.62, 0.3)
+    inclusions = Balls(
+        xy_px=np.concatenate([g_xy, b_xy, e_xy]),
+        radius_um=np.concatenate([g_r, 0.45 * b_r, np.full(len(e_xy), rng.uniform(12, 18))]),
+        delta_n=np.concatenate([rng.uniform(0.02, 0.06, len(g_xy)), np.full(len(b_xy), 0.02),
+                                np.full(len(e_xy), 0.015)]),
+        absorb_per_um=np.concatenate([rng.uniform(0.02, 0.12, len(g_xy)), np.full(len(b_xy), 0.004),
+                                      np.full(len(e_xy), 0.006)]),
+    )
+    return Worm(centerline_px=xy, radius_um=radius, inclusions=inclusions, um_per_px=config.um_per_px)
+
+
+def make_scene(rng: np.random.Generator, config: OpticsConfig = OpticsConfig(), n_worms: int = 2) -> Scene:
+    """Draw a random plate region: ``n_worms`` worms inside the frame, lawn, debris, scratches."""
+    if n_worms < 0:
+        raise ValueError(f"n_worms must be >= 0, got {n_worms}")
+    w_px, h_px = config.frame_width_px, config.frame_height_px
+    margin_px = _MARGIN_UM / config.um_per_px
+    worms = []
+    for _ in range(n_worms):
+        for _attempt in range(20):
+            worm = _worm(rng, config, rng.uniform([0.2 * w_px, 0.2 * h_px], [0.8 * w_px, 0.8 * h_px]))
+            x0, y0, bw, bh = worm.bbox_px
+            if x0 >= 0 and y0 >= 0 and x0 + bw <= w_px and y0 + bh <= h_px:
+                break
+        worms.append(worm)
+
+    area_px = (w_px + 2 * margin_px) * (h_px + 2 * margin_px)
+    n_part = int(rng.poisson(area_px * rng.uniform(20, 70) / 1e6))
+    dark = rng.random(n_part) < 0.4
+    particles = Balls(
+        xy_px=rng.uniform([-margin_px, -margin_px], [w_px + margin_px, h_px + margin_px], (n_part, 2)),
+        radius_um=np.exp(rng.uniform(np.log(1.5), np.log(12.0), n_part)),
+        delta_n=np.where(dark, rng.uniform(0.05, 0.2, n_part), rng.uniform(0.01, 0.08, n_part)),
+        absorb_per_um=np.where(dark, rng.uniform(0.05, 0.4, n_part), rng.uniform(0.0, 0.01, n_part)),
+    )
+
+    n_scratch = int(rng.integers(0, 4))
+    mid = rng.uniform([0, 0], [w_px, h_px], (n_scratch, 2))
+    theta = rng.uniform(0, np.pi, n_scratch)
+    half_len = rng.uniform(300, 2000, n_scratch) / config.um_per_px
+    d = np.stack([np.cos(theta), np.sin(theta)], axis=1) * half_len[:, None]
+    scratches = np.concatenate([mid - d, mid + d, rng.uniform(2, 8, (n_scratch, 1)),
+                                rng.uniform(0.2, 1.5, (n_scratch, 1))], axis=1).reshape(n_scratch, 6)
+
+    # Background textures on a 4 um grid covering the frame plus margin.
+    cell_um = 4.0
+    cell_px = cell_um / config.um_per_px
+    origin = (-margin_px, -margin_px)
+    rows = int(np.ceil((h_px + 2 * margin_px) / cell_px)) + 1
+    cols = int(np.ceil((w_px + 2 * margin_px) / cell_px)) + 1
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    xx = (origin[0] + xx * cell_px) * config.um_per_px  # um
+    yy = (origin[1] + yy * cell_px) * config.um_per_px
+    agar_rad = 0.8 * _smooth_noise(rng, (rows, cols), 200 / cell_um) + 0.15 * _smooth_noise(rng, (rows, cols), 25 / cell_um)
+    # Lawn: a big disc (radius 3-8 mm) whose edge may cross the frame; thicker rim, clumpy.
+    frame_c = np.array([w_px, h_px]) * config.um_per_px / 2
+    lawn_r = rng.uniform(3000, 8000)
+    lawn_c = frame_c + rng.normal(0, 1, 2) / np.sqrt(2) * rng.uniform(0.3, 1.2) * lawn_r
+    dist_edge = lawn_r - np.hypot(xx - lawn_c[0], yy - lawn_c[1])  # um, > 0 inside
+    inside = 1 / (1 + np.exp(-dist_edge / 15))
+    rim = 2.5 * np.exp(-np.maximum(dist_edge, 0) / 80) * inside
+    clumps = np.clip(_smooth_noise(rng, (rows, cols), 6 / cell_um) * 0.6 + _smooth_noise(rng, (rows, cols), 40 / cell_um) * 0.4, -2, 3)
+    lawn_um = np.clip(inside * rng.uniform(0.8, 2.5) * (1 + 0.35 * clumps) + rim, 0, None).astype(np.float32)
+    lawn_dn = 0.05
+    phase = agar_rad + 2 * np.pi * lawn_dn * lawn_um / config.wavelength_um
+    return Scene(
+        worms=tuple(worms), particles=particles, scratches=scratches,
+        background_phase=Texture(phase.astype(np.float32), origin, cell_px),
+        background_absorb=Texture((0.004 * lawn_um).astype(np.float32), origin, cell_px),
+        brightness=float(rng.uniform(0.55, 0.8)), um_per_px=config.um_per_px,
+    )
+
+
+# ------------------------------------------------------------------------ rasterizing
+
+@dataclass(frozen=True)
+class _Grid:
+    """Pixel (i, j) of a grid has its centre at full-frame px (x0 + (j+.5)*s, y0 + (i+.5)*s)."""
+
+    x0_px: float
+    y0_px: float
+    scale_px: float  # full-frame px per grid px
+    shape: tuple[int, int]
+
+    def to_grid(self, xy_px: np.ndarray) -> np.ndarray:
+        return (xy_px - [self.x0_px, self.y0_px]) / self.scale_px - 0.5
+
+
+def _splat_chords(out: np.ndarray, xy_g: np.ndarray, r_g: np.ndarray, weight: np.ndarray,
+                  dx_um: float, combine: str) -> None:
+    """Add (or max) ``weight * chord_um`` of balls at grid coords ``xy_g`` with radii ``r_g`` (grid px).
+
+    Balls under ~1.5 px are splatted as Gaussians with the same volume, so they never vanish.
+    """
+    h, w = out.shape
+    for (cx, cy), r, wt in zip(xy_g, r_g, weight):
+        ext = max(r, 1.5) + 2
+        i0, i1 = max(int(cy - ext), 0), min(int(cy + ext) + 2, h)
+        j0, j1 = max(int(cx - ext), 0), min(int(cx + ext) + 2, w)
+        if i0 >= i1 or j0 >= j1:
+            continue
+        dy2 = (np.arange(i0, i1, dtype=np.float32) - cy) ** 2
+        dx2 = (np.arange(j0, j1, dtype=np.float32) - cx) ** 2
+        d2 = dy2[:, None] + dx2[None, :]
+        if r >= 1.5:
+            chord = 2 * np.sqrt(np.maximum(r * r - d2, 0)) * dx_um
+        else:  # volume (4/3) pi r^3 spread as a Gaussian, in um
+            sig2 = max(r * r / 4, 0.36)
+            chord = (4 / 3 * np.pi * r**3) / (2 * np.pi * sig2) * np.exp(-d2 / (2 * sig2)) * dx_um
+        region = out[i0:i1, j0:j1]
+        if combine == "max":
+            np.maximum(region, wt * chord, out=region)
+        else:
+            region += wt * chord
+
+
+def _sample_texture(tex: Texture, grid: _Grid) -> np.ndarray:
+    """Cubic interpolation of ``tex`` at the grid's pixel centres, low-passed when the grid is coarser."""
+    step = grid.scale_px / tex.cell_px  # texture cells per grid px
+    values = tex.values
+    if step > 1:
+        values = cv2.GaussianBlur(values, (0, 0), 0.5 * math.sqrt(step * step - 1))
+    u0 = (grid.x0_px + 0.5 * grid.scale_px - tex.origin_px[0]) / tex.cell_px
+    v0 = (grid.y0_px + 0.5 * grid.scale_px - tex.origin_px[1]) / tex.cell_px
+    m = np.array([[step, 0, u0], [0, step, v0]], dtype=np.float64)
+    h, w = grid.shape
+    return cv2.warpAffine(values, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+def _scratch_depth(scene: Scene, grid: _Grid, dx_um: float) -> np.ndarray:
+    depth = np.zeros(grid.shape, np.float32)
+    h, w = grid.shape
+    for x0, y0, x1, y1, hw_um, depth_um in scene.scratches:
+        (a, b) = grid.to_grid(np.array([[x0, y0], [x1, y1]]))
+        hw = hw_um / dx_um + 1
+        j0, j1 = max(int(min(a[0], b[0]) - hw), 0), min(int(max(a[0], b[0]) + hw) + 2, w)
+        i0, i1 = max(int(min(a[1], b[1]) - hw), 0), min(int(max(a[1], b[1]) + hw) + 2, h)
+        if i0 >= i1 or j0 >= j1:
+            continue
+        py, px = np.mgrid[i0:i1, j0:j1].astype(np.float32)
+        d = b - a
+        t = np.clip(((px - a[0]) * d[0] + (py - a[1]) * d[1]) / max(float(d @ d), 1e-9), 0, 1)
+        dist_um = np.hypot(px - a[0] - t * d[0], py - a[1] - t * d[1]) * dx_um
+        np.maximum(depth[i0:i1, j0:j1], depth_um * np.clip(1 - (dist_um / hw_um) ** 2, 0, None),
+                   out=depth[i0:i1, j0:j1])
+    return depth
+
+
+def _rasterize(scene: Scene, config: OpticsConfig, grid: _Grid) -> np.ndarray:
+    """Complex transmittance (complex64) of the specimen on ``grid``."""
+    dx_um = grid.scale_px * config.um_per_px
+    k_rad_per_um = 2 * np.pi / config.wavelength_um
+    phase = _sample_texture(scene.background_phase, grid)
+    absorb = _sample_texture(scene.background_absorb, grid)
+    phase -= (k_rad_per_um * (config.n_medium - _N_AGAR_AIR)) * _scratch_depth(scene, grid, dx_um)
+
+    p = scene.particles
+    _splat_chords(phase, grid.to_grid(p.xy_px), p.radius_um / dx_um, k_rad_per_um * p.delta_n, dx_um, "add")
+    _splat_chords(absorb, grid.to_grid(p.xy_px), p.radius_um / dx_um, p.absorb_per_um, dx_um, "add")
+
+    dn_worm = config.n_worm - config.n_medium
+    cuticle_um = 1.0
+    for worm in scene.worms:
+        x0, y0, bw, bh = worm.bbox_px
+        j0 = max(int((x0 - grid.x0_px) / grid.scale_px) - 2, 0)
+        i0 = max(int((y0 - grid.y0_px) / grid.scale_px) - 2, 0)
+        j1 = min(int((x0 + bw - grid.x0_px) / grid.scale_px) + 3, grid.shape[1])
+        i1 = min(int((y0 + bh - grid.y0_px) / grid.scale_px) + 3, grid.shape[0])
+        if i0 >= i1 or j0 >= j1:
+            continue
+        sub = _Grid(grid.x0_px + j0 * grid.scale_px, grid.y0_px + i0 * grid.scale_px, grid.scale_px,
+                    (i1 - i0, j1 - j0))
+        xy_g = sub.to_grid(worm.centerline_px)
+        body = np.zeros(sub.shape, np.float32)
+        core = np.zeros(sub.shape, np.float32)
+        ones = np.ones(len(xy_g))
+        _splat_chords(body, xy_g, worm.radius_um / dx_um, ones, dx_um, "max")
+        _splat_chords(core, xy_g, np.maximum(worm.radius_um - cuticle_um, 0) / dx_um, ones, dx_um, "max")
+        inc = worm.inclusions
+        inc_phase = np.zeros(sub.shape, np.float32)
+        inc_absorb = np.zeros(sub.shape, np.float32)
+        _splat_chords(inc_phase, sub.to_grid(inc.xy_px), inc.radius_um / dx_um, k_rad_per_um * inc.delta_n, dx_um, "add")
+        _splat_chords(inc_absorb, sub.to_grid(inc.xy_px), inc.radius_um / dx_um, inc.absorb_per_um, dx_um, "add")
+        inside = body > 0
+        phase[i0:i1, j0:j1] += k_rad_per_um * dn_worm * body + inc_phase * inside
+        absorb[i0:i1, j0:j1] += 0.0015 * body + 0.05 * (body - core) + inc_absorb * inside
+
+    # Light deflected past the grid's Nyquist angle would alias; it leaves the pupil (lost).
+    gy, gx = np.gradient(phase)
+    f_local = np.sqrt(gx * gx + gy * gy) / (2 * np.pi * dx_um)  # cycles/um
+    f_nyquist = 0.5 / dx_um
+    amplitude = np.exp(-absorb) / (1 + (f_local / (0.9 * f_nyquist)) ** 8)
+    field = np.empty(grid.shape, np.complex64)
+    field.real = amplitude * np.cos(phase)
+    field.imag = amplitude * np.sin(phase)
+    return field
+
+
+# -------------------------------------------------------------------------- rendering
+
+def _check_window(config: OpticsConfig, window_px, out_shape) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    if window_px is None:
+        window_px = (0, 0, config.frame_width_px, config.frame_height_px)
+    x0, y0, w, h = (int(v) for v in window_px)
+    if w <= 0 or h <= 0:
+        raise ValueError(f"window_px {tuple(window_px)} must have positive width and height")
+    if out_shape is None:
+        out_shape = (h, w)
+    oh, ow = (int(v) for v in out_shape)
+    if oh < 4 or ow < 4:
+        raise ValueError(f"out_shape {tuple(out_shape)} must be at least 4x4")
+    if abs((w / ow) / (h / oh) - 1) > 0.02:
+        raise ValueError(f"out_shape {(oh, ow)} must keep the aspect of window_px {(x0, y0, w, h)} "
+                         f"(square output pixels)")
+    return (x0, y0, w, h), (oh, ow)
+
+
+class StackRenderer:
+    """Renders one scene at any offset; the in-focus field spectrum is computed once.
+
+    Per frame: one multiply by the separable Fresnel transfer function, one inverse FFT, the
+    source blur, binning to ``out_shape`` and the camera model. Offsets beyond
+    ``max_offset_steps`` still render, with some light wrapping around from the far edge.
+    """
+
+    def __init__(self, scene: Scene, config: OpticsConfig, out_shape: tuple[int, int] | None = None,
+                 window_px: tuple[int, int, int, int] | None = None, seed: int | None = None,
+                 max_offset_steps: float = DEFAULT_MAX_OFFSET_STEPS, rng: np.random.Generator | None = None):
+        self.config = config
+        self.window_px, self.out_shape = _check_window(config, window_px, out_shape)
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
+        x0, y0, w, _ = self.window_px
+        oh, ow = self.out_shape
+        out_scale_px = w / ow  # full-frame px per output px
+        dx_out_um = out_scale_px * config.um_per_px
+        na_outer = config.na + config.condenser_na
+        dx_needed_um = config.wavelength_um / (2 * na_outer)  # Nyquist of the field's band
+        self.oversample = int(min(max(1, math.ceil(dx_out_um / dx_needed_um - 1e-9)), config.max_oversample))
+        self.dx_um = dx_out_um / self.oversample
+        scale_px = out_scale_px / self.oversample
+        dz_max_um = abs(max_offset_steps) * config.step_um
+        pad_um = dz_max_um * (config.na + 2.5 * config.condenser_na) + 10.0
+        pad = self.oversample * math.ceil(pad_um / dx_out_um)  # grid px, whole output px
+        inner = (oh * self.oversample, ow * self.oversample)
+        shape = (cv2.getOptimalDFTSize(inner[0] + 2 * pad), cv2.getOptimalDFTSize(inner[1] + 2 * pad))
+        self._crop = (pad, pad, inner[0], inner[1])  # i0, j0, rows, cols of the window in the grid
+        grid = _Grid(x0 - pad * scale_px, self.window_px[1] - pad * scale_px, scale_px, shape)
+
+        field = _rasterize(scene, config, grid)
+        spectrum = cv2.dft(field.view(np.float32).reshape(*shape, 2), flags=cv2.DFT_COMPLEX_OUTPUT)
+        self._fy = np.fft.fftfreq(shape[0], self.dx_um).astype(np.float32)
+        self._fx = np.fft.fftfreq(shape[1], self.dx_um).astype(np.float32)
+        f = np.hypot(self._fy[:, None], self._fx[None, :]) * config.wavelength_um  # sin(angle)
+        # Pupil edge softened over the condenser aperture (fraction of source points passing f).
+        ramp = np.clip((config.na + config.condenser_na - f) / (2 * config.condenser_na), 0, 1)
+        pupil = np.sqrt(0.5 - 0.5 * np.cos(np.pi * ramp)).astype(np.float32)
+        self._spectrum = (spectrum.view(np.complex64)[..., 0] * pupil).astype(np.complex64)
+        self._buf = np.empty_like(self._spectrum)
+
+        # Camera: vignetting at output pixel centres (full-frame geometry) and noise per output px.
+        ys = self.window_px[1] + (np.arange(oh) + 0.5) * (self.window_px[3] / oh)
+        xs = x0 + (np.arange(ow) + 0.5) * out_scale_px
+        cx, cy = config.frame_width_px / 2, config.frame_height_px / 2
+        r2 = ((xs[None, :] - cx) ** 2 + (ys[:, None] - cy) ** 2) / (cx * cx + cy * cy)
+        self._gain_dn = (255.0 * scene.brightness * (1 - config.vignetting * r2)).astype(np.float32)
+        self._native_px_per_out = out_scale_px**2
+
+    def intensity(self, offset_steps: float) -> np.ndarray:
+        """Noise-free image intensity at ``offset_steps`` on ``out_shape`` (1 = unobstructed light)."""
+        cfg = self.config
+        dz_um = -float(offset_steps) * cfg.step_um
+        c = np.float32(-np.pi * cfg.wavelength_um * dz_um)
+        ay = np.exp(1j * c * self._fy**2).astype(np.complex64)
+        ax = np.exp(1j * c * self._fx**2).astype(np.complex64)
+        np.multiply(self._spectrum, ay[:, None], out=self._buf)
+        self._buf *= ax[None, :]
+        field = cv2.dft(self._buf.view(np.float32).reshape(*self._buf.shape, 2),
+                        flags=cv2.DFT_INVERSE | cv2.DFT_SCALE | cv2.DFT_COMPLEX_OUTPUT)
+        i0, j0, rows, cols = self._crop
+        sigma = abs(dz_um) * cfg.condenser_na / 2 / self.dx_um
+        m = min(int(math.ceil(3 * sigma)) + 1, i0, j0) if sigma > 0.2 else 0
+        win = field[i0 - m:i0 + rows + m, j0 - m:j0 + cols + m]
+        inten = cv2.magnitude(win[..., 0], win[..., 1])
+        inten *= inten
+        if m:
+            inten = cv2.GaussianBlur(inten, (0, 0), sigma)[m:m + rows, m:m + cols]
+        if self.oversample > 1:
+            inten = cv2.resize(inten, (self.out_shape[1], self.out_shape[0]), interpolation=cv2.INTER_AREA)
+        return inten
+
+    def frame(self, offset_steps: float) -> np.ndarray:
+        """8-bit camera frame (out_shape) seen when the motor must move ``offset_steps`` to focus."""
+        dn = self.intensity(offset_steps) * self._gain_dn
+        cfg = self.config
+        if cfg.noise:
+            e_per_dn = cfg.full_well_e / 255.0
+            var_e = np.maximum(dn, 0) * e_per_dn + cfg.read_noise_e**2
+            sigma_dn = np.sqrt(var_e / self._native_px_per_out) / e_per_dn
+            dn += sigma_dn * self.rng.standard_normal(dn.shape, dtype=np.float32)
+        return np.clip(np.rint(dn), 0, 255).astype(np.uint8)
+
+
+def render(scene: Scene, offset_steps: float, config: OpticsConfig = OpticsConfig(),
+           rng: np.random.Generator | None = None, window_px: tuple[int, int, int, int] | None = None,
+           out_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """One uint8 frame of ``window_px`` (full-frame px; default whole frame) at ``out_shape``
+    (default native 1.55 um/px), seen when the motor must move ``offset_steps`` to reach focus."""
+    renderer = StackRenderer(scene, config, out_shape, window_px, max_offset_steps=abs(offset_steps),
+                             rng=rng if rng is not None else np.random.default_rng())
+    return renderer.frame(offset_steps)
+
+
+# --------------------------------------------------------------------------- datasets
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def check_new_output_dir(out_dir: str | Path) -> None:
+    """Raise FileExistsError unless ``out_dir`` is missing or an empty directory."""
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"output directory {out} exists and is not empty; choose a new one")
+
+
+def write_synthetic_dataset(out_dir: str | Path, plates: int, stacks_per_plate: int, range_steps: int = 200,
+                            step_every: int = 1, seed: int = 0, frame_shape: tuple[int, int] | None = None,
+                            n_worms: int | None = None, config: OpticsConfig = OpticsConfig(),
+                            progress: Callable[[int], None] | None = None) -> list[Path]:
+    """Write ``plates x stacks_per_plate`` synthetic stacks in the DESIGN section 2 layout.
+
+    Each stack is a new scene (``n_worms`` worms, default 1-3 at random) imaged at
+    ``z_index = -range_steps, -range_steps + step_every, ... <= range_steps``; its true best plane
+    is a random index within +-range_steps/4 (so stacks are not centred on focus).
+    ``frame_shape`` (h, w) is the stored image size of the whole field (default full frame);
+    pixel coordinates in ``stack.yaml`` are in that image's pixels. ``progress(n)`` is called
+    with the number of images just written. Refuses a non-empty ``out_dir``. Returns the stack dirs.
+    """
+    out = Path(out_dir)
+    for name, value, low in (("plates", plates, 1), ("stacks_per_plate", stacks_per_plate, 1),
+                             ("range_steps", range_steps, 0), ("step_every", step_every, 1)):
+        if int(value) != value or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    check_new_output_dir(out)
+    fh, fw = frame_shape or (config.frame_height_px, config.frame_width_px)
+    window = (0, 0, config.frame_width_px, config.frame_height_px)
+    _check_window(config, window, (fh, fw))
+    scale = fw / config.frame_width_px  # image px per full-frame px
+    z_indices = list(range(-range_steps, range_steps + 1, step_every))
+    seqs = np.random.SeedSequence(seed).spawn(plates)
+    stack_dirs = []
+    for p, plate_seq in enumerate(seqs):
+        for s, stack_seq in enumerate(plate_seq.spawn(stacks_per_plate)):
+            rng = np.random.default_rng(stack_seq)
+            worms_here = int(rng.integers(1, 4)) if n_worms is None else int(n_worms)
+            scene = make_scene(rng, config, worms_here)
+            best = int(rng.integers(-(range_steps // 4), range_steps // 4 + 1))
+            max_off = max(abs(best - z) for z in z_indices)
+            renderer = StackRenderer(scene, config, (fh, fw), window, max_offset_steps=max_off, rng=rng)
+            stack_dir = out / "plates" / f"plate_{p:03d}" / f"stack_{s:03d}"
+            stack_dir.mkdir(parents=True, exist_ok=True)
+            for z in z_indices:
+                image = renderer.frame(best - z)
+                path = stack_dir / f"z_{z}.png"
+                if not cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                    raise OSError(f"could not write {path}")
+                if progress is not None:
+                    progress(1)
+            meta = {
+                "step_um": float(config.step_um),
+                "best_index": best,
+                "true_best_index": best,
+                "step_every": int(step_every),
+                "window_px": [0, 0, int(fw), int(fh)],
+                "fov_px": int(fw),
+                "um_per_px": float(config.um_per_px / scale),
+                "worms": [{"centroid_px": [round(c * scale, 2) for c in w.centroid_px],
+                           "bbox_px": [int(round(v * scale)) for v in w.bbox_px]} for w in scene.worms],
+                "synthetic": {"seed": int(seed), "plate": p, "stack": s, "optics": config.to_dict()},
+            }
+            _atomic_write_text(stack_dir / "stack.yaml", yaml.safe_dump(meta, sort_keys=False, default_flow_style=None))
+            stack_dirs.append(stack_dir)
+    return stack_dirs
