@@ -1,0 +1,114 @@
+"""``label`` and ``crop`` through the CLI: drawn worm stacks, crops labelled as kind=crop, bad input."""
+import math
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from celegans_autofocus.cli import main
+from celegans_autofocus.core.stacks import read_labels
+from test_detection import draw_worm_frame
+
+BEST_Z = 2
+Z_RANGE = range(-4, 6, 2)  # stride 2 steps
+
+
+@pytest.fixture(scope="module")
+def worm_stack(tmp_path_factory):
+    """One plate, one full-frame stack of two drawn worms, blurred by |z - BEST_Z|; truth in stack.yaml."""
+    root = tmp_path_factory.mktemp("data")
+    d = root / "plates" / "plateA" / "stack1"
+    d.mkdir(parents=True)
+    centres = [(900, 700), (2450, 1800)]  # the second one sits at the corner: its windows are clamped
+    truth = None
+    for z in Z_RANGE:
+        frame, truth = draw_worm_frame(np.random.default_rng(10), centres, blur_px=3.0 * abs(z - BEST_Z))
+        cv2.imwrite(str(d / f"z_{z}.png"), frame)
+    (d / "stack.yaml").write_text(yaml.safe_dump({"step_um": 5.0, "true_best_index": BEST_Z}))
+    return root, truth
+
+
+def test_label_then_crop_then_label(worm_stack, tmp_path, capsys):
+    src, truth = worm_stack
+    root = tmp_path / "data"
+    shutil.copytree(src / "plates", root / "plates")
+
+    assert main(["label", str(root), "--measure", "vollath_f5", "--quiet"]) == 0
+    full = read_labels(root / "labels.csv")
+    assert len(full) == 5 and {r.best_index for r in full} == {BEST_Z}
+    assert {r.z_index: r.offset_steps for r in full} == {z: BEST_Z - z for z in Z_RANGE}
+
+    assert main(["crop", str(root), "--fov", "500", "--fov", "1250", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "4 crop stacks written" in out
+    crops = sorted(p.name for p in (root / "plates" / "plateA").iterdir() if "__crop" in p.name)
+    assert crops == ["stack1__crop1250_w0", "stack1__crop1250_w1", "stack1__crop500_w0", "stack1__crop500_w1"]
+    for name in crops:
+        d = root / "plates" / "plateA" / name
+        meta = yaml.safe_load((d / "stack.yaml").read_text())
+        x0, y0, w, h = meta["window_px"]
+        assert meta["parent"] == "stack1" and meta["fov_px"] == w == h and meta["step_um"] == 5.0
+        assert meta["true_best_index"] == BEST_Z and meta["reference_z"] == BEST_Z  # from labels.csv
+        assert 0 <= x0 and x0 + w <= 2592 and 0 <= y0 and y0 + h <= 1944
+        assert min(math.dist(meta["detection"]["centroid_px"], t) for t in truth) < 20
+        parent = cv2.imread(str(root / "plates" / "plateA" / "stack1" / "z_0.png"), cv2.IMREAD_UNCHANGED)
+        crop = cv2.imread(str(d / "z_0.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(crop, parent[y0:y0 + h, x0:x0 + w])  # one fixed window for every z
+        assert sorted(p.name for p in d.glob("z_*.png")) == sorted(f"z_{z}.png" for z in Z_RANGE)
+
+    assert main(["label", str(root), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "stacks unchanged    1" in out  # the full stack was not recomputed
+    rows = read_labels(root / "labels.csv")
+    crop_rows = [r for r in rows if r.kind == "crop"]
+    assert len(crop_rows) == 20 and {r.fov_px for r in crop_rows} == {500, 1250}
+    w0 = [r for r in crop_rows if r.stack == "stack1__crop500_w0"]
+    assert {r.best_index for r in w0} == {BEST_Z}  # the sharpest crop is the in-focus plane
+
+    # re-running crop without --overwrite keeps what is there and says so
+    assert main(["crop", str(root), "--fov", "500", "--quiet"]) == 1
+    assert "0 crop stacks written" in capsys.readouterr().out
+    assert main(["crop", str(root), "--fov", "500", "--overwrite", "--max-worms", "1", "--quiet"]) == 0
+    left = sorted(p.name for p in (root / "plates" / "plateA").iterdir() if "__crop500" in p.name)
+    assert left == ["stack1__crop500_w0"]
+
+
+def test_crop_skips_corrupt_file_by_name(worm_stack, tmp_path, capsys):
+    src, _ = worm_stack
+    root = tmp_path / "data"
+    shutil.copytree(src / "plates", root / "plates")
+    (root / "plates" / "plateA" / "stack1" / "z_-4.png").write_bytes(b"broken")
+    assert main(["crop", str(root), "--fov", "750"]) == 1
+    err = capsys.readouterr().err
+    assert "z_-4.png" in err and "corrupt" in err
+    crop = root / "plates" / "plateA" / "stack1__crop750_w0"
+    assert sorted(p.name for p in crop.glob("z_*")) == sorted(f"z_{z}.png" for z in Z_RANGE if z != -4)
+    assert main(["label", str(root)]) == 1  # labels written, but the corrupt file and the gap are reported
+    captured = capsys.readouterr()
+    assert "skipped: " in captured.err and "z_-4.png" in captured.err
+    assert "skipped files       1" in captured.out and "ambiguous stacks    0" in captured.out
+    assert len(read_labels(root / "labels.csv")) == 4 + 2 * 4
+
+
+def test_label_cli_errors_name_the_problem(tmp_path, capsys):
+    assert main(["label", str(tmp_path / "missing")]) == 1
+    assert "missing" in capsys.readouterr().err
+    assert main(["label", str(tmp_path), "--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["label", str(tmp_path), "--measure", "sharpness9000"])
+    assert "sharpness9000" in capsys.readouterr().err
+
+
+def test_crop_cli_errors_name_the_problem(tmp_path, capsys):
+    assert main(["crop", str(tmp_path), "--fov", "500"]) == 1
+    assert "plates" in capsys.readouterr().err
+    assert main(["crop", str(tmp_path), "--fov", "0"]) == 2
+    assert "0" in capsys.readouterr().err
+    (tmp_path / "plates" / "p" / "s").mkdir(parents=True)
+    for z in range(3):
+        cv2.imwrite(str(tmp_path / "plates" / "p" / "s" / f"z_{z}.png"), np.full((300, 400), 120, np.uint8))
+    assert main(["crop", str(tmp_path), "--fov", "250"]) == 1
+    assert "no worm detected" in capsys.readouterr().err
