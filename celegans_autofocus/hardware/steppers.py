@@ -111,8 +111,9 @@ class Stepper(ABC):
         return min(float(speed_steps_per_s), self.max_speed_steps_per_s)
 
     def _check_ready(self) -> None:
-        if self._fault is not None:
-            raise StepperError(f"stepper fault, not moving: {self._fault}")
+        fault = self.fault
+        if fault is not None:
+            raise StepperError(f"stepper fault, not moving: {fault}")
         if not self._enabled:
             raise StepperError("stepper is disabled, not moving")
         if self.moving:
@@ -150,10 +151,14 @@ class Stepper(ABC):
             self._enabled = bool(on)
 
     def reconnect(self) -> None:
-        """Re-establish the backend and clear the fault; raises :class:`StepperError` if it cannot."""
+        """Re-establish the backend; the fault clears unless the backend still reports one.
+        Raises :class:`StepperError` (and keeps a fault) if it cannot."""
         with self._lock:
-            self._reconnect()
-            self._fault = None
+            try:
+                self._fault = self._reconnect()
+            except StepperError as exc:
+                self._fault = str(exc)
+                raise
 
     def __enter__(self) -> "Stepper":
         return self
@@ -178,8 +183,9 @@ class Stepper(ABC):
     def _set_enabled(self, on: bool) -> None:
         """Apply enable/disable to the hardware."""
 
-    def _reconnect(self) -> None:
-        """Backend re-initialisation for :meth:`reconnect` (nothing to do by default)."""
+    def _reconnect(self) -> str | None:
+        """Backend re-initialisation for :meth:`reconnect`; returns the remaining fault or None."""
+        return None
 
     @abstractmethod
     def close(self) -> None:
@@ -206,7 +212,8 @@ class SimulatedStepper(Stepper):
             if now_s < t1:
                 if now_s <= t0:
                     return a
-                return a + int((b - a) * (now_s - t0) / (t1 - t0))
+                done = int(abs(b - a) * (now_s - t0) / (t1 - t0) + 1e-9)  # whole steps made so far
+                return a + done if b > a else a - done
         return self._rest_steps
 
     def _travelled_in_legs(self, now_s: float) -> int:
