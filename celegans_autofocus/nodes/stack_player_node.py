@@ -1,0 +1,201 @@
+"""stack_player_node: a simulated camera that shows the specimen at the focus motor's current z.
+
+Subscribes ``stepper/joint_states`` (position in motor steps) and publishes, at ``fps``,
+``camera/image_raw`` and ``sim/ground_truth`` (geometry_msgs/PointStamped with the image's header:
+z = true offset_steps = best_z - lens_z, x = lens_z_steps, y = best_z_steps).
+
+Sources: ``synthetic`` renders the scene live (core.optics.StackRenderer, ``frame_width_px`` x
+``frame_height_px`` covering the full field); ``dataset`` plays a written stack (DESIGN §2 layout),
+showing the z image whose offset (best_index - z_index) is nearest the true offset.
+The best plane moves with time as core.closed_loop.FocusDrift says: plate tilt while the worm
+crawls (``drift_steps_per_s``), a random walk, and jumps at ``switch_times_s`` (target switched to
+another worm). Time is the node clock, so ``use_sim_time`` works.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from geometry_msgs.msg import PointStamped
+from rclpy.node import Node
+from rclpy.time import Time
+from sensor_msgs.msg import Image, JointState
+
+from ..core.closed_loop import FocusDrift
+from ..core.images import ImageError
+from ..core.optics import OpticsConfig, StackRenderer, make_scene
+from ..core.stacks import DatasetError, Stack, discover, read_image, read_labels
+from .common import ConfigError, Param, array_to_image, declare_params, reliable_qos, run_node, sensor_qos
+
+
+def _finite(values) -> str | None:
+    return None if np.all(np.isfinite(np.asarray(values, dtype=float))) else "values must be finite"
+
+
+PARAMS = (
+    Param("source", "synthetic", "synthetic: live renderer; dataset: a written stack", read_only=True,
+          choices=("synthetic", "dataset")),
+    Param("dataset", "", "dataset: DATASET directory (plates/<plate>/<stack>/z_<index>.png)", read_only=True),
+    Param("plate", "", "dataset: plate id ('' = the first plate)", read_only=True),
+    Param("stack", "", "dataset: stack id ('' = the first stack of the plate)", read_only=True),
+    Param("seed", 0, "synthetic: scene and noise seed", range=(0, 2**31 - 1), read_only=True),
+    Param("n_worms", 3, "synthetic: worms on the plate", range=(1, 50), read_only=True),
+    Param("frame_width_px", 648, "synthetic: published frame width (the full field, downscaled)",
+          range=(32, 2592), read_only=True),
+    Param("frame_height_px", 486, "synthetic: published frame height", range=(24, 1944), read_only=True),
+    Param("fps", 15.0, "frames per second (node clock)", range=(0.1, 200.0)),
+    Param("frame_id", "camera_optical_frame", "header.frame_id of the images"),
+    Param("joint_name", "", "joint of stepper/joint_states that is the focus motor ('' = the first)"),
+    Param("initial_z_steps", 0.0, "lens z until the first joint_states arrives", range=(-1e6, 1e6)),
+    Param("start_best_z_steps", 0.0, "best-focus z at t = 0 (the start offset when the lens starts at 0)",
+          range=(-1e6, 1e6), read_only=True),
+    Param("drift_steps_per_s", 0.0, "plate tilt: best-plane drift while the worm crawls",
+          range=(-1000.0, 1000.0), read_only=True),
+    Param("random_walk_steps_per_sqrt_s", 0.0, "random walk of the best plane", range=(0.0, 1000.0),
+          read_only=True),
+    Param("switch_times_s", [], "times the target switches to another worm", array_type=float,
+          check=_finite, read_only=True),
+    Param("switch_jumps_steps", [], "best-plane jump at each switch time", array_type=float, check=_finite,
+          read_only=True),
+)
+
+
+class DatasetStack:
+    """One written stack as a function offset_steps -> image (nearest z whose offset matches)."""
+
+    def __init__(self, stack: Stack, best_index: int):
+        self.stack, self.best_index = stack, best_index
+        self.z_steps = np.array(stack.z_steps)
+        self.read = lru_cache(maxsize=32)(self._read)
+
+    def _read(self, z: int) -> np.ndarray:
+        return read_image(self.stack.files[z])
+
+    def z_for(self, offset_steps: float) -> int:
+        """The z index whose offset (best_index - z) is nearest ``offset_steps`` (clamped to the stack)."""
+        return int(self.z_steps[np.argmin(np.abs(self.z_steps - (self.best_index - offset_steps)))])
+
+    def frame(self, offset_steps: float) -> np.ndarray:
+        """Image nearest ``offset_steps``. An unreadable file raises ImageError (naming it) once and
+        is dropped from the stack, so the next frame shows the next nearest z."""
+        z = self.z_for(offset_steps)
+        try:
+            return self.read(z)
+        except ImageError:
+            if self.z_steps.size > 1:
+                self.z_steps = self.z_steps[self.z_steps != z]
+            raise
+
+    def covers(self, offset_steps: float) -> bool:
+        z = self.best_index - offset_steps
+        return bool(self.z_steps[0] - 1 <= z <= self.z_steps[-1] + 1)
+
+
+def load_dataset_stack(dataset: str, plate: str, stack: str) -> DatasetStack:
+    """Find the chosen stack and its best index (stack.yaml true_best_index/best_index, else labels.csv)."""
+    try:
+        found = discover(Path(dataset))
+    except DatasetError as exc:
+        raise ConfigError(str(exc)) from None
+    candidates = [s for s in found.stacks if (not plate or s.plate == plate) and (not stack or s.name == stack)]
+    if not candidates:
+        failed = found.failed.get((plate, stack))
+        raise ConfigError(failed or f"no stack plate={plate or '*'!r} stack={stack or '*'!r} in {dataset}")
+    chosen = candidates[0]
+    best = chosen.meta.get("true_best_index", chosen.meta.get("best_index"))
+    if best is None:
+        labels = Path(dataset) / "labels.csv"
+        rows = [r for r in read_labels(labels) if (r.plate, r.stack) == chosen.key] if labels.exists() else []
+        if not rows:
+            raise ConfigError(f"{chosen.path}: no best_index in stack.yaml and no rows in {labels}; "
+                              "run `celegans-autofocus label` first")
+        best = rows[0].best_index
+    return DatasetStack(chosen, int(best))
+
+
+class StackPlayerNode(Node):
+    NODE_NAME = "stack_player_node"
+
+    def __init__(self, **kwargs):
+        super().__init__(self.NODE_NAME, **kwargs)
+        self.params = declare_params(self, PARAMS)
+        p = self.params
+        try:
+            self.drift = FocusDrift(p.start_best_z_steps, p.drift_steps_per_s, p.random_walk_steps_per_sqrt_s,
+                                    p.switch_times_s, p.switch_jumps_steps, seed=p.seed)
+        except ValueError as exc:
+            raise ConfigError(f"best-plane drift: {exc}") from None
+        if p.source == "dataset":
+            if not p.dataset:
+                raise ConfigError("source 'dataset' needs the dataset parameter (a DATASET directory)")
+            self.dataset = load_dataset_stack(p.dataset, p.plate, p.stack)
+            self.render = self.dataset.frame
+            described = f"stack {self.dataset.stack.path} (best_index {self.dataset.best_index})"
+        else:
+            self.dataset = None
+            config = OpticsConfig()
+            scene = make_scene(np.random.default_rng(p.seed), config, p.n_worms)
+            renderer = StackRenderer(scene, config, (p.frame_height_px, p.frame_width_px), seed=p.seed)
+            self.render = renderer.frame
+            described = f"synthetic scene seed {p.seed}, {p.frame_width_px}x{p.frame_height_px}"
+        self.lens_z_steps = float(p.initial_z_steps)
+        self.t0: Time | None = None
+        self.frames_published = 0
+        self.image_pub = self.create_publisher(Image, "camera/image_raw", reliable_qos(depth=2))
+        self.truth_pub = self.create_publisher(PointStamped, "sim/ground_truth", reliable_qos())
+        self.create_subscription(JointState, "stepper/joint_states", self._on_joint_state, sensor_qos(depth=1))
+        self.timer = self.create_timer(1.0 / p.fps, self._publish_frame)
+        self.params.on_change(self._on_params)
+        self.get_logger().info(f"playing {described} at {p.fps:g} fps")
+
+    def _on_params(self, changed: dict) -> None:
+        if "fps" in changed:
+            self.timer.timer_period_ns = int(1e9 / changed["fps"])
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        name = self.params.joint_name
+        if name and name in msg.name:
+            index = list(msg.name).index(name)
+        elif not name and len(msg.position) > 0:
+            index = 0
+        else:
+            self.get_logger().warning(f"joint_states without joint {name or '#0'!r}; lens z unchanged",
+                                      throttle_duration_sec=5.0)
+            return
+        if index >= len(msg.position) or not np.isfinite(msg.position[index]):
+            self.get_logger().warning("joint_states without a finite position; lens z unchanged",
+                                      throttle_duration_sec=5.0)
+            return
+        self.lens_z_steps = float(msg.position[index])
+
+    def _publish_frame(self) -> None:
+        now = self.get_clock().now()
+        if self.t0 is None:
+            self.t0 = now
+        t_s = (now - self.t0).nanoseconds * 1e-9
+        best_z_steps = self.drift.best_z_steps(t_s)
+        offset_steps = best_z_steps - self.lens_z_steps
+        try:
+            image = self.render(offset_steps)
+        except ImageError as exc:
+            self.get_logger().warning(f"frame skipped: {exc}", throttle_duration_sec=2.0)
+            return
+        if self.dataset is not None and not self.dataset.covers(offset_steps):
+            self.get_logger().warning(f"offset {offset_steps:.0f} steps is outside the stack; showing its end",
+                                      throttle_duration_sec=5.0)
+        msg = array_to_image(image, frame_id=self.params.frame_id)
+        msg.header.stamp = now.to_msg()
+        truth = PointStamped(header=msg.header)
+        truth.point.x, truth.point.y, truth.point.z = self.lens_z_steps, best_z_steps, offset_steps
+        self.image_pub.publish(msg)
+        self.truth_pub.publish(truth)
+        self.frames_published += 1
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(StackPlayerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
