@@ -1,0 +1,219 @@
+"""focus_predictor_node: camera/image_raw (or worm/crop) -> focus/offset, one ONNX prediction per frame.
+
+Keep-latest: the subscription is sensor-data QoS with depth 1 and the callback only parks the newest
+frame in a one-slot mailbox; a worker thread predicts on whatever frame is newest when it is free.
+A frame replaced in the mailbox before the worker took it is counted as dropped, so a slow model
+falls behind by at most one frame and never builds a queue.
+
+``focus/offset`` is a geometry_msgs/PointStamped with the source image's header: z = signed motor
+steps to best focus (positive = move to larger z), x/y = centre of the analysed image in its own
+pixels. Latency is measured from the image stamp to the publication, on the node clock.
+Bad input (unknown encoding, inconsistent size, empty image, non-finite model output) is logged
+(throttled) and counted, nothing is published, and the node keeps running. A missing or unusable
+model stops the node at start-up with exit code 2 and a message naming the file.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PointStamped
+from rclpy.node import Node
+from rclpy.time import Time
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from ..core.images import ImageError
+from ..core.predictor import CPU_PROVIDER, CUDA_PROVIDER, FocusPredictor, ModelError, NonFiniteOutputError, \
+    default_model_path
+from .common import ConfigError, Param, declare_params, image_to_gray, reliable_qos, run_node, sensor_qos
+
+INPUT_TOPICS = {"full": "camera/image_raw", "crop": "worm/crop"}
+PROBLEM_SHOWN_S = 5.0  # a rejected frame keeps the diagnostics at WARN this long
+PROVIDERS = {"auto": "auto", "cpu": [CPU_PROVIDER], "cuda": [CUDA_PROVIDER]}
+
+PARAMS = (
+    Param("model_path", "", "ONNX model with celegans_autofocus metadata ('' = the bundled default model)",
+          read_only=True),
+    Param("input", "full", "which image to predict on: full -> camera/image_raw, crop -> worm/crop",
+          choices=tuple(INPUT_TOPICS), read_only=True),
+    Param("provider", "auto", "onnxruntime execution provider: auto (CUDA if available, else CPU), cpu, cuda",
+          choices=tuple(PROVIDERS), read_only=True),
+    Param("intra_op_threads", 0, "onnxruntime intra-op threads (0 = onnxruntime's default)", range=(0, 256),
+          read_only=True),
+    Param("diagnostics_period_s", 1.0, "period of the /diagnostics status", range=(0.05, 60.0), read_only=True),
+    Param("stats_window", 300, "frames in the rolling fps/latency window", range=(10, 100000), read_only=True),
+)
+
+
+class LatestFrame:
+    """One-slot mailbox: ``put`` replaces an untaken frame (counted in ``dropped``); ``take`` waits for one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._msg: Image | None = None
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, msg: Image) -> None:
+        with self._cond:
+            if self._msg is not None:
+                self.dropped += 1
+            self._msg = msg
+            self._cond.notify()
+
+    def take(self, timeout_s: float) -> Image | None:
+        """The newest frame (removing it), or None after ``timeout_s`` or once closed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._msg is not None or self._closed, timeout_s)
+            msg, self._msg = self._msg, None
+            return msg
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class FrameStats:
+    """Rolling window of (publication time, latency) for fps and latency percentiles; thread-safe."""
+
+    def __init__(self, window: int) -> None:
+        self._lock = threading.Lock()
+        self._done_s: deque[float] = deque(maxlen=window)
+        self._latency_ms: deque[float] = deque(maxlen=window)
+
+    def add(self, done_s: float, latency_ms: float | None) -> None:
+        with self._lock:
+            self._done_s.append(done_s)
+            if latency_ms is not None:
+                self._latency_ms.append(latency_ms)
+
+    def fps(self) -> float:
+        with self._lock:
+            times = list(self._done_s)
+        if len(times) < 2 or times[-1] <= times[0]:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def latency_percentiles_ms(self, *qs: float) -> list[float | None]:
+        with self._lock:
+            values = list(self._latency_ms)
+        return [float(np.percentile(values, q)) if values else None for q in qs]
+
+
+class FocusPredictorNode(Node):
+    NODE_NAME = "focus_predictor_node"
+
+    def __init__(self, **kwargs):
+        super().__init__(self.NODE_NAME, **kwargs)
+        self.params = declare_params(self, PARAMS)
+        p = self.params
+        try:
+            path = p.model_path or default_model_path()
+            self.predictor = FocusPredictor(path, providers=PROVIDERS[p.provider],
+                                            intra_op_threads=p.intra_op_threads)
+        except ValueError as exc:  # ModelError names the file; a provider error says which are available
+            raise ConfigError(str(exc)) from None
+        self.input_topic = INPUT_TOPICS[p.input]
+        self.frames_processed = 0
+        self.frames_rejected = 0
+        self.last_problem, self.last_problem_s = "", -float("inf")
+        self.stats = FrameStats(p.stats_window)
+        self._mailbox = LatestFrame()
+        self.offset_pub = self.create_publisher(PointStamped, "focus/offset", reliable_qos())
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable_qos())
+        self.create_subscription(Image, self.input_topic, self._mailbox.put, sensor_qos(depth=1))
+        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name="focus_predictor", daemon=True)
+        self._worker.start()
+        meta = self.predictor.metadata
+        self.get_logger().info(
+            f"model {self.predictor.path} (arch {meta.get('arch')}, input {self.predictor.spec.input_px} px, "
+            f"trained on {meta.get('input_view')} views) on {self.predictor.providers[0]}; "
+            f"predicting on {self.resolve_topic_name(self.input_topic)}")
+
+    @property
+    def frames_dropped(self) -> int:
+        return self._mailbox.dropped
+
+    def _work(self) -> None:
+        while not self._mailbox.closed:
+            msg = self._mailbox.take(timeout_s=0.2)
+            if msg is None:
+                continue
+            try:
+                self._process(msg)
+            except Exception as exc:  # an onnxruntime failure on one frame must not kill the worker
+                self._reject(f"prediction failed: {type(exc).__name__}: {exc}")
+
+    def _reject(self, why: str) -> None:
+        self.frames_rejected += 1
+        self.last_problem, self.last_problem_s = why, time.monotonic()
+        self.get_logger().warning(f"frame rejected, no offset published: {why}", throttle_duration_sec=2.0)
+
+    def _process(self, msg: Image) -> None:
+        try:
+            gray = image_to_gray(msg)
+            offset_steps = self.predictor.predict(gray)
+        except ImageError as exc:
+            self._reject(f"bad image on {self.input_topic}: {exc}")
+            return
+        except NonFiniteOutputError as exc:
+            self._reject(str(exc))
+            return
+        out = PointStamped(header=msg.header)
+        out.point.x, out.point.y, out.point.z = msg.width / 2.0, msg.height / 2.0, offset_steps
+        self.offset_pub.publish(out)
+        stamp = Time.from_msg(msg.header.stamp, clock_type=self.get_clock().clock_type)
+        latency_ms = (self.get_clock().now() - stamp).nanoseconds * 1e-6 if stamp.nanoseconds > 0 else None
+        self.frames_processed += 1
+        self.stats.add(time.monotonic(), latency_ms)
+
+    def _publish_diagnostics(self) -> None:
+        p50, p95 = self.stats.latency_percentiles_ms(50, 95)
+        fps = self.stats.fps()
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: focus predictor",
+                                  hardware_id=self.predictor.name)
+        if self.frames_processed == 0:
+            status.level, status.message = DiagnosticStatus.WARN, f"no frame predicted yet on {self.input_topic}"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, f"{fps:.1f} fps"
+        if time.monotonic() - self.last_problem_s < PROBLEM_SHOWN_S:
+            status.level = max(status.level, DiagnosticStatus.WARN)
+            status.message += f"; last rejected frame: {self.last_problem}"
+
+        def ms(v: float | None) -> str:
+            return "nan" if v is None else f"{v:.2f}"
+
+        values = {
+            "fps": f"{fps:.2f}", "latency_p50_ms": ms(p50), "latency_p95_ms": ms(p95),
+            "frames_processed": str(self.frames_processed), "frames_dropped": str(self.frames_dropped),
+            "frames_rejected": str(self.frames_rejected), "model": self.predictor.name,
+            "model_path": str(self.predictor.path), "provider": self.predictor.providers[0],
+            "input_topic": self.resolve_topic_name(self.input_topic),
+        }
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self.diag_pub.publish(DiagnosticArray(header=header, status=[status]))
+
+    def destroy_node(self) -> None:
+        self._mailbox.close()
+        if self._worker.is_alive():
+            self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(FocusPredictorNode, args, fatal=(ModelError,))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
