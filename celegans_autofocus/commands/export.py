@@ -1,0 +1,39 @@
+"""``celegans-autofocus export CHECKPOINT OUT.onnx``: ONNX export with metadata and a parity check."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "export a training checkpoint to ONNX (opset 18, dynamic batch, metadata, torch parity check)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    io = parser.add_argument_group("files")
+    io.add_argument("checkpoint", type=Path, help="checkpoint written by train (best.pt or last.pt)")
+    io.add_argument("output", type=Path, metavar="OUT.onnx", help="ONNX file to write (replaced atomically)")
+    check = parser.add_argument_group("checks")
+    check.add_argument("--arch", help="fail unless the checkpoint is of this timm architecture")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("export: torch is not installed; install the extra: pip install 'celegans_autofocus[train]'",
+              file=sys.stderr)
+        return 2
+    from ..training.checkpoint import CheckpointError
+    from ..training.export import PARITY_TOL_STEPS, ExportError, export_checkpoint
+    from ..training.models import ArchError
+
+    try:
+        result = export_checkpoint(args.checkpoint, args.output, arch=args.arch)
+    except (CheckpointError, ExportError, ArchError) as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result["metadata"], indent=2))
+    print(f"wrote {result['onnx']} ({result['size_mb']:.1f} MB); parity vs torch: max abs diff "
+          f"{result['parity_max_abs_diff_steps']:.2e} steps (limit {PARITY_TOL_STEPS:g})")
+    return 0

@@ -1,0 +1,105 @@
+"""``celegans-autofocus train DATASET``: train a focus-offset regressor (PyTorch + timm, extra [train])."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "train a CNN that predicts the signed steps to focus from one image (needs the [train] extra)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..training.config import TrainConfig  # torch-free
+
+    d = TrainConfig()
+    bool_opt = argparse.BooleanOptionalAction
+    data = parser.add_argument_group("data")
+    data.add_argument("dataset", type=Path, help="labelled dataset (plates/..., labels.csv); validation plates "
+                      "are taken from it by plate")
+    data.add_argument("--crops", action=bool_opt, default=d.crops, help="train on cropped stacks too (the "
+                      "paper's augmentation); validation always reports both kinds")
+    data.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                      help="share of plates held out for validation; 1 = all (train only on --synthetic-train)")
+    data.add_argument("--target", choices=("auto", "labels", "truth"), default=d.target,
+                      help="training target: labels.csv, the simulator truth in stack.yaml, or truth where known")
+    data.add_argument("--max-val-samples", type=int, default=d.max_val_samples,
+                      help="evenly subsample validation images to at most this many (0 = all)")
+    synth = parser.add_argument_group("on-the-fly synthetic training samples (simulator fast path)")
+    synth.add_argument("--synthetic-train", type=int, default=d.synthetic_train,
+                       help="pool of rendered training samples added to the dataset's training plates (0 = none)")
+    synth.add_argument("--synthetic-range-steps", type=float, default=d.synthetic_range_steps,
+                       help="offsets drawn uniformly in +- this many steps")
+    synth.add_argument("--synthetic-crop-fraction", type=float, default=d.synthetic_crop_fraction,
+                       help="share of rendered views that are crops around a worm (with --crops)")
+    synth.add_argument("--synthetic-fov-px", type=int, nargs="+", default=d.synthetic_fov_px,
+                       help="crop sizes (full-frame px) to draw from")
+    synth.add_argument("--synthetic-offsets-per-view", type=int, default=d.synthetic_offsets_per_view,
+                       help="offsets rendered per random scene and view")
+    synth.add_argument("--synthetic-refresh", type=float, default=d.synthetic_refresh,
+                       help="share of the pool redrawn every epoch")
+    synth.add_argument("--synthetic-oversample", type=float, default=d.synthetic_oversample,
+                       help="render at this multiple of --input-px, then preprocess (INTER_AREA) like a frame")
+    model = parser.add_argument_group("model")
+    model.add_argument("--arch", default=d.arch, help="timm model name, e.g. convnextv2_tiny, convnextv2_pico, "
+                       "resnet18, mobilenetv3_small_100, mobilenetv3_large_100")
+    model.add_argument("--pretrained", action=bool_opt, default=d.pretrained,
+                       help="start from timm's ImageNet weights (downloads them; needs the model hub)")
+    model.add_argument("--input-px", type=int, default=d.input_px, help="square model input side (paper: 500)")
+    model.add_argument("--output-scale", type=float, default=d.output_scale,
+                       help="steps per unit of raw output (the net learns offset / scale)")
+    opt = parser.add_argument_group("optimisation (paper defaults)")
+    opt.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
+    opt.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
+    opt.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    opt.add_argument("--lr-step-epochs", type=int, default=d.lr_step_epochs, help="StepLR step size (epochs)")
+    opt.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help="StepLR factor")
+    opt.add_argument("--loss", choices=("mse", "huber"), default=d.loss, help="regression loss")
+    opt.add_argument("--rotation-deg", type=float, default=d.rotation_deg, help="random rotation up to +- this")
+    opt.add_argument("--hflip", action=bool_opt, default=d.hflip, help="random horizontal flips")
+    opt.add_argument("--vflip", action=bool_opt, default=d.vflip, help="random vertical flips")
+    run_g = parser.add_argument_group("run")
+    run_g.add_argument("--out", type=Path, default=Path("runs/train"), help="directory for checkpoints and history")
+    run_g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    run_g.add_argument("--seed", type=int, default=d.seed, help="seed of the split, sampling and augmentation")
+    run_g.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device, help="torch device")
+    run_g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    run_g.add_argument("--export", type=Path, metavar="OUT.onnx",
+                       help="export the best checkpoint to this ONNX file when training ends")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import torch
+    except ImportError:
+        print("train: torch is not installed; install the extra: pip install 'celegans_autofocus[train]'",
+              file=sys.stderr)
+        return 2
+    from ..training.checkpoint import CheckpointError
+    from ..training.config import ConfigError, TrainConfig
+    from ..training.data import DatasetError
+    from ..training.export import ExportError, export_checkpoint
+    from ..training.loop import train
+    from ..training.models import ArchError
+
+    if args.threads < 0:
+        print(f"train: --threads must be >= 0, got {args.threads}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fields = TrainConfig.__dataclass_fields__
+    try:
+        cfg = TrainConfig.from_dict({k: v for k, v in vars(args).items() if k in fields})
+        summary = train(args.dataset, cfg, args.out, resume=args.resume)
+        if args.export:
+            summary["export"] = export_checkpoint(summary["best"], args.export)
+    except KeyboardInterrupt:
+        print(f"train: interrupted; continue with the same command plus --resume (from {args.out / 'last.pt'})",
+              file=sys.stderr)
+        return 130
+    except (DatasetError, ConfigError, CheckpointError, ArchError, ExportError, FloatingPointError, ValueError) as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 1
+    history = summary.pop("history")
+    print(json.dumps({**summary, "last_epoch": history[-1] if history else None}, indent=2))
+    return 0

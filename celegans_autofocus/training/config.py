@@ -1,0 +1,91 @@
+"""Training settings: one flat dataclass of primitive values (stored in every checkpoint).
+
+Defaults are the paper's: MSE loss, Adam at 1e-4, StepLR (step 5 epochs, gamma 0.85),
+100 epochs, 500x500 grayscale input, rotations up to 45 degrees, horizontal and vertical flips.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+LOSSES = ("mse", "huber")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A training setting that cannot be used."""
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "convnextv2_tiny"
+    pretrained: bool = False
+    crops: bool = True
+    epochs: int = 100
+    batch_size: int = 16
+    lr: float = 1e-4
+    lr_step_epochs: int = 5
+    lr_gamma: float = 0.85
+    loss: str = "mse"
+    input_px: int = 500
+    output_scale: float = 100.0
+    rotation_deg: float = 45.0
+    hflip: bool = True
+    vflip: bool = True
+    val_fraction: float = 0.25
+    target: str = "auto"
+    seed: int = 0
+    device: str = "auto"
+    synthetic_train: int = 0
+    synthetic_range_steps: float = 200.0
+    synthetic_crop_fraction: float = 0.5
+    synthetic_fov_px: list[int] = field(default_factory=lambda: [500])
+    synthetic_offsets_per_view: int = 8
+    synthetic_refresh: float = 1.0
+    synthetic_oversample: float = 1.0
+    max_val_samples: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown training settings {sorted(unknown)}")
+        cfg = cls(**data)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad value."""
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.lr_step_epochs >= 1, "lr_step_epochs must be >= 1"),
+            (0 < self.lr_gamma <= 1, "lr_gamma must be in (0, 1]"),
+            (self.loss in LOSSES, f"loss must be one of {LOSSES}"),
+            (self.input_px >= 32, "input_px must be >= 32"),
+            (self.output_scale > 0, "output_scale must be > 0"),
+            (0 <= self.rotation_deg <= 180, "rotation_deg must be in [0, 180]"),
+            (0 < self.val_fraction <= 1, "val_fraction must be in (0, 1]"),
+            (self.target in ("auto", "labels", "truth"), "target must be auto, labels or truth"),
+            (self.device in DEVICES, f"device must be one of {DEVICES}"),
+            (self.synthetic_train >= 0, "synthetic_train must be >= 0"),
+            (self.synthetic_range_steps > 0, "synthetic_range_steps must be > 0"),
+            (0 <= self.synthetic_crop_fraction <= 1, "synthetic_crop_fraction must be in [0, 1]"),
+            (len(self.synthetic_fov_px) > 0 and all(int(f) >= 32 for f in self.synthetic_fov_px),
+             "synthetic_fov_px must list crop sizes >= 32 px"),
+            (self.synthetic_offsets_per_view >= 1, "synthetic_offsets_per_view must be >= 1"),
+            (0 < self.synthetic_refresh <= 1, "synthetic_refresh must be in (0, 1]"),
+            (self.synthetic_oversample >= 1, "synthetic_oversample must be >= 1"),
+            (self.max_val_samples >= 0, "max_val_samples must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"{message} (config: {self._value_for(message)})")
+
+    def _value_for(self, message: str) -> str:
+        name = message.split()[0]
+        return f"{name}={getattr(self, name)!r}"

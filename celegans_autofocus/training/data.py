@@ -1,0 +1,99 @@
+"""Samples of a labelled z-stack dataset (DESIGN section 2) and the split by plate.
+
+A :class:`Sample` is one image file with its signed target ``offset_steps`` (steps to move
+to reach focus). The target is the label from ``labels.csv`` or, where ``stack.yaml`` records
+the simulator's ``true_best_index``, the exact truth (``target="truth"``; ``"auto"`` uses the
+truth where known and the label elsewhere).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..core.images import ImageError
+from ..core.stacks import (LABELS_FILE, DatasetError, StackError, plates_dir, read_image, read_labels,
+                           read_stack_yaml, split_by_plate)
+
+__all__ = ["DatasetError", "Sample", "load_samples", "split_plates", "read_gray", "data_hash"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    plate: str
+    stack: str
+    z_index: int
+    offset_steps: float
+    kind: str
+    fov_px: int | None
+    label_offset_steps: float
+    true_offset_steps: float | None
+
+
+def load_samples(root: Path | str, target: str = "auto") -> list[Sample]:
+    """Every row of ``root/labels.csv`` as a :class:`Sample`; :class:`DatasetError` naming the file if unusable."""
+    root = Path(root)
+    labels = root / LABELS_FILE
+    plates_dir(root)
+    if not labels.is_file():
+        raise DatasetError(f"{labels}: not found (run `celegans-autofocus label {root}` first)")
+    rows = read_labels(labels)
+    if not rows:
+        raise DatasetError(f"{labels}: the dataset is empty (no labelled images)")
+    truth_by_stack: dict[tuple[str, str], int | None] = {}
+    samples = []
+    for row in rows:
+        key = (row.plate, row.stack)
+        if key not in truth_by_stack:
+            yaml_path = root / "plates" / row.plate / row.stack / "stack.yaml"
+            try:
+                meta = read_stack_yaml(yaml_path) if yaml_path.is_file() else {}
+            except StackError as exc:
+                raise DatasetError(str(exc)) from None
+            truth_by_stack[key] = meta.get("true_best_index")
+        true_best = truth_by_stack[key]
+        truth = None if true_best is None else float(true_best - row.z_index)
+        if target == "truth" and truth is None:
+            raise DatasetError(f"{root / 'plates' / row.plate / row.stack / 'stack.yaml'}: "
+                               "no true_best_index (target=truth)")
+        use_truth = truth is not None and target in ("auto", "truth")
+        samples.append(Sample(
+            path=row.path(root), plate=row.plate, stack=row.stack, z_index=row.z_index,
+            offset_steps=truth if use_truth else float(row.offset_steps), kind=row.kind, fov_px=row.fov_px,
+            label_offset_steps=float(row.offset_steps), true_offset_steps=truth,
+        ))
+    return samples
+
+
+def split_plates(samples: list[Sample], val_fraction: float, seed: int, source: str) -> tuple[list[str], list[str]]:
+    """(train plates, validation plates); all plates validate when ``val_fraction == 1``."""
+    plates = sorted({s.plate for s in samples})
+    if val_fraction >= 1.0:
+        return [], plates
+    if len(plates) < 2:
+        raise DatasetError(f"{source}: {len(plates)} plate(s) ({', '.join(plates)}); need >= 2 to split "
+                           "train/validation by plate (or validate on all of them with --val-fraction 1 and --synthetic-train N)")
+    train, val = split_by_plate(plates, val_fraction, seed)
+    train, val = sorted(train), sorted(val)
+    if not train or not val or set(train) & set(val):
+        raise DatasetError(f"{source}: cannot split plates {plates} with val_fraction={val_fraction}")
+    return train, val
+
+
+def read_gray(path: Path) -> np.ndarray:
+    """A grayscale image file (8/16-bit, RGB by BT.601); :class:`DatasetError` naming it if unreadable."""
+    try:
+        return read_image(path)
+    except ImageError as exc:
+        raise DatasetError(str(exc)) from None
+
+
+def data_hash(samples: list[Sample], extra: str = "") -> str:
+    """Short sha256 of the training rows (file, target) plus ``extra`` (e.g. the synthetic settings)."""
+    digest = hashlib.sha256(extra.encode())
+    for s in sorted(samples, key=lambda s: (s.plate, s.stack, s.z_index, s.path.name)):
+        digest.update(f"{s.plate}/{s.stack}/{s.path.name}:{s.offset_steps:.3f};".encode())
+    return digest.hexdigest()[:16]

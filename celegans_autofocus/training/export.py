@@ -1,0 +1,119 @@
+"""Checkpoint -> ONNX (dynamo, opset 18, dynamic batch) with our metadata, then a parity check.
+
+The model maps ``image`` float32 (N, 1, input_px, input_px) to ``offset_steps`` float32 (N, 1) in
+units of ``output_scale`` steps; the contract's metadata JSON goes into ``metadata_props`` under
+``celegans_autofocus``. Parity: ONNX Runtime against torch on random and real-looking inputs, as the
+max abs difference in steps; above ``PARITY_TOL_STEPS`` the export fails and no file is left behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.images import PreprocessSpec
+from ..core.predictor import METADATA_KEY, SCHEMA_VERSION
+from .checkpoint import model_from_checkpoint
+
+PARITY_TOL_STEPS = 1e-3
+OPSET = 18
+INPUT_NAME, OUTPUT_NAME = "image", "offset_steps"
+STEP_UM = 5.0
+
+
+class ExportError(RuntimeError):
+    """The ONNX export or its parity check failed."""
+
+
+def build_metadata(state: dict, cfg) -> dict:
+    """The contract's metadata (schema 1) for a checkpoint and its TrainConfig."""
+    best = state.get("best_val_mae_steps")
+    return {
+        "schema": SCHEMA_VERSION,
+        "preprocess": PreprocessSpec(input_px=cfg.input_px).to_dict(),
+        "step_um": STEP_UM,
+        "arch": cfg.arch,
+        "output": OUTPUT_NAME,
+        "output_scale": float(cfg.output_scale),
+        "input_view": state.get("input_view", "mixed"),
+        "train_data_hash": state.get("train_data_hash", "unknown"),
+        "epochs": int(state.get("epoch", 0)),
+        "val_mae_steps": None if best is None or not np.isfinite(best) else round(float(best), 3),
+    }
+
+
+def _export_graph(model: torch.nn.Module, input_px: int, path: Path) -> None:
+    x = torch.zeros(2, 1, input_px, input_px)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=OPSET,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_shapes=({0: torch.export.Dim.AUTO},), external_data=False,
+                          verbose=False)
+
+
+def _write_metadata(path: Path, metadata: dict) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(metadata, sort_keys=True),
+                                        "producer": "celegans-autofocus export"})
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def parity_steps(model: torch.nn.Module, onnx_path: Path, input_px: int, output_scale: float,
+                 seed: int = 0) -> float:
+    """Max |ORT - torch| in steps over a batch of z-scored random and smooth inputs (batch 3 and 1)."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((2, 1, input_px, input_px)).astype(np.float32)
+    ramp = np.linspace(-2, 2, input_px, dtype=np.float32)
+    smooth = (np.sin(3 * ramp)[None, :] * np.cos(2 * ramp)[:, None])[None, None].astype(np.float32)
+    batch = np.concatenate([noise, (smooth - smooth.mean()) / smooth.std()])
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    model.eval()
+    for x in (batch, batch[2:3]):
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+        if got.shape != (len(x), 1):
+            raise ExportError(f"{onnx_path}: ONNX output shape {got.shape}, expected {(len(x), 1)}")
+        worst = max(worst, float(np.abs(got - want).max()) * output_scale)
+    return worst
+
+
+def export_checkpoint(checkpoint: Path | str, onnx_path: Path | str, arch: str | None = None) -> dict:
+    """Export ``checkpoint`` to ``onnx_path`` (written atomically); returns metadata and parity."""
+    checkpoint, onnx_path = Path(checkpoint), Path(onnx_path)
+    model, state, cfg = model_from_checkpoint(checkpoint, arch)
+    model = model.float().cpu().eval()
+    metadata = build_metadata(state, cfg)
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{onnx_path.name}.", suffix=".onnx", dir=onnx_path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            _export_graph(model, cfg.input_px, tmp)
+        except Exception as exc:  # torch.export raises many types
+            raise ExportError(f"ONNX export of {checkpoint} ({cfg.arch}) failed: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        _write_metadata(tmp, metadata)
+        diff = parity_steps(model, tmp, cfg.input_px, cfg.output_scale)
+        if not diff <= PARITY_TOL_STEPS:
+            raise ExportError(f"{onnx_path}: ONNX Runtime differs from torch by {diff:.3g} steps "
+                              f"(> {PARITY_TOL_STEPS}); not written")
+        os.replace(tmp, onnx_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"onnx": str(onnx_path), "metadata": metadata, "parity_max_abs_diff_steps": diff,
+            "size_mb": onnx_path.stat().st_size / 1e6}

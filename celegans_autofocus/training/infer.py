@@ -1,0 +1,28 @@
+"""Batched torch inference on preprocessed images, and device selection."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no CUDA GPU (use --device cpu or auto)")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def predict_steps(model: torch.nn.Module, images: np.ndarray, output_scale: float,
+                  device: torch.device, batch_size: int = 32) -> np.ndarray:
+    """Offsets in steps (float64, N) for preprocessed images (N, px, px); the model is put in eval mode."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.asarray(images[start:start + batch_size], dtype=np.float32)[:, None]).to(device)
+        out.append(model(x).float().reshape(-1).cpu().numpy())
+    if not out:
+        return np.zeros(0)
+    return np.concatenate(out).astype(np.float64) * output_scale

@@ -1,0 +1,99 @@
+"""On-the-fly training samples from the simulator's fast path (``optics.StackRenderer``).
+
+Each epoch a fraction (``synthetic_refresh``) of a pool of ``synthetic_train`` samples is redrawn:
+new random scenes (1-3 worms), a view per scene (the full frame, or a square crop of a
+``synthetic_fov_px`` size centred on a worm, with probability ``synthetic_crop_fraction``), and
+``synthetic_offsets_per_view`` offsets uniform in +-``synthetic_range_steps``. Frames are rendered
+at reduced resolution (``synthetic_oversample`` x the model input, keeping the view's aspect ratio)
+and then go through THE preprocessing, exactly as a camera frame would. These scenes are fresh
+random draws, so they never coincide with the written validation plates. A resumed run refills
+the whole pool from the resumed epoch's seed (deterministic, though not the interrupted run's pool).
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from ..core import optics
+from ..core.detection import crop_window
+from ..core.images import PreprocessSpec, preprocess
+from .config import TrainConfig
+from .loop import ImageSet
+
+MAX_WORMS = 3
+
+
+class SyntheticPool:
+    """A pool of preprocessed synthetic training images, partly redrawn every epoch."""
+
+    def __init__(self, cfg: TrainConfig, spec: PreprocessSpec) -> None:
+        self.cfg = cfg
+        self.spec = spec
+        self.optics = optics.OpticsConfig()
+        self.frame_wh = (int(self.optics.frame_width_px), int(self.optics.frame_height_px))
+        n, side = cfg.synthetic_train, spec.input_px
+        self.images = np.zeros((n, side, side), np.float16)
+        self.offsets_steps = np.zeros(n, np.float64)
+        self.kinds = ["full"] * n
+        self._filled_epoch: int | None = None
+
+    def describe(self) -> dict:
+        """The settings that define the synthetic data (hashed into the model metadata)."""
+        c = self.cfg
+        return {"synthetic_train": c.synthetic_train, "range_steps": c.synthetic_range_steps,
+                "crop_fraction": c.synthetic_crop_fraction if c.crops else 0.0, "fov_px": list(c.synthetic_fov_px),
+                "offsets_per_view": c.synthetic_offsets_per_view, "oversample": c.synthetic_oversample,
+                "refresh": c.synthetic_refresh, "seed": c.seed, "optics": repr(self.optics)}
+
+    def images_set(self) -> ImageSet:
+        return ImageSet(self.images, self.offsets_steps, self.kinds)
+
+    def update(self, epoch: int) -> None:
+        """Fill the whole pool (first epoch of this process, e.g. after a resume) or redraw a share of it."""
+        n = len(self.offsets_steps)
+        if self._filled_epoch is None:
+            self._fill(np.arange(n), epoch, full=True)
+        else:
+            k = int(round(self.cfg.synthetic_refresh * n))
+            slots = np.random.default_rng([self.cfg.seed, epoch, 7]).choice(n, size=k, replace=False)
+            self._fill(np.sort(slots), epoch, full=False)
+        self._filled_epoch = epoch
+
+    def _fill(self, slots: np.ndarray, epoch: int, full: bool) -> None:
+        rng = np.random.default_rng([self.cfg.seed, epoch, 1 if full else 2])
+        bar = tqdm(total=len(slots), desc=f"render synthetic (epoch {epoch + 1})", unit="img",
+                   file=sys.stderr, leave=False)
+        pos = 0
+        while pos < len(slots):
+            for image, offset, kind in self._render_view(rng):
+                if pos == len(slots):
+                    break
+                slot = slots[pos]
+                self.images[slot] = preprocess(image, self.spec).astype(np.float16)
+                self.offsets_steps[slot] = offset
+                self.kinds[slot] = kind
+                pos += 1
+                bar.update(1)
+        bar.close()
+
+    def _render_view(self, rng: np.random.Generator):
+        cfg = self.cfg
+        scene = optics.make_scene(rng, self.optics, int(rng.integers(1, MAX_WORMS + 1)))
+        crop = cfg.crops and scene.worms and rng.random() < cfg.synthetic_crop_fraction
+        side = int(round(self.spec.input_px * cfg.synthetic_oversample))
+        if crop:
+            worm = scene.worms[int(rng.integers(len(scene.worms)))]
+            fov = int(rng.choice(cfg.synthetic_fov_px))
+            window = crop_window(worm.centroid_px, fov, self.frame_wh[::-1])
+            out_shape = (min(side, window[3]), min(side, window[2]))
+        else:
+            window = None
+            width, height = self.frame_wh
+            out_shape = (max(8, int(round(side * height / width))), side)
+        renderer = optics.StackRenderer(scene, self.optics, out_shape, window_px=window,
+                                        seed=int(rng.integers(2**31)))
+        for _ in range(cfg.synthetic_offsets_per_view):
+            offset = float(rng.uniform(-cfg.synthetic_range_steps, cfg.synthetic_range_steps))
+            yield renderer.frame(offset), offset, "crop" if crop else "full"
