@@ -60,7 +60,7 @@ def test_label_then_crop_then_label(worm_stack, tmp_path, capsys):
 
     assert main(["label", str(root), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "stacks unchanged    1" in out  # the full stack was not recomputed
+    assert "values reused     1" in out  # the full stack's images were not read again
     rows = read_labels(root / "labels.csv")
     crop_rows = [r for r in rows if r.kind == "crop"]
     assert len(crop_rows) == 20 and {r.fov_px for r in crop_rows} == {500, 1250}

@@ -78,6 +78,20 @@ def test_stack_yaml_best_index_wins_and_measure_is_kept(tmp_path):
     assert report.labelled[0].best_from == "stack.yaml"
 
 
+def test_from_measure_ignores_stack_yaml_even_for_reused_values(tmp_path):
+    make_stack(tmp_path, "p1", "s1", PEAK_AT_1, meta={"best_index": -1})
+    label_dataset(tmp_path, "vollath_f5", progress=False)
+    report = label_dataset(tmp_path, "vollath_f5", use_stack_best=False, progress=False)
+    assert report.cached == [("p1", "s1")]  # values reused, labels derived again
+    assert {r.best_index for r in report.rows} == {1} and report.labelled[0].best_from == "vollath_f5"
+
+
+def test_full_stack_with_fov_in_yaml_stays_full(tmp_path):
+    make_stack(tmp_path, "p1", "s1", PEAK_AT_1, meta={"fov_px": 16, "window_px": [0, 0, 16, 16]})
+    rows = rows_of(label_dataset(tmp_path, "vollath_f5", progress=False))
+    assert {(r.kind, r.fov_px) for r in rows} == {("full", 16)}
+
+
 def test_crop_stack_kind_and_fov_from_stack_yaml(tmp_path):
     make_stack(tmp_path, "p1", "s1__crop500_w0", PEAK_AT_1,
                meta={"parent": "s1", "fov_px": 500, "window_px": [0, 0, 500, 500]})
@@ -241,7 +255,7 @@ def test_unchanged_stacks_are_reused_and_changes_relabelled(tmp_path):
     d = make_stack(tmp_path, "p1", "s1", PEAK_AT_1)
     label_dataset(tmp_path, "vollath_f5", progress=False)
     again = label_dataset(tmp_path, "vollath_f5", progress=False)
-    assert again.cached == [("p1", "s1")] and again.labelled == []
+    assert again.cached == [("p1", "s1")] and len(again.labelled) == 1
     assert label_dataset(tmp_path, "laplacian_variance", progress=False).labelled  # another measure recomputes
     time.sleep(0.01)
     cv2.imwrite(str(d / "z_-1.png"), banded(20))

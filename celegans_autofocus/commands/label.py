@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how = parser.add_argument_group("labelling")
     how.add_argument("--measure", default=DEFAULT_MEASURE, choices=sorted(MEASURES),
                      help="focus measure whose maximum marks the best plane")
+    how.add_argument("--from-measure", action="store_true",
+                     help="ignore best_index in stack.yaml and take the measure's argmax (the paper's labels)")
     how.add_argument("--force", action="store_true",
                      help="recompute stacks that are unchanged since the last labels.csv")
     how.add_argument("--workers", type=int, default=1, help="processes computing the measure (one stack each)")
@@ -29,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"label: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
     try:
-        report = label_dataset(args.dataset, args.measure, force=args.force, workers=args.workers,
-                               progress=not args.quiet)
+        report = label_dataset(args.dataset, args.measure, use_stack_best=not args.from_measure,
+                               force=args.force, workers=args.workers, progress=not args.quiet)
     except (DatasetError, ValueError) as exc:
         print(f"label: {exc}", file=sys.stderr)
         return 1
@@ -46,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"ambiguous: {res.stack.plate}/{res.stack.name}: {res.ambiguous_reason}", file=sys.stderr)
     from_yaml = sum(r.best_from == "stack.yaml" for r in report.labelled)
     print(f"labels: {args.dataset / 'labels.csv'}  (measure {args.measure})")
-    print(f"  stacks labelled     {len(report.labelled)} ({from_yaml} with best_index from stack.yaml)")
-    print(f"  stacks unchanged    {len(report.cached)} (kept, use --force to recompute)")
+    print(f"  stacks labelled     {len(report.labelled)}")
+    print(f"    best from yaml    {from_yaml} (stack.yaml best_index; --from-measure ignores it)")
+    print(f"    values reused     {len(report.cached)} (unchanged since labels.csv; --force recomputes)")
     print(f"  stacks failed       {len(report.failed)} ({report.kept_rows} previous rows kept)")
     print(f"  images in labels    {len(report.rows)} in {report.n_stacks} stacks")
     print(f"  skipped files       {len(report.skipped_files)}")

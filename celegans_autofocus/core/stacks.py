@@ -13,9 +13,11 @@ Conventions (the one place they are written down):
   is a *gap* (reported; the stack is still labelled).
 - ``offset_steps = best_index - z_index``: the signed motor steps that bring an image into focus;
   positive means move to larger z.
-- ``best_index``: a ``best_index`` given in ``stack.yaml`` (hand label or known truth) wins; otherwise
-  the z of the focus-measure maximum. The measure is computed either way, stored per image in
+- ``best_index``: a ``best_index`` given in ``stack.yaml`` (hand label or known truth) wins unless
+  ``use_stack_best=False`` (label as the paper does); otherwise the z of the focus-measure maximum. The measure is computed either way, stored per image in
   ``measure_value``, and the focus curve is checked either way (``ambiguous``).
+- ``kind`` is ``crop`` when ``stack.yaml`` names a ``parent`` stack, else ``full``; ``fov_px`` is
+  ``stack.yaml``'s ``fov_px`` (empty when absent).
 - ``ambiguous`` = 1 when the curve cannot be trusted: flat (range within noise), peak at the end of
   the stack, a second separated peak of similar height, or a missing/skipped image next to the peak.
 - Colour images become grayscale by BT.601 luma (:func:`core.images.array_to_gray`), rounded back
@@ -29,8 +31,8 @@ Failure policy (nothing already labelled is lost):
   is reported and its rows from the previous ``labels.csv`` are kept unchanged.
 - ``labels.csv`` is replaced atomically (temporary file + ``os.replace``); a ``labels.csv`` that
   cannot be parsed stops the run before anything is written.
-- Stacks whose files, ``stack.yaml`` and measure are unchanged since the last ``labels.csv`` keep
-  their rows without recomputation (pass ``force=True`` to recompute).
+- Stacks whose files, ``stack.yaml`` and measure are unchanged since the last ``labels.csv`` reuse
+  the measure values stored there instead of reading the images again (``force=True`` recomputes).
 """
 from __future__ import annotations
 
@@ -186,7 +188,8 @@ class Stack:
 
     @property
     def kind(self) -> str:
-        return "crop" if "parent" in self.meta or "fov_px" in self.meta else "full"
+        """``crop`` when ``stack.yaml`` names a parent stack, else ``full``."""
+        return "crop" if "parent" in self.meta else "full"
 
     @property
     def fov_px(self) -> int | None:
@@ -421,18 +424,17 @@ def focus_curve_ambiguity(z_steps: np.ndarray, values: np.ndarray, holes: Iterab
 # ----------------------------------------------------------------------------- labelling
 
 @dataclass
-class StackResult:
-    """The labels of one stack and what went wrong with individual files."""
+class Measured:
+    """Focus-measure values of one stack's readable images, and the files that were skipped."""
 
     stack: Stack
-    rows: list[LabelRow]
+    measure: str
+    values: dict[int, float]
     skipped: list[str]
-    best_from: str  # "stack.yaml" or the measure name
-    ambiguous_reason: str | None
 
 
-def label_stack(stack: Stack, measure: str, on_image: Callable[[], None] | None = None) -> StackResult:
-    """Label one stack (see the module docstring). Raises :class:`StackError` when it cannot."""
+def measure_stack(stack: Stack, measure: str, on_image: Callable[[], None] | None = None) -> Measured:
+    """The focus measure of every readable image of ``stack`` (full resolution); bad files skipped by name."""
     fn = get_measure(measure)
     values: dict[int, float] = {}
     shapes: dict[int, tuple[int, ...]] = {}
@@ -454,31 +456,49 @@ def label_stack(stack: Stack, measure: str, on_image: Callable[[], None] | None 
             skipped.append(f"{stack.files[z]}: size {shapes[z][1]}x{shapes[z][0]} differs from the "
                            f"stack's {shape[1]}x{shape[0]}")
             del values[z]
+    return Measured(stack, measure, values, skipped)
+
+
+@dataclass
+class StackResult:
+    """The labels of one stack and what went wrong with individual files."""
+
+    stack: Stack
+    rows: list[LabelRow]
+    skipped: list[str]
+    best_from: str  # "stack.yaml" or the measure name
+    ambiguous_reason: str | None
+
+
+def label_measured(measured: Measured, use_stack_best: bool = True) -> StackResult:
+    """Labels from measure values: best_index from stack.yaml (if given and ``use_stack_best``)
+    or the measure's argmax; the curve's ambiguity either way. :class:`StackError` if too few images."""
+    stack, values = measured.stack, measured.values
     if len(values) < MIN_IMAGES:
         raise StackError(f"{stack.path}: only {len(values)} readable image(s), need at least {MIN_IMAGES}")
     z = np.array(sorted(values))
     curve = np.array([values[k] for k in z])
     holes = sorted(set(stack.missing_z) | (set(stack.files) - set(values)))
     reason = focus_curve_ambiguity(z, curve, holes)
-    if "best_index" in stack.meta:
+    if use_stack_best and "best_index" in stack.meta:
         best, best_from = int(stack.meta["best_index"]), "stack.yaml"
     else:
-        best, best_from = int(z[int(np.argmax(curve))]), measure
-    rows = [LabelRow(stack.plate, stack.name, stack.files[k].name, int(k), best, best - int(k), measure,
+        best, best_from = int(z[int(np.argmax(curve))]), measured.measure
+    rows = [LabelRow(stack.plate, stack.name, stack.files[k].name, int(k), best, best - int(k), measured.measure,
                      float(values[k]), stack.kind, stack.fov_px, reason is not None) for k in z]
-    return StackResult(stack, rows, skipped, best_from, reason)
+    return StackResult(stack, rows, measured.skipped, best_from, reason)
 
 
-def _label_or_error(stack: Stack, measure: str) -> StackResult | str:
-    try:
-        return label_stack(stack, measure)
-    except StackError as exc:
-        return str(exc)
+def label_stack(stack: Stack, measure: str, use_stack_best: bool = True,
+                on_image: Callable[[], None] | None = None) -> StackResult:
+    """Measure and label one stack (see the module docstring). Raises :class:`StackError` when it cannot."""
+    return label_measured(measure_stack(stack, measure, on_image), use_stack_best)
 
 
 @dataclass
 class LabelReport:
-    """What :func:`label_dataset` did. ``rows`` is exactly what was written to labels.csv."""
+    """What :func:`label_dataset` did. ``rows`` is exactly what was written to labels.csv;
+    ``labelled`` holds every stack labelled this run, ``cached`` those whose measure values were reused."""
 
     rows: list[LabelRow] = field(default_factory=list)
     labelled: list[StackResult] = field(default_factory=list)
@@ -486,10 +506,7 @@ class LabelReport:
     failed: dict[tuple[str, str], str] = field(default_factory=dict)
     kept_rows: int = 0
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def skipped_files(self) -> list[str]:
-        return [msg for r in self.labelled for msg in r.skipped]
+    skipped_files: list[str] = field(default_factory=list)
 
     @property
     def ambiguous_stacks(self) -> list[tuple[str, str]]:
@@ -500,18 +517,25 @@ class LabelReport:
         return len({(r.plate, r.stack) for r in self.rows})
 
 
-def _cache_valid(stack: Stack, rows: list[LabelRow], measure: str, labels_mtime_ns: int) -> bool:
+def _cached_values(stack: Stack, rows: list[LabelRow], measure: str, labels_mtime_ns: int) -> Measured | None:
+    """The measure values of ``rows`` when the stack is unchanged since labels.csv was written."""
     if not rows or any(r.measure != measure for r in rows):
-        return False
+        return None
     if {r.file for r in rows} != {p.name for p in stack.files.values()}:
-        return False
+        return None
     paths = list(stack.files.values()) + [stack.path / "stack.yaml", stack.path]
-    return all(p.stat().st_mtime_ns < labels_mtime_ns for p in paths if p.exists())
+    if any(p.stat().st_mtime_ns >= labels_mtime_ns for p in paths if p.exists()):
+        return None
+    return Measured(stack, measure, {r.z_index: r.measure_value for r in rows}, [])
 
 
-def label_dataset(dataset: Path, measure: str, force: bool = False, workers: int = 1,
-                  progress: bool = True) -> LabelReport:
-    """Label every stack of ``dataset`` and write ``labels.csv`` atomically; see the module docstring."""
+def label_dataset(dataset: Path, measure: str, use_stack_best: bool = True, force: bool = False,
+                  workers: int = 1, progress: bool = True) -> LabelReport:
+    """Label every stack of ``dataset`` and write ``labels.csv`` atomically; see the module docstring.
+
+    Unchanged stacks reuse the measure values stored in labels.csv (``force`` recomputes them);
+    their labels are derived again, so ``use_stack_best`` applies to them too.
+    """
     from tqdm import tqdm
 
     dataset = Path(dataset)
@@ -528,33 +552,32 @@ def label_dataset(dataset: Path, measure: str, force: bool = False, workers: int
         raise DatasetError(f"no stacks found under {dataset / 'plates'}")
 
     report = LabelReport(warnings=list(found.warnings), failed=dict(found.failed))
+    measured: list[Measured] = []
     todo = []
     for stack in found.stacks:
-        if not force and _cache_valid(stack, old.get(stack.key, []), measure, labels_mtime_ns):
-            report.cached.append(stack.key)
-            report.rows.extend(old[stack.key])
-        else:
+        cached = None if force else _cached_values(stack, old.get(stack.key, []), measure, labels_mtime_ns)
+        if cached is None:
             todo.append(stack)
+        else:
+            measured.append(cached)
+            report.cached.append(stack.key)
     with tqdm(total=sum(len(s.files) for s in todo), unit="img", desc="label", disable=not progress) as bar:
         if workers > 1 and len(todo) > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                results = []
-                for stack, res in zip(todo, pool.map(_label_or_error, todo, [measure] * len(todo))):
+                for stack, res in zip(todo, pool.map(measure_stack, todo, [measure] * len(todo))):
                     bar.update(len(stack.files))
-                    results.append(res)
+                    measured.append(res)
         else:
-            results = []
-            for stack in todo:
-                try:
-                    results.append(label_stack(stack, measure, on_image=lambda: bar.update(1)))
-                except StackError as exc:
-                    results.append(str(exc))
-    for stack, res in zip(todo, results):
-        if isinstance(res, str):
-            report.failed[stack.key] = res
-        else:
-            report.labelled.append(res)
-            report.rows.extend(res.rows)
+            measured.extend(measure_stack(stack, measure, on_image=lambda: bar.update(1)) for stack in todo)
+    for m in measured:
+        report.skipped_files.extend(m.skipped)
+        try:
+            result = label_measured(m, use_stack_best)
+        except StackError as exc:
+            report.failed[m.stack.key] = str(exc)
+            continue
+        report.rows.extend(result.rows)
+        report.labelled.append(result)
     for key in report.failed:
         report.kept_rows += len(old.get(key, []))
         report.rows.extend(old.get(key, []))
