@@ -81,8 +81,9 @@ class _Config:
 class ControlConfig(_Config):
     """Parameters of the one-shot control law (DESIGN §4). Units are in the names.
 
-    ``act_now_steps``: a median of fewer than ``median_window`` fresh predictions already acts
-    when it is at least this far from focus, so a large error costs one frame, not K.
+    ``act_now_steps``: before ``median_window`` fresh predictions have arrived, the law already
+    acts (on their median) when every one of them is at least this far from focus on the same
+    side, so a large error costs one frame, not K; a full window then outvotes single outliers.
     """
 
     gain: float = 1.0
@@ -185,13 +186,15 @@ class FocusController:
         while self._window and now_s - self._window[0][0] > cfg.stale_after_s:
             self._window.popleft()
         self._window.append((stamp_s, float(offset_steps)))
-        median = float(np.median([o for _, o in self._window]))
-        n = len(self._window)
+        offsets = [o for _, o in self._window]
+        median = float(np.median(offsets))
+        n = len(offsets)
         if abs(median) <= cfg.deadband_steps:
             return self._hold(Reason.IN_FOCUS, f"|median| {abs(median):.1f} <= deadband {cfg.deadband_steps}", median)
-        if n < cfg.median_window and abs(median) < cfg.act_now_steps:
-            return self._hold(Reason.COLLECTING, f"{n}/{cfg.median_window} fresh predictions, "
-                                                 f"median {median:.1f} below act_now {cfg.act_now_steps}", median)
+        agree_far = all(o >= cfg.act_now_steps for o in offsets) or all(o <= -cfg.act_now_steps for o in offsets)
+        if n < cfg.median_window and not agree_far:
+            return self._hold(Reason.COLLECTING, f"{n}/{cfg.median_window} fresh predictions, not all beyond "
+                                                 f"act_now {cfg.act_now_steps} on one side", median)
 
         move = int(round(float(np.clip(cfg.gain * median, -cfg.max_move_steps, cfg.max_move_steps))))
         position = int(round(position_steps))
