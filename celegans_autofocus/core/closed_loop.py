@@ -271,38 +271,37 @@ class FrameSource(Protocol):
 
 class OpticsFrames:
     """Frames from the physical simulator's fast path (core.optics.StackRenderer), one scene per
-    scenario (seeded by it). ``fov_px`` None renders the full frame; a number renders a square
-    crop of that side centred on the target worm (worm ``target_index % n_worms``)."""
+    scenario (seeded by it), rendered as the training pipeline renders them: the full frame at
+    ``input_px`` wide (aspect kept), or, with ``fov_px``, a square crop of that side centred on the
+    target worm (worm ``target_index % n_worms``) at ``min(input_px, fov_px)``."""
 
-    def __init__(self, scenario: Scenario, out_shape: tuple[int, int], fov_px: int | None = None,
+    def __init__(self, scenario: Scenario, input_px: int, fov_px: int | None = None,
                  config: "object | None" = None) -> None:
         from . import optics
 
         self.config = config if config is not None else optics.OpticsConfig()
         self.scene = optics.make_scene(np.random.default_rng(scenario.seed), self.config, scenario.n_worms)
-        self.out_shape = tuple(out_shape)
+        self.input_px = int(input_px)
         self.fov_px = fov_px
         self.seed = scenario.seed
         self._renderers: dict[int | None, object] = {}
         self._optics = optics
 
-    def _window(self, target_index: int) -> tuple[int, int, int, int] | None:
+    def _view(self, target_index: int) -> tuple[int | None, tuple | None, tuple[int, int]]:
+        from .detection import crop_window
+
+        frame_hw = (int(self.config.frame_height_px), int(self.config.frame_width_px))
         if self.fov_px is None or not self.scene.worms:
-            return None
-        worm = self.scene.worms[target_index % len(self.scene.worms)]
-        cx, cy = worm.centroid_px
-        frame_w, frame_h = self.config.frame_width_px, self.config.frame_height_px
-        side = min(int(self.fov_px), frame_w, frame_h)
-        x0 = int(min(max(round(cx - side / 2), 0), frame_w - side))
-        y0 = int(min(max(round(cy - side / 2), 0), frame_h - side))
-        return (x0, y0, side, side)
+            return None, None, (max(8, round(self.input_px * frame_hw[0] / frame_hw[1])), self.input_px)
+        key = target_index % len(self.scene.worms)
+        window = crop_window(self.scene.worms[key].centroid_px, int(self.fov_px), frame_hw)
+        return key, window, (min(self.input_px, window[3]), min(self.input_px, window[2]))
 
     def frame(self, offset_steps: float, target_index: int) -> np.ndarray:
-        window = self._window(target_index)
-        key = None if window is None else target_index % len(self.scene.worms)
+        key, window, out_shape = self._view(target_index)
         if key not in self._renderers:
             self._renderers[key] = self._optics.StackRenderer(
-                self.scene, self.config, self.out_shape, window_px=window, seed=self.seed + (key or 0))
+                self.scene, self.config, out_shape, window_px=window, seed=self.seed + (key or 0))
         return self._renderers[key].frame(float(offset_steps))
 
 

@@ -1,0 +1,260 @@
+"""``celegans-autofocus bench``: CNN one-shot autofocus against classical search, same scenes and seeds.
+
+Scenario kinds (``--episodes`` of each): ``step150`` (static plane, start at +-150 steps),
+``start`` (static plane, start uniform in +-200), ``drift`` (plate-tilt drift and a random walk),
+``switch`` (drift plus two switches to another worm at another height). Each episode runs once
+with (a) the ONNX model through the one-shot control law and (b) the search autofocus on a focus
+measure (Vollath F5 by default), on the same simulated scene, trajectory and motor.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HELP = "closed-loop benchmark: CNN one-shot autofocus vs classical search on the same scenarios"
+
+KINDS = ("step150", "start", "drift", "switch")
+#: frames_to_focus = first frame of a run of this many in-focus frames (so passing through focus
+#: during a move or a coarse search step does not count as having reached it).
+HOLD_FRAMES = 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled models/default.onnx)")
+    g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = its default)")
+    g.add_argument("--fov", default="auto",
+                   help="camera view fed to both controllers: 'full', a crop side in px around the "
+                        "target worm, or 'auto' (crop 500 for crop-trained models, else full)")
+    g = parser.add_argument_group("scenarios")
+    g.add_argument("--episodes", type=int, default=4, help="episodes per scenario kind")
+    g.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, help="scenario kinds to run")
+    g.add_argument("--seed", type=int, default=0, help="seed of the scenarios and scenes")
+    g.add_argument("--duration-s", type=float, default=12.0, help="episode length (simulated seconds)")
+    g.add_argument("--fps", type=float, default=15.0, help="camera frame rate")
+    g.add_argument("--max-start-offset-steps", type=float, default=200.0,
+                   help="start offsets are uniform in +- this (kinds start/drift/switch)")
+    g.add_argument("--drift-steps-per-s", type=float, default=4.0, help="plate-tilt drift of the best plane")
+    g.add_argument("--motor-speed-steps-per-s", type=float, default=2000.0, help="focus motor speed")
+    g.add_argument("--latency-s", type=float, default=0.03,
+                   help="simulated time from a frame's stamp to the motor command (both controllers)")
+    g = parser.add_argument_group("controllers")
+    g.add_argument("--controllers", nargs="+", default=["cnn", "search"], choices=["cnn", "search"])
+    g.add_argument("--measures", nargs="+", default=["vollath_f5", "brenner"],
+                   help="focus measures of the search autofocus, one search controller each "
+                        "(vollath_f5 is the paper's measure)")
+    g.add_argument("--search-fov", type=int, default=500,
+                   help="the search measures a native-resolution square ROI of this side (px) on the "
+                        "target worm, as a tracker's autofocus ROI")
+    g = parser.add_argument_group("output")
+    g.add_argument("--summary-json", type=Path, default=None, help="write every episode and the table as JSON")
+    g.add_argument("--plot", type=Path, default=None, help="write the benchmark figure (PNG)")
+    g.add_argument("--markdown", type=Path, default=None,
+                   help="write the table as Markdown with the command and machine (e.g. benchmarks/bench.md)")
+
+
+def _scenarios(args: argparse.Namespace) -> list:
+    from ..core.closed_loop import Scenario, make_scenarios
+
+    common = dict(duration_s=args.duration_s, fps=args.fps,
+                  motor_speed_steps_per_s=args.motor_speed_steps_per_s,
+                  processing_latency_s=args.latency_s)
+    out = []
+    rng = np.random.default_rng(args.seed)
+    if "step150" in args.kinds:
+        for i in range(args.episodes):
+            out.append(Scenario(name=f"step150-{i}", seed=int(rng.integers(0, 2**31 - 1)),
+                                start_offset_steps=150.0 if i % 2 == 0 else -150.0, **common))
+    other = [k for k in args.kinds if k != "step150"]
+    if other:
+        out += make_scenarios(args.episodes, seed=args.seed + 1, kinds=other,
+                              max_start_offset_steps=args.max_start_offset_steps,
+                              drift_steps_per_s=args.drift_steps_per_s, **common)
+    return out
+
+
+def _view(args: argparse.Namespace, predictor) -> tuple[int, int | None]:
+    """(input_px to render at, crop side in px or None for the full frame)."""
+    input_px = predictor.spec.input_px if predictor is not None else 256
+    if args.fov == "auto":
+        view = predictor.metadata.get("input_view") if predictor is not None else "full"
+        return input_px, (500 if view == "crop" else None)
+    if args.fov == "full":
+        return input_px, None
+    try:
+        fov = int(args.fov)
+    except ValueError:
+        raise ValueError(f"--fov must be 'full', 'auto' or a size in px, got {args.fov!r}") from None
+    if fov < 16:
+        raise ValueError(f"--fov must be at least 16 px, got {fov}")
+    return input_px, fov
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """An observed value (no interpolation, so 'never' = inf stays inf); NaN when empty."""
+    vals = [v for v in values if v is not None]
+    return float(np.quantile(vals, q, method="inverted_cdf")) if vals else math.nan
+
+
+def table_rows(episodes: list[dict]) -> list[dict]:
+    """One row per (kind, controller) and per controller over all kinds: the benchmark table."""
+    rows = []
+    kinds = list(dict.fromkeys(e["kind"] for e in episodes)) + ["all"]
+    controllers = list(dict.fromkeys(e["controller"] for e in episodes))
+    for kind in kinds:
+        for ctrl in controllers:
+            sel = [e for e in episodes if e["controller"] == ctrl and (kind == "all" or e["kind"] == kind)]
+            if not sel:
+                continue
+            ftf = [e["frames_to_focus"] if e["frames_to_focus"] is not None else math.inf for e in sel]
+            lat = [e["latency_p50_ms"] for e in sel if e["latency_p50_ms"] is not None]
+            lat95 = [e["latency_p95_ms"] for e in sel if e["latency_p95_ms"] is not None]
+            rows.append({
+                "kind": kind, "controller": ctrl, "episodes": len(sel),
+                "reached": sum(math.isfinite(f) for f in ftf) / len(sel),
+                "frames_to_focus_median": _quantile(ftf, 0.5),
+                "frames_to_focus_p90": _quantile(ftf, 0.9),
+                "final_abs_error_median_steps": float(np.median([abs(e["final_error_steps"]) for e in sel])),
+                "in_focus_fraction_mean": float(np.mean([e["in_focus_fraction"] for e in sel])),
+                "in_focus_tracking_mean": float(np.mean([e["in_focus_fraction_tracking"] for e in sel])),
+                "steps_travelled_median": float(np.median([e["steps_travelled"] for e in sel])),
+                "latency_p50_ms": _quantile(lat, 0.5),
+                "latency_p95_ms": float(max(lat95)) if lat95 else math.nan,
+            })
+    return rows
+
+
+def _fmt_frames(value: float) -> str:
+    return "never" if not math.isfinite(value) else f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown table of :func:`table_rows`."""
+    head = ("| scenario | controller | episodes | reached focus | frames to focus median | p90 | "
+            "final abs error (steps) | frames in focus | in focus after reaching | motor steps travelled | "
+            "processing p50 / max p95 (ms) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r['kind']} | {r['controller']} | {r['episodes']} | {r['reached']:.0%} | "
+            f"{_fmt_frames(r['frames_to_focus_median'])} | {_fmt_frames(r['frames_to_focus_p90'])} | "
+            f"{r['final_abs_error_median_steps']:.1f} | {r['in_focus_fraction_mean']:.1%} | "
+            f"{r['in_focus_tracking_mean']:.1%} | {r['steps_travelled_median']:.0f} | "
+            f"{r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} |")
+    return "\n".join(lines)
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _markdown(args: argparse.Namespace, model: str, table: str, wall_s: float, view: str) -> str:
+    cmd = "celegans-autofocus " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
+        if Path(sys.argv[0]).name in ("celegans-autofocus", "cli.py") else "celegans-autofocus bench ..."
+    return "\n".join([
+        "# Closed-loop benchmark: CNN one-shot vs classical search autofocus", "",
+        "Command:", "", "```", cmd, "```", "",
+        f"Model: `{model}`; camera view: {view}; {args.episodes} episodes per scenario kind, "
+        f"{args.duration_s:g} s at {args.fps:g} fps, seed {args.seed}; motor {args.motor_speed_steps_per_s:g} "
+        f"steps/s; command latency {args.latency_s * 1e3:g} ms (simulated). Search: SearchAutofocus "
+        f"(SearchConfig defaults) on {', '.join(args.measures)}.", "",
+        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}; "
+        f"wall time {wall_s:.0f} s.", "",
+        table, "",
+        f"Frames to focus: index of the first frame that starts {HOLD_FRAMES} consecutive frames with "
+        "|error| <= 8 steps (frame 0 = the first frame; 'never' = not within the episode). "
+        "Final abs error: median over episodes of |best - lens| at the last frame. Frames in focus: share "
+        "of all frames with |error| <= 8 steps; 'after reaching' counts from frames to focus on. "
+        "Processing: predictor (cnn) or focus measure (search) time per frame on this CPU.", ""])
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..core.closed_loop import CnnLoop, OpticsFrames, SearchLoop, run_episode
+    from ..core.focus import get_measure
+    from ..core.predictor import FocusPredictor, ModelError, default_model_path
+
+    if args.episodes < 1:
+        print(f"error: --episodes must be >= 1, got {args.episodes}", file=sys.stderr)
+        return 2
+    try:
+        for measure in args.measures:
+            get_measure(measure)
+        if args.search_fov < 16:
+            raise ValueError(f"--search-fov must be at least 16 px, got {args.search_fov}")
+        predictor = None
+        model_name = "-"
+        if "cnn" in args.controllers:
+            path = args.model if args.model is not None else default_model_path()
+            predictor = FocusPredictor(path, providers="auto", intra_op_threads=args.threads)
+            model_name = str(path)
+        input_px, fov = _view(args, predictor)
+        scenarios = _scenarios(args)
+    except (ModelError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    view = "full frame" if fov is None else f"{fov} px crop around the target worm"
+    view += (f", rendered {input_px} px wide by the optics fast path; search: native-resolution "
+             f"{args.search_fov} px ROI on the target worm")
+    controllers = []  # (name, make controller, make frame source for a scenario)
+    if "cnn" in args.controllers:
+        controllers.append(("cnn", lambda: CnnLoop(predictor),
+                            lambda sc: OpticsFrames(sc, input_px, fov_px=fov)))
+    if "search" in args.controllers:
+        for measure in args.measures:
+            controllers.append((f"search/{measure}", lambda m=measure: SearchLoop(measure=m),
+                                lambda sc: OpticsFrames(sc, args.search_fov, fov_px=args.search_fov)))
+    episodes, examples = [], {}
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(scenarios) * len(controllers), desc="bench", unit="episode", file=sys.stderr)
+    for sc in scenarios:
+        for ctrl_name, make_ctrl, make_frames in controllers:
+            trace = run_episode(sc, make_ctrl(), make_frames(sc))
+            summary = trace.summary(hold_frames=HOLD_FRAMES)
+            episodes.append({"scenario": sc.name, "kind": sc.name.rsplit("-", 1)[0], "controller": ctrl_name,
+                             "start_offset_steps": sc.start_offset_steps, **summary})
+            if sc.name.startswith("switch") and ctrl_name not in examples:
+                examples[ctrl_name] = {"t_s": trace.t_s, "true_best_z": trace.true_best_z,
+                                       "lens_z": trace.lens_z, "scenario": sc.name,
+                                       "predicted_best_z": trace.predicted_best_z if ctrl_name == "cnn" else None}
+            bar.update()
+    bar.close()
+    wall_s = time.perf_counter() - t0
+
+    rows = table_rows(episodes)
+    table = format_table(rows)
+    print(table)
+    print(f"frames to focus = first of {HOLD_FRAMES} consecutive frames with |error| <= 8 steps; "
+          f"{len(scenarios)} scenarios, wall time {wall_s:.0f} s", file=sys.stderr)
+    try:
+        if args.summary_json is not None:
+            args.summary_json.parent.mkdir(parents=True, exist_ok=True)
+            args.summary_json.write_text(json.dumps(_json_safe(
+                {"model": model_name, "view": view, "hold_frames": HOLD_FRAMES, "wall_s": wall_s,
+                 "scenarios": [s.to_dict() for s in scenarios], "episodes": episodes, "table": rows}), indent=1))
+        if args.plot is not None:
+            from ..plots import plot_bench
+            plot_bench(episodes, examples, args.plot)
+        if args.markdown is not None:
+            args.markdown.parent.mkdir(parents=True, exist_ok=True)
+            args.markdown.write_text(_markdown(args, model_name, table, wall_s, view))
+    except OSError as exc:
+        print(f"error: cannot write output: {exc}", file=sys.stderr)
+        return 1
+    return 0
