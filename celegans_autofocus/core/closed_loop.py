@@ -206,7 +206,7 @@ class MotorSim:
         if not math.isfinite(target_steps):
             raise ValueError(f"motor target must be finite, got {target_steps}")
         start = self.position_steps(t_s)
-        self.travelled_steps += abs(target_steps - start)
+        self.travelled_steps += abs(target_steps - start) - abs(self._to_steps - start)  # pre-empted rest
         self._from_steps, self._to_steps = start, float(target_steps)
         self._t0_s = t_s
         self._t1_s = t_s + abs(target_steps - start) / self.speed_steps_per_s
