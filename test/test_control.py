@@ -131,18 +131,19 @@ def test_soft_limits_clamp_and_report():
     assert d.move_steps == -50 and d.target_steps == 200 and d.at_limit
 
 
-def test_estimates_survive_own_moves_but_not_external_ones():
+def test_window_restarts_after_each_move():
+    """Only predictions from frames after the last move (+ settle) count: the median starts afresh."""
     c = settled()
     for t, offset in ((1.0, 12.0), (1.1, 15.0)):
         c.update(offset, t, t, 0)
-    d = c.update(14.0, 1.2, 1.2, 0)             # best plane estimated at 12, 15, 14
+    d = c.update(14.0, 1.2, 1.2, 0)
     assert d.move_steps == 14
     c.record_move(1.25)
-    d = c.update(100.0, 1.3, 1.3, 14)           # an outlier right after the move: window 15, 14, 114
-    assert d.reason is Reason.IN_FOCUS and d.median_steps == pytest.approx(1.0)
-    c.record_move(1.35)                         # external move (e.g. homing): estimates dropped
-    d = c.update(10.0, 1.45, 1.45, 0)
+    d = c.update(20.0, 1.3, 1.3, 14)
     assert d.reason is Reason.COLLECTING and "1/3" in d.detail
+    c.update(-20.0, 1.4, 1.4, 14)
+    d = c.update(-18.0, 1.5, 1.5, 14)            # median of 20, -20, -18: the pre-move 12, 15, 14 are gone
+    assert d.move_steps == -18
 
 
 def test_disable_and_enable():

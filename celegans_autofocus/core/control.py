@@ -121,23 +121,17 @@ class ControlConfig(_Config):
 class FocusController:
     """The one-shot law: settle check, median of K, deadband, gain, clamp, soft limits, watchdog.
 
-    Each accepted prediction is kept as an estimate of the best plane in motor coordinates,
-    ``position_steps + offset_steps`` (the motor stood still at ``position_steps`` while the frame
-    was exposed: only frames stamped after the last move + ``settle_s`` are accepted). The law acts
-    on the median of the last ``median_window`` estimates, re-referenced to the current position,
-    so a move does not throw the earlier predictions away and single outliers are outvoted.
-
     Use: ``d = ctrl.update(offset_steps, stamp_s, now_s, position_steps)``; when ``d.moves``,
     command the motor, then call ``ctrl.record_move(end_s)`` with the time the lens will be still
     (start + the stepper's estimated duration). Until then every prediction is held as MOVING,
     so a caller that forgets cannot make the controller act on frames taken mid-move. Call
-    ``record_move`` after external moves too (homing, jogs): that also drops the estimates.
+    ``record_move`` for external moves too (homing, manual jogs).
     """
 
     def __init__(self, config: ControlConfig = ControlConfig(), enabled: bool = True) -> None:
         self.config = config
         self._enabled = enabled
-        self._window: deque[tuple[float, float]] = deque(maxlen=config.median_window)  # (stamp_s, best_z_steps)
+        self._window: deque[tuple[float, float]] = deque(maxlen=config.median_window)  # (stamp_s, offset)
         self._move_end_s = -math.inf
         self._last_fresh_s: float | None = None
         self.counts: dict[str, int] = {r.value: 0 for r in Reason}
@@ -152,17 +146,11 @@ class FocusController:
         self._window.clear()
 
     def record_move(self, end_s: float) -> None:
-        """The lens moves until ``end_s``; frames stamped before ``end_s + settle_s`` will be ignored.
-
-        After this controller's own MOVE decision the best-plane estimates are kept (the motor
-        moved by a known amount); any other call means an external move (homing, reconnect,
-        enable, a manual jog) that may change the position reference, so the estimates are dropped.
-        """
+        """The lens moves until ``end_s``; frames stamped before ``end_s + settle_s`` will be ignored."""
         if not _finite(end_s):
             raise ValueError(f"record_move: end_s must be finite, got {end_s!r}")
-        if self._move_end_s != math.inf:
-            self._window.clear()
         self._move_end_s = float(end_s)
+        self._window.clear()
 
     def is_stale(self, now_s: float) -> bool:
         """Watchdog: True when no fresh prediction arrived for ``stale_after_s`` (or never)."""
@@ -197,8 +185,8 @@ class FocusController:
         self._last_fresh_s = stamp_s
         while self._window and now_s - self._window[0][0] > cfg.stale_after_s:
             self._window.popleft()
-        self._window.append((stamp_s, float(position_steps) + float(offset_steps)))
-        offsets = [best - float(position_steps) for _, best in self._window]
+        self._window.append((stamp_s, float(offset_steps)))
+        offsets = [o for _, o in self._window]
         median = float(np.median(offsets))
         n = len(offsets)
         if abs(median) <= cfg.deadband_steps:
@@ -218,6 +206,7 @@ class FocusController:
                               f"median {median:.1f} gives no move within soft limits "
                               f"[{cfg.soft_min_steps}, {cfg.soft_max_steps}] from {position}", median)
         self._move_end_s = math.inf
+        self._window.clear()
         self.counts[Reason.MOVE.value] += 1
         detail = f"median {median:.1f} of {n} -> move {move:+d} to {target}"
         if at_limit:
