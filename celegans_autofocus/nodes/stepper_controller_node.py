@@ -1,0 +1,277 @@
+"""stepper_controller_node: focus/offset -> the DESIGN §4 control law -> the focus stepper.
+
+Every ``focus/offset`` (geometry_msgs/PointStamped, z = signed steps to focus, stamped with its
+source image) goes through :class:`core.control.FocusController` (settle check against the image
+stamp, median of K, deadband, gain, clamp, soft limits, watchdog); a MOVE decision becomes a
+relative move of the stepper backend (``simulated``, ``gpio`` step/dir, ``grbl`` serial), which
+enforces the soft limits, maximum speed and backlash compensation once more on its side.
+
+The motor never moves on garbage: non-finite or stale offsets, frames taken before the lens
+settled, a disabled stepper or focus law, and a stepper fault all hold; ``/diagnostics`` says why.
+A fault (e.g. the serial port disappeared) stops motion; the node retries ``reconnect`` every
+``reconnect_period_s`` and resumes when the backend is back.
+
+Publishes ``stepper/joint_states`` (sensor_msgs/JointState, position in steps) at
+``publish_rate_hz``. Services: ``stepper/enable`` (std_srvs/SetBool: energize/release the motor),
+``stepper/home`` (std_srvs/Trigger), ``focus/enable`` (std_srvs/SetBool: the control law on/off).
+"""
+from __future__ import annotations
+
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PointStamped
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Header
+from std_srvs.srv import SetBool, Trigger
+
+from ..core.control import ControlConfig, Decision, FocusController, Reason
+from ..hardware.steppers import BACKENDS, Stepper, StepperError, make_stepper
+from .common import ConfigError, Param, declare_params, reliable_qos, run_node, stamp_to_s
+
+LAW_PARAMS = ("gain", "deadband_steps", "max_move_steps", "median_window", "act_now_steps", "stale_after_s",
+              "settle_s")
+LIMIT_PARAMS = ("soft_min_steps", "soft_max_steps")
+
+PARAMS = (
+    Param("backend", "simulated", "stepper backend", choices=BACKENDS, read_only=True),
+    Param("joint_name", "focus", "name of the focus joint in stepper/joint_states", read_only=True),
+    Param("publish_rate_hz", 50.0, "stepper/joint_states rate", range=(1.0, 1000.0), read_only=True),
+    Param("diagnostics_period_s", 1.0, "period of the /diagnostics status", range=(0.05, 60.0), read_only=True),
+    Param("focus_enabled", True, "start with the focus control law enabled (service focus/enable)",
+          read_only=True),
+    Param("reconnect_period_s", 2.0, "in a stepper fault, try to reconnect this often", range=(0.1, 3600.0),
+          read_only=True),
+    # limits and motion, enforced by the law and by the stepper driver
+    Param("soft_min_steps", -1000, "lowest allowed position", range=(-10_000_000, 10_000_000), read_only=True),
+    Param("soft_max_steps", 1000, "highest allowed position", range=(-10_000_000, 10_000_000), read_only=True),
+    Param("max_speed_steps_per_s", 2000.0, "maximum motor speed", range=(1.0, 1_000_000.0), read_only=True),
+    Param("backlash_steps", 0, "backlash compensation: overshoot and return on moves against 'approach'",
+          range=(0, 100_000), read_only=True),
+    Param("approach", 1, "direction of the final approach of every move (+1 or -1)", choices=(1, -1),
+          read_only=True),
+    # the control law (core.control.ControlConfig)
+    Param("gain", 1.0, "fraction of the median offset moved per decision", range=(0.01, 2.0), read_only=True),
+    Param("deadband_steps", 8.0, "hold when |median offset| is within this (about half the depth of field)",
+          range=(0.0, 10_000.0), read_only=True),
+    Param("max_move_steps", 200, "largest single move", range=(1, 1_000_000), read_only=True),
+    Param("median_window", 3, "K: median of the last K settled predictions", range=(1, 100), read_only=True),
+    Param("act_now_steps", 24.0, "act on fewer than K predictions when the median is at least this far",
+          range=(0.0, 100_000.0), read_only=True),
+    Param("stale_after_s", 1.0, "watchdog: predictions older than this (or none for this long) hold",
+          range=(0.01, 3600.0), read_only=True),
+    Param("settle_s", 0.05, "ignore frames stamped before the end of the last move + this", range=(0.0, 60.0),
+          read_only=True),
+    # simulated backend
+    Param("initial_position_steps", 0, "simulated: start position", range=(-10_000_000, 10_000_000),
+          read_only=True),
+    # gpio backend (gpiozero pin names: 17, 'GPIO17', 'BOARD11'; '' = not connected)
+    Param("step_pin", "", "gpio: STEP output pin", read_only=True),
+    Param("dir_pin", "", "gpio: DIR output pin", read_only=True),
+    Param("enable_pin", "", "gpio: driver ENABLE output pin ('' = none)", read_only=True),
+    Param("home_pin", "", "gpio: home switch input ('' = none: home() zeroes where the motor is)", read_only=True),
+    Param("fault_pin", "", "gpio: driver nFAULT input ('' = none)", read_only=True),
+    # grbl backend
+    Param("port", "/dev/ttyUSB0", "grbl: serial port", read_only=True),
+    Param("baudrate", 115200, "grbl: serial baud rate", range=(1200, 4_000_000), read_only=True),
+    Param("step_um", 5.0, "grbl: micrometres per step (GRBL works in mm)", range=(0.001, 10_000.0),
+          read_only=True),
+    Param("axis", "Z", "grbl: the focus axis", choices=("X", "Y", "Z"), read_only=True),
+    Param("startup_s", 2.0, "grbl: wait after opening the port (opening resets an Arduino)", range=(0.0, 30.0),
+          read_only=True),
+)
+
+
+def _pin(name: str) -> int | str | None:
+    return None if name == "" else int(name) if name.isdigit() else name
+
+
+def stepper_from_params(p) -> Stepper:
+    """The stepper backend the parameters describe; :class:`ConfigError` if it cannot start."""
+    limits = dict(soft_min_steps=p.soft_min_steps, soft_max_steps=p.soft_max_steps,
+                  max_speed_steps_per_s=p.max_speed_steps_per_s, backlash_steps=p.backlash_steps,
+                  approach=p.approach)
+    if p.backend == "simulated":
+        extra = dict(position_steps=p.initial_position_steps)
+    elif p.backend == "gpio":
+        if not p.step_pin or not p.dir_pin:
+            raise ConfigError("backend 'gpio' needs the step_pin and dir_pin parameters")
+        extra = dict(step_pin=_pin(p.step_pin), dir_pin=_pin(p.dir_pin), enable_pin=_pin(p.enable_pin),
+                     home_pin=_pin(p.home_pin), fault_pin=_pin(p.fault_pin))
+    else:
+        extra = dict(port=p.port, baudrate=p.baudrate, step_um=p.step_um, axis=p.axis, startup_s=p.startup_s)
+    try:
+        return make_stepper(p.backend, **extra, **limits)
+    except (StepperError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+class StepperControllerNode(Node):
+    NODE_NAME = "stepper_controller_node"
+
+    def __init__(self, **kwargs):
+        super().__init__(self.NODE_NAME, **kwargs)
+        self.params = declare_params(self, PARAMS)
+        p = self.params
+        try:
+            config = ControlConfig(**{k: p[k] for k in LAW_PARAMS + LIMIT_PARAMS})
+        except ValueError as exc:
+            raise ConfigError(f"control law: {exc}") from None
+        self.controller = FocusController(config, enabled=p.focus_enabled)
+        self.stepper = stepper_from_params(p)
+        self.last_decision: Decision | None = None
+        self.last_hold = ""            # why the last offset did not move the motor ('' after a move)
+        self.moves = 0
+        self.offsets_received = 0
+        self._fault_since_s: float | None = None
+        self._last_reconnect_s = 0.0
+        self.joint_pub = self.create_publisher(JointState, "stepper/joint_states", reliable_qos())
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable_qos())
+        self.create_subscription(PointStamped, "focus/offset", self._on_offset, reliable_qos(depth=5))
+        self.create_service(SetBool, "stepper/enable", self._srv_stepper_enable)
+        self.create_service(Trigger, "stepper/home", self._srv_home)
+        self.create_service(SetBool, "focus/enable", self._srv_focus_enable)
+        self.create_timer(1.0 / p.publish_rate_hz, self._tick)
+        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+        self.get_logger().info(f"{p.backend} stepper at {self.stepper.position_steps} steps, soft limits "
+                               f"[{p.soft_min_steps}, {p.soft_max_steps}], focus control "
+                               f"{'on' if p.focus_enabled else 'off'}")
+
+    def now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # ------------------------------------------------------------ control
+    def _hold(self, why: str) -> None:
+        self.last_hold = why
+        self.get_logger().debug(f"hold: {why}")
+
+    def _on_offset(self, msg: PointStamped) -> None:
+        self.offsets_received += 1
+        if self.stepper.fault:
+            return self._hold(f"stepper fault: {self.stepper.fault}")
+        if not self.stepper.enabled:
+            return self._hold("stepper disabled (service stepper/enable)")
+        now_s = self.now_s()
+        decision = self.controller.update(msg.point.z, stamp_to_s(msg.header.stamp), now_s,
+                                          self.stepper.position_steps)
+        self.last_decision = decision
+        if not decision.moves:
+            return self._hold(f"{decision.reason.value}: {decision.detail}")
+        try:
+            result = self.stepper.move_by(decision.move_steps)
+        except StepperError as exc:
+            self.controller.record_move(now_s)  # nothing moved: accept the next settled frame
+            self.get_logger().warning(f"move {decision.move_steps:+d} refused: {exc}", throttle_duration_sec=2.0)
+            return self._hold(f"stepper refused the move: {exc}")
+        self.controller.record_move(now_s + result.duration_s)
+        self.moves += 1
+        self.last_hold = ""
+        self.get_logger().debug(decision.detail)
+
+    def _tick(self) -> None:
+        """joint_states, and a reconnect attempt every ``reconnect_period_s`` while in fault."""
+        if self.stepper.fault:
+            now = time.monotonic()
+            if self._fault_since_s is None:
+                self._fault_since_s = self._last_reconnect_s = now
+                self.get_logger().error(f"stepper fault, no motion: {self.stepper.fault}")
+            if now - self._last_reconnect_s >= self.params.reconnect_period_s:
+                self._try_reconnect()
+        else:
+            self._fault_since_s = None
+        msg = JointState(header=Header(stamp=self.get_clock().now().to_msg()), name=[self.params.joint_name],
+                         position=[float(self.stepper.position_steps)])
+        self.joint_pub.publish(msg)
+
+    def _try_reconnect(self) -> None:
+        self._last_reconnect_s = time.monotonic()
+        fault = self.stepper.fault
+        try:
+            self.stepper.reconnect()
+        except StepperError as exc:
+            self.get_logger().warning(f"stepper fault ({fault}); reconnect failed: {exc}",
+                                      throttle_duration_sec=10.0)
+            return
+        if self.stepper.fault:
+            self.get_logger().warning(f"reconnected, still in fault: {self.stepper.fault}",
+                                      throttle_duration_sec=10.0)
+        else:
+            self.controller.record_move(self.now_s())  # the position may have changed
+            self.get_logger().info(f"stepper reconnected at {self.stepper.position_steps} steps (was: {fault})")
+
+    # ------------------------------------------------------------ services
+    def _srv_stepper_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        try:
+            self.stepper.enable(request.data)
+        except StepperError as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        response.success = True
+        response.message = f"stepper {'enabled' if request.data else 'disabled'} at {self.stepper.position_steps}"
+        return response
+
+    def _srv_home(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        try:
+            self.stepper.home()
+        except StepperError as exc:
+            response.success, response.message = False, f"homing failed: {exc}"
+            return response
+        self.controller.record_move(self.now_s())
+        response.success, response.message = True, f"homed; position {self.stepper.position_steps} steps"
+        return response
+
+    def _srv_focus_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        self.controller.enable(request.data)
+        response.success, response.message = True, f"focus control {'enabled' if request.data else 'disabled'}"
+        return response
+
+    # ------------------------------------------------------------ diagnostics
+    def state(self) -> tuple[int, str]:
+        """(DiagnosticStatus level, one line saying what the controller does and why)."""
+        if self.stepper.fault:
+            return DiagnosticStatus.ERROR, f"fault, no motion: {self.stepper.fault}"
+        if not self.stepper.enabled:
+            return DiagnosticStatus.WARN, "stepper disabled"
+        if not self.controller.enabled:
+            return DiagnosticStatus.OK, "focus control disabled; holding"
+        problems = []
+        reason = self.last_decision.reason if self.last_decision else None
+        if reason in (Reason.NON_FINITE, Reason.STALE, Reason.AT_LIMIT) and self.last_hold:
+            problems.append(f"holding: {self.last_hold}")
+        if self.controller.is_stale(self.now_s()):
+            problems.append(f"watchdog: no fresh focus/offset for more than "
+                            f"{self.controller.config.stale_after_s:g} s; holding")
+        if problems:
+            return DiagnosticStatus.WARN, "; ".join(problems)
+        return DiagnosticStatus.OK, self.last_hold or (self.last_decision.detail if self.last_decision else "")
+
+    def _publish_diagnostics(self) -> None:
+        level, message = self.state()
+        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: focus stepper",
+                                  message=message, hardware_id=self.params.backend)
+        d = self.last_decision
+        values = {
+            "position_steps": str(self.stepper.position_steps), "moving": str(self.stepper.moving),
+            "stepper_enabled": str(self.stepper.enabled), "focus_enabled": str(self.controller.enabled),
+            "fault": self.stepper.fault or "", "moves": str(self.moves),
+            "offsets_received": str(self.offsets_received),
+            "last_reason": d.reason.value if d else "", "last_detail": d.detail if d else "",
+            "soft_limits_steps": f"[{self.stepper.soft_min_steps}, {self.stepper.soft_max_steps}]",
+        }
+        values.update({f"count_{k}": str(v) for k, v in self.controller.counts.items() if v})
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self.diag_pub.publish(DiagnosticArray(header=header, status=[status]))
+
+    def destroy_node(self) -> None:
+        self.stepper.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(StepperControllerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

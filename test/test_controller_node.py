@@ -1,0 +1,205 @@
+"""stepper_controller_node through its topics and services on real rclpy (simulated and GRBL-on-a-pty)."""
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PointStamped
+from sensor_msgs.msg import JointState
+from std_srvs.srv import SetBool, Trigger
+
+from celegans_autofocus.nodes.common import ConfigError, s_to_stamp
+from celegans_autofocus.nodes.stepper_controller_node import StepperControllerNode
+from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
+from test_steppers import GrblPort
+
+
+class Rig:
+    """The node under test plus the probe's view of it: offsets in, joint states and diagnostics out."""
+
+    def __init__(self, harness, **params):
+        self.h = harness
+        self.node = harness.start(StepperControllerNode, **params)
+        self.joints = harness.probe.collect("stepper/joint_states", JointState)
+        self.diagnostics = harness.probe.collect("/diagnostics", DiagnosticArray)
+        self.offset_pub = harness.probe.publisher("focus/offset", PointStamped)
+        assert harness.wait_for_subscribers(self.offset_pub)
+        assert harness.spin_until(lambda: self.joints, timeout_s=5), "no joint_states"
+
+    def send(self, offset_steps: float, age_s: float = 0.0) -> None:
+        msg = PointStamped()
+        msg.header.stamp = s_to_stamp(time.time() - age_s)
+        msg.point.z = offset_steps
+        n = self.node.offsets_received
+        self.offset_pub.publish(msg)
+        assert self.h.spin_until(lambda: self.node.offsets_received > n, timeout_s=5), "offset not received"
+
+    def position(self) -> float:
+        return self.joints[-1].position[0]
+
+    def settle(self, s: float = 0.15) -> None:
+        """Let a move finish, its settle time pass and fresh joint states arrive."""
+        self.h.spin_for(s)
+
+    def status(self, predicate=lambda s: True, timeout_s: float = 5.0) -> DiagnosticStatus:
+        mine = f"{self.node.get_fully_qualified_name()}: focus stepper"
+        found: list[DiagnosticStatus] = []
+
+        def seen():
+            found[:] = [s for d in self.diagnostics for s in d.status if s.name == mine and predicate(s)]
+            return bool(found)
+
+        assert self.h.spin_until(seen, timeout_s), "no matching diagnostics"
+        return found[-1]
+
+    def call(self, srv_type, name: str, **fields):
+        client = self.h.probe.create_client(srv_type, name)
+        assert client.wait_for_service(timeout_sec=5)
+        future = client.call_async(srv_type.Request(**fields))
+        assert self.h.spin_until(future.done, timeout_s=10)
+        return future.result()
+
+
+FAST = dict(diagnostics_period_s=0.1, max_speed_steps_per_s=4000.0)
+
+
+def test_offset_moves_the_motor_and_joint_states_follow(ros_harness):
+    rig = Rig(ros_harness, **FAST, stale_after_s=0.3)
+    assert rig.joints[-1].name == ["focus"] and rig.position() == 0
+    for _ in range(2):                                # a small offset waits for the median of K = 3
+        rig.send(15.0)
+        assert rig.node.last_decision.reason.value == "collecting"
+    assert rig.position() == 0 and rig.node.moves == 0
+    rig.send(15.0)
+    rig.settle()
+    assert rig.position() == 15
+    rig.settle(0.4)                                   # older predictions age out of the window
+    rig.send(105.0)                                   # far from focus: one prediction acts
+    rig.settle()
+    assert rig.position() == 120 and rig.node.moves == 2
+
+
+def test_frames_taken_during_the_move_and_within_the_deadband_hold(ros_harness):
+    rig = Rig(ros_harness, **{**FAST, "max_speed_steps_per_s": 500.0})
+    rig.send(100.0)                                   # 0.2 s move at 500 steps/s
+    rig.send(100.0)                                   # stamped before the move ended: ignored
+    assert rig.node.last_decision.reason.value == "unsettled"
+    rig.settle(0.4)
+    assert rig.position() == 100 and rig.node.moves == 1
+    rig.send(5.0)                                     # inside the 8-step deadband
+    rig.settle()
+    assert rig.node.last_decision.reason.value == "in_focus" and rig.position() == 100
+
+
+@pytest.mark.parametrize("garbage", [math.nan, math.inf, -math.inf])
+def test_non_finite_offsets_never_move_the_motor(ros_harness, garbage):
+    rig = Rig(ros_harness, **FAST)
+    for _ in range(4):
+        rig.send(garbage)
+    rig.settle()
+    assert rig.position() == 0 and rig.node.moves == 0
+    status = rig.status(lambda s: "non_finite" in s.message)
+    assert status.level == DiagnosticStatus.WARN
+
+
+def test_stale_offsets_hold_and_the_watchdog_reports(ros_harness):
+    rig = Rig(ros_harness, **FAST, stale_after_s=0.3)
+    rig.send(150.0, age_s=2.0)                        # a prediction from a frame 2 s old
+    rig.settle()
+    assert rig.position() == 0 and rig.node.last_decision.reason.value == "stale"
+    status = rig.status(lambda s: "watchdog" in s.message)
+    assert status.level == DiagnosticStatus.WARN and "0.3 s" in status.message
+    rig.send(150.0)                                   # fresh again: acts
+    rig.settle()
+    assert rig.position() == 150
+
+
+def test_command_beyond_the_soft_limits_stops_at_the_limit(ros_harness):
+    rig = Rig(ros_harness, **FAST, soft_min_steps=-50, soft_max_steps=60)
+    rig.send(200.0)
+    rig.settle()
+    assert rig.position() == 60
+    assert rig.node.last_decision.at_limit
+    rig.send(140.0)                                   # still 140 short, already at the limit: no move
+    rig.settle()
+    assert rig.position() == 60 and rig.node.moves == 1
+    assert rig.status(lambda s: "at_limit" in s.message).level == DiagnosticStatus.WARN
+    assert max(p for j in rig.joints for p in j.position) <= 60
+
+
+def test_services_enable_focus_and_home(ros_harness):
+    rig = Rig(ros_harness, **FAST)
+    assert rig.call(SetBool, "focus/enable", data=False).success
+    rig.send(100.0)
+    rig.settle()
+    assert rig.position() == 0 and rig.node.last_decision.reason.value == "disabled"
+    assert rig.call(SetBool, "focus/enable", data=True).success
+
+    assert rig.call(SetBool, "stepper/enable", data=False).success
+    rig.send(100.0)
+    rig.settle()
+    assert rig.position() == 0 and "disabled" in rig.node.last_hold
+    assert rig.status(lambda s: s.message == "stepper disabled").level == DiagnosticStatus.WARN
+    assert rig.call(SetBool, "stepper/enable", data=True).success
+
+    rig.send(100.0)
+    rig.settle()
+    assert rig.position() == 100
+    reply = rig.call(Trigger, "stepper/home")
+    assert reply.success and "position 0" in reply.message
+    rig.settle()
+    assert rig.position() == 0
+
+
+def test_fault_stops_motion_then_reconnects(ros_harness):
+    rig = Rig(ros_harness, **FAST, reconnect_period_s=0.5)
+    rig.node.stepper.inject_fault("driver overheated")
+    rig.send(100.0)
+    rig.settle()
+    assert rig.position() == 0 and "driver overheated" in rig.node.last_hold
+    assert rig.status(lambda s: s.level == DiagnosticStatus.ERROR).message.startswith("fault, no motion")
+    assert ros_harness.spin_until(lambda: rig.node.stepper.fault is None, timeout_s=3), "never reconnected"
+    rig.settle()                                      # frames from before the reconnect are not trusted
+    rig.send(100.0)
+    rig.settle()
+    assert rig.position() == 100
+
+
+def test_grbl_port_disappears_fault_no_motion_then_reconnect(ros_harness, tmp_path):
+    port = GrblPort(tmp_path / "ttyGRBL")
+    fake = port.plug()
+    try:
+        rig = Rig(ros_harness, **FAST, backend="grbl", port=port.port, startup_s=0.01, reconnect_period_s=0.3)
+        rig.send(40.0)
+        assert ros_harness.spin_until(lambda: rig.position() == 40, timeout_s=5)
+        assert fake.lines[-1] == "G91 G1 Z0.20000 F1200.000"
+        port.unplug(fake)
+        assert ros_harness.spin_until(lambda: rig.node.stepper.fault is not None, timeout_s=5)
+        assert "lost" in rig.node.stepper.fault
+        rig.send(100.0)
+        rig.settle()
+        assert rig.position() == 40 and rig.node.moves == 1   # fault: no motion
+        assert rig.status(lambda s: s.level == DiagnosticStatus.ERROR).message.startswith("fault, no motion")
+
+        new = port.plug(z_mm=0.2)                               # plugged back in (GRBL kept its position)
+        assert ros_harness.spin_until(lambda: rig.node.stepper.fault is None, timeout_s=5), "no reconnect"
+        rig.settle()
+        rig.send(-30.0)
+        assert ros_harness.spin_until(lambda: rig.position() == 10, timeout_s=5)
+        assert new.lines == ["G91 G1 Z-0.15000 F1200.000"]
+    finally:
+        for f in port.fakes:
+            if not f._stop.is_set():
+                f.disappear()
+
+
+def test_unusable_configuration_is_refused_with_the_reason(ros_harness, tmp_path):
+    missing = tmp_path / "no_such_tty"
+    with pytest.raises(ConfigError, match=str(missing)):
+        ros_harness.start(StepperControllerNode, backend="grbl", port=str(missing), startup_s=0.0)
+    with pytest.raises(ConfigError, match="act_now_steps"):
+        ros_harness.start(StepperControllerNode, deadband_steps=30.0, act_now_steps=10.0)
+    with pytest.raises(ConfigError, match="step_pin"):
+        ros_harness.start(StepperControllerNode, backend="gpio")
