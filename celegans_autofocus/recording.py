@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
-from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from .core.images import ENCODINGS, ImageError, array_to_gray, check_image, decode, encode, to_gray
@@ -142,7 +142,7 @@ class BagRecorder:
     """Write a rosbag2 bag (``storage`` 'mcap' or 'sqlite3') from CDR bytes; a context manager.
 
     ``add_topic`` registers a topic with its full type name (e.g. ``sensor_msgs/msg/Image``);
-    types the typestore does not know need ``msgdef`` (the .msg text) and ``rihs01``.
+    types the typestore does not know need ``msgdef`` (the .msg text; its hash is computed).
     The bag directory must not exist yet. ``close`` writes ``metadata.yaml``.
     """
 
@@ -180,7 +180,9 @@ class BagRecorder:
         store = typestore()
         if msgdef is None and full not in store.types:
             raise BagError(f"bag {self.path}: unknown message type {full!r} for topic {topic}; "
-                           "pass msgdef and rihs01")
+                           "pass its msgdef (the .msg text)")
+        if msgdef is not None and rihs01 is None:
+            rihs01 = _hash_msgdef(full, msgdef)
         try:
             self._connections[topic] = self._writer.add_connection(
                 topic, full, typestore=store, msgdef=msgdef, rihs01=rihs01)
@@ -213,6 +215,16 @@ class BagRecorder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _hash_msgdef(msgtype: str, msgdef: str) -> str:
+    """RIHS01 hash of a message type given by its .msg text (standard types it uses come from the store)."""
+    store = get_typestore(getattr(Stores, "ROS2_KILTED", None) or Stores.ROS2_JAZZY)
+    try:
+        store.register(get_types_from_msg(msgdef, msgtype))
+        return store.hash_rihs01(msgtype)
+    except Exception as exc:  # rosbags raises several parser/typesys errors
+        raise BagError(f"bad message definition for {msgtype}: {exc}") from None
 
 
 def absolute_topic(topic: str) -> str:
@@ -279,6 +291,10 @@ class BagReader:
             raise BagError(f"bag {self.path}: topic {name} has unsupported message type "
                            f"{self.topics[name]}; expected {' or '.join(msgtypes)}")
         return name, self.topics[name]
+
+    def count(self, topic: str) -> int:
+        """Number of messages on ``topic`` (the bag's name for it) according to the bag's index."""
+        return int(self._reader.topics[topic].msgcount) if topic in self.topics else 0
 
     def messages(self, topics: Sequence[str]) -> Iterator[tuple[str, str, int, Any]]:
         conns = [c for c in self._reader.connections if c.topic in set(topics)]

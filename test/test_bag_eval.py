@@ -1,0 +1,165 @@
+"""bag-eval on generated bags (real rosbag2 files, real ONNX models): truth and sweep references,
+every image encoding and CompressedImage, both storages, and each bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from celegans_autofocus import recording as rec
+from celegans_autofocus.cli import main
+from celegans_autofocus.core import optics
+from celegans_autofocus.core.detection import crop_window
+from onnx_models import gradient_energy_model, pixel_model
+from test_closed_loop import A, B, EncodedOffsetFrames
+
+NS = 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+def oracle_model(tmp_path_factory) -> Path:
+    """pixel_model that predicts EncodedOffsetFrames' offset exactly (see test_closed_loop)."""
+    return pixel_model(tmp_path_factory.mktemp("m") / "oracle.onnx", a=A, b=B, input_px=128)
+
+
+def _image(gray: np.ndarray, encoding: str, t_ns: int):
+    if encoding == "compressed":
+        data = cv2.imencode(".png", gray)[1].tobytes()
+        return rec.typestore().types[rec.COMPRESSED_IMAGE_TYPE](
+            header=rec.header(t_ns, "camera"), format="png", data=np.frombuffer(data, np.uint8))
+    if encoding == "mono16":
+        return rec.image_msg(gray.astype(np.uint16) * 257, t_ns, encoding="mono16")
+    if encoding in ("rgb8", "bgra8"):
+        channels = 3 if encoding == "rgb8" else 4
+        return rec.image_msg(np.repeat(gray[:, :, None], channels, axis=2), t_ns, encoding=encoding)
+    return rec.image_msg(gray, t_ns, encoding=encoding)
+
+
+def write_truth_bag(path: Path, storage: str = "mcap", encoding: str = "mono8", n: int = 12,
+                    namespace: str = "", live_bias_steps: float = 5.0) -> list[float]:
+    frames = EncodedOffsetFrames()
+    offsets = [float(o) for o in np.linspace(-150, 150, n).round()]
+    with rec.BagRecorder(path, storage=storage) as bag:
+        for i, off in enumerate(offsets):
+            t = NS + i * NS // 15
+            bag.write_msg(f"{namespace}camera/image_raw", _image(frames.frame(off, 0), encoding, t), t + 1000)
+            bag.write_msg(f"{namespace}sim/ground_truth", rec.point_stamped_msg(0, 0, off, t), t + 2000)
+            bag.write_msg(f"{namespace}focus/offset", rec.point_stamped_msg(0, 0, off + live_bias_steps, t),
+                          t + 3000)
+    return offsets
+
+
+@pytest.mark.parametrize("storage,encoding", [("mcap", "mono8"), ("sqlite3", "mono8"), ("mcap", "mono16"),
+                                              ("mcap", "rgb8"), ("sqlite3", "bgra8"), ("mcap", "compressed")])
+def test_truth_reference_every_encoding(tmp_path, oracle_model, capsys, storage, encoding):
+    offsets = write_truth_bag(tmp_path / "bag", storage, encoding, namespace="/robot1/")
+    rc = main(["bag-eval", str(tmp_path / "bag"), "--model", str(oracle_model),
+               "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    report = json.loads((tmp_path / "r.json").read_text())
+    model = report["results"]["model oracle.onnx"]
+    assert model["n"] == len(offsets) and model["mae_steps"] < 1.0 and model["sign_accuracy_beyond_20"] == 1.0
+    live = report["results"]["recorded /robot1/focus/offset"]
+    assert live["bias_steps"] == pytest.approx(5.0) and live["within_dof_fraction"] == 1.0
+    assert [f["true_offset_steps"] for f in report["frames"]] == offsets
+    assert report["info"]["topics"]["image"] == "/robot1/camera/image_raw"
+    assert "| model oracle.onnx | 12 |" in out.out
+    assert (tmp_path / "r.png").stat().st_size > 10_000
+
+
+def test_sweep_reference_labels_by_measure_argmax(tmp_path):
+    cfg = optics.OpticsConfig()
+    scene = optics.make_scene(np.random.default_rng(2), cfg, 1)
+    window = crop_window(scene.worms[0].centroid_px, 128, (cfg.frame_height_px, cfg.frame_width_px))
+    renderer = optics.StackRenderer(scene, cfg, (128, 128), window_px=window, seed=0)
+    true_best = 20
+    zs = list(range(-60, 61, 4))
+    with rec.BagRecorder(tmp_path / "sweep", storage="sqlite3") as bag:
+        for i, z in enumerate(zs):
+            t = NS + i * NS // 10
+            bag.write_msg("stepper/joint_states", rec.joint_state_msg(["focus"], [z], t - NS // 20), t - NS // 20)
+            bag.write_msg("camera/image_raw", rec.image_msg(renderer.frame(true_best - z), t), t)
+        # a frame 10 ms after the motor reported a new position: taken while moving, not used
+        t = NS + len(zs) * NS // 10
+        bag.write_msg("stepper/joint_states", rec.joint_state_msg(["focus"], [200], t - NS // 100), t - NS // 100)
+        bag.write_msg("camera/image_raw", rec.image_msg(renderer.frame(true_best - 200), t), t)
+    model = gradient_energy_model(tmp_path / "g.onnx", a=-50.0, b=40.0, input_px=64)
+    rc = main(["bag-eval", str(tmp_path / "sweep"), "--model", str(model), "--measure", "brenner",
+               "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")])
+    assert rc == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    info = report["info"]
+    assert info["reference"] == "sweep" and info["frames_moving"] == 1 and info["sweep_positions"] == len(zs)
+    assert abs(info["best_z_steps"] - true_best) <= 8
+    assert [f["true_offset_steps"] for f in report["frames"]] == [info["best_z_steps"] - z for z in zs]
+
+
+def _run(args: list[str], capsys) -> tuple[int, str]:
+    rc = main(["bag-eval", *args])
+    return rc, capsys.readouterr().err
+
+
+def test_bad_bags_get_clear_errors(tmp_path, oracle_model, capsys):
+    model = ["--model", str(oracle_model)]
+    with rec.BagRecorder(tmp_path / "only_images") as bag:
+        bag.write_msg("camera/image_raw", rec.image_msg(np.zeros((8, 8), np.uint8), NS), NS)
+    rc, err = _run([str(tmp_path / "only_images"), *model], capsys)
+    assert rc == 2 and "neither ground truth 'sim/ground_truth' nor joint states 'stepper/joint_states'" in err
+    assert "it has: /camera/image_raw (sensor_msgs/msg/Image)" in err
+
+    rc, err = _run([str(tmp_path / "only_images"), "--image-topic", "worm/crop", *model], capsys)
+    assert rc == 2 and "no topic 'worm/crop'; it has: /camera/image_raw" in err
+
+    with rec.BagRecorder(tmp_path / "custom") as bag:
+        bag.add_topic("camera/image_raw", "my_msgs/msg/Blob", msgdef="uint8[] data\n")
+        bag.write("camera/image_raw", rec.serialize(rec.point_stamped_msg(0, 0, 0, 0)), NS)
+    rc, err = _run([str(tmp_path / "custom"), *model], capsys)
+    assert rc == 2 and "unsupported message type my_msgs/msg/Blob" in err
+
+    write_truth_bag(tmp_path / "cut")
+    data_file = tmp_path / "cut" / "cut.mcap"
+    data_file.write_bytes(data_file.read_bytes()[:-200])
+    rc, err = _run([str(tmp_path / "cut"), *model], capsys)
+    assert rc == 2 and f"cannot open bag {tmp_path / 'cut'} (truncated or corrupt?)" in err
+
+    rc, err = _run([str(tmp_path / "nowhere"), *model], capsys)
+    assert rc == 2 and "nowhere does not exist" in err
+
+    write_truth_bag(tmp_path / "ok")
+    rc, err = _run([str(tmp_path / "ok"), "--model", str(tmp_path / "missing.onnx")], capsys)
+    assert rc == 2 and "missing.onnx: model file not found" in err
+
+    rc, err = _run([str(tmp_path / "ok"), "--reference", "sweep", *model], capsys)
+    assert rc == 2 and "no topic 'stepper/joint_states'" in err
+
+
+def test_unmatched_stamps_and_undecodable_frames(tmp_path, oracle_model, capsys):
+    frames = EncodedOffsetFrames()
+    with rec.BagRecorder(tmp_path / "late") as bag:
+        for i in range(3):
+            t = NS + i * NS
+            bag.write_msg("camera/image_raw", rec.image_msg(frames.frame(10.0, 0), t), t)
+            bag.write_msg("sim/ground_truth", rec.point_stamped_msg(0, 0, 10.0, t + NS // 2), t)
+    rc, err = _run([str(tmp_path / "late"), "--model", str(oracle_model)], capsys)
+    assert rc == 2 and "no frame on /camera/image_raw has a truth reference" in err
+    assert "(no /sim/ground_truth stamp within 1.0 ms of a frame stamp)" in err
+
+    with rec.BagRecorder(tmp_path / "mixed") as bag:
+        for i, off in enumerate([-50.0, 0.0, 50.0]):
+            t = NS + i * NS // 10
+            msg = _image(frames.frame(off, 0), "compressed", t)
+            if i == 1:
+                msg.data = np.frombuffer(b"broken", np.uint8)
+            bag.write_msg("camera/image_raw", msg, t)
+            bag.write_msg("sim/ground_truth", rec.point_stamped_msg(0, 0, off, t), t)
+    rc = main(["bag-eval", str(tmp_path / "mixed"), "--model", str(oracle_model), "--json", str(tmp_path / "r.json"),
+               "--plot", str(tmp_path / "r.png")])
+    err = capsys.readouterr().err
+    assert rc == 0 and "skipped 1 undecodable frame" in err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [f["true_offset_steps"] for f in report["frames"]] == [-50.0, 50.0]
+    assert len(report["info"]["undecodable_frames"]) == 1
