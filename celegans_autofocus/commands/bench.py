@@ -162,9 +162,27 @@ def _json_safe(value):
     return value
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The full command that reproduces this run (every option explicit)."""
+    parts = ["celegans-autofocus", "bench"]
+    if args.model is not None:
+        parts += ["--model", str(args.model)]
+    parts += ["--episodes", str(args.episodes), "--kinds", *args.kinds, "--seed", str(args.seed),
+              "--duration-s", f"{args.duration_s:g}", "--fps", f"{args.fps:g}",
+              "--max-start-offset-steps", f"{args.max_start_offset_steps:g}",
+              "--drift-steps-per-s", f"{args.drift_steps_per_s:g}",
+              "--motor-speed-steps-per-s", f"{args.motor_speed_steps_per_s:g}",
+              "--latency-s", f"{args.latency_s:g}", "--fov", str(args.fov), "--threads", str(args.threads),
+              "--controllers", *args.controllers, "--measures", *args.measures,
+              "--search-fov", str(args.search_fov)]
+    for opt in ("summary_json", "plot", "markdown"):
+        if getattr(args, opt) is not None:
+            parts += ["--" + opt.replace("_", "-"), str(getattr(args, opt))]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 def _markdown(args: argparse.Namespace, model: str, table: str, wall_s: float, view: str) -> str:
-    cmd = "celegans-autofocus " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
-        if Path(sys.argv[0]).name in ("celegans-autofocus", "cli.py") else "celegans-autofocus bench ..."
+    cmd = command_line(args)
     return "\n".join([
         "# Closed-loop benchmark: CNN one-shot vs classical search autofocus", "",
         "Command:", "", "```", cmd, "```", "",

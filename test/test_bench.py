@@ -1,0 +1,65 @@
+"""bench command: a tiny run (real optics, real ONNX model, both controllers) and its outputs; bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from celegans_autofocus.cli import main
+from celegans_autofocus.commands.bench import format_table, table_rows
+from onnx_models import gradient_energy_model
+
+TINY = ["--episodes", "1", "--duration-s", "2", "--kinds", "step150", "switch", "--measures", "brenner",
+        "--search-fov", "64"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return gradient_energy_model(tmp_path_factory.mktemp("m") / "g.onnx", a=-50.0, b=40.0, input_px=32)
+
+
+def test_tiny_bench_runs_both_controllers_on_the_same_scenarios(tmp_path, model, capsys):
+    outs = [tmp_path / "a.json", tmp_path / "b.json"]
+    for out in outs:
+        rc = main(["bench", "--model", str(model), *TINY, "--summary-json", str(out),
+                   "--plot", str(tmp_path / "bench.png"), "--markdown", str(tmp_path / "bench.md")])
+        assert rc == 0
+    stdout = capsys.readouterr().out
+    a, b = (json.loads(p.read_text()) for p in outs)
+    pairs = [(e["scenario"], e["controller"]) for e in a["episodes"]]
+    assert pairs == [("step150-0", "cnn"), ("step150-0", "search/brenner"),
+                     ("switch-0", "cnn"), ("switch-0", "search/brenner")]
+    assert [s["start_offset_steps"] for s in a["scenarios"]][0] == 150.0
+    assert len(a["scenarios"][1]["switch_times_s"]) == 2
+    # deterministic apart from the measured processing times
+    strip = [{k: v for k, v in e.items() if not k.startswith("latency")} for e in a["episodes"]]
+    assert strip == [{k: v for k, v in e.items() if not k.startswith("latency")} for e in b["episodes"]]
+    for e in a["episodes"]:
+        assert e["n_frames"] == 30 and 0.0 <= e["in_focus_fraction"] <= 1.0 and e["steps_travelled"] >= 0
+    assert {(r["kind"], r["controller"]) for r in a["table"]} >= {("all", "cnn"), ("all", "search/brenner")}
+    assert "| step150 | cnn | 1 |" in stdout and "| all | search/brenner | 2 |" in stdout
+    md = (tmp_path / "bench.md").read_text()
+    assert f"celegans-autofocus bench --model {model} --episodes 1 --kinds step150 switch" in md
+    assert "| switch | search/brenner | 1 |" in md
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
+
+
+def test_table_statistics_treat_never_as_worst():
+    eps = [{"kind": "k", "controller": "c", "frames_to_focus": f, "final_error_steps": -3.0,
+            "in_focus_fraction": 0.5, "in_focus_fraction_tracking": 0.8, "steps_travelled": 10.0,
+            "latency_p50_ms": 1.0, "latency_p95_ms": 2.0} for f in (2, 3, 4, None)]
+    row = table_rows(eps)[0]
+    assert row["reached"] == 0.75 and row["frames_to_focus_median"] == 3
+    assert row["frames_to_focus_p90"] == float("inf") and row["final_abs_error_median_steps"] == 3.0
+    assert "| k | c | 4 | 75% | 3 | never | 3.0 |" in format_table([row])
+
+
+def test_bench_bad_input(tmp_path, model, capsys):
+    assert main(["bench", "--model", str(tmp_path / "none.onnx"), *TINY]) == 2
+    assert "none.onnx: model file not found" in capsys.readouterr().err
+    assert main(["bench", "--model", str(model), *TINY, "--episodes", "0"]) == 2
+    assert "--episodes must be >= 1" in capsys.readouterr().err
+    assert main(["bench", "--model", str(model), *TINY, "--fov", "wide"]) == 2
+    assert "--fov must be 'full', 'auto' or a size in px, got 'wide'" in capsys.readouterr().err
+    assert main(["bench", "--model", str(model), *TINY, "--measures", "sharpness"]) == 2
+    assert "unknown focus measure 'sharpness'" in capsys.readouterr().err
