@@ -178,3 +178,13 @@ def test_main_exits_non_zero_with_a_message_when_the_source_cannot_open():
                           capture_output=True, text=True, timeout=30, env=env)
     assert proc.returncode == 2
     assert "/nonexistent/run1.avi" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_node_plays_a_video_file(tmp_path, ros_harness):
+    video = tmp_path / "run.avi"
+    write_video(video, n=4)
+    node = ros_harness.start(CameraNode, backend="video", path=str(video), fps=100.0)
+    got = ros_harness.probe.collect("camera/image_raw", Image)
+    assert ros_harness.spin_until(lambda: len(got) >= 6, timeout_s=5)
+    assert all((m.width, m.height, m.encoding) == (64, 48, "mono8") for m in got)
+    assert node.frames_published >= 6  # looped past the 4 frames of the file

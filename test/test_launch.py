@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ros_helpers import ros_context  # noqa: F401  (fixture)
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"autofocus.yaml": ROOT / "config" / "autofocus.yaml", "sim.yaml": ROOT / "config" / "sim.yaml"}
 LAUNCH_DIR = ROOT / "launch"
@@ -88,9 +90,6 @@ def test_config_wildcards_reach_namespaced_nodes_through_the_rcl_parser(ros_cont
         node.destroy_node()
     finally:
         path.unlink()
-
-
-from ros_helpers import ros_context  # noqa: E402,F401  (fixture)
 
 
 # ---------------------------------------------------------------- launch files (need `launch`)

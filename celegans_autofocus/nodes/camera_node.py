@@ -55,8 +55,8 @@ class CameraNode(Node):
         self.read_failures = 0
         self.timer = self.create_timer(1.0 / p.fps, self._capture)
         self.params.on_change(self._on_params)
-        self.get_logger().info(f"{p.backend} camera open ({p.device if p.backend in ('opencv', 'picamera2') else p.path}), "
-                               f"publishing at up to {p.fps:g} fps")
+        source = p.device if p.backend in ("opencv", "picamera2") else p.path
+        self.get_logger().info(f"{p.backend} camera open ({source}), publishing at up to {p.fps:g} fps")
 
     def _on_params(self, changed: dict) -> None:
         if "fps" in changed and not self.timer.is_canceled():
