@@ -17,6 +17,12 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from . import optics
+from .control import ControlConfig, FocusController, SearchAutofocus, SearchConfig
+from .detection import crop_window
+from .focus import get_measure
+from .predictor import FocusPredictor, NonFiniteOutputError
+
 IN_FOCUS_STEPS = 8.0
 
 
@@ -276,20 +282,15 @@ class OpticsFrames:
     target worm (worm ``target_index % n_worms``) at ``min(input_px, fov_px)``."""
 
     def __init__(self, scenario: Scenario, input_px: int, fov_px: int | None = None,
-                 config: "object | None" = None) -> None:
-        from . import optics
-
+                 config: optics.OpticsConfig | None = None) -> None:
         self.config = config if config is not None else optics.OpticsConfig()
         self.scene = optics.make_scene(np.random.default_rng(scenario.seed), self.config, scenario.n_worms)
         self.input_px = int(input_px)
         self.fov_px = fov_px
         self.seed = scenario.seed
-        self._renderers: dict[int | None, object] = {}
-        self._optics = optics
+        self._renderers: dict[int | None, optics.StackRenderer] = {}
 
     def _view(self, target_index: int) -> tuple[int | None, tuple | None, tuple[int, int]]:
-        from .detection import crop_window
-
         frame_hw = (int(self.config.frame_height_px), int(self.config.frame_width_px))
         if self.fov_px is None or not self.scene.worms:
             return None, None, (max(8, round(self.input_px * frame_hw[0] / frame_hw[1])), self.input_px)
@@ -300,19 +301,18 @@ class OpticsFrames:
     def frame(self, offset_steps: float, target_index: int) -> np.ndarray:
         key, window, out_shape = self._view(target_index)
         if key not in self._renderers:
-            self._renderers[key] = self._optics.StackRenderer(
+            self._renderers[key] = optics.StackRenderer(
                 self.scene, self.config, out_shape, window_px=window, seed=self.seed + (key or 0))
         return self._renderers[key].frame(float(offset_steps))
 
 
 @dataclass(frozen=True)
 class Step:
-    """What a loop controller did with one frame: its prediction (steps to focus, or None),
-    the absolute motor target it commands (or None = no new command), the processing time."""
+    """What a loop controller did with one frame: its prediction (steps to focus, or None for the
+    search), its processing time and the control law's reason (``core.control.Reason`` value)."""
 
     predicted_offset_steps: float | None
-    command_target_steps: float | None
-    latency_ms: float | None
+    latency_ms: float
     reason: str
 
 
@@ -321,16 +321,12 @@ class CnnLoop:
 
     name = "cnn"
 
-    def __init__(self, predictor: "object", config: "object | None" = None) -> None:
-        from .control import ControlConfig, FocusController
-
+    def __init__(self, predictor: FocusPredictor, config: ControlConfig | None = None) -> None:
         self.predictor = predictor
         self.law = FocusController(config if config is not None else ControlConfig())
         self.settle_s = self.law.config.settle_s
 
     def on_frame(self, gray: np.ndarray, stamp_s: float, now_s: float, motor: MotorSim) -> Step:
-        from .predictor import NonFiniteOutputError
-
         t0 = time.perf_counter()
         try:
             offset = float(self.predictor.predict(gray))
@@ -339,12 +335,10 @@ class CnnLoop:
         latency_ms = (time.perf_counter() - t0) * 1e3
         position = motor.position_steps(now_s)
         decision = self.law.update(offset, stamp_s, now_s, position)
-        target = None
         if decision.moves:
-            target = round(position) + decision.move_steps
-            motor.command(target, now_s)
+            motor.command(round(position) + decision.move_steps, now_s)
             self.law.record_move(motor.move_end_s)
-        return Step(offset, target, latency_ms, decision.reason.value)
+        return Step(offset, latency_ms, decision.reason.value)
 
     def on_target_switch(self) -> None:
         """The law needs no notice: the next prediction already sees the new worm."""
@@ -357,11 +351,8 @@ class SearchLoop:
 
     name = "search"
 
-    def __init__(self, config: "object | None" = None, measure: str = "vollath_f5",
-                 settle_s: float = 0.05) -> None:
-        from .control import SearchAutofocus, SearchConfig
-        from .focus import get_measure
-
+    def __init__(self, config: SearchConfig | None = None, measure: str = "vollath_f5",
+                 settle_s: float = ControlConfig.settle_s) -> None:
         self.search = SearchAutofocus(config if config is not None else SearchConfig())
         self.measure = get_measure(measure)
         self.measure_name = measure
@@ -373,11 +364,9 @@ class SearchLoop:
         latency_ms = (time.perf_counter() - t0) * 1e3
         z = motor.position_steps(stamp_s)
         decision = self.search.update(z, value, stamp_s)
-        target = None
         if decision.moves and decision.target_steps is not None and decision.target_steps != motor.target_steps:
-            target = float(decision.target_steps)
-            motor.command(target, now_s)
-        return Step(None, target, latency_ms, decision.reason.value)
+            motor.command(float(decision.target_steps), now_s)
+        return Step(None, latency_ms, decision.reason.value)
 
     def on_target_switch(self) -> None:
         self.search.restart()
