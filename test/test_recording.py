@@ -143,6 +143,7 @@ def test_bag_recorder_node_records_published_messages(tmp_path, ros_harness):
             "focus/offset": probe.publisher("focus/offset", PointStamped),
             "stepper/joint_states": probe.publisher("stepper/joint_states", JointState)}
     assert ros_harness.spin_until(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()), 10.0)
+    assert node.all_subscribed
     img = np.tile(np.arange(64, dtype=np.uint8), (48, 1))
     for i in range(3):
         msg = array_to_image(img, "mono8")

@@ -58,6 +58,11 @@ class BagRecorderNode(Node):
         self._timer = self.create_timer(self.params.discovery_period_s, self._discover)
         self._discover()
 
+    @property
+    def all_subscribed(self) -> bool:
+        """True once every configured topic is subscribed (or was refused with an error logged)."""
+        return set(self._subs) == set(self._wanted)
+
     def _discover(self) -> None:
         types = dict(self.get_topic_names_and_types())
         for topic in sorted(set(self._wanted) - set(self._subs)):
@@ -80,7 +85,7 @@ class BagRecorderNode(Node):
             self._subs[topic] = self.create_subscription(
                 cls, topic, self._callback(topic, msgtype), self._qos(topic), raw=True)
             self.get_logger().info(f"subscribed to {topic} ({msgtype})")
-        if set(self._subs) == set(self._wanted):
+        if self.all_subscribed:
             self._timer.cancel()
 
     def _qos(self, topic: str) -> QoSProfile:
