@@ -1,0 +1,91 @@
+"""`celegans-autofocus sim`: the closed loop of real nodes on one executor, in real time, on the simulator."""
+from __future__ import annotations
+
+import json
+import uuid
+
+import numpy as np
+import pytest
+
+from celegans_autofocus.cli import main
+from celegans_autofocus.core.predictor import ModelError, default_model_path
+from celegans_autofocus.recording import BagReader
+from onnx_models import constant_model, nan_model
+
+FAST = ["--fps", "10", "--frame-height", "240", "--threads", "1"]
+
+
+def sim(tmp_path, *options: str) -> tuple[int, dict]:
+    out = tmp_path / f"summary_{uuid.uuid4().hex[:6]}.json"
+    code = main(["sim", *FAST, "--namespace", "sim" + uuid.uuid4().hex[:8], "--summary-json", str(out), *options])
+    return code, (json.loads(out.read_text()) if out.exists() else {})
+
+
+def bundled_model():
+    try:
+        return default_model_path()
+    except ModelError as exc:
+        pytest.skip(f"no bundled model yet: {exc}")
+
+
+@pytest.mark.parametrize("start_offset", [150, -150])
+def test_focus_converges_from_150_steps_with_the_bundled_model(tmp_path, start_offset):
+    model = bundled_model()
+    code, s = sim(tmp_path, "--model", str(model), "--duration", "6", "--start-offset", str(start_offset),
+                  "--drift", "2", "--seed", "3")
+    assert code == 0
+    assert s["frames_to_focus"] is not None, f"never in focus: {s}"
+    assert s["frames_to_focus"] <= 10, s
+    assert abs(s["final_error_steps"]) <= 8, s
+    assert s["in_focus_fraction_tracking"] >= 0.8, s
+    assert s["moves"] >= 1 and s["n_predictions"] >= 10
+
+
+def test_loop_closes_through_the_nodes_and_writes_plot_and_bag(tmp_path):
+    """A model that always says '+40 steps': every settled frame moves the lens 40 steps up, and the
+    camera (player) sees it; the outputs of the command are all there."""
+    model = constant_model(tmp_path / "plus40.onnx", 40.0, input_px=32)
+    bag, png = tmp_path / "run_bag", tmp_path / "run.png"
+    code, s = sim(tmp_path, "--model", str(model), "--duration", "2.5", "--start-offset", "300", "--drift", "0",
+                  "--random-walk", "0", "--record", str(bag), "--plot", str(png))
+    assert code == 0
+    assert s["n_frames"] >= 10 and s["n_predictions"] >= 5
+    assert s["moves"] >= 2 and s["steps_travelled"] == pytest.approx(40 * s["moves"])
+    # each move shortens the true offset by exactly 40 steps, as the camera sees it
+    assert s["final_error_steps"] in [300 - 40 * k for k in range(s["moves"] - 1, s["moves"] + 1)]
+    assert s["frames_to_focus"] is None and s["in_focus_fraction"] == 0.0
+    for key in ("frames_to_focus", "final_error_steps", "in_focus_fraction", "latency_p50_ms", "latency_p95_ms"):
+        assert key in s
+    assert 0 < s["latency_p50_ms"] <= s["latency_p95_ms"]
+    assert png.stat().st_size > 10_000
+    with BagReader(bag) as reader:
+        relative = {t.split("/", 2)[2]: t for t in reader.topics}      # /<namespace>/<topic>
+        assert {"camera/image_raw", "focus/offset", "stepper/joint_states", "sim/ground_truth"} <= set(relative)
+        truth = [m.point for _, _, _, m in reader.messages([relative["sim/ground_truth"]])]
+    lens = np.array([p.x for p in truth])
+    assert lens[0] == 0 and lens.max() >= 80 and np.all(np.diff(lens) >= 0)
+
+
+def test_non_finite_model_never_moves_the_motor(tmp_path):
+    code, s = sim(tmp_path, "--model", str(nan_model(tmp_path / "nan.onnx")), "--duration", "1.5")
+    assert code == 0
+    assert s["n_predictions"] == 0 and s["frames_rejected"] >= 5
+    assert s["moves"] == 0 and s["steps_travelled"] == 0
+    assert s["final_error_steps"] == pytest.approx(150, abs=10)   # only the drift moved the best plane
+
+
+@pytest.mark.parametrize("case", ["missing_model", "corrupt_model", "bag_exists", "duration"])
+def test_bad_options_are_named(tmp_path, capsys, case):
+    path = tmp_path / "thing"
+    if case == "corrupt_model":
+        path.write_bytes(b"not onnx at all")
+    if case == "bag_exists":
+        path.mkdir()
+    options = {"missing_model": ["--model", str(path)], "corrupt_model": ["--model", str(path)],
+               "bag_exists": ["--model", str(constant_model(tmp_path / "c.onnx", 1.0)), "--record", str(path)],
+               "duration": ["--duration", "0"]}[case]
+    code = main(["sim", *options])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert (str(path) if case != "duration" else "--duration") in err
+    assert "Traceback" not in err
