@@ -268,7 +268,7 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
                     and player.truth_pub.get_subscription_count() >= 1 + (recorder is not None)
                     and controller.joint_pub.get_subscription_count() >= 1
                     and predictor.offset_pub.get_subscription_count() >= 3
-                    and (recorder is None or set(recorder._subs) == set(recorder._wanted)))
+                    and (recorder is None or recorder.all_subscribed))
 
         if not _wait(connected, timeout_s=15.0):
             raise SimError("the nodes did not discover each other within 15 s (DDS on loopback; "
