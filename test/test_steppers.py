@@ -10,6 +10,7 @@ import threading
 import time
 import tty
 
+import numpy as np
 import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPin
@@ -40,6 +41,10 @@ def test_simulated_moves_in_time_and_reports_duration():
     assert not s.moving and s.position_steps == 50 and s.steps_travelled == 50
     assert s.estimate_duration_s(0) == pytest.approx(0.5)
     assert s.move_to(10, speed_steps_per_s=1e6).duration_s == pytest.approx(0.4)  # capped at max speed
+    clock.t_s += 1
+    assert s.move_by(np.int64(5)).target_steps == 15                    # numpy scalars are numbers too
+    clock.t_s += 1
+    assert s.move_to(np.float32(20.4)).target_steps == 20
 
 
 def test_simulated_soft_limits_clamp_and_say_so():

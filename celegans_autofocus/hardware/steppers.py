@@ -14,11 +14,17 @@ Build one by name with :func:`make_stepper`.
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable
+
+
+def _is_number(value) -> bool:
+    """A finite real number (numpy scalars included, bool excluded)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class StepperError(RuntimeError):
@@ -105,8 +111,7 @@ class Stepper(ABC):
     def _speed(self, speed_steps_per_s: float | None) -> float:
         if speed_steps_per_s is None:
             return self.max_speed_steps_per_s
-        if not (isinstance(speed_steps_per_s, (int, float)) and math.isfinite(speed_steps_per_s)
-                and speed_steps_per_s > 0):
+        if not (_is_number(speed_steps_per_s) and speed_steps_per_s > 0):
             raise StepperError(f"speed_steps_per_s must be a finite number > 0, got {speed_steps_per_s!r}")
         return min(float(speed_steps_per_s), self.max_speed_steps_per_s)
 
@@ -121,8 +126,7 @@ class Stepper(ABC):
 
     def move_to(self, target_steps: float, speed_steps_per_s: float | None = None) -> MoveResult:
         """Start a move to ``target_steps`` (clamped into the soft limits); returns at once."""
-        if isinstance(target_steps, bool) or not isinstance(target_steps, (int, float)) \
-                or not math.isfinite(target_steps):
+        if not _is_number(target_steps):
             raise StepperError(f"target_steps must be a finite number, got {target_steps!r}; not moving")
         with self._lock:
             self._check_ready()
@@ -139,8 +143,7 @@ class Stepper(ABC):
 
     def move_by(self, delta_steps: float, speed_steps_per_s: float | None = None) -> MoveResult:
         """Start a relative move (see :meth:`move_to`)."""
-        if isinstance(delta_steps, bool) or not isinstance(delta_steps, (int, float)) \
-                or not math.isfinite(delta_steps):
+        if not _is_number(delta_steps):
             raise StepperError(f"delta_steps must be a finite number, got {delta_steps!r}; not moving")
         return self.move_to(self.position_steps + delta_steps, speed_steps_per_s)
 
