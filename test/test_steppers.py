@@ -283,6 +283,7 @@ class FakeGrbl:
         self.hold = False
         self.lines: list[str] = []
         self.fail_next: int | None = None
+        self.mute = False                                # True: reads but never answers (a hung controller)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -351,6 +352,8 @@ class FakeGrbl:
                 data = os.read(self.master, 1024)
             except OSError:
                 return
+            if self.mute:
+                continue
             for i in range(len(data)):
                 byte = data[i:i + 1]
                 if byte in (b"?", b"!", b"\x18", b"~"):
@@ -403,7 +406,8 @@ def grbl(tmp_path):
 
 
 def make_grbl(port, **kw):
-    return make_stepper("grbl", port=port, startup_s=0.01, timeout_s=1.0, max_speed_steps_per_s=4000.0, **kw)
+    params = dict(startup_s=0.01, timeout_s=1.0, max_speed_steps_per_s=4000.0)
+    return make_stepper("grbl", port=port, **{**params, **kw})
 
 
 def test_grbl_moves_with_gcode_and_reads_position(grbl):
@@ -498,6 +502,47 @@ def test_grbl_port_disappears_fault_then_reconnect(grbl):
     s.move_by(-10)
     assert s.wait(2.0) and s.position_steps == 30 and new.lines == ["G91 G1 Z-0.05000 F1200.000"]
     s.close()
+
+
+def test_grbl_reconnect_to_a_reset_controller_is_a_fault_until_homed(grbl):
+    fake = grbl.plug(homing_enabled=False)
+    s = make_grbl(grbl.port)
+    s.move_by(30)
+    assert s.wait(2.0) and s.position_steps == 30
+    grbl.unplug(fake)
+    grbl.plug(homing_enabled=False, z_mm=0.0)           # came back after a reset: MPos is 0 again
+    s.reconnect()
+    assert "position changed across the reconnect (30 -> 0 steps" in s.fault
+    with pytest.raises(StepperError, match="position changed"):
+        s.move_by(5)
+    s.home()
+    assert s.fault is None and s.position_steps == 0
+    s.close()
+
+
+def test_grbl_that_stops_answering_is_a_fault(grbl):
+    fake = grbl.plug()
+    s = make_grbl(grbl.port, timeout_s=0.2)
+    fake.mute = True
+    with pytest.raises(StepperError, match="no reply from GRBL"):
+        s.move_by(10)
+    assert "no reply" in s.fault and not any(line.startswith("G91") for line in fake.lines)
+    fake.mute = False
+    s.reconnect()
+    assert s.fault is None
+    s.move_by(10)
+    assert s.wait(2.0) and s.position_steps == 10
+    s.close()
+
+
+def test_grbl_silent_device_is_reported(tmp_path):
+    master, slave = os.openpty()                        # a port where nothing answers
+    try:
+        with pytest.raises(StepperError, match="no reply from GRBL"):
+            make_stepper("grbl", port=os.ttyname(slave), startup_s=0.0, timeout_s=0.2)
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_grbl_missing_port_is_named(tmp_path):

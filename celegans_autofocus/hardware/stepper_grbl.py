@@ -4,7 +4,8 @@ Moves are relative G-code, ``G91 G1 Z<mm> F<mm/min>`` with ``mm = steps * step_u
 (set GRBL's ``$102`` = 1000 / step_um steps/mm, 200 for 5 um steps). Position comes from the
 ``?`` status report (``<Idle|MPos:x,y,z|...>``). ``ok`` acknowledges a line, ``error:N`` refuses
 it (raised as :class:`StepperError` with GRBL's meaning), ``ALARM:N`` puts the stepper in fault.
-A serial port that fails or disappears puts it in fault (no motion) until :meth:`reconnect`.
+A serial port that fails, disappears or stops answering puts it in fault (no motion) until
+:meth:`reconnect`.
 ``home()`` runs GRBL's homing cycle ``$H``; if homing is disabled in GRBL (``$22=0``, error:5) it
 unlocks with ``$X`` and makes the current position 0 instead.
 """
@@ -67,9 +68,12 @@ class GrblStepper(Stepper):
         time.sleep(self.startup_s)
         try:
             self._serial.reset_input_buffer()
+            self._status()
         except (serial.SerialException, OSError) as exc:
             raise self._lost(exc) from None
-        self._status()
+        except StepperError:
+            self.close()
+            raise
         if self._state == "Alarm":
             return "GRBL is in ALARM state (position unknown): home it"
         return None
@@ -98,8 +102,9 @@ class GrblStepper(Stepper):
         while b"\n" not in self._buffer:
             if self._serial is None:
                 raise StepperError(f"stepper fault, not moving: {self._fault or 'serial port closed'}")
-            if time.monotonic() > deadline_s:
-                raise StepperError(f"no reply from GRBL on {self.port} within the timeout")
+            if time.monotonic() > deadline_s:  # a late reply could still move the motor: stop trusting it
+                self._fault = f"no reply from GRBL on {self.port} within the timeout: reconnect"
+                raise StepperError(f"stepper fault, not moving: {self._fault}")
             try:
                 chunk = self._serial.read(self._serial.in_waiting or 1)
             except (serial.SerialException, OSError) as exc:
@@ -239,13 +244,15 @@ class GrblStepper(Stepper):
         self._status()
 
     def _reconnect(self) -> str | None:
-        if self._serial is not None:
-            try:
-                self._serial.close()
-            except (serial.SerialException, OSError):
-                pass
-            self._serial = None
-        return self._connect()
+        """Reopen the port. A position that differs from the last known one means GRBL was reset
+        (opening the port resets an Arduino, and a reset zeroes MPos): fault until homed."""
+        self.close()
+        known = self._position
+        fault = self._connect()
+        if fault is None and self._position != known:
+            fault = (f"position changed across the reconnect ({known} -> {self._position} steps; "
+                     "GRBL was reset?): home it")
+        return fault
 
     def close(self) -> None:
         if self._serial is not None:
