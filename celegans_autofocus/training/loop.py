@@ -158,7 +158,7 @@ def train(dataset: Path, cfg: TrainConfig, out: Path, resume: bool = False) -> d
         torch.manual_seed(cfg.seed * 100_003 + epoch)
         if pool is not None:
             pool.update(epoch)
-        train_loss = _train_epoch(model, optimizer, loss_fn, train_set, pool, cfg, rng, device, epoch)
+        train_loss = train_epoch(model, optimizer, loss_fn, train_set, pool, cfg, rng, device, epoch)
         scheduler.step()
         val = validate(model, val_set, cfg, device)
         mae = val["all"]["mae_steps"]
@@ -188,7 +188,7 @@ def train(dataset: Path, cfg: TrainConfig, out: Path, resume: bool = False) -> d
             "val_images": len(val_set), "train_plates": train_plates, "val_plates": val_plates}
 
 
-def _train_epoch(model, optimizer, loss_fn, train_set: ImageSet, pool, cfg: TrainConfig,
+def train_epoch(model, optimizer, loss_fn, train_set: ImageSet, pool, cfg: TrainConfig,
                  rng: np.random.Generator, device: torch.device, epoch: int) -> float:
     """One pass over the cached images and the synthetic pool; mean training loss."""
     sources = [train_set] + ([pool.images_set()] if pool is not None else [])

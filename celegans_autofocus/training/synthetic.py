@@ -1,10 +1,11 @@
 """On-the-fly training samples from the simulator's fast path (``optics.StackRenderer``).
 
 Each epoch a fraction (``synthetic_refresh``) of a pool of ``synthetic_train`` samples is redrawn:
-new random scenes (1-3 worms), a view per scene (the full frame, or a square crop of a
-``synthetic_fov_px`` size centred on a worm, with probability ``synthetic_crop_fraction``), and
-``synthetic_offsets_per_view`` offsets uniform in +-``synthetic_range_steps``. Frames are rendered
-at reduced resolution (``synthetic_oversample`` x the model input, keeping the view's aspect ratio)
+new random scenes (1-3 worms), each imaged at ``synthetic_offsets_per_view`` offsets uniform in
++-``synthetic_range_steps``; each frame is the full frame or, with probability
+``synthetic_crop_fraction``, a square crop of a ``synthetic_fov_px`` size centred on one worm.
+Frames are rendered at reduced resolution (shorter side ``synthetic_oversample`` x the model
+input, the view's own aspect ratio, the simulator binning its finer field grid like a camera)
 and then go through THE preprocessing, exactly as a camera frame would. These scenes are fresh
 random draws, so they never coincide with the written validation plates. A resumed run refills
 the whole pool from the resumed epoch's seed (deterministic, though not the interrupted run's pool).
@@ -79,21 +80,29 @@ class SyntheticPool:
         bar.close()
 
     def _render_view(self, rng: np.random.Generator):
+        """``synthetic_offsets_per_view`` frames of one new scene, each a full or a crop view (renderers cached)."""
         cfg = self.cfg
         scene = optics.make_scene(rng, self.optics, int(rng.integers(1, MAX_WORMS + 1)))
-        crop = cfg.crops and scene.worms and rng.random() < cfg.synthetic_crop_fraction
         side = int(round(self.spec.input_px * cfg.synthetic_oversample))
-        if crop:
+        renderers: dict[str, optics.StackRenderer] = {}
+        for _ in range(cfg.synthetic_offsets_per_view):
+            kind = "crop" if cfg.crops and rng.random() < cfg.synthetic_crop_fraction else "full"
+            if kind not in renderers:
+                renderers[kind] = self._renderer(scene, kind, side, rng)
+            offset = float(rng.uniform(-cfg.synthetic_range_steps, cfg.synthetic_range_steps))
+            yield renderers[kind].frame(offset), offset, kind
+
+    def _renderer(self, scene, kind: str, side: int, rng: np.random.Generator) -> optics.StackRenderer:
+        """Fast-path renderer of the whole frame, or of a crop around a random worm; shorter side >= ``side``."""
+        width, height = self.frame_wh
+        if kind == "crop":
             worm = scene.worms[int(rng.integers(len(scene.worms)))]
-            fov = int(rng.choice(cfg.synthetic_fov_px))
-            window = crop_window(worm.centroid_px, fov, self.frame_wh[::-1])
-            out_shape = (min(side, window[3]), min(side, window[2]))
+            window = crop_window(worm.centroid_px, int(rng.choice(self.cfg.synthetic_fov_px)), (height, width))
+            scale = min(1.0, side / min(window[2], window[3]))
+            out_shape = (max(8, round(window[3] * scale)), max(8, round(window[2] * scale)))
         else:
             window = None
-            width, height = self.frame_wh
-            out_shape = (max(8, int(round(side * height / width))), side)
-        renderer = optics.StackRenderer(scene, self.optics, out_shape, window_px=window,
-                                        seed=int(rng.integers(2**31)))
-        for _ in range(cfg.synthetic_offsets_per_view):
-            offset = float(rng.uniform(-cfg.synthetic_range_steps, cfg.synthetic_range_steps))
-            yield renderer.frame(offset), offset, "crop" if crop else "full"
+            out_shape = (side, round(side * width / height))
+        return optics.StackRenderer(scene, self.optics, out_shape, window_px=window,
+                                    seed=int(rng.integers(2**31)),
+                                    max_offset_steps=self.cfg.synthetic_range_steps)

@@ -1,0 +1,263 @@
+"""Training, export and evaluation end to end on a tiny synthetic dataset (64 px input, CPU).
+
+The dataset: 3 plates of one physically simulated stack each (128x96 px frames, +-40 steps every
+8), plus a crop stack per full stack (48 px around the worm of stack.yaml), labelled by `label`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("timm")
+pytest.importorskip("onnxscript")
+
+import yaml  # noqa: E402
+
+from celegans_autofocus.cli import main  # noqa: E402
+from celegans_autofocus.core.detection import crop_image, crop_window  # noqa: E402
+from celegans_autofocus.core.images import PreprocessSpec  # noqa: E402
+from celegans_autofocus.core.optics import write_synthetic_dataset  # noqa: E402
+from celegans_autofocus.core.predictor import FocusPredictor, ModelError  # noqa: E402
+from celegans_autofocus.core.stacks import read_image, write_image  # noqa: E402
+from celegans_autofocus.training.checkpoint import CheckpointError, load_weights  # noqa: E402
+from celegans_autofocus.training.config import TrainConfig  # noqa: E402
+from celegans_autofocus.training.data import DatasetError, load_samples, split_plates  # noqa: E402
+from celegans_autofocus.training.evaluate import evaluate  # noqa: E402
+from celegans_autofocus.training.export import PARITY_TOL_STEPS, export_checkpoint  # noqa: E402
+from celegans_autofocus.training.loop import train_epoch, cache_images, train  # noqa: E402
+from celegans_autofocus.training.models import ArchError, create_model  # noqa: E402
+from celegans_autofocus.training.stats import error_summary, paired_comparison  # noqa: E402
+
+ARCH = "mobilenetv3_small_100"
+CROP_PX = 48
+TINY = dict(arch=ARCH, input_px=64, batch_size=8, lr=1e-3, output_scale=50.0, val_fraction=0.34, seed=0,
+            device="cpu")
+SUMMARY_KEYS = {"model", "kind", "n", "mae_steps", "median_abs_steps", "p90_abs_steps", "sign_accuracy", "n_sign"}
+
+
+def _add_crop_stacks(root: Path) -> None:
+    """A crop stack per full stack around its first worm (what `crop` writes, without the detector)."""
+    for stack in sorted((root / "plates").glob("*/*")):
+        meta = yaml.safe_load((stack / "stack.yaml").read_text())
+        crop_dir = stack.parent / f"{stack.name}_crop{CROP_PX}"
+        crop_dir.mkdir()
+        window = None
+        for path in sorted(stack.glob("z_*.png")):
+            gray = read_image(path)
+            window = window or crop_window(meta["worms"][0]["centroid_px"], CROP_PX, gray.shape)
+            write_image(crop_dir / path.name, np.ascontiguousarray(crop_image(gray, window)))
+        crop_meta = {"step_um": 5.0, "best_index": meta["best_index"], "true_best_index": meta["true_best_index"],
+                     "parent": stack.name, "window_px": list(window), "fov_px": CROP_PX}
+        (crop_dir / "stack.yaml").write_text(yaml.safe_dump(crop_meta))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "tiny"
+    write_synthetic_dataset(root, plates=3, stacks_per_plate=1, range_steps=40, step_every=8,
+                            frame_shape=(96, 128), n_worms=1, seed=3)
+    _add_crop_stacks(root)
+    assert main(["label", str(root), "--quiet"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(dataset, tmp_path_factory) -> dict:
+    """A 2-epoch run, and the same run interrupted after 1 epoch and resumed to 2."""
+    base = tmp_path_factory.mktemp("runs")
+    full = train(dataset, TrainConfig(**TINY, epochs=2), base / "full")
+    interrupted = train(dataset, TrainConfig(**TINY, epochs=1), base / "resumed")
+    resumed = train(dataset, TrainConfig(**TINY, epochs=2), base / "resumed", resume=True)
+    return {"full": full, "interrupted": interrupted, "resumed": resumed, "base": base}
+
+
+def test_dataset_has_both_kinds_and_truth(dataset):
+    samples = load_samples(dataset)
+    assert {s.kind for s in samples} == {"full", "crop"}
+    assert all(s.true_offset_steps == s.offset_steps for s in samples)
+    train_plates, val_plates = split_plates(samples, 0.34, 0, "tiny")
+    assert train_plates and val_plates and not set(train_plates) & set(val_plates)
+
+
+def test_loss_falls(dataset):
+    """The training step overfits 8 images: the epoch loss drops well below its start."""
+    cfg = TrainConfig(**TINY, epochs=10, rotation_deg=0.0, hflip=False, vflip=False)
+    images = cache_images(load_samples(dataset)[::8][:8], PreprocessSpec(input_px=cfg.input_px), "cache")
+    torch.manual_seed(0)
+    model = create_model(ARCH)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    losses = [train_epoch(model, optimizer, torch.nn.MSELoss(), images, None, cfg, np.random.default_rng(e),
+                           torch.device("cpu"), e) for e in range(cfg.epochs)]
+    assert losses[0] > 0.05
+    assert min(losses[-3:]) < 0.3 * losses[0]
+
+
+def test_run_history_and_checkpoints_load_weights_only(runs):
+    history = runs["full"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(math.isfinite(h["train_loss"]) and h["val_mae_steps"] >= 0 for h in history)
+    assert {"val_mae_full_steps", "val_mae_crop_steps", "val_sign_accuracy"} <= set(history[-1])
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(Path(runs["full"]["out"]) / name, weights_only=True)
+        assert state["config"]["arch"] == ARCH and isinstance(state["model"], dict)
+    split = json.loads((Path(runs["full"]["out"]) / "split.json").read_text())
+    assert not set(split["train_plates"]) & set(split["val_plates"])
+
+
+def test_resume_continues_where_it_stopped(runs):
+    """Epoch 1 comes from the checkpoint; epoch 2 continues its optimizer and LR schedule."""
+    resumed = runs["resumed"]["history"]
+    assert [h["epoch"] for h in resumed] == [1, 2]
+    assert resumed[0] == runs["interrupted"]["history"][0]
+    full_state = torch.load(Path(runs["full"]["last"]), weights_only=True)
+    resumed_state = torch.load(Path(runs["resumed"]["last"]), weights_only=True)
+    steps = [s["step"] for s in resumed_state["optimizer"]["state"].values()]
+    assert steps and all(float(s) == float(next(iter(full_state["optimizer"]["state"].values()))["step"])
+                         for s in steps)
+    assert resumed_state["scheduler"]["last_epoch"] == full_state["scheduler"]["last_epoch"] == 2
+    assert [h["lr"] for h in resumed] == [h["lr"] for h in runs["full"]["history"]]
+
+
+def test_existing_run_needs_resume_and_same_arch(runs, dataset, capsys):
+    out = Path(runs["full"]["out"])
+    with pytest.raises(CheckpointError, match="--resume"):
+        train(dataset, TrainConfig(**TINY, epochs=2), out)
+    rc = main(["train", str(dataset), "--out", str(out), "--resume", "--arch", "resnet18", "--input-px", "64",
+               "--epochs", "3", "--val-fraction", "0.34", "--output-scale", "50"])
+    assert rc == 1
+    assert "arch='mobilenetv3_small_100'" in capsys.readouterr().err
+
+
+def test_export_parity_metadata_and_predictor(runs, dataset, tmp_path, capsys):
+    best = Path(runs["full"]["best"])
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", str(best), str(onnx_path)]) == 0
+    assert "parity vs torch" in capsys.readouterr().out
+    result = export_checkpoint(best, tmp_path / "again.onnx")
+    assert result["parity_max_abs_diff_steps"] <= PARITY_TOL_STEPS
+    predictor = FocusPredictor(onnx_path, providers=["CPUExecutionProvider"])
+    meta = predictor.metadata
+    assert meta["arch"] == ARCH and meta["input_view"] == "mixed" and meta["output_scale"] == 50.0
+    assert meta["preprocess"]["input_px"] == 64 and meta["epochs"] == 2
+    assert meta["val_mae_steps"] == pytest.approx(runs["full"]["best_val_mae_steps"], abs=1e-3)
+    records = evaluate([best, onnx_path], dataset, max_images=6)["records"]
+    torch_steps = [r[f"pred_{best.name}"] for r in records]
+    onnx_steps = [r[f"pred_{onnx_path.name}"] for r in records]
+    assert np.allclose(onnx_steps, torch_steps, atol=PARITY_TOL_STEPS)
+    assert len(set(np.round(onnx_steps, 3))) > 1
+
+
+def test_evaluate_tables_paired_test_and_files(runs, dataset, tmp_path, capsys):
+    a = Path(runs["full"]["best"])
+    b = Path(runs["base"]) / "resumed" / "last.pt"
+    b_copy = tmp_path / "other.pt"
+    b_copy.write_bytes(b.read_bytes())
+    out = tmp_path / "eval"
+    rc = main(["evaluate", str(a), str(b_copy), "--dataset", str(dataset), "--fov-px", "32", "48", "64",
+               "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "Wilcoxon" in text and "field of view" in text
+    result = json.loads((out / "evaluation.json").read_text())
+    rows = result["table"]
+    assert {(r["model"], r["kind"]) for r in rows} == {(m, k) for m in ("best.pt", "other.pt")
+                                                        for k in ("full", "crop", "all")}
+    assert all(set(r) == SUMMARY_KEYS for r in rows)
+    assert [r["fov_px"] for r in result["fov_table"]] == ["32", "48", "64", "full"]
+    full_row = next(r for r in rows if r["model"] == "best.pt" and r["kind"] == "full")
+    assert result["fov_table"][-1]["mae_steps"] == pytest.approx(full_row["mae_steps"])
+    paired = result["paired"]["all"]
+    assert paired["n"] == full_row["n"] * 2 and 0 <= paired["wilcoxon_p"] <= 1
+    with (out / "predictions.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == paired["n"]
+    assert (out / "pred_vs_true.png").stat().st_size > 1000
+
+
+def test_synthetic_on_the_fly_training(dataset, tmp_path):
+    cfg = TrainConfig(**{**TINY, "val_fraction": 1.0, "input_px": 32}, epochs=1, synthetic_train=16,
+                      synthetic_offsets_per_view=8, synthetic_range_steps=60.0, synthetic_fov_px=[400])
+    summary = train(dataset, cfg, tmp_path / "synth")
+    assert summary["train_images"] == 0 and len(summary["val_plates"]) == 3
+    state = torch.load(tmp_path / "synth" / "last.pt", weights_only=True)
+    assert state["input_view"] == "mixed" and len(state["train_data_hash"]) == 16
+
+
+def test_error_summary_and_paired_comparison_by_hand():
+    s = error_summary(np.array([-30.0, -10.0, 25.0, 40.0]), np.array([-20.0, 5.0, -5.0, 44.0]))
+    assert s["mae_steps"] == pytest.approx((10 + 15 + 30 + 4) / 4)
+    assert s["median_abs_steps"] == pytest.approx(12.5)
+    assert s["n_sign"] == 3 and s["sign_accuracy"] == pytest.approx(2 / 3)
+    rng = np.random.default_rng(0)
+    b = rng.exponential(10.0, 200)
+    better = paired_comparison(b * 0.5, b)
+    assert better["wilcoxon_p"] < 1e-6 and better["median_diff_steps"] < 0 and "A has lower" in better["verdict"]
+    same = paired_comparison(b + rng.normal(0, 1, 200), b)
+    assert same["wilcoxon_p"] > 1e-3 and math.isfinite(same["shapiro_p"])
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+def _train_cli(dataset: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", str(dataset), "--out", str(out), "--arch", ARCH, "--input-px", "64", "--epochs", "1", *extra]
+
+
+def test_empty_dataset_is_a_clear_error(tmp_path, capsys):
+    root = tmp_path / "empty"
+    (root / "plates").mkdir(parents=True)
+    (root / "labels.csv").write_text("plate,stack,file,z_index,best_index,offset_steps,measure,measure_value,"
+                                     "kind,fov_px,ambiguous\n")
+    assert main(_train_cli(root, tmp_path / "out")) == 1
+    assert "labels.csv" in capsys.readouterr().err
+    with pytest.raises(DatasetError, match="empty"):
+        load_samples(root)
+
+
+def test_unsplittable_dataset_is_a_clear_error(dataset, tmp_path, capsys):
+    root = tmp_path / "one_plate"
+    (root / "plates").mkdir(parents=True)
+    src = dataset / "plates" / "plate_000"
+    (root / "plates" / "plate_000").symlink_to(src, target_is_directory=True)
+    with (dataset / "labels.csv").open() as fh:
+        lines = [line for line in fh if line.startswith(("plate,", "plate_000,"))]
+    (root / "labels.csv").write_text("".join(lines))
+    assert main(_train_cli(root, tmp_path / "out")) == 1
+    err = capsys.readouterr().err
+    assert "1 plate(s)" in err and "need >= 2" in err
+
+
+def test_unknown_arch_is_a_clear_error(dataset, tmp_path, capsys):
+    assert main(_train_cli(dataset, tmp_path / "out", "--arch", "resnet_does_not_exist")) == 1
+    assert "unknown architecture 'resnet_does_not_exist'" in capsys.readouterr().err
+    with pytest.raises(ArchError):
+        create_model("")
+
+
+def test_checkpoint_from_another_arch_is_a_clear_error(runs, tmp_path, capsys):
+    best = Path(runs["full"]["best"])
+    assert main(["export", str(best), str(tmp_path / "x.onnx"), "--arch", "resnet18"]) == 1
+    assert "is a 'mobilenetv3_small_100' model, not 'resnet18'" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+    state = torch.load(best, weights_only=True)
+    with pytest.raises(CheckpointError, match="another architecture"):
+        load_weights(create_model("resnet18"), state["model"], best, "resnet18")
+    forged = dict(state, config={**state["config"], "arch": "resnet18"})
+    torch.save(forged, tmp_path / "forged.pt")
+    assert main(["export", str(tmp_path / "forged.pt"), str(tmp_path / "y.onnx")]) == 1
+    assert "do not fit a 'resnet18' model" in capsys.readouterr().err
+
+
+def test_onnx_without_metadata_is_a_clear_error(dataset, tmp_path, capsys):
+    from onnx_models import no_metadata_model
+
+    path = no_metadata_model(tmp_path / "plain.onnx", input_px=32)
+    assert main(["evaluate", str(path), "--dataset", str(dataset), "--out", str(tmp_path / "e")]) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and "metadata" in err
+    with pytest.raises(ModelError):
+        evaluate([path], dataset)
