@@ -209,7 +209,9 @@ def run_search(search: SearchAutofocus, measure, z0: int, max_frames: int = 200)
 def test_search_finds_the_peak_within_its_frame_budget(best):
     cfg = SearchConfig()
     search = SearchAutofocus(cfg)
+    assert not search.converged
     z, frames = run_search(search, curve(best), 0)
+    assert search.converged and search.frames_searching == frames
     assert abs(z - best) <= cfg.tolerance_steps
     assert frames <= cfg.frames_per_search() and search.searches == 1
     assert frames >= 17                          # the coarse sweep alone is 17 frames
