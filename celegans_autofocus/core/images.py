@@ -143,10 +143,12 @@ def preprocess(gray: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> np.
     check_image(gray)
     if gray.ndim != 2:
         raise ImageError(f"preprocess expects a 2-D grayscale image, got shape {gray.shape}")
-    img = gray.astype(np.float32, copy=False)
     side = spec.input_px
+    img = gray if gray.dtype in (np.uint8, np.uint16) else gray.astype(np.float32, copy=False)
     if img.shape != (side, side):
+        # Integer frames are resized before the float conversion: ~10x less memory traffic on 5 Mpx.
         img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
+    img = img.astype(np.float32, copy=False)
     mean = float(img.mean())
     std = float(img.std())
     return ((img - mean) / (std + spec.eps)).astype(np.float32, copy=False)
