@@ -282,12 +282,13 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
                     raise SimError("the simulated camera published no frame within 10 s")
                 time.sleep(0.1)
                 bar.update(min(metrics.last_t_s, args.duration) - bar.n)
+        controller.controller.enable(False)  # the episode is over: no move after its last frame
         executor.remove_node(player)
-        time.sleep(0.3)  # the last frames' offsets are still on their way
         steps_travelled = float(controller.stepper.steps_travelled)
-        extra = dict(n_predictions=0, frames_dropped=predictor.frames_dropped,
-                     frames_rejected=predictor.frames_rejected, moves=controller.moves,
+        extra = dict(frames_dropped=predictor.frames_dropped, moves=controller.moves,
                      detector_frames=detector.frames_processed)
+        time.sleep(0.3)  # the last frames' offsets are still on their way
+        extra["frames_rejected"] = predictor.frames_rejected
         return _result(args, model_path, metrics, steps_travelled, extra)
     except KeyboardInterrupt:
         raise SimError("interrupted") from None
