@@ -14,7 +14,7 @@ FRAME = (1944, 2592)  # (H, W)
 
 
 def draw_worm_frame(rng: np.random.Generator, centres: list[tuple[float, float]], blur_px: float = 0.0,
-                    polarity: int = -1, shape: tuple[int, int] = FRAME, contrast: float = 40.0,
+                    polarity: int = -1, shape: tuple[int, int] = FRAME, contrast: float = 70.0,
                     noise: float = 5.0) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """Wavy 650x45 px worms (dark: polarity -1, bright: +1) on a vignetted, speckled background.
 
@@ -56,7 +56,7 @@ def detector():
     return WormDetector()
 
 
-@pytest.mark.parametrize("polarity,blur_px", [(-1, 0.0), (1, 0.0), (-1, 12.0), (1, 25.0)])
+@pytest.mark.parametrize("polarity,blur_px", [(-1, 0.0), (1, 0.0), (-1, 12.0), (1, 20.0)])
 def test_detects_dark_bright_and_blurred_worms(detector, polarity, blur_px):
     rng = np.random.default_rng(int(blur_px) + polarity + 2)
     frame, truth = draw_worm_frame(rng, [(700, 600), (1900, 1300)], blur_px=blur_px, polarity=polarity)
@@ -75,10 +75,27 @@ def test_no_worm_no_detection(detector):
     assert detector.detect(frame) == []
 
 
+def test_scratches_and_faint_blobs_are_not_worms(detector):
+    frame, _ = draw_worm_frame(np.random.default_rng(3), [])
+    cv2.line(frame, (100, 300), (1500, 420), 60, 4)  # a dark straight scratch, 4 px wide
+    cv2.ellipse(frame, (1800, 1200), (300, 120), 30, 0, 360, 160, -1)  # faint patch (lawn), +10 levels
+    assert detector.detect(frame) == []
+
+
 def test_uint16_frames_and_other_sizes(detector):
     frame, truth = draw_worm_frame(np.random.default_rng(4), [(640, 500)], shape=(1000, 1300))
     found = detector.detect(frame.astype(np.uint16) * 257)
     assert len(found) == 1 and match(found, truth)[0] < 20.0
+
+
+def test_scaled_config_finds_worms_in_smaller_images():
+    frame, truth = draw_worm_frame(np.random.default_rng(6), [(800, 700), (1900, 1200)])
+    half = cv2.resize(frame, (1296, 972), interpolation=cv2.INTER_AREA)
+    found = WormDetector(DetectorConfig().scaled(0.5)).detect(half)
+    assert len(found) == 2
+    assert max(match(found, [(x / 2, y / 2) for x, y in truth])) < 10.0
+    with pytest.raises(ValueError, match="scale"):
+        DetectorConfig().scaled(0.0)
 
 
 def test_bad_frames_are_rejected(detector):
@@ -178,3 +195,19 @@ def test_detect_and_track_on_a_moving_drawn_worm(detector):
         state = tracker.update(detector.detect(frame))
         assert math.dist(state.center_px, truth[0]) < 25.0
     assert state.switches == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_detects_optics_worms_at_every_defocus(seed):
+    """Physical simulator frames (core/optics.py) at quarter size: the worm is found, dark or haloed."""
+    from celegans_autofocus.core.optics import OpticsConfig, StackRenderer, make_scene
+
+    config = OpticsConfig()
+    scene = make_scene(np.random.default_rng(seed), config, n_worms=1)
+    renderer = StackRenderer(scene, config, out_shape=(486, 648), seed=seed, max_offset_steps=200)
+    detector = WormDetector(DetectorConfig().scaled(0.25))
+    true_xy = [c * 0.25 for c in scene.worms[0].centroid_px]
+    for offset in (0, 30, -30, 100, -100, 200, -200):
+        found = detector.detect(renderer.frame(offset))
+        assert len(found) == 1, offset
+        assert math.dist(found[0].centroid_px, true_xy) < 8.0, offset  # quarter-size px (32 full-frame px)

@@ -112,3 +112,22 @@ def test_crop_cli_errors_name_the_problem(tmp_path, capsys):
         cv2.imwrite(str(tmp_path / "plates" / "p" / "s" / f"z_{z}.png"), np.full((300, 400), 120, np.uint8))
     assert main(["crop", str(tmp_path), "--fov", "250"]) == 1
     assert "no worm detected" in capsys.readouterr().err
+
+
+def test_synth_label_crop_label_on_optics_frames(tmp_path, capsys):
+    """The simulator's stacks (quarter-size frames, so um_per_px = 6.2): crops centre on its worms."""
+    root = tmp_path / "syn"
+    assert main(["synth", str(root), "--plates", "1", "--stacks-per-plate", "1", "--range-steps", "16",
+                 "--step-every", "8", "--width", "648", "--height", "486", "--worms", "1", "--seed", "5"]) == 0
+    assert main(["label", str(root), "--quiet"]) == 0
+    assert main(["crop", str(root), "--fov", "150", "--quiet"]) == 0
+    parent = yaml.safe_load((root / "plates" / "plate_000" / "stack_000" / "stack.yaml").read_text())
+    crop = yaml.safe_load((root / "plates" / "plate_000" / "stack_000__crop150_w0" / "stack.yaml").read_text())
+    assert math.dist(crop["detection"]["centroid_px"], parent["worms"][0]["centroid_px"]) < 8  # image px
+    assert crop["true_best_index"] == parent["true_best_index"] and crop["um_per_px"] == parent["um_per_px"]
+    assert crop["reference_z"] == min((-16, -8, 0, 8, 16), key=lambda z: abs(z - parent["best_index"]))
+    assert main(["label", str(root), "--quiet"]) == 0
+    rows = read_labels(root / "labels.csv")
+    assert {(r.stack, r.kind, r.fov_px) for r in rows} == {("stack_000", "full", 648),
+                                                          ("stack_000__crop150_w0", "crop", 150)}
+    assert all(r.offset_steps == parent["best_index"] - r.z_index for r in rows)

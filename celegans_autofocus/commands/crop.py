@@ -1,12 +1,13 @@
 """``celegans-autofocus crop DATASET --fov 500``: cropped stacks around each worm (the paper's augmentation).
 
-For every full-frame stack, worms are detected once, on the reference image: the ``best_index`` of
-``stack.yaml``, else the ``best_index`` in ``labels.csv``, else the middle of the stack. Each
+For every full-frame stack, worms are detected once, on the reference image: the z nearest the
+``best_index`` of ``stack.yaml``, else of ``labels.csv``, else the middle of the stack. Each
 detected worm k (largest first, up to ``--max-worms``) gets one crop stack per field of view,
 ``plates/<plate>/<stack>__crop<fov>_w<k>/``, cut with ONE fixed window for every z so that only
 focus changes along the stack. Its ``stack.yaml`` records parent, window_px, fov_px, step_um, the
 detection, and copies best_index / true_best_index from the parent. Crops are grayscale PNG of
-the source bit depth. Existing crop stacks are left alone unless ``--overwrite``.
+the source bit depth. Existing crop stacks are left alone unless ``--overwrite``. The detector's
+sizes follow ``um_per_px`` from ``stack.yaml`` (default 1.55, the full-frame reference).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("dataset", type=Path, help="dataset root holding plates/<plate>/<stack>/z_<index>.png")
     crop = parser.add_argument_group("cropping")
     crop.add_argument("--fov", type=int, action="append", required=True, metavar="PX",
-                      help="side of the square crop in full-frame px (repeat for several, e.g. 500 750 1000 1250)")
+                      help="side of the square crop in the images' px (repeat for several: 500 750 1000 1250)")
     crop.add_argument("--max-worms", type=int, default=None, help="crop at most this many worms per stack")
     crop.add_argument("--overwrite", action="store_true", help="replace crop stacks that already exist")
     crop.add_argument("--quiet", action="store_true", help="no progress bar and no per-file messages")
@@ -39,15 +40,27 @@ class _Cropper:
     max_worms: int | None
     overwrite: bool
     labels: list
-    detector: object
     problems: list[str] = field(default_factory=list)
+    detectors: dict = field(default_factory=dict)
+
+    def detector(self, stack):
+        """The worm detector for this stack's pixel size (``um_per_px`` in stack.yaml, else the reference)."""
+        from ..core.detection import REFERENCE_UM_PER_PX, DetectorConfig, WormDetector
+
+        um_per_px = float(stack.meta.get("um_per_px", REFERENCE_UM_PER_PX))
+        if um_per_px not in self.detectors:
+            self.detectors[um_per_px] = WormDetector(DetectorConfig().scaled(REFERENCE_UM_PER_PX / um_per_px))
+        return self.detectors[um_per_px]
 
     def reference_z(self, stack) -> int:
+        """The z nearest the best plane (stack.yaml, else labels.csv), else the middle of the stack."""
         best = stack.meta.get("best_index")
         if best is None:
             best = next((r.best_index for r in self.labels if (r.plate, r.stack) == stack.key), None)
         z_steps = stack.z_steps
-        return best if best in stack.files else z_steps[len(z_steps) // 2]
+        if best is None:
+            return z_steps[len(z_steps) // 2]
+        return min(z_steps, key=lambda z: (abs(z - best), z))
 
     def plan(self, stack, ref_z: int, ref, worms) -> list[tuple[Path, dict]]:
         """(output directory, stack.yaml) of every crop stack to write for this stack."""
@@ -69,7 +82,7 @@ class _Cropper:
                         "fov_px": fov, "step_um": float(stack.meta.get("step_um", 5.0)), "reference_z": ref_z,
                         "detection": {"centroid_px": [round(v, 1) for v in worm.centroid_px],
                                       "bbox_px": list(worm.bbox_px), "area_px": worm.area_px}}
-                meta.update({key: stack.meta[key] for key in ("best_index", "true_best_index") if key in stack.meta})
+                meta.update({key: stack.meta[key] for key in ("best_index", "true_best_index", "um_per_px") if key in stack.meta})
                 plans.append((stack.path.parent / f"{stack.name}{CROP_TAG}{fov}_w{k}", meta))
         return plans
 
@@ -89,7 +102,7 @@ class _Cropper:
             self.problems.append(f"{exc}; reference image unreadable, {stack.name} not cropped")
             bar.update(len(stack.files))
             return 0
-        worms = self.detector.detect(ref)[: self.max_worms]
+        worms = self.detector(stack).detect(ref)[: self.max_worms]
         if not worms:
             self.problems.append(f"{stack.files[ref_z]}: no worm detected, {stack.name} not cropped")
         plans = self.plan(stack, ref_z, ref, worms) if worms else []
@@ -133,7 +146,6 @@ class _Cropper:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..core.detection import WormDetector
     from ..core.stacks import LABELS_FILE, DatasetError, discover, read_labels
 
     bad = [f for f in args.fov if f <= 0] + ([args.max_worms] if args.max_worms is not None and args.max_worms < 1 else [])
@@ -151,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     if not parents:
         print(f"crop: no full-frame stacks under {args.dataset / 'plates'}", file=sys.stderr)
         return 1
-    cropper = _Cropper(sorted(set(args.fov)), args.max_worms, args.overwrite, labels, WormDetector(),
+    cropper = _Cropper(sorted(set(args.fov)), args.max_worms, args.overwrite, labels,
                        problems=list(found.warnings) + list(found.failed.values()))
     written = 0
     with tqdm(total=sum(len(s.files) for s in parents), unit="img", desc="crop", disable=args.quiet) as bar:

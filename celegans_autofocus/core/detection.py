@@ -1,22 +1,32 @@
 """Worm detection in full frames, target tracking between frames, and crop windows.
 
 Detection works at 1/``downsample`` resolution: INTER_AREA reduction (which also averages the
-noise away), a median background (window several worm widths wide), the absolute difference from
-it (so worms that look dark in focus and bright or haloed out of focus are found alike), a
-threshold at ``threshold_sigma`` robust noise levels, a morphological closing that joins the
-pieces of a defocused worm, and connected components filtered by area. All coordinates returned
-are full-frame pixels, (x, y) = (column, row), origin top-left. Pure numpy/OpenCV.
+noise away); a median background over ``background_px`` (several worm widths); the SIGNED
+difference from it smoothed by ``smooth_sigma`` (fine texture such as a bacterial lawn averages
+out, a worm does not), then its absolute value, so worms that look dark in focus and bright or
+haloed out of focus are found alike; a threshold at ``threshold_sigma`` robust noise levels; an
+opening over ``open_px`` that removes thin lines (scratches, fibres) and specks, which also cuts
+them off worms they cross; a closing over ``close_px`` that rejoins a worm's pieces; connected
+components. A component is a worm when its area is in range, its mean width (2 x area /
+perimeter) is at least ``min_width_px`` and its mean contrast |I - background| / background is
+at least ``min_contrast_ratio``. Worms that touch or cross come out as one detection.
+All coordinates returned are full-frame pixels, (x, y) = (column, row), origin top-left.
+Pure numpy/OpenCV.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import cv2
 import numpy as np
 
 from .images import ImageError, check_image
+
+
+#: Pixel size (um) that the default :class:`DetectorConfig` lengths refer to (1x lens, HQ sensor).
+REFERENCE_UM_PER_PX = 1.55
 
 
 @dataclass(frozen=True)
@@ -30,16 +40,30 @@ class Detection:
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Detector settings; lengths and areas in full-frame px (the 1.55 um/px default optics)."""
+    """Detector settings; lengths and areas in px of a 2592x1944 frame at REFERENCE_UM_PER_PX (adult
+    worms ~650 x 45 px). :meth:`scaled` adapts them to images of another pixel size."""
 
     downsample: int = 8
     background_px: int = 248
     threshold_sigma: float = 5.0
+    smooth_sigma: float = 1.0
     min_contrast: float = 2.0
-    close_px: int = 40
+    open_px: int = 40
+    close_px: int = 24
     min_area_px: int = 6000
     max_area_fraction: float = 0.25
+    min_width_px: float = 24.0
+    min_contrast_ratio: float = 0.15
     max_detections: int = 20
+
+    def scaled(self, scale: float) -> "DetectorConfig":
+        """The same detector for images with ``scale`` px per px of the reference frame (0.25 = 4x smaller)."""
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive number, got {scale!r}")
+        ds = max(1, round(self.downsample * scale))
+        return replace(self, downsample=ds, background_px=max(3 * ds, round(self.background_px * scale)),
+                       open_px=round(self.open_px * scale), close_px=round(self.close_px * scale),
+                       min_area_px=round(self.min_area_px * scale**2), min_width_px=self.min_width_px * scale)
 
     def __post_init__(self) -> None:
         if self.downsample < 1 or self.background_px < 3 * self.downsample:
@@ -63,10 +87,11 @@ class WormDetector:
         self._median_k = _odd(config.background_px / ds)
         close = _odd(config.close_px / ds)
         self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close, close))
-        self._open = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
+        size = max(2, round(config.open_px / ds))
+        self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
 
-    def foreground(self, gray: np.ndarray) -> np.ndarray:
-        """The low-resolution foreground mask (uint8 0/255) that :meth:`detect` segments."""
+    def foreground(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Low-resolution (mask uint8 0/255, |I - background|, background) that :meth:`detect` segments."""
         check_image(gray)
         if gray.ndim != 2:
             raise ImageError(f"worm detection expects a 2-D grayscale image, got shape {gray.shape}")
@@ -78,27 +103,40 @@ class WormDetector:
             small = cv2.normalize(small.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
         k = min(self._median_k, _odd(min(size) - 2) if min(size) >= 5 else 3)
         background = cv2.medianBlur(small, k)
-        diff = cv2.GaussianBlur(cv2.absdiff(small, background), (3, 3), 0)
+        signed = cv2.subtract(small, background, dtype=cv2.CV_16S)
+        # smoothing the SIGNED difference averages fine texture (lawn, noise) away but keeps a worm
+        diff = cv2.convertScaleAbs(cv2.GaussianBlur(signed, (5, 5), self.config.smooth_sigma))
         hist = np.bincount(diff.ravel(), minlength=256)
         median = int(np.searchsorted(np.cumsum(hist), diff.size / 2))
         level = max(self.config.threshold_sigma * 1.4826 * median, self.config.min_contrast)
         mask = (diff > level).astype(np.uint8) * 255
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
-        return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close)
+        return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close), diff, background
 
     def detect(self, gray: np.ndarray) -> list[Detection]:
         """Worms in a grayscale frame of any size and integer/float type, largest first."""
-        mask = self.foreground(gray)
-        ds = self.config.downsample
+        mask, diff, background = self.foreground(gray)
+        cfg = self.config
+        ds = cfg.downsample
         h, w = gray.shape
-        n, _, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        min_area = self.config.min_area_px / ds**2
-        max_area = self.config.max_area_fraction * mask.size
+        n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        areas = stats[:, cv2.CC_STAT_AREA]
+        keep = (areas >= cfg.min_area_px / ds**2) & (areas <= cfg.max_area_fraction * mask.size)
+        keep[0] = False
+        if not keep.any():
+            return []
+        flat = labels.ravel()
+        contrast = (np.bincount(flat, weights=diff.ravel(), minlength=n)
+                    / np.maximum(np.bincount(flat, weights=background.ravel(), minlength=n), 1.0))
+        perimeter = np.zeros(n)
+        for contour in cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0]:
+            x, y = contour[0, 0]
+            perimeter[labels[y, x]] += cv2.arcLength(contour, True)
+        width_px = 2 * areas * ds / np.maximum(perimeter, 1.0)
+        keep &= (contrast >= cfg.min_contrast_ratio) & (width_px >= cfg.min_width_px)
         found = []
-        for i in range(1, n):
+        for i in np.nonzero(keep)[0]:
             x0, y0, bw, bh, area = (int(v) for v in stats[i])
-            if not min_area <= area <= max_area:
-                continue
             cx, cy = centroids[i]
             fx0, fy0 = x0 * ds, y0 * ds
             found.append(Detection(

@@ -220,10 +220,10 @@ def read_stack_yaml(path: Path) -> dict:
     for key in ("best_index", "true_best_index"):
         if key in meta and not _is_int(meta[key]):
             raise StackError(f"{path}: {key} must be an integer z index, got {meta[key]!r}")
-    if "step_um" in meta:
-        step = meta["step_um"]
-        if not isinstance(step, (int, float)) or isinstance(step, bool) or not math.isfinite(step) or step <= 0:
-            raise StackError(f"{path}: step_um must be a positive number, got {step!r}")
+    for key in ("step_um", "um_per_px"):
+        value = meta.get(key, 1.0)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+            raise StackError(f"{path}: {key} must be a positive number, got {value!r}")
     if "fov_px" in meta and not (_is_int(meta["fov_px"]) and meta["fov_px"] > 0):
         raise StackError(f"{path}: fov_px must be a positive integer, got {meta['fov_px']!r}")
     if "window_px" in meta:
