@@ -146,8 +146,13 @@ _N_AGAR_AIR = 1.0  # a scratch is a groove of air in agar (n_medium)
 # ----------------------------------------------------------------------------- scene
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_cells: float) -> np.ndarray:
-    """Zero-mean, unit-std Gaussian-filtered white noise."""
-    field = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), sigma_cells)
+    """Zero-mean, unit-std Gaussian-filtered white noise (drawn coarser when very smooth)."""
+    factor = max(1, int(sigma_cells / 3))
+    coarse = (shape[0] // factor + 2, shape[1] // factor + 2)
+    field = cv2.GaussianBlur(rng.standard_normal(coarse).astype(np.float32), (0, 0), sigma_cells / factor)
+    if factor > 1:
+        field = cv2.resize(field, (coarse[1] * factor, coarse[0] * factor), interpolation=cv2.INTER_CUBIC)
+    field = field[: shape[0], : shape[1]]
     return (field - field.mean()) / max(float(field.std()), 1e-6)
 
 
@@ -502,6 +507,15 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def draw_stack(rng: np.random.Generator, config: OpticsConfig, range_steps: int,
+               n_worms: int | None = None) -> tuple[Scene, int]:
+    """The synthetic-stack distribution: a scene (1-3 worms unless ``n_worms``) and a true best
+    index drawn uniformly within +-range_steps/4, for z indices spanning -range_steps..range_steps."""
+    worms_here = int(rng.integers(1, 4)) if n_worms is None else int(n_worms)
+    scene = make_scene(rng, config, worms_here)
+    return scene, int(rng.integers(-(range_steps // 4), range_steps // 4 + 1))
+
+
 def check_new_output_dir(out_dir: str | Path) -> None:
     """Raise FileExistsError unless ``out_dir`` is missing or an empty directory."""
     out = Path(out_dir)
@@ -515,9 +529,8 @@ def write_synthetic_dataset(out_dir: str | Path, plates: int, stacks_per_plate: 
                             progress: Callable[[int], None] | None = None) -> list[Path]:
     """Write ``plates x stacks_per_plate`` synthetic stacks in the DESIGN section 2 layout.
 
-    Each stack is a new scene (``n_worms`` worms, default 1-3 at random) imaged at
-    ``z_index = -range_steps, -range_steps + step_every, ... <= range_steps``; its true best plane
-    is a random index within +-range_steps/4 (so stacks are not centred on focus).
+    Each stack is drawn by :func:`draw_stack` and imaged at
+    ``z_index = -range_steps, -range_steps + step_every, ... <= range_steps``.
     ``frame_shape`` (h, w) is the stored image size of the whole field (default full frame);
     pixel coordinates in ``stack.yaml`` are in that image's pixels. ``progress(n)`` is called
     with the number of images just written. Refuses a non-empty ``out_dir``. Returns the stack dirs.
@@ -538,9 +551,7 @@ def write_synthetic_dataset(out_dir: str | Path, plates: int, stacks_per_plate: 
     for p, plate_seq in enumerate(seqs):
         for s, stack_seq in enumerate(plate_seq.spawn(stacks_per_plate)):
             rng = np.random.default_rng(stack_seq)
-            worms_here = int(rng.integers(1, 4)) if n_worms is None else int(n_worms)
-            scene = make_scene(rng, config, worms_here)
-            best = int(rng.integers(-(range_steps // 4), range_steps // 4 + 1))
+            scene, best = draw_stack(rng, config, range_steps, n_worms)
             max_off = max(abs(best - z) for z in z_indices)
             renderer = StackRenderer(scene, config, (fh, fw), window, max_offset_steps=max_off, rng=rng)
             stack_dir = out / "plates" / f"plate_{p:03d}" / f"stack_{s:03d}"
