@@ -93,6 +93,10 @@ def test_full_frame_fov_and_run_time_fov_change(ros_harness):
     rig.send(rig.frame(worm_frame(), t_s=101.0))
     assert (rig.crops[-1].width, rig.crops[-1].height) == (250, 250)
     assert not rig.node.set_parameters([Parameter("fov_px", value=8)])[0].successful
+    result = rig.node.set_parameters([Parameter("background_px", value=10)])[0]  # < 3 x downsample
+    assert not result.successful and "background_px" in result.reason
+    rig.send(rig.frame(worm_frame(), t_s=102.0))  # still running, with the settings it had
+    assert rig.node.params.background_px == 248
 
 
 @pytest.mark.parametrize("encoding, dtype", [("mono16", np.uint16), ("bgr8", np.uint8), ("rgba8", np.uint8)])

@@ -21,7 +21,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from geometry_msgs.msg import PointStamped
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
 from ..core.detection import DetectorConfig, TargetTracker, TrackState, WormDetector, crop_image, crop_window
@@ -50,9 +52,17 @@ PARAMS = (
           range=(3, 5000)),
     Param("threshold_sigma", _DEFAULTS.threshold_sigma, "foreground threshold in robust noise levels",
           range=(0.1, 100.0)),
+    Param("smooth_sigma", _DEFAULTS.smooth_sigma, "Gaussian smoothing of the background difference, detection px",
+          range=(0.1, 100.0)),
+    Param("open_px", _DEFAULTS.open_px, "opening that removes scratches, fibres and specks, full-frame px",
+          range=(1, 1000)),
     Param("close_px", _DEFAULTS.close_px, "closing that joins a defocused worm's pieces, full-frame px",
           range=(1, 1000)),
     Param("min_area_px", _DEFAULTS.min_area_px, "smallest worm area, full-frame px^2", range=(0, 10_000_000)),
+    Param("min_width_px", _DEFAULTS.min_width_px, "smallest mean worm width, full-frame px (rejects scratches)",
+          range=(0.0, 1000.0)),
+    Param("min_contrast_ratio", _DEFAULTS.min_contrast_ratio,
+          "smallest mean |I - background| / background of a worm (rejects lawn texture)", range=(0.0, 10.0)),
     Param("max_jump_px", 200.0, "largest move of the target between frames, full-frame px",
           range=(1.0, 20000.0)),
     Param("reacquire_after_frames", 5, "frames without the target before switching to another worm",
@@ -62,8 +72,16 @@ PARAMS = (
     Param("offset_max_age_s", 2.0, "focus offsets older than this are shown as stale", range=(0.0, 3600.0)),
 )
 
-DETECTOR_KEYS = {"full_width_px", "downsample", "background_px", "threshold_sigma", "close_px", "min_area_px",
-                 "max_jump_px", "reacquire_after_frames", "select"}
+DETECTOR_CONFIG_KEYS = ("downsample", "background_px", "threshold_sigma", "smooth_sigma", "open_px", "close_px",
+                        "min_area_px", "min_width_px", "min_contrast_ratio")
+DETECTOR_KEYS = {"full_width_px", "max_jump_px", "reacquire_after_frames", "select", *DETECTOR_CONFIG_KEYS}
+
+
+def detector_config(values: dict) -> DetectorConfig:
+    """The full-frame DetectorConfig of the node's parameter values (ValueError if inconsistent)."""
+    return DetectorConfig(**{k: values[k] for k in DETECTOR_CONFIG_KEYS})
+
+
 GREEN, GRAY, YELLOW, RED = (0, 200, 0), (160, 160, 160), (0, 220, 255), (0, 0, 255)
 
 
@@ -89,6 +107,7 @@ class WormDetectorNode(Node):
         self.create_subscription(Image, "camera/image_raw", self._on_image, sensor_qos(depth=1))
         self.create_subscription(PointStamped, "focus/offset", self._on_offset, sensor_qos(depth=1))
         self.params.on_change(self._on_params)
+        self.add_on_set_parameters_callback(self._check_combination)
 
     # ------------------------------------------------------------ set-up per frame size
 
@@ -96,19 +115,23 @@ class WormDetectorNode(Node):
         if set(changed) & DETECTOR_KEYS:
             self._frame_key = None  # rebuilt (and the target re-chosen) on the next frame
 
+    def _check_combination(self, changes: list[Parameter]) -> SetParametersResult:
+        """Reject a run-time change that makes the detector settings inconsistent (e.g. background_px)."""
+        values = {**self.params.as_dict(), **{c.name: c.value for c in changes}}
+        try:
+            detector_config(values)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=f"detector settings: {exc}")
+        return SetParametersResult(successful=True)
+
     def _configure(self, width: int, height: int) -> None:
         """(Re)build detector and tracker for frames of this size, scaling full-frame lengths."""
         p = self.params
         self.scale = min(1.0, width / p.full_width_px)
-        s = self.scale
         try:
-            config = DetectorConfig(downsample=max(1, round(p.downsample * s)),
-                                    background_px=max(3 * max(1, round(p.downsample * s)),
-                                                      round(p.background_px * s)),
-                                    threshold_sigma=p.threshold_sigma, close_px=max(1, round(p.close_px * s)),
-                                    min_area_px=round(p.min_area_px * s * s))
+            config = detector_config(p.as_dict()).scaled(self.scale)
             self.detector = WormDetector(config)
-            self.tracker = TargetTracker((width, height), max_jump_px=p.max_jump_px * s,
+            self.tracker = TargetTracker((width, height), max_jump_px=p.max_jump_px * self.scale,
                                          reacquire_after_frames=p.reacquire_after_frames, select=p.select)
         except ValueError as exc:
             raise ConfigError(f"detector settings: {exc}") from None
