@@ -45,15 +45,17 @@ def test_loop_closes_through_the_nodes_and_writes_plot_and_bag(tmp_path):
     """A model that always says '+40 steps': every settled frame moves the lens 40 steps up, and the
     camera (player) sees it; the outputs of the command are all there."""
     model = constant_model(tmp_path / "plus40.onnx", 40.0, input_px=32)
-    bag, png = tmp_path / "run_bag", tmp_path / "run.png"
+    bag, png = tmp_path / "out" / "run_bag", tmp_path / "out" / "run.png"
+    bag.mkdir(parents=True)
+    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")   # an old bag: --overwrite
     code, s = sim(tmp_path, "--model", str(model), "--duration", "2.5", "--start-offset", "300", "--drift", "0",
-                  "--random-walk", "0", "--record", str(bag), "--plot", str(png))
+                  "--random-walk", "0", "--record", str(bag), "--overwrite", "--plot", str(png))
     assert code == 0
     assert s["n_frames"] >= 10 and s["n_predictions"] >= 5
     assert s["moves"] >= 2 and s["steps_travelled"] == pytest.approx(40 * s["moves"])
-    # each move shortens the true offset by exactly 40 steps, as the camera sees it
-    assert s["final_error_steps"] in [300 - 40 * k for k in range(s["moves"] - 2, s["moves"] + 1)]
-    assert s["frames_to_focus"] is None and s["in_focus_fraction"] == 0.0
+    # each move shortens the true offset by exactly 40 steps (frames taken mid-move see a lens in between)
+    assert 300 - 40 * s["moves"] <= s["final_error_steps"] <= 300 - 40 * (s["moves"] - 2)
+    assert s["in_focus_fraction"] <= 0.2
     for key in ("frames_to_focus", "final_error_steps", "in_focus_fraction", "latency_p50_ms", "latency_p95_ms"):
         assert key in s
     assert 0 < s["latency_p50_ms"] <= s["latency_p95_ms"]
@@ -64,6 +66,7 @@ def test_loop_closes_through_the_nodes_and_writes_plot_and_bag(tmp_path):
         truth = [m.point for _, _, _, m in reader.messages([relative["sim/ground_truth"]])]
     lens = np.array([p.x for p in truth])
     assert lens[0] == 0 and lens.max() >= 80 and np.all(np.diff(lens) >= 0)
+    assert np.mean(lens % 40 == 0) >= 0.8, "the camera saw the lens away from the commanded positions"
 
 
 def test_non_finite_model_never_moves_the_motor(tmp_path):
@@ -74,18 +77,23 @@ def test_non_finite_model_never_moves_the_motor(tmp_path):
     assert s["final_error_steps"] == pytest.approx(150, abs=10)   # only the drift moved the best plane
 
 
-@pytest.mark.parametrize("case", ["missing_model", "corrupt_model", "bag_exists", "duration"])
+@pytest.mark.parametrize("case", ["missing_model", "corrupt_model", "bag_exists", "overwrite_not_a_bag",
+                                  "duration"])
 def test_bad_options_are_named(tmp_path, capsys, case):
     path = tmp_path / "thing"
     if case == "corrupt_model":
         path.write_bytes(b"not onnx at all")
-    if case == "bag_exists":
+    if case in ("bag_exists", "overwrite_not_a_bag"):
         path.mkdir()
+        (path / "precious.txt").write_text("not a bag")
     options = {"missing_model": ["--model", str(path)], "corrupt_model": ["--model", str(path)],
                "bag_exists": ["--model", str(constant_model(tmp_path / "c.onnx", 1.0)), "--record", str(path)],
+               "overwrite_not_a_bag": ["--record", str(path), "--overwrite"],
                "duration": ["--duration", "0"]}[case]
     code = main(["sim", *options])
     err = capsys.readouterr().err
     assert code == 2
     assert (str(path) if case != "duration" else "--duration") in err
     assert "Traceback" not in err
+    if case in ("bag_exists", "overwrite_not_a_bag"):
+        assert (path / "precious.txt").exists()

@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ import numpy as np
 HELP = "closed-loop simulation: player, detector, predictor and controller nodes in one process"
 
 FULL_FRAME_WH = (2592, 1944)
-MIN_FRAME_HEIGHT_PX = 240
+MIN_FRAME_HEIGHT_PX = 64
 BAG_TOPICS = ["camera/image_raw", "focus/offset", "stepper/joint_states", "sim/ground_truth", "worm/target"]
 
 
@@ -43,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="at T_S the target switches to a worm JUMP_STEPS away in z (repeatable)")
     g.add_argument("--n-worms", type=int, default=3, help="worms on the simulated plate")
     g.add_argument("--frame-height", type=int, default=0, metavar="PX",
-                   help="simulated camera frame height (0 = auto: the model input, at least "
-                        f"{MIN_FRAME_HEIGHT_PX}); the width keeps the 4:3 sensor")
+                   help="simulated camera frame height (0 = auto: the model's input side, as training renders "
+                        f"full frames; at least {MIN_FRAME_HEIGHT_PX}); the width keeps the 4:3 sensor")
     g = parser.add_argument_group("model and control")
     g.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled models/default.onnx)")
     g.add_argument("--input", choices=["full", "crop"], default="full",
@@ -56,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--summary-json", type=Path, default=None, metavar="PATH", help="write the metrics as JSON")
     g.add_argument("--plot", type=Path, default=None, metavar="PNG",
                    help="timeline of the true best plane, lens z and predictions")
-    g.add_argument("--record", type=Path, default=None, metavar="BAG", help="record a rosbag2 bag (must not exist)")
+    g.add_argument("--record", type=Path, default=None, metavar="BAG", help="record a rosbag2 bag (a new directory)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --record bag")
     g.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="bag storage")
     g.add_argument("--image-scale", type=float, default=0.5, help="downscale recorded images by this factor")
     g.add_argument("--namespace", default="", help="ROS namespace of all nodes ('' = root)")
@@ -78,7 +80,10 @@ def _check(args: argparse.Namespace) -> str | None:
     if args.model is not None and not args.model.is_file():
         return f"model file not found: {args.model}"
     if args.record is not None and args.record.exists():
-        return f"bag {args.record} already exists; choose a new --record path"
+        if not args.overwrite:
+            return f"bag {args.record} already exists; choose a new --record path or add --overwrite"
+        if not (args.record / "metadata.yaml").is_file():
+            return f"--overwrite replaces only a rosbag2 bag, and {args.record} has no metadata.yaml"
     return None
 
 
@@ -96,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
     except ModelError as exc:
         print(f"celegans-autofocus sim: {exc}", file=sys.stderr)
         return 2
+    if args.record is not None and args.record.exists():
+        shutil.rmtree(args.record)  # a rosbag2 bag (checked above) and --overwrite was given
+    if args.record is not None:
+        args.record.parent.mkdir(parents=True, exist_ok=True)
     try:
         result = run_episode(args, Path(model), frame_height_px(args.frame_height, input_px))
     except SimError as exc:
@@ -110,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
         from ..plots import plot_focus_timeline
 
         trace = result.trace
-        title = (f"Closed-loop CNN autofocus (sim): start offset {args.start_offset:+g} steps, "
-                 f"drift {args.drift:g} steps/s, seed {args.seed}")
+        title = (f"Closed-loop CNN autofocus (sim, {Path(model).name}): start offset {args.start_offset:+g} "
+                 f"steps, drift {args.drift:g} steps/s, seed {args.seed}")
         plot_focus_timeline(trace["t_s"], trace["true_best_z_steps"], trace["lens_z_steps"],
                             trace["predicted_best_z_steps"], args.plot, title=title)
         print(f"plot: {args.plot}")
