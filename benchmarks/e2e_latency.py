@@ -218,7 +218,8 @@ def main() -> int:
         "node_latency_p50_ms": float(diag.get("latency_p50_ms", "nan")),
         "node_latency_p95_ms": float(diag.get("latency_p95_ms", "nan")),
         "node_fps": float(diag.get("fps", "nan")), "node_frames_dropped": int(diag.get("frames_dropped", -1)),
-        "in_process_medians": parts, "threads": args.threads, "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
+        "in_process_medians": parts, "threads": args.threads, "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
     }
     print(json.dumps(result, indent=2))
     if args.json is not None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import array
+import json
 import os
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def slow_model(path, input_px: int = 384, matmuls: int = 40):
         [helper.make_tensor_value_info("offset_steps", TensorProto.FLOAT, ["N", 1])],
         initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([1, 2, 3]), "axes")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-    helper.set_model_props(model, {"celegans_autofocus": __import__("json").dumps(make_metadata(input_px))})
+    helper.set_model_props(model, {"celegans_autofocus": json.dumps(make_metadata(input_px))})
     onnx.save(model, str(path))
     return path
 
@@ -63,7 +64,8 @@ def publish(harness, topic: str, msgs: list[Image], gap_s: float = 0.0) -> None:
     assert harness.wait_for_subscribers(pub), f"nobody subscribed to {topic}"
     for msg in msgs:
         pub.publish(msg)
-        harness.spin_for(gap_s) if gap_s else None
+        if gap_s:
+            harness.spin_for(gap_s)
 
 
 def test_offset_is_the_model_prediction_with_the_source_header(ros_harness, tmp_path):
