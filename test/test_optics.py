@@ -1,0 +1,169 @@
+"""The physical simulator: signed defocus, focus at offset 0, reproducibility, windows, synth layout."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from celegans_autofocus import cli
+from celegans_autofocus.core import focus, optics
+from celegans_autofocus.core.optics import Balls, OpticsConfig, Scene, StackRenderer, Texture, Worm
+
+QUIET = replace(OpticsConfig(), noise=False)
+NO_BALLS = Balls(np.zeros((0, 2)), np.zeros(0), np.zeros(0), np.zeros(0))
+
+
+def bare_scene(worms=(), particles: Balls = NO_BALLS) -> Scene:
+    """A scene with flat background: only what the test puts in it."""
+    flat = Texture(np.zeros((4, 4), np.float32), (-2000.0, -2000.0), 2000.0)
+    return Scene(worms=tuple(worms), particles=particles, scratches=np.zeros((0, 6)),
+                 background_phase=flat, background_absorb=flat, brightness=0.7, um_per_px=1.55)
+
+
+def particles(absorb_per_um: float, delta_n: float, n: int = 30) -> Balls:
+    rng = np.random.default_rng(0)
+    return Balls(rng.uniform([620, 520], [880, 680], (n, 2)), rng.uniform(2, 6, n),
+                 np.full(n, delta_n), np.full(n, absorb_per_um))
+
+
+WINDOW = (500, 400, 500, 400)
+
+
+@pytest.fixture(scope="module")
+def worm_view():
+    """One worm without inclusions, its window and the centre-line pixels of its mid-body."""
+    worm = optics.make_scene(np.random.default_rng(3), QUIET, 1).worms[0]
+    worm = Worm(worm.centerline_px, worm.radius_um, NO_BALLS, worm.um_per_px)
+    x0, y0, w, h = worm.bbox_px
+    window = (x0 - 40, y0 - 40, w + 80, h + 80)
+    n = len(worm.centerline_px)
+    mid = np.round(worm.centerline_px[n // 4: 3 * n // 4] - window[:2]).astype(int)
+    return StackRenderer(bare_scene([worm]), QUIET, None, window, max_offset_steps=40), mid
+
+
+def test_signed_defocus_flips_worm_contrast(worm_view):
+    renderer, mid = worm_view
+    centre = {d: float(renderer.intensity(d)[mid[:, 1], mid[:, 0]].mean()) for d in (-20, 0, 20)}
+    # dz = -offset*step_um > 0 (offset -20): the worm focuses light onto its axis -> brighter.
+    assert centre[-20] > centre[0] + 0.1
+    assert centre[20] < centre[0] - 0.05
+    images = {d: renderer.frame(d).astype(float) for d in (-20, 20)}
+    assert np.abs(images[20] - images[-20]).mean() > 5  # 8-bit levels, measurably different
+
+
+def test_amplitude_object_is_symmetric_and_sharpest_in_focus():
+    renderer = StackRenderer(bare_scene(particles=particles(0.2, 0.0)), QUIET, None, WINDOW, max_offset_steps=20)
+    sharp = {d: focus.tenengrad(renderer.intensity(d)) for d in range(-8, 9, 2)}
+    assert max(sharp, key=sharp.get) == 0
+    np.testing.assert_allclose(renderer.intensity(8), renderer.intensity(-8), atol=1e-4)
+
+
+def test_weak_phase_object_is_invisible_in_focus_and_antisymmetric():
+    renderer = StackRenderer(bare_scene(particles=particles(0.0, 0.002)), QUIET, None, WINDOW, max_offset_steps=20)
+    contrast = {d: float(np.abs(renderer.intensity(d) - 1).mean()) for d in (-8, 0, 8)}
+    assert contrast[0] < 0.2 * min(contrast[8], contrast[-8])
+    plus, minus = renderer.intensity(8) - 1, renderer.intensity(-8) - 1
+    assert np.abs(plus + minus).mean() < 0.2 * np.abs(plus).mean()
+
+
+@pytest.mark.parametrize("seed", [3, 5])
+def test_in_focus_image_matches_the_specimen_best(seed):
+    """Within the depth of field, the image nearest offset 0 reproduces the specimen's |t|^2 best."""
+    scene = optics.make_scene(np.random.default_rng(seed), QUIET, 1)
+    x0, y0, w, h = scene.worms[0].bbox_px
+    window = (x0 - 40, y0 - 40, w + 80, h + 80)
+    specimen = np.abs(optics._rasterize(scene, QUIET, optics._Grid(window[0], window[1], 1.0, (window[3], window[2])))) ** 2
+    renderer = StackRenderer(scene, QUIET, None, window, max_offset_steps=10)
+    errors = {d: float(np.abs(renderer.intensity(d) - specimen).mean()) for d in range(-8, 9, 2)}
+    best = min(errors, key=errors.get)
+    assert abs(best) <= 2
+    assert min(errors[8], errors[-8]) > 1.1 * errors[best]
+
+
+def test_reproducible_with_seed():
+    scene_a = optics.make_scene(np.random.default_rng(11), OpticsConfig(), 2)
+    scene_b = optics.make_scene(np.random.default_rng(11), OpticsConfig(), 2)
+    frames_a = StackRenderer(scene_a, OpticsConfig(), (96, 128), seed=5).frame(12.5)
+    frames_b = StackRenderer(scene_b, OpticsConfig(), (96, 128), seed=5).frame(12.5)
+    np.testing.assert_array_equal(frames_a, frames_b)
+    other = StackRenderer(optics.make_scene(np.random.default_rng(12), OpticsConfig(), 2),
+                          OpticsConfig(), (96, 128), seed=5).frame(12.5)
+    assert np.abs(other.astype(int) - frames_a).mean() > 1
+
+
+def test_scene_geometry_in_full_frame_px():
+    config = OpticsConfig()
+    scene = optics.make_scene(np.random.default_rng(4), config, 3)
+    assert len(scene.worms) == 3
+    for worm in scene.worms:
+        x0, y0, w, h = worm.bbox_px
+        cx, cy = worm.centroid_px
+        assert x0 <= cx <= x0 + w and y0 <= cy <= y0 + h
+        length_um = np.linalg.norm(np.diff(worm.centerline_px, axis=0), axis=1).sum() * config.um_per_px
+        assert config.worm_length_um[0] - 5 <= length_um <= config.worm_length_um[1] + 5
+        assert config.worm_width_um[0] / 2 <= worm.radius_um.max() <= config.worm_width_um[1] / 2
+
+
+def test_out_shape_is_binned_native_render():
+    scene = optics.make_scene(np.random.default_rng(2), QUIET, 2)
+    x0, y0, _, _ = scene.worms[0].bbox_px
+    window = (x0, y0, 320, 240)
+    native = optics.render(scene, 15, QUIET, window_px=window)
+    half = optics.render(scene, 15, QUIET, window_px=window, out_shape=(120, 160))
+    binned = cv2.resize(native, (160, 120), interpolation=cv2.INTER_AREA)
+    assert np.abs(half.astype(int) - binned).max() <= 2
+
+
+def test_overlapping_windows_agree():
+    scene = optics.make_scene(np.random.default_rng(2), QUIET, 2)
+    x0, y0, _, _ = scene.worms[0].bbox_px
+    a = optics.render(scene, -30, QUIET, window_px=(x0, y0, 200, 160))
+    b = optics.render(scene, -30, QUIET, window_px=(x0 + 60, y0 + 40, 200, 160))
+    assert np.abs(a[40:, 60:].astype(int) - b[:120, :140]).max() <= 2
+
+
+def test_bad_window_and_shape():
+    scene = optics.make_scene(np.random.default_rng(0), OpticsConfig(), 0)
+    with pytest.raises(ValueError, match="window_px"):
+        optics.render(scene, 0, window_px=(0, 0, 0, 10))
+    with pytest.raises(ValueError, match="aspect"):
+        optics.render(scene, 0, out_shape=(100, 100))
+    with pytest.raises(ValueError, match="n_worms"):
+        optics.make_scene(np.random.default_rng(0), OpticsConfig(), -1)
+
+
+def test_synth_writes_the_dataset_layout(tmp_path: Path, capsys):
+    out = tmp_path / "data"
+    rc = cli.main(["synth", str(out), "--plates", "2", "--stacks-per-plate", "1", "--range-steps", "8",
+                   "--step-every", "4", "--seed", "3", "--width", "216", "--worms", "2"])
+    assert rc == 0
+    stacks = sorted(out.glob("plates/*/*"))
+    assert [s.relative_to(out).as_posix() for s in stacks] == ["plates/plate_000/stack_000",
+                                                               "plates/plate_001/stack_000"]
+    for stack in stacks:
+        meta = yaml.safe_load((stack / "stack.yaml").read_text())
+        assert meta["step_um"] == 5.0 and meta["step_every"] == 4
+        assert meta["best_index"] == meta["true_best_index"] and abs(meta["best_index"]) <= 2
+        assert meta["window_px"] == [0, 0, 216, 162] and meta["fov_px"] == 216
+        assert len(meta["worms"]) == 2
+        for worm in meta["worms"]:
+            x0, y0, w, h = worm["bbox_px"]
+            assert 0 <= x0 and x0 + w <= 216 and 0 <= y0 and y0 + h <= 162
+        files = sorted(p.name for p in stack.glob("z_*.png"))
+        assert files == sorted(f"z_{z}.png" for z in (-8, -4, 0, 4, 8))
+        image = cv2.imread(str(stack / "z_0.png"), cv2.IMREAD_UNCHANGED)
+        assert image.shape == (162, 216) and image.dtype == np.uint8
+    # Same seed -> same images; a non-empty OUT is refused with a message naming it.
+    again = tmp_path / "again"
+    assert cli.main(["synth", str(again), "--plates", "2", "--stacks-per-plate", "1", "--range-steps", "8",
+                     "--step-every", "4", "--seed", "3", "--width", "216", "--worms", "2"]) == 0
+    for stack in stacks:
+        twin = again / stack.relative_to(out)
+        assert (twin / "z_4.png").read_bytes() == (stack / "z_4.png").read_bytes()
+    capsys.readouterr()
+    assert cli.main(["synth", str(out), "--plates", "1", "--range-steps", "4", "--width", "216"]) != 0
+    assert str(out) in capsys.readouterr().err
