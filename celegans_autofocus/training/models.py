@@ -11,7 +11,7 @@ class ArchError(ValueError):
 
 
 def create_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
-    """``timm.create_model(arch, pretrained, in_chans=1, num_classes=1)``, zero-initialised head, clear errors."""
+    """``timm.create_model(arch, pretrained, in_chans=1, num_classes=1)``, small-initialised head, clear errors."""
     import timm
 
     if not timm.is_model(arch):
@@ -26,16 +26,19 @@ def create_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
         raise ArchError(f"cannot get pretrained weights for {arch!r} ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else ''}); this machine may have no "
                         "access to the model hub: train with pretrained=False or fill the HF cache") from None
-    _zero_head(model)
+    _shrink_head(model)
     return model
 
 
-def _zero_head(model: torch.nn.Module) -> None:
-    """Start the regression head at 0 output: the first loss is the target variance, not a random blow-up."""
+def _shrink_head(model: torch.nn.Module, factor: float = 0.05) -> None:
+    """Scale the regression head's initial weights down (bias 0): the first outputs are near 0, so the
+    first loss is about the target variance instead of a random blow-up, while gradients still flow."""
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
     if isinstance(head, torch.nn.Linear):
-        torch.nn.init.zeros_(head.weight)
-        torch.nn.init.zeros_(head.bias)
+        with torch.no_grad():
+            head.weight.mul_(factor)
+            if head.bias is not None:
+                head.bias.zero_()
 
 
 def count_parameters(model: torch.nn.Module) -> int:
