@@ -311,6 +311,10 @@ def test_ambiguity_two_separated_peaks():
     assert "two focus peaks" in reason and "z=20" in reason and "z=-20" in reason
     small_second = np.exp(-((z - 20) / 6.0) ** 2) + 0.4 * np.exp(-((z + 20) / 6.0) ** 2)
     assert focus_curve_ambiguity(z, small_second) is None
+    shoulder = np.exp(-((z - 10) / 20.0) ** 2) + 0.25 * np.exp(-((z + 8) / 2.0) ** 2)  # 69% high, shallow dip
+    assert focus_curve_ambiguity(z, shoulder) is None
+    end_rise = np.exp(-((z - 5) / 6.0) ** 2) + 0.6 * (z / 40.0) ** 8  # far-defocus rise at the end
+    assert focus_curve_ambiguity(z, end_rise) is None
 
 
 def test_ambiguity_peak_at_end():

@@ -64,8 +64,8 @@ DOF_STEPS = 16.0
 #: ambiguity thresholds (see :func:`focus_curve_ambiguity`)
 FLAT_SNR = 6.0
 FLAT_REL = 1e-3
-PEAK_PROMINENCE_FRAC = 0.2
-SECOND_PEAK_FRAC = 0.7
+PEAK_PROMINENCE_FRAC = 0.25
+SECOND_PEAK_FRAC = 0.5
 
 _Z_NAME = re.compile(r"^z_([+-]?\d+)$")
 
@@ -374,12 +374,11 @@ def write_labels(path: Path, rows: Iterable[LabelRow]) -> None:
 # ----------------------------------------------------------------------------- focus curve
 
 def _prominence(values: np.ndarray, i: int) -> float:
-    """Topographic prominence of the maximum at ``i``; at an end of the curve, one-sided."""
+    """Topographic prominence of the interior maximum at ``i``: its height above the higher of the
+    two lowest points separating it from higher ground (or the curve's ends)."""
     v = values[i]
     bases = []
     for side in (values[i::-1], values[i:]):
-        if side.size < 2:
-            continue
         higher = np.nonzero(side > v)[0]
         bases.append(side[: higher[0] if higher.size else side.size].min())
     return float(v - max(bases))
@@ -391,8 +390,10 @@ def focus_curve_ambiguity(z_steps: np.ndarray, values: np.ndarray, holes: Iterab
 
     ``holes``: z indexes missing or skipped in the stack. Checks, in order: flat (range <=
     FLAT_SNR x noise, the noise from the MAD of second differences, or <= FLAT_REL x |max|); peak
-    at either end; another peak >= dof_steps away, with prominence >= PEAK_PROMINENCE_FRAC x range,
-    at >= SECOND_PEAK_FRAC of the highest (both above the minimum); a hole next to the peak.
+    at either end; another interior local maximum >= dof_steps away, with prominence >=
+    PEAK_PROMINENCE_FRAC x range and height >= SECOND_PEAK_FRAC x the highest (heights above the
+    minimum); a hole next to the peak. A rise at an end of the curve is not counted as a second
+    peak (it is typical of far defocus, where phase contrast grows).
     """
     z = np.asarray(z_steps)
     v = np.asarray(values, dtype=np.float64)
@@ -408,8 +409,8 @@ def focus_curve_ambiguity(z_steps: np.ndarray, values: np.ndarray, holes: Iterab
     if best in (0, n - 1):
         return f"focus peak at the end of the stack (z={z[best]})"
     lows = v - v.min()
-    for i in range(n):
-        is_max = (i == 0 or v[i] > v[i - 1]) and (i == n - 1 or v[i] >= v[i + 1])
+    for i in range(1, n - 1):
+        is_max = v[i] > v[i - 1] and v[i] >= v[i + 1]
         if (i != best and is_max and abs(int(z[i]) - int(z[best])) >= dof_steps
                 and lows[i] >= SECOND_PEAK_FRAC * span
                 and _prominence(v, i) >= max(PEAK_PROMINENCE_FRAC * span, FLAT_SNR * noise)):
