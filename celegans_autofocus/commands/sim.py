@@ -272,8 +272,9 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
         spinner.start()
 
         def connected() -> bool:
-            images = 2 + (recorder is not None)
+            images = 1 + (args.input == "full") + (recorder is not None)
             return (player.image_pub.get_subscription_count() >= images
+                    and (args.input == "full" or detector.crop_pub.get_subscription_count() >= 1)
                     and player.truth_pub.get_subscription_count() >= 1 + (recorder is not None)
                     and controller.joint_pub.get_subscription_count() >= 1
                     and predictor.offset_pub.get_subscription_count() >= 3
