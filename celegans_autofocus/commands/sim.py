@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"plot: {args.plot}")
     if args.record is not None:
         print(f"bag: {args.record} ({args.storage})")
-    return 0 if result.summary["n_frames"] > 0 else 1
+    return 130 if result.summary["interrupted"] else 0
 
 
 def frame_height_px(requested: int, input_px: int) -> int:
@@ -158,7 +158,8 @@ def format_summary(s: dict) -> str:
         ("model", s["model"]),
     ]
     width = max(len(k) for k, _ in rows)
-    lines = ["", "Closed-loop simulation", "-" * 22] + [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    title = "Closed-loop simulation" + (" (interrupted)" if s.get("interrupted") else "")
+    lines = ["", title, "-" * len(title)] + [f"  {k.ljust(width)}  {v}" for k, v in rows]
     return "\n".join(lines)
 
 
@@ -284,24 +285,27 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
             raise SimError("the nodes did not discover each other within 15 s (DDS on loopback; "
                            "check ROS_AUTOMATIC_DISCOVERY_RANGE and ROS_DOMAIN_ID)")
         executor.add_node(player)  # the camera starts now, with everyone listening
+        interrupted = False
         with tqdm(total=round(args.duration, 1), unit="s", desc="sim", file=sys.stderr, leave=False,
                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s") as bar:
             started = time.monotonic()
-            while metrics.last_t_s < args.duration and time.monotonic() < started + 2 * args.duration + 30.0:
-                if not metrics.truth and time.monotonic() > started + 10.0:
-                    raise SimError("the simulated camera published no frame within 10 s")
-                time.sleep(0.1)
-                bar.update(min(metrics.last_t_s, args.duration) - bar.n)
+            try:
+                while metrics.last_t_s < args.duration and time.monotonic() < started + 2 * args.duration + 30:
+                    if not metrics.truth and time.monotonic() > started + 10.0:
+                        raise SimError("the simulated camera published no frame within 10 s")
+                    time.sleep(0.1)
+                    bar.update(min(metrics.last_t_s, args.duration) - bar.n)
+            except KeyboardInterrupt:
+                interrupted = True  # Ctrl-C: report the episode so far
         controller.controller.enable(False)  # the episode is over: no move after its last frame
         executor.remove_node(player)
         steps_travelled = float(controller.stepper.steps_travelled)
         extra = dict(frames_dropped=predictor.frames_dropped, moves=controller.moves,
-                     detector_frames=detector.frames_processed)
+                     detector_frames=detector.frames_processed, interrupted=interrupted)
         time.sleep(0.3)  # the last frames' offsets are still on their way
+        executor.shutdown()
         extra["frames_rejected"] = predictor.frames_rejected
         return _result(args, model_path, metrics, steps_travelled, extra)
-    except KeyboardInterrupt:
-        raise SimError("interrupted") from None
     finally:
         executor.shutdown()
         if spinner.is_alive():
@@ -315,7 +319,7 @@ def _result(args, model_path: Path, metrics, steps_travelled: float, extra: dict
     from ..core.closed_loop import summarize_episode
 
     if not metrics.truth:
-        raise SimError("no frame was simulated")
+        raise SimError("interrupted before the first frame" if extra["interrupted"] else "no frame was simulated")
     stamps = sorted(ns for ns in metrics.truth if (ns - metrics.first_ns) * 1e-9 < args.duration)
     t_s = [(ns - metrics.first_ns) * 1e-9 for ns in stamps]
     lens = [metrics.truth[ns][0] for ns in stamps]
