@@ -119,7 +119,8 @@ def main() -> None:
           f"{cv2.getNumThreads()} OpenCV threads, OpenCV {cv2.__version__}, frame 2592x1944 uint8")
     print(f"detector time over {speed['calls']} calls on {speed['frames']} frames: "
           f"median {speed['median_ms']:.1f} ms, p95 {speed['p95_ms']:.1f} ms, max {speed['max_ms']:.1f} ms\n")
-    print("| offset (steps) | worms | TP | FP | FN (merged) | precision | recall | centre error median (px) | p95 (px) |")
+    print("| offset (steps) | worms | TP | FP | FN (merged) | precision | recall | "
+          "centre error median (px) | p95 (px) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for offset, r in table.items():
         print(f"| {offset:+d} | {r['worms']} | {r['tp']} | {r['fp']} | {r['fn']} ({r['merged']}) | "

@@ -19,6 +19,8 @@ from pathlib import Path
 
 HELP = "write cropped z-stacks centred on each detected worm (fixed window per stack)"
 CROP_TAG = "__crop"
+#: stack.yaml keys a crop stack inherits from its parent
+COPIED_KEYS = ("best_index", "true_best_index", "um_per_px")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +84,7 @@ class _Cropper:
                         "fov_px": fov, "step_um": float(stack.meta.get("step_um", 5.0)), "reference_z": ref_z,
                         "detection": {"centroid_px": [round(v, 1) for v in worm.centroid_px],
                                       "bbox_px": list(worm.bbox_px), "area_px": worm.area_px}}
-                meta.update({key: stack.meta[key] for key in ("best_index", "true_best_index", "um_per_px") if key in stack.meta})
+                meta.update({key: stack.meta[key] for key in COPIED_KEYS if key in stack.meta})
                 plans.append((stack.path.parent / f"{stack.name}{CROP_TAG}{fov}_w{k}", meta))
         return plans
 
@@ -148,9 +150,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..core.stacks import LABELS_FILE, DatasetError, discover, read_labels
 
-    bad = [f for f in args.fov if f <= 0] + ([args.max_worms] if args.max_worms is not None and args.max_worms < 1 else [])
+    bad = [f"--fov {f}" for f in args.fov if f <= 0]
+    if args.max_worms is not None and args.max_worms < 1:
+        bad.append(f"--max-worms {args.max_worms}")
     if bad:
-        print(f"crop: --fov and --max-worms must be positive, got {bad[0]}", file=sys.stderr)
+        print(f"crop: {bad[0]} must be positive", file=sys.stderr)
         return 2
     try:
         found = discover(args.dataset)

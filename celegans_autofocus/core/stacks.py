@@ -14,8 +14,9 @@ Conventions (the one place they are written down):
 - ``offset_steps = best_index - z_index``: the signed motor steps that bring an image into focus;
   positive means move to larger z.
 - ``best_index``: a ``best_index`` given in ``stack.yaml`` (hand label or known truth) wins unless
-  ``use_stack_best=False`` (label as the paper does); otherwise the z of the focus-measure maximum. The measure is computed either way, stored per image in
-  ``measure_value``, and the focus curve is checked either way (``ambiguous``).
+  ``use_stack_best=False`` (label as the paper does); otherwise the z of the focus-measure
+  maximum. The measure is computed either way, stored per image in ``measure_value``, and the
+  focus curve is checked either way (``ambiguous``).
 - ``kind`` is ``crop`` when ``stack.yaml`` names a ``parent`` stack, else ``full``; ``fov_px`` is
   ``stack.yaml``'s ``fov_px`` (empty when absent).
 - ``ambiguous`` = 1 when the curve cannot be trusted: flat (range within noise), peak at the end of
