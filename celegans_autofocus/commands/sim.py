@@ -299,6 +299,7 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
                 interrupted = True  # Ctrl-C: report the episode so far
         controller.controller.enable(False)  # the episode is over: no move after its last frame
         executor.remove_node(player)
+        controller.stepper.wait(timeout_s=5.0)  # a move in progress counts in full
         steps_travelled = float(controller.stepper.steps_travelled)
         extra = dict(frames_dropped=predictor.frames_dropped, moves=controller.moves,
                      detector_frames=detector.frames_processed, interrupted=interrupted)
