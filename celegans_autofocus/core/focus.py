@@ -107,4 +107,4 @@ def get_measure(name: str) -> Callable[[np.ndarray], float]:
 
 
 #: The measure ``label`` uses unless told otherwise (chosen by benchmarks/focus_measures.md).
-DEFAULT_MEASURE = "vollath_f5"
+DEFAULT_MEASURE = "detail_skewness"
