@@ -88,7 +88,7 @@ def test_sweep_reference_labels_by_measure_argmax(tmp_path):
         bag.write_msg("stepper/joint_states", rec.joint_state_msg(["focus"], [200], t - NS // 100), t - NS // 100)
         bag.write_msg("camera/image_raw", rec.image_msg(renderer.frame(true_best - 200), t), t)
     model = gradient_energy_model(tmp_path / "g.onnx", a=-50.0, b=40.0, input_px=64)
-    rc = main(["bag-eval", str(tmp_path / "sweep"), "--model", str(model), "--measure", "brenner",
+    rc = main(["bag-eval", str(tmp_path / "sweep"), "--model", str(model),  # label's default measure
                "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")])
     assert rc == 0
     report = json.loads((tmp_path / "r.json").read_text())

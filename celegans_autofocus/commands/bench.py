@@ -28,6 +28,8 @@ HOLD_FRAMES = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..core.focus import DEFAULT_MEASURE
+
     g = parser.add_argument_group("model")
     g.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled models/default.onnx)")
     g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = its default)")
@@ -48,9 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="simulated time from a frame's stamp to the motor command (both controllers)")
     g = parser.add_argument_group("controllers")
     g.add_argument("--controllers", nargs="+", default=["cnn", "search"], choices=["cnn", "search"])
-    g.add_argument("--measures", nargs="+", default=["vollath_f5", "brenner"],
+    g.add_argument("--measures", nargs="+", default=list(dict.fromkeys(["vollath_f5", DEFAULT_MEASURE])),
                    help="focus measures of the search autofocus, one search controller each "
-                        "(vollath_f5 is the paper's measure)")
+                        "(vollath_f5 is the paper's; the other is label's default measure)")
     g.add_argument("--search-fov", type=int, default=500,
                    help="the search measures a native-resolution square ROI of this side (px) on the "
                         "target worm, as a tracker's autofocus ROI")
