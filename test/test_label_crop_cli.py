@@ -58,7 +58,7 @@ def test_label_then_crop_then_label(worm_stack, tmp_path, capsys):
         np.testing.assert_array_equal(crop, parent[y0:y0 + h, x0:x0 + w])  # one fixed window for every z
         assert sorted(p.name for p in d.glob("z_*.png")) == sorted(f"z_{z}.png" for z in Z_RANGE)
 
-    assert main(["label", str(root), "--quiet"]) == 0
+    assert main(["label", str(root), "--measure", "vollath_f5", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "values reused     1" in out  # the full stack's images were not read again
     rows = read_labels(root / "labels.csv")
