@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="pool of rendered training samples added to the dataset's training plates (0 = none)")
     synth.add_argument("--synthetic-range-steps", type=float, default=d.synthetic_range_steps,
                        help="offsets drawn uniformly in +- this many steps")
+    synth.add_argument("--synthetic-near-fraction", type=float, default=d.synthetic_near_fraction,
+                       help="share of offsets drawn within +- --synthetic-near-steps instead (near focus)")
+    synth.add_argument("--synthetic-near-steps", type=float, default=d.synthetic_near_steps,
+                       help="half-width of the near-focus offset range")
     synth.add_argument("--synthetic-crop-fraction", type=float, default=d.synthetic_crop_fraction,
                        help="share of rendered views that are crops around a worm (with --crops)")
     synth.add_argument("--synthetic-fov-px", type=int, nargs="+", default=d.synthetic_fov_px,

@@ -37,6 +37,8 @@ class TrainConfig:
     device: str = "auto"
     synthetic_train: int = 0
     synthetic_range_steps: float = 200.0
+    synthetic_near_fraction: float = 0.0
+    synthetic_near_steps: float = 60.0
     synthetic_crop_fraction: float = 0.5
     synthetic_fov_px: list[int] = field(default_factory=lambda: [500])
     synthetic_offsets_per_view: int = 8
@@ -74,6 +76,9 @@ class TrainConfig:
             (self.device in DEVICES, f"device must be one of {DEVICES}"),
             (self.synthetic_train >= 0, "synthetic_train must be >= 0"),
             (self.synthetic_range_steps > 0, "synthetic_range_steps must be > 0"),
+            (0 <= self.synthetic_near_fraction <= 1, "synthetic_near_fraction must be in [0, 1]"),
+            (0 < self.synthetic_near_steps <= self.synthetic_range_steps,
+             "synthetic_near_steps must be in (0, synthetic_range_steps]"),
             (0 <= self.synthetic_crop_fraction <= 1, "synthetic_crop_fraction must be in [0, 1]"),
             (len(self.synthetic_fov_px) > 0 and all(int(f) >= 32 for f in self.synthetic_fov_px),
              "synthetic_fov_px must list crop sizes >= 32 px"),

@@ -101,6 +101,9 @@ def export_checkpoint(checkpoint: Path | str, onnx_path: Path | str, arch: str |
     fd, tmp_name = tempfile.mkstemp(prefix=f".{onnx_path.name}.", suffix=".onnx", dir=onnx_path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file is for everyone to read
     try:
         try:
             _export_graph(model, cfg.input_px, tmp)

@@ -2,7 +2,8 @@
 
 Each epoch a fraction (``synthetic_refresh``) of a pool of ``synthetic_train`` samples is redrawn:
 new random scenes (1-3 worms), each imaged at ``synthetic_offsets_per_view`` offsets uniform in
-+-``synthetic_range_steps``; each frame is the full frame or, with probability
++-``synthetic_range_steps`` (a share ``synthetic_near_fraction`` uniform in +-``synthetic_near_steps``
+instead: near focus the sign cues are strongest, so the sign is learnt there first); each frame is the full frame or, with probability
 ``synthetic_crop_fraction``, a square crop of a ``synthetic_fov_px`` size centred on one worm.
 Frames are rendered at reduced resolution (shorter side ``synthetic_oversample`` x the model
 input, the view's own aspect ratio, the simulator binning its finer field grid like a camera)
@@ -44,6 +45,7 @@ class SyntheticPool:
         """The settings that define the synthetic data (hashed into the model metadata)."""
         c = self.cfg
         return {"synthetic_train": c.synthetic_train, "range_steps": c.synthetic_range_steps,
+                "near_fraction": c.synthetic_near_fraction, "near_steps": c.synthetic_near_steps,
                 "crop_fraction": c.synthetic_crop_fraction if c.crops else 0.0, "fov_px": list(c.synthetic_fov_px),
                 "offsets_per_view": c.synthetic_offsets_per_view, "oversample": c.synthetic_oversample,
                 "refresh": c.synthetic_refresh, "seed": c.seed, "optics": repr(self.optics)}
@@ -89,7 +91,9 @@ class SyntheticPool:
             kind = "crop" if cfg.crops and rng.random() < cfg.synthetic_crop_fraction else "full"
             if kind not in renderers:
                 renderers[kind] = self._renderer(scene, kind, side, rng)
-            offset = float(rng.uniform(-cfg.synthetic_range_steps, cfg.synthetic_range_steps))
+            near = rng.random() < cfg.synthetic_near_fraction
+            limit = cfg.synthetic_near_steps if near else cfg.synthetic_range_steps
+            offset = float(rng.uniform(-limit, limit))
             yield renderers[kind].frame(offset), offset, kind
 
     def _renderer(self, scene, kind: str, side: int, rng: np.random.Generator) -> optics.StackRenderer:
