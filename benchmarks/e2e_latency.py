@@ -2,6 +2,7 @@
 
     ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST .venv/bin/python benchmarks/e2e_latency.py   # models/default.onnx
     ... benchmarks/e2e_latency.py --model M.onnx --frames 300 --fps 15 --json out.json
+    ... benchmarks/e2e_latency.py --standin mobilenetv3_small_100:224   # random weights, same cost (torch)
 
 The predictor runs as its own process (``python -m celegans_autofocus.nodes.focus_predictor_node``,
 as ``ros2 run`` starts it). This script is the camera: it stamps each frame, builds the
@@ -192,6 +193,9 @@ def breakdown(model: Path, frames: list[np.ndarray], threads: int, n: int = 30) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: models/default.onnx)")
+    parser.add_argument("--standin", default=None, metavar="ARCH:INPUT_PX",
+                        help="time a random-weight timm export instead (predictor_latency.export_standin; "
+                             "weights do not change latency)")
     parser.add_argument("--frames", type=int, default=300, help="frames timed (after the warm-up)")
     parser.add_argument("--warmup", type=int, default=20, help="frames published before timing starts")
     parser.add_argument("--fps", type=float, default=15.0, help="camera rate")
@@ -201,7 +205,13 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the result as JSON")
     args = parser.parse_args()
     set_environment(args.transport)
-    model = (args.model or default_model_path()).resolve()
+    if args.standin:
+        from predictor_latency import export_standin  # benchmarks/, beside this script; needs torch + timm
+
+        arch, _, px = args.standin.partition(":")
+        model = export_standin(arch, int(px or 224), Path(tempfile.mkdtemp(prefix="e2e_standin_")))
+    else:
+        model = (args.model or default_model_path()).resolve()
     meta = FocusPredictor(model, providers=["CPUExecutionProvider"]).metadata
     frames = synthetic_frames(8)
     receipt, diag = measure(model, args, frames)
