@@ -60,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--record", type=Path, default=None, metavar="BAG", help="record a rosbag2 bag (a new directory)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --record bag")
     g.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="bag storage")
-    g.add_argument("--image-scale", type=float, default=0.5, help="downscale recorded images by this factor")
+    g.add_argument("--image-scale", type=float, default=1.0,
+                   help="downscale recorded images by this factor (1.0 keeps them as the model saw them)")
     g.add_argument("--namespace", default="", help="ROS namespace of all nodes ('' = root)")
     g.add_argument("--verbose", action="store_true", help="show the nodes' INFO logs")
 
