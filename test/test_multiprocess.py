@@ -35,15 +35,17 @@ def processes():
 def test_player_predictor_controller_as_processes_close_the_loop(ros_harness, processes, tmp_path):
     ns = ros_harness.namespace
     model = constant_model(tmp_path / "plus60.onnx", 60.0, input_px=32)   # always: "focus is 60 steps up"
+    truth = ros_harness.probe.collect("sim/ground_truth", PointStamped)
+    joints = ros_harness.probe.collect("stepper/joint_states", JointState)
+    offsets = ros_harness.probe.collect("focus/offset", PointStamped)
     processes += [
         spawn("stack_player_node", ns, "-p", "fps:=5.0", "-p", "frame_width_px:=160", "-p", "frame_height_px:=120",
               "-p", "start_best_z_steps:=400.0"),
-        spawn("focus_predictor_node", ns, "-p", f"model_path:={model}", "-p", "intra_op_threads:=1"),
         spawn("stepper_controller_node", ns, "-p", "soft_max_steps:=200", "-p", "publish_rate_hz:=20.0"),
     ]
-    offsets = ros_harness.probe.collect("focus/offset", PointStamped)
-    joints = ros_harness.probe.collect("stepper/joint_states", JointState)
-    truth = ros_harness.probe.collect("sim/ground_truth", PointStamped)
+    # the predictor starts once this test sees the camera and the motor, so it sees every move
+    assert ros_harness.spin_until(lambda: truth and joints, timeout_s=60), "player/controller did not come up"
+    processes.append(spawn("focus_predictor_node", ns, "-p", f"model_path:={model}", "-p", "intra_op_threads:=1"))
 
     def moved_and_seen() -> bool:
         crashed = [p for p in processes if p.poll() is not None]
