@@ -18,7 +18,7 @@ listens to focus/offset. Figures per run:
 Transport: a 2592x1944 mono8 frame is 5 MB. With Fast DDS's default shared-memory segment (512 KB)
 a best-effort (sensor-data QoS) subscriber in another process loses most such frames, so by default
 (``--transport large-shm``) the script runs both processes with a Fast DDS profile whose SHM segment
-holds whole frames (``LARGE_SHM_PROFILE``, written to a temporary file and passed in
+holds whole frames (``config/fastdds_large_frames.xml``, passed in
 ``FASTDDS_DEFAULT_PROFILES_FILE``); ``--transport default`` measures without it.
 
 Frames are synthetic brightfield plates (core.optics fast path at 648x486, upscaled to 2592x1944
@@ -44,26 +44,7 @@ from celegans_autofocus.core.predictor import FocusPredictor, default_model_path
 
 FRAME_WH = (2592, 1944)
 NAMESPACE = "/e2e_bench"
-LARGE_SHM_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
-<dds xmlns="http://www.eprosima.com">
-  <profiles>
-    <transport_descriptors>
-      <transport_descriptor>
-        <transport_id>shm_large_frames</transport_id>
-        <type>SHM</type>
-        <segment_size>33554432</segment_size>
-        <maxMessageSize>16777216</maxMessageSize>
-      </transport_descriptor>
-    </transport_descriptors>
-    <participant profile_name="large_frames" is_default_profile="true">
-      <rtps>
-        <userTransports><transport_id>shm_large_frames</transport_id></userTransports>
-        <useBuiltinTransports>true</useBuiltinTransports>
-      </rtps>
-    </participant>
-  </profiles>
-</dds>
-"""
+LARGE_SHM_PROFILE = Path(__file__).resolve().parent.parent / "config" / "fastdds_large_frames.xml"
 
 
 def synthetic_frames(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -126,9 +107,7 @@ def set_environment(transport: str) -> None:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 80))
     if transport == "large-shm":
-        profile = Path(tempfile.mkdtemp(prefix="e2e_latency_")) / "fastdds_large_shm.xml"
-        profile.write_text(LARGE_SHM_PROFILE)
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(LARGE_SHM_PROFILE)
 
 
 def measure(model: Path, args: argparse.Namespace, frames: list[np.ndarray]) -> tuple[np.ndarray, dict]:

@@ -8,6 +8,7 @@ package). sim.launch.py includes this file with simulation defaults.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from launch import LaunchDescription
@@ -20,6 +21,9 @@ ALL_NODES = ("camera_node", "worm_detector_node", "focus_predictor_node", "stepp
              "stack_player_node")
 HARDWARE_NODES = ALL_NODES[:4]
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"  # share/<pkg>/config or the source tree
+# Full frames between processes need a shared-memory segment that holds a frame (config/fastdds_large_frames.xml).
+DDS_ENV = {"FASTDDS_DEFAULT_PROFILES_FILE": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE",
+                                                           str(CONFIG_DIR / "fastdds_large_frames.xml"))}
 
 
 def selected_nodes(text: str) -> list[str]:
@@ -57,6 +61,7 @@ def node_actions(context) -> list[Node]:
             overrides["model_path"] = str(Path(model_path).expanduser().resolve())
         actions.append(Node(package=PACKAGE, executable=name, name=name, namespace=arg("namespace"),
                             parameters=[str(config), overrides], output="screen", emulate_tty=True,
+                            additional_env=DDS_ENV,
                             arguments=["--ros-args", "--log-level", arg("log_level")]))
     return actions
 
