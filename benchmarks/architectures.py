@@ -52,16 +52,21 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--synthetic-train", type=int, default=512)
     parser.add_argument("--max-val-samples", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: no OpenMP thrashing on a shared CPU)")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     from celegans_autofocus.training.config import TrainConfig
     from celegans_autofocus.training.evaluate import evaluate
     from celegans_autofocus.training.export import export_checkpoint
     from celegans_autofocus.training.loop import train
 
-    budget = dict(input_px=args.input_px, epochs=args.epochs, batch_size=32, lr=1e-3, val_fraction=1.0,
+    budget = dict(input_px=args.input_px, epochs=args.epochs, batch_size=16, lr=1e-3, val_fraction=1.0,
                   synthetic_train=args.synthetic_train, synthetic_range_steps=250.0, synthetic_refresh=0.5,
-                  synthetic_offsets_per_view=16, synthetic_fov_px=[500, 750, 1000, 1250],
+                  synthetic_offsets_per_view=8, synthetic_fov_px=[500, 750, 1000, 1250],
+                  synthetic_crop_fraction=0.75, synthetic_near_fraction=0.3, loss="huber",
                   max_val_samples=args.max_val_samples, seed=0, device="cpu")
     rows = []
     for arch in args.archs:

@@ -34,6 +34,7 @@ from celegans_autofocus.training.loop import train_epoch, cache_images, train  #
 from celegans_autofocus.training.models import ArchError, create_model  # noqa: E402
 from celegans_autofocus.training.stats import error_summary, paired_comparison  # noqa: E402
 
+torch.set_num_threads(1)  # this CPU is shared: 2 OpenMP threads thrash when other processes run
 ARCH = "mobilenetv3_small_100"
 CROP_PX = 48
 TINY = dict(arch=ARCH, input_px=64, batch_size=8, lr=1e-3, output_scale=50.0, val_fraction=0.34, seed=0,

@@ -133,8 +133,10 @@ def train(dataset: Path, cfg: TrainConfig, out: Path, resume: bool = False) -> d
         from .synthetic import SyntheticPool
 
         pool = SyntheticPool(cfg, spec)
-    train_kinds = set(train_set.kinds) | ({"full", "crop"} if pool and cfg.crops and cfg.synthetic_crop_fraction > 0
-                                           else {"full"} if pool else set())
+    train_kinds = set(train_set.kinds)
+    if pool is not None:
+        train_kinds |= {"full"} if not cfg.crops or cfg.synthetic_crop_fraction < 1 else set()
+        train_kinds |= {"crop"} if cfg.crops and cfg.synthetic_crop_fraction > 0 else set()
     synth_desc = "" if pool is None else json.dumps(pool.describe(), sort_keys=True)
     train_hash = data_hash(train_samples, synth_desc)
 
