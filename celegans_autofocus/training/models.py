@@ -1,4 +1,8 @@
-"""timm regression models: one grayscale channel in, one value out (offset / output_scale)."""
+"""Regression models: one grayscale channel in, one value out (offset / output_scale).
+
+Any timm name, plus ``plain7``: a 7-layer plain CNN (236 k parameters) that learns the task from
+scratch on a CPU far faster than the timm models (benchmarks/train_default_model.py; models/MODEL_CARD.md).
+"""
 from __future__ import annotations
 
 import torch
@@ -10,8 +14,30 @@ class ArchError(ValueError):
     """An architecture name timm does not know, or weights that cannot be had."""
 
 
+def plain_cnn(widths: tuple[int, ...] = (16, 32, 32, 64, 64, 96, 128),
+              strides: tuple[int, ...] = (1, 2, 1, 2, 1, 2, 2)) -> torch.nn.Module:
+    """3x3 conv + BatchNorm + ReLU per width, global average pool, linear head (small-initialised)."""
+    nn = torch.nn
+    layers: list[nn.Module] = []
+    channels_in = 1
+    for width, stride in zip(widths, strides):
+        layers += [nn.Conv2d(channels_in, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        channels_in = width
+    head = nn.Linear(channels_in, 1)
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+    _shrink_head(head)
+    return model
+
+
+CUSTOM_ARCHS = {"plain7": plain_cnn}
+
+
 def create_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
     """``timm.create_model(arch, pretrained, in_chans=1, num_classes=1)``, small-initialised head, clear errors."""
+    if arch in CUSTOM_ARCHS:
+        if pretrained:
+            raise ArchError(f"{arch!r} has no pretrained weights; train it with pretrained=False")
+        return CUSTOM_ARCHS[arch]()
     import timm
 
     if not timm.is_model(arch):
@@ -26,14 +52,13 @@ def create_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
         raise ArchError(f"cannot get pretrained weights for {arch!r} ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else ''}); this machine may have no "
                         "access to the model hub: train with pretrained=False or fill the HF cache") from None
-    _shrink_head(model)
+    _shrink_head(model.get_classifier() if hasattr(model, "get_classifier") else None)
     return model
 
 
-def _shrink_head(model: torch.nn.Module, factor: float = 0.05) -> None:
+def _shrink_head(head: torch.nn.Module | None, factor: float = 0.05) -> None:
     """Scale the regression head's initial weights down (bias 0): the first outputs are near 0, so the
     first loss is about the target variance instead of a random blow-up, while gradients still flow."""
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
     if isinstance(head, torch.nn.Linear):
         with torch.no_grad():
             head.weight.mul_(factor)

@@ -1,0 +1,194 @@
+"""The recipe of the bundled models/default.onnx: plain7 at 96 px on a pre-rendered cache of worm crops.
+
+Why not `celegans-autofocus train` with on-the-fly samples: on 2 shared CPU cores the timm models saw
+~6k samples in the time available and never left the initial plateau (val MAE ~100 steps). A fixed
+cache rendered once (9000 crops in ~2.5 min) and many cheap passes of a small plain CNN learn it.
+
+Commands that produced the bundled model (one thread each; see models/MODEL_CARD.md):
+
+    P=benchmarks/train_default_model.py; export OMP_NUM_THREADS=1
+    .venv/bin/python $P cache out/crops_train.npz --scenes 300 --per-view 10 --seed 1
+    .venv/bin/python $P cache out/crops_val.npz --scenes 40 --per-view 8 --fovs 500 1000 --seed 999 --val
+    .venv/bin/python $P train --passes 9 --lr 2e-3 --sched onecycle --out out/phase1.pt
+    .venv/bin/python $P train --passes 10 --lr 1e-3 --sched cosine --init out/phase1.pt --out out/phase2.pt
+    .venv/bin/celegans-autofocus export out/phase2.pt models/default.onnx
+
+Training crops: 300 random scenes (1-3 worms); per scene and fov in {500, 750, 1000} px one window
+centred on a worm (centre jittered by up to 8% of the fov, as a detector would be), rendered by the
+simulator's fast path at 128x128 and imaged at 10 offsets (70% uniform in +-250 steps, 30% in +-40).
+Validation: 40 other scenes (seed 999), fov 500 and 1000, 8 offsets uniform in +-200 steps.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from celegans_autofocus.core import optics
+from celegans_autofocus.core.detection import crop_window
+from celegans_autofocus.core.images import PreprocessSpec, preprocess
+
+FRAME_HW = (1944, 2592)
+RENDER_PX = 128
+OUTPUT_SCALE = 100.0
+IN_FOCUS_STEPS = 8.0
+SIGN_BEYOND_STEPS = 20.0
+
+
+def render_cache(path: Path, scenes: int, per_view: int, fovs: list[int], seed: int, near_fraction: float,
+                 val: bool) -> None:
+    """uint8 crops (N, 128, 128), their offsets in steps and fov, to ``path`` (.npz)."""
+    config = optics.OpticsConfig()
+    rng = np.random.default_rng(seed)
+    images, offsets, fov_px = [], [], []
+    t0 = time.time()
+    for s in range(scenes):
+        scene = optics.make_scene(rng, config, int(rng.integers(1, 4)))
+        for fov in fovs:
+            cx, cy = scene.worms[int(rng.integers(len(scene.worms)))].centroid_px
+            jitter = 0.08 * fov
+            window = crop_window((cx + rng.uniform(-jitter, jitter), cy + rng.uniform(-jitter, jitter)), int(fov), FRAME_HW)
+            renderer = optics.StackRenderer(scene, config, (RENDER_PX, RENDER_PX), window_px=window,
+                                            seed=int(rng.integers(2**31)), max_offset_steps=260)
+            for _ in range(per_view):
+                if val:
+                    offset = rng.uniform(-200, 200)
+                else:
+                    offset = rng.uniform(-40, 40) if rng.random() < near_fraction else rng.uniform(-250, 250)
+                images.append(renderer.frame(offset))
+                offsets.append(offset)
+                fov_px.append(fov)
+        if s % 50 == 0:
+            print(f"scene {s}/{scenes} {time.time() - t0:.0f} s", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, images=np.stack(images), offsets=np.array(offsets, np.float32),
+                        fov=np.array(fov_px, np.int32))
+    print(f"wrote {path}: {len(offsets)} crops in {time.time() - t0:.0f} s", flush=True)
+
+
+def preprocessed(images: np.ndarray, input_px: int) -> np.ndarray:
+    spec = PreprocessSpec(input_px=input_px)
+    return np.stack([preprocess(im, spec) for im in images]).astype(np.float32)[:, None]
+
+
+def augment(x, rng: np.random.Generator):
+    """Random 90-degree rotation and horizontal flip per sample (defocus has no preferred direction)."""
+    import torch
+
+    out = torch.empty_like(x)
+    turns = rng.integers(0, 4, len(x))
+    flips = rng.random(len(x)) < 0.5
+    for i in range(len(x)):
+        t = torch.rot90(x[i], int(turns[i]), (1, 2))
+        out[i] = torch.flip(t, (2,)) if flips[i] else t
+    return out
+
+
+def evaluate(model, x: np.ndarray, offsets_steps: np.ndarray, fov_px: np.ndarray) -> dict:
+    """MAE, median, share in focus and sign accuracy beyond 20 steps: overall and per fov."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        pred = np.concatenate([model(torch.from_numpy(x[i:i + 128])).numpy()[:, 0]
+                               for i in range(0, len(x), 128)]) * OUTPUT_SCALE
+    model.train()
+    result = {}
+    for name, sel in [("all", np.ones(len(x), bool))] + [(str(f), fov_px == f) for f in np.unique(fov_px)]:
+        err = np.abs(pred[sel] - offsets_steps[sel])
+        far = np.abs(offsets_steps[sel]) > SIGN_BEYOND_STEPS
+        result[name] = {"mae": float(err.mean()), "median": float(np.median(err)),
+                        "in_focus": float(np.mean(err <= IN_FOCUS_STEPS)),
+                        "sign_beyond_20": float(np.mean(np.sign(pred[sel][far]) == np.sign(offsets_steps[sel][far])))}
+    return result
+
+
+def train(args: argparse.Namespace) -> None:
+    import torch
+
+    from celegans_autofocus.training.checkpoint import FORMAT, save_checkpoint
+    from celegans_autofocus.training.config import TrainConfig
+    from celegans_autofocus.training.models import create_model
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    torch.manual_seed(args.seed)
+    tr, va = np.load(args.train), np.load(args.val)
+    x_train = preprocessed(tr["images"], args.px)
+    y_train = (tr["offsets"] / OUTPUT_SCALE).astype(np.float32)
+    x_val = preprocessed(va["images"], args.px)
+    model = create_model("plain7")
+    if args.init:
+        init = torch.load(args.init, map_location="cpu", weights_only=True)
+        model.load_state_dict(init["model"] if "model" in init else init)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    steps_per_pass = math.ceil(len(x_train) / args.batch_size)
+    total = max(1, steps_per_pass * args.passes)
+    scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total, pct_start=0.1)
+                 if args.sched == "onecycle" else torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total))
+    rng = np.random.default_rng(args.seed)
+    history = []
+    for p in range(args.passes):
+        order = rng.permutation(len(x_train))
+        loss_sum = 0.0
+        for b in range(steps_per_pass):
+            idx = order[b * args.batch_size:(b + 1) * args.batch_size]
+            x = augment(torch.from_numpy(x_train[idx]), rng)
+            y = torch.from_numpy(y_train[idx])[:, None]
+            loss = torch.nn.functional.smooth_l1_loss(model(x), y, beta=0.1)  # Huber, quadratic within 10 steps
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item()
+        history.append({"pass": p + 1, "train_loss": loss_sum / steps_per_pass,
+                        **evaluate(model, x_val, va["offsets"], va["fov"])})
+        print(json.dumps(history[-1]), flush=True)
+    final = evaluate(model, x_val, va["offsets"], va["fov"])
+    cfg = TrainConfig(arch="plain7", input_px=args.px, output_scale=OUTPUT_SCALE, lr=args.lr,
+                      batch_size=args.batch_size, loss="huber", epochs=max(1, args.passes), rotation_deg=0.0,
+                      vflip=False, seed=args.seed, device="cpu")
+    data_hash = hashlib.sha256(Path(args.train).read_bytes()).hexdigest()[:16]
+    save_checkpoint({"format": FORMAT, "model": model.state_dict(), "epoch": args.passes + args.previous_passes,
+                     "config": cfg.to_dict(), "best_val_mae_steps": final["all"]["mae"], "history": history,
+                     "train_data_hash": data_hash, "input_view": "crop"}, Path(args.out))
+    print(f"wrote {args.out}: val {json.dumps(final)}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("cache", help="render a crop cache")
+    c.add_argument("path", type=Path)
+    c.add_argument("--scenes", type=int, default=300)
+    c.add_argument("--per-view", type=int, default=10)
+    c.add_argument("--fovs", type=int, nargs="+", default=[500, 750, 1000])
+    c.add_argument("--seed", type=int, default=1)
+    c.add_argument("--near-fraction", type=float, default=0.3)
+    c.add_argument("--val", action="store_true", help="offsets uniform in +-200 steps")
+    t = sub.add_parser("train", help="train plain7 on the cache; writes a checkpoint `export` reads")
+    t.add_argument("--train", default="out/crops_train.npz")
+    t.add_argument("--val", default="out/crops_val.npz")
+    t.add_argument("--px", type=int, default=96)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--sched", choices=("onecycle", "cosine"), default="onecycle")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--passes", type=int, default=9)
+    t.add_argument("--previous-passes", type=int, default=0, help="passes already in --init (for the card)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--init", default="", help="warm start: a checkpoint or state_dict")
+    t.add_argument("--out", required=True)
+    args = parser.parse_args()
+    if args.command == "cache":
+        render_cache(args.path, args.scenes, args.per_view, args.fovs, args.seed, args.near_fraction, args.val)
+    else:
+        train(args)
+
+
+if __name__ == "__main__":
+    main()
