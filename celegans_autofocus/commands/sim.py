@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--fov", type=int, default=500, metavar="PX", help="detector crop side in full-frame px")
     g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = its default)")
     g.add_argument("--max-speed", type=float, default=2000.0, metavar="STEPS_PER_S", help="focus motor speed")
+    g.add_argument("--deadband", type=float, default=8.0, metavar="STEPS",
+                   help="control-law deadband: hold while |median prediction| is within it")
     g = parser.add_argument_group("output")
     g.add_argument("--summary-json", type=Path, default=None, metavar="PATH", help="write the metrics as JSON")
     g.add_argument("--plot", type=Path, default=None, metavar="PNG",
@@ -252,7 +254,8 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
     spinner = threading.Thread(target=executor.spin, name="sim_executor", daemon=True)
     try:
         try:
-            controller = make(StepperControllerNode, backend="simulated", max_speed_steps_per_s=args.max_speed)
+            controller = make(StepperControllerNode, backend="simulated", max_speed_steps_per_s=args.max_speed,
+                              deadband_steps=args.deadband)
             predictor = make(FocusPredictorNode, model_path=str(model_path), input=args.input,
                              intra_op_threads=args.threads)
             detector = make(WormDetectorNode, fov_px=args.fov)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import PointStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import Image, JointState
@@ -140,11 +141,15 @@ class StackPlayerNode(Node):
             self.render = renderer.frame
             described = f"synthetic scene seed {p.seed}, {p.frame_width_px}x{p.frame_height_px}"
         self.lens_z_steps = float(p.initial_z_steps)
+        self.lens_z_stamp: Time | None = None
         self.t0: Time | None = None
         self.frames_published = 0
         self.image_pub = self.create_publisher(Image, "camera/image_raw", reliable_qos(depth=2))
         self.truth_pub = self.create_publisher(PointStamped, "sim/ground_truth", reliable_qos())
-        self.create_subscription(JointState, "stepper/joint_states", self._on_joint_state, sensor_qos(depth=1))
+        # Own callback group: under a multi-threaded executor the lens position keeps arriving while a
+        # slow render runs (an overdue timer would otherwise starve it in a shared group).
+        self.create_subscription(JointState, "stepper/joint_states", self._on_joint_state, sensor_qos(depth=1),
+                                 callback_group=MutuallyExclusiveCallbackGroup())
         self.timer = self.create_timer(1.0 / p.fps, self._publish_frame)
         self.params.on_change(self._on_params)
         self.get_logger().info(f"playing {described} at {p.fps:g} fps")
@@ -168,6 +173,7 @@ class StackPlayerNode(Node):
                                       throttle_duration_sec=5.0)
             return
         self.lens_z_steps = float(msg.position[index])
+        self.lens_z_stamp = Time.from_msg(msg.header.stamp, clock_type=self.get_clock().clock_type)
 
     def _publish_frame(self) -> None:
         now = self.get_clock().now()
@@ -185,7 +191,11 @@ class StackPlayerNode(Node):
             self.get_logger().warning(f"offset {offset_steps:.0f} steps is outside the stack; showing its end",
                                       throttle_duration_sec=5.0)
         msg = array_to_image(image, frame_id=self.params.frame_id)
-        msg.header.stamp = now.to_msg()
+        # A frame shows the lens where the last joint_states put it: stamp it no later than that, so the
+        # controller never takes a frame rendered at an old lens z for one taken after its move.
+        known = self.lens_z_stamp
+        stamp = known if known is not None and known.nanoseconds > 0 and known < now else now
+        msg.header.stamp = stamp.to_msg()
         truth = PointStamped(header=msg.header)
         truth.point.x, truth.point.y, truth.point.z = self.lens_z_steps, best_z_steps, offset_steps
         self.image_pub.publish(msg)
