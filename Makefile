@@ -33,11 +33,12 @@ venv-train: $(VENV)/.train
 test: $(VENV)/.train
 	$(PY) -m pytest -q test
 
+# The main job: closed-loop autofocus on the simulator with the bundled model, from 150 steps out of focus,
+# best plane drifting, a switch to another worm at 15 s; summary, timeline plot and a rosbag2 (MCAP) of the run.
 demo: $(VENV)/.runtime
-	$(VENV)/bin/celegans-autofocus synth demo_out/data --plates 2 --stacks-per-plate 1 --range-steps 60 --step-every 4 --seed 0
-	$(VENV)/bin/celegans-autofocus label demo_out/data
-	$(VENV)/bin/celegans-autofocus crop demo_out/data --fov 500
-	$(VENV)/bin/celegans-autofocus label demo_out/data
+	$(VENV)/bin/celegans-autofocus sim --duration 30 --start-offset 150 --drift 2 --switch 15 -60 --seed 0 \
+	  --summary-json demo_out/sim_summary.json --plot demo_out/sim_timeline.png --record demo_out/sim_bag --overwrite
+	$(VENV)/bin/celegans-autofocus bag-eval demo_out/sim_bag --image-topic /worm/crop --plot demo_out/bag_eval.png
 
 clean:
 	rm -rf demo_out build *.egg-info

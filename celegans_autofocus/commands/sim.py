@@ -25,8 +25,9 @@ import numpy as np
 HELP = "closed-loop simulation: player, detector, predictor and controller nodes in one process"
 
 FULL_FRAME_WH = (2592, 1944)
+CROP_FRAME_HEIGHT_PX = 486
 MIN_FRAME_HEIGHT_PX = 64
-BAG_TOPICS = ["camera/image_raw", "focus/offset", "stepper/joint_states", "sim/ground_truth", "worm/target"]
+BAG_TOPICS = ["camera/image_raw", "worm/crop", "focus/offset", "stepper/joint_states", "sim/ground_truth", "worm/target"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,12 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="at T_S the target switches to a worm JUMP_STEPS away in z (repeatable)")
     g.add_argument("--n-worms", type=int, default=3, help="worms on the simulated plate")
     g.add_argument("--frame-height", type=int, default=0, metavar="PX",
-                   help="simulated camera frame height (0 = auto: the model's input side, as training renders "
-                        f"full frames; at least {MIN_FRAME_HEIGHT_PX}); the width keeps the 4:3 sensor")
+                   help="simulated camera frame height (0 = auto: for a crop model the field binned 4x, "
+                        f"{CROP_FRAME_HEIGHT_PX} px; for a full-frame model its input side, as training renders "
+                        f"full frames, at least {MIN_FRAME_HEIGHT_PX}); the width keeps the 4:3 sensor")
     g = parser.add_argument_group("model and control")
     g.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled models/default.onnx)")
-    g.add_argument("--input", choices=["full", "crop"], default="full",
-                   help="predict on the full frame or on the detector's worm crop")
+    g.add_argument("--input", choices=["full", "crop"], default=None,
+                   help="predict on the full frame or on the detector's worm crop (default: the view the model "
+                        "was trained on, its metadata's input_view)")
     g.add_argument("--fov", type=int, default=500, metavar="PX", help="detector crop side in full-frame px")
     g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = its default)")
     g.add_argument("--max-speed", type=float, default=2000.0, metavar="STEPS_PER_S", help="focus motor speed")
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         model = args.model or default_model_path()
-        input_px = FocusPredictor(model, providers=["CPUExecutionProvider"]).spec.input_px
+        predictor = FocusPredictor(model, providers=["CPUExecutionProvider"])
     except ModelError as exc:
         print(f"celegans-autofocus sim: {exc}", file=sys.stderr)
         return 2
@@ -109,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
     if args.record is not None:
         args.record.parent.mkdir(parents=True, exist_ok=True)
     try:
-        result = run_episode(args, Path(model), frame_height_px(args.frame_height, input_px))
+        args.input = args.input or ("crop" if predictor.metadata.get("input_view") == "crop" else "full")
+        frame_height = frame_height_px(args.frame_height, predictor.spec.input_px, args.input)
+        result = run_episode(args, Path(model), frame_height)
     except SimError as exc:
         print(f"celegans-autofocus sim: {exc}", file=sys.stderr)
         return 2
@@ -132,9 +137,12 @@ def run(args: argparse.Namespace) -> int:
     return 130 if result.summary["interrupted"] else 0
 
 
-def frame_height_px(requested: int, input_px: int) -> int:
-    """The simulated frame height: as asked, else the model's input side (at least MIN_FRAME_HEIGHT_PX)."""
-    return requested or min(FULL_FRAME_WH[1], max(MIN_FRAME_HEIGHT_PX, input_px))
+def frame_height_px(requested: int, input_px: int, view: str) -> int:
+    """The simulated frame height: as asked; else 4x binned for crops (a 500 px crop is then ~125 px, about
+    as training renders it); else the model's input side (at least MIN_FRAME_HEIGHT_PX)."""
+    if requested:
+        return requested
+    return CROP_FRAME_HEIGHT_PX if view == "crop" else min(FULL_FRAME_WH[1], max(MIN_FRAME_HEIGHT_PX, input_px))
 
 
 def _fmt(value, unit: str = "", digits: int = 1) -> str:
