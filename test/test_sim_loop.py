@@ -82,7 +82,7 @@ def test_non_finite_model_never_moves_the_motor(tmp_path):
 
 def test_crop_input_predicts_on_the_detector_crop(tmp_path):
     model = constant_model(tmp_path / "zero.onnx", 0.0, input_px=32)      # "in focus": the lens stays
-    code, s = sim(tmp_path, "--model", str(model), "--duration", "1.5", "--input", "crop", "--fov", "1000")
+    code, s = sim(tmp_path, "--model", str(model), "--duration", "3", "--input", "crop", "--fov", "1000")
     assert code == 0
     assert s["input"] == "crop" and s["detector_frames"] >= 5
     assert s["n_predictions"] >= 5 and s["moves"] == 0

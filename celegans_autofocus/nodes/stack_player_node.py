@@ -141,7 +141,6 @@ class StackPlayerNode(Node):
             self.render = renderer.frame
             described = f"synthetic scene seed {p.seed}, {p.frame_width_px}x{p.frame_height_px}"
         self.lens_z_steps = float(p.initial_z_steps)
-        self.lens_z_stamp: Time | None = None
         self.t0: Time | None = None
         self.frames_published = 0
         self.image_pub = self.create_publisher(Image, "camera/image_raw", reliable_qos(depth=2))
@@ -173,7 +172,6 @@ class StackPlayerNode(Node):
                                       throttle_duration_sec=5.0)
             return
         self.lens_z_steps = float(msg.position[index])
-        self.lens_z_stamp = Time.from_msg(msg.header.stamp, clock_type=self.get_clock().clock_type)
 
     def _publish_frame(self) -> None:
         now = self.get_clock().now()
@@ -191,11 +189,7 @@ class StackPlayerNode(Node):
             self.get_logger().warning(f"offset {offset_steps:.0f} steps is outside the stack; showing its end",
                                       throttle_duration_sec=5.0)
         msg = array_to_image(image, frame_id=self.params.frame_id)
-        # A frame shows the lens where the last joint_states put it: stamp it no later than that, so the
-        # controller never takes a frame rendered at an old lens z for one taken after its move.
-        known = self.lens_z_stamp
-        stamp = known if known is not None and known.nanoseconds > 0 and known < now else now
-        msg.header.stamp = stamp.to_msg()
+        msg.header.stamp = now.to_msg()
         truth = PointStamped(header=msg.header)
         truth.point.x, truth.point.y, truth.point.z = self.lens_z_steps, best_z_steps, offset_steps
         self.image_pub.publish(msg)
