@@ -63,3 +63,21 @@ def test_bench_bad_input(tmp_path, model, capsys):
     assert "--fov must be 'full', 'auto' or a size in px, got 'wide'" in capsys.readouterr().err
     assert main(["bench", "--model", str(model), *TINY, "--measures", "sharpness"]) == 2
     assert "unknown focus measure 'sharpness'" in capsys.readouterr().err
+
+
+def test_view_defaults_follow_the_model(tmp_path):
+    import argparse
+
+    from celegans_autofocus.commands.bench import _view
+    from celegans_autofocus.core.predictor import FocusPredictor
+    from onnx_models import make_metadata, pixel_model
+
+    crop = FocusPredictor(pixel_model(tmp_path / "c.onnx", input_px=32, metadata=make_metadata(32, input_view="crop")))
+    full = FocusPredictor(pixel_model(tmp_path / "f.onnx", input_px=32, metadata=make_metadata(32, input_view="full")))
+    ns = argparse.Namespace
+    assert _view(ns(fov="auto", render_px=0), crop) == (500, 500)  # native crop, as the camera gives it
+    assert _view(ns(fov="auto", render_px=128), crop) == (128, 500)
+    assert _view(ns(fov="auto", render_px=0), full) == (32, None)  # full frame at the model input
+    assert _view(ns(fov="750", render_px=0), full) == (750, 750)
+    with pytest.raises(ValueError, match="--render-px"):
+        _view(ns(fov="auto", render_px=8), crop)

@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--fov", default="auto",
                    help="camera view fed to both controllers: 'full', a crop side in px around the "
                         "target worm, or 'auto' (crop 500 for crop-trained models, else full)")
+    g.add_argument("--render-px", type=int, default=0,
+                   help="render the CNN's view this many px wide (capped at the view's native size) before "
+                        "the model's preprocessing; 0 = native resolution for a crop view (what the camera "
+                        "gives), the model's input size for the full frame (native is too slow there)")
     g = parser.add_argument_group("scenarios")
     g.add_argument("--episodes", type=int, default=4, help="episodes per scenario kind")
     g.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, help="scenario kinds to run")
@@ -84,20 +88,26 @@ def _scenarios(args: argparse.Namespace) -> list:
 
 
 def _view(args: argparse.Namespace, predictor) -> tuple[int, int | None]:
-    """(input_px to render at, crop side in px or None for the full frame)."""
-    input_px = predictor.spec.input_px if predictor is not None else 256
+    """(side in px to render the CNN's view at, crop side in px or None for the full frame)."""
+    if args.render_px < 0 or 0 < args.render_px < 16:
+        raise ValueError(f"--render-px must be 0 (the model input) or >= 16, got {args.render_px}")
     if args.fov == "auto":
         view = predictor.metadata.get("input_view") if predictor is not None else "full"
-        return input_px, (500 if view == "crop" else None)
-    if args.fov == "full":
-        return input_px, None
-    try:
-        fov = int(args.fov)
-    except ValueError:
-        raise ValueError(f"--fov must be 'full', 'auto' or a size in px, got {args.fov!r}") from None
-    if fov < 16:
-        raise ValueError(f"--fov must be at least 16 px, got {fov}")
-    return input_px, fov
+        fov = 500 if view == "crop" else None
+    elif args.fov == "full":
+        fov = None
+    else:
+        try:
+            fov = int(args.fov)
+        except ValueError:
+            raise ValueError(f"--fov must be 'full', 'auto' or a size in px, got {args.fov!r}") from None
+        if fov < 16:
+            raise ValueError(f"--fov must be at least 16 px, got {fov}")
+    if args.render_px:
+        return args.render_px, fov
+    if fov is not None:
+        return fov, fov
+    return (predictor.spec.input_px if predictor is not None else 256), None
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -174,7 +184,8 @@ def command_line(args: argparse.Namespace) -> str:
               "--max-start-offset-steps", f"{args.max_start_offset_steps:g}",
               "--drift-steps-per-s", f"{args.drift_steps_per_s:g}",
               "--motor-speed-steps-per-s", f"{args.motor_speed_steps_per_s:g}",
-              "--latency-s", f"{args.latency_s:g}", "--fov", str(args.fov), "--threads", str(args.threads),
+              "--latency-s", f"{args.latency_s:g}", "--fov", str(args.fov), "--render-px", str(args.render_px),
+              "--threads", str(args.threads),
               "--controllers", *args.controllers, "--measures", *args.measures,
               "--search-fov", str(args.search_fov)]
     for opt in ("summary_json", "plot", "markdown"):
@@ -223,19 +234,19 @@ def run(args: argparse.Namespace) -> int:
             path = args.model if args.model is not None else default_model_path()
             predictor = FocusPredictor(path, providers="auto", intra_op_threads=args.threads)
             model_name = str(path)
-        input_px, fov = _view(args, predictor)
+        render_px, fov = _view(args, predictor)
         scenarios = _scenarios(args)
     except (ModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
     view = "full frame" if fov is None else f"{fov} px crop around the target worm"
-    view += (f", rendered {input_px} px wide by the optics fast path; search: native-resolution "
-             f"{args.search_fov} px ROI on the target worm")
+    view += (f", rendered {min(render_px, fov or render_px)} px wide by the optics fast path, then the model's "
+             f"preprocessing; search: native-resolution {args.search_fov} px ROI on the target worm")
     controllers = []  # (name, make controller, make frame source for a scenario)
     if "cnn" in args.controllers:
         controllers.append(("cnn", lambda: CnnLoop(predictor),
-                            lambda sc: OpticsFrames(sc, input_px, fov_px=fov)))
+                            lambda sc: OpticsFrames(sc, render_px, fov_px=fov)))
     if "search" in args.controllers:
         for measure in args.measures:
             controllers.append((f"search/{measure}", lambda m=measure: SearchLoop(measure=m),

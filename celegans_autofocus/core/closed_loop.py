@@ -277,15 +277,16 @@ class FrameSource(Protocol):
 
 class OpticsFrames:
     """Frames from the physical simulator's fast path (core.optics.StackRenderer), one scene per
-    scenario (seeded by it), rendered as the training pipeline renders them: the full frame at
-    ``input_px`` wide (aspect kept), or, with ``fov_px``, a square crop of that side centred on the
-    target worm (worm ``target_index % n_worms``) at ``min(input_px, fov_px)``."""
+    scenario (seeded by it): the full frame rendered ``render_px`` wide (aspect kept), or, with
+    ``fov_px``, a square crop of that side centred on the target worm (worm ``target_index %
+    n_worms``) rendered at ``min(render_px, fov_px)`` (``render_px >= fov_px`` = native resolution).
+    The model's own preprocessing then brings either to its input size."""
 
-    def __init__(self, scenario: Scenario, input_px: int, fov_px: int | None = None,
+    def __init__(self, scenario: Scenario, render_px: int, fov_px: int | None = None,
                  config: optics.OpticsConfig | None = None) -> None:
         self.config = config if config is not None else optics.OpticsConfig()
         self.scene = optics.make_scene(np.random.default_rng(scenario.seed), self.config, scenario.n_worms)
-        self.input_px = int(input_px)
+        self.render_px = int(render_px)
         self.fov_px = fov_px
         self.seed = scenario.seed
         self._renderers: dict[int | None, optics.StackRenderer] = {}
@@ -293,10 +294,10 @@ class OpticsFrames:
     def _view(self, target_index: int) -> tuple[int | None, tuple | None, tuple[int, int]]:
         frame_hw = (int(self.config.frame_height_px), int(self.config.frame_width_px))
         if self.fov_px is None or not self.scene.worms:
-            return None, None, (max(8, round(self.input_px * frame_hw[0] / frame_hw[1])), self.input_px)
+            return None, None, (max(8, round(self.render_px * frame_hw[0] / frame_hw[1])), self.render_px)
         key = target_index % len(self.scene.worms)
         window = crop_window(self.scene.worms[key].centroid_px, int(self.fov_px), frame_hw)
-        return key, window, (min(self.input_px, window[3]), min(self.input_px, window[2]))
+        return key, window, (min(self.render_px, window[3]), min(self.render_px, window[2]))
 
     def frame(self, offset_steps: float, target_index: int) -> np.ndarray:
         key, window, out_shape = self._view(target_index)
