@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import shlex
 import sys
@@ -199,11 +200,11 @@ def _markdown(args: argparse.Namespace, model: str, table: str, wall_s: float, v
     return "\n".join([
         "# Closed-loop benchmark: CNN one-shot vs classical search autofocus", "",
         "Command:", "", "```", cmd, "```", "",
-        f"Model: `{model}`; camera view: {view}; {args.episodes} episodes per scenario kind, "
+        f"Model: {model}; camera view: {view}; {args.episodes} episodes per scenario kind, "
         f"{args.duration_s:g} s at {args.fps:g} fps, seed {args.seed}; motor {args.motor_speed_steps_per_s:g} "
         f"steps/s; command latency {args.latency_s * 1e3:g} ms (simulated). Search: SearchAutofocus "
         f"(SearchConfig defaults) on {', '.join(args.measures)}.", "",
-        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}; "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}; "
         f"wall time {wall_s:.0f} s.", "",
         table, "",
         f"Frames to focus: index of the first frame that starts {HOLD_FRAMES} consecutive frames with "
@@ -233,7 +234,10 @@ def run(args: argparse.Namespace) -> int:
         if "cnn" in args.controllers:
             path = args.model if args.model is not None else default_model_path()
             predictor = FocusPredictor(path, providers="auto", intra_op_threads=args.threads)
-            model_name = str(path)
+            meta = predictor.metadata
+            shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
+            model_name = (f"{shown} (arch {meta.get('arch')}, input {predictor.spec.input_px} px, "
+                          f"view {meta.get('input_view')}, data hash {meta.get('train_data_hash')})")
         render_px, fov = _view(args, predictor)
         scenarios = _scenarios(args)
     except (ModelError, ValueError) as exc:
