@@ -42,12 +42,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     subparsers = {}
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"celegans_autofocus.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"celegans_autofocus.commands.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"celegans_autofocus.commands.{name}")
         cmd = name.replace("_", "-")
         p = sub.add_parser(cmd, help=module.HELP, description=module.HELP,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
