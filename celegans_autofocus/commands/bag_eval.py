@@ -78,6 +78,7 @@ class Replay:
     joints: list[tuple[int, float]] = field(default_factory=list)  # (stamp ns, position steps)
     bad_frames: list[str] = field(default_factory=list)
     non_finite: int = 0
+    frame_wh: tuple[int, int] | None = None  # size of the first usable frame
 
 
 def _stamp(msg, t_ns: int) -> int:
@@ -124,6 +125,8 @@ def replay(bag, topics: dict[str, str | None], predictor, measure_fn, joint_name
                 out.bad_frames.append(f"frame at {stamp / 1e9:.3f} s: {exc}")
                 bar.update()
                 continue
+            if out.frame_wh is None:
+                out.frame_wh = (int(gray.shape[1]), int(gray.shape[0]))
             t0 = time.perf_counter()
             try:
                 pred = float(predictor.predict(gray))
@@ -296,11 +299,16 @@ def run(args: argparse.Namespace) -> int:
         if got.any():
             results[f"recorded {topics['offset']}"] = offset_metrics(true_arr[got], recorded[got])
     latencies = [f.latency_ms for f in rep.frames]
-    info.update({"bag": str(args.bag), "model": str(model_path), "topics": topics, "frames": len(rep.frames),
+    info.update({"bag": str(args.bag), "model": str(model_path), "model_input_view": predictor.metadata.get("input_view"),
+                 "frame_wh_px": rep.frame_wh, "topics": topics, "frames": len(rep.frames),
                  "frames_with_reference": len(have), "undecodable_frames": rep.bad_frames,
                  "latency_p50_ms": float(np.percentile(latencies, 50)),
                  "latency_p95_ms": float(np.percentile(latencies, 95))})
     print(format_report(args.bag, info, results))
+    hint = " (give a crop model the crop topic, e.g. --image-topic worm/crop)" \
+        if info["model_input_view"] == "crop" else ""
+    print(f"frames on {topics['image']}: {rep.frame_wh[0]}x{rep.frame_wh[1]} px; the model was trained on "
+          f"{info['model_input_view']} views{hint}", file=sys.stderr)
     print(f"{len(have)} of {len(rep.frames)} frames have a reference; model latency p50 "
           f"{info['latency_p50_ms']:.1f} ms, p95 {info['latency_p95_ms']:.1f} ms on this CPU", file=sys.stderr)
     if info.get("ambiguous"):
