@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled models/default.onnx)")
     g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = its default)")
     g.add_argument("--fov", default="auto",
-                   help="camera view fed to both controllers: 'full', a crop side in px around the "
+                   help="the CNN's camera view: 'full', a crop side in px around the "
                         "target worm, or 'auto' (crop 500 for crop-trained models, else full)")
     g.add_argument("--render-px", type=int, default=0,
                    help="render the CNN's view this many px wide (capped at the view's native size) before "
