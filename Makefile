@@ -8,7 +8,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export PYTHONUNBUFFERED := 1
 
-.PHONY: test demo venv venv-train clean
+.PHONY: test demo bench venv venv-train clean
 
 # Runtime venv: system rclpy when there is one (a ROS install), else the PyPI wheels.
 $(VENV)/.runtime: setup.py requirements-ros.txt
@@ -39,6 +39,11 @@ demo: $(VENV)/.runtime
 	$(VENV)/bin/celegans-autofocus sim --duration 30 --start-offset 150 --drift 2 --switch 15 -60 --seed 0 \
 	  --summary-json demo_out/sim_summary.json --plot demo_out/sim_timeline.png --record demo_out/sim_bag --overwrite
 	$(VENV)/bin/celegans-autofocus bag-eval demo_out/sim_bag --image-topic /worm/crop --plot demo_out/bag_eval.png
+
+# CNN one-shot vs classical search autofocus on the same scenarios (~3 min on 2 cores); writes benchmarks/bench*.
+bench: $(VENV)/.runtime
+	$(VENV)/bin/celegans-autofocus bench --summary-json benchmarks/bench_results.json \
+	  --plot benchmarks/bench_plot.png --markdown benchmarks/bench.md
 
 clean:
 	rm -rf demo_out build *.egg-info

@@ -14,6 +14,7 @@ NODES = [
     "focus_predictor_node",
     "stepper_controller_node",
     "stack_player_node",
+    "bag_recorder_node",
 ]
 
 setup(
