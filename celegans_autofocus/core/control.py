@@ -76,6 +76,13 @@ class _Config:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def _check_finite(self) -> None:
+        """Every field is a finite number (bools refused)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not _finite(value):
+                raise ValueError(f"{type(self).__name__}.{f.name} must be a finite number, got {value!r}")
+
 
 @dataclass(frozen=True)
 class ControlConfig(_Config):
@@ -97,10 +104,7 @@ class ControlConfig(_Config):
     soft_max_steps: int = 1000
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not _finite(value):
-                raise ValueError(f"ControlConfig.{f.name} must be a finite number, got {value!r}")
+        self._check_finite()
         if not 0.0 < self.gain <= 2.0:
             raise ValueError(f"ControlConfig.gain must be in (0, 2], got {self.gain}")
         if self.deadband_steps < 0:
@@ -234,10 +238,7 @@ class SearchConfig(_Config):
     soft_max_steps: int = 1000
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not _finite(value):
-                raise ValueError(f"SearchConfig.{f.name} must be a finite number, got {value!r}")
+        self._check_finite()
         for name in ("range_steps", "coarse_step_steps", "refocus_range_steps"):
             value = getattr(self, name)
             if int(value) != value or value < 1:

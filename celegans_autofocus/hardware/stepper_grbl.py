@@ -81,12 +81,7 @@ class GrblStepper(Stepper):
     def _lost(self, exc: Exception) -> StepperError:
         """The port failed: close it, enter fault, and return the error to raise."""
         self._fault = f"serial port {self.port} lost: {exc}"
-        if self._serial is not None:
-            try:
-                self._serial.close()
-            except (serial.SerialException, OSError):
-                pass
-        self._serial = None
+        self.close()
         return StepperError(f"stepper fault, not moving: {self._fault}")
 
     def _write(self, data: bytes) -> None:
