@@ -50,7 +50,8 @@ def test_player_predictor_controller_as_processes_close_the_loop(ros_harness, pr
     def moved_and_seen() -> bool:
         crashed = [p for p in processes if p.poll() is not None]
         assert not crashed, crashed[0].communicate()[0]
-        return bool(joints) and joints[-1].position[0] >= 120 and any(t.point.x >= 120 for t in truth)
+        return (bool(offsets) and bool(joints) and joints[-1].position[0] >= 120
+                and any(t.point.x >= 120 for t in truth))
 
     assert ros_harness.spin_until(moved_and_seen, timeout_s=60), (
         f"offsets {len(offsets)}, joint states {len(joints)}, last lens z "

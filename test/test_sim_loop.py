@@ -15,14 +15,16 @@ from celegans_autofocus.core.predictor import FocusPredictor, ModelError, defaul
 from celegans_autofocus.recording import BagReader
 from onnx_models import constant_model, nan_model
 
-FAST = ["--fps", "10", "--frame-height", "240", "--threads", "1"]
+FAST = ["--frame-height", "240"]  # 15 fps (the default); small frames for the models that do not need crops
 
 
 def sim(tmp_path, *options: str) -> tuple[int, dict]:
     """Run the command as users do, in its own process: real time, so no threads left by other tests."""
     out = tmp_path / f"summary_{uuid.uuid4().hex[:6]}.json"
     args = ["sim", *FAST, "--namespace", "sim" + uuid.uuid4().hex[:8], "--summary-json", str(out), *options]
-    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    # a domain of its own: no discovery traffic with the participants other tests left in this session
+    domain_id = str(200 + (int(os.environ["ROS_DOMAIN_ID"]) + 1) % 30)
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": domain_id}
     proc = subprocess.run([sys.executable, "-m", "celegans_autofocus.cli", *args], env=env,
                           capture_output=True, text=True, timeout=180)
     print(proc.stdout, proc.stderr)
@@ -42,7 +44,7 @@ def test_focus_converges_from_150_steps_with_the_bundled_model(tmp_path, start_o
     """The bundled model works on the detector's worm crop; the camera renders the field at 648x486."""
     model = bundled_model()
     assert FocusPredictor(model).metadata["input_view"] == "crop"
-    code, s = sim(tmp_path, "--model", str(model), "--duration", "6", "--start-offset", str(start_offset),
+    code, s = sim(tmp_path, "--model", str(model), "--duration", "8", "--start-offset", str(start_offset),
                   "--drift", "2", "--seed", "3", "--input", "crop", "--fov", "500", "--frame-height", "486")
     assert code == 0
     assert s["frames_to_focus"] is not None, f"never in focus: {s}"
@@ -59,7 +61,7 @@ def test_loop_closes_through_the_nodes_and_writes_plot_and_bag(tmp_path):
     bag, png = tmp_path / "out" / "run_bag", tmp_path / "out" / "run.png"
     bag.mkdir(parents=True)
     (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")   # an old bag: --overwrite
-    code, s = sim(tmp_path, "--model", str(model), "--duration", "2.5", "--start-offset", "300", "--drift", "0",
+    code, s = sim(tmp_path, "--model", str(model), "--duration", "4", "--start-offset", "300", "--drift", "0",
                   "--random-walk", "0", "--record", str(bag), "--overwrite", "--plot", str(png))
     assert code == 0
     assert s["n_frames"] >= 10 and s["n_predictions"] >= 5
@@ -82,7 +84,7 @@ def test_loop_closes_through_the_nodes_and_writes_plot_and_bag(tmp_path):
 
 
 def test_non_finite_model_never_moves_the_motor(tmp_path):
-    code, s = sim(tmp_path, "--model", str(nan_model(tmp_path / "nan.onnx")), "--duration", "1.5")
+    code, s = sim(tmp_path, "--model", str(nan_model(tmp_path / "nan.onnx")), "--duration", "3")
     assert code == 0
     assert s["n_predictions"] == 0 and s["frames_rejected"] >= 5
     assert s["moves"] == 0 and s["steps_travelled"] == 0
