@@ -20,6 +20,15 @@ from ..core.stacks import (LABELS_FILE, DatasetError, StackError, plates_dir, re
 __all__ = ["DatasetError", "Sample", "load_samples", "split_plates", "read_gray", "data_hash"]
 
 
+
+def stack_meta(root: Path, plate: str, stack: str) -> dict:
+    """The stack's ``stack.yaml`` as a dict ({} when absent); a broken one is a :class:`DatasetError`."""
+    path = root / "plates" / plate / stack / "stack.yaml"
+    try:
+        return read_stack_yaml(path) if path.is_file() else {}
+    except StackError as exc:
+        raise DatasetError(str(exc)) from None
+
 @dataclass(frozen=True)
 class Sample:
     path: Path
@@ -48,12 +57,7 @@ def load_samples(root: Path | str, target: str = "auto") -> list[Sample]:
     for row in rows:
         key = (row.plate, row.stack)
         if key not in truth_by_stack:
-            yaml_path = root / "plates" / row.plate / row.stack / "stack.yaml"
-            try:
-                meta = read_stack_yaml(yaml_path) if yaml_path.is_file() else {}
-            except StackError as exc:
-                raise DatasetError(str(exc)) from None
-            truth_by_stack[key] = meta.get("true_best_index")
+            truth_by_stack[key] = stack_meta(root, row.plate, row.stack).get("true_best_index")
         true_best = truth_by_stack[key]
         truth = None if true_best is None else float(true_best - row.z_index)
         if target == "truth" and truth is None:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from ..core.detection import crop_image, crop_window
 from ..core.images import PreprocessSpec
-from .data import DatasetError, Sample, load_samples, read_gray
+from .data import DatasetError, Sample, load_samples, read_gray, stack_meta
 from .stats import error_summary, paired_comparison
 
 FOV_SIZES_PX = (500, 750, 1000, 1250)
@@ -66,14 +66,7 @@ def _worm_centre(root: Path, sample: Sample, cache: dict) -> tuple[float, float]
     """Centroid (x, y) px of the first worm listed in the stack's ``stack.yaml`` (synthetic data)."""
     key = (sample.plate, sample.stack)
     if key not in cache:
-        from ..core.stacks import StackError, read_stack_yaml
-
-        path = root / "plates" / sample.plate / sample.stack / "stack.yaml"
-        try:
-            meta = read_stack_yaml(path) if path.is_file() else {}
-        except StackError as exc:
-            raise DatasetError(str(exc)) from None
-        worms = meta.get("worms") or []
+        worms = stack_meta(root, sample.plate, sample.stack).get("worms") or []
         centre = worms[0].get("centroid_px") if worms and isinstance(worms[0], dict) else None
         cache[key] = (float(centre[0]), float(centre[1])) if centre else None
     return cache[key]
