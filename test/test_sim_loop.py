@@ -61,7 +61,7 @@ def test_loop_closes_through_the_nodes_and_writes_plot_and_bag(tmp_path):
     bag, png = tmp_path / "out" / "run_bag", tmp_path / "out" / "run.png"
     bag.mkdir(parents=True)
     (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")   # an old bag: --overwrite
-    code, s = sim(tmp_path, "--model", str(model), "--duration", "4", "--start-offset", "300", "--drift", "0",
+    code, s = sim(tmp_path, "--model", str(model), "--duration", "6", "--start-offset", "300", "--drift", "0",
                   "--random-walk", "0", "--record", str(bag), "--overwrite", "--plot", str(png))
     assert code == 0
     assert s["n_frames"] >= 10 and s["n_predictions"] >= 5
