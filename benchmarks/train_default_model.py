@@ -41,12 +41,35 @@ IN_FOCUS_STEPS = 8.0
 SIGN_BEYOND_STEPS = 20.0
 
 
+def window_renderer(scene, config, window, render: str, seed: int, max_offset_steps: float = 260):
+    """A StackRenderer of ``window`` (full-frame px) at the sampling named by ``render``.
+
+    ``native``: output binned 2x2 from a field grid at the camera's own pitch (1.55 um), which is what a
+    native full-resolution frame cropped by the detector and INTER_AREA-resized by the model's
+    preprocessing shows (the field's band, NA + condenser NA = 0.11, needs a grid <= 2.5 um).
+    ``fast``: the old cache, 128 px output (grid 3.0-6.1 um: coarser than that band).
+    ``coarse``: side/4 output (grid 3.1 um), what `sim` shows when it renders the field 648 px wide.
+    """
+    side = int(window[2])
+    out = {"native": side // 2, "fast": RENDER_PX, "coarse": max(8, round(side / 4))}[render]
+    return optics.StackRenderer(scene, config, (out, out), window_px=window, seed=seed,
+                                max_offset_steps=max_offset_steps)
+
+
 def render_cache(path: Path, scenes: int, per_view: int, fovs: list[int], seed: int, near_fraction: float,
-                 val: bool) -> None:
-    """uint8 crops (N, 128, 128), their offsets in steps and fov, to ``path`` (.npz)."""
+                 val: bool, renders: list[str], input_px: int, far_steps: float) -> None:
+    """uint8 crops (N, input_px, input_px) per render kind, their offsets in steps and fov, to ``path`` (.npz).
+
+    Every crop is stored already INTER_AREA-resized to ``input_px`` (the first step of
+    core.images.preprocess, so preprocessing it again only z-scores it); ``renders`` names the samplings
+    (see window_renderer); each kind images the same scene, window and offsets (arrays ``images_<kind>``).
+    """
+    import cv2
+
     config = optics.OpticsConfig()
     rng = np.random.default_rng(seed)
-    images, offsets, fov_px = [], [], []
+    images: dict[str, list] = {r: [] for r in renders}
+    offsets, fov_px = [], []
     t0 = time.time()
     for s in range(scenes):
         scene = optics.make_scene(rng, config, int(rng.integers(1, 4)))
@@ -54,27 +77,49 @@ def render_cache(path: Path, scenes: int, per_view: int, fovs: list[int], seed: 
             cx, cy = scene.worms[int(rng.integers(len(scene.worms)))].centroid_px
             jitter = 0.08 * fov
             window = crop_window((cx + rng.uniform(-jitter, jitter), cy + rng.uniform(-jitter, jitter)), int(fov), FRAME_HW)
-            renderer = optics.StackRenderer(scene, config, (RENDER_PX, RENDER_PX), window_px=window,
-                                            seed=int(rng.integers(2**31)), max_offset_steps=260)
-            for _ in range(per_view):
-                if val:
-                    offset = rng.uniform(-200, 200)
-                else:
-                    offset = rng.uniform(-40, 40) if rng.random() < near_fraction else rng.uniform(-250, 250)
-                images.append(renderer.frame(offset))
-                offsets.append(offset)
-                fov_px.append(fov)
-        if s % 50 == 0:
+            if val:
+                view_offsets = rng.uniform(-200, 200, per_view)
+            else:
+                near = rng.random(per_view) < near_fraction
+                view_offsets = np.where(near, rng.uniform(-40, 40, per_view), rng.uniform(-far_steps, far_steps, per_view))
+            noise_seed = int(rng.integers(2**31))
+            for kind in renders:
+                renderer = window_renderer(scene, config, window, kind, noise_seed, max_offset_steps=far_steps + 10)
+                for offset in view_offsets:
+                    frame = renderer.frame(float(offset))
+                    images[kind].append(cv2.resize(frame, (input_px, input_px), interpolation=cv2.INTER_AREA))
+            offsets.extend(float(o) for o in view_offsets)
+            fov_px.extend([fov] * per_view)
+        if s % 25 == 0:
             print(f"scene {s}/{scenes} {time.time() - t0:.0f} s", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, images=np.stack(images), offsets=np.array(offsets, np.float32),
-                        fov=np.array(fov_px, np.int32))
-    print(f"wrote {path}: {len(offsets)} crops in {time.time() - t0:.0f} s", flush=True)
+    np.savez_compressed(path, **{f"images_{k}": np.stack(v) for k, v in images.items()},
+                        offsets=np.array(offsets, np.float32), fov=np.array(fov_px, np.int32),
+                        input_px=np.int32(input_px))
+    print(f"wrote {path}: {len(offsets)} crops x {renders} in {time.time() - t0:.0f} s", flush=True)
 
 
 def preprocessed(images: np.ndarray, input_px: int) -> np.ndarray:
     spec = PreprocessSpec(input_px=input_px)
     return np.stack([preprocess(im, spec) for im in images]).astype(np.float32)[:, None]
+
+
+def load_cache(paths: list[str], kinds: list[str], input_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x preprocessed, offsets, fov, kind index) of every render kind in ``kinds`` of every cache file."""
+    xs, ys, fs, ks = [], [], [], []
+    for path in paths:
+        data = np.load(path)
+        for k, kind in enumerate(kinds):
+            key = f"images_{kind}" if f"images_{kind}" in data else ("images" if kind == "fast" else None)
+            if key is None or key not in data:
+                continue
+            xs.append(preprocessed(data[key], input_px))
+            ys.append(data["offsets"])
+            fs.append(data["fov"])
+            ks.append(np.full(len(data["offsets"]), k))
+    if not xs:
+        raise SystemExit(f"no images of kinds {kinds} in {paths}")
+    return np.concatenate(xs), np.concatenate(ys).astype(np.float32), np.concatenate(fs), np.concatenate(ks)
 
 
 def augment(x, rng: np.random.Generator):
@@ -118,10 +163,17 @@ def train(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     torch.manual_seed(args.seed)
-    tr, va = np.load(args.train), np.load(args.val)
-    x_train = preprocessed(tr["images"], args.px)
-    y_train = (tr["offsets"] / OUTPUT_SCALE).astype(np.float32)
-    x_val = preprocessed(va["images"], args.px)
+    x_train, offsets_train, _, _ = load_cache(args.train, args.kinds, args.px)
+    x_train = x_train.astype(np.float16)  # halves the memory; cast back per batch
+    y_train = (offsets_train / OUTPUT_SCALE).astype(np.float32)
+    vals = {}
+    for kind in args.val_kinds:
+        try:
+            x, y, f, _ = load_cache([args.val], [kind], args.px)
+        except SystemExit:
+            continue
+        vals[kind] = (x, y, f)
+    print(f"train: {len(x_train)} crops of {args.kinds} from {args.train}; val kinds {list(vals)}", flush=True)
     model = create_model("plain7")
     if args.init:
         init = torch.load(args.init, map_location="cpu", weights_only=True)
@@ -132,13 +184,21 @@ def train(args: argparse.Namespace) -> None:
     scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total, pct_start=0.1)
                  if args.sched == "onecycle" else torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total))
     rng = np.random.default_rng(args.seed)
+    cfg = TrainConfig(arch="plain7", input_px=args.px, output_scale=OUTPUT_SCALE, lr=args.lr,
+                      batch_size=args.batch_size, loss="huber", epochs=max(1, args.passes), rotation_deg=0.0,
+                      vflip=False, seed=args.seed, device="cpu")
+    digest = hashlib.sha256()
+    for path in args.train:
+        digest.update(Path(path).read_bytes())
+    data_hash = digest.hexdigest()[:16]
     history = []
+    t0 = time.time()
     for p in range(args.passes):
         order = rng.permutation(len(x_train))
         loss_sum = 0.0
         for b in range(steps_per_pass):
-            idx = order[b * args.batch_size:(b + 1) * args.batch_size]
-            x = augment(torch.from_numpy(x_train[idx]), rng)
+            idx = np.sort(order[b * args.batch_size:(b + 1) * args.batch_size])
+            x = augment(torch.from_numpy(x_train[idx].astype(np.float32)), rng)
             y = torch.from_numpy(y_train[idx])[:, None]
             loss = torch.nn.functional.smooth_l1_loss(model(x), y, beta=0.1)  # Huber, quadratic within 10 steps
             optimizer.zero_grad()
@@ -146,18 +206,16 @@ def train(args: argparse.Namespace) -> None:
             optimizer.step()
             scheduler.step()
             loss_sum += loss.item()
-        history.append({"pass": p + 1, "train_loss": loss_sum / steps_per_pass,
-                        **evaluate(model, x_val, va["offsets"], va["fov"])})
+        history.append({"pass": p + 1, "train_loss": loss_sum / steps_per_pass, "wall_s": round(time.time() - t0),
+                        **{kind: evaluate(model, *v) for kind, v in vals.items()}})
         print(json.dumps(history[-1]), flush=True)
-    final = evaluate(model, x_val, va["offsets"], va["fov"])
-    cfg = TrainConfig(arch="plain7", input_px=args.px, output_scale=OUTPUT_SCALE, lr=args.lr,
-                      batch_size=args.batch_size, loss="huber", epochs=max(1, args.passes), rotation_deg=0.0,
-                      vflip=False, seed=args.seed, device="cpu")
-    data_hash = hashlib.sha256(Path(args.train).read_bytes()).hexdigest()[:16]
-    save_checkpoint({"format": FORMAT, "model": model.state_dict(), "epoch": args.passes + args.previous_passes,
-                     "config": cfg.to_dict(), "best_val_mae_steps": final["all"]["mae"], "history": history,
-                     "train_data_hash": data_hash, "input_view": "crop"}, Path(args.out))
-    print(f"wrote {args.out}: val {json.dumps(final)}", flush=True)
+        # a checkpoint after every pass: `export` can take the latest one if the run is cut short
+        first = next(iter(vals)) if vals else None
+        save_checkpoint({"format": FORMAT, "model": model.state_dict(), "epoch": p + 1 + args.previous_passes,
+                         "config": cfg.to_dict(),
+                         "best_val_mae_steps": history[-1][first]["all"]["mae"] if first else float("nan"),
+                         "history": history, "train_data_hash": data_hash, "input_view": "crop"}, Path(args.out))
+    print(f"wrote {args.out}: val {json.dumps(history[-1] if history else {})}", flush=True)
 
 
 def main() -> None:
@@ -170,10 +228,16 @@ def main() -> None:
     c.add_argument("--fovs", type=int, nargs="+", default=[500, 750, 1000])
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--near-fraction", type=float, default=0.3)
+    c.add_argument("--far-steps", type=float, default=250.0, help="far offsets uniform in +-this many steps")
+    c.add_argument("--renders", nargs="+", choices=("native", "fast", "coarse"), default=["native"],
+                   help="samplings to render each crop at (window_renderer)")
+    c.add_argument("--px", type=int, default=96, help="stored side (INTER_AREA, as core.images.preprocess)")
     c.add_argument("--val", action="store_true", help="offsets uniform in +-200 steps")
     t = sub.add_parser("train", help="train plain7 on the cache; writes a checkpoint `export` reads")
-    t.add_argument("--train", default="out/crops_train.npz")
+    t.add_argument("--train", nargs="+", default=["out/crops_train.npz"])
     t.add_argument("--val", default="out/crops_val.npz")
+    t.add_argument("--kinds", nargs="+", default=["native"], help="render kinds of the training caches to use")
+    t.add_argument("--val-kinds", nargs="+", default=["native", "fast", "coarse"])
     t.add_argument("--px", type=int, default=96)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--sched", choices=("onecycle", "cosine"), default="onecycle")
@@ -185,7 +249,8 @@ def main() -> None:
     t.add_argument("--out", required=True)
     args = parser.parse_args()
     if args.command == "cache":
-        render_cache(args.path, args.scenes, args.per_view, args.fovs, args.seed, args.near_fraction, args.val)
+        render_cache(args.path, args.scenes, args.per_view, args.fovs, args.seed, args.near_fraction, args.val,
+                     args.renders, args.px, args.far_steps)
     else:
         train(args)
 

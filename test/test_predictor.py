@@ -77,6 +77,16 @@ def test_non_finite_output_is_an_error_naming_the_model(tmp_path, frame, value):
         FocusPredictor(nan_model(tmp_path / "nan.onnx")).predict(frame)
 
 
+def test_warm_up_runs_the_session_once_and_tolerates_a_garbage_model(tmp_path, frame):
+    p = FocusPredictor(constant_model(tmp_path / "c.onnx", 12.5, input_px=32))
+    assert 0 < p.warm_up() < 10_000
+    assert p.predict(frame) == pytest.approx(12.5)
+    bad = FocusPredictor(nan_model(tmp_path / "nan.onnx"))
+    assert bad.warm_up() > 0                  # the node still starts; its frames are rejected one by one
+    with pytest.raises(NonFiniteOutputError):
+        bad.predict(frame)
+
+
 def test_missing_and_corrupt_files_name_the_path(tmp_path):
     missing = tmp_path / "nope" / "model.onnx"
     with pytest.raises(ModelError, match=f"{missing}: model file not found"):

@@ -33,6 +33,9 @@ BAG_TOPICS = ["camera/image_raw", "worm/crop", "focus/offset", "stepper/joint_st
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("episode")
     g.add_argument("--duration", type=float, default=20.0, metavar="SECONDS", help="simulated (= wall) time")
+    g.add_argument("--frames", type=int, default=0, metavar="N",
+                   help="end after N camera frames instead of --duration (robust to a stalled machine: "
+                        "the episode takes longer in wall time, never fewer frames)")
     g.add_argument("--start-offset", type=float, default=150.0, metavar="STEPS",
                    help="best plane minus lens z at t = 0 (steps to focus; 1 step = 5 um)")
     g.add_argument("--seed", type=int, default=0, help="scene, noise and drift seed")
@@ -75,6 +78,8 @@ def _check(args: argparse.Namespace) -> str | None:
     """The first bad option value, as a message for the user, or None."""
     if not (math.isfinite(args.duration) and args.duration > 0):
         return f"--duration must be > 0 s, got {args.duration}"
+    if args.frames < 0:
+        return f"--frames must be >= 0 (0 = use --duration), got {args.frames}"
     if not (math.isfinite(args.fps) and 0 < args.fps <= 200):
         return f"--fps must be in (0, 200], got {args.fps}"
     if not math.isfinite(args.start_offset) or abs(args.start_offset) > 1000:
@@ -234,7 +239,8 @@ def _wait(predicate, timeout_s: float) -> bool:
 
 
 def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -> SimResult:
-    """Start the nodes on one executor, play ``args.duration`` seconds in real time, and collect the metrics."""
+    """Start the nodes on one executor, play ``args.duration`` seconds (or ``args.frames`` frames) in real
+    time, and collect the metrics."""
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import MultiThreadedExecutor
@@ -298,15 +304,21 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
                            "check ROS_AUTOMATIC_DISCOVERY_RANGE and ROS_DOMAIN_ID)")
         executor.add_node(player)  # the camera starts now, with everyone listening
         interrupted = False
-        with tqdm(total=round(args.duration, 1), unit="s", desc="sim", file=sys.stderr, leave=False,
-                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s") as bar:
+        if args.frames:
+            total, unit, progress = args.frames, "frames", lambda: len(metrics.truth)
+            planned_s = args.frames / args.fps
+        else:
+            total, unit, progress = round(args.duration, 1), "s", lambda: metrics.last_t_s
+            planned_s = args.duration
+        with tqdm(total=total, unit=unit, desc="sim", file=sys.stderr, leave=False,
+                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} " + unit) as bar:
             started = time.monotonic()
             try:
-                while metrics.last_t_s < args.duration and time.monotonic() < started + 2 * args.duration + 30:
+                while progress() < total and time.monotonic() < started + 3 * planned_s + 30:
                     if not metrics.truth and time.monotonic() > started + 10.0:
                         raise SimError("the simulated camera published no frame within 10 s")
                     time.sleep(0.1)
-                    bar.update(min(metrics.last_t_s, args.duration) - bar.n)
+                    bar.update(min(progress(), total) - bar.n)
             except KeyboardInterrupt:
                 interrupted = True  # Ctrl-C: report the episode so far
         controller.controller.enable(False)  # the episode is over: no move after its last frame
@@ -333,7 +345,10 @@ def _result(args, model_path: Path, metrics, steps_travelled: float, extra: dict
 
     if not metrics.truth:
         raise SimError("interrupted before the first frame" if extra["interrupted"] else "no frame was simulated")
-    stamps = sorted(ns for ns in metrics.truth if (ns - metrics.first_ns) * 1e-9 < args.duration)
+    if args.frames:
+        stamps = sorted(metrics.truth)[:args.frames]
+    else:
+        stamps = sorted(ns for ns in metrics.truth if (ns - metrics.first_ns) * 1e-9 < args.duration)
     t_s = [(ns - metrics.first_ns) * 1e-9 for ns in stamps]
     lens = [metrics.truth[ns][0] for ns in stamps]
     best = [metrics.truth[ns][1] for ns in stamps]

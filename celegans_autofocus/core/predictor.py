@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -158,6 +159,14 @@ class FocusPredictor:
         if not np.isfinite(offsets).all():
             raise NonFiniteOutputError(f"{self.path}: model returned a non-finite offset {offsets.tolist()}")
         return offsets
+
+    def warm_up(self) -> float:
+        """One run on a blank input, so that the first real frame does not pay for the session's lazy
+        allocations; returns its time in ms. The output is not checked (a model may be garbage on blanks)."""
+        side = self.spec.input_px
+        started = time.perf_counter()
+        self.session.run([self._output_name], {self._input_name: np.zeros((1, 1, side, side), np.float32)})
+        return (time.perf_counter() - started) * 1e3
 
     def preprocess(self, gray: np.ndarray) -> np.ndarray:
         """The model input (1, input_px, input_px) float32 for one grayscale frame."""

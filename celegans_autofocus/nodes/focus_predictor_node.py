@@ -122,6 +122,7 @@ class FocusPredictorNode(Node):
                                             intra_op_threads=p.intra_op_threads)
         except ValueError as exc:  # ModelError names the file; a provider error says which are available
             raise ConfigError(str(exc)) from None
+        warm_up_ms = self.predictor.warm_up()  # before subscribing: the first frame is not the slow one
         self.input_topic = INPUT_TOPICS[p.input]
         self.frames_processed = 0
         self.frames_rejected = 0
@@ -137,7 +138,8 @@ class FocusPredictorNode(Node):
         meta = self.predictor.metadata
         self.get_logger().info(
             f"model {self.predictor.path} (arch {meta.get('arch')}, input {self.predictor.spec.input_px} px, "
-            f"trained on {meta.get('input_view')} views) on {self.predictor.providers[0]}; "
+            f"trained on {meta.get('input_view')} views) on {self.predictor.providers[0]}, warm-up "
+            f"{warm_up_ms:.0f} ms; "
             f"predicting on {self.resolve_topic_name(self.input_topic)}")
 
     @property
