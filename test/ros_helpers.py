@@ -28,7 +28,7 @@ from rclpy.qos import QoSProfile
 from celegans_autofocus.nodes.common import RELIABLE_QOS
 
 
-def spin_until(executor, predicate: Callable[[], bool], timeout_s: float = 5.0,
+def spin_until(executor, predicate: Callable[[], bool], timeout_s: float = 15.0,
                period_s: float = 0.01) -> bool:
     """Spin ``executor`` until ``predicate()`` is true (returns True) or ``timeout_s`` passes (False)."""
     deadline = time.monotonic() + timeout_s
@@ -76,13 +76,13 @@ class RosHarness:
         overrides = [Parameter(name, value=value) for name, value in params.items()]
         return self.add(node_cls(namespace=self.namespace, parameter_overrides=overrides))
 
-    def spin_until(self, predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    def spin_until(self, predicate: Callable[[], bool], timeout_s: float = 15.0) -> bool:
         return spin_until(self.executor, predicate, timeout_s)
 
     def spin_for(self, duration_s: float) -> None:
         spin_until(self.executor, lambda: False, duration_s)
 
-    def wait_for_subscribers(self, publisher, count: int = 1, timeout_s: float = 5.0) -> bool:
+    def wait_for_subscribers(self, publisher, count: int = 1, timeout_s: float = 15.0) -> bool:
         """Spin until ``publisher`` is matched by ``count`` subscriptions (DDS discovery)."""
         return self.spin_until(lambda: publisher.get_subscription_count() >= count, timeout_s)
 

@@ -114,7 +114,7 @@ def test_node_publishes_images_and_camera_info_with_capture_stamps(tmp_path, ros
     ros_harness.start(CameraNode, backend="folder", path=str(tmp_path), fps=50.0, frame_id="cam_test")
     got = ros_harness.probe.collect("camera/image_raw", Image)
     infos = ros_harness.probe.collect("camera/camera_info", CameraInfo)
-    assert ros_harness.spin_until(lambda: len(got) >= 6 and len(infos) >= 6, timeout_s=5)
+    assert ros_harness.spin_until(lambda: len(got) >= 6 and len(infos) >= 6, timeout_s=15)
     arrays = [image_to_array(m) for m in got]
     # frames come in folder order (the first few may be lost to discovery): consecutive ones follow
     idx = [next(i for i, img in enumerate(images) if np.array_equal(a, img)) for a in arrays]
@@ -137,7 +137,7 @@ def test_node_skips_corrupt_file_and_keeps_running(tmp_path, ros_harness):
     node.get_logger().set_level(40)  # the expected warnings stay out of the test log
     original = node._read_failed
     node._read_failed = lambda exc: (failures.append(str(exc)), original(exc))
-    assert ros_harness.spin_until(lambda: len(got) >= 6 and len(failures) >= 2, timeout_s=5)
+    assert ros_harness.spin_until(lambda: len(got) >= 6 and len(failures) >= 2, timeout_s=15)
     assert all("z_5.png" in f for f in failures)
     assert all(m.width == 64 for m in got)
 
@@ -145,7 +145,7 @@ def test_node_skips_corrupt_file_and_keeps_running(tmp_path, ros_harness):
 def test_node_stops_playback_at_end_without_loop(tmp_path, ros_harness):
     write_folder(tmp_path, n=3)
     node = ros_harness.start(CameraNode, backend="folder", path=str(tmp_path), fps=100.0, loop=False)
-    assert ros_harness.spin_until(lambda: node.timer.is_canceled(), timeout_s=5)
+    assert ros_harness.spin_until(lambda: node.timer.is_canceled(), timeout_s=15)
     ros_harness.spin_for(0.1)
     assert node.frames_published == 3
 
@@ -185,6 +185,6 @@ def test_node_plays_a_video_file(tmp_path, ros_harness):
     write_video(video, n=4)
     node = ros_harness.start(CameraNode, backend="video", path=str(video), fps=100.0)
     got = ros_harness.probe.collect("camera/image_raw", Image)
-    assert ros_harness.spin_until(lambda: len(got) >= 6, timeout_s=5)
+    assert ros_harness.spin_until(lambda: len(got) >= 6, timeout_s=15)
     assert all((m.width, m.height, m.encoding) == (64, 48, "mono8") for m in got)
     assert node.frames_published >= 6  # looped past the 4 frames of the file

@@ -26,7 +26,7 @@ class Rig:
         self.diagnostics = harness.probe.collect("/diagnostics", DiagnosticArray)
         self.offset_pub = harness.probe.publisher("focus/offset", PointStamped)
         assert harness.wait_for_subscribers(self.offset_pub)
-        assert harness.spin_until(lambda: self.joints, timeout_s=5), "no joint_states"
+        assert harness.spin_until(lambda: self.joints, timeout_s=15), "no joint_states"
 
     def send(self, offset_steps: float, age_s: float = 0.0) -> None:
         msg = PointStamped()
@@ -34,7 +34,7 @@ class Rig:
         msg.point.z = offset_steps
         n = self.node.offsets_received
         self.offset_pub.publish(msg)
-        assert self.h.spin_until(lambda: self.node.offsets_received > n, timeout_s=5), "offset not received"
+        assert self.h.spin_until(lambda: self.node.offsets_received > n, timeout_s=15), "offset not received"
 
     def position(self) -> float:
         return self.joints[-1].position[0]
@@ -160,7 +160,7 @@ def test_fault_stops_motion_then_reconnects(ros_harness):
     rig.settle()
     assert rig.position() == 0 and "driver overheated" in rig.node.last_hold
     assert rig.status(lambda s: s.level == DiagnosticStatus.ERROR).message.startswith("fault, no motion")
-    assert ros_harness.spin_until(lambda: rig.node.stepper.fault is None, timeout_s=3), "never reconnected"
+    assert ros_harness.spin_until(lambda: rig.node.stepper.fault is None, timeout_s=15), "never reconnected"
     rig.settle()                                      # frames from before the reconnect are not trusted
     rig.send(100.0)
     rig.settle()
@@ -173,10 +173,10 @@ def test_grbl_port_disappears_fault_no_motion_then_reconnect(ros_harness, tmp_pa
     try:
         rig = Rig(ros_harness, **FAST, backend="grbl", port=port.port, startup_s=0.01, reconnect_period_s=0.3)
         rig.send(40.0)
-        assert ros_harness.spin_until(lambda: rig.position() == 40, timeout_s=5)
+        assert ros_harness.spin_until(lambda: rig.position() == 40, timeout_s=15)
         assert fake.lines[-1] == "G91 G1 Z0.20000 F1200.000"
         port.unplug(fake)
-        assert ros_harness.spin_until(lambda: rig.node.stepper.fault is not None, timeout_s=5)
+        assert ros_harness.spin_until(lambda: rig.node.stepper.fault is not None, timeout_s=15)
         assert "lost" in rig.node.stepper.fault
         rig.send(100.0)
         rig.settle()
@@ -184,10 +184,10 @@ def test_grbl_port_disappears_fault_no_motion_then_reconnect(ros_harness, tmp_pa
         assert rig.status(lambda s: s.level == DiagnosticStatus.ERROR).message.startswith("fault, no motion")
 
         new = port.plug(z_mm=0.2)                               # plugged back in (GRBL kept its position)
-        assert ros_harness.spin_until(lambda: rig.node.stepper.fault is None, timeout_s=5), "no reconnect"
+        assert ros_harness.spin_until(lambda: rig.node.stepper.fault is None, timeout_s=15), "no reconnect"
         rig.settle()
         rig.send(-30.0)
-        assert ros_harness.spin_until(lambda: rig.position() == 10, timeout_s=5)
+        assert ros_harness.spin_until(lambda: rig.position() == 10, timeout_s=15)
         assert new.lines == ["G91 G1 Z-0.15000 F1200.000"]
     finally:
         for f in port.fakes:

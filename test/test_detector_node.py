@@ -48,7 +48,7 @@ class Rig:
         n = len(self.targets)
         self.image_pub.publish(msg)
         if expect_output:
-            assert self.h.spin_until(lambda: len(self.targets) > n and len(self.crops) > n, timeout_s=5)
+            assert self.h.spin_until(lambda: len(self.targets) > n and len(self.crops) > n, timeout_s=15)
 
     def frame(self, image: np.ndarray, t_s: float = 100.0, encoding: str | None = None) -> Image:
         msg = array_to_image(image, encoding, frame_id="cam")
@@ -67,7 +67,7 @@ def test_crop_target_and_debug_follow_the_worm_with_source_headers(ros_harness):
     # the crop really is the frame around the worm: its dark pixels are in the middle
     pixels = image_to_array(crop)
     assert pixels[50:75, 50:75].mean() < pixels.mean() - 5
-    assert ros_harness.spin_until(lambda: rig.debug, timeout_s=5)
+    assert ros_harness.spin_until(lambda: rig.debug, timeout_s=15)
     debug = rig.debug[-1]
     assert (debug.width, debug.encoding, debug.header.stamp) == (640, "bgr8", s_to_stamp(100.0))
 
@@ -116,7 +116,7 @@ def test_debug_text_uses_the_latest_focus_offset(ros_harness):
     offset.header.stamp = s_to_stamp(100.0)
     offset.point.z = -42.0
     rig.offset_pub.publish(offset)
-    assert ros_harness.spin_until(lambda: rig.node.last_offset is not None, timeout_s=5)
+    assert ros_harness.spin_until(lambda: rig.node.last_offset is not None, timeout_s=15)
     assert rig.node._offset_text(rig.frame(worm_frame(), t_s=100.5)) == "focus offset -42.0 steps"
     assert rig.node._offset_text(rig.frame(worm_frame(), t_s=103.0)).endswith("(stale)")
 
@@ -141,7 +141,7 @@ def test_bad_frames_are_dropped_and_the_node_keeps_working(ros_harness):
     for name in ("wrong encoding", "empty", "truncated", "tiny", "wrong size"):
         dropped = rig.node.frames_dropped
         rig.send(frames[name], expect_output=False)
-        assert ros_harness.spin_until(lambda: rig.node.frames_dropped > dropped, timeout_s=5), name
+        assert ros_harness.spin_until(lambda: rig.node.frames_dropped > dropped, timeout_s=15), name
     assert rig.crops == [] and rig.targets == [] and rig.node.frames_processed == 0
     rig.send(frames["good"])
     assert rig.node.frames_processed == 1 and rig.crops[-1].width == 125

@@ -30,7 +30,7 @@ class Rig:
 
     def move_lens(self, z_steps: float, name: str = "focus") -> None:
         self.joint_pub.publish(JointState(name=[name], position=[float(z_steps)]))
-        assert self.h.spin_until(lambda: self.node.lens_z_steps == z_steps, timeout_s=5)
+        assert self.h.spin_until(lambda: self.node.lens_z_steps == z_steps, timeout_s=15)
 
     def next_frame(self, lens_z: float | None = None) -> tuple[Image, PointStamped]:
         """The first image (and its ground truth) published from now on [with the lens at ``lens_z``]."""
