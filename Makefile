@@ -38,7 +38,7 @@ test: $(VENV)/.train
 demo: $(VENV)/.runtime
 	$(VENV)/bin/celegans-autofocus sim --duration 30 --start-offset 150 --drift 2 --switch 15 -60 --seed 0 \
 	  --summary-json demo_out/sim_summary.json --plot demo_out/sim_timeline.png --record demo_out/sim_bag --overwrite
-	$(VENV)/bin/celegans-autofocus bag-eval demo_out/sim_bag --image-topic /worm/crop --plot demo_out/bag_eval.png
+	$(VENV)/bin/celegans-autofocus bag-eval demo_out/sim_bag --plot demo_out/bag_eval.png
 
 # CNN one-shot vs classical search autofocus on the same scenarios (~3 min on 2 cores); writes benchmarks/bench*.
 bench: $(VENV)/.runtime

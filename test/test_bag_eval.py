@@ -12,8 +12,9 @@ import pytest
 from celegans_autofocus import recording as rec
 from celegans_autofocus.cli import main
 from celegans_autofocus.core import optics
-from celegans_autofocus.core.detection import crop_window
-from onnx_models import gradient_energy_model, pixel_model
+from celegans_autofocus.core.detection import WormCropper, crop_image, crop_window
+from celegans_autofocus.core.predictor import FocusPredictor
+from onnx_models import gradient_energy_model, make_metadata, pixel_model
 from test_closed_loop import A, B, EncodedOffsetFrames
 
 NS = 1_000_000_000
@@ -163,3 +164,62 @@ def test_unmatched_stamps_and_undecodable_frames(tmp_path, oracle_model, capsys)
     report = json.loads((tmp_path / "r.json").read_text())
     assert [f["true_offset_steps"] for f in report["frames"]] == [-50.0, 50.0]
     assert len(report["info"]["undecodable_frames"]) == 1
+
+
+def test_crop_model_on_camera_frames_predicts_on_the_detector_crop(tmp_path, capsys):
+    """A bag as `ros2 bag record /camera/image_raw /sim/ground_truth` writes it (binned 648x486 frames):
+    a crop model is fed the tracked worm's crop, exactly as worm_detector_node would cut it."""
+    cfg = optics.OpticsConfig()
+    scene = optics.make_scene(np.random.default_rng(4), cfg, 1)
+    renderer = optics.StackRenderer(scene, cfg, (486, 648), seed=1)
+    offsets = [-120.0, -40.0, 0.0, 30.0, 90.0]
+    frames = [renderer.frame(o) for o in offsets]
+    with rec.BagRecorder(tmp_path / "raw") as bag:
+        for i, (off, gray) in enumerate(zip(offsets, frames)):
+            t = NS + i * NS // 15
+            bag.write_msg("camera/image_raw", rec.image_msg(gray, t), t)
+            bag.write_msg("sim/ground_truth", rec.point_stamped_msg(0, 0, off, t), t)
+    model = gradient_energy_model(tmp_path / "crop.onnx", a=-50.0, b=40.0, input_px=64,
+                                  metadata=make_metadata(64, input_view="crop"))
+    predictor = FocusPredictor(model)
+    cropper = WormCropper(fov_px=500)
+    expected = [predictor.predict(crop_image(g, cropper(g).window_px)) for g in frames]
+    on_full = [predictor.predict(g) for g in frames]
+    assert np.max(np.abs(np.subtract(expected, on_full))) > 1.0   # the view matters to this model
+
+    rc = main(["bag-eval", str(tmp_path / "raw"), "--model", str(model), "--json", str(tmp_path / "r.json"),
+               "--plot", str(tmp_path / "r.png")])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["info"]["view"] == "detect (fov 500 px of 2592)"
+    assert [f["predicted_offset_steps"] for f in report["frames"]] == pytest.approx(expected, abs=1e-4)
+
+    rc = main(["bag-eval", str(tmp_path / "raw"), "--model", str(model), "--view", "as-recorded",
+               "--json", str(tmp_path / "r2.json"), "--plot", str(tmp_path / "r2.png")])
+    report = json.loads((tmp_path / "r2.json").read_text())
+    assert rc == 0 and report["info"]["view"] == "as-recorded"
+    assert [f["predicted_offset_steps"] for f in report["frames"]] == pytest.approx(on_full, abs=1e-4)
+
+
+def test_crop_model_prefers_the_recorded_crop_topic(tmp_path):
+    frames = EncodedOffsetFrames()
+    with rec.BagRecorder(tmp_path / "both") as bag:
+        for i, off in enumerate([-60.0, 0.0, 60.0]):
+            t = NS + i * NS // 15
+            bag.write_msg("camera/image_raw", rec.image_msg(np.zeros((486, 648), np.uint8), t), t)
+            bag.write_msg("worm/crop", rec.image_msg(frames.frame(off, 0), t), t)
+            bag.write_msg("sim/ground_truth", rec.point_stamped_msg(0, 0, off, t), t)
+    model = pixel_model(tmp_path / "oracle_crop.onnx", a=A, b=B, input_px=128,
+                        metadata=make_metadata(128, input_view="crop"))
+    rc = main(["bag-eval", str(tmp_path / "both"), "--model", str(model), "--json", str(tmp_path / "r.json"),
+               "--plot", str(tmp_path / "r.png")])
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert rc == 0 and report["info"]["topics"]["image"] == "/worm/crop" and report["info"]["view"] == "as-recorded"
+    assert report["results"]["model oracle_crop.onnx"]["mae_steps"] < 1.0
+
+
+@pytest.mark.parametrize("option", [["--fov", "8"], ["--full-width-px", "0"]])
+def test_bad_view_options_are_named(tmp_path, oracle_model, capsys, option):
+    write_truth_bag(tmp_path / "ok", n=3)
+    rc, err = _run([str(tmp_path / "ok"), "--model", str(oracle_model), *option], capsys)
+    assert rc == 2 and option[0] in err

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from celegans_autofocus.core.detection import (
-    Detection, DetectorConfig, TargetTracker, WormDetector, crop_image, crop_window,
+    Detection, DetectorConfig, TargetTracker, WormCropper, WormDetector, crop_image, crop_window,
 )
 from celegans_autofocus.core.images import ImageError
 
@@ -211,3 +211,28 @@ def test_detects_optics_worms_at_every_defocus(seed):
         found = detector.detect(renderer.frame(offset))
         assert len(found) == 1, offset
         assert math.dist(found[0].centroid_px, true_xy) < 8.0, offset  # quarter-size px (32 full-frame px)
+
+
+# --------------------------------------------------------------------------- the per-frame pipeline
+
+def test_worm_cropper_centres_the_fov_on_the_worm_at_any_frame_width():
+    frame, truth = draw_worm_frame(np.random.default_rng(11), [(900, 700)])
+    cropper = WormCropper(fov_px=500)
+    first = cropper(np.full_like(frame, 150))                 # nothing seen yet: the frame centre
+    assert first.state.target is None and first.window_px == (1046, 722, 500, 500)
+    full = cropper(frame)
+    assert full.state.target is not None and math.dist(full.center_px, truth[0]) < 40
+    x0, y0, w, h = full.window_px
+    assert (w, h) == (500, 500) and math.dist((x0 + 250, y0 + 250), truth[0]) < 40
+    small = cv2.resize(frame, (648, 486), interpolation=cv2.INTER_AREA)   # a 4x binned recording
+    quarter = cropper(small)                                   # new size: rebuilt, lengths scaled
+    assert cropper.scale == pytest.approx(0.25) and quarter.window_px[2:] == (125, 125)
+    assert math.dist(quarter.center_px, (truth[0][0] / 4, truth[0][1] / 4)) < 12
+    assert WormCropper(fov_px=0)(frame).window_px == (0, 0, 2592, 1944)
+
+
+@pytest.mark.parametrize("kwargs", [{"fov_px": -1}, {"full_width_px": 0}, {"select": "brightest"},
+                                    {"max_jump_px": 0}])
+def test_worm_cropper_rejects_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        WormCropper(**kwargs)

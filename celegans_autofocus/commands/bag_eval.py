@@ -28,6 +28,7 @@ import numpy as np
 HELP = "evaluate a model on a recorded bag against ground truth or a recorded z sweep (no ROS needed)"
 
 IN_FOCUS_STEPS = 8.0
+CAMERA_TOPIC, CROP_TOPIC = "camera/image_raw", "worm/crop"
 SIGN_BEYOND_STEPS = 20.0
 
 
@@ -39,11 +40,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled models/default.onnx)")
     g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = its default)")
     g = parser.add_argument_group("topics (relative names also match inside a namespace)")
-    g.add_argument("--image-topic", default="camera/image_raw", help="sensor_msgs/Image or CompressedImage")
+    g.add_argument("--image-topic", default=None,
+                   help="sensor_msgs/Image or CompressedImage (default: for a crop model the recorded "
+                        f"{CROP_TOPIC} if the bag has it, else {CAMERA_TOPIC})")
     g.add_argument("--truth-topic", default="sim/ground_truth", help="PointStamped, z = true offset (steps)")
     g.add_argument("--joint-topic", default="stepper/joint_states", help="JointState of the focus motor (steps)")
     g.add_argument("--joint-name", default="", help="joint to use (default: the first one)")
     g.add_argument("--offset-topic", default="focus/offset", help="recorded live predictions, scored if present")
+    g = parser.add_argument_group("view (what the model sees)")
+    g.add_argument("--view", choices=["auto", "as-recorded", "detect"], default="auto",
+                   help="as-recorded: predict on the frames as they are; detect: find and track the worm in "
+                        "each frame and predict on its --fov crop, as worm_detector_node does live; auto: "
+                        f"detect for a crop model reading camera frames, else as-recorded")
+    g.add_argument("--fov", type=int, default=500, metavar="PX", help="detect: crop side in full-frame px")
+    g.add_argument("--full-width-px", type=int, default=2592,
+                   help="detect: sensor width in px; narrower (binned, downscaled) frames are scaled")
     g = parser.add_argument_group("reference")
     g.add_argument("--reference", choices=["auto", "truth", "sweep"], default="auto",
                    help="auto: the truth topic if the bag has it, else a z sweep")
@@ -101,10 +112,12 @@ def _joint_position(msg, name: str, topic: str) -> float | None:
 
 
 def replay(bag, topics: dict[str, str | None], predictor, measure_fn, joint_name: str,
-           max_frames: int) -> Replay:
-    """One pass over the bag: predict every frame, collect truth, live offsets and joint states."""
+           max_frames: int, cropper=None) -> Replay:
+    """One pass over the bag: predict every frame (on ``cropper``'s worm crop if given), collect truth,
+    live offsets and joint states."""
     from tqdm import tqdm
 
+    from ..core.detection import crop_image
     from ..core.images import ImageError
     from ..core.predictor import NonFiniteOutputError
     from ..recording import image_from_msg
@@ -128,8 +141,9 @@ def replay(bag, topics: dict[str, str | None], predictor, measure_fn, joint_name
             if out.frame_wh is None:
                 out.frame_wh = (int(gray.shape[1]), int(gray.shape[0]))
             t0 = time.perf_counter()
+            seen = gray if cropper is None else crop_image(gray, cropper(gray).window_px)
             try:
-                pred = float(predictor.predict(gray))
+                pred = float(predictor.predict(seen))
             except NonFiniteOutputError:
                 pred = math.nan
                 out.non_finite += 1
@@ -233,11 +247,24 @@ def format_report(bag: Path, info: dict, results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def _resolve_topics(bag, args) -> tuple[dict[str, str | None], str]:
+def choose_view(args, bag, input_view: str | None) -> tuple[str, str]:
+    """The image topic and the view (``as-recorded`` or ``detect``) for a model trained on ``input_view``."""
+    crop_model = input_view == "crop"
+    topic = args.image_topic
+    if topic is None:
+        topic = CROP_TOPIC if crop_model and bag.resolve(CROP_TOPIC) is not None else CAMERA_TOPIC
+    view = args.view
+    if view == "auto":
+        is_crop_topic = topic.rstrip("/").endswith(CROP_TOPIC)
+        view = "detect" if crop_model and not is_crop_topic else "as-recorded"
+    return topic, view
+
+
+def _resolve_topics(bag, args, image_topic: str) -> tuple[dict[str, str | None], str]:
     from ..recording import COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, JOINT_STATE_TYPE, POINT_STAMPED_TYPE
 
     topics: dict[str, str | None] = {}
-    topics["image"], _ = bag.require(args.image_topic, [IMAGE_TYPE, COMPRESSED_IMAGE_TYPE])
+    topics["image"], _ = bag.require(image_topic, [IMAGE_TYPE, COMPRESSED_IMAGE_TYPE])
     reference = args.reference
     if reference == "auto":
         if bag.resolve(args.truth_topic) is not None:
@@ -257,6 +284,7 @@ def _resolve_topics(bag, args) -> tuple[dict[str, str | None], str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.detection import WormCropper
     from ..core.focus import get_measure
     from ..core.predictor import FocusPredictor, ModelError, default_model_path
     from ..recording import BagError, BagReader
@@ -264,12 +292,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         if min(args.max_frames, args.match_tolerance_ms, args.settle_ms) < 0:
             raise EvalError("--max-frames, --match-tolerance-ms and --settle-ms must be >= 0")
+        if args.fov < 16 or args.full_width_px < 16:
+            raise EvalError(f"--fov and --full-width-px must be >= 16 px, got {args.fov} and {args.full_width_px}")
+        model_path = args.model if args.model is not None else default_model_path()
+        predictor = FocusPredictor(model_path, providers="auto", intra_op_threads=args.threads)
         with BagReader(args.bag) as bag:
-            topics, reference = _resolve_topics(bag, args)
+            image_topic, view = choose_view(args, bag, predictor.metadata.get("input_view"))
+            topics, reference = _resolve_topics(bag, args, image_topic)
             measure_fn = get_measure(args.measure) if reference == "sweep" else None
-            model_path = args.model if args.model is not None else default_model_path()
-            predictor = FocusPredictor(model_path, providers="auto", intra_op_threads=args.threads)
-            rep = replay(bag, topics, predictor, measure_fn, args.joint_name, args.max_frames)
+            cropper = WormCropper(fov_px=args.fov, full_width_px=args.full_width_px) if view == "detect" else None
+            rep = replay(bag, topics, predictor, measure_fn, args.joint_name, args.max_frames, cropper)
         if not rep.frames:
             raise EvalError(f"bag {args.bag}: no usable frame on {topics['image']}"
                             + (f" ({len(rep.bad_frames)} undecodable; first: {rep.bad_frames[0]})"
@@ -300,15 +332,14 @@ def run(args: argparse.Namespace) -> int:
             results[f"recorded {topics['offset']}"] = offset_metrics(true_arr[got], recorded[got])
     latencies = [f.latency_ms for f in rep.frames]
     info.update({"bag": str(args.bag), "model": str(model_path), "model_input_view": predictor.metadata.get("input_view"),
+                 "view": view if view == "as-recorded" else f"detect (fov {args.fov} px of {args.full_width_px})",
                  "frame_wh_px": rep.frame_wh, "topics": topics, "frames": len(rep.frames),
                  "frames_with_reference": len(have), "undecodable_frames": rep.bad_frames,
                  "latency_p50_ms": float(np.percentile(latencies, 50)),
                  "latency_p95_ms": float(np.percentile(latencies, 95))})
     print(format_report(args.bag, info, results))
-    hint = " (give a crop model the crop topic, e.g. --image-topic worm/crop)" \
-        if info["model_input_view"] == "crop" else ""
-    print(f"frames on {topics['image']}: {rep.frame_wh[0]}x{rep.frame_wh[1]} px; the model was trained on "
-          f"{info['model_input_view']} views{hint}", file=sys.stderr)
+    print(f"frames on {topics['image']}: {rep.frame_wh[0]}x{rep.frame_wh[1]} px, predicted on: {info['view']}; "
+          f"the model was trained on {info['model_input_view']} views", file=sys.stderr)
     print(f"{len(have)} of {len(rep.frames)} frames have a reference; model latency p50 "
           f"{info['latency_p50_ms']:.1f} ms, p95 {info['latency_p95_ms']:.1f} ms on this CPU", file=sys.stderr)
     if info.get("ambiguous"):

@@ -254,3 +254,61 @@ def crop_image(image: np.ndarray, window_px: tuple[int, int, int, int]) -> np.nd
     """The pixels of ``window_px`` = (x0, y0, w, h) (a view, no copy)."""
     x0, y0, w, h = window_px
     return image[y0:y0 + h, x0:x0 + w]
+
+
+# ----------------------------------------------------------------------------- the per-frame pipeline
+
+@dataclass(frozen=True)
+class CropResult:
+    """One frame through :class:`WormCropper`: its detections, the tracker's state, the crop centre
+    (the target, its last position, or the frame centre) and the window (x0, y0, w, h) moved inside
+    the frame, both in the frame's own px."""
+
+    detections: list[Detection]
+    state: TrackState
+    center_px: tuple[float, float]
+    window_px: tuple[int, int, int, int]
+
+
+class WormCropper:
+    """Detect, track the target and cut its ``fov_px`` window, frame after frame: what
+    worm_detector_node does live and ``bag-eval`` does offline.
+
+    Lengths (``fov_px``, ``max_jump_px``, the config's) are full-frame px of a sensor ``full_width_px``
+    wide; frames narrower than that (binned, simulated, downscaled recordings) are scaled by
+    width / full_width_px. The detector and tracker are rebuilt (target re-chosen) when the frame size
+    changes. Before any worm was seen the window is the frame centre; ``fov_px`` 0 = the whole frame.
+    """
+
+    def __init__(self, config: DetectorConfig = DetectorConfig(), fov_px: int = 500, full_width_px: int = 2592,
+                 max_jump_px: float = 200.0, reacquire_after_frames: int = 5, select: str = "nearest_center"):
+        if fov_px < 0 or full_width_px < 1:
+            raise ValueError(f"need fov_px >= 0 and full_width_px >= 1, got {fov_px}, {full_width_px}")
+        self.config, self.fov_px, self.full_width_px = config, int(fov_px), int(full_width_px)
+        self.max_jump_px, self.reacquire_after_frames, self.select = max_jump_px, reacquire_after_frames, select
+        self.scale = 1.0
+        self._frame_wh: tuple[int, int] | None = None
+        self.configure(full_width_px, full_width_px * 3 // 4)  # bad settings fail here, not on a frame
+
+    def configure(self, width_px: int, height_px: int) -> None:
+        """(Re)build detector and tracker for frames of this size (ValueError on bad settings)."""
+        self.scale = min(1.0, width_px / self.full_width_px)
+        self.detector = WormDetector(self.config.scaled(self.scale))
+        self.tracker = TargetTracker((width_px, height_px), max_jump_px=self.max_jump_px * self.scale,
+                                     reacquire_after_frames=self.reacquire_after_frames, select=self.select)
+        self._frame_wh = (width_px, height_px)
+
+    def reset(self) -> None:
+        """Forget the frame size and the target: rebuilt on the next frame."""
+        self._frame_wh = None
+
+    def __call__(self, gray: np.ndarray) -> CropResult:
+        """Advance one 2-D grayscale frame; the window to crop (any encoding) with :func:`crop_image`."""
+        height_px, width_px = gray.shape[:2]
+        if self._frame_wh != (width_px, height_px):
+            self.configure(width_px, height_px)
+        detections = self.detector.detect(gray)
+        state = self.tracker.update(detections)
+        center = state.center_px or (width_px / 2.0, height_px / 2.0)
+        fov = max(1, round(self.fov_px * self.scale)) if self.fov_px else "full"
+        return CropResult(detections, state, center, crop_window(center, fov, gray.shape))

@@ -26,7 +26,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
-from ..core.detection import DetectorConfig, TargetTracker, TrackState, WormDetector, crop_image, crop_window
+from ..core.detection import DetectorConfig, TrackState, WormCropper, crop_image
 from ..core.images import ImageError, to_gray
 from .common import (ConfigError, Param, array_to_image, declare_params, image_to_array, reliable_qos,
                      run_node, sensor_qos, stamp_to_s)
@@ -91,16 +91,10 @@ class WormDetectorNode(Node):
     def __init__(self, **kwargs):
         super().__init__(self.NODE_NAME, **kwargs)
         self.params = declare_params(self, PARAMS)
-        self._frame_key: tuple[int, int] | None = None  # frame size the detector was built for; None = rebuild
-        self.detector: WormDetector | None = None
-        self.tracker: TargetTracker | None = None
-        self.scale = 1.0
+        self.cropper = self._make_cropper(self.params.as_dict())  # settings checked at start-up
         self.last_offset: PointStamped | None = None
         self.frames_processed = 0
         self.frames_dropped = 0
-        full = self.params.full_width_px
-        self._configure(full, full * 3 // 4)  # settings are checked at start-up, not on the first frame
-        self._frame_key = None
         self.crop_pub = self.create_publisher(Image, "worm/crop", reliable_qos(depth=2))
         self.target_pub = self.create_publisher(PointStamped, "worm/target", reliable_qos())
         self.debug_pub = self.create_publisher(Image, "worm/debug_image", reliable_qos(depth=1))
@@ -113,7 +107,9 @@ class WormDetectorNode(Node):
 
     def _on_params(self, changed: dict) -> None:
         if set(changed) & DETECTOR_KEYS:
-            self._frame_key = None  # rebuilt (and the target re-chosen) on the next frame
+            self.cropper = self._make_cropper(self.params.as_dict())  # target re-chosen on the next frame
+        elif "fov_px" in changed:
+            self.cropper.fov_px = self.params.fov_px
 
     def _check_combination(self, changes: list[Parameter]) -> SetParametersResult:
         """Reject a run-time change that makes the detector settings inconsistent (e.g. background_px)."""
@@ -124,18 +120,14 @@ class WormDetectorNode(Node):
             return SetParametersResult(successful=False, reason=f"detector settings: {exc}")
         return SetParametersResult(successful=True)
 
-    def _configure(self, width: int, height: int) -> None:
-        """(Re)build detector and tracker for frames of this size, scaling full-frame lengths."""
-        p = self.params
-        self.scale = min(1.0, width / p.full_width_px)
+    @staticmethod
+    def _make_cropper(values: dict) -> WormCropper:
         try:
-            config = detector_config(p.as_dict()).scaled(self.scale)
-            self.detector = WormDetector(config)
-            self.tracker = TargetTracker((width, height), max_jump_px=p.max_jump_px * self.scale,
-                                         reacquire_after_frames=p.reacquire_after_frames, select=p.select)
+            return WormCropper(detector_config(values), fov_px=values["fov_px"], full_width_px=values["full_width_px"],
+                               max_jump_px=values["max_jump_px"],
+                               reacquire_after_frames=values["reacquire_after_frames"], select=values["select"])
         except ValueError as exc:
             raise ConfigError(f"detector settings: {exc}") from None
-        self._frame_key = (width, height)
 
     # ------------------------------------------------------------ callbacks
 
@@ -167,20 +159,15 @@ class WormDetectorNode(Node):
         except ImageError as exc:
             self._drop(msg, str(exc))
             return
-        if self._frame_key != (msg.width, msg.height):
-            self._configure(msg.width, msg.height)
-        detections = self.detector.detect(gray)
-        state = self.tracker.update(detections)
-        center = state.center_px or (msg.width / 2.0, msg.height / 2.0)
-        fov_px = self.params.fov_px
-        window = crop_window(center, max(1, round(fov_px * self.scale)) if fov_px else "full", image.shape)
+        found = self.cropper(gray)
+        window = found.window_px
         self.crop_pub.publish(array_to_image(crop_image(image, window), msg.encoding, header=msg.header))
         target = PointStamped(header=msg.header)
-        target.point.x, target.point.y = float(center[0]), float(center[1])
-        target.point.z = float(state.lost_frames)
+        target.point.x, target.point.y = (float(v) for v in found.center_px)
+        target.point.z = float(found.state.lost_frames)
         self.target_pub.publish(target)
         if self.params.debug_width_px:
-            self.debug_pub.publish(self._debug_image(gray, detections, state, window, msg))
+            self.debug_pub.publish(self._debug_image(gray, found.detections, found.state, window, msg))
         self.frames_processed += 1
 
     # ------------------------------------------------------------ debug view
