@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from celegans_autofocus.core.closed_loop import (CnnLoop, FocusDrift, MotorSim, OpticsFrames, Scenario,
+from celegans_autofocus.core.closed_loop import (FOCUS_HOLD_FRAMES, CnnLoop, FocusDrift, MotorSim, OpticsFrames, Scenario,
                                                  SearchLoop, make_scenarios, run_episode, summarize_episode)
 from celegans_autofocus.core.predictor import FocusPredictor
 from onnx_models import nan_model, pixel_model
@@ -48,7 +48,8 @@ def test_drift_rejects_bad_parameters():
 
 def test_summarize_episode_on_a_hand_made_error_trace():
     err = [120.0, 60.0, 9.0, -8.0, 2.0, 30.0, 1.0, 0.0, -3.0, 4.0]
-    s = summarize_episode(err, latency_ms=[1.0, 2.0, 3.0, math.nan, 4.0], lens_z_steps=[0, 60, 111, 128])
+    s = summarize_episode(err, latency_ms=[1.0, 2.0, 3.0, math.nan, 4.0], lens_z_steps=[0, 60, 111, 128],
+                          hold_frames=1)
     assert s["frames_to_focus"] == 3
     assert s["final_error_steps"] == 4.0
     assert s["in_focus_fraction"] == pytest.approx(6 / 10)
@@ -56,8 +57,8 @@ def test_summarize_episode_on_a_hand_made_error_trace():
     assert s["steady_abs_error_steps"] == pytest.approx(3.0)
     assert s["latency_p50_ms"] == pytest.approx(2.5) and s["latency_p95_ms"] == pytest.approx(3.85)
     assert s["steps_travelled"] == 128.0 and s["n_frames"] == 10
-    held = summarize_episode(err, hold_frames=3)
-    assert held["frames_to_focus"] == 6 and held["latency_p50_ms"] is None and held["steps_travelled"] is None
+    held = summarize_episode(err)               # the default: reached = 3 consecutive in-focus frames
+    assert FOCUS_HOLD_FRAMES == 3 and held["frames_to_focus"] == 6 and held["latency_p50_ms"] is None and held["steps_travelled"] is None
     never = summarize_episode([50.0, -40.0], steps_travelled=7)
     assert never["frames_to_focus"] is None and never["in_focus_fraction_tracking"] == 0.0
     assert never["steps_travelled"] == 7.0
@@ -142,7 +143,7 @@ def test_episodes_on_the_optics_are_deterministic_and_the_search_converges():
     sc = Scenario("start", seed=3, start_offset_steps=-120.0, duration_s=5.0)
     runs = [run_episode(sc, SearchLoop(measure="brenner"), OpticsFrames(sc, 256, fov_px=256)) for _ in range(2)]
     assert runs[0].lens_z == runs[1].lens_z and runs[0].reasons == runs[1].reasons
-    s = runs[0].summary(hold_frames=3)
+    s = runs[0].summary()
     # a coarse sweep of +-200 steps comes first: the search needs many frames, then holds focus
     assert s["frames_to_focus"] is not None and 10 < s["frames_to_focus"] < 60
     assert abs(s["final_error_steps"]) <= 8 and s["steps_travelled"] >= 400

@@ -41,14 +41,17 @@ def bundled_model():
 
 @pytest.mark.parametrize("start_offset", [150, -150])
 def test_focus_converges_from_150_steps_with_the_bundled_model(tmp_path, start_offset):
-    """The bundled model works on the detector's worm crop; the camera renders the field at 648x486."""
+    """The bundled model works on the detector's worm crop; the camera renders the field at 648x486.
+
+    Real time on a shared machine: each move waits for the frames taken after the lens settled, so
+    the frame count depends on the load (8-13 frames here); `bench` measures it in simulated time."""
     model = bundled_model()
     assert FocusPredictor(model).metadata["input_view"] == "crop"
     code, s = sim(tmp_path, "--model", str(model), "--frames", "120", "--start-offset", str(start_offset),
                   "--drift", "2", "--seed", "3", "--input", "crop", "--fov", "500", "--frame-height", "486")
     assert code == 0
     assert s["frames_to_focus"] is not None, f"never in focus: {s}"
-    assert s["frames_to_focus"] <= 10, s
+    assert s["frames_to_focus"] <= 20, s             # 1.3 s at 15 fps; a search needs ~36 frames
     assert s["steady_abs_error_steps"] <= 10, s      # median |error| once focused: within the depth of field
     assert s["in_focus_fraction_tracking"] >= 0.4, s
     assert s["moves"] >= 1 and s["n_predictions"] >= 10

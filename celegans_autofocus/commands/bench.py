@@ -23,9 +23,6 @@ import numpy as np
 HELP = "closed-loop benchmark: CNN one-shot autofocus vs classical search on the same scenarios"
 
 KINDS = ("step150", "start", "drift", "switch")
-#: frames_to_focus = first frame of a run of this many in-focus frames (so passing through focus
-#: during a move or a coarse search step does not count as having reached it).
-HOLD_FRAMES = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -196,6 +193,8 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def _markdown(args: argparse.Namespace, model: str, table: str, wall_s: float, view: str) -> str:
+    from ..core.closed_loop import FOCUS_HOLD_FRAMES
+
     cmd = command_line(args)
     return "\n".join([
         "# Closed-loop benchmark: CNN one-shot vs classical search autofocus", "",
@@ -207,7 +206,7 @@ def _markdown(args: argparse.Namespace, model: str, table: str, wall_s: float, v
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}; "
         f"wall time {wall_s:.0f} s.", "",
         table, "",
-        f"Frames to focus: index of the first frame that starts {HOLD_FRAMES} consecutive frames with "
+        f"Frames to focus: index of the first frame that starts {FOCUS_HOLD_FRAMES} consecutive frames with "
         "|error| <= 8 steps (frame 0 = the first frame; 'never' = not within the episode). "
         "Final abs error: median over episodes of |best - lens| at the last frame. Frames in focus: share "
         "of all frames with |error| <= 8 steps; 'after reaching' counts from frames to focus on. "
@@ -217,7 +216,7 @@ def _markdown(args: argparse.Namespace, model: str, table: str, wall_s: float, v
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..core.closed_loop import CnnLoop, OpticsFrames, SearchLoop, run_episode
+    from ..core.closed_loop import FOCUS_HOLD_FRAMES, CnnLoop, OpticsFrames, SearchLoop, run_episode
     from ..core.focus import get_measure
     from ..core.predictor import FocusPredictor, ModelError, default_model_path
 
@@ -261,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     for sc in scenarios:
         for ctrl_name, make_ctrl, make_frames in controllers:
             trace = run_episode(sc, make_ctrl(), make_frames(sc))
-            summary = trace.summary(hold_frames=HOLD_FRAMES)
+            summary = trace.summary()
             episodes.append({"scenario": sc.name, "kind": sc.name.rsplit("-", 1)[0], "controller": ctrl_name,
                              "start_offset_steps": sc.start_offset_steps, **summary})
             if sc.name.startswith("switch") and ctrl_name not in examples:
@@ -275,13 +274,13 @@ def run(args: argparse.Namespace) -> int:
     rows = table_rows(episodes)
     table = format_table(rows)
     print(table)
-    print(f"frames to focus = first of {HOLD_FRAMES} consecutive frames with |error| <= 8 steps; "
+    print(f"frames to focus = first of {FOCUS_HOLD_FRAMES} consecutive frames with |error| <= 8 steps; "
           f"{len(scenarios)} scenarios, wall time {wall_s:.0f} s", file=sys.stderr)
     try:
         if args.summary_json is not None:
             args.summary_json.parent.mkdir(parents=True, exist_ok=True)
             args.summary_json.write_text(json.dumps(_json_safe(
-                {"model": model_name, "view": view, "hold_frames": HOLD_FRAMES, "wall_s": wall_s,
+                {"model": model_name, "view": view, "hold_frames": FOCUS_HOLD_FRAMES, "wall_s": wall_s,
                  "scenarios": [s.to_dict() for s in scenarios], "episodes": episodes, "table": rows}), indent=1))
         if args.plot is not None:
             from ..plots import plot_bench

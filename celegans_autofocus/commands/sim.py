@@ -167,7 +167,7 @@ def format_summary(s: dict) -> str:
         ("final error", _fmt(s["final_error_steps"], " steps")),
         ("steady |error| (median)", _fmt(s["steady_abs_error_steps"], " steps")),
         ("in focus (|error| <= 8)", f"{100 * s['in_focus_fraction']:.1f} % of all frames, "
-                                    f"{100 * s['in_focus_fraction_tracking']:.1f} % after first focus"),
+                                    f"{100 * s['in_focus_fraction_tracking']:.1f} % after reaching focus"),
         ("latency p50 / p95", f"{_fmt(s['latency_p50_ms'])} / {_fmt(s['latency_p95_ms'], ' ms')} "
                               "(image stamp -> focus/offset)"),
         ("motor", f"{s['moves']} moves, {_fmt(s['steps_travelled'], ' steps', 0)} travelled"),

@@ -24,6 +24,9 @@ from .focus import get_measure
 from .predictor import FocusPredictor, NonFiniteOutputError
 
 IN_FOCUS_STEPS = 8.0
+#: "Reached focus" = the first of this many consecutive in-focus frames, so that a lens passing
+#: through focus does not count; the one definition for ``sim``, ``bench`` and the tests.
+FOCUS_HOLD_FRAMES = 3
 
 
 class FocusDrift:
@@ -225,7 +228,7 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 
 def summarize_episode(error_steps: Sequence[float], *, latency_ms: Sequence[float] | None = None,
                       steps_travelled: float | None = None, lens_z_steps: Sequence[float] | None = None,
-                      in_focus_steps: float = IN_FOCUS_STEPS, hold_frames: int = 1) -> dict:
+                      in_focus_steps: float = IN_FOCUS_STEPS, hold_frames: int = FOCUS_HOLD_FRAMES) -> dict:
     """Metrics of one episode from the per-frame focus error (``best_z - lens_z`` at each frame).
 
     Keys: ``frames_to_focus`` (index of the first frame that starts a run of ``hold_frames``
@@ -395,7 +398,7 @@ class EpisodeTrace:
     def predicted_best_z(self) -> np.ndarray:
         return np.asarray(self.lens_z) + np.asarray(self.predicted_offset)
 
-    def summary(self, hold_frames: int = 1) -> dict:
+    def summary(self, hold_frames: int = FOCUS_HOLD_FRAMES) -> dict:
         return summarize_episode(self.error_steps, latency_ms=self.latency_ms,
                                  steps_travelled=self.steps_travelled, hold_frames=hold_frames)
 
