@@ -10,6 +10,8 @@ from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
 
+from rclpy.parameter import Parameter
+
 from celegans_autofocus.nodes.common import ConfigError, s_to_stamp
 from celegans_autofocus.nodes.stepper_controller_node import StepperControllerNode
 from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
@@ -203,3 +205,24 @@ def test_unusable_configuration_is_refused_with_the_reason(ros_harness, tmp_path
         ros_harness.start(StepperControllerNode, deadband_steps=30.0, act_now_steps=10.0)
     with pytest.raises(ConfigError, match="step_pin"):
         ros_harness.start(StepperControllerNode, backend="gpio")
+
+
+def test_control_law_is_tunable_at_run_time_and_bad_values_are_refused(ros_harness):
+    rig = Rig(ros_harness, **FAST)
+    node = rig.node
+    ok = node.set_parameters([Parameter("deadband_steps", value=20.0), Parameter("median_window", value=1)])
+    assert all(r.successful for r in ok)
+    assert node.controller.config.deadband_steps == 20.0 and node.controller.config.median_window == 1
+    rig.send(15.0)                                    # within the new 20-step deadband: hold at once (K = 1)
+    rig.settle()
+    assert node.last_decision.reason.value == "in_focus" and rig.position() == 0
+    rig.send(30.0)
+    rig.settle()
+    assert rig.position() == 30 and node.moves == 1
+    for bad in (Parameter("gain", value=5.0), Parameter("median_window", value=0),
+                Parameter("deadband_steps", value=math.nan)):
+        result = node.set_parameters([bad])[0]
+        assert not result.successful and result.reason, bad.name
+    assert node.controller.config.deadband_steps == 20.0 and node.controller.config.gain == 1.0
+    refused = node.set_parameters([Parameter("soft_max_steps", value=5)])[0]   # the driver's limits: fixed
+    assert not refused.successful

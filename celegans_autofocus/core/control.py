@@ -144,6 +144,12 @@ class FocusController:
     def enabled(self) -> bool:
         return self._enabled
 
+    def reconfigure(self, config: ControlConfig) -> None:
+        """Switch to a new law (e.g. a run-time parameter change); the prediction window starts afresh,
+        the settle time of a move in progress still applies."""
+        self.config = config
+        self._window = deque(maxlen=config.median_window)
+
     def enable(self, on: bool) -> None:
         """Turn the law on or off; either way the prediction window starts afresh."""
         self._enabled = bool(on)
@@ -288,6 +294,12 @@ class SearchAutofocus:
     @property
     def enabled(self) -> bool:
         return self._enabled
+
+    def reconfigure(self, config: ControlConfig) -> None:
+        """Switch to a new law (e.g. a run-time parameter change); the prediction window starts afresh,
+        the settle time of a move in progress still applies."""
+        self.config = config
+        self._window = deque(maxlen=config.median_window)
 
     @property
     def converged(self) -> bool:

@@ -21,7 +21,9 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
@@ -51,18 +53,17 @@ PARAMS = (
           range=(0, 100_000), read_only=True),
     Param("approach", 1, "direction of the final approach of every move (+1 or -1)", choices=(1, -1),
           read_only=True),
-    # the control law (core.control.ControlConfig)
-    Param("gain", 1.0, "fraction of the median offset moved per decision", range=(0.01, 2.0), read_only=True),
+    # the control law (core.control.ControlConfig); tunable at run time (`ros2 param set`)
+    Param("gain", 1.0, "fraction of the median offset moved per decision", range=(0.01, 2.0)),
     Param("deadband_steps", 8.0, "hold when |median offset| is within this (about half the depth of field)",
-          range=(0.0, 10_000.0), read_only=True),
-    Param("max_move_steps", 200, "largest single move", range=(1, 1_000_000), read_only=True),
-    Param("median_window", 3, "K: median of the last K settled predictions", range=(1, 100), read_only=True),
+          range=(0.0, 10_000.0)),
+    Param("max_move_steps", 200, "largest single move", range=(1, 1_000_000)),
+    Param("median_window", 3, "K: median of the last K settled predictions", range=(1, 100)),
     Param("act_now_steps", 24.0, "act on fewer than K predictions when the median is at least this far",
-          range=(0.0, 100_000.0), read_only=True),
+          range=(0.0, 100_000.0)),
     Param("stale_after_s", 1.0, "watchdog: predictions older than this (or none for this long) hold",
-          range=(0.01, 3600.0), read_only=True),
-    Param("settle_s", 0.05, "ignore frames stamped before the end of the last move + this", range=(0.0, 60.0),
-          read_only=True),
+          range=(0.01, 3600.0)),
+    Param("settle_s", 0.05, "ignore frames stamped before the end of the last move + this", range=(0.0, 60.0)),
     # simulated backend
     Param("initial_position_steps", 0, "simulated: start position", range=(-10_000_000, 10_000_000),
           read_only=True),
@@ -81,6 +82,10 @@ PARAMS = (
     Param("startup_s", 2.0, "grbl: wait after opening the port (opening resets an Arduino)", range=(0.0, 30.0),
           read_only=True),
 )
+
+
+def _law_of(values: dict) -> ControlConfig:
+    return ControlConfig(**{k: values[k] for k in LAW_PARAMS + LIMIT_PARAMS})
 
 
 def _pin(name: str) -> int | str | None:
@@ -115,10 +120,12 @@ class StepperControllerNode(Node):
         self.params = declare_params(self, PARAMS)
         p = self.params
         try:
-            config = ControlConfig(**{k: p[k] for k in LAW_PARAMS + LIMIT_PARAMS})
+            config = _law_of(p.as_dict())
         except ValueError as exc:
             raise ConfigError(f"control law: {exc}") from None
         self.controller = FocusController(config, enabled=p.focus_enabled)
+        self.add_on_set_parameters_callback(self._check_law)
+        self.params.on_change(self._on_params)
         self.stepper = stepper_from_params(p)
         self.last_decision: Decision | None = None
         self.last_hold = ""            # why the last offset did not move the motor ('' after a move)
@@ -137,6 +144,20 @@ class StepperControllerNode(Node):
         self.get_logger().info(f"{p.backend} stepper at {self.stepper.position_steps} steps, soft limits "
                                f"[{p.soft_min_steps}, {p.soft_max_steps}], focus control "
                                f"{'on' if p.focus_enabled else 'off'}")
+
+    def _check_law(self, changes: list[Parameter]) -> SetParametersResult:
+        """Refuse a run-time change that makes the control law inconsistent."""
+        values = {**self.params.as_dict(), **{c.name: c.value for c in changes}}
+        try:
+            _law_of(values)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=f"control law: {exc}")
+        return SetParametersResult(successful=True)
+
+    def _on_params(self, changed: dict) -> None:
+        if set(changed) & set(LAW_PARAMS):
+            self.controller.reconfigure(_law_of(self.params.as_dict()))
+            self.get_logger().info(f"control law updated: {changed}")
 
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
