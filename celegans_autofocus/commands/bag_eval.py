@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--view", choices=["auto", "as-recorded", "detect"], default="auto",
                    help="as-recorded: predict on the frames as they are; detect: find and track the worm in "
                         "each frame and predict on its --fov crop, as worm_detector_node does live; auto: "
-                        f"detect for a crop model reading camera frames, else as-recorded")
+                        "detect for a crop model reading camera frames, else as-recorded")
     g.add_argument("--fov", type=int, default=500, metavar="PX", help="detect: crop side in full-frame px")
     g.add_argument("--full-width-px", type=int, default=2592,
                    help="detect: sensor width in px; narrower (binned, downscaled) frames are scaled")

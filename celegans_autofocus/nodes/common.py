@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from rclpy.exceptions import ParameterException
@@ -225,6 +226,17 @@ class Params:
 def declare_params(node: Node, specs: Iterable[Param]) -> Params:
     """Declare ``specs`` on ``node`` with descriptors and validation; :class:`ConfigError` if invalid."""
     return Params(node, list(specs))
+
+
+# ---------------------------------------------------------------- diagnostics
+
+def diagnostic_array(node: Node, what: str, level: int, message: str, hardware_id: str,
+                     values: dict[str, str]) -> DiagnosticArray:
+    """A /diagnostics message with one status named ``"<node's full name>: <what>"``, stamped now."""
+    status = DiagnosticStatus(level=level, name=f"{node.get_fully_qualified_name()}: {what}", message=message,
+                              hardware_id=hardware_id,
+                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
+    return DiagnosticArray(header=Header(stamp=node.get_clock().now().to_msg()), status=[status])
 
 
 # ---------------------------------------------------------------- main

@@ -19,17 +19,17 @@ import time
 from collections import deque
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PointStamped
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import Image
-from std_msgs.msg import Header
 
 from ..core.images import ImageError
 from ..core.predictor import CPU_PROVIDER, CUDA_PROVIDER, FocusPredictor, ModelError, NonFiniteOutputError, \
     default_model_path
-from .common import ConfigError, Param, declare_params, image_to_gray, reliable_qos, run_node, sensor_qos
+from .common import (ConfigError, Param, declare_params, diagnostic_array, image_to_gray, reliable_qos, run_node,
+                     sensor_qos)
 
 INPUT_TOPICS = {"full": "camera/image_raw", "crop": "worm/crop"}
 PROBLEM_SHOWN_S = 5.0  # a rejected frame keeps the diagnostics at WARN this long
@@ -182,15 +182,13 @@ class FocusPredictorNode(Node):
     def _publish_diagnostics(self) -> None:
         p50, p95 = self.stats.latency_percentiles_ms(50, 95)
         fps = self.stats.fps()
-        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: focus predictor",
-                                  hardware_id=self.predictor.name)
         if self.frames_processed == 0:
-            status.level, status.message = DiagnosticStatus.WARN, f"no frame predicted yet on {self.input_topic}"
+            level, message = DiagnosticStatus.WARN, f"no frame predicted yet on {self.input_topic}"
         else:
-            status.level, status.message = DiagnosticStatus.OK, f"{fps:.1f} fps"
+            level, message = DiagnosticStatus.OK, f"{fps:.1f} fps"
         if time.monotonic() - self.last_problem_s < PROBLEM_SHOWN_S:
-            status.level = max(status.level, DiagnosticStatus.WARN)
-            status.message += f"; last rejected frame: {self.last_problem}"
+            level = max(level, DiagnosticStatus.WARN)
+            message += f"; last rejected frame: {self.last_problem}"
 
         def ms(v: float | None) -> str:
             return "nan" if v is None else f"{v:.2f}"
@@ -202,9 +200,7 @@ class FocusPredictorNode(Node):
             "model_path": str(self.predictor.path), "provider": self.predictor.providers[0],
             "input_topic": self.resolve_topic_name(self.input_topic),
         }
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        header = Header(stamp=self.get_clock().now().to_msg())
-        self.diag_pub.publish(DiagnosticArray(header=header, status=[status]))
+        self.diag_pub.publish(diagnostic_array(self, "focus predictor", level, message, self.predictor.name, values))
 
     def destroy_node(self) -> None:
         self._mailbox.close()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
@@ -30,7 +30,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from ..core.control import ControlConfig, Decision, FocusController, Reason
 from ..hardware.steppers import BACKENDS, Stepper, StepperError, make_stepper
-from .common import ConfigError, Param, declare_params, reliable_qos, run_node, stamp_to_s
+from .common import ConfigError, Param, declare_params, diagnostic_array, reliable_qos, run_node, stamp_to_s
 
 LAW_PARAMS = ("gain", "deadband_steps", "max_move_steps", "median_window", "act_now_steps", "stale_after_s",
               "settle_s")
@@ -269,8 +269,6 @@ class StepperControllerNode(Node):
 
     def _publish_diagnostics(self) -> None:
         level, message = self.state()
-        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: focus stepper",
-                                  message=message, hardware_id=self.params.backend)
         d = self.last_decision
         values = {
             "position_steps": str(self.stepper.position_steps), "moving": str(self.stepper.moving),
@@ -281,9 +279,7 @@ class StepperControllerNode(Node):
             "soft_limits_steps": f"[{self.stepper.soft_min_steps}, {self.stepper.soft_max_steps}]",
         }
         values.update({f"count_{k}": str(v) for k, v in self.controller.counts.items() if v})
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        header = Header(stamp=self.get_clock().now().to_msg())
-        self.diag_pub.publish(DiagnosticArray(header=header, status=[status]))
+        self.diag_pub.publish(diagnostic_array(self, "focus stepper", level, message, self.params.backend, values))
 
     def destroy_node(self) -> None:
         self.stepper.close()
