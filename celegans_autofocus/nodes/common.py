@@ -223,6 +223,21 @@ class Params:
         return dict(self._values)
 
 
+def refuse_inconsistent(node: Node, params: Params, build: Callable[[dict[str, Any]], Any], what: str) -> None:
+    """Refuse a run-time change for which ``build(all values)`` raises ValueError (settings that are
+    valid alone but not together), with ``"<what>: <error>"`` as the reason."""
+
+    def check(changes: list[Parameter]) -> SetParametersResult:
+        values = {**params.as_dict(), **{c.name: c.value for c in changes}}
+        try:
+            build(values)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=f"{what}: {exc}")
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(check)
+
+
 def declare_params(node: Node, specs: Iterable[Param]) -> Params:
     """Declare ``specs`` on ``node`` with descriptors and validation; :class:`ConfigError` if invalid."""
     return Params(node, list(specs))

@@ -21,16 +21,15 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PointStamped
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
 
 from ..core.control import ControlConfig, Decision, FocusController, Reason
 from ..hardware.steppers import BACKENDS, Stepper, StepperError, make_stepper
-from .common import ConfigError, Param, declare_params, diagnostic_array, reliable_qos, run_node, stamp_to_s
+from .common import (ConfigError, Param, declare_params, diagnostic_array, refuse_inconsistent, reliable_qos,
+                     run_node, stamp_to_s)
 
 LAW_PARAMS = ("gain", "deadband_steps", "max_move_steps", "median_window", "act_now_steps", "stale_after_s",
               "settle_s")
@@ -124,7 +123,7 @@ class StepperControllerNode(Node):
         except ValueError as exc:
             raise ConfigError(f"control law: {exc}") from None
         self.controller = FocusController(config, enabled=p.focus_enabled)
-        self.add_on_set_parameters_callback(self._check_law)
+        refuse_inconsistent(self, self.params, _law_of, "control law")
         self.params.on_change(self._on_params)
         self.stepper = stepper_from_params(p)
         self.last_decision: Decision | None = None
@@ -144,15 +143,6 @@ class StepperControllerNode(Node):
         self.get_logger().info(f"{p.backend} stepper at {self.stepper.position_steps} steps, soft limits "
                                f"[{p.soft_min_steps}, {p.soft_max_steps}], focus control "
                                f"{'on' if p.focus_enabled else 'off'}")
-
-    def _check_law(self, changes: list[Parameter]) -> SetParametersResult:
-        """Refuse a run-time change that makes the control law inconsistent."""
-        values = {**self.params.as_dict(), **{c.name: c.value for c in changes}}
-        try:
-            _law_of(values)
-        except ValueError as exc:
-            return SetParametersResult(successful=False, reason=f"control law: {exc}")
-        return SetParametersResult(successful=True)
 
     def _on_params(self, changed: dict) -> None:
         if set(changed) & set(LAW_PARAMS):

@@ -21,15 +21,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from geometry_msgs.msg import PointStamped
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
 from ..core.detection import DetectorConfig, TrackState, WormCropper, crop_image
 from ..core.images import ImageError, to_gray
-from .common import (ConfigError, Param, array_to_image, declare_params, image_to_array, reliable_qos,
-                     run_node, sensor_qos, stamp_to_s)
+from .common import (ConfigError, Param, array_to_image, declare_params, image_to_array, refuse_inconsistent,
+                     reliable_qos, run_node, sensor_qos, stamp_to_s)
 
 _DEFAULTS = DetectorConfig()
 
@@ -101,24 +99,15 @@ class WormDetectorNode(Node):
         self.create_subscription(Image, "camera/image_raw", self._on_image, sensor_qos(depth=1))
         self.create_subscription(PointStamped, "focus/offset", self._on_offset, sensor_qos(depth=1))
         self.params.on_change(self._on_params)
-        self.add_on_set_parameters_callback(self._check_combination)
+        refuse_inconsistent(self, self.params, detector_config, "detector settings")
 
-    # ------------------------------------------------------------ set-up per frame size
+    # ------------------------------------------------------------ run-time settings
 
     def _on_params(self, changed: dict) -> None:
         if set(changed) & DETECTOR_KEYS:
             self.cropper = self._make_cropper(self.params.as_dict())  # target re-chosen on the next frame
         elif "fov_px" in changed:
             self.cropper.fov_px = self.params.fov_px
-
-    def _check_combination(self, changes: list[Parameter]) -> SetParametersResult:
-        """Reject a run-time change that makes the detector settings inconsistent (e.g. background_px)."""
-        values = {**self.params.as_dict(), **{c.name: c.value for c in changes}}
-        try:
-            detector_config(values)
-        except ValueError as exc:
-            return SetParametersResult(successful=False, reason=f"detector settings: {exc}")
-        return SetParametersResult(successful=True)
 
     @staticmethod
     def _make_cropper(values: dict) -> WormCropper:
