@@ -96,6 +96,17 @@ def test_crop_input_listens_to_worm_crop_only(ros_harness, tmp_path):
     assert node.get_subscriptions_info_by_topic(f"{ros_harness.namespace}/worm/crop")
 
 
+@pytest.mark.parametrize("view,topic", [("crop", "worm/crop"), ("full", "camera/image_raw"),
+                                        ("mixed", "camera/image_raw")])
+def test_auto_input_follows_the_models_view(ros_harness, tmp_path, view, topic):
+    """The default input=auto: a crop model (like the bundled one) listens to the detector's crop."""
+    model = pixel_model(tmp_path / "m.onnx", a=1.0, b=7.0, metadata=make_metadata(32, input_view=view))
+    node, offsets = start(ros_harness, model)
+    assert node.params.input == "auto" and node.input_topic == topic
+    publish(ros_harness, topic, [stamped(frame(1, (50, 50)))])
+    assert ros_harness.spin_until(lambda: len(offsets) == 1, timeout_s=15)
+
+
 @pytest.mark.parametrize("case", ["encoding", "size", "empty"])
 def test_bad_image_is_rejected_and_the_node_keeps_going(ros_harness, tmp_path, case):
     model = pixel_model(tmp_path / "m.onnx", a=3.0)

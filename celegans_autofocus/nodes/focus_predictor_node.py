@@ -38,11 +38,13 @@ PROVIDERS = {"auto": "auto", "cpu": [CPU_PROVIDER], "cuda": [CUDA_PROVIDER]}
 PARAMS = (
     Param("model_path", "", "ONNX model with celegans_autofocus metadata ('' = the bundled default model)",
           read_only=True),
-    Param("input", "full", "which image to predict on: full -> camera/image_raw, crop -> worm/crop",
-          choices=tuple(INPUT_TOPICS), read_only=True),
+    Param("input", "auto", "which image to predict on: full -> camera/image_raw, crop -> worm/crop, "
+          "auto -> the view the model was trained on (its metadata's input_view)",
+          choices=("auto", *INPUT_TOPICS), read_only=True),
     Param("provider", "auto", "onnxruntime execution provider: auto (CUDA if available, else CPU), cpu, cuda",
           choices=tuple(PROVIDERS), read_only=True),
-    Param("intra_op_threads", 0, "onnxruntime intra-op threads (0 = onnxruntime's default)", range=(0, 256),
+    Param("intra_op_threads", 1, "onnxruntime intra-op threads (0 = onnxruntime's default, one per core; "
+          "1 had the lowest latency tails beside the detector on 2 cores, benchmarks/e2e_latency.md)", range=(0, 256),
           read_only=True),
     Param("diagnostics_period_s", 1.0, "period of the /diagnostics status", range=(0.05, 60.0), read_only=True),
     Param("stats_window", 300, "frames in the rolling fps/latency window", range=(10, 100000), read_only=True),
@@ -109,6 +111,14 @@ class FrameStats:
         return [float(np.percentile(values, q)) if values else None for q in qs]
 
 
+def input_view(requested: str, metadata: dict) -> str:
+    """``full`` or ``crop``: as requested, or for ``auto`` the model's ``input_view`` (crop models get
+    the detector's crop; full-frame and mixed models the camera frame)."""
+    if requested != "auto":
+        return requested
+    return "crop" if metadata.get("input_view") == "crop" else "full"
+
+
 class FocusPredictorNode(Node):
     NODE_NAME = "focus_predictor_node"
 
@@ -123,7 +133,7 @@ class FocusPredictorNode(Node):
         except ValueError as exc:  # ModelError names the file; a provider error says which are available
             raise ConfigError(str(exc)) from None
         warm_up_ms = self.predictor.warm_up()  # before subscribing: the first frame is not the slow one
-        self.input_topic = INPUT_TOPICS[p.input]
+        self.input_topic = INPUT_TOPICS[input_view(p.input, self.predictor.metadata)]
         self.frames_processed = 0
         self.frames_rejected = 0
         self.last_problem, self.last_problem_s = "", -float("inf")

@@ -8,7 +8,7 @@ text). Publishes, each with the source image's header:
   last position. Before any worm has been found the crop is the frame centre.
 - ``worm/target`` (PointStamped): x, y = crop centre in the image's pixels (column, row);
   z = frames since the target was last seen (0 = seen in this frame).
-- ``worm/debug_image`` (bgr8, ``debug_width_px`` wide): detections, the target box, the crop window
+- ``worm/debug_image`` (bgr8, about ``debug_width_px`` wide): detections, the target box, the crop window
   and the latest focus offset.
 
 Lengths (``fov_px``, detector sizes) are full-frame pixels at ``full_width_px`` across (2592 for the
@@ -66,7 +66,8 @@ PARAMS = (
     Param("reacquire_after_frames", 5, "frames without the target before switching to another worm",
           range=(1, 10000)),
     Param("select", "nearest_center", "which worm becomes the target", choices=("nearest_center", "largest")),
-    Param("debug_width_px", 640, "width of worm/debug_image (0 = no debug image)", range=(0, 4096)),
+    Param("debug_width_px", 640, "about the width of worm/debug_image: the frame binned by the nearest whole "
+          "factor (0 = no debug image)", range=(0, 4096)),
     Param("offset_max_age_s", 2.0, "focus offsets older than this are shown as stale", range=(0.0, 3600.0)),
 )
 
@@ -162,9 +163,11 @@ class WormDetectorNode(Node):
     # ------------------------------------------------------------ debug view
 
     def _debug_image(self, gray: np.ndarray, detections, state: TrackState, window, msg: Image) -> Image:
-        width = self.params.debug_width_px
-        k = width / gray.shape[1]
-        small = cv2.resize(gray, (width, max(1, round(gray.shape[0] * k))), interpolation=cv2.INTER_AREA)
+        # bin by a whole factor (2592 -> 648 px for 640): INTER_AREA is ~4x faster than at a fractional one
+        factor = max(1, round(gray.shape[1] / self.params.debug_width_px))
+        small = cv2.resize(gray, (max(1, gray.shape[1] // factor), max(1, gray.shape[0] // factor)),
+                           interpolation=cv2.INTER_AREA)
+        k = small.shape[1] / gray.shape[1]
         if small.dtype != np.uint8:
             small = cv2.normalize(small.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
         view = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
