@@ -68,3 +68,36 @@ def test_player_predictor_controller_as_processes_close_the_loop(ros_harness, pr
     for proc in processes:
         out, _ = proc.communicate(timeout=20)
         assert proc.returncode == 0, out
+
+
+INTERRUPTED_TAKE = """
+import os, signal, sys
+from rclpy.node import Node
+from celegans_autofocus.nodes.common import run_node
+
+class Node1(Node):
+    NODE_NAME = "interrupted_take"
+    def __init__(self):
+        super().__init__(self.NODE_NAME)
+        self.create_timer(0.05, self.tick)
+    def tick(self):
+        try:
+            if sys.argv[1] == "sigint":
+                os.kill(os.getpid(), signal.SIGINT)   # Ctrl-C lands inside a pybind11 call ...
+        except KeyboardInterrupt:
+            pass
+        raise RuntimeError("Unable to convert call argument '0' to Python object")  # ... as rclpy reports it
+
+sys.exit(run_node(Node1))
+"""
+
+
+@pytest.mark.parametrize("case", ["sigint", "no_signal"])
+def test_ctrl_c_during_a_take_is_a_clean_stop_but_other_errors_are_not(case):
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    proc = subprocess.run([sys.executable, "-c", INTERRUPTED_TAKE, case], env=env, capture_output=True, text=True,
+                          timeout=60)
+    if case == "sigint":
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    else:                     # the same RuntimeError without Ctrl-C is a crash: exit 1 with the traceback
+        assert proc.returncode == 1 and "Unable to convert" in proc.stderr

@@ -8,6 +8,8 @@ run time (``ros2 param set`` gets the reason back). :func:`run_node` is every no
 from __future__ import annotations
 
 import array
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -256,6 +258,15 @@ def diagnostic_array(node: Node, what: str, level: int, message: str, hardware_i
 
 # ---------------------------------------------------------------- main
 
+#: Set when Ctrl-C (SIGINT) asked the node to stop.
+stop_requested = threading.Event()
+
+
+def _on_sigint(signum: int, frame) -> None:
+    stop_requested.set()
+    raise KeyboardInterrupt
+
+
 def run_node(node_cls: Callable[..., Node], args: list[str] | None = None,
              fatal: tuple[type[BaseException], ...] = ()) -> int:
     """Every node's ``main()``: init, construct, spin, shut down; returns the exit code.
@@ -265,6 +276,8 @@ def run_node(node_cls: Callable[..., Node], args: list[str] | None = None,
     """
     name = getattr(node_cls, "NODE_NAME", getattr(node_cls, "__name__", "node"))
     expected = (ConfigError, ParameterException, *fatal)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_sigint)  # rclpy.init() chains its own handler to this one
     rclpy.init(args=args)
     node = None
     try:
@@ -276,6 +289,11 @@ def run_node(node_cls: Callable[..., Node], args: list[str] | None = None,
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        if not stop_requested.is_set():
+            raise
+        # Ctrl-C arrived while rclpy was taking a message: pybind11 reports the interrupted conversion as a
+        # RuntimeError instead of KeyboardInterrupt. A normal stop, not a crash.
     finally:
         if node is not None:
             node.destroy_node()
