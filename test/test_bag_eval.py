@@ -216,6 +216,13 @@ def test_crop_model_prefers_the_recorded_crop_topic(tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     assert rc == 0 and report["info"]["topics"]["image"] == "/worm/crop" and report["info"]["view"] == "as-recorded"
     assert report["results"]["model oracle_crop.onnx"]["mae_steps"] < 1.0
+    # --view detect finds the worm in the camera frames, never inside the recorded crops
+    rc = main(["bag-eval", str(tmp_path / "both"), "--model", str(model), "--view", "detect",
+               "--json", str(tmp_path / "d.json"), "--plot", str(tmp_path / "d.png")])
+    report = json.loads((tmp_path / "d.json").read_text())
+    assert rc == 0 and report["info"]["topics"]["image"] == "/camera/image_raw"
+    assert main(["bag-eval", str(tmp_path / "both"), "--model", str(model), "--view", "detect",
+                 "--image-topic", "worm/crop"]) == 2
 
 
 @pytest.mark.parametrize("option", [["--fov", "8"], ["--full-width-px", "0"]])

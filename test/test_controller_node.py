@@ -224,5 +224,8 @@ def test_control_law_is_tunable_at_run_time_and_bad_values_are_refused(ros_harne
         result = node.set_parameters([bad])[0]
         assert not result.successful and result.reason, bad.name
     assert node.controller.config.deadband_steps == 20.0 and node.controller.config.gain == 1.0
+    together = node.set_parameters([Parameter("deadband_steps", value=30.0)])[0]   # valid alone, > act_now 24
+    assert not together.successful and "control law" in together.reason and "act_now_steps" in together.reason
+    assert node.controller.config.deadband_steps == 20.0
     refused = node.set_parameters([Parameter("soft_max_steps", value=5)])[0]   # the driver's limits: fixed
     assert not refused.successful

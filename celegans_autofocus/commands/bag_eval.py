@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bag", type=Path, help="rosbag2 directory (MCAP or sqlite3), e.g. from `ros2 bag record`")
     g = parser.add_argument_group("model")
     g.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled models/default.onnx)")
-    g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = its default)")
+    g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = one per core)")
     g = parser.add_argument_group("topics (relative names also match inside a namespace)")
     g.add_argument("--image-topic", default=None,
                    help="sensor_msgs/Image or CompressedImage (default: for a crop model the recorded "
@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="as-recorded: predict on the frames as they are; detect: find and track the worm in "
                         "each frame and predict on its --fov crop, as worm_detector_node does live; auto: "
                         "detect for a crop model reading camera frames, else as-recorded")
-    g.add_argument("--fov", type=int, default=500, metavar="PX", help="detect: crop side in full-frame px")
+    g.add_argument("--fov", type=int, default=500, metavar="PX",
+                   help="detect: crop side in full-frame px (0 = the whole frame, tracked but uncropped)")
     g.add_argument("--full-width-px", type=int, default=2592,
                    help="detect: sensor width in px; narrower (binned, downscaled) frames are scaled")
     g = parser.add_argument_group("reference")
@@ -140,15 +141,15 @@ def replay(bag, topics: dict[str, str | None], predictor, measure_fn, joint_name
                 continue
             if out.frame_wh is None:
                 out.frame_wh = (int(gray.shape[1]), int(gray.shape[0]))
-            t0 = time.perf_counter()
             seen = gray if cropper is None else crop_image(gray, cropper(gray).window_px)
+            t0 = time.perf_counter()
             try:
                 pred = float(predictor.predict(seen))
             except NonFiniteOutputError:
                 pred = math.nan
                 out.non_finite += 1
             latency_ms = (time.perf_counter() - t0) * 1e3
-            value = measure_fn(gray) if measure_fn is not None else None
+            value = measure_fn(seen) if measure_fn is not None else None  # the sweep labels what the model sees
             out.frames.append(Frame(stamp, pred, latency_ms, value))
             bar.update()
         elif topic == topics.get("truth"):
@@ -252,11 +253,15 @@ def choose_view(args, bag, input_view: str | None) -> tuple[str, str]:
     crop_model = input_view == "crop"
     topic = args.image_topic
     if topic is None:
-        topic = CROP_TOPIC if crop_model and bag.resolve(CROP_TOPIC) is not None else CAMERA_TOPIC
+        wants_crop = crop_model and args.view != "detect" and bag.resolve(CROP_TOPIC) is not None
+        topic = CROP_TOPIC if wants_crop else CAMERA_TOPIC
+    is_crop_topic = topic.rstrip("/").endswith(CROP_TOPIC)
     view = args.view
     if view == "auto":
-        is_crop_topic = topic.rstrip("/").endswith(CROP_TOPIC)
         view = "detect" if crop_model and not is_crop_topic else "as-recorded"
+    elif view == "detect" and is_crop_topic:
+        raise EvalError(f"--view detect finds the worm in camera frames, but {topic} holds crops already; "
+                        f"use --image-topic {CAMERA_TOPIC} or --view as-recorded")
     return topic, view
 
 
@@ -292,8 +297,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if min(args.max_frames, args.match_tolerance_ms, args.settle_ms) < 0:
             raise EvalError("--max-frames, --match-tolerance-ms and --settle-ms must be >= 0")
-        if args.fov < 16 or args.full_width_px < 16:
-            raise EvalError(f"--fov and --full-width-px must be >= 16 px, got {args.fov} and {args.full_width_px}")
+        if not (args.fov == 0 or args.fov >= 16) or args.full_width_px < 16:
+            raise EvalError(f"--fov must be 0 (whole frame) or >= 16 px and --full-width-px >= 16 px, got "
+                            f"{args.fov} and {args.full_width_px}")
         model_path = args.model if args.model is not None else default_model_path()
         predictor = FocusPredictor(model_path, providers="auto", intra_op_threads=args.threads)
         with BagReader(args.bag) as bag:

@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="predict on the full frame or on the detector's worm crop (default: the view the model "
                         "was trained on, its metadata's input_view)")
     g.add_argument("--fov", type=int, default=500, metavar="PX", help="detector crop side in full-frame px")
-    g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = its default)")
+    g.add_argument("--threads", type=int, default=1,
+                   help="ONNX Runtime intra-op threads (0 = one per core; 1, the nodes' default, keeps the tails low)")
     g.add_argument("--max-speed", type=float, default=2000.0, metavar="STEPS_PER_S", help="focus motor speed")
     g.add_argument("--deadband", type=float, default=8.0, metavar="STEPS",
                    help="control-law deadband: hold while |median prediction| is within it")
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"celegans-autofocus sim: {problem}", file=sys.stderr)
         return 2
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    from ..core.predictor import FocusPredictor, ModelError, default_model_path
+    from ..core.predictor import FocusPredictor, ModelError, default_model_path, input_view
 
     try:
         model = args.model or default_model_path()
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if args.record is not None:
         args.record.parent.mkdir(parents=True, exist_ok=True)
     try:
-        args.input = args.input or ("crop" if predictor.metadata.get("input_view") == "crop" else "full")
+        args.input = input_view(args.input or "auto", predictor.metadata)
         frame_height = frame_height_px(args.frame_height, predictor.spec.input_px, args.input)
         result = run_episode(args, Path(model), frame_height)
     except SimError as exc:

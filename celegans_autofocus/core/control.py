@@ -295,12 +295,6 @@ class SearchAutofocus:
     def enabled(self) -> bool:
         return self._enabled
 
-    def reconfigure(self, config: ControlConfig) -> None:
-        """Switch to a new law (e.g. a run-time parameter change); the prediction window starts afresh,
-        the settle time of a move in progress still applies."""
-        self.config = config
-        self._window = deque(maxlen=config.median_window)
-
     @property
     def converged(self) -> bool:
         return self._plan is None and self._target is not None

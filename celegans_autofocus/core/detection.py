@@ -298,10 +298,6 @@ class WormCropper:
                                      reacquire_after_frames=self.reacquire_after_frames, select=self.select)
         self._frame_wh = (width_px, height_px)
 
-    def reset(self) -> None:
-        """Forget the frame size and the target: rebuilt on the next frame."""
-        self._frame_wh = None
-
     def __call__(self, gray: np.ndarray) -> CropResult:
         """Advance one 2-D grayscale frame; the window to crop (any encoding) with :func:`crop_image`."""
         height_px, width_px = gray.shape[:2]

@@ -95,6 +95,14 @@ def parse_metadata(text: str | None, path: Path) -> dict:
     return meta
 
 
+def input_view(requested: str, metadata: dict) -> str:
+    """``full`` or ``crop``: as requested, or for ``auto`` the model's ``input_view`` metadata (crop models
+    get the detector's crop; full-frame and mixed models the camera frame)."""
+    if requested != "auto":
+        return requested
+    return "crop" if metadata.get("input_view") == "crop" else "full"
+
+
 class FocusPredictor:
     """An ONNX model with our metadata, ready to turn grayscale frames into offsets in steps."""
 
@@ -165,7 +173,10 @@ class FocusPredictor:
         allocations; returns its time in ms. The output is not checked (a model may be garbage on blanks)."""
         side = self.spec.input_px
         started = time.perf_counter()
-        self.session.run([self._output_name], {self._input_name: np.zeros((1, 1, side, side), np.float32)})
+        try:
+            self.session.run([self._output_name], {self._input_name: np.zeros((1, 1, side, side), np.float32)})
+        except Exception as exc:  # onnxruntime's own error types (e.g. a provider that fails on first use)
+            raise ModelError(f"{self.path}: the first run failed: {str(exc).strip().splitlines()[0]}") from None
         return (time.perf_counter() - started) * 1e3
 
     def preprocess(self, gray: np.ndarray) -> np.ndarray:

@@ -233,7 +233,7 @@ def refuse_inconsistent(node: Node, params: Params, build: Callable[[dict[str, A
         values = {**params.as_dict(), **{c.name: c.value for c in changes}}
         try:
             build(values)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=f"{what}: {exc}")
         return SetParametersResult(successful=True)
 
@@ -276,8 +276,10 @@ def run_node(node_cls: Callable[..., Node], args: list[str] | None = None,
     """
     name = getattr(node_cls, "NODE_NAME", getattr(node_cls, "__name__", "node"))
     expected = (ConfigError, ParameterException, *fatal)
+    stop_requested.clear()
+    previous_sigint = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _on_sigint)  # rclpy.init() chains its own handler to this one
+        previous_sigint = signal.signal(signal.SIGINT, _on_sigint)  # rclpy.init() chains its handler to this
     rclpy.init(args=args)
     node = None
     try:
@@ -298,4 +300,6 @@ def run_node(node_cls: Callable[..., Node], args: list[str] | None = None,
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        if previous_sigint is not None:
+            signal.signal(signal.SIGINT, previous_sigint)
     return 0

@@ -27,7 +27,7 @@ from sensor_msgs.msg import Image
 
 from ..core.images import ImageError
 from ..core.predictor import CPU_PROVIDER, CUDA_PROVIDER, FocusPredictor, ModelError, NonFiniteOutputError, \
-    default_model_path
+    default_model_path, input_view
 from .common import (ConfigError, Param, declare_params, diagnostic_array, image_to_gray, reliable_qos, run_node,
                      sensor_qos)
 
@@ -111,14 +111,6 @@ class FrameStats:
         return [float(np.percentile(values, q)) if values else None for q in qs]
 
 
-def input_view(requested: str, metadata: dict) -> str:
-    """``full`` or ``crop``: as requested, or for ``auto`` the model's ``input_view`` (crop models get
-    the detector's crop; full-frame and mixed models the camera frame)."""
-    if requested != "auto":
-        return requested
-    return "crop" if metadata.get("input_view") == "crop" else "full"
-
-
 class FocusPredictorNode(Node):
     NODE_NAME = "focus_predictor_node"
 
@@ -130,9 +122,9 @@ class FocusPredictorNode(Node):
             path = p.model_path or default_model_path()
             self.predictor = FocusPredictor(path, providers=PROVIDERS[p.provider],
                                             intra_op_threads=p.intra_op_threads)
+            warm_up_ms = self.predictor.warm_up()  # before subscribing: the first frame is not the slow one
         except ValueError as exc:  # ModelError names the file; a provider error says which are available
             raise ConfigError(str(exc)) from None
-        warm_up_ms = self.predictor.warm_up()  # before subscribing: the first frame is not the slow one
         self.input_topic = INPUT_TOPICS[input_view(p.input, self.predictor.metadata)]
         self.frames_processed = 0
         self.frames_rejected = 0
