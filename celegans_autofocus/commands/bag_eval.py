@@ -248,9 +248,11 @@ def format_report(bag: Path, info: dict, results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def choose_view(args, bag, input_view: str | None) -> tuple[str, str]:
-    """The image topic and the view (``as-recorded`` or ``detect``) for a model trained on ``input_view``."""
-    crop_model = input_view == "crop"
+def choose_view(args, bag, metadata: dict) -> tuple[str, str]:
+    """The image topic and the view (``as-recorded`` or ``detect``) for a model with this metadata."""
+    from ..core.predictor import input_view
+
+    crop_model = input_view("auto", metadata) == "crop"
     topic = args.image_topic
     if topic is None:
         wants_crop = crop_model and args.view != "detect" and bag.resolve(CROP_TOPIC) is not None
@@ -303,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
         model_path = args.model if args.model is not None else default_model_path()
         predictor = FocusPredictor(model_path, providers="auto", intra_op_threads=args.threads)
         with BagReader(args.bag) as bag:
-            image_topic, view = choose_view(args, bag, predictor.metadata.get("input_view"))
+            image_topic, view = choose_view(args, bag, predictor.metadata)
             topics, reference = _resolve_topics(bag, args, image_topic)
             measure_fn = get_measure(args.measure) if reference == "sweep" else None
             cropper = WormCropper(fov_px=args.fov, full_width_px=args.full_width_px) if view == "detect" else None

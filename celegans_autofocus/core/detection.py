@@ -286,8 +286,6 @@ class WormCropper:
             raise ValueError(f"need fov_px >= 0 and full_width_px >= 1, got {fov_px}, {full_width_px}")
         self.config, self.fov_px, self.full_width_px = config, int(fov_px), int(full_width_px)
         self.max_jump_px, self.reacquire_after_frames, self.select = max_jump_px, reacquire_after_frames, select
-        self.scale = 1.0
-        self._frame_wh: tuple[int, int] | None = None
         self.configure(full_width_px, full_width_px * 3 // 4)  # bad settings fail here, not on a frame
 
     def configure(self, width_px: int, height_px: int) -> None:
@@ -296,12 +294,11 @@ class WormCropper:
         self.detector = WormDetector(self.config.scaled(self.scale))
         self.tracker = TargetTracker((width_px, height_px), max_jump_px=self.max_jump_px * self.scale,
                                      reacquire_after_frames=self.reacquire_after_frames, select=self.select)
-        self._frame_wh = (width_px, height_px)
 
     def __call__(self, gray: np.ndarray) -> CropResult:
         """Advance one 2-D grayscale frame; the window to crop (any encoding) with :func:`crop_image`."""
         height_px, width_px = gray.shape[:2]
-        if self._frame_wh != (width_px, height_px):
+        if self.tracker.frame_size_px != (width_px, height_px):
             self.configure(width_px, height_px)
         detections = self.detector.detect(gray)
         state = self.tracker.update(detections)

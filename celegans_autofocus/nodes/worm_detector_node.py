@@ -76,9 +76,11 @@ DETECTOR_CONFIG_KEYS = ("downsample", "background_px", "threshold_sigma", "smoot
 DETECTOR_KEYS = {"full_width_px", "max_jump_px", "reacquire_after_frames", "select", *DETECTOR_CONFIG_KEYS}
 
 
-def detector_config(values: dict) -> DetectorConfig:
-    """The full-frame DetectorConfig of the node's parameter values (ValueError if inconsistent)."""
-    return DetectorConfig(**{k: values[k] for k in DETECTOR_CONFIG_KEYS})
+def cropper_from_params(values: dict) -> WormCropper:
+    """The detect-track-crop pipeline the node's parameter values describe (ValueError if inconsistent)."""
+    return WormCropper(DetectorConfig(**{k: values[k] for k in DETECTOR_CONFIG_KEYS}), fov_px=values["fov_px"],
+                       full_width_px=values["full_width_px"], max_jump_px=values["max_jump_px"],
+                       reacquire_after_frames=values["reacquire_after_frames"], select=values["select"])
 
 
 GREEN, GRAY, YELLOW, RED = (0, 200, 0), (160, 160, 160), (0, 220, 255), (0, 0, 255)
@@ -90,7 +92,10 @@ class WormDetectorNode(Node):
     def __init__(self, **kwargs):
         super().__init__(self.NODE_NAME, **kwargs)
         self.params = declare_params(self, PARAMS)
-        self.cropper = self._make_cropper(self.params.as_dict())  # settings checked at start-up
+        try:
+            self.cropper = cropper_from_params(self.params.as_dict())  # settings checked at start-up
+        except ValueError as exc:
+            raise ConfigError(f"detector settings: {exc}") from None
         self.last_offset: PointStamped | None = None
         self.frames_processed = 0
         self.frames_dropped = 0
@@ -100,24 +105,15 @@ class WormDetectorNode(Node):
         self.create_subscription(Image, "camera/image_raw", self._on_image, sensor_qos(depth=1))
         self.create_subscription(PointStamped, "focus/offset", self._on_offset, sensor_qos(depth=1))
         self.params.on_change(self._on_params)
-        refuse_inconsistent(self, self.params, detector_config, "detector settings")
+        refuse_inconsistent(self, self.params, cropper_from_params, "detector settings")
 
     # ------------------------------------------------------------ run-time settings
 
     def _on_params(self, changed: dict) -> None:
         if set(changed) & DETECTOR_KEYS:
-            self.cropper = self._make_cropper(self.params.as_dict())  # target re-chosen on the next frame
+            self.cropper = cropper_from_params(self.params.as_dict())  # checked; target re-chosen
         elif "fov_px" in changed:
             self.cropper.fov_px = self.params.fov_px
-
-    @staticmethod
-    def _make_cropper(values: dict) -> WormCropper:
-        try:
-            return WormCropper(detector_config(values), fov_px=values["fov_px"], full_width_px=values["full_width_px"],
-                               max_jump_px=values["max_jump_px"],
-                               reacquire_after_frames=values["reacquire_after_frames"], select=values["select"])
-        except ValueError as exc:
-            raise ConfigError(f"detector settings: {exc}") from None
 
     # ------------------------------------------------------------ callbacks
 
