@@ -58,8 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "was trained on, its metadata's input_view)")
     g.add_argument("--fov", type=int, default=500, metavar="PX", help="detector crop side in full-frame px")
     g.add_argument("--threads", type=int, default=0,
-                   help="ONNX Runtime intra-op threads (0 = one per core: in this one process it reached 9.4 fps "
-                        "against 4.2 with 1 thread, although 1 is better for the nodes as separate processes)")
+                   help="ONNX Runtime intra-op threads (0 = one per core; benchmarks/sim_render_and_threads.md)")
     g.add_argument("--max-speed", type=float, default=2000.0, metavar="STEPS_PER_S", help="focus motor speed")
     g.add_argument("--deadband", type=float, default=8.0, metavar="STEPS",
                    help="control-law deadband: hold while |median prediction| is within it")
