@@ -7,12 +7,14 @@ import time
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PointStamped
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
+from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
 
 from rclpy.parameter import Parameter
 
-from celegans_autofocus.nodes.common import ConfigError, s_to_stamp
+from celegans_autofocus.nodes.common import ConfigError, s_to_stamp, stamp_to_s
 from celegans_autofocus.nodes.stepper_controller_node import StepperControllerNode
 from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
 from test_steppers import GrblPort
@@ -229,3 +231,42 @@ def test_control_law_is_tunable_at_run_time_and_bad_values_are_refused(ros_harne
     assert node.controller.config.deadband_steps == 20.0
     refused = node.set_parameters([Parameter("soft_max_steps", value=5)])[0]   # the driver's limits: fixed
     assert not refused.successful
+
+
+def test_on_the_simulated_clock_a_decision_waits_the_modelled_latency_and_answers_each_frame(ros_harness):
+    """use_sim_time: the simulated stepper moves in simulated time; the move for a frame stamped t starts at
+    t + modelled_latency_s; every offset gets its focus/command, with the frame's stamp."""
+    node = ros_harness.start(StepperControllerNode, use_sim_time=True, modelled_latency_s=0.03,
+                             max_speed_steps_per_s=1000.0)
+    probe = ros_harness.probe
+    joints = probe.collect("stepper/joint_states", JointState)
+    commands = probe.collect("focus/command", PointStamped)
+    clock_pub = probe.publisher("/clock", Clock)
+    offset_pub = probe.publisher("focus/offset", PointStamped)
+    assert ros_harness.wait_for_subscribers(clock_pub) and ros_harness.wait_for_subscribers(offset_pub)
+
+    def at(t_s: float) -> None:
+        clock_pub.publish(Clock(clock=s_to_stamp(t_s)))
+        assert ros_harness.spin_until(lambda: joints and stamp_to_s(joints[-1].header.stamp) == pytest.approx(t_s))
+
+    def offset(t_s: float, z: float) -> PointStamped:
+        msg = PointStamped(header=Header(stamp=s_to_stamp(t_s)))
+        msg.point.z = z
+        n = len(commands)
+        offset_pub.publish(msg)
+        assert ros_harness.spin_until(lambda: len(commands) == n + 1)
+        return commands[-1]
+
+    at(10.0)
+    assert joints[-1].position[0] == 0
+    command = offset(10.0, 50.0)                      # far: acts at once, a 50 ms move from 10.03 s
+    assert stamp_to_s(command.header.stamp) == pytest.approx(10.0)
+    assert (command.point.x, command.point.y, command.point.z) == (0.0, 50.0, 50.0)
+    at(10.04)                                         # 10 ms into the move: 10 steps at 1000 steps/s
+    assert joints[-1].position[0] == 10
+    at(10.1)
+    assert joints[-1].position[0] == 50
+    hold = offset(10.05, 50.0)                        # taken mid-move: held, and answered all the same
+    assert hold.point.z == 0.0 and node.last_decision.reason.value == "unsettled"
+    nan = offset(10.2, math.nan)                      # no prediction for that frame: held, answered
+    assert nan.point.z == 0.0 and node.moves == 1 and joints[-1].position[0] == 50

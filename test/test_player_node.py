@@ -10,6 +10,7 @@ import yaml
 from geometry_msgs.msg import PointStamped
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Header
 
 from celegans_autofocus.core.optics import OpticsConfig, StackRenderer, make_scene
 from celegans_autofocus.nodes.common import ConfigError, image_to_array, s_to_stamp, stamp_to_s
@@ -174,3 +175,60 @@ def test_dataset_without_best_index_says_to_label(tmp_path, ros_harness):
     write_stack(tmp_path, best_index=None)
     with pytest.raises(ConfigError, match="label"):
         ros_harness.start(StackPlayerNode, source="dataset", dataset=str(tmp_path))
+
+
+# ---------------------------------------------------------------- clock = sim: lock-stepped with the pipeline
+
+class LockStepRig(Rig):
+    """The player as the simulation's clock; the probe plays the controller (lens position and answers)."""
+
+    def __init__(self, harness, **params):
+        super().__init__(harness, clock="sim", fps=10.0, **SMALL, **params)
+        self.clock = harness.probe.collect("/clock", Clock)
+        self.command_pub = harness.probe.publisher("focus/command", PointStamped)
+        assert harness.wait_for_subscribers(self.joint_pub) and harness.wait_for_subscribers(self.command_pub)
+
+    def lens_at(self, t_s: float, z_steps: float) -> None:
+        self.joint_pub.publish(JointState(header=Header(stamp=s_to_stamp(t_s)), name=["focus"],
+                                          position=[float(z_steps)]))
+
+    def answer(self, t_s: float) -> None:
+        self.command_pub.publish(PointStamped(header=Header(stamp=s_to_stamp(t_s))))
+
+
+def test_sim_clock_advances_one_period_per_answered_frame(ros_harness):
+    rig = LockStepRig(ros_harness, start_best_z_steps=50.0)
+    assert ros_harness.spin_until(lambda: len(rig.clock) >= 1)
+    assert stamp_to_s(rig.clock[0].clock) == pytest.approx(1.0)
+    ros_harness.spin_for(0.3)
+    assert rig.images == [] and len(rig.clock) == 1, "a frame before the lens position at t was known"
+
+    rig.lens_at(0.5, 7.0)                      # an old position does not count
+    ros_harness.spin_for(0.3)
+    assert rig.images == []
+    rig.lens_at(1.0, 7.0)
+    assert ros_harness.spin_until(lambda: len(rig.truth) == 1)
+    truth = rig.truth[0]
+    assert stamp_to_s(truth.header.stamp) == pytest.approx(1.0)
+    assert (truth.point.x, truth.point.y, truth.point.z) == (7.0, 50.0, 43.0)
+
+    rig.answer(0.9)                            # an answer to another frame does not advance time
+    ros_harness.spin_for(0.3)
+    assert len(rig.clock) == 1
+    rig.answer(1.0)
+    assert ros_harness.spin_until(lambda: len(rig.clock) == 2)
+    assert stamp_to_s(rig.clock[1].clock) == pytest.approx(1.1)   # one period at 10 fps, exactly
+    rig.lens_at(1.1, 9.0)
+    assert ros_harness.spin_until(lambda: len(rig.truth) == 2)
+    assert stamp_to_s(rig.truth[1].header.stamp) == pytest.approx(1.1) and rig.truth[1].point.x == 9.0
+    assert rig.node.frames_unanswered == 0
+
+
+def test_sim_clock_moves_on_after_the_timeout_and_counts_it(ros_harness):
+    rig = LockStepRig(ros_harness, lockstep_timeout_s=0.3)
+    assert ros_harness.spin_until(lambda: len(rig.clock) >= 1)
+    # no lens position: after the timeout the frame is shown at the last known z; no answer: time moves on
+    assert ros_harness.spin_until(lambda: len(rig.clock) >= 2, timeout_s=15)
+    assert len(rig.truth) == 1 and rig.truth[0].point.x == 0.0
+    assert rig.node.frames_unanswered == 1
+    assert stamp_to_s(rig.clock[1].clock) == pytest.approx(1.1)

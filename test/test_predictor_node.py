@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import array
 import json
+import math
 import os
 import subprocess
 import sys
@@ -120,21 +121,24 @@ def test_bad_image_is_rejected_and_the_node_keeps_going(ros_harness, tmp_path, c
         bad.height = bad.width = bad.step = 0
         bad.data = array.array("B")
     publish(ros_harness, "camera/image_raw", [bad])
-    assert ros_harness.spin_until(lambda: node.frames_rejected == 1, timeout_s=15)
+    assert ros_harness.spin_until(lambda: node.frames_rejected == 1 and len(offsets) == 1, timeout_s=15)
     ros_harness.spin_for(0.2)
-    assert offsets == []
+    # the frame is answered, with "no prediction": the controller holds on NaN
+    assert len(offsets) == 1 and math.isnan(offsets[0].point.z) and offsets[0].header.stamp == bad.header.stamp
     assert {"encoding": "yuv422", "size": "expected", "empty": "empty"}[case] in node.last_problem
 
     publish(ros_harness, "camera/image_raw", [stamped(frame(3))])
-    assert ros_harness.spin_until(lambda: len(offsets) == 1, timeout_s=15), "node stopped after a bad frame"
+    assert ros_harness.spin_until(lambda: len(offsets) == 2, timeout_s=15), "node stopped after a bad frame"
+    assert math.isfinite(offsets[1].point.z)
 
 
-def test_non_finite_model_output_publishes_nothing(ros_harness, tmp_path):
+def test_non_finite_model_output_answers_nan(ros_harness, tmp_path):
     node, offsets = start(ros_harness, nan_model(tmp_path / "nan.onnx"))
     diagnostics = ros_harness.probe.collect("/diagnostics", DiagnosticArray)
     publish(ros_harness, "camera/image_raw", [stamped(frame(i)) for i in range(3)], gap_s=0.1)
-    assert ros_harness.spin_until(lambda: node.frames_rejected == 3, timeout_s=15)
-    assert offsets == [] and "non-finite" in node.last_problem
+    assert ros_harness.spin_until(lambda: node.frames_rejected == 3 and len(offsets) == 3, timeout_s=15)
+    assert node.frames_processed == 0 and all(math.isnan(o.point.z) for o in offsets)
+    assert "non-finite" in node.last_problem
     mine = f"{node.get_fully_qualified_name()}: focus predictor"
     assert ros_harness.spin_until(
         lambda: any(s.name == mine and "non-finite" in s.message for d in diagnostics for s in d.status), 5)

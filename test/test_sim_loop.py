@@ -1,7 +1,12 @@
-"""`celegans-autofocus sim`: the closed loop of real nodes on one executor, in real time, on the simulator."""
+"""`celegans-autofocus sim`: the closed loop of real nodes on one executor, on the simulator.
+
+On the simulated clock (the default) an episode is the same on any machine and under any load, so these
+tests assert exact or tight figures; one test runs on the wall clock, with bounds measured under load."""
 from __future__ import annotations
 
 import json
+import math
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -19,16 +24,29 @@ FAST = ["--frame-height", "240"]  # 15 fps (the default); small frames for the m
 
 
 def sim(tmp_path, *options: str) -> tuple[int, dict]:
-    """Run the command as users do, in its own process: real time, so no threads left by other tests."""
+    """Run the command as users do, in its own process (no threads left by other tests); it must end
+    cleanly: no traceback, no asyncio 'exception was never retrieved' from a destroyed node."""
     out = tmp_path / f"summary_{uuid.uuid4().hex[:6]}.json"
     args = ["sim", *FAST, "--namespace", "sim" + uuid.uuid4().hex[:8], "--summary-json", str(out), *options]
     # a domain of its own: no discovery traffic with the participants other tests left in this session
     domain_id = str(200 + (int(os.environ["ROS_DOMAIN_ID"]) + 1) % 30)
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": domain_id}
     proc = subprocess.run([sys.executable, "-m", "celegans_autofocus.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=300)
     print(proc.stdout, proc.stderr)
+    for unclean in ("Traceback", "never retrieved", "Destroyable"):
+        assert unclean not in proc.stderr, f"unclean end of sim: {proc.stderr[-2000:]}"
     return proc.returncode, (json.loads(out.read_text()) if out.exists() else {})
+
+
+def without_wall_clock(summary: dict) -> dict:
+    """The figures the simulated clock makes machine-independent: all but the ``wall`` block."""
+    return {k: v for k, v in summary.items() if k != "wall"}
+
+
+def _busy() -> None:
+    while True:
+        pass
 
 
 def bundled_model():
@@ -42,24 +60,44 @@ def bundled_model():
 @pytest.mark.parametrize("start_offset", [150, -150])
 def test_focus_converges_from_150_steps_with_the_bundled_model(tmp_path, start_offset):
     """The bundled model works on the detector's worm crop; the camera renders the field at 648x486.
-
-    Real time on a shared machine: each move waits for the frames taken after the lens settled, so
-    the frame count depends on the load (8-13 frames here); `bench` measures it in simulated time."""
+    Simulated clock: the figures do not depend on the machine (seen: 6 and 7 frames to focus)."""
     model = bundled_model()
     assert FocusPredictor(model).metadata["input_view"] == "crop"
     code, s = sim(tmp_path, "--model", str(model), "--frames", "120", "--start-offset", str(start_offset),
                   "--drift", "2", "--seed", "3", "--input", "crop", "--fov", "500", "--frame-height", "486")
     assert code == 0
+    assert s["clock"] == "sim" and s["n_frames"] == 120 and s["n_predictions"] == 120
+    assert s["frames_unanswered"] == 0 and s["frames_dropped"] == 0
     assert s["frames_to_focus"] is not None, f"never in focus: {s}"
-    assert s["frames_to_focus"] <= 20, s             # 1.3 s at 15 fps; a search needs ~36 frames
+    assert s["frames_to_focus"] <= 10, s             # 0.7 s at 15 fps; a search needs ~36 frames
     assert s["steady_abs_error_steps"] <= 10, s      # median |error| once focused: within the depth of field
     assert s["in_focus_fraction_tracking"] >= 0.4, s
-    assert s["moves"] >= 1 and s["n_predictions"] >= 10
+    assert s["moves"] >= 1
+
+
+def test_the_same_seed_gives_the_same_episode_on_a_busy_machine(tmp_path):
+    """Two runs of one episode, the second with a busy loop on every core: identical but for wall time."""
+    options = ["--frames", "60", "--seed", "5", "--start-offset", "-120", "--switch", "2", "40",
+               "--frame-height", "486"]
+    code, quiet = sim(tmp_path, *options)
+    hogs = [multiprocessing.Process(target=_busy, daemon=True) for _ in range(os.cpu_count() or 1)]
+    for hog in hogs:
+        hog.start()
+    try:
+        code_busy, busy = sim(tmp_path, *options)
+    finally:
+        for hog in hogs:
+            hog.terminate()
+    assert code == code_busy == 0
+    assert quiet["moves"] >= 1 and quiet["n_frames"] == 60
+    assert without_wall_clock(busy) == without_wall_clock(quiet)
 
 
 def test_loop_closes_through_the_nodes_and_writes_plot_and_bag(tmp_path):
-    """A model that always says '+40 steps': every settled frame moves the lens 40 steps up, and the
-    camera (player) sees it; the outputs of the command are all there."""
+    """A model that always says '+40 steps': every settled frame moves the lens 40 steps up, and the camera
+    (player) sees it. Simulated clock, 15 fps, 30 ms modelled latency, 2000 steps/s: the move decided on
+    frame 2k runs from +30 to +50 ms, frame 2k+1 (at +67 ms) is within the 50 ms settle time, frame 2k+2 acts
+    again; so the camera sees the lens at 40 * ceil(i / 2) until the soft limit at 1000 steps."""
     model = constant_model(tmp_path / "plus40.onnx", 40.0, input_px=32)
     bag, png = tmp_path / "out" / "run_bag", tmp_path / "out" / "run.png"
     bag.mkdir(parents=True)
@@ -67,30 +105,32 @@ def test_loop_closes_through_the_nodes_and_writes_plot_and_bag(tmp_path):
     code, s = sim(tmp_path, "--model", str(model), "--frames", "90", "--start-offset", "300", "--drift", "0",
                   "--random-walk", "0", "--record", str(bag), "--overwrite", "--plot", str(png))
     assert code == 0
-    assert s["n_frames"] == 90 and s["n_predictions"] >= 30
-    assert s["moves"] >= 2 and s["steps_travelled"] == pytest.approx(40 * s["moves"])
-    # each move shortens the true offset by exactly 40 steps (frames taken mid-move see a lens in between)
-    assert 300 - 40 * s["moves"] <= s["final_error_steps"] <= 300 - 40 * (s["moves"] - 2)
-    assert s["in_focus_fraction"] <= 0.2
+    assert s["n_frames"] == 90 and s["n_predictions"] == 90
+    assert s["moves"] == 25 and s["steps_travelled"] == 1000      # then the soft limit: no further move
+    assert s["final_error_steps"] == -700 and s["frames_to_focus"] is None
     for key in ("frames_to_focus", "final_error_steps", "in_focus_fraction", "latency_p50_ms", "latency_p95_ms"):
         assert key in s
-    assert 0 < s["latency_p50_ms"] <= s["latency_p95_ms"]
+    assert s["latency_p50_ms"] == s["latency_p95_ms"] == 30.0 == s["modelled_latency_ms"]
+    assert 0 < s["wall"]["latency_p50_ms"] <= s["wall"]["latency_p95_ms"]
     assert png.stat().st_size > 10_000
     with BagReader(bag) as reader:
         relative = {t.split("/", 2)[2]: t for t in reader.topics}      # /<namespace>/<topic>
-        assert {"camera/image_raw", "focus/offset", "stepper/joint_states", "sim/ground_truth"} <= set(relative)
+        assert {"camera/image_raw", "focus/offset", "focus/command", "stepper/joint_states",
+                "sim/ground_truth"} <= set(relative)
         truth = [m.point for _, _, _, m in reader.messages([relative["sim/ground_truth"]])]
+        commands = [m.point.z for _, _, _, m in reader.messages([relative["focus/command"]])]
     lens = np.array([p.x for p in truth])
-    assert lens[0] == 0 and lens.max() >= 80 and np.all(np.diff(lens) >= 0)
-    # a 40-step move takes 20 ms of a 100 ms frame period, so some frames catch the lens mid-move
-    assert np.mean(lens % 40 == 0) >= 0.6, "the camera saw the lens away from the commanded positions"
+    expected = np.minimum(40 * np.ceil(np.arange(90) / 2), 1000)
+    np.testing.assert_array_equal(lens, expected)
+    assert len(commands) == 90 and sum(c != 0 for c in commands) == 25
 
 
 def test_non_finite_model_never_moves_the_motor(tmp_path):
+    """Every frame is answered (NaN: no prediction), so the simulated clock runs; the motor never moves."""
     code, s = sim(tmp_path, "--model", str(nan_model(tmp_path / "nan.onnx")), "--frames", "45",
                   "--drift", "0", "--random-walk", "0")
     assert code == 0
-    assert s["n_predictions"] == 0 and s["frames_rejected"] >= 5
+    assert s["n_predictions"] == 0 and s["frames_rejected"] == 45 and s["frames_unanswered"] == 0
     assert s["moves"] == 0 and s["steps_travelled"] == 0
     assert s["final_error_steps"] == pytest.approx(150, abs=0.5)  # nothing moved: no drift, no motor
 
@@ -99,12 +139,24 @@ def test_crop_input_predicts_on_the_detector_crop(tmp_path):
     model = constant_model(tmp_path / "zero.onnx", 0.0, input_px=32)      # "in focus": the lens stays
     code, s = sim(tmp_path, "--model", str(model), "--frames", "45", "--input", "crop", "--fov", "1000")
     assert code == 0
-    assert s["input"] == "crop" and s["n_frames"] == 45 and s["detector_frames"] >= 20
-    assert s["n_predictions"] >= 20 and s["moves"] == 0
+    assert s["input"] == "crop" and s["n_frames"] == 45 and s["detector_frames"] == 45
+    assert s["n_predictions"] == 45 and s["moves"] == 0
+
+
+def test_wall_clock_runs_in_real_time(tmp_path):
+    """The real-time mode, for latency and throughput: every frame stamped on the wall clock, the bundled
+    model keeps up. Bounds measured with a busy loop on each of 2 cores (benchmarks/sim_executors.md):
+    there, 13-15 fps and p95 below 200 ms; here only what a stalled CI machine cannot break."""
+    code, s = sim(tmp_path, "--clock", "wall", "--frames", "45", "--frame-height", "486", "--input", "crop")
+    assert code == 0
+    assert s["clock"] == "wall" and s["modelled_latency_ms"] is None and s["n_frames"] == 45
+    assert s["n_predictions"] >= 30 and s["frames_unanswered"] == 0
+    assert 0 < s["latency_p50_ms"] <= s["latency_p95_ms"] < 2000
+    assert s["wall"]["fps"] > 1 and math.isclose(s["fps"], 15, rel_tol=0.25)
 
 
 @pytest.mark.parametrize("case", ["missing_model", "corrupt_model", "bag_exists", "overwrite_not_a_bag",
-                                  "duration", "frames"])
+                                  "duration", "frames", "latency"])
 def test_bad_options_are_named(tmp_path, capsys, case):
     path = tmp_path / "thing"
     if case == "corrupt_model":
@@ -115,11 +167,12 @@ def test_bad_options_are_named(tmp_path, capsys, case):
     options = {"missing_model": ["--model", str(path)], "corrupt_model": ["--model", str(path)],
                "bag_exists": ["--model", str(constant_model(tmp_path / "c.onnx", 1.0)), "--record", str(path)],
                "overwrite_not_a_bag": ["--record", str(path), "--overwrite"],
-               "duration": ["--duration", "0"], "frames": ["--frames", "-1"]}[case]
+               "duration": ["--duration", "0"], "frames": ["--frames", "-1"],
+               "latency": ["--latency-ms", "70"]}[case]      # more than the 66.7 ms frame period at 15 fps
     code = main(["sim", *options])
     err = capsys.readouterr().err
     assert code == 2
-    assert {"duration": "--duration", "frames": "--frames"}.get(case, str(path)) in err
+    assert {"duration": "--duration", "frames": "--frames", "latency": "--latency-ms"}.get(case, str(path)) in err
     assert "Traceback" not in err
     if case in ("bag_exists", "overwrite_not_a_bag"):
         assert (path / "precious.txt").exists()

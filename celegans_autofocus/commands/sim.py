@@ -2,10 +2,14 @@
 
 The simulated microscope (stack_player_node rendering a synthetic plate at the motor's z, with a
 drifting best plane), worm_detector_node, focus_predictor_node and stepper_controller_node run as
-ROS 2 nodes on one MultiThreadedExecutor, in real time, talking over their usual topics. A
-recorder node of this command matches every ``sim/ground_truth`` with the ``focus/offset`` of the
-same frame and reports the episode with :func:`core.closed_loop.summarize_episode`; optionally a
-PNG timeline, a JSON summary and a rosbag2 bag (bag_recorder_node, MCAP by default).
+ROS 2 nodes on one executor (single-threaded: benchmarks/sim_executors.md), talking over their usual
+topics. ``--clock sim`` (the default): the player drives ``/clock`` lock-stepped with the pipeline
+and every other node uses ``use_sim_time``; a frame's decision is taken at its stamp + the modelled
+latency, so the same seed gives the same episode on any machine and under any load. ``--clock wall``:
+real time, for latency and throughput figures. A metrics node of this command matches every
+``sim/ground_truth`` with the ``focus/offset`` of the same frame and reports the episode with
+:func:`core.closed_loop.summarize_episode`; wall-clock figures go under the summary's ``wall`` key.
+Optionally a PNG timeline, a JSON summary and a rosbag2 bag (bag_recorder_node, MCAP by default).
 """
 from __future__ import annotations
 
@@ -27,15 +31,23 @@ HELP = "closed-loop simulation: player, detector, predictor and controller nodes
 FULL_FRAME_WH = (2592, 1944)
 CROP_FRAME_HEIGHT_PX = 486
 MIN_FRAME_HEIGHT_PX = 64
-BAG_TOPICS = ["camera/image_raw", "worm/crop", "focus/offset", "stepper/joint_states", "sim/ground_truth", "worm/target"]
+BAG_TOPICS = ["camera/image_raw", "worm/crop", "focus/offset", "focus/command", "stepper/joint_states",
+              "sim/ground_truth", "worm/target"]
+EXECUTORS = ("single", "events", "multi")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("episode")
-    g.add_argument("--duration", type=float, default=20.0, metavar="SECONDS", help="simulated (= wall) time")
+    g.add_argument("--clock", choices=["sim", "wall"], default="sim",
+                   help="sim: the player drives /clock lock-stepped with the pipeline, the same result on any "
+                        "machine (latency is --latency-ms); wall: real time, for latency and fps figures")
+    g.add_argument("--duration", type=float, default=20.0, metavar="SECONDS", help="episode length, in the clock's time")
     g.add_argument("--frames", type=int, default=0, metavar="N",
-                   help="end after N camera frames instead of --duration (robust to a stalled machine: "
-                        "the episode takes longer in wall time, never fewer frames)")
+                   help="end after N camera frames instead of --duration (on the wall clock robust to a stalled "
+                        "machine: the episode takes longer, never fewer frames)")
+    g.add_argument("--latency-ms", type=float, default=30.0, metavar="MS",
+                   help="sim clock: modelled time from a frame's stamp to the controller's decision "
+                        "(less than one frame period)")
     g.add_argument("--start-offset", type=float, default=150.0, metavar="STEPS",
                    help="best plane minus lens z at t = 0 (steps to focus; 1 step = 5 um)")
     g.add_argument("--seed", type=int, default=0, help="scene, noise and drift seed")
@@ -57,8 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="predict on the full frame or on the detector's worm crop (default: the view the model "
                         "was trained on, its metadata's input_view)")
     g.add_argument("--fov", type=int, default=500, metavar="PX", help="detector crop side in full-frame px")
-    g.add_argument("--threads", type=int, default=0,
-                   help="ONNX Runtime intra-op threads (0 = one per core; benchmarks/sim_render_and_threads.md)")
+    g.add_argument("--threads", type=int, default=1,
+                   help="ONNX Runtime intra-op threads (0 = one per core; 1, the default, gives the same numbers "
+                        "on any machine)")
+    g.add_argument("--executor", choices=EXECUTORS, default="single",
+                   help="rclpy executor of the nodes (benchmarks/sim_executors.md)")
     g.add_argument("--max-speed", type=float, default=2000.0, metavar="STEPS_PER_S", help="focus motor speed")
     g.add_argument("--deadband", type=float, default=8.0, metavar="STEPS",
                    help="control-law deadband: hold while |median prediction| is within it")
@@ -83,6 +98,10 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"--frames must be >= 0 (0 = use --duration), got {args.frames}"
     if not (math.isfinite(args.fps) and 0 < args.fps <= 200):
         return f"--fps must be in (0, 200], got {args.fps}"
+    if not (math.isfinite(args.latency_ms) and 0 <= args.latency_ms < 1000.0 / args.fps):
+        return f"--latency-ms must be in [0, one frame period = {1000.0 / args.fps:.1f} ms), got {args.latency_ms}"
+    if args.threads < 0:
+        return f"--threads must be >= 0, got {args.threads}"
     if not math.isfinite(args.start_offset) or abs(args.start_offset) > 1000:
         return f"--start-offset must be within +-1000 steps (the soft limits), got {args.start_offset}"
     if not (0 < args.image_scale <= 1):
@@ -159,9 +178,13 @@ def _fmt(value, unit: str = "", digits: int = 1) -> str:
 
 def format_summary(s: dict) -> str:
     """The summary table printed at the end of a run."""
+    wall = s["wall"]
+    clock = ("simulated clock (the same on any machine): " if s["clock"] == "sim" else "wall clock (real time): ")
     rows = [
+        ("clock", clock + f"{wall['elapsed_s']:.1f} s of wall time, {_fmt(wall['fps'], ' fps')} real time"),
         ("frames", f"{s['n_frames']} in {s['duration_s']:.1f} s ({s['fps']:.1f} fps); "
-                   f"{s['n_predictions']} predicted, {s['frames_dropped']} dropped by the predictor"),
+                   f"{s['n_predictions']} predicted, {s['frames_dropped']} dropped by the predictor"
+                   + (f", {s['frames_unanswered']} unanswered" if s["frames_unanswered"] else "")),
         ("start offset", _fmt(s["start_offset_steps"], " steps", 0)),
         ("frames to focus", _fmt(s["frames_to_focus"]) + ("" if s["frames_to_focus"] is None else
                                                          f" ({s['time_to_focus_s']:.2f} s)")),
@@ -169,8 +192,11 @@ def format_summary(s: dict) -> str:
         ("steady |error| (median)", _fmt(s["steady_abs_error_steps"], " steps")),
         ("in focus (|error| <= 8)", f"{100 * s['in_focus_fraction']:.1f} % of all frames, "
                                     f"{100 * s['in_focus_fraction_tracking']:.1f} % after reaching focus"),
-        ("latency p50 / p95", f"{_fmt(s['latency_p50_ms'])} / {_fmt(s['latency_p95_ms'], ' ms')} "
-                              "(image stamp -> focus/offset)"),
+        ("latency", f"{_fmt(s['modelled_latency_ms'], ' ms')} modelled (image stamp -> decision); measured "
+                    f"{_fmt(wall['latency_p50_ms'])} / {_fmt(wall['latency_p95_ms'], ' ms')} p50 / p95 "
+                    "(frame published -> focus/offset)" if s["clock"] == "sim" else
+                    f"{_fmt(s['latency_p50_ms'])} / {_fmt(s['latency_p95_ms'], ' ms')} p50 / p95 "
+                    "(image stamp -> focus/offset)"),
         ("motor", f"{s['moves']} moves, {_fmt(s['steps_travelled'], ' steps', 0)} travelled"),
         ("model", s["model"]),
     ]
@@ -200,12 +226,18 @@ def _metrics_node_class():
     from ..nodes.common import reliable_qos
 
     class EpisodeMetrics(Node):
-        """Pairs each frame's ground truth with the focus/offset predicted from it (same header stamp)."""
+        """Pairs each frame's ground truth with the focus/offset predicted from it (same header stamp).
+
+        Stamps are on the episode's clock; the receive times are wall time (``time.monotonic``), so the
+        wall latency (truth received -> offset received) is measured on either clock."""
 
         def __init__(self, **kwargs):
             super().__init__("sim_metrics", **kwargs)
             self.truth: dict[int, tuple[float, float, float]] = {}     # stamp ns -> (lens, best, offset)
-            self.offsets: dict[int, tuple[float, float]] = {}          # stamp ns -> (offset, latency ms)
+            self.offsets: dict[int, float] = {}                        # stamp ns -> predicted offset
+            self.truth_wall_s: dict[int, float] = {}
+            self.offset_wall_s: dict[int, float] = {}
+            self.stamp_latency_ms: dict[int, float] = {}              # wall clock: node now - image stamp
             self.first_ns: int | None = None
             self.last_t_s = 0.0
             self.create_subscription(PointStamped, "sim/ground_truth", self._on_truth, reliable_qos(depth=50))
@@ -219,13 +251,15 @@ def _metrics_node_class():
             ns = self._ns(msg)
             if self.first_ns is None:
                 self.first_ns = ns
+            self.truth_wall_s[ns] = time.monotonic()
             self.truth[ns] = (msg.point.x, msg.point.y, msg.point.z)
             self.last_t_s = (ns - self.first_ns) * 1e-9
 
         def _on_offset(self, msg) -> None:
             ns = self._ns(msg)
-            latency_ms = (self.get_clock().now().nanoseconds - ns) * 1e-6
-            self.offsets[ns] = (msg.point.z, latency_ms)
+            self.offset_wall_s[ns] = time.monotonic()
+            self.stamp_latency_ms[ns] = (self.get_clock().now().nanoseconds - ns) * 1e-6
+            self.offsets[ns] = msg.point.z
 
     return EpisodeMetrics
 
@@ -239,12 +273,32 @@ def _wait(predicate, timeout_s: float) -> bool:
     return True
 
 
+def _make_executor(kind: str, context):
+    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+
+    if kind == "events":
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor(context=context)
+    if kind == "multi":
+        return MultiThreadedExecutor(num_threads=4, context=context)
+    return SingleThreadedExecutor(context=context)
+
+
+def _ros_args(args: argparse.Namespace) -> list[str]:
+    """rclpy arguments of the episode's context: log level, and /clock kept inside the namespace so that
+    episodes in other namespaces of the same ROS domain keep their own time."""
+    ros_args = ["--ros-args", "--log-level", "info" if args.verbose else "warn"]
+    if args.namespace:
+        ros_args += ["-r", f"/clock:=/{args.namespace.strip('/')}/clock"]
+    return ros_args
+
+
 def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -> SimResult:
-    """Start the nodes on one executor, play ``args.duration`` seconds (or ``args.frames`` frames) in real
-    time, and collect the metrics."""
+    """Start the nodes on one executor, play ``args.duration`` seconds (or ``args.frames`` frames) on the
+    chosen clock, and collect the metrics."""
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
     from tqdm import tqdm
 
@@ -255,13 +309,16 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
     from ..nodes.stepper_controller_node import StepperControllerNode
     from ..nodes.worm_detector_node import WormDetectorNode
 
+    sim_clock = args.clock == "sim"
+    n_frames = args.frames or max(1, round(args.duration * args.fps))
     context = Context()
-    rclpy.init(args=["--ros-args", "--log-level", "info" if args.verbose else "warn"], context=context)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    rclpy.init(args=_ros_args(args), context=context)
+    executor = _make_executor(args.executor, context)
     nodes = []
 
-    def make(cls, **params):
+    def make(cls, use_sim_time: bool = sim_clock, **params):
         overrides = [Parameter(k, value=v) for k, v in params.items()]
+        overrides.append(Parameter("use_sim_time", value=use_sim_time))
         node = cls(namespace=args.namespace, context=context, parameter_overrides=overrides)
         nodes.append(node)
         return node
@@ -270,20 +327,22 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
     try:
         try:
             controller = make(StepperControllerNode, backend="simulated", max_speed_steps_per_s=args.max_speed,
-                              deadband_steps=args.deadband)
+                              deadband_steps=args.deadband, modelled_latency_s=args.latency_ms / 1000.0)
             predictor = make(FocusPredictorNode, model_path=str(model_path), input=args.input,
                              intra_op_threads=args.threads)
             detector = make(WormDetectorNode, fov_px=args.fov)
-            metrics = make(_metrics_node_class())
+            metrics = make(_metrics_node_class(), use_sim_time=False)
             recorder = make(BagRecorderNode, bag_path=str(args.record), storage=args.storage, topics=BAG_TOPICS,
                             image_scale=args.image_scale) if args.record is not None else None
             switches = sorted(args.switch)
             drift = dict(switch_times_s=[float(t) for t, _ in switches],
                          switch_jumps_steps=[float(j) for _, j in switches]) if switches else {}
             width = round(frame_height * FULL_FRAME_WH[0] / FULL_FRAME_WH[1])
-            player = make(StackPlayerNode, seed=args.seed, n_worms=args.n_worms, fps=float(args.fps),
-                          frame_width_px=width, frame_height_px=frame_height, start_best_z_steps=args.start_offset,
-                          drift_steps_per_s=args.drift, random_walk_steps_per_sqrt_s=args.random_walk, **drift)
+            player = make(StackPlayerNode, use_sim_time=False, seed=args.seed, n_worms=args.n_worms,
+                          fps=float(args.fps), clock=args.clock, max_frames=n_frames if args.frames or sim_clock else 0,
+                          frame_width_px=width, frame_height_px=frame_height,
+                          start_best_z_steps=args.start_offset, drift_steps_per_s=args.drift,
+                          random_walk_steps_per_sqrt_s=args.random_walk, **drift)
         except (ConfigError, ValueError) as exc:
             raise SimError(str(exc)) from None
         for node in nodes:
@@ -298,6 +357,8 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
                     and player.truth_pub.get_subscription_count() >= 1 + (recorder is not None)
                     and controller.joint_pub.get_subscription_count() >= 1
                     and predictor.offset_pub.get_subscription_count() >= 3
+                    and (not sim_clock or (controller.command_pub.get_subscription_count() >= 1
+                                           and player.lockstep.clock_pub.get_subscription_count() >= 3))
                     and (recorder is None or recorder.all_subscribed))
 
         if not _wait(connected, timeout_s=15.0):
@@ -305,33 +366,38 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
                            "check ROS_AUTOMATIC_DISCOVERY_RANGE and ROS_DOMAIN_ID)")
         executor.add_node(player)  # the camera starts now, with everyone listening
         interrupted = False
-        if args.frames:
-            total, unit, progress = args.frames, "frames", lambda: len(metrics.truth)
-            planned_s = args.frames / args.fps
+        if args.frames or sim_clock:
+            total, unit = n_frames, "frames"
+            progress = lambda: n_frames if player.done else min(len(metrics.truth), n_frames - 1)  # noqa: E731
+            budget_s = 30.0 + n_frames * (2.0 if sim_clock else 3.0 / args.fps)
         else:
             total, unit, progress = round(args.duration, 1), "s", lambda: metrics.last_t_s
-            planned_s = args.duration
+            budget_s = 30.0 + 3 * args.duration
+        wall_start_s = time.monotonic()
         with tqdm(total=total, unit=unit, desc="sim", file=sys.stderr, leave=False,
                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} " + unit) as bar:
-            started = time.monotonic()
             try:
-                while progress() < total and time.monotonic() < started + 3 * planned_s + 30:
-                    if not metrics.truth and time.monotonic() > started + 10.0:
+                while progress() < total and time.monotonic() < wall_start_s + budget_s:
+                    if not metrics.truth and time.monotonic() > wall_start_s + 10.0:
                         raise SimError("the simulated camera published no frame within 10 s")
-                    time.sleep(0.1)
+                    time.sleep(0.02)
                     bar.update(min(progress(), total) - bar.n)
             except KeyboardInterrupt:
                 interrupted = True  # Ctrl-C: report the episode so far
+        wall_elapsed_s = time.monotonic() - wall_start_s
+        executor.remove_node(player)  # no new frame, and on the sim clock time stands still
         controller.controller.enable(False)  # the episode is over: no move after its last frame
-        executor.remove_node(player)
-        controller.stepper.wait(timeout_s=5.0)  # a move in progress counts in full
+        if not sim_clock:
+            controller.stepper.wait(timeout_s=5.0)  # a move in progress counts in full
+            time.sleep(0.3)  # the last frames' offsets are still on their way
         steps_travelled = float(controller.stepper.steps_travelled)
-        extra = dict(frames_dropped=predictor.frames_dropped, moves=controller.moves,
-                     detector_frames=detector.frames_processed, interrupted=interrupted)
-        time.sleep(0.3)  # the last frames' offsets are still on their way
+        extra = dict(frames_dropped=predictor.frames_dropped, frames_rejected=predictor.frames_rejected,
+                     moves=controller.moves, detector_frames=detector.frames_processed, interrupted=interrupted,
+                     frames_unanswered=player.frames_unanswered)
         executor.shutdown()
-        extra["frames_rejected"] = predictor.frames_rejected
-        return _result(args, model_path, metrics, steps_travelled, extra)
+        if spinner.is_alive():
+            spinner.join(timeout=5.0)
+        return _result(args, model_path, metrics, steps_travelled, extra, n_frames, wall_elapsed_s)
     finally:
         executor.shutdown()
         if spinner.is_alive():
@@ -341,29 +407,41 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
         rclpy.try_shutdown(context=context)
 
 
-def _result(args, model_path: Path, metrics, steps_travelled: float, extra: dict) -> SimResult:
-    from ..core.closed_loop import summarize_episode
+def _result(args, model_path: Path, metrics, steps_travelled: float, extra: dict, n_frames: int,
+            wall_elapsed_s: float) -> SimResult:
+    from ..core.closed_loop import percentile, summarize_episode
 
     if not metrics.truth:
         raise SimError("interrupted before the first frame" if extra["interrupted"] else "no frame was simulated")
-    if args.frames:
-        stamps = sorted(metrics.truth)[:args.frames]
+    if args.frames or args.clock == "sim":
+        stamps = sorted(metrics.truth)[:n_frames]
     else:
         stamps = sorted(ns for ns in metrics.truth if (ns - metrics.first_ns) * 1e-9 < args.duration)
     t_s = [(ns - metrics.first_ns) * 1e-9 for ns in stamps]
     lens = [metrics.truth[ns][0] for ns in stamps]
     best = [metrics.truth[ns][1] for ns in stamps]
     error = [metrics.truth[ns][2] for ns in stamps]
-    predicted = [metrics.offsets.get(ns, (math.nan, None))[0] for ns in stamps]
-    latency = [metrics.offsets[ns][1] for ns in stamps if ns in metrics.offsets]
+    predicted = [metrics.offsets.get(ns, math.nan) for ns in stamps]
+    answered = [ns for ns in stamps if ns in metrics.offsets]
+    wall_latency = [1e3 * (metrics.offset_wall_s[ns] - metrics.truth_wall_s[ns]) for ns in answered]
+    if args.clock == "sim":
+        latency = [args.latency_ms] * len(answered)  # what the loop experienced: the modelled latency
+    else:
+        latency = [metrics.stamp_latency_ms[ns] for ns in answered]
     summary = summarize_episode(error, latency_ms=latency, steps_travelled=steps_travelled)
     first = summary["frames_to_focus"]
     duration_s = t_s[-1] + 1.0 / args.fps
     summary.update(extra)
+    n_predictions = sum(1 for ns in answered if math.isfinite(metrics.offsets[ns]))
     summary.update(
-        n_predictions=len(latency), duration_s=duration_s, fps=len(stamps) / duration_s,
+        clock=args.clock, n_predictions=n_predictions, duration_s=duration_s, fps=len(stamps) / duration_s,
         time_to_focus_s=None if first is None else t_s[first], start_offset_steps=float(args.start_offset),
-        drift_steps_per_s=args.drift, seed=args.seed, input=args.input, model=str(model_path))
+        drift_steps_per_s=args.drift, seed=args.seed, input=args.input, model=str(model_path),
+        modelled_latency_ms=args.latency_ms if args.clock == "sim" else None,
+        wall=dict(elapsed_s=wall_elapsed_s, fps=len(stamps) / wall_elapsed_s if wall_elapsed_s > 0 else None,
+                  latency_p50_ms=percentile(wall_latency, 50), latency_p95_ms=percentile(wall_latency, 95),
+                  executor=args.executor))
     trace = {"t_s": t_s, "true_best_z_steps": best, "lens_z_steps": lens, "predicted_offset_steps": predicted,
              "predicted_best_z_steps": list(np.asarray(lens) + np.asarray(predicted))}
     return SimResult(summary, trace)
+

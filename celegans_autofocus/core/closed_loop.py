@@ -221,7 +221,7 @@ class MotorSim:
         self._t1_s = t_s + abs(target_steps - start) / self.speed_steps_per_s
 
 
-def _percentile(values: Sequence[float], q: float) -> float | None:
+def percentile(values: Sequence[float], q: float) -> float | None:
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     return float(np.percentile(vals, q)) if vals else None
 
@@ -262,8 +262,8 @@ def summarize_episode(error_steps: Sequence[float], *, latency_ms: Sequence[floa
         "in_focus_fraction_tracking": float(tracking.mean()) if tracking.size else 0.0,
         "steady_abs_error_steps": float(np.median(np.abs(err[first:]))) if first is not None else None,
         "mean_abs_error_steps": float(np.abs(err).mean()),
-        "latency_p50_ms": _percentile(latency_ms or [], 50),
-        "latency_p95_ms": _percentile(latency_ms or [], 95),
+        "latency_p50_ms": percentile(latency_ms or [], 50),
+        "latency_p95_ms": percentile(latency_ms or [], 95),
         "steps_travelled": None if steps_travelled is None else float(steps_travelled),
         "n_frames": int(err.size),
     }

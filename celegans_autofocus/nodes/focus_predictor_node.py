@@ -9,7 +9,9 @@ falls behind by at most one frame and never builds a queue.
 steps to best focus (positive = move to larger z), x/y = centre of the analysed image in its own
 pixels. Latency is measured from the image stamp to the publication, on the node clock.
 Bad input (unknown encoding, inconsistent size, empty image, non-finite model output) is logged
-(throttled) and counted, nothing is published, and the node keeps running. A missing or unusable
+(throttled) and counted, and the frame's ``focus/offset`` carries z = NaN ("no prediction for this
+frame", which the controller holds on), so every frame the predictor takes gets exactly one answer;
+the node keeps running. A missing or unusable
 model stops the node at start-up with exit code 2 and a message naming the file.
 """
 from __future__ import annotations
@@ -156,26 +158,31 @@ class FocusPredictorNode(Node):
             try:
                 self._process(msg)
             except Exception as exc:  # an onnxruntime failure on one frame must not kill the worker
-                self._reject(f"prediction failed: {type(exc).__name__}: {exc}")
+                self._reject(msg, f"prediction failed: {type(exc).__name__}: {exc}")
 
-    def _reject(self, why: str) -> None:
+    def _reject(self, msg: Image, why: str) -> None:
+        """Count and log a frame without a prediction, and answer it with z = NaN."""
         self.frames_rejected += 1
         self.last_problem, self.last_problem_s = why, time.monotonic()
-        self.get_logger().warning(f"frame rejected, no offset published: {why}", throttle_duration_sec=2.0)
+        self.get_logger().warning(f"frame rejected, offset NaN published: {why}", throttle_duration_sec=2.0)
+        self._publish(msg, float("nan"))
+
+    def _publish(self, msg: Image, offset_steps: float) -> None:
+        out = PointStamped(header=msg.header)
+        out.point.x, out.point.y, out.point.z = msg.width / 2.0, msg.height / 2.0, offset_steps
+        self.offset_pub.publish(out)
 
     def _process(self, msg: Image) -> None:
         try:
             gray = image_to_gray(msg)
             offset_steps = self.predictor.predict(gray)
         except ImageError as exc:
-            self._reject(f"bad image on {self.input_topic}: {exc}")
+            self._reject(msg, f"bad image on {self.input_topic}: {exc}")
             return
         except NonFiniteOutputError as exc:
-            self._reject(str(exc))
+            self._reject(msg, str(exc))
             return
-        out = PointStamped(header=msg.header)
-        out.point.x, out.point.y, out.point.z = msg.width / 2.0, msg.height / 2.0, offset_steps
-        self.offset_pub.publish(out)
+        self._publish(msg, offset_steps)
         stamp = Time.from_msg(msg.header.stamp, clock_type=self.get_clock().clock_type)
         latency_ms = (self.get_clock().now() - stamp).nanoseconds * 1e-6 if stamp.nanoseconds > 0 else None
         self.frames_processed += 1

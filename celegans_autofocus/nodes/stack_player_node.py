@@ -9,18 +9,29 @@ Sources: ``synthetic`` renders the scene live (core.optics.StackRenderer, ``fram
 showing the z image whose offset (best_index - z_index) is nearest the true offset.
 The best plane moves with time as core.closed_loop.FocusDrift says: plate tilt while the worm
 crawls (``drift_steps_per_s``), a random walk, and jumps at ``switch_times_s`` (target switched to
-another worm). Time is the node clock, so ``use_sim_time`` works.
+another worm).
+
+``clock``: ``wall`` publishes a frame every 1/``fps`` s of the node clock (real time). ``sim`` makes the
+player the simulation's clock, lock-stepped with the pipeline: it publishes ``/clock`` (run the other
+nodes with ``use_sim_time``), shows the frame at the lens z the controller reports for that time, and
+advances one frame period only when the controller has answered the frame on ``focus/command`` (the
+predictor answers every frame it takes, NaN when it cannot predict). So the episode is the same on a
+fast or a loaded machine. A frame unanswered after ``lockstep_timeout_s`` of wall time (a node missing
+or stalled) is counted in ``frames_unanswered`` and time moves on.
 """
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import PointStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.time import Time
+from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Image, JointState
 
 from ..core.closed_loop import FocusDrift
@@ -45,7 +56,13 @@ PARAMS = (
     Param("frame_width_px", 648, "synthetic: published frame width (the full field, downscaled)",
           range=(32, 2592), read_only=True),
     Param("frame_height_px", 486, "synthetic: published frame height", range=(24, 1944), read_only=True),
-    Param("fps", 15.0, "frames per second (node clock)", range=(0.1, 200.0)),
+    Param("fps", 15.0, "frames per second (of the node clock, or of /clock when clock = sim)", range=(0.1, 200.0)),
+    Param("clock", "wall", "wall: frames in real time on the node clock; sim: publish /clock, lock-stepped with "
+          "the pipeline (one frame period per answered frame)", choices=("wall", "sim"), read_only=True),
+    Param("max_frames", 0, "stop after this many frames (with clock = sim: once the last one is answered, "
+          "and time stands still); 0 = until stopped", range=(0, 2**31 - 1), read_only=True),
+    Param("lockstep_timeout_s", 5.0, "clock sim: wall seconds to wait for the lens position or the answer to a "
+          "frame before time moves on without it", range=(0.01, 3600.0), read_only=True),
     Param("frame_id", "camera_optical_frame", "header.frame_id of the images"),
     Param("joint_name", "", "joint of stepper/joint_states that is the focus motor ('' = the first)"),
     Param("initial_z_steps", 0.0, "lens z until the first joint_states arrives", range=(-1e6, 1e6)),
@@ -143,19 +160,26 @@ class StackPlayerNode(Node):
         self.lens_z_steps = float(p.initial_z_steps)
         self.t0: Time | None = None
         self.frames_published = 0
+        self.frames_unanswered = 0
+        self.frames_skipped = 0  # could not be rendered (dataset source: unreadable image)
         self.image_pub = self.create_publisher(Image, "camera/image_raw", reliable_qos(depth=2))
         self.truth_pub = self.create_publisher(PointStamped, "sim/ground_truth", reliable_qos())
         # Own callback group: under a multi-threaded executor the lens position keeps arriving while a
         # slow render runs (an overdue timer would otherwise starve it in a shared group).
         self.create_subscription(JointState, "stepper/joint_states", self._on_joint_state, sensor_qos(depth=1),
                                  callback_group=MutuallyExclusiveCallbackGroup())
-        self.timer = self.create_timer(1.0 / p.fps, self._publish_frame)
+        self.lockstep = LockStep(self, p.fps, p.lockstep_timeout_s) if p.clock == "sim" else None
+        if self.lockstep is None:
+            self.timer = self.create_timer(1.0 / p.fps, self._on_timer)
         self.params.on_change(self._on_params)
-        self.get_logger().info(f"playing {described} at {p.fps:g} fps")
+        self.get_logger().info(f"playing {described} at {p.fps:g} fps on the {p.clock} clock")
 
     def _on_params(self, changed: dict) -> None:
         if "fps" in changed:
-            self.timer.timer_period_ns = int(1e9 / changed["fps"])
+            if self.lockstep is None:
+                self.timer.timer_period_ns = int(1e9 / changed["fps"])
+            else:
+                self.lockstep.period_ns = int(round(1e9 / changed["fps"]))
 
     def _on_joint_state(self, msg: JointState) -> None:
         name = self.params.joint_name
@@ -172,9 +196,24 @@ class StackPlayerNode(Node):
                                       throttle_duration_sec=5.0)
             return
         self.lens_z_steps = float(msg.position[index])
+        if self.lockstep is not None:
+            self.lockstep.on_lens(Time.from_msg(msg.header.stamp).nanoseconds)
 
-    def _publish_frame(self) -> None:
-        now = self.get_clock().now()
+    @property
+    def done(self) -> bool:
+        """All ``max_frames`` frames are out (and, on the simulated clock, answered)."""
+        limit = self.params.max_frames
+        if self.lockstep is not None:
+            return self.lockstep.state == "done"
+        return bool(limit) and self.frames_published >= limit
+
+    def _on_timer(self) -> None:
+        if not self.done:
+            self.publish_frame(self.get_clock().now())
+
+    def publish_frame(self, now: Time) -> bool:
+        """Render and publish the frame (and its ground truth) taken at ``now`` with the current lens z;
+        False when the frame could not be rendered (logged)."""
         if self.t0 is None:
             self.t0 = now
         t_s = (now - self.t0).nanoseconds * 1e-9
@@ -183,8 +222,9 @@ class StackPlayerNode(Node):
         try:
             image = self.render(offset_steps)
         except ImageError as exc:
+            self.frames_skipped += 1
             self.get_logger().warning(f"frame skipped: {exc}", throttle_duration_sec=2.0)
-            return
+            return False
         if self.dataset is not None and not self.dataset.covers(offset_steps):
             self.get_logger().warning(f"offset {offset_steps:.0f} steps is outside the stack; showing its end",
                                       throttle_duration_sec=5.0)
@@ -195,6 +235,68 @@ class StackPlayerNode(Node):
         self.image_pub.publish(msg)
         self.truth_pub.publish(truth)
         self.frames_published += 1
+        return True
+
+
+class LockStep:
+    """The simulated clock of a :class:`StackPlayerNode`: publish ``/clock`` = t, wait for the lens position
+    at t (``stepper/joint_states`` stamped >= t), show the frame, wait for the controller's answer to it
+    (``focus/command`` with the frame's stamp), advance t by one frame period, and so on."""
+
+    START_NS = 1_000_000_000  # the first frame at 1 s: a zero stamp means "no time" to many ROS tools
+
+    def __init__(self, player: StackPlayerNode, fps: float, timeout_s: float):
+        self.player = player
+        self.period_ns = int(round(1e9 / fps))
+        self.timeout_s = timeout_s
+        self.t_ns = self.START_NS
+        self.state = "starting"   # -> awaiting_lens -> awaiting_answer -> awaiting_lens ...
+        self._since_s = time.monotonic()
+        self.clock_pub = player.create_publisher(ClockMsg, "/clock", reliable_qos(depth=1))
+        player.create_subscription(PointStamped, "focus/command", self._on_command, reliable_qos(depth=10))
+        # wall time: starts the episode, and moves on when a node does not answer
+        player.create_timer(0.05, self._on_watchdog, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    def _enter(self, state: str) -> None:
+        self.state, self._since_s = state, time.monotonic()
+
+    def _publish_clock(self) -> None:
+        self.clock_pub.publish(ClockMsg(clock=Time(nanoseconds=self.t_ns).to_msg()))
+        self._enter("awaiting_lens")
+
+    def _show_frame(self) -> None:
+        self._enter("awaiting_answer")
+        if not self.player.publish_frame(Time(nanoseconds=self.t_ns)):
+            self._advance()  # nothing shown, nothing to answer
+
+    def _advance(self) -> None:
+        limit = self.player.params.max_frames
+        if limit and self.player.frames_published + self.player.frames_skipped >= limit:
+            self._enter("done")
+            return
+        self.t_ns += self.period_ns
+        self._publish_clock()
+
+    def on_lens(self, stamp_ns: int) -> None:
+        if self.state == "awaiting_lens" and stamp_ns >= self.t_ns:
+            self._show_frame()
+
+    def _on_command(self, msg: PointStamped) -> None:
+        if self.state == "awaiting_answer" and Time.from_msg(msg.header.stamp).nanoseconds == self.t_ns:
+            self._advance()
+
+    def _on_watchdog(self) -> None:
+        if self.state == "starting":
+            self._publish_clock()
+        elif self.state != "done" and time.monotonic() - self._since_s > self.timeout_s:
+            what = "lens position" if self.state == "awaiting_lens" else "answer to the frame"
+            self.player.get_logger().warning(f"simulated clock: no {what} at t = {self.t_ns * 1e-9:.3f} s "
+                                             f"after {self.timeout_s:g} s; moving on", throttle_duration_sec=5.0)
+            if self.state == "awaiting_lens":
+                self._show_frame()
+            else:
+                self.player.frames_unanswered += 1
+                self._advance()
 
 
 def main(args: list[str] | None = None) -> int:

@@ -12,12 +12,19 @@ A fault (e.g. the serial port disappeared) stops motion; the node retries ``reco
 ``reconnect_period_s`` and resumes when the backend is back.
 
 Publishes ``stepper/joint_states`` (sensor_msgs/JointState, position in steps) at
-``publish_rate_hz``. Services: ``stepper/enable`` (std_srvs/SetBool: energize/release the motor),
+``publish_rate_hz`` and, for every ``focus/offset`` it receives, ``focus/command`` (PointStamped with
+the offset's header: z = the relative move commanded, 0 = hold; x = position when deciding; y = the
+target position): the controller's answer to that frame, which the simulated clock waits for.
+
+On a simulated clock (``use_sim_time``) the simulated stepper moves in simulated time, and a frame's
+decision is taken at its stamp + ``modelled_latency_s`` (the processing time the simulated clock does
+not see), so latency still decides which lens position later frames show. Services: ``stepper/enable`` (std_srvs/SetBool: energize/release the motor),
 ``stepper/home`` (std_srvs/Trigger), ``focus/enable`` (std_srvs/SetBool: the control law on/off).
 """
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PointStamped
@@ -41,6 +48,9 @@ PARAMS = (
     Param("publish_rate_hz", 50.0, "stepper/joint_states rate", range=(1.0, 1000.0), read_only=True),
     Param("diagnostics_period_s", 1.0, "period of the /diagnostics status", range=(0.05, 60.0), read_only=True),
     Param("focus_enabled", True, "start with the focus control law enabled (service focus/enable)",
+          read_only=True),
+    Param("modelled_latency_s", 0.0, "simulated clock only (use_sim_time): a frame's decision is taken at its "
+          "stamp + this, the pipeline's processing time the simulated clock does not see", range=(0.0, 10.0),
           read_only=True),
     Param("reconnect_period_s", 2.0, "in a stepper fault, try to reconnect this often", range=(0.1, 3600.0),
           read_only=True),
@@ -91,13 +101,14 @@ def _pin(name: str) -> int | str | None:
     return None if name == "" else int(name) if name.isdigit() else name
 
 
-def stepper_from_params(p) -> Stepper:
-    """The stepper backend the parameters describe; :class:`ConfigError` if it cannot start."""
+def stepper_from_params(p, clock: Callable[[], float] | None = None) -> Stepper:
+    """The stepper backend the parameters describe; :class:`ConfigError` if it cannot start.
+    ``clock`` (seconds) drives the simulated backend (default: the monotonic wall clock)."""
     limits = dict(soft_min_steps=p.soft_min_steps, soft_max_steps=p.soft_max_steps,
                   max_speed_steps_per_s=p.max_speed_steps_per_s, backlash_steps=p.backlash_steps,
                   approach=p.approach)
     if p.backend == "simulated":
-        extra = dict(position_steps=p.initial_position_steps)
+        extra = dict(position_steps=p.initial_position_steps, **({"clock": clock} if clock else {}))
     elif p.backend == "gpio":
         if not p.step_pin or not p.dir_pin:
             raise ConfigError("backend 'gpio' needs the step_pin and dir_pin parameters")
@@ -125,7 +136,9 @@ class StepperControllerNode(Node):
         self.controller = FocusController(config, enabled=p.focus_enabled)
         refuse_inconsistent(self, self.params, _law_of, "control law")
         self.params.on_change(self._on_params)
-        self.stepper = stepper_from_params(p)
+        self.sim_time = self.get_clock().ros_time_is_active
+        self._acted_at_s = -float("inf")  # simulated clock: the latest decision time (stamp + latency)
+        self.stepper = stepper_from_params(p, clock=self.now_s if self.sim_time else None)
         self.last_decision: Decision | None = None
         self.last_hold = ""            # why the last offset did not move the motor ('' after a move)
         self.moves = 0
@@ -133,6 +146,7 @@ class StepperControllerNode(Node):
         self._fault_since_s: float | None = None
         self._last_reconnect_s = 0.0
         self.joint_pub = self.create_publisher(JointState, "stepper/joint_states", reliable_qos())
+        self.command_pub = self.create_publisher(PointStamped, "focus/command", reliable_qos())
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable_qos())
         self.create_subscription(PointStamped, "focus/offset", self._on_offset, reliable_qos(depth=5))
         self.create_service(SetBool, "stepper/enable", self._srv_stepper_enable)
@@ -150,7 +164,8 @@ class StepperControllerNode(Node):
             self.get_logger().info(f"control law updated: {changed}")
 
     def now_s(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        """The node clock in seconds; on a simulated clock never earlier than the latest decision."""
+        return max(self.get_clock().now().nanoseconds * 1e-9, self._acted_at_s)
 
     # ------------------------------------------------------------ control
     def _hold(self, why: str) -> None:
@@ -159,26 +174,42 @@ class StepperControllerNode(Node):
 
     def _on_offset(self, msg: PointStamped) -> None:
         self.offsets_received += 1
+        position_steps = self.stepper.position_steps
+        move_steps = self._act(msg)
+        command = PointStamped(header=msg.header)
+        command.point.x, command.point.y = float(position_steps), float(position_steps + move_steps)
+        command.point.z = float(move_steps)
+        self.command_pub.publish(command)
+
+    def _act(self, msg: PointStamped) -> int:
+        """Decide on one offset and start the move; returns the steps commanded (0 = hold)."""
         if self.stepper.fault:
-            return self._hold(f"stepper fault: {self.stepper.fault}")
+            self._hold(f"stepper fault: {self.stepper.fault}")
+            return 0
         if not self.stepper.enabled:
-            return self._hold("stepper disabled (service stepper/enable)")
+            self._hold("stepper disabled (service stepper/enable)")
+            return 0
+        stamp_s = stamp_to_s(msg.header.stamp)
+        if self.sim_time:
+            self._acted_at_s = max(self._acted_at_s, stamp_s + self.params.modelled_latency_s)
         now_s = self.now_s()
-        decision = self.controller.update(msg.point.z, stamp_to_s(msg.header.stamp), now_s,
-                                          self.stepper.position_steps)
+        decision = self.controller.update(msg.point.z, stamp_s, now_s, self.stepper.position_steps)
         self.last_decision = decision
         if not decision.moves:
-            return self._hold(f"{decision.reason.value}: {decision.detail}")
+            self._hold(f"{decision.reason.value}: {decision.detail}")
+            return 0
         try:
             result = self.stepper.move_by(decision.move_steps)
         except StepperError as exc:
             self.controller.record_move(now_s)  # nothing moved: accept the next settled frame
             self.get_logger().warning(f"move {decision.move_steps:+d} refused: {exc}", throttle_duration_sec=2.0)
-            return self._hold(f"stepper refused the move: {exc}")
+            self._hold(f"stepper refused the move: {exc}")
+            return 0
         self.controller.record_move(now_s + result.duration_s)
         self.moves += 1
         self.last_hold = ""
         self.get_logger().debug(decision.detail)
+        return decision.move_steps
 
     def _tick(self) -> None:
         """joint_states, and a reconnect attempt every ``reconnect_period_s`` while in fault."""
