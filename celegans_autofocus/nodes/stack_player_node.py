@@ -26,7 +26,10 @@ from sensor_msgs.msg import Image, JointState
 from ..core.closed_loop import FocusDrift
 from ..core.images import ImageError
 from ..core.optics import OpticsConfig, StackRenderer, make_scene
-from ..core.stacks import DatasetError, Stack, discover, read_image, read_labels
+from ..core.dataset.errors import DatasetError
+from ..core.dataset.io import read_image
+from ..core.dataset.labels import LABELS_FILE, best_index, read_dataset_labels
+from ..core.dataset.layout import Stack, discover
 from .common import ConfigError, Param, array_to_image, declare_params, reliable_qos, run_node, sensor_qos
 
 
@@ -104,15 +107,16 @@ def load_dataset_stack(dataset: str, plate: str, stack: str) -> DatasetStack:
         failed = found.failed.get((plate, stack))
         raise ConfigError(failed or f"no stack plate={plate or '*'!r} stack={stack or '*'!r} in {dataset}")
     chosen = candidates[0]
-    best = chosen.meta.get("true_best_index", chosen.meta.get("best_index"))
+    best = best_index(chosen.meta)
+    if best is None:  # labels.csv is read only when stack.yaml does not say
+        try:
+            best = best_index(chosen.meta, chosen.key, read_dataset_labels(Path(dataset)))
+        except DatasetError as exc:
+            raise ConfigError(str(exc)) from None
     if best is None:
-        labels = Path(dataset) / "labels.csv"
-        rows = [r for r in read_labels(labels) if (r.plate, r.stack) == chosen.key] if labels.exists() else []
-        if not rows:
-            raise ConfigError(f"{chosen.path}: no best_index in stack.yaml and no rows in {labels}; "
-                              "run `celegans-autofocus label` first")
-        best = rows[0].best_index
-    return DatasetStack(chosen, int(best))
+        raise ConfigError(f"{chosen.path}: no best_index in stack.yaml and no rows in {Path(dataset) / LABELS_FILE}; "
+                          "run `celegans-autofocus label` first")
+    return DatasetStack(chosen, best.z_index)
 
 
 class StackPlayerNode(Node):
