@@ -40,9 +40,9 @@ def error_summary(error_steps, true_offset_steps=None, in_focus_steps: float = I
     if true is not None and not np.isfinite(true).all():
         raise ValueError("true offsets must be finite")
     e = err[ok]
-    near = np.ones(e.size, dtype=bool) if true is None else np.abs(true[ok]) <= sign_threshold_steps
-    far = np.zeros(e.size, dtype=bool) if true is None else ~near
-    sign_ok = np.sign(true[ok][far] + e[far]) == np.sign(true[ok][far]) if true is not None else np.zeros(0, bool)
+    t = np.zeros(e.size) if true is None else true[ok]  # without true offsets nothing is far from focus
+    far = np.abs(t) > sign_threshold_steps
+    sign_ok = np.sign(t[far] + e[far]) == np.sign(t[far])
 
     def stat(values, fn):
         return float(fn(values)) if values.size else None
@@ -53,7 +53,7 @@ def error_summary(error_steps, true_offset_steps=None, in_focus_steps: float = I
         "mae_steps": stat(np.abs(e), np.mean),
         "median_abs_error_steps": stat(np.abs(e), np.median),
         "p90_abs_error_steps": stat(np.abs(e), lambda v: np.percentile(v, 90)),
-        "bias_steps": stat(e[near], np.mean),
+        "bias_steps": stat(e[~far], np.mean),
         "in_focus_fraction": stat(np.abs(e) <= in_focus_steps, np.mean),
         "sign_accuracy": stat(sign_ok, np.mean),
         "n_sign": int(far.sum()),
