@@ -68,8 +68,9 @@ import numpy as np
 from celegans_autofocus.core.detection import WormCropper, crop_image
 from celegans_autofocus.core.optics import OpticsConfig, StackRenderer, make_scene
 from celegans_autofocus.core.predictor import FocusPredictor, default_model_path
+from celegans_autofocus.core.sensor import FULL_FRAME_WH_PX
 
-FRAME_WH = (2592, 1944)
+FRAME_WH = FULL_FRAME_WH_PX
 NAMESPACE = "/e2e_bench"
 LARGE_SHM_PROFILE = Path(__file__).resolve().parent.parent / "config" / "fastdds_large_frames.xml"
 N_WORMS = 3

@@ -7,6 +7,7 @@ import numpy as np
 from celegans_autofocus.core import optics
 from celegans_autofocus.core.detection import crop_window
 from celegans_autofocus.core.images import preprocess, PreprocessSpec
+from celegans_autofocus.core.sensor import FULL_FRAME_WH_PX
 spec = PreprocessSpec(input_px=96)
 cfg = optics.OpticsConfig(noise=False)
 cfg4 = dataclasses.replace(cfg, max_oversample=4)
@@ -15,7 +16,7 @@ res = {}
 for seed in range(4):
     rng = np.random.default_rng(7000 + seed)
     scene = optics.make_scene(rng, cfg, 2)
-    win = crop_window(scene.worms[0].centroid_px, 500, (1944, 2592))
+    win = crop_window(scene.worms[0].centroid_px, 500, FULL_FRAME_WH_PX[::-1])
     nat = optics.StackRenderer(scene, cfg, None, window_px=win, max_offset_steps=260)
     for name, c, out in (("fast128 os2 (current)", cfg, 128), ("fast128 os4", cfg4, 128), ("coarse125 os2 (sim 648px)", cfg, 125), ("coarse125 os4", cfg4, 125)):
         r = optics.StackRenderer(scene, c, (out, out), window_px=win, max_offset_steps=260)

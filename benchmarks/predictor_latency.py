@@ -21,8 +21,9 @@ import numpy as np
 
 from celegans_autofocus.core.images import PreprocessSpec, preprocess
 from celegans_autofocus.core.predictor import METADATA_KEY, FocusPredictor, ModelError, default_model_path
+from celegans_autofocus.core.sensor import FULL_FRAME_WH_PX
 
-FRAME_HW = (1944, 2592)
+FRAME_HW = FULL_FRAME_WH_PX[::-1]
 
 
 def export_standin(arch: str, input_px: int, out_dir: Path) -> Path:

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from celegans_autofocus.core import optics
+from celegans_autofocus.core.sensor import FULL_FRAME_WH_PX
 
 
 def ms_per_call(fn, n: int) -> float:
@@ -42,7 +43,7 @@ def main() -> None:
         t = ms_per_call(lambda: renderer.frame(next(offsets)), 10)
         print(f"sim frame 648x486, max_oversample {cap} (oversample {renderer.oversample}): {t:.1f} ms")
     frame = renderer.frame(0.0)
-    full = cv2.resize(frame, (2592, 1944), interpolation=cv2.INTER_CUBIC)
+    full = cv2.resize(frame, FULL_FRAME_WH_PX, interpolation=cv2.INTER_CUBIC)
     for width in (640, 648):
         t = ms_per_call(lambda: cv2.resize(full, (width, width * 3 // 4), interpolation=cv2.INTER_AREA), 20)
         print(f"INTER_AREA 2592x1944 -> {width} px wide: {t:.1f} ms")

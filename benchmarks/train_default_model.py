@@ -63,12 +63,12 @@ import numpy as np
 from celegans_autofocus.core import optics
 from celegans_autofocus.core.detection import crop_window
 from celegans_autofocus.core.images import PreprocessSpec, preprocess
+from celegans_autofocus.core.metrics import IN_FOCUS_STEPS, SIGN_THRESHOLD_STEPS
+from celegans_autofocus.core.sensor import FULL_FRAME_WH_PX
 
-FRAME_HW = (1944, 2592)
+FRAME_HW = FULL_FRAME_WH_PX[::-1]
 RENDER_PX = 128
 OUTPUT_SCALE = 100.0
-IN_FOCUS_STEPS = 8.0
-SIGN_BEYOND_STEPS = 20.0
 
 
 def window_renderer(scene, config, window, render: str, seed: int, max_offset_steps: float = 260):
@@ -177,7 +177,7 @@ def evaluate(model, x: np.ndarray, offsets_steps: np.ndarray, fov_px: np.ndarray
     result = {}
     for name, sel in [("all", np.ones(len(x), bool))] + [(str(f), fov_px == f) for f in np.unique(fov_px)]:
         err = np.abs(pred[sel] - offsets_steps[sel])
-        far = np.abs(offsets_steps[sel]) > SIGN_BEYOND_STEPS
+        far = np.abs(offsets_steps[sel]) > SIGN_THRESHOLD_STEPS
         result[name] = {"mae": float(err.mean()), "median": float(np.median(err)),
                         "in_focus": float(np.mean(err <= IN_FOCUS_STEPS)),
                         "sign_beyond_20": float(np.mean(np.sign(pred[sel][far]) == np.sign(offsets_steps[sel][far])))}
@@ -244,7 +244,8 @@ def train(args: argparse.Namespace) -> None:
         save_checkpoint({"format": FORMAT, "model": model.state_dict(), "epoch": p + 1 + args.previous_passes,
                          "config": cfg.to_dict(),
                          "best_val_mae_steps": history[-1][first]["all"]["mae"] if first else float("nan"),
-                         "history": history, "train_data_hash": data_hash, "input_view": "crop"}, Path(args.out))
+                         "history": history, "train_data_hash": data_hash, "input_view": "crop",
+                         "step_um": float(optics.OpticsConfig().step_um)}, Path(args.out))
     print(f"wrote {args.out}: val {json.dumps(history[-1] if history else {})}", flush=True)
 
 

@@ -1,7 +1,7 @@
 """PNG plots for the closed loop, the benchmark and bag evaluation (matplotlib, Agg backend).
 
 Every function writes one PNG to ``path`` (parent directories are created) and returns it.
-Units are motor steps (1 step = 5 um) and seconds.
+Units are motor steps (:data:`core.sensor.STEP_UM` each) and seconds.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-DOF_STEPS = 16.0
+from .core.metrics import DOF_STEPS  # noqa: E402
+from .core.sensor import STEP_UM  # noqa: E402
 
 
 def _save(fig: "plt.Figure", path: str | Path) -> Path:
@@ -40,7 +41,7 @@ def _timeline_axes(ax: "plt.Axes", t_s: Sequence[float], true_best_z: Sequence[f
         pred = np.asarray(predicted_best_z, dtype=float)
         ax.plot(t, pred, ".", color="tab:red", ms=4, label="predicted best plane (lens z + offset)")
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("z (motor steps, 1 step = 5 um)")
+    ax.set_ylabel(f"z (motor steps, 1 step = {STEP_UM:g} um)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
 

@@ -9,6 +9,7 @@ import pytest
 
 from celegans_autofocus.core.closed_loop import (FOCUS_HOLD_FRAMES, CnnLoop, FocusDrift, MotorSim, OpticsFrames, Scenario,
                                                  SearchLoop, make_scenarios, run_episode, summarize_episode)
+from celegans_autofocus.core.metrics import SUMMARY_KEYS
 from celegans_autofocus.core.predictor import FocusPredictor
 from onnx_models import nan_model, pixel_model
 
@@ -57,6 +58,7 @@ def test_summarize_episode_on_a_hand_made_error_trace():
     assert s["steady_abs_error_steps"] == pytest.approx(3.0)
     assert s["latency_p50_ms"] == pytest.approx(2.5) and s["latency_p95_ms"] == pytest.approx(3.85)
     assert s["steps_travelled"] == 128.0 and s["n_frames"] == 10
+    assert set(SUMMARY_KEYS) <= set(s) and s["n"] == 10 and s["mae_steps"] == pytest.approx(237 / 10)
     held = summarize_episode(err)               # the default: reached = 3 consecutive in-focus frames
     assert FOCUS_HOLD_FRAMES == 3 and held["frames_to_focus"] == 6 and held["latency_p50_ms"] is None and held["steps_travelled"] is None
     never = summarize_episode([50.0, -40.0], steps_travelled=7)

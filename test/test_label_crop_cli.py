@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from celegans_autofocus.cli import main
-from celegans_autofocus.core.stacks import read_labels
+from celegans_autofocus.core.dataset.labels import read_labels
 from test_detection import draw_worm_frame
 
 BEST_Z = 2

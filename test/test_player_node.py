@@ -151,7 +151,7 @@ def test_dataset_corrupt_image_is_skipped_and_the_next_nearest_served(tmp_path, 
 
 
 def test_dataset_best_index_from_labels_csv(tmp_path, ros_harness):
-    from celegans_autofocus.core.stacks import label_dataset
+    from celegans_autofocus.core.dataset.labelling import label_dataset
 
     write_stack(tmp_path, best_index=None)
     label_dataset(tmp_path, "vollath_f4")

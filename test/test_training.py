@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,24 +23,25 @@ import yaml  # noqa: E402
 from celegans_autofocus.cli import main  # noqa: E402
 from celegans_autofocus.core.detection import crop_image, crop_window  # noqa: E402
 from celegans_autofocus.core.images import PreprocessSpec  # noqa: E402
+from celegans_autofocus.core.metrics import SUMMARY_KEYS  # noqa: E402
 from celegans_autofocus.core.optics import write_synthetic_dataset  # noqa: E402
 from celegans_autofocus.core.predictor import FocusPredictor, ModelError  # noqa: E402
-from celegans_autofocus.core.stacks import read_image, write_image  # noqa: E402
+from celegans_autofocus.core.dataset.io import read_image, write_image  # noqa: E402
 from celegans_autofocus.training.checkpoint import CheckpointError, load_weights  # noqa: E402
 from celegans_autofocus.training.config import TrainConfig  # noqa: E402
-from celegans_autofocus.training.data import DatasetError, load_samples, split_plates  # noqa: E402
+from celegans_autofocus.training.data import DatasetError, dataset_step_um, load_samples, split_plates  # noqa: E402
 from celegans_autofocus.training.evaluate import evaluate  # noqa: E402
-from celegans_autofocus.training.export import PARITY_TOL_STEPS, export_checkpoint  # noqa: E402
+from celegans_autofocus.training.export import PARITY_TOL_STEPS, build_metadata, export_checkpoint  # noqa: E402
 from celegans_autofocus.training.loop import train_epoch, cache_images, train  # noqa: E402
 from celegans_autofocus.training.models import ArchError, create_model  # noqa: E402
-from celegans_autofocus.training.stats import error_summary, paired_comparison  # noqa: E402
+from celegans_autofocus.training.stats import paired_comparison  # noqa: E402
 
 torch.set_num_threads(1)  # this CPU is shared: 2 OpenMP threads thrash when other processes run
 ARCH = "mobilenetv3_small_100"
 CROP_PX = 48
 TINY = dict(arch=ARCH, input_px=64, batch_size=8, lr=1e-3, output_scale=50.0, val_fraction=0.34, seed=0,
             device="cpu")
-SUMMARY_KEYS = {"model", "kind", "n", "mae_steps", "median_abs_steps", "p90_abs_steps", "sign_accuracy", "n_sign"}
+SUMMARY_KEYS = {"model", "kind", *SUMMARY_KEYS}
 
 
 def _add_crop_stacks(root: Path) -> None:
@@ -145,7 +147,7 @@ def test_export_parity_metadata_and_predictor(runs, dataset, tmp_path, capsys):
     predictor = FocusPredictor(onnx_path, providers=["CPUExecutionProvider"])
     meta = predictor.metadata
     assert meta["arch"] == ARCH and meta["input_view"] == "mixed" and meta["output_scale"] == 50.0
-    assert meta["preprocess"]["input_px"] == 64 and meta["epochs"] == 2
+    assert meta["preprocess"]["input_px"] == 64 and meta["epochs"] == 2 and meta["step_um"] == 5.0
     assert meta["val_mae_steps"] == pytest.approx(runs["full"]["best_val_mae_steps"], abs=1e-3)
     records = evaluate([best, onnx_path], dataset, max_images=6)["records"]
     torch_steps = [r[f"pred_{best.name}"] for r in records]
@@ -189,11 +191,25 @@ def test_synthetic_on_the_fly_training(dataset, tmp_path):
     assert state["input_view"] == "mixed" and len(state["train_data_hash"]) == 16
 
 
-def test_error_summary_and_paired_comparison_by_hand():
-    s = error_summary(np.array([-30.0, -10.0, 25.0, 40.0]), np.array([-20.0, 5.0, -5.0, 44.0]))
-    assert s["mae_steps"] == pytest.approx((10 + 15 + 30 + 4) / 4)
-    assert s["median_abs_steps"] == pytest.approx(12.5)
-    assert s["n_sign"] == 3 and s["sign_accuracy"] == pytest.approx(2 / 3)
+def test_step_um_comes_from_the_data(dataset, tmp_path):
+    """A dataset sampled every 2.5 um: the checkpoint and the exported metadata say 2.5, not the sensor default."""
+    root = tmp_path / "fine"
+    shutil.copytree(dataset, root)
+    for path in (root / "plates").glob("*/*/stack.yaml"):
+        meta = yaml.safe_load(path.read_text())
+        path.write_text(yaml.safe_dump({**meta, "step_um": 2.5}))
+    samples = load_samples(root)
+    assert dataset_step_um(samples, "fine") == 2.5
+    summary = train(root, TrainConfig(**TINY, epochs=1, max_val_samples=4), tmp_path / "run")
+    state = torch.load(summary["last"], weights_only=True)
+    assert state["step_um"] == 2.5
+    assert build_metadata(state, TrainConfig(**TINY))["step_um"] == 2.5
+    mixed = samples[:1] + [s for s in load_samples(dataset)]
+    with pytest.raises(DatasetError, match="different step_um"):
+        dataset_step_um(mixed, "mixed")
+
+
+def test_paired_comparison_by_hand():
     rng = np.random.default_rng(0)
     b = rng.exponential(10.0, 200)
     better = paired_comparison(b * 0.5, b)

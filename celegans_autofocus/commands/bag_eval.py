@@ -25,15 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.metrics import IN_FOCUS_STEPS, SIGN_THRESHOLD_STEPS, error_summary
+
 HELP = "evaluate a model on a recorded bag against ground truth or a recorded z sweep (no ROS needed)"
 
-IN_FOCUS_STEPS = 8.0
 CAMERA_TOPIC, CROP_TOPIC = "camera/image_raw", "worm/crop"
-SIGN_BEYOND_STEPS = 20.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..core.focus import DEFAULT_MEASURE
+    from ..core.sensor import FULL_FRAME_WH_PX
 
     parser.add_argument("bag", type=Path, help="rosbag2 directory (MCAP or sqlite3), e.g. from `ros2 bag record`")
     g = parser.add_argument_group("model")
@@ -54,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "detect for a crop model reading camera frames, else as-recorded")
     g.add_argument("--fov", type=int, default=500, metavar="PX",
                    help="detect: crop side in full-frame px (0 = the whole frame, tracked but uncropped)")
-    g.add_argument("--full-width-px", type=int, default=2592,
+    g.add_argument("--full-width-px", type=int, default=FULL_FRAME_WH_PX[0],
                    help="detect: sensor width in px; narrower (binned, downscaled) frames are scaled")
     g = parser.add_argument_group("reference")
     g.add_argument("--reference", choices=["auto", "truth", "sweep"], default="auto",
@@ -180,7 +181,7 @@ def truth_reference(rep: Replay, tol_ns: int) -> tuple[list[float | None], dict]
 def sweep_reference(rep: Replay, measure: str, settle_ns: int) -> tuple[list[float | None], dict]:
     """True offsets from a z sweep: a frame is at rest when the motor had reported its last
     position at least ``settle_ns`` before the frame's stamp; best z = measure argmax over z."""
-    from ..core.stacks import focus_curve_ambiguity
+    from ..core.dataset.labels import focus_curve_ambiguity
 
     joints = sorted(rep.joints)
     stamps = [s for s, _ in joints]
@@ -209,26 +210,6 @@ def sweep_reference(rep: Replay, measure: str, settle_ns: int) -> tuple[list[flo
     return [None if z is None else float(best - z) for z in z_of], info
 
 
-def offset_metrics(true: np.ndarray, pred: np.ndarray) -> dict:
-    """Errors of predicted against true offsets (steps); NaN predictions are excluded and counted."""
-    ok = np.isfinite(pred)
-    err = pred[ok] - true[ok]
-    far = ok & (np.abs(true) > SIGN_BEYOND_STEPS)
-    if err.size == 0:
-        return {"n": 0, "non_finite": int((~ok).sum())}
-    return {
-        "n": int(err.size),
-        "non_finite": int((~ok).sum()),
-        "mae_steps": float(np.mean(np.abs(err))),
-        "median_abs_error_steps": float(np.median(np.abs(err))),
-        "p90_abs_error_steps": float(np.percentile(np.abs(err), 90)),
-        "bias_steps": float(np.mean(err)),
-        "within_dof_fraction": float(np.mean(np.abs(err) <= IN_FOCUS_STEPS)),
-        "sign_accuracy_beyond_20": float(np.mean(np.sign(pred[far]) == np.sign(true[far]))) if far.any() else None,
-        "n_beyond_20": int(far.sum()),
-    }
-
-
 def format_report(bag: Path, info: dict, results: dict[str, dict]) -> str:
     def f(v, fmt="{:.1f}"):
         return "-" if v is None else fmt.format(v)
@@ -237,14 +218,14 @@ def format_report(bag: Path, info: dict, results: dict[str, dict]) -> str:
              + (f" ({info['measure']} argmax at z={info['best_z_steps']}, sweep z {info['sweep_z_steps'][0]}.."
                 f"{info['sweep_z_steps'][1]} at {info['sweep_positions']} positions)" if info["reference"] == "sweep"
                 else ""), "",
-             "| predictions | frames | MAE (steps) | median abs | p90 abs | bias | within +-8 steps | "
-             "sign accuracy beyond +-20 | non-finite |",
+             f"| predictions | frames | MAE (steps) | median abs | p90 abs | bias within +-{SIGN_THRESHOLD_STEPS:g} | "
+             f"within +-{IN_FOCUS_STEPS:g} steps | sign accuracy beyond +-{SIGN_THRESHOLD_STEPS:g} | non-finite |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, m in results.items():
-        lines.append(f"| {name} | {m['n']} | {f(m.get('mae_steps'))} | {f(m.get('median_abs_error_steps'))} | "
-                     f"{f(m.get('p90_abs_error_steps'))} | {f(m.get('bias_steps'), '{:+.1f}')} | "
-                     f"{f(m.get('within_dof_fraction'), '{:.1%}')} | "
-                     f"{f(m.get('sign_accuracy_beyond_20'), '{:.1%}')} | {m['non_finite']} |")
+        lines.append(f"| {name} | {m['n']} | {f(m['mae_steps'])} | {f(m['median_abs_error_steps'])} | "
+                     f"{f(m['p90_abs_error_steps'])} | {f(m['bias_steps'], '{:+.1f}')} | "
+                     f"{f(m['in_focus_fraction'], '{:.1%}')} | {f(m['sign_accuracy'], '{:.1%}')} | "
+                     f"{m['non_finite']} |")
     return "\n".join(lines)
 
 
@@ -330,14 +311,14 @@ def run(args: argparse.Namespace) -> int:
 
     true_arr = np.array([true[i] for i in have])
     pred_arr = np.array([rep.frames[i].predicted_steps for i in have])
-    results = {f"model {Path(model_path).name}": offset_metrics(true_arr, pred_arr)}
+    results = {f"model {Path(model_path).name}": error_summary(pred_arr - true_arr, true_arr)}
     if "offset" in topics:
         keys = sorted(rep.offsets)
         recorded = np.array([_nearest(rep.offsets, keys, rep.frames[i].stamp_ns, tol_ns) for i in have],
                             dtype=float)
         got = np.isfinite(recorded)
         if got.any():
-            results[f"recorded {topics['offset']}"] = offset_metrics(true_arr[got], recorded[got])
+            results[f"recorded {topics['offset']}"] = error_summary(recorded[got] - true_arr[got], true_arr[got])
     latencies = [f.latency_ms for f in rep.frames]
     info.update({"bag": str(args.bag), "model": str(model_path), "model_input_view": predictor.metadata.get("input_view"),
                  "view": view if view == "as-recorded" else f"detect (fov {args.fov} px of {args.full_width_px})",

@@ -8,8 +8,10 @@ from pathlib import Path
 HELP = ("evaluate ONNX models or checkpoints on a labelled dataset: MAE/median/p90/sign accuracy for full "
         "frames and crops, the field-of-view table, and a paired Wilcoxon test of two models")
 
-SUMMARY_COLUMNS = ("model", "kind", "n", "mae_steps", "median_abs_steps", "p90_abs_steps", "sign_accuracy", "n_sign")
-FOV_COLUMNS = ("fov_px", "n", "mae_steps", "median_abs_steps", "p90_abs_steps", "sign_accuracy", "n_sign")
+ERROR_COLUMNS = ("n", "mae_steps", "median_abs_error_steps", "p90_abs_error_steps", "bias_steps", "in_focus_fraction",
+                 "sign_accuracy", "n_sign")
+SUMMARY_COLUMNS = ("model", "kind", *ERROR_COLUMNS)
+FOV_COLUMNS = ("fov_px", *ERROR_COLUMNS)
 PAIRED_COLUMNS = ("kind", "n", "mae_a_steps", "mae_b_steps", "median_diff_steps", "shapiro_p", "wilcoxon_p")
 
 
@@ -33,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.metrics import IN_FOCUS_STEPS, SIGN_THRESHOLD_STEPS
     from ..core.predictor import ModelError
+    from ..core.sensor import STEP_UM
     from ..training.data import DatasetError
     from ..training.evaluate import evaluate, format_table, write_outputs
 
@@ -64,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     except errors as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 1
-    print(f"errors in steps (1 step = 5 um); sign accuracy where |true| > 20 steps; dataset {args.dataset}")
+    print(f"errors in steps (1 step = {STEP_UM:g} um); in focus: |error| <= {IN_FOCUS_STEPS:g}; sign accuracy where "
+          f"|true| > {SIGN_THRESHOLD_STEPS:g} steps, bias where |true| <= {SIGN_THRESHOLD_STEPS:g}; "
+          f"dataset {args.dataset}")
     print(format_table(result["table"], SUMMARY_COLUMNS))
     if result["fov_table"]:
         print(f"\nfield of view ({result['fov_model']}; crops around the worm of stack.yaml, same frames)")

@@ -25,17 +25,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.stacks import DatasetError, label_dataset
+    from tqdm import tqdm
+
+    from ..core.dataset.errors import DatasetError
+    from ..core.dataset.labelling import label_dataset
 
     if args.workers < 1:
         print(f"label: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
+    bar = tqdm(unit="img", desc="label", disable=args.quiet)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
     try:
         report = label_dataset(args.dataset, args.measure, use_stack_best=not args.from_measure,
-                               force=args.force, workers=args.workers, progress=not args.quiet)
+                               force=args.force, workers=args.workers, progress=progress)
     except (DatasetError, ValueError) as exc:
         print(f"label: {exc}", file=sys.stderr)
         return 1
+    finally:
+        bar.close()
     if not args.quiet:
         for msg in report.warnings:
             print(f"warning: {msg}", file=sys.stderr)

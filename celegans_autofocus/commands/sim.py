@@ -26,9 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.metrics import IN_FOCUS_STEPS
+from ..core.sensor import FULL_FRAME_WH_PX
+
 HELP = "closed-loop simulation: player, detector, predictor and controller nodes in one process"
 
-FULL_FRAME_WH = (2592, 1944)
 CROP_FRAME_HEIGHT_PX = 486
 MIN_FRAME_HEIGHT_PX = 64
 BAG_TOPICS = ["camera/image_raw", "worm/crop", "focus/offset", "focus/command", "stepper/joint_states",
@@ -106,8 +108,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"--start-offset must be within +-1000 steps (the soft limits), got {args.start_offset}"
     if not (0 < args.image_scale <= 1):
         return f"--image-scale must be in (0, 1], got {args.image_scale}"
-    if args.frame_height and not 24 <= args.frame_height <= FULL_FRAME_WH[1]:
-        return f"--frame-height must be 0 (auto) or in [24, {FULL_FRAME_WH[1]}], got {args.frame_height}"
+    if args.frame_height and not 24 <= args.frame_height <= FULL_FRAME_WH_PX[1]:
+        return f"--frame-height must be 0 (auto) or in [24, {FULL_FRAME_WH_PX[1]}], got {args.frame_height}"
     if args.model is not None and not args.model.is_file():
         return f"model file not found: {args.model}"
     if args.record is not None and args.record.exists():
@@ -167,7 +169,7 @@ def frame_height_px(requested: int, input_px: int, view: str) -> int:
     as training renders it); else the model's input side (at least MIN_FRAME_HEIGHT_PX)."""
     if requested:
         return requested
-    return CROP_FRAME_HEIGHT_PX if view == "crop" else min(FULL_FRAME_WH[1], max(MIN_FRAME_HEIGHT_PX, input_px))
+    return CROP_FRAME_HEIGHT_PX if view == "crop" else min(FULL_FRAME_WH_PX[1], max(MIN_FRAME_HEIGHT_PX, input_px))
 
 
 def _fmt(value, unit: str = "", digits: int = 1) -> str:
@@ -190,7 +192,7 @@ def format_summary(s: dict) -> str:
                                                          f" ({s['time_to_focus_s']:.2f} s)")),
         ("final error", _fmt(s["final_error_steps"], " steps")),
         ("steady |error| (median)", _fmt(s["steady_abs_error_steps"], " steps")),
-        ("in focus (|error| <= 8)", f"{100 * s['in_focus_fraction']:.1f} % of all frames, "
+        (f"in focus (|error| <= {IN_FOCUS_STEPS:g})", f"{100 * s['in_focus_fraction']:.1f} % of all frames, "
                                     f"{100 * s['in_focus_fraction_tracking']:.1f} % after reaching focus"),
         ("latency", f"{_fmt(s['modelled_latency_ms'], ' ms')} modelled (image stamp -> decision); measured "
                     f"{_fmt(wall['latency_p50_ms'])} / {_fmt(wall['latency_p95_ms'], ' ms')} p50 / p95 "
@@ -337,7 +339,7 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
             switches = sorted(args.switch)
             drift = dict(switch_times_s=[float(t) for t, _ in switches],
                          switch_jumps_steps=[float(j) for _, j in switches]) if switches else {}
-            width = round(frame_height * FULL_FRAME_WH[0] / FULL_FRAME_WH[1])
+            width = round(frame_height * FULL_FRAME_WH_PX[0] / FULL_FRAME_WH_PX[1])
             player = make(StackPlayerNode, use_sim_time=False, seed=args.seed, n_worms=args.n_worms,
                           fps=float(args.fps), clock=args.clock, max_frames=n_frames if args.frames or sim_clock else 0,
                           frame_width_px=width, frame_height_px=frame_height,

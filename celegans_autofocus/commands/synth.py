@@ -5,7 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "write synthetic brightfield z-stacks (DESIGN section 2 layout) from the physical simulator"
+from ..core.sensor import FULL_FRAME_WH_PX
+
+HELP = "write synthetic brightfield z-stacks (the dataset layout) from the physical simulator"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,8 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="random seed (same seed, same dataset)")
     g.add_argument("--worms", type=int, default=None, help="worms per stack (default: 1-3 at random)")
     g = parser.add_argument_group("images")
-    g.add_argument("--width", type=int, default=None, help="stored image width in px (default 2592, full frame)")
-    g.add_argument("--height", type=int, default=None, help="stored image height in px (default 1944)")
+    g.add_argument("--width", type=int, default=None,
+                   help=f"stored image width in px (default {FULL_FRAME_WH_PX[0]}, full frame)")
+    g.add_argument("--height", type=int, default=None,
+                   help=f"stored image height in px (default {FULL_FRAME_WH_PX[1]})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,9 +4,9 @@ No ROS and no torch. Everything is a deterministic function of simulated time (s
 and seeds, so the CNN controller and the classical search run on identical scenes and
 identical best-plane trajectories.
 
-Sign convention (CONTRACT): ``error_steps = best_z_steps - lens_z_steps`` is the signed
-number of motor steps to move to reach focus (= ``offset_steps``). A frame is in focus
-when ``|error_steps| <= in_focus_steps`` (8 steps, half the ~16-step depth of field).
+Sign convention: ``error_steps = best_z_steps - lens_z_steps`` is the signed number of motor
+steps to move to reach focus (= ``offset_steps``). A frame is in focus when
+``|error_steps| <= core.metrics.IN_FOCUS_STEPS``.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from . import optics
 from .control import ControlConfig, FocusController, SearchAutofocus, SearchConfig
 from .detection import crop_window
 from .focus import get_measure
+from .metrics import IN_FOCUS_STEPS, error_summary
 from .predictor import FocusPredictor, NonFiniteOutputError
 
-IN_FOCUS_STEPS = 8.0
 #: "Reached focus" = the first of this many consecutive in-focus frames, so that a lens passing
 #: through focus does not count; the one definition for ``sim``, ``bench`` and the tests.
 FOCUS_HOLD_FRAMES = 3
@@ -231,13 +231,13 @@ def summarize_episode(error_steps: Sequence[float], *, latency_ms: Sequence[floa
                       in_focus_steps: float = IN_FOCUS_STEPS, hold_frames: int = FOCUS_HOLD_FRAMES) -> dict:
     """Metrics of one episode from the per-frame focus error (``best_z - lens_z`` at each frame).
 
-    Keys: ``frames_to_focus`` (index of the first frame that starts a run of ``hold_frames``
-    frames with ``|error| <= in_focus_steps``; None if never), ``final_error_steps`` (signed,
-    last frame), ``in_focus_fraction`` (all frames), ``in_focus_fraction_tracking`` (frames
-    from ``frames_to_focus`` on), ``steady_abs_error_steps`` (median |error| over those frames),
-    ``mean_abs_error_steps``, ``latency_p50_ms`` / ``latency_p95_ms`` (None without
-    latencies), ``steps_travelled`` (given, else the sum of |frame-to-frame lens moves| from
-    ``lens_z_steps``, else None) and ``n_frames``.
+    Keys: those of :func:`core.metrics.error_summary` over all frames (no sign accuracy: nothing
+    predicts here), then ``frames_to_focus`` (index of the first frame that starts a run of
+    ``hold_frames`` frames with ``|error| <= in_focus_steps``; None if never), ``final_error_steps``
+    (signed, last frame), ``in_focus_fraction_tracking`` (frames from ``frames_to_focus`` on),
+    ``steady_abs_error_steps`` (median |error| over those frames), ``latency_p50_ms`` /
+    ``latency_p95_ms`` (None without latencies), ``steps_travelled`` (given, else the sum of
+    |frame-to-frame lens moves| from ``lens_z_steps``, else None) and ``n_frames``.
     """
     err = np.asarray(error_steps, dtype=float)
     if err.ndim != 1 or err.size == 0:
@@ -256,12 +256,11 @@ def summarize_episode(error_steps: Sequence[float], *, latency_ms: Sequence[floa
         steps_travelled = float(np.abs(np.diff(np.asarray(lens_z_steps, dtype=float))).sum())
     tracking = ok[first:] if first is not None else np.zeros(0, dtype=bool)
     return {
+        **error_summary(err, in_focus_steps=in_focus_steps),
         "frames_to_focus": first,
         "final_error_steps": float(err[-1]),
-        "in_focus_fraction": float(ok.mean()),
         "in_focus_fraction_tracking": float(tracking.mean()) if tracking.size else 0.0,
         "steady_abs_error_steps": float(np.median(np.abs(err[first:]))) if first is not None else None,
-        "mean_abs_error_steps": float(np.abs(err).mean()),
         "latency_p50_ms": percentile(latency_ms or [], 50),
         "latency_p95_ms": percentile(latency_ms or [], 95),
         "steps_travelled": None if steps_travelled is None else float(steps_travelled),

@@ -86,7 +86,7 @@ class _Config:
 
 @dataclass(frozen=True)
 class ControlConfig(_Config):
-    """Parameters of the one-shot control law (DESIGN §4). Units are in the names.
+    """Parameters of the one-shot control law (docs/architecture.md). Units are in the names.
 
     ``act_now_steps``: before ``median_window`` fresh predictions have arrived, the law already
     acts (on their median) when every one of them is at least this far from focus on the same

@@ -23,10 +23,7 @@ import cv2
 import numpy as np
 
 from .images import ImageError, check_image
-
-
-#: Pixel size (um) that the default :class:`DetectorConfig` lengths refer to (1x lens, HQ sensor).
-REFERENCE_UM_PER_PX = 1.55
+from .sensor import FULL_FRAME_WH_PX
 
 
 @dataclass(frozen=True)
@@ -40,7 +37,7 @@ class Detection:
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Detector settings; lengths and areas in px of a 2592x1944 frame at REFERENCE_UM_PER_PX (adult
+    """Detector settings; lengths and areas in full-frame px at :data:`core.sensor.UM_PER_PX` (adult
     worms ~650 x 45 px). :meth:`scaled` adapts them to images of another pixel size."""
 
     downsample: int = 8
@@ -181,7 +178,7 @@ class TargetTracker:
     picks a new target by the selection rule and reports a switch.
     """
 
-    def __init__(self, frame_size_px: tuple[int, int] = (2592, 1944), max_jump_px: float = 200.0,
+    def __init__(self, frame_size_px: tuple[int, int] = FULL_FRAME_WH_PX, max_jump_px: float = 200.0,
                  reacquire_after_frames: int = 5, select: str = "nearest_center"):
         if select not in ("nearest_center", "largest"):
             raise ValueError(f"select must be 'nearest_center' or 'largest', got {select!r}")
@@ -280,8 +277,9 @@ class WormCropper:
     changes. Before any worm was seen the window is the frame centre; ``fov_px`` 0 = the whole frame.
     """
 
-    def __init__(self, config: DetectorConfig = DetectorConfig(), fov_px: int = 500, full_width_px: int = 2592,
-                 max_jump_px: float = 200.0, reacquire_after_frames: int = 5, select: str = "nearest_center"):
+    def __init__(self, config: DetectorConfig = DetectorConfig(), fov_px: int = 500,
+                 full_width_px: int = FULL_FRAME_WH_PX[0], max_jump_px: float = 200.0,
+                 reacquire_after_frames: int = 5, select: str = "nearest_center"):
         if fov_px < 0 or full_width_px < 1:
             raise ValueError(f"need fov_px >= 0 and full_width_px >= 1, got {fov_px}, {full_width_px}")
         self.config, self.fov_px, self.full_width_px = config, int(fov_px), int(full_width_px)

@@ -1,7 +1,7 @@
 """ONNX Runtime focus predictor: a grayscale frame -> signed motor steps to best focus.
 
 The model file carries its own preprocessing and units in ``metadata_props`` under the key
-``celegans_autofocus`` (JSON, schema 1; see the team contract). The frame goes through
+``celegans_autofocus`` (JSON, schema 1; see docs/architecture.md). The frame goes through
 :func:`celegans_autofocus.core.images.preprocess` with the model's :class:`PreprocessSpec`,
 so a model is never served with a transform other than the one it was trained with.
 ``offset_steps = raw_output * output_scale``; positive means move the motor to larger z.

@@ -12,7 +12,7 @@ from typing import Callable
 
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
 
-from .steppers import Stepper, StepperError
+from .stepper_base import Stepper, StepperError
 
 
 def _wait_until(deadline_s: float) -> None:

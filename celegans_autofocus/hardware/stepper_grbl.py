@@ -1,7 +1,7 @@
 """GRBL (1.1, also 0.9 status format) motion controller over a serial port with pyserial.
 
 Moves are relative G-code, ``G91 G1 Z<mm> F<mm/min>`` with ``mm = steps * step_um / 1000``
-(set GRBL's ``$102`` = 1000 / step_um steps/mm, 200 for 5 um steps). Position comes from the
+(set GRBL's ``$102`` = 1000 / step_um steps/mm, 200 for the default 5 um steps). Position comes from the
 ``?`` status report (``<Idle|MPos:x,y,z|...>``). ``ok`` acknowledges a line, ``error:N`` refuses
 it (raised as :class:`StepperError` with GRBL's meaning), ``ALARM:N`` puts the stepper in fault.
 A serial port that fails, disappears or stops answering puts it in fault (no motion) until
@@ -16,7 +16,8 @@ import time
 
 import serial
 
-from .steppers import Stepper, StepperError
+from ..core.sensor import STEP_UM
+from .stepper_base import Stepper, StepperError
 
 GRBL_ERRORS = {
     1: "G-code words consist of a letter and a value", 2: "bad number format", 3: "invalid $ statement",
@@ -37,7 +38,7 @@ SOFT_RESET = b"\x18"
 class GrblStepper(Stepper):
     """One axis (``axis`` = X, Y or Z) of a GRBL controller, counted in steps of ``step_um``."""
 
-    def __init__(self, port: str, baudrate: int = 115200, step_um: float = 5.0, axis: str = "Z",
+    def __init__(self, port: str, baudrate: int = 115200, step_um: float = STEP_UM, axis: str = "Z",
                  timeout_s: float = 2.0, home_timeout_s: float = 60.0, startup_s: float = 2.0, **limits) -> None:
         super().__init__(**limits)
         if axis not in ("X", "Y", "Z"):

@@ -5,7 +5,7 @@ Subscribes ``stepper/joint_states`` (position in motor steps) and publishes, at 
 z = true offset_steps = best_z - lens_z, x = lens_z_steps, y = best_z_steps).
 
 Sources: ``synthetic`` renders the scene live (core.optics.StackRenderer, ``frame_width_px`` x
-``frame_height_px`` covering the full field); ``dataset`` plays a written stack (DESIGN §2 layout),
+``frame_height_px`` covering the full field); ``dataset`` plays a written stack (the dataset layout),
 showing the z image whose offset (best_index - z_index) is nearest the true offset.
 The best plane moves with time as core.closed_loop.FocusDrift says: plate tilt while the worm
 crawls (``drift_steps_per_s``), a random walk, and jumps at ``switch_times_s`` (target switched to
@@ -35,9 +35,13 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Image, JointState
 
 from ..core.closed_loop import FocusDrift
+from ..core.dataset.errors import DatasetError
+from ..core.dataset.io import read_image
+from ..core.dataset.labels import LABELS_FILE, best_index, read_dataset_labels
+from ..core.dataset.layout import Stack, discover
 from ..core.images import ImageError
 from ..core.optics import OpticsConfig, StackRenderer, make_scene
-from ..core.stacks import DatasetError, Stack, discover, read_image, read_labels
+from ..core.sensor import FULL_FRAME_WH_PX
 from .common import ConfigError, Param, array_to_image, declare_params, reliable_qos, run_node, sensor_qos
 
 
@@ -54,8 +58,8 @@ PARAMS = (
     Param("seed", 0, "synthetic: scene and noise seed", range=(0, 2**31 - 1), read_only=True),
     Param("n_worms", 3, "synthetic: worms on the plate", range=(1, 50), read_only=True),
     Param("frame_width_px", 648, "synthetic: published frame width (the full field, downscaled)",
-          range=(32, 2592), read_only=True),
-    Param("frame_height_px", 486, "synthetic: published frame height", range=(24, 1944), read_only=True),
+          range=(32, FULL_FRAME_WH_PX[0]), read_only=True),
+    Param("frame_height_px", 486, "synthetic: published frame height", range=(24, FULL_FRAME_WH_PX[1]), read_only=True),
     Param("fps", 15.0, "frames per second (of the node clock, or of /clock when clock = sim)", range=(0.1, 200.0)),
     Param("clock", "wall", "wall: frames in real time on the node clock; sim: publish /clock, lock-stepped with "
           "the pipeline (one frame period per answered frame)", choices=("wall", "sim"), read_only=True),
@@ -121,15 +125,16 @@ def load_dataset_stack(dataset: str, plate: str, stack: str) -> DatasetStack:
         failed = found.failed.get((plate, stack))
         raise ConfigError(failed or f"no stack plate={plate or '*'!r} stack={stack or '*'!r} in {dataset}")
     chosen = candidates[0]
-    best = chosen.meta.get("true_best_index", chosen.meta.get("best_index"))
+    best = best_index(chosen.meta)
+    if best is None:  # labels.csv is read only when stack.yaml does not say
+        try:
+            best = best_index(chosen.meta, chosen.key, read_dataset_labels(Path(dataset)))
+        except DatasetError as exc:
+            raise ConfigError(str(exc)) from None
     if best is None:
-        labels = Path(dataset) / "labels.csv"
-        rows = [r for r in read_labels(labels) if (r.plate, r.stack) == chosen.key] if labels.exists() else []
-        if not rows:
-            raise ConfigError(f"{chosen.path}: no best_index in stack.yaml and no rows in {labels}; "
-                              "run `celegans-autofocus label` first")
-        best = rows[0].best_index
-    return DatasetStack(chosen, int(best))
+        raise ConfigError(f"{chosen.path}: no best_index in stack.yaml and no rows in {Path(dataset) / LABELS_FILE}; "
+                          "run `celegans-autofocus label` first")
+    return DatasetStack(chosen, best.z_index)
 
 
 class StackPlayerNode(Node):

@@ -1,4 +1,4 @@
-"""stepper_controller_node: focus/offset -> the DESIGN §4 control law -> the focus stepper.
+"""stepper_controller_node: focus/offset -> the control law (docs/architecture.md) -> the focus stepper.
 
 Every ``focus/offset`` (geometry_msgs/PointStamped, z = signed steps to focus, stamped with its
 source image) goes through :class:`core.control.FocusController` (settle check against the image
@@ -34,6 +34,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
 
 from ..core.control import ControlConfig, Decision, FocusController, Reason
+from ..core.sensor import STEP_UM
 from ..hardware.steppers import BACKENDS, Stepper, StepperError, make_stepper
 from .common import (ConfigError, Param, declare_params, diagnostic_array, refuse_inconsistent, reliable_qos,
                      run_node, stamp_to_s)
@@ -85,7 +86,7 @@ PARAMS = (
     # grbl backend
     Param("port", "/dev/ttyUSB0", "grbl: serial port", read_only=True),
     Param("baudrate", 115200, "grbl: serial baud rate", range=(1200, 4_000_000), read_only=True),
-    Param("step_um", 5.0, "grbl: micrometres per step (GRBL works in mm)", range=(0.001, 10_000.0),
+    Param("step_um", STEP_UM, "grbl: micrometres per step (GRBL works in mm)", range=(0.001, 10_000.0),
           read_only=True),
     Param("axis", "Z", "grbl: the focus axis", choices=("X", "Y", "Z"), read_only=True),
     Param("startup_s", 2.0, "grbl: wait after opening the port (opening resets an Arduino)", range=(0.0, 30.0),

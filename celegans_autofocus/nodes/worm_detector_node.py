@@ -11,8 +11,8 @@ text). Publishes, each with the source image's header:
 - ``worm/debug_image`` (bgr8, about ``debug_width_px`` wide): detections, the target box, the crop window
   and the latest focus offset.
 
-Lengths (``fov_px``, detector sizes) are full-frame pixels at ``full_width_px`` across (2592 for the
-HQ sensor); frames narrower than that (binned or simulated) are scaled by width / full_width_px.
+Lengths (``fov_px``, detector sizes) are full-frame pixels at ``full_width_px`` across
+(:data:`core.sensor.FULL_FRAME_WH_PX`); frames narrower than that (binned or simulated) are scaled by width / full_width_px.
 Bad frames (unsupported encoding, empty, inconsistent size, unexpected size) are dropped with a
 throttled warning; the node keeps running.
 """
@@ -26,6 +26,7 @@ from sensor_msgs.msg import Image
 
 from ..core.detection import DetectorConfig, TrackState, WormCropper, crop_image
 from ..core.images import ImageError, to_gray
+from ..core.sensor import FULL_FRAME_WH_PX
 from .common import (ConfigError, Param, array_to_image, declare_params, image_to_array, refuse_inconsistent,
                      reliable_qos, run_node, sensor_qos, stamp_to_s)
 
@@ -39,7 +40,7 @@ def _fov(value: int) -> str | None:
 PARAMS = (
     Param("fov_px", 500, "crop side in full-frame px (paper: 500, 750, 1000, 1250; 0 = full frame)",
           range=(0, 20000), check=_fov),
-    Param("full_width_px", 2592, "width of the full sensor frame in px; narrower frames are scaled",
+    Param("full_width_px", FULL_FRAME_WH_PX[0], "width of the full sensor frame in px; narrower frames are scaled",
           range=(16, 20000)),
     Param("expected_width_px", 0, "drop frames of another width (0 = accept any)", range=(0, 20000)),
     Param("expected_height_px", 0, "drop frames of another height (0 = accept any)", range=(0, 20000)),

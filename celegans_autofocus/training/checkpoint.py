@@ -6,11 +6,11 @@ Layout: ``{"format": 1, "model": state_dict, "optimizer": ..., "scheduler": ...,
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from ..core.atomic import atomic_path
 from .config import ConfigError, TrainConfig
 from .models import create_model
 
@@ -25,15 +25,8 @@ def save_checkpoint(state: dict, path: Path) -> None:
     """Write ``state`` to ``path`` atomically (temp file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with tmp.open("wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        torch.save(state, fh)
 
 
 def load_checkpoint(path: Path | str) -> dict:

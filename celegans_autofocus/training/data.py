@@ -1,4 +1,4 @@
-"""Samples of a labelled z-stack dataset (DESIGN section 2) and the split by plate.
+"""Samples of a labelled z-stack dataset (:mod:`core.dataset`), the split by plate, and cached image sets.
 
 A :class:`Sample` is one image file with its signed target ``offset_steps`` (steps to move
 to reach focus). The target is the label from ``labels.csv`` or, where ``stack.yaml`` records
@@ -13,21 +13,25 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.dataset.errors import DatasetError, StackError
+from ..core.dataset.io import read_image
+from ..core.dataset.labels import FROM_TRUTH, LABELS_FILE, best_index, read_labels
+from ..core.dataset.layout import plates_dir, read_stack_yaml, stack_dir, step_um
+from ..core.dataset.splits import split_by_plate
 from ..core.images import ImageError
-from ..core.stacks import (LABELS_FILE, DatasetError, StackError, plates_dir, read_image, read_labels,
-                           read_stack_yaml, split_by_plate)
 
-__all__ = ["DatasetError", "Sample", "load_samples", "split_plates", "read_gray", "data_hash"]
-
+__all__ = ["DatasetError", "Sample", "ImageSet", "load_samples", "split_plates", "read_gray", "data_hash",
+           "dataset_step_um"]
 
 
 def stack_meta(root: Path, plate: str, stack: str) -> dict:
     """The stack's ``stack.yaml`` as a dict ({} when absent); a broken one is a :class:`DatasetError`."""
-    path = root / "plates" / plate / stack / "stack.yaml"
+    path = stack_dir(root, plate, stack) / "stack.yaml"
     try:
         return read_stack_yaml(path) if path.is_file() else {}
     except StackError as exc:
         raise DatasetError(str(exc)) from None
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -40,6 +44,19 @@ class Sample:
     fov_px: int | None
     label_offset_steps: float
     true_offset_steps: float | None
+    step_um: float
+
+
+@dataclass
+class ImageSet:
+    """Preprocessed images (float16, N x px x px) with their targets in steps and kinds."""
+
+    images: np.ndarray
+    offsets_steps: np.ndarray
+    kinds: list[str]
+
+    def __len__(self) -> int:
+        return len(self.offsets_steps)
 
 
 def load_samples(root: Path | str, target: str = "auto") -> list[Sample]:
@@ -52,22 +69,22 @@ def load_samples(root: Path | str, target: str = "auto") -> list[Sample]:
     rows = read_labels(labels)
     if not rows:
         raise DatasetError(f"{labels}: the dataset is empty (no labelled images)")
-    truth_by_stack: dict[tuple[str, str], int | None] = {}
+    metas: dict[tuple[str, str], dict] = {}
     samples = []
     for row in rows:
-        key = (row.plate, row.stack)
-        if key not in truth_by_stack:
-            truth_by_stack[key] = stack_meta(root, row.plate, row.stack).get("true_best_index")
-        true_best = truth_by_stack[key]
-        truth = None if true_best is None else float(true_best - row.z_index)
+        if row.key not in metas:
+            metas[row.key] = stack_meta(root, row.plate, row.stack)
+        meta = metas[row.key]
+        best = best_index(meta)
+        truth = float(best.z_index - row.z_index) if best is not None and best.source == FROM_TRUTH else None
         if target == "truth" and truth is None:
-            raise DatasetError(f"{root / 'plates' / row.plate / row.stack / 'stack.yaml'}: "
-                               "no true_best_index (target=truth)")
+            raise DatasetError(f"{stack_dir(root, row.plate, row.stack) / 'stack.yaml'}: "
+                               f"no {FROM_TRUTH} (target=truth)")
         use_truth = truth is not None and target in ("auto", "truth")
         samples.append(Sample(
             path=row.path(root), plate=row.plate, stack=row.stack, z_index=row.z_index,
             offset_steps=truth if use_truth else float(row.offset_steps), kind=row.kind, fov_px=row.fov_px,
-            label_offset_steps=float(row.offset_steps), true_offset_steps=truth,
+            label_offset_steps=float(row.offset_steps), true_offset_steps=truth, step_um=step_um(meta),
         ))
     return samples
 
@@ -93,6 +110,15 @@ def read_gray(path: Path) -> np.ndarray:
         return read_image(path)
     except ImageError as exc:
         raise DatasetError(str(exc)) from None
+
+
+def dataset_step_um(samples: list[Sample], source: str) -> float | None:
+    """The one ``step_um`` of these samples' stacks (None without samples); mixed step sizes are a
+    :class:`DatasetError`, since a model's offsets are in steps of one size."""
+    sizes = sorted({s.step_um for s in samples})
+    if len(sizes) > 1:
+        raise DatasetError(f"{source}: stacks with different step_um {sizes}; train on one step size")
+    return sizes[0] if sizes else None
 
 
 def data_hash(samples: list[Sample], extra: str = "") -> str:

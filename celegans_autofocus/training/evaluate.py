@@ -18,8 +18,10 @@ from tqdm import tqdm
 
 from ..core.detection import crop_image, crop_window
 from ..core.images import PreprocessSpec
+from ..core.metrics import IN_FOCUS_STEPS, error_summary
+from ..core.sensor import STEP_UM
 from .data import DatasetError, Sample, load_samples, read_gray, stack_meta
-from .stats import error_summary, paired_comparison
+from .stats import paired_comparison
 
 FOV_SIZES_PX = (500, 750, 1000, 1250)
 KINDS = ("full", "crop", "all")
@@ -166,7 +168,8 @@ def summary_table(records: list[dict], names: Sequence[str]) -> list[dict]:
             sel = [r for r in records if kind == "all" or r["kind"] == kind]
             if not sel:
                 continue
-            s = error_summary(np.array([r["true_steps"] for r in sel]), np.array([r[f"pred_{name}"] for r in sel]))
+            true = np.array([r["true_steps"] for r in sel])
+            s = error_summary(np.array([r[f"pred_{name}"] for r in sel]) - true, true)
             rows.append({"model": name, "kind": kind, **s})
     return rows
 
@@ -177,8 +180,8 @@ def fov_table(fov_records: list[dict], fov_sizes_px: Sequence[int]) -> list[dict
     for fov in [str(f) for f in fov_sizes_px] + ["full"]:
         sel = [r for r in fov_records if r["fov"] == fov]
         if sel:
-            rows.append({"fov_px": fov, **error_summary(np.array([r["true_steps"] for r in sel]),
-                                                        np.array([r["pred_steps"] for r in sel]))})
+            true = np.array([r["true_steps"] for r in sel])
+            rows.append({"fov_px": fov, **error_summary(np.array([r["pred_steps"] for r in sel]) - true, true)})
     return rows
 
 
@@ -203,7 +206,7 @@ def format_table(rows: list[dict], columns: Sequence[str]) -> str:
         if isinstance(value, float):
             if key.endswith("_p"):
                 return f"{value:.3g}"
-            return f"{value:.3f}" if "accuracy" in key else f"{value:.2f}"
+            return f"{value:.3f}" if "accuracy" in key or "fraction" in key else f"{value:.2f}"
         return str(value)
 
     body = [[cell(c, r.get(c)) for c in columns] for r in rows]
@@ -250,10 +253,10 @@ def plot_pred_vs_true(result: dict, path: Path) -> Path:
                 ax.plot([r["true_steps"] for r in sel], [r[f"pred_{name}"] for r in sel], ".", ms=3,
                         alpha=0.5, color=colour, label=f"{kind} (n={len(sel)}, MAE {mae:.1f})")
         ax.plot([-lim, lim], [-lim, lim], "k--", lw=1, label="ideal")
-        ax.axhspan(-8, 8, color="tab:green", alpha=0.1)
+        ax.axhspan(-IN_FOCUS_STEPS, IN_FOCUS_STEPS, color="tab:green", alpha=0.1)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
-        ax.set_xlabel("true offset (steps, 1 step = 5 um)")
+        ax.set_xlabel(f"true offset (steps, 1 step = {STEP_UM:g} um)")
         ax.set_ylabel("predicted offset (steps)")
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)

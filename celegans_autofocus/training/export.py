@@ -8,22 +8,21 @@ max abs difference in steps; above ``PARITY_TOL_STEPS`` the export fails and no 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..core.atomic import atomic_path
 from ..core.images import PreprocessSpec
 from ..core.predictor import METADATA_KEY, SCHEMA_VERSION
+from ..core.sensor import STEP_UM
 from .checkpoint import model_from_checkpoint
 
 PARITY_TOL_STEPS = 1e-3
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "image", "offset_steps"
-STEP_UM = 5.0
 
 
 class ExportError(RuntimeError):
@@ -31,12 +30,13 @@ class ExportError(RuntimeError):
 
 
 def build_metadata(state: dict, cfg) -> dict:
-    """The contract's metadata (schema 1) for a checkpoint and its TrainConfig."""
+    """The contract's metadata (schema 1) for a checkpoint and its TrainConfig. ``step_um`` is the training
+    data's (``stack.yaml``), recorded in the checkpoint; checkpoints older than that record get the sensor's."""
     best = state.get("best_val_mae_steps")
     return {
         "schema": SCHEMA_VERSION,
         "preprocess": PreprocessSpec(input_px=cfg.input_px).to_dict(),
-        "step_um": STEP_UM,
+        "step_um": float(state.get("step_um", STEP_UM)),
         "arch": cfg.arch,
         "output": OUTPUT_NAME,
         "output_scale": float(cfg.output_scale),
@@ -98,13 +98,7 @@ def export_checkpoint(checkpoint: Path | str, onnx_path: Path | str, arch: str |
     model = model.float().cpu().eval()
     metadata = build_metadata(state, cfg)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{onnx_path.name}.", suffix=".onnx", dir=onnx_path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file is for everyone to read
-    try:
+    with atomic_path(onnx_path) as tmp:
         try:
             _export_graph(model, cfg.input_px, tmp)
         except Exception as exc:  # torch.export raises many types
@@ -115,8 +109,5 @@ def export_checkpoint(checkpoint: Path | str, onnx_path: Path | str, arch: str |
         if not diff <= PARITY_TOL_STEPS:
             raise ExportError(f"{onnx_path}: ONNX Runtime differs from torch by {diff:.3g} steps "
                               f"(> {PARITY_TOL_STEPS}); not written")
-        os.replace(tmp, onnx_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {"onnx": str(onnx_path), "metadata": metadata, "parity_max_abs_diff_steps": diff,
             "size_mb": onnx_path.stat().st_size / 1e6}

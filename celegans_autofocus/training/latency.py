@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-FULL_FRAME_HW = (1944, 2592)
+from ..core.sensor import FULL_FRAME_WH_PX
 
 
-def predictor_latency_ms(model_path: Path | str, frame_hw: tuple[int, int] = FULL_FRAME_HW, n: int = 50,
+def predictor_latency_ms(model_path: Path | str, frame_hw: tuple[int, int] = FULL_FRAME_WH_PX[::-1], n: int = 50,
                          threads: int = 0, seed: int = 0) -> dict:
     """p50/p95/mean ms of ``FocusPredictor.predict`` (preprocessing included) and of the model alone."""
     from ..core.predictor import FocusPredictor

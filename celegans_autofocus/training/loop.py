@@ -11,7 +11,6 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,24 +21,12 @@ from ..core.images import PreprocessSpec, preprocess
 from .augment import augment
 from .checkpoint import FORMAT, CheckpointError, checkpoint_config, load_checkpoint, load_weights, save_checkpoint
 from .config import TrainConfig
-from .data import DatasetError, Sample, data_hash, load_samples, read_gray, split_plates
+from ..core.metrics import error_summary
+from .data import DatasetError, ImageSet, Sample, data_hash, dataset_step_um, load_samples, read_gray, split_plates
 from .infer import predict_steps, resolve_device
 from .models import create_model
-from .stats import error_summary
 
 LAST, BEST = "last.pt", "best.pt"
-
-
-@dataclass
-class ImageSet:
-    """Preprocessed images (float16, N x px x px) with their targets in steps and kinds."""
-
-    images: np.ndarray
-    offsets_steps: np.ndarray
-    kinds: list[str]
-
-    def __len__(self) -> int:
-        return len(self.offsets_steps)
 
 
 def _log(message: str) -> None:
@@ -78,11 +65,11 @@ def validate(model: torch.nn.Module, val: ImageSet, cfg: TrainConfig, device: to
     """Validation summary: overall plus per kind (full/crop)."""
     pred = predict_steps(model, val.images, cfg.output_scale, device, batch_size=max(cfg.batch_size, 16))
     kinds = np.asarray(val.kinds)
-    out = {"all": error_summary(val.offsets_steps, pred)}
+    out = {"all": error_summary(pred - val.offsets_steps, val.offsets_steps)}
     for kind in ("full", "crop"):
         mask = kinds == kind
         if mask.any():
-            out[kind] = error_summary(val.offsets_steps[mask], pred[mask])
+            out[kind] = error_summary(pred[mask] - val.offsets_steps[mask], val.offsets_steps[mask])
     return out
 
 
@@ -96,6 +83,20 @@ def _check_resume(state: dict, cfg: TrainConfig, path: Path) -> None:
         if getattr(old, key) != getattr(cfg, key):
             raise CheckpointError(f"{path}: cannot resume, checkpoint has {key}={getattr(old, key)!r} but this "
                                   f"run asks for {key}={getattr(cfg, key)!r} (use a new --out)")
+
+
+def _step_um(samples: list[Sample], pool, state: dict | None, source: str) -> float:
+    """The step size (um) of the training data: the dataset's stack.yaml, which the synthetic pool and a
+    resumed checkpoint must match."""
+    step_um = dataset_step_um(samples, source)
+    synthetic = None if pool is None else float(pool.optics.step_um)
+    step_um = synthetic if step_um is None else step_um
+    if synthetic is not None and synthetic != step_um:
+        raise DatasetError(f"{source}: stacks have step_um {step_um} but the synthetic samples {synthetic}")
+    if state is not None and state.get("step_um", step_um) != step_um:
+        raise CheckpointError(f"cannot resume: the checkpoint was trained on step_um {state['step_um']}, "
+                              f"this data has {step_um}")
+    return step_um
 
 
 def train(dataset: Path, cfg: TrainConfig, out: Path, resume: bool = False) -> dict:
@@ -137,6 +138,7 @@ def train(dataset: Path, cfg: TrainConfig, out: Path, resume: bool = False) -> d
     if pool is not None:
         train_kinds |= {"full"} if not cfg.crops or cfg.synthetic_crop_fraction < 1 else set()
         train_kinds |= {"crop"} if cfg.crops and cfg.synthetic_crop_fraction > 0 else set()
+    step_um = _step_um(train_samples + val_samples, pool, state, str(dataset))
     synth_desc = "" if pool is None else json.dumps(pool.describe(), sort_keys=True)
     train_hash = data_hash(train_samples, synth_desc)
 
@@ -174,7 +176,7 @@ def train(dataset: Path, cfg: TrainConfig, out: Path, resume: bool = False) -> d
         ckpt = {"format": FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "config": cfg.to_dict(),
                 "best_val_mae_steps": best_mae, "val_mae_steps": mae, "val": val, "history": history,
-                "train_data_hash": train_hash, "input_view": _input_view(train_kinds),
+                "train_data_hash": train_hash, "input_view": _input_view(train_kinds), "step_um": step_um,
                 "train_plates": train_plates, "val_plates": val_plates}
         if improved:
             save_checkpoint(ckpt, best_path)

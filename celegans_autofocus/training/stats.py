@@ -1,38 +1,9 @@
-"""Error summaries and the paired comparison of two models (Shapiro-Wilk, then Wilcoxon signed-rank)."""
+"""The paired comparison of two models' errors (Shapiro-Wilk, then Wilcoxon signed-rank)."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
-
-#: |true offset| beyond which the sign of a prediction must be right (outside the depth of field).
-SIGN_BEYOND_STEPS = 20.0
-SUMMARY_COLUMNS = ("n", "mae_steps", "median_abs_steps", "p90_abs_steps", "sign_accuracy", "n_sign")
-
-
-def error_summary(true_steps: np.ndarray, pred_steps: np.ndarray,
-                  sign_beyond_steps: float = SIGN_BEYOND_STEPS) -> dict:
-    """MAE, median and p90 of |error| in steps, and sign accuracy where |true| > ``sign_beyond_steps``."""
-    true_steps = np.asarray(true_steps, dtype=np.float64)
-    pred_steps = np.asarray(pred_steps, dtype=np.float64)
-    if true_steps.shape != pred_steps.shape:
-        raise ValueError(f"true {true_steps.shape} and predicted {pred_steps.shape} offsets differ in shape")
-    n = int(true_steps.size)
-    if n == 0:
-        return {"n": 0, "mae_steps": None, "median_abs_steps": None, "p90_abs_steps": None,
-                "sign_accuracy": None, "n_sign": 0}
-    err = np.abs(pred_steps - true_steps)
-    beyond = np.abs(true_steps) > sign_beyond_steps
-    n_sign = int(beyond.sum())
-    sign_ok = np.sign(pred_steps[beyond]) == np.sign(true_steps[beyond])
-    return {
-        "n": n,
-        "mae_steps": float(err.mean()),
-        "median_abs_steps": float(np.median(err)),
-        "p90_abs_steps": float(np.percentile(err, 90)),
-        "sign_accuracy": float(sign_ok.mean()) if n_sign else None,
-        "n_sign": n_sign,
-    }
 
 
 def paired_comparison(abs_err_a: np.ndarray, abs_err_b: np.ndarray, alpha: float = 0.05) -> dict:

@@ -22,7 +22,7 @@ from ..core import optics
 from ..core.detection import crop_window
 from ..core.images import PreprocessSpec, preprocess
 from .config import TrainConfig
-from .loop import ImageSet
+from .data import ImageSet
 
 MAX_WORMS = 3
 

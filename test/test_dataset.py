@@ -1,6 +1,6 @@
-"""The z-stack data layer: reading, labelling by hand-checkable values, bad input, atomic labels, splits."""
+"""The z-stack dataset (core.dataset): reading, labelling by hand-checkable values, bad input, atomic labels,
+best index, splits, the crop writer."""
 import csv
-import os
 import time
 from pathlib import Path
 
@@ -10,12 +10,17 @@ import pytest
 import tifffile
 import yaml
 
-from celegans_autofocus.core import stacks
-from celegans_autofocus.core.images import ImageError
-from celegans_autofocus.core.stacks import (
-    LABEL_COLUMNS, DatasetError, StackError, discover, focus_curve_ambiguity, label_dataset, read_image,
-    read_labels, split_by_plate, write_labels,
+from celegans_autofocus.core import atomic
+from celegans_autofocus.core.dataset.errors import DatasetError
+from celegans_autofocus.core.dataset.io import read_image
+from celegans_autofocus.core.dataset.labelling import label_dataset
+from celegans_autofocus.core.dataset.labels import (
+    LABEL_COLUMNS, BestIndex, LabelRow, best_index, focus_curve_ambiguity, read_labels, write_labels,
 )
+from celegans_autofocus.core.dataset.layout import discover
+from celegans_autofocus.core.dataset.splits import split_by_plate
+from celegans_autofocus.core.dataset.writer import StackWriter
+from celegans_autofocus.core.images import ImageError
 
 
 def banded(amplitude: float, size: int = 16) -> np.ndarray:
@@ -44,7 +49,7 @@ def rows_of(report, stack="s1"):
 
 def test_tiny_stack_labels_are_hand_checkable(tmp_path):
     make_stack(tmp_path, "p1", "s1", PEAK_AT_1)
-    report = label_dataset(tmp_path, "vollath_f5", progress=False)
+    report = label_dataset(tmp_path, "vollath_f5")
     rows = rows_of(report)
     assert [r.z_index for r in rows] == [-3, -2, -1, 0, 1, 2, 3]
     assert [r.measure_value for r in rows] == pytest.approx([1, 4, 9, 25, 64, 16, 4])
@@ -65,13 +70,13 @@ def test_stride_stack_has_no_gap_and_offsets_in_steps(tmp_path):
     make_stack(tmp_path, "p1", "s1", {z * 4: a for z, a in PEAK_AT_1.items()})
     found = discover(tmp_path)
     assert found.stacks[0].stride_steps == 4 and found.stacks[0].missing_z == [] and not found.warnings
-    rows = rows_of(label_dataset(tmp_path, "vollath_f5", progress=False))
+    rows = rows_of(label_dataset(tmp_path, "vollath_f5"))
     assert rows[0].z_index == -12 and rows[0].best_index == 4 and rows[0].offset_steps == 16
 
 
 def test_stack_yaml_best_index_wins_and_measure_is_kept(tmp_path):
     make_stack(tmp_path, "p1", "s1", PEAK_AT_1, meta={"best_index": -1, "step_um": 5.0})
-    report = label_dataset(tmp_path, "vollath_f5", progress=False)
+    report = label_dataset(tmp_path, "vollath_f5")
     rows = rows_of(report)
     assert {r.best_index for r in rows} == {-1}
     assert rows[0].offset_steps == 2 and rows[0].measure_value == pytest.approx(1)
@@ -80,22 +85,22 @@ def test_stack_yaml_best_index_wins_and_measure_is_kept(tmp_path):
 
 def test_from_measure_ignores_stack_yaml_even_for_reused_values(tmp_path):
     make_stack(tmp_path, "p1", "s1", PEAK_AT_1, meta={"best_index": -1})
-    label_dataset(tmp_path, "vollath_f5", progress=False)
-    report = label_dataset(tmp_path, "vollath_f5", use_stack_best=False, progress=False)
+    label_dataset(tmp_path, "vollath_f5")
+    report = label_dataset(tmp_path, "vollath_f5", use_stack_best=False)
     assert report.cached == [("p1", "s1")]  # values reused, labels derived again
     assert {r.best_index for r in report.rows} == {1} and report.labelled[0].best_from == "vollath_f5"
 
 
 def test_full_stack_with_fov_in_yaml_stays_full(tmp_path):
     make_stack(tmp_path, "p1", "s1", PEAK_AT_1, meta={"fov_px": 16, "window_px": [0, 0, 16, 16]})
-    rows = rows_of(label_dataset(tmp_path, "vollath_f5", progress=False))
+    rows = rows_of(label_dataset(tmp_path, "vollath_f5"))
     assert {(r.kind, r.fov_px) for r in rows} == {("full", 16)}
 
 
 def test_crop_stack_kind_and_fov_from_stack_yaml(tmp_path):
     make_stack(tmp_path, "p1", "s1__crop500_w0", PEAK_AT_1,
                meta={"parent": "s1", "fov_px": 500, "window_px": [0, 0, 500, 500]})
-    rows = rows_of(label_dataset(tmp_path, "vollath_f5", progress=False), "s1__crop500_w0")
+    rows = rows_of(label_dataset(tmp_path, "vollath_f5"), "s1__crop500_w0")
     assert {(r.kind, r.fov_px) for r in rows} == {("crop", 500)}
 
 
@@ -145,13 +150,13 @@ def test_nonfinite_and_zero_size_tiffs_are_named(tmp_path):
 
 def test_missing_directories_are_named(tmp_path):
     with pytest.raises(DatasetError, match="does not exist") as exc:
-        label_dataset(tmp_path / "nope", "vollath_f5", progress=False)
+        label_dataset(tmp_path / "nope", "vollath_f5")
     assert "nope" in str(exc.value)
     with pytest.raises(DatasetError, match="plates"):
-        label_dataset(tmp_path, "vollath_f5", progress=False)
+        label_dataset(tmp_path, "vollath_f5")
     (tmp_path / "plates").mkdir()
     with pytest.raises(DatasetError, match="no stacks"):
-        label_dataset(tmp_path, "vollath_f5", progress=False)
+        label_dataset(tmp_path, "vollath_f5")
     assert not (tmp_path / "labels.csv").exists()
 
 
@@ -160,7 +165,7 @@ def test_duplicate_z_fails_the_stack_only(tmp_path, extra):
     d = make_stack(tmp_path, "p1", "s1", PEAK_AT_1)
     make_stack(tmp_path, "p1", "s2", PEAK_AT_1)
     cv2.imwrite(str(d / extra), banded(3))
-    report = label_dataset(tmp_path, "vollath_f5", progress=False)
+    report = label_dataset(tmp_path, "vollath_f5")
     msg = report.failed[("p1", "s1")]
     assert "duplicate z index 1" in msg and extra in msg and "s1" in msg
     assert report.n_stacks == 1 and rows_of(report, "s2")
@@ -170,7 +175,7 @@ def test_gap_is_reported_and_stack_still_labelled(tmp_path):
     amps = dict(PEAK_AT_1)
     del amps[-2]
     make_stack(tmp_path, "p1", "s1", amps)
-    report = label_dataset(tmp_path, "vollath_f5", progress=False)
+    report = label_dataset(tmp_path, "vollath_f5")
     assert any("gap" in w and "missing z -2" in w and "s1" in w for w in report.warnings)
     rows = rows_of(report)
     assert len(rows) == 6 and rows[0].best_index == 1 and not rows[0].ambiguous
@@ -180,7 +185,7 @@ def test_gap_next_to_the_peak_is_ambiguous(tmp_path):
     amps = dict(PEAK_AT_1)
     del amps[2]
     make_stack(tmp_path, "p1", "s1", amps)
-    report = label_dataset(tmp_path, "vollath_f5", progress=False)
+    report = label_dataset(tmp_path, "vollath_f5")
     assert all(r.ambiguous for r in rows_of(report))
     assert "missing image next to the focus peak" in report.labelled[0].ambiguous_reason
 
@@ -189,7 +194,7 @@ def test_corrupt_file_is_skipped_by_name_and_rest_labelled(tmp_path):
     d = make_stack(tmp_path, "p1", "s1", PEAK_AT_1)
     (d / "z_-3.png").write_bytes(b"not a png at all")
     tifffile.imwrite(d / "z_-2.png.tif", np.zeros((2, 2), np.uint8))  # not named z_<int>: ignored, warned
-    report = label_dataset(tmp_path, "vollath_f5", progress=False)
+    report = label_dataset(tmp_path, "vollath_f5")
     assert len(report.skipped_files) == 1 and "z_-3.png" in report.skipped_files[0]
     assert any("z_-2.png.tif" in w and "ignored" in w for w in report.warnings)
     rows = rows_of(report)
@@ -199,7 +204,7 @@ def test_corrupt_file_is_skipped_by_name_and_rest_labelled(tmp_path):
 def test_odd_sized_image_is_skipped(tmp_path):
     d = make_stack(tmp_path, "p1", "s1", PEAK_AT_1)
     cv2.imwrite(str(d / "z_3.png"), np.zeros((8, 8), np.uint8))
-    report = label_dataset(tmp_path, "vollath_f5", progress=False)
+    report = label_dataset(tmp_path, "vollath_f5")
     assert any("z_3.png" in m and "differs" in m for m in report.skipped_files)
     assert len(rows_of(report)) == 6
 
@@ -207,11 +212,11 @@ def test_odd_sized_image_is_skipped(tmp_path):
 def test_old_labels_kept_when_a_stack_turns_corrupt(tmp_path):
     d1 = make_stack(tmp_path, "p1", "s1", PEAK_AT_1)
     make_stack(tmp_path, "p2", "s2", PEAK_AT_1)
-    label_dataset(tmp_path, "vollath_f5", progress=False)
+    label_dataset(tmp_path, "vollath_f5")
     before = [r for r in read_labels(tmp_path / "labels.csv") if r.stack == "s1"]
     for path in d1.glob("z_*.png"):
         path.write_bytes(b"garbage")
-    report = label_dataset(tmp_path, "vollath_f5", progress=False)
+    report = label_dataset(tmp_path, "vollath_f5")
     assert "only 0 readable" in report.failed[("p1", "s1")]
     assert report.kept_rows == 7
     after = read_labels(tmp_path / "labels.csv")
@@ -221,15 +226,15 @@ def test_old_labels_kept_when_a_stack_turns_corrupt(tmp_path):
 
 def test_failed_write_leaves_previous_labels_file(tmp_path, monkeypatch):
     make_stack(tmp_path, "p1", "s1", PEAK_AT_1)
-    label_dataset(tmp_path, "vollath_f5", progress=False)
+    label_dataset(tmp_path, "vollath_f5")
     original = (tmp_path / "labels.csv").read_bytes()
 
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(stacks.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        label_dataset(tmp_path, "brenner", progress=False)
+        label_dataset(tmp_path, "brenner")
     assert (tmp_path / "labels.csv").read_bytes() == original
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".labels")] == []
 
@@ -239,38 +244,38 @@ def test_unparseable_labels_file_is_named_and_untouched(tmp_path):
     bad = "plate,stack,file\np1,s1,z_0.png\n"
     (tmp_path / "labels.csv").write_text(bad)
     with pytest.raises(DatasetError, match="missing columns"):
-        label_dataset(tmp_path, "vollath_f5", progress=False)
+        label_dataset(tmp_path, "vollath_f5")
     assert (tmp_path / "labels.csv").read_text() == bad
 
 
 def test_bad_stack_yaml_fails_that_stack(tmp_path):
     make_stack(tmp_path, "p1", "s1", PEAK_AT_1, meta={"best_index": "two"})
     make_stack(tmp_path, "p1", "s2", PEAK_AT_1, meta={"step_um": float("nan")})
-    report = label_dataset(tmp_path, "vollath_f5", progress=False)
+    report = label_dataset(tmp_path, "vollath_f5")
     assert "best_index" in report.failed[("p1", "s1")] and "stack.yaml" in report.failed[("p1", "s1")]
     assert "step_um" in report.failed[("p1", "s2")]
 
 
 def test_unchanged_stacks_are_reused_and_changes_relabelled(tmp_path):
     d = make_stack(tmp_path, "p1", "s1", PEAK_AT_1)
-    label_dataset(tmp_path, "vollath_f5", progress=False)
-    again = label_dataset(tmp_path, "vollath_f5", progress=False)
+    label_dataset(tmp_path, "vollath_f5")
+    again = label_dataset(tmp_path, "vollath_f5")
     assert again.cached == [("p1", "s1")] and len(again.labelled) == 1
-    assert label_dataset(tmp_path, "laplacian_variance", progress=False).labelled  # another measure recomputes
+    assert label_dataset(tmp_path, "laplacian_variance").labelled  # another measure recomputes
     time.sleep(0.01)
     cv2.imwrite(str(d / "z_-1.png"), banded(20))
-    changed = label_dataset(tmp_path, "laplacian_variance", progress=False)
+    changed = label_dataset(tmp_path, "laplacian_variance")
     assert changed.cached == [] and rows_of(changed)[0].best_index == -1
 
 
 def test_rows_of_deleted_stacks_are_dropped_with_a_warning(tmp_path):
     d = make_stack(tmp_path, "p1", "s1", PEAK_AT_1)
     make_stack(tmp_path, "p1", "s2", PEAK_AT_1)
-    label_dataset(tmp_path, "vollath_f5", progress=False)
+    label_dataset(tmp_path, "vollath_f5")
     for p in d.iterdir():
         p.unlink()
     d.rmdir()
-    report = label_dataset(tmp_path, "vollath_f5", progress=False)
+    report = label_dataset(tmp_path, "vollath_f5")
     assert any("p1/s1" in w and "no longer exists" in w for w in report.warnings)
     assert {r.stack for r in read_labels(tmp_path / "labels.csv")} == {"s2"}
 
@@ -278,14 +283,14 @@ def test_rows_of_deleted_stacks_are_dropped_with_a_warning(tmp_path):
 def test_process_pool_gives_the_same_labels(tmp_path):
     make_stack(tmp_path, "p1", "s1", PEAK_AT_1)
     make_stack(tmp_path, "p1", "s2", {z: a + 1 for z, a in PEAK_AT_1.items()})
-    serial = label_dataset(tmp_path, "vollath_f5", force=True, progress=False).rows
-    pooled = label_dataset(tmp_path, "vollath_f5", force=True, workers=2, progress=False).rows
+    serial = label_dataset(tmp_path, "vollath_f5", force=True).rows
+    pooled = label_dataset(tmp_path, "vollath_f5", force=True, workers=2).rows
     assert sorted(serial, key=str) == sorted(pooled, key=str)
 
 
 def test_write_labels_sorts_and_round_trips(tmp_path):
-    row = stacks.LabelRow("p", "s", "z_2.png", 2, 5, 3, "brenner", 0.1 + 0.2, "crop", 750, True)
-    other = stacks.LabelRow("p", "s", "z_-1.png", -1, 5, 6, "brenner", 1e-300, "crop", 750, True)
+    row = LabelRow("p", "s", "z_2.png", 2, 5, 3, "brenner", 0.1 + 0.2, "crop", 750, True)
+    other = LabelRow("p", "s", "z_-1.png", -1, 5, 6, "brenner", 1e-300, "crop", 750, True)
     write_labels(tmp_path / "labels.csv", [row, other])
     assert read_labels(tmp_path / "labels.csv") == [other, row]
 
@@ -324,7 +329,7 @@ def test_ambiguity_peak_at_end():
 
 def test_ambiguity_flag_reaches_labels(tmp_path):
     make_stack(tmp_path, "p1", "s1", {z: 5 for z in range(-3, 4)})
-    report = label_dataset(tmp_path, "vollath_f5", progress=False)
+    report = label_dataset(tmp_path, "vollath_f5")
     assert report.ambiguous_stacks == [("p1", "s1")]
 
 
@@ -350,3 +355,45 @@ def test_split_by_plate_never_leaks_and_is_seeded():
 def test_split_by_plate_errors(plates, fraction, message):
     with pytest.raises(ValueError, match=message):
         split_by_plate(plates, fraction)
+
+
+# --------------------------------------------------------------------------- best index, progress, writer
+
+def test_best_index_truth_then_stack_yaml_then_labels():
+    rows = [LabelRow("p", "other", "z_0.png", 0, 9, 9, "brenner", 1.0, "full", None, False),
+            LabelRow("p", "s", "z_0.png", 0, -2, -2, "brenner", 1.0, "full", None, False)]
+    assert best_index({"true_best_index": 3, "best_index": 4}, ("p", "s"), rows) == BestIndex(3, "true_best_index")
+    assert best_index({"best_index": 4}, ("p", "s"), rows) == BestIndex(4, "best_index")
+    assert best_index({}, ("p", "s"), rows) == BestIndex(-2, "labels.csv")
+    assert best_index({}, ("p", "missing"), rows) is None and best_index({}) is None
+
+
+def test_label_progress_is_reported_through_the_callback(tmp_path):
+    make_stack(tmp_path, "p1", "s1", PEAK_AT_1)
+    calls = []
+    label_dataset(tmp_path, "vollath_f5", progress=lambda done, total: calls.append((done, total)))
+    assert calls[0] == (0, 7) and calls[-1] == (7, 7) and len(calls) == 8
+    calls.clear()
+    label_dataset(tmp_path, "vollath_f5", progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 0)]  # unchanged: nothing to measure
+
+
+def test_stack_writer_appears_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "plates" / "p" / "s"
+    out.parent.mkdir(parents=True)
+    with StackWriter(out, {"step_um": 2.5, "window_px": [1, 2, 3, 4]}) as writer:
+        writer.add(-1, banded(3))
+        writer.add(2, banded(4).astype(np.float32))
+        assert not out.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["stack.yaml", "z_-1.png", "z_2.tif"]
+    assert yaml.safe_load((out / "stack.yaml").read_text()) == {"step_um": 2.5, "window_px": [1, 2, 3, 4]}
+    with pytest.raises(RuntimeError, match="stop"):
+        with StackWriter(out, {"step_um": 5.0}) as writer:
+            writer.add(0, banded(1))
+            raise RuntimeError("stop")
+    assert sorted(p.name for p in out.iterdir()) == ["stack.yaml", "z_-1.png", "z_2.tif"]  # the old stack stays
+    assert sorted(p.name for p in out.parent.iterdir()) == ["s"]  # no temporary directory left
+    with StackWriter(out, {"step_um": 5.0}) as writer:
+        writer.add(0, banded(1))
+    assert sorted(p.name for p in out.iterdir()) == ["stack.yaml", "z_0.png"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["s"]

@@ -1,0 +1,38 @@
+"""Atomic file replacement: readers see the old file or the new one, never a partial write."""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write by any means; renamed onto ``path`` when the block ends.
+
+    The temporary file is hidden (``.name.*.tmp``), gets the permissions a new file would get (the
+    umask's), and is fsynced before ``os.replace``. If the block raises, or the replace fails, the
+    temporary file is removed and ``path`` keeps its old content.
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
+        yield tmp
+        with tmp.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    """Replace ``path`` atomically with ``text``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

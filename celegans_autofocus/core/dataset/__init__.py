@@ -1,0 +1,42 @@
+"""The z-stack dataset: layout on disk, image files, ``labels.csv``, labelling, splits and writers.
+
+Layout::
+
+    DATASET/plates/<plate>/<stack>/z_<index>.png|.tif|.tiff   one image per sampled motor step
+    DATASET/plates/<plate>/<stack>/stack.yaml                 optional (step_um, best_index, parent, ...)
+    DATASET/labels.csv                                        written by labelling.label_dataset
+
+Modules: :mod:`.io` (read/write one image), :mod:`.layout` (find plates and stacks, ``stack.yaml``),
+:mod:`.labels` (``labels.csv``, a stack's best index, focus-curve checks), :mod:`.labelling` (label a
+dataset), :mod:`.splits` (train/validation by plate), :mod:`.writer` (write a stack directory
+atomically), :mod:`.crops` (crop stacks around each worm).
+
+Conventions (the one place they are written down):
+
+- ``z_index`` is in motor steps (1 step = ``step_um`` um; :data:`core.sensor.STEP_UM` when absent).
+  A stack may sample every k-th step: the stride is the gcd of the index differences, and an index
+  missing from that grid is a *gap* (reported; the stack is still labelled).
+- ``offset_steps = best_index - z_index``: the signed motor steps that bring an image into focus;
+  positive means move to larger z.
+- ``best_index``: a ``best_index`` given in ``stack.yaml`` (hand label or known truth) wins unless
+  ``use_stack_best=False`` (label as the paper does); otherwise the z of the focus-measure
+  maximum. The measure is computed either way, stored per image in ``measure_value``, and the
+  focus curve is checked either way (``ambiguous``). ``true_best_index`` is the simulator's truth.
+- ``kind`` is ``crop`` when ``stack.yaml`` names a ``parent`` stack, else ``full``; ``fov_px`` is
+  ``stack.yaml``'s ``fov_px`` (empty when absent).
+- ``ambiguous`` = 1 when the curve cannot be trusted: flat (range within noise), peak at the end of
+  the stack, a second separated peak of similar height, or a missing/skipped image next to the peak.
+- Colour images become grayscale by BT.601 luma (:func:`core.images.array_to_gray`), rounded back
+  to the file's integer type.
+
+Failure policy (nothing already labelled is lost):
+
+- A bad file (unreadable, corrupt, empty, non-finite, odd size) is reported by name and skipped;
+  the stack is labelled from its other images.
+- A bad stack (duplicate z index, bad ``stack.yaml``, too few readable images) is reported and its
+  rows from the previous ``labels.csv`` are kept unchanged.
+- ``labels.csv`` and stack directories are replaced atomically; a ``labels.csv`` that cannot be
+  parsed stops the run before anything is written.
+- Stacks whose files, ``stack.yaml`` and measure are unchanged since the last ``labels.csv`` reuse
+  the measure values stored there instead of reading the images again (``force=True`` recomputes).
+"""
