@@ -267,12 +267,41 @@ def _on_sigint(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
 
-def run_node(node_cls: Callable[..., Node], args: list[str] | None = None,
+def construct(node_cls: type[Node], **kwargs) -> Node:
+    """``node_cls(**kwargs)``; if the constructor raises, the half-built node is destroyed before the error
+    propagates, so rclpy's shutdown never calls its ``destroy_node`` on attributes that were never set.
+
+    The node's own ``destroy_node`` runs first (it releases what was opened, e.g. a serial port); if it
+    fails on the half-built node, the base ``Node.destroy_node`` frees the rcl handles instead.
+    """
+    node = node_cls.__new__(node_cls)
+    try:
+        node.__init__(**kwargs)
+    except BaseException:
+        _destroy_half_built(node)
+        raise
+    return node
+
+
+def _destroy_half_built(node: Node) -> None:
+    try:
+        node.destroy_node()
+        return
+    except Exception:  # the constructor's error is the one to report
+        pass
+    try:
+        Node.destroy_node(node)
+    except Exception:  # Node.__init__ itself failed: nothing was created or tracked
+        pass
+
+
+def run_node(node_cls: type[Node], args: list[str] | None = None,
              fatal: tuple[type[BaseException], ...] = ()) -> int:
     """Every node's ``main()``: init, construct, spin, shut down; returns the exit code.
 
     :class:`ConfigError`, rclpy parameter errors and ``fatal`` exception types raised while the
-    node starts or runs are logged as one clear message and give exit code 2 (no traceback).
+    node starts or runs are logged as one clear message and give exit code 2 (no traceback), also
+    when the node was only half built (see :func:`construct`).
     """
     name = getattr(node_cls, "NODE_NAME", getattr(node_cls, "__name__", "node"))
     expected = (ConfigError, ParameterException, *fatal)
@@ -283,7 +312,7 @@ def run_node(node_cls: Callable[..., Node], args: list[str] | None = None,
     rclpy.init(args=args)
     node = None
     try:
-        node = node_cls()
+        node = construct(node_cls)
         rclpy.spin(node)
     except expected as exc:
         logger = node.get_logger() if node is not None else rclpy.logging.get_logger(name)
