@@ -3,8 +3,10 @@ never a traceback, even when it failed half-way through its constructor (nodes/c
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -65,3 +67,23 @@ sys.exit(run_node(HalfBuilt))
 def test_run_node_survives_any_half_built_node():
     proc = subprocess.run([sys.executable, "-c", HALF_BUILT], env=ENV, capture_output=True, text=True, timeout=60)
     assert_one_fatal_line(proc, "half_built", "cannot start: device missing")
+
+
+def test_repeated_ctrl_c_is_one_clean_stop():
+    """`ros2 launch` forwards Ctrl-C to nodes that already got it from the terminal: more SIGINTs arrive while
+    the node cleans up and while Python exits. Each must be one clean stop: exit 0, no traceback."""
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "celegans_autofocus.nodes.stepper_controller_node"], env=ENV,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        for line in proc.stdout:  # wait until the node runs
+            lines.append(line)
+            if "simulated stepper at" in line:
+                break
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.003)
+        out, _ = proc.communicate(timeout=30)
+        output = "".join(lines) + out
+        assert proc.returncode == 0 and "Traceback" not in output, output

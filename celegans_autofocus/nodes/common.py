@@ -263,6 +263,9 @@ stop_requested = threading.Event()
 
 
 def _on_sigint(signum: int, frame) -> None:
+    """The first Ctrl-C stops the node; more (ros2 launch forwards the terminal's) do not break the clean-up."""
+    if stop_requested.is_set():
+        return
     stop_requested.set()
     raise KeyboardInterrupt
 
@@ -330,5 +333,7 @@ def run_node(node_cls: type[Node], args: list[str] | None = None,
             node.destroy_node()
         rclpy.try_shutdown()
         if previous_sigint is not None:
-            signal.signal(signal.SIGINT, previous_sigint)
+            # After a Ctrl-C the process is on its way out: ignore the copy ros2 launch forwards, which would
+            # otherwise kill it with SIGINT while Python exits. Otherwise the caller's handler is back.
+            signal.signal(signal.SIGINT, signal.SIG_IGN if stop_requested.is_set() else previous_sigint)
     return 0
