@@ -80,6 +80,7 @@ def test_repeated_ctrl_c_is_one_clean_stop():
             lines.append(line)
             if "simulated stepper at" in line:
                 break
+        time.sleep(0.5)  # spinning (a SIGINT inside rclpy's executor constructor is rclpy's own problem)
         deadline = time.monotonic() + 20
         while proc.poll() is None and time.monotonic() < deadline:
             proc.send_signal(signal.SIGINT)

@@ -260,14 +260,16 @@ def diagnostic_array(node: Node, what: str, level: int, message: str, hardware_i
 
 #: Set when Ctrl-C (SIGINT) asked the node to stop.
 stop_requested = threading.Event()
+_cleaning_up = threading.Event()
 
 
 def _on_sigint(signum: int, frame) -> None:
-    """The first Ctrl-C stops the node; more (ros2 launch forwards the terminal's) do not break the clean-up."""
-    if stop_requested.is_set():
-        return
+    """The first Ctrl-C stops the node; later ones (ros2 launch forwards the terminal's) and any during the
+    clean-up are only noted, so they cannot break the clean-up."""
+    first = not stop_requested.is_set()
     stop_requested.set()
-    raise KeyboardInterrupt
+    if first and not _cleaning_up.is_set():
+        raise KeyboardInterrupt
 
 
 def construct(node_cls: type[Node], **kwargs) -> Node:
@@ -309,18 +311,21 @@ def run_node(node_cls: type[Node], args: list[str] | None = None,
     name = getattr(node_cls, "NODE_NAME", getattr(node_cls, "__name__", "node"))
     expected = (ConfigError, ParameterException, *fatal)
     stop_requested.clear()
+    _cleaning_up.clear()
     previous_sigint = None
     if threading.current_thread() is threading.main_thread():
         previous_sigint = signal.signal(signal.SIGINT, _on_sigint)  # rclpy.init() chains its handler to this
     rclpy.init(args=args)
     node = None
+    code = 0
     try:
         node = construct(node_cls)
         rclpy.spin(node)
     except expected as exc:
+        _cleaning_up.set()
         logger = node.get_logger() if node is not None else rclpy.logging.get_logger(name)
         logger.fatal(f"{'stopped' if node is not None else 'cannot start'}: {exc}")
-        return 2
+        code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except RuntimeError:
@@ -329,11 +334,13 @@ def run_node(node_cls: type[Node], args: list[str] | None = None,
         # Ctrl-C arrived while rclpy was taking a message: pybind11 reports the interrupted conversion as a
         # RuntimeError instead of KeyboardInterrupt. A normal stop, not a crash.
     finally:
+        _cleaning_up.set()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
         if previous_sigint is not None:
-            # After a Ctrl-C the process is on its way out: ignore the copy ros2 launch forwards, which would
-            # otherwise kill it with SIGINT while Python exits. Otherwise the caller's handler is back.
-            signal.signal(signal.SIGINT, signal.SIG_IGN if stop_requested.is_set() else previous_sigint)
-    return 0
+            # After a Ctrl-C or a fatal error the process is on its way out: ignore the SIGINTs ros2 launch sends,
+            # which would otherwise kill it while Python exits. Else the caller's handler is back.
+            stopping = stop_requested.is_set() or code != 0
+            signal.signal(signal.SIGINT, signal.SIG_IGN if stopping else previous_sigint)
+    return code
