@@ -9,7 +9,7 @@
 every node, e.g. to another camera driver's topic. The nodes of the focus loop are required: when
 one exits (a camera or motor that cannot start, a missing model) the whole launch shuts down.
 With ``use_sim_time:=true`` stack_player_node publishes /clock (parameter ``clock: sim``) and the
-other nodes follow it. sim.launch.py includes this file with simulation defaults.
+other nodes follow it. sim.launch.py declares the same arguments and nodes with simulation defaults.
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def node_parameters(name: str) -> list:
         overrides = {"use_sim_time": sim_time}
     if name == "focus_predictor_node":
         overrides["model_path"] = FromArguments(lambda arg: model_path(arg("model_path"), arg("config")))
-    return [LaunchConfiguration("config"), overrides]
+    return [FromArguments(lambda arg: str(Path(arg("config")).expanduser())), overrides]
 
 
 def node_action(name: str) -> Node:
