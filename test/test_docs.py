@@ -21,7 +21,8 @@ def _python_texts(path: Path) -> list[str]:
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             texts.append(ast.get_docstring(node) or "")
         elif isinstance(node, ast.keyword) and node.arg in HELP_KEYWORDS:
-            texts.extend(n.value for n in ast.walk(node.value) if isinstance(n, ast.Constant) and isinstance(n.value, str))
+            texts.extend(n.value for n in ast.walk(node.value)
+                         if isinstance(n, ast.Constant) and isinstance(n.value, str))
     texts.extend(t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT)
     return texts
 
