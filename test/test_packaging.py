@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import pytest
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +54,7 @@ def _source_copy(dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.skipif(importlib.util.find_spec("pip") is None, reason="pip is not installed for this Python")
 def test_pip_install_puts_the_node_executables_where_ros2_looks(tmp_path):
     """pip ignores setup.cfg's install_scripts: lib/<package>/<node> must still exist after `pip install`."""
     src = _source_copy(tmp_path / "src")
