@@ -2,10 +2,17 @@
 
 ROS 2 client libraries are deliberately NOT listed: on a ROS install they come from
 the distro, elsewhere the Makefile installs them from requirements-ros.txt.
+
+`ros2 run` and `ros2 launch` start ``<prefix>/lib/celegans_autofocus/<node>``. colcon puts the
+console scripts there (setup.cfg's install_scripts); pip ignores that setting and puts them in
+``<prefix>/bin``, so a wheel build also writes a launcher per node into lib/ (:class:`NodeLaunchers`).
 """
+import os
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.install_scripts import install_scripts
 
 PACKAGE = "celegans_autofocus"
 NODES = [
@@ -16,6 +23,27 @@ NODES = [
     "stack_player_node",
     "bag_recorder_node",
 ]
+LAUNCHER = """#!/bin/sh
+# {node} for `ros2 run` / `ros2 launch` after a pip install: the console script pip wrote into <prefix>/bin.
+exec "$(dirname "$0")/../../bin/{node}" "$@"
+"""
+
+
+class NodeLaunchers(install_scripts):
+    """Also writes ``lib/<package>/<node>`` launchers into the data directory when the scripts do not go
+    there already (a wheel, as pip builds it; colcon's install_scripts=lib/<package> needs none)."""
+
+    def run(self):
+        super().run()
+        lib = Path(self.get_finalized_command("install").install_data) / "lib" / PACKAGE
+        if Path(self.install_dir).resolve() == lib.resolve():
+            return
+        lib.mkdir(parents=True, exist_ok=True)
+        for node in NODES:
+            path = lib / node
+            path.write_text(LAUNCHER.format(node=node))
+            os.chmod(path, 0o755)
+            self.outfiles.append(str(path))
 
 setup(
     name=PACKAGE,
@@ -56,6 +84,7 @@ setup(
     maintainer="celegans_autofocus maintainers",
     description="One-shot CNN autofocus for C. elegans tracking microscopes (ROS 2).",
     license="Apache-2.0",
+    cmdclass={"install_scripts": NodeLaunchers},
     entry_points={
         "console_scripts": [f"{PACKAGE.replace('_', '-')}={PACKAGE}.cli:main"]
         + [f"{n}={PACKAGE}.nodes.{n}:main" for n in NODES],

@@ -1,8 +1,9 @@
 """Tiny REAL ONNX models (built with onnx.helper, opset 18, no torch) for tests everywhere.
 
-Each model takes the contract's input ``image`` float32 (N, 1, input_px, input_px) and returns
-``offset_steps`` float32 (N, 1), and carries valid ``celegans_autofocus`` metadata unless asked
-not to. Remember that the predictor z-scores every frame, so mean(x) == 0 and mean(x^2) ~= 1.
+Each model takes the model file's input ``image`` float32 (N, 1, input_px, input_px) and returns
+``offset_steps`` float32 (N, 1) (docs/architecture.md), and carries valid ``celegans_autofocus``
+metadata unless asked not to. Remember that the predictor z-scores every frame, so mean(x) == 0
+and mean(x^2) ~= 1.
 
     from onnx_models import pixel_model
     path = pixel_model(tmp_path / "m.onnx", a=10.0, b=-3.0, row=0, col=0)

@@ -1,7 +1,8 @@
 """Config files and launch files.
 
 - The config YAMLs are checked against the nodes' declared parameters everywhere (no `launch` needed).
-- The launch files' argument handling runs where `launch` and `launch_ros` are importable.
+- The launch files' arguments, node selection, namespace, remapping and parameters are checked
+  statically (a LaunchContext, no processes) where `launch` and `launch_ros` are importable.
 - A launch_testing test starts sim.launch.py (player + detector as real processes) and checks the
   topics; it runs where launch_testing is importable and the package is installed in an ament
   prefix (after `colcon build` and sourcing install/setup.bash). Elsewhere these tests are skipped
@@ -22,13 +23,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ros_helpers import ros_context  # noqa: F401  (fixture)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `launch_test test/test_launch.py` runs it directly
+from ros_helpers import ros_context  # noqa: E402,F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"autofocus.yaml": ROOT / "config" / "autofocus.yaml", "sim.yaml": ROOT / "config" / "sim.yaml"}
 LAUNCH_DIR = ROOT / "launch"
 NODE_MODULES = {name: f"celegans_autofocus.nodes.{name}" for name in (
-    "camera_node", "worm_detector_node", "focus_predictor_node", "stepper_controller_node", "stack_player_node")}
+    "camera_node", "worm_detector_node", "focus_predictor_node", "stepper_controller_node", "stack_player_node",
+    "bag_recorder_node")}
 LAUNCH_TEST_NODES = "stack_player_node,worm_detector_node"
 LAUNCH_TEST_NS = "/launch_test_sim"
 NO_LAUNCH = ("ROS 2 `launch` is not importable here (it has no PyPI wheel; it comes with a ROS 2 install: "
@@ -57,9 +60,9 @@ def _type_error(spec, value) -> str | None:
 def test_config_keys_and_values_match_the_declared_parameters(config):
     blocks = _blocks(CONFIGS[config])
     expected = {"autofocus.yaml": {"camera_node", "worm_detector_node", "focus_predictor_node",
-                                   "stepper_controller_node"},
+                                   "stepper_controller_node", "bag_recorder_node"},
                 "sim.yaml": {"stack_player_node", "worm_detector_node", "focus_predictor_node",
-                             "stepper_controller_node"}}[config]
+                             "stepper_controller_node", "bag_recorder_node"}}[config]
     assert set(blocks) == expected
     problems = []
     for node, params in blocks.items():
@@ -94,67 +97,168 @@ def test_config_wildcards_reach_namespaced_nodes_through_the_rcl_parser(ros_cont
 
 # ---------------------------------------------------------------- launch files (need `launch`)
 
-def _require_launch() -> None:
-    # launch.actions, not launch: the repo's launch/ folder alone imports as a namespace package
-    pytest.importorskip("launch.actions", reason=NO_LAUNCH)
-    pytest.importorskip("launch_ros", reason=NO_LAUNCH)
+def _importable(*modules: str) -> bool:
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+# launch.actions, not launch: the repo's launch/ folder alone imports as a namespace package
+needs_launch = pytest.mark.skipif(not _importable("launch.actions", "launch_ros.actions"), reason=NO_LAUNCH)
+ARGUMENTS = {"config", "model_path", "namespace", "nodes", "image_topic", "use_sim_time", "log_level"}
 
 
 def _load_launch_file(name: str):
-    _require_launch()
     spec = importlib.util.spec_from_file_location(name.replace(".", "_"), LAUNCH_DIR / name)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def _defaults(description) -> dict[str, str]:
-    """Declared launch arguments -> their default values as text."""
-    from launch import LaunchContext
+def _arguments(description) -> dict:
     from launch.actions import DeclareLaunchArgument
 
-    return {e.name: "".join(sub.perform(LaunchContext()) for sub in e.default_value)
-            for e in description.entities if isinstance(e, DeclareLaunchArgument)}
+    return {e.name: e for e in description.entities if isinstance(e, DeclareLaunchArgument)}
 
 
-def _context(**arguments):
+def _context(description, **arguments):
+    """A LaunchContext holding the declared defaults of ``description``, overridden by ``arguments``."""
     from launch import LaunchContext
 
     context = LaunchContext()
-    defaults = {"config": str(CONFIGS["sim.yaml"]), "model_path": "", "namespace": "", "use_sim_time": "false",
-                "log_level": "info", "nodes": "stack_player_node,worm_detector_node"}
+    defaults = {name: "".join(s.perform(context) for s in arg.default_value)
+                for name, arg in _arguments(description).items()}
     context.launch_configurations.update({**defaults, **arguments})
     return context
 
 
+def _group(description) -> tuple[list, dict]:
+    """(the PushRosNamespace actions, {executable: Node}) of the description's one GroupAction."""
+    from launch.actions import GroupAction
+    from launch_ros.actions import Node, PushRosNamespace
+
+    groups = [e for e in description.entities if isinstance(e, GroupAction)]
+    assert len(groups) == 1
+    entities = groups[0].get_sub_entities()
+    return ([e for e in entities if isinstance(e, PushRosNamespace)],
+            {e.node_executable: e for e in entities if isinstance(e, Node)})
+
+
+@needs_launch
 @pytest.mark.parametrize("name", ["autofocus.launch.py", "sim.launch.py"])
 def test_launch_files_declare_the_arguments(name):
     module = _load_launch_file(name)
-    defaults = _defaults(module.generate_launch_description())
-    assert set(defaults) == {"config", "model_path", "namespace", "nodes", "use_sim_time", "log_level"}
-    assert Path(defaults["config"]) == CONFIGS["sim.yaml" if name == "sim.launch.py" else "autofocus.yaml"]
+    description = module.generate_launch_description()
+    arguments = _arguments(description)
+    assert set(arguments) == ARGUMENTS
+    defaults = {k: v.default_value[0].perform(None) if v.default_value else None for k, v in arguments.items()}
+    sim = name == "sim.launch.py"
+    assert Path(defaults["config"]) == CONFIGS["sim.yaml" if sim else "autofocus.yaml"]
+    assert defaults["use_sim_time"] == ("true" if sim else "false")
+    assert defaults["image_topic"] == "camera/image_raw"
+    assert arguments["use_sim_time"].choices == ["true", "false"]
+    assert "info" in arguments["log_level"].choices
+    nodes = defaults["nodes"].split(",")
+    assert ("stack_player_node" in nodes) == sim and ("camera_node" in nodes) != sim
+    assert "bag_recorder_node" not in nodes
 
 
-def test_launch_selects_nodes_and_checks_arguments(tmp_path):
+@needs_launch
+@pytest.mark.parametrize("name", ["autofocus.launch.py", "sim.launch.py"])
+def test_every_node_in_a_namespace_group_with_its_own_condition(name):
+    from launch.conditions import IfCondition
+
+    description = _load_launch_file(name).generate_launch_description()
+    pushes, nodes = _group(description)
+    assert len(pushes) == 1
+    assert set(nodes) == set(_load_launch_file("autofocus.launch.py").ALL_NODES)
+    assert all(isinstance(node.condition, IfCondition) for node in nodes.values())
+    context = _context(description, nodes="stack_player_node, bag_recorder_node,stack_player_node",
+                       namespace="scope7")
+    assert {n for n, node in nodes.items() if node.condition.evaluate(context)} == {"stack_player_node",
+                                                                                     "bag_recorder_node"}
+    pushes[0].execute(context)
+    recorder = nodes["bag_recorder_node"]
+    recorder._perform_substitutions(context)
+    assert recorder.expanded_node_namespace == "/scope7"
+
+
+@needs_launch
+def test_image_topic_remaps_every_node():
+    description = _load_launch_file("autofocus.launch.py").generate_launch_description()
+    _, nodes = _group(description)
+    context = _context(description, image_topic="/my_cam/image_raw")
+    for node in nodes.values():
+        node._perform_substitutions(context)
+        assert ("camera/image_raw", "/my_cam/image_raw") in node.expanded_remapping_rules
+
+
+@needs_launch
+@pytest.mark.parametrize("use_sim_time", ["true", "false"])
+def test_sim_time_the_player_is_the_clock(use_sim_time):
+    from launch_ros.utilities import evaluate_parameters, normalize_parameters
+
+    module = _load_launch_file("sim.launch.py")
     base = _load_launch_file("autofocus.launch.py")
-    actions = base.node_actions(_context(nodes="stack_player_node, worm_detector_node,stack_player_node"))
-    assert [a.node_executable for a in actions] == ["stack_player_node", "worm_detector_node"]
-    assert all(a.node_package == "celegans_autofocus" for a in actions)
+    context = _context(module.generate_launch_description(), use_sim_time=use_sim_time)
+
+    def overrides(node: str) -> dict:
+        config, values = evaluate_parameters(context, normalize_parameters(base.node_parameters(node)))
+        assert Path(config) == CONFIGS["sim.yaml"]
+        return values
+
+    player = overrides("stack_player_node")
+    assert player["use_sim_time"] is False and player["clock"] == ("sim" if use_sim_time == "true" else "wall")
+    for node in set(base.ALL_NODES) - {"stack_player_node"}:
+        assert overrides(node)["use_sim_time"] is (use_sim_time == "true")
+
+
+@needs_launch
+def test_model_path_overrides_the_config_only_when_given(tmp_path):
+    from launch_ros.utilities import evaluate_parameters, normalize_parameters
+
+    base = _load_launch_file("autofocus.launch.py")
+    description = base.generate_launch_description()
+    params = normalize_parameters(base.node_parameters("focus_predictor_node"))
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    given = evaluate_parameters(_context(description, model_path=str(model)), params)[1]
+    assert given["model_path"] == str(model.resolve())
+    config = tmp_path / "my.yaml"
+    config.write_text(yaml.safe_dump({"/**/focus_predictor_node": {"ros__parameters": {"model_path": "/x.onnx"}}}))
+    assert evaluate_parameters(_context(description, config=str(config)), params)[1]["model_path"] == "/x.onnx"
+
+
+@needs_launch
+def test_bad_arguments_fail_the_launch_with_one_line(tmp_path):
+    base = _load_launch_file("autofocus.launch.py")
+    description = base.generate_launch_description()
     with pytest.raises(ValueError, match="unknown node.*camera_nod.*choose from"):
-        base.node_actions(_context(nodes="camera_nod"))
+        base.check_arguments(_context(description, nodes="camera_nod"))
+    with pytest.raises(ValueError, match="nodes:= is empty"):
+        base.check_arguments(_context(description, nodes=" , "))
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
-        base.node_actions(_context(config=str(tmp_path / "missing.yaml")))
+        base.check_arguments(_context(description, config=str(tmp_path / "missing.yaml")))
     with pytest.raises(FileNotFoundError, match="nomodel.onnx"):
-        base.node_actions(_context(model_path=str(tmp_path / "nomodel.onnx")))
-    with pytest.raises(ValueError, match="use_sim_time"):
-        base.node_actions(_context(use_sim_time="maybe"))
-    nodes = _defaults(base.generate_launch_description())["nodes"]
-    assert "camera_node" in nodes and "stack_player_node" not in nodes
+        base.check_arguments(_context(description, model_path=str(tmp_path / "nomodel.onnx")))
+    assert base.check_arguments(_context(description, nodes="bag_recorder_node")) == []
+
+
+@needs_launch
+def test_the_loop_nodes_are_required_the_recorder_is_not():
+    from launch.actions import Shutdown
+
+    _, nodes = _group(_load_launch_file("autofocus.launch.py").generate_launch_description())
+    required = {name for name, node in nodes.items() if any(isinstance(a, Shutdown) for a in node.get_sub_entities())}
+    assert required == set(nodes) - {"bag_recorder_node"}
 
 
 def _require_installed_package() -> None:
-    _require_launch()
-    pytest.importorskip("launch_testing", reason=NO_LAUNCH)
+    if not _importable("launch.actions", "launch_ros.actions", "launch_testing"):
+        pytest.skip(NO_LAUNCH)
     from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 
     try:
@@ -164,11 +268,11 @@ def _require_installed_package() -> None:
 
 
 def test_sim_launch_with_launch_testing():
-    """Runs this file under launch_testing: sim.launch.py starts real node processes."""
+    """Runs this file under launch_testing as `launch_test test/test_launch.py` would (the test folder is not on
+    the path): sim.launch.py starts real node processes."""
     _require_installed_package()
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run([sys.executable, "-m", "launch_testing.launch_test", __file__], env=env,
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    proc = subprocess.run([sys.executable, "-m", "launch_testing.launch_test", __file__], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 

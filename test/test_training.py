@@ -6,6 +6,7 @@ The dataset: 3 plates of one physically simulated stack each (128x96 px frames, 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import shutil
@@ -13,30 +14,34 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("timm")
-pytest.importorskip("onnxscript")
+from celegans_autofocus.cli import main
+from celegans_autofocus.core.dataset.io import read_image, write_image
+from celegans_autofocus.core.detection import crop_image, crop_window
+from celegans_autofocus.core.images import PreprocessSpec
+from celegans_autofocus.core.metrics import SUMMARY_KEYS
+from celegans_autofocus.core.optics import write_synthetic_dataset
+from celegans_autofocus.core.predictor import FocusPredictor, ModelError
 
-import yaml  # noqa: E402
+TRAIN_MODULES = ("torch", "timm", "onnxscript")
+TRAINING = all(importlib.util.find_spec(name) is not None for name in TRAIN_MODULES)
+pytestmark = pytest.mark.skipif(not TRAINING, reason="needs the [train] extra (torch, timm, onnxscript)")
 
-from celegans_autofocus.cli import main  # noqa: E402
-from celegans_autofocus.core.detection import crop_image, crop_window  # noqa: E402
-from celegans_autofocus.core.images import PreprocessSpec  # noqa: E402
-from celegans_autofocus.core.metrics import SUMMARY_KEYS  # noqa: E402
-from celegans_autofocus.core.optics import write_synthetic_dataset  # noqa: E402
-from celegans_autofocus.core.predictor import FocusPredictor, ModelError  # noqa: E402
-from celegans_autofocus.core.dataset.io import read_image, write_image  # noqa: E402
-from celegans_autofocus.training.checkpoint import CheckpointError, load_weights  # noqa: E402
-from celegans_autofocus.training.config import TrainConfig  # noqa: E402
-from celegans_autofocus.training.data import DatasetError, dataset_step_um, load_samples, split_plates  # noqa: E402
-from celegans_autofocus.training.evaluate import evaluate  # noqa: E402
-from celegans_autofocus.training.export import PARITY_TOL_STEPS, build_metadata, export_checkpoint  # noqa: E402
-from celegans_autofocus.training.loop import train_epoch, cache_images, train  # noqa: E402
-from celegans_autofocus.training.models import ArchError, create_model  # noqa: E402
-from celegans_autofocus.training.stats import paired_comparison  # noqa: E402
+if TRAINING:  # imported only where they exist: collection never fails on a machine without torch
+    import torch
 
-torch.set_num_threads(1)  # this CPU is shared: 2 OpenMP threads thrash when other processes run
+    from celegans_autofocus.training.checkpoint import CheckpointError, load_weights
+    from celegans_autofocus.training.config import TrainConfig
+    from celegans_autofocus.training.data import DatasetError, dataset_step_um, load_samples, split_plates
+    from celegans_autofocus.training.evaluate import evaluate
+    from celegans_autofocus.training.export import PARITY_TOL_STEPS, build_metadata, export_checkpoint
+    from celegans_autofocus.training.loop import train_epoch, cache_images, train
+    from celegans_autofocus.training.models import ArchError, create_model
+    from celegans_autofocus.training.stats import paired_comparison
+
+    torch.set_num_threads(1)  # this CPU is shared: 2 OpenMP threads thrash when other processes run
+
 ARCH = "mobilenetv3_small_100"
 CROP_PX = 48
 TINY = dict(arch=ARCH, input_px=64, batch_size=8, lr=1e-3, output_scale=50.0, val_fraction=0.34, seed=0,

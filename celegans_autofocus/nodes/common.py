@@ -260,35 +260,72 @@ def diagnostic_array(node: Node, what: str, level: int, message: str, hardware_i
 
 #: Set when Ctrl-C (SIGINT) asked the node to stop.
 stop_requested = threading.Event()
+_cleaning_up = threading.Event()
 
 
 def _on_sigint(signum: int, frame) -> None:
+    """The first Ctrl-C stops the node; later ones (ros2 launch forwards the terminal's) and any during the
+    clean-up are only noted, so they cannot break the clean-up."""
+    first = not stop_requested.is_set()
     stop_requested.set()
-    raise KeyboardInterrupt
+    if first and not _cleaning_up.is_set():
+        raise KeyboardInterrupt
 
 
-def run_node(node_cls: Callable[..., Node], args: list[str] | None = None,
+def construct(node_cls: type[Node], **kwargs) -> Node:
+    """``node_cls(**kwargs)``; if the constructor raises, the half-built node is destroyed before the error
+    propagates, so rclpy's shutdown never calls its ``destroy_node`` on attributes that were never set.
+
+    The node's own ``destroy_node`` runs first (it releases what was opened, e.g. a serial port); if it
+    fails on the half-built node, the base ``Node.destroy_node`` frees the rcl handles instead.
+    """
+    node = node_cls.__new__(node_cls)
+    try:
+        node.__init__(**kwargs)
+    except BaseException:
+        _destroy_half_built(node)
+        raise
+    return node
+
+
+def _destroy_half_built(node: Node) -> None:
+    try:
+        node.destroy_node()
+        return
+    except Exception:  # the constructor's error is the one to report
+        pass
+    try:
+        Node.destroy_node(node)
+    except Exception:  # Node.__init__ itself failed: nothing was created or tracked
+        pass
+
+
+def run_node(node_cls: type[Node], args: list[str] | None = None,
              fatal: tuple[type[BaseException], ...] = ()) -> int:
     """Every node's ``main()``: init, construct, spin, shut down; returns the exit code.
 
     :class:`ConfigError`, rclpy parameter errors and ``fatal`` exception types raised while the
-    node starts or runs are logged as one clear message and give exit code 2 (no traceback).
+    node starts or runs are logged as one clear message and give exit code 2 (no traceback), also
+    when the node was only half built (see :func:`construct`).
     """
     name = getattr(node_cls, "NODE_NAME", getattr(node_cls, "__name__", "node"))
     expected = (ConfigError, ParameterException, *fatal)
     stop_requested.clear()
+    _cleaning_up.clear()
     previous_sigint = None
     if threading.current_thread() is threading.main_thread():
         previous_sigint = signal.signal(signal.SIGINT, _on_sigint)  # rclpy.init() chains its handler to this
     rclpy.init(args=args)
     node = None
+    code = 0
     try:
-        node = node_cls()
+        node = construct(node_cls)
         rclpy.spin(node)
     except expected as exc:
+        _cleaning_up.set()
         logger = node.get_logger() if node is not None else rclpy.logging.get_logger(name)
         logger.fatal(f"{'stopped' if node is not None else 'cannot start'}: {exc}")
-        return 2
+        code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except RuntimeError:
@@ -297,9 +334,13 @@ def run_node(node_cls: Callable[..., Node], args: list[str] | None = None,
         # Ctrl-C arrived while rclpy was taking a message: pybind11 reports the interrupted conversion as a
         # RuntimeError instead of KeyboardInterrupt. A normal stop, not a crash.
     finally:
+        _cleaning_up.set()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
         if previous_sigint is not None:
-            signal.signal(signal.SIGINT, previous_sigint)
-    return 0
+            # After a Ctrl-C or a fatal error the process is on its way out: ignore the SIGINTs ros2 launch sends,
+            # which would otherwise kill it while Python exits. Else the caller's handler is back.
+            stopping = stop_requested.is_set() or code != 0
+            signal.signal(signal.SIGINT, signal.SIG_IGN if stopping else previous_sigint)
+    return code

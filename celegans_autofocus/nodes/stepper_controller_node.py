@@ -304,7 +304,8 @@ class StepperControllerNode(Node):
         self.diag_pub.publish(diagnostic_array(self, "focus stepper", level, message, self.params.backend, values))
 
     def destroy_node(self) -> None:
-        self.stepper.close()
+        if hasattr(self, "stepper"):  # absent when the constructor failed before opening it
+            self.stepper.close()
         super().destroy_node()
 
 

@@ -1,7 +1,7 @@
 """Checkpoint -> ONNX (dynamo, opset 18, dynamic batch) with our metadata, then a parity check.
 
 The model maps ``image`` float32 (N, 1, input_px, input_px) to ``offset_steps`` float32 (N, 1) in
-units of ``output_scale`` steps; the contract's metadata JSON goes into ``metadata_props`` under
+units of ``output_scale`` steps; the metadata JSON (docs/architecture.md) goes into ``metadata_props`` under
 ``celegans_autofocus``. Parity: ONNX Runtime against torch on random and real-looking inputs, as the
 max abs difference in steps; above ``PARITY_TOL_STEPS`` the export fails and no file is left behind.
 """
@@ -30,8 +30,8 @@ class ExportError(RuntimeError):
 
 
 def build_metadata(state: dict, cfg) -> dict:
-    """The contract's metadata (schema 1) for a checkpoint and its TrainConfig. ``step_um`` is the training
-    data's (``stack.yaml``), recorded in the checkpoint; checkpoints older than that record get the sensor's."""
+    """The model metadata (schema 1, docs/architecture.md) for a checkpoint and its TrainConfig. ``step_um`` is
+    the training data's (``stack.yaml``), recorded in the checkpoint; checkpoints older than that get the sensor's."""
     best = state.get("best_val_mae_steps")
     return {
         "schema": SCHEMA_VERSION,
