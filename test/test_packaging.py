@@ -59,8 +59,10 @@ def test_pip_install_puts_the_node_executables_where_ros2_looks(tmp_path):
     """pip ignores setup.cfg's install_scripts: lib/<package>/<node> must still exist after `pip install`."""
     src = _source_copy(tmp_path / "src")
     prefix = tmp_path / "prefix"
+    # --ignore-installed: without it pip would first uninstall this venv's own (editable) install
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-                           "-q", "--prefix", str(prefix), str(src)], capture_output=True, text=True, timeout=300)
+                           "--ignore-installed", "-q", "--prefix", str(prefix), str(src)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lib = prefix / "lib" / PACKAGE
     for node in NODES:
