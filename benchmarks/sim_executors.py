@@ -4,7 +4,8 @@
 
 Each cell is `celegans-autofocus sim --clock wall --duration D --executor E` in its own process (DDS on
 loopback, a ROS domain of its own), the executors interleaved so that a change of load on the machine hits
-all of them alike. "loaded": one busy Python loop per core runs beside it. Latency is image stamp ->
+all of them alike. "loaded": one busy Python loop per core runs beside it. "split": the camera (player) on its own
+single-threaded executor and thread, the pipeline on another; the others: all nodes on one executor. Latency is image stamp ->
 focus/offset, as the sim summary reports it. A run that gives no summary within the time limit is reported
 as such (the rclpy EventsExecutor of the kilted wheels hung here).
 """
@@ -22,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-EXECUTORS = ("single", "multi", "events")
+EXECUTORS = ("split", "single", "multi", "events")
 
 
 def _busy() -> None:
@@ -58,7 +59,7 @@ def main() -> None:
         try:
             for repeat in range(args.repeats):
                 for i, executor in enumerate(EXECUTORS):
-                    summary = run_sim(executor, args.duration, 150 + i, timeout_s=3 * args.duration + 60)
+                    summary = run_sim(executor, args.duration, 150 + i, timeout_s=2 * args.duration + 30)
                     results.setdefault((executor, load), []).append(summary)
                     fps = summary["wall"]["fps"] if summary else None
                     print(f"{load} {executor} #{repeat}: " + (f"{fps:.1f} fps, p95 {summary['latency_p95_ms']:.1f} ms"

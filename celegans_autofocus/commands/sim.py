@@ -2,8 +2,8 @@
 
 The simulated microscope (stack_player_node rendering a synthetic plate at the motor's z, with a
 drifting best plane), worm_detector_node, focus_predictor_node and stepper_controller_node run as
-ROS 2 nodes on one executor (single-threaded: benchmarks/sim_executors.md), talking over their usual
-topics. ``--clock sim`` (the default): the player drives ``/clock`` lock-stepped with the pipeline
+ROS 2 nodes in one process (the camera on one single-threaded executor, the pipeline on another:
+benchmarks/sim_executors.md), talking over their usual topics. ``--clock sim`` (the default): the player drives ``/clock`` lock-stepped with the pipeline
 and every other node uses ``use_sim_time``; a frame's decision is taken at its stamp + the modelled
 latency, so the same seed gives the same episode on any machine and under any load. ``--clock wall``:
 real time, for latency and throughput figures. A metrics node of this command matches every
@@ -35,7 +35,7 @@ CROP_FRAME_HEIGHT_PX = 486
 MIN_FRAME_HEIGHT_PX = 64
 BAG_TOPICS = ["camera/image_raw", "worm/crop", "focus/offset", "focus/command", "stepper/joint_states",
               "sim/ground_truth", "worm/target"]
-EXECUTORS = ("single", "events", "multi")
+EXECUTORS = ("split", "single", "multi", "events")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,8 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=1,
                    help="ONNX Runtime intra-op threads (0 = one per core; 1, the default, gives the same numbers "
                         "on any machine)")
-    g.add_argument("--executor", choices=EXECUTORS, default="single",
-                   help="rclpy executor of the nodes (benchmarks/sim_executors.md)")
+    g.add_argument("--executor", choices=EXECUTORS, default="split",
+                   help="rclpy executors: split = the camera (player) and the pipeline on two single-threaded "
+                        "executors in two threads, as on a microscope; single, multi, events = all nodes on one "
+                        "(benchmarks/sim_executors.md)")
     g.add_argument("--max-speed", type=float, default=2000.0, metavar="STEPS_PER_S", help="focus motor speed")
     g.add_argument("--deadband", type=float, default=8.0, metavar="STEPS",
                    help="control-law deadband: hold while |median prediction| is within it")
@@ -278,7 +280,7 @@ def _wait(predicate, timeout_s: float) -> bool:
 def _make_executor(kind: str, context):
     from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
-    if kind == "events":
+    if kind == "events":  # rclpy.experimental: its timers never fired here (benchmarks/sim_executors.md)
         from rclpy.experimental import EventsExecutor
 
         return EventsExecutor(context=context)
@@ -294,6 +296,15 @@ def _ros_args(args: argparse.Namespace) -> list[str]:
     if args.namespace:
         ros_args += ["-r", f"/clock:=/{args.namespace.strip('/')}/clock"]
     return ros_args
+
+
+def _stop(executor, camera_executor, spinners: list[threading.Thread]) -> None:
+    """Shut the executors down and wait for their threads, before any node is destroyed."""
+    for e in dict.fromkeys([camera_executor, executor]):
+        e.shutdown()
+    for spinner in spinners:
+        if spinner.is_alive():
+            spinner.join(timeout=5.0)
 
 
 def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -> SimResult:
@@ -316,6 +327,7 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
     context = Context()
     rclpy.init(args=_ros_args(args), context=context)
     executor = _make_executor(args.executor, context)
+    camera_executor = _make_executor("single", context) if args.executor == "split" else executor
     nodes = []
 
     def make(cls, use_sim_time: bool = sim_clock, **params):
@@ -325,7 +337,8 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
         nodes.append(node)
         return node
 
-    spinner = threading.Thread(target=executor.spin, name="sim_executor", daemon=True)
+    spinners = [threading.Thread(target=e.spin, name=f"sim_executor_{i}", daemon=True)
+                for i, e in enumerate(dict.fromkeys([executor, camera_executor]))]
     try:
         try:
             controller = make(StepperControllerNode, backend="simulated", max_speed_steps_per_s=args.max_speed,
@@ -350,7 +363,8 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
         for node in nodes:
             if node is not player:
                 executor.add_node(node)
-        spinner.start()
+        for spinner in spinners:
+            spinner.start()
 
         def connected() -> bool:
             images = 1 + (args.input == "full") + (recorder is not None)
@@ -366,7 +380,7 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
         if not _wait(connected, timeout_s=15.0):
             raise SimError("the nodes did not discover each other within 15 s (DDS on loopback; "
                            "check ROS_AUTOMATIC_DISCOVERY_RANGE and ROS_DOMAIN_ID)")
-        executor.add_node(player)  # the camera starts now, with everyone listening
+        camera_executor.add_node(player)  # the camera starts now, with everyone listening
         interrupted = False
         if args.frames or sim_clock:
             total, unit = n_frames, "frames"
@@ -387,7 +401,7 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
             except KeyboardInterrupt:
                 interrupted = True  # Ctrl-C: report the episode so far
         wall_elapsed_s = time.monotonic() - wall_start_s
-        executor.remove_node(player)  # no new frame, and on the sim clock time stands still
+        camera_executor.remove_node(player)  # no new frame, and on the sim clock time stands still
         controller.controller.enable(False)  # the episode is over: no move after its last frame
         if not sim_clock:
             controller.stepper.wait(timeout_s=5.0)  # a move in progress counts in full
@@ -396,14 +410,10 @@ def run_episode(args: argparse.Namespace, model_path: Path, frame_height: int) -
         extra = dict(frames_dropped=predictor.frames_dropped, frames_rejected=predictor.frames_rejected,
                      moves=controller.moves, detector_frames=detector.frames_processed, interrupted=interrupted,
                      frames_unanswered=player.frames_unanswered)
-        executor.shutdown()
-        if spinner.is_alive():
-            spinner.join(timeout=5.0)
+        _stop(executor, camera_executor, spinners)
         return _result(args, model_path, metrics, steps_travelled, extra, n_frames, wall_elapsed_s)
     finally:
-        executor.shutdown()
-        if spinner.is_alive():
-            spinner.join(timeout=5.0)
+        _stop(executor, camera_executor, spinners)
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
