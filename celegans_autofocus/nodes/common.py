@@ -11,12 +11,11 @@ import array
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from rclpy.exceptions import ParameterException
@@ -24,6 +23,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -32,7 +32,7 @@ from ..core.images import ImageError, decode, encode, to_gray
 __all__ = [
     "ConfigError", "ImageError", "Param", "Params", "declare_params", "sensor_qos", "reliable_qos",
     "SENSOR_QOS", "RELIABLE_QOS", "image_to_array", "image_to_gray", "array_to_image",
-    "default_encoding", "stamp_to_s", "s_to_stamp", "run_node",
+    "default_encoding", "stamp_to_s", "s_to_stamp", "run_node", "with_image_qos_overrides",
 ]
 
 
@@ -60,6 +60,19 @@ def reliable_qos(depth: int = 10) -> QoSProfile:
 
 SENSOR_QOS = sensor_qos()
 RELIABLE_QOS = reliable_qos()
+
+T = TypeVar("T")
+
+
+def with_image_qos_overrides(create: Callable[..., T], msg_type: type, topic: str, *args: Any) -> T:
+    """``create(msg_type, topic, *args)`` (a publisher or subscription factory of the node) with QoS overrides:
+    history, depth and reliability of this image topic can be set at start-up by the read-only parameters
+    ``qos_overrides./<ns>/<topic>.<publisher|subscription>.<policy>`` (rclpy's QoSOverridingOptions);
+    :class:`ConfigError` names a bad override."""
+    try:
+        return create(msg_type, topic, *args, qos_overriding_options=QoSOverridingOptions.with_default_policies())
+    except (RuntimeError, ParameterException) as exc:  # an unknown policy name, a depth DDS refuses, a wrong type
+        raise ConfigError(f"QoS override for {topic}: {exc}") from None
 
 
 # ---------------------------------------------------------------- images
@@ -243,17 +256,6 @@ def refuse_inconsistent(node: Node, params: Params, build: Callable[[dict[str, A
 def declare_params(node: Node, specs: Iterable[Param]) -> Params:
     """Declare ``specs`` on ``node`` with descriptors and validation; :class:`ConfigError` if invalid."""
     return Params(node, list(specs))
-
-
-# ---------------------------------------------------------------- diagnostics
-
-def diagnostic_array(node: Node, what: str, level: int, message: str, hardware_id: str,
-                     values: dict[str, str]) -> DiagnosticArray:
-    """A /diagnostics message with one status named ``"<node's full name>: <what>"``, stamped now."""
-    status = DiagnosticStatus(level=level, name=f"{node.get_fully_qualified_name()}: {what}", message=message,
-                              hardware_id=hardware_id,
-                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
-    return DiagnosticArray(header=Header(stamp=node.get_clock().now().to_msg()), status=[status])
 
 
 # ---------------------------------------------------------------- main

@@ -18,17 +18,22 @@ target position): the controller's answer to that frame, which the simulated clo
 
 On a simulated clock (``use_sim_time``) the simulated stepper moves in simulated time, and a frame's
 decision is taken at its stamp + ``modelled_latency_s`` (the processing time the simulated clock does
-not see), so latency still decides which lens position later frames show. Services: ``stepper/enable`` (std_srvs/SetBool: energize/release the motor),
-``stepper/home`` (std_srvs/Trigger), ``focus/enable`` (std_srvs/SetBool: the control law on/off).
+not see), so latency still decides which lens position later frames show. Services: ``stepper/enable``
+(std_srvs/SetBool: energize/release the motor), ``stepper/home`` (std_srvs/Trigger; active node only),
+``focus/enable`` (std_srvs/SetBool: the control law on/off).
+
+A managed (lifecycle) node (nodes/lifecycle.py): ``configure`` opens the stepper backend and offers the
+services, ``activate`` subscribes to ``focus/offset`` and publishes, ``deactivate`` stops both (nothing moves
+the motor while inactive), ``cleanup`` closes the backend; ``autostart`` (default) configures and activates at
+start-up.
 """
 from __future__ import annotations
 
 import time
 from typing import Callable
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PointStamped
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
@@ -36,8 +41,9 @@ from std_srvs.srv import SetBool, Trigger
 from ..core.control import ControlConfig, Decision, FocusController, Reason
 from ..core.sensor import STEP_UM
 from ..hardware.steppers import BACKENDS, Stepper, StepperError, make_stepper
-from .common import (ConfigError, Param, declare_params, diagnostic_array, refuse_inconsistent, reliable_qos,
-                     run_node, stamp_to_s)
+from .common import ConfigError, Param, declare_params, refuse_inconsistent, reliable_qos, run_node, stamp_to_s
+from .diagnostics import NodeDiagnostics, Report
+from .lifecycle import AUTOSTART, ManagedNode
 
 LAW_PARAMS = ("gain", "deadband_steps", "max_move_steps", "median_window", "act_now_steps", "stale_after_s",
               "settle_s")
@@ -91,6 +97,7 @@ PARAMS = (
     Param("axis", "Z", "grbl: the focus axis", choices=("X", "Y", "Z"), read_only=True),
     Param("startup_s", 2.0, "grbl: wait after opening the port (opening resets an Arduino)", range=(0.0, 30.0),
           read_only=True),
+    AUTOSTART,
 )
 
 
@@ -123,7 +130,10 @@ def stepper_from_params(p, clock: Callable[[], float] | None = None) -> Stepper:
         raise ConfigError(str(exc)) from None
 
 
-class StepperControllerNode(Node):
+class StepperControllerNode(ManagedNode):
+    """Lifecycle: configure opens the stepper and offers the services, activate subscribes to focus/offset and
+    publishes joint states; inactive, nothing moves the motor. cleanup closes the stepper."""
+
     NODE_NAME = "stepper_controller_node"
 
     def __init__(self, **kwargs):
@@ -139,25 +149,56 @@ class StepperControllerNode(Node):
         self.params.on_change(self._on_params)
         self.sim_time = self.get_clock().ros_time_is_active
         self._acted_at_s = -float("inf")  # simulated clock: the latest decision time (stamp + latency)
-        self.stepper = stepper_from_params(p, clock=self.now_s if self.sim_time else None)
+        self.stepper: Stepper | None = None
         self.last_decision: Decision | None = None
         self.last_hold = ""            # why the last offset did not move the motor ('' after a move)
         self.moves = 0
         self.offsets_received = 0
         self._fault_since_s: float | None = None
         self._last_reconnect_s = 0.0
-        self.joint_pub = self.create_publisher(JointState, "stepper/joint_states", reliable_qos())
-        self.command_pub = self.create_publisher(PointStamped, "focus/command", reliable_qos())
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable_qos())
-        self.create_subscription(PointStamped, "focus/offset", self._on_offset, reliable_qos(depth=5))
-        self.create_service(SetBool, "stepper/enable", self._srv_stepper_enable)
-        self.create_service(Trigger, "stepper/home", self._srv_home)
-        self.create_service(SetBool, "focus/enable", self._srv_focus_enable)
-        self.create_timer(1.0 / p.publish_rate_hz, self._tick)
-        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+        self.joint_pub = self.command_pub = None
+        self._stepper_services: list = []
+        self._offset_sub = self._tick_timer = None
+        self.diagnostics = NodeDiagnostics(self, "focus stepper", p.diagnostics_period_s, self._report,
+                                           lambda: self.params.backend)
+        if p.autostart:
+            self.autostart()
+
+    def configure(self) -> None:
+        p = self.params
+        self.stepper = stepper_from_params(p, clock=self.now_s if self.sim_time else None)
+        self.joint_pub = self.create_lifecycle_publisher(JointState, "stepper/joint_states", reliable_qos())
+        self.command_pub = self.create_lifecycle_publisher(PointStamped, "focus/command", reliable_qos())
+        self._stepper_services = [self.create_service(SetBool, "stepper/enable", self._srv_stepper_enable),
+                          self.create_service(Trigger, "stepper/home", self._srv_home),
+                          self.create_service(SetBool, "focus/enable", self._srv_focus_enable)]
         self.get_logger().info(f"{p.backend} stepper at {self.stepper.position_steps} steps, soft limits "
                                f"[{p.soft_min_steps}, {p.soft_max_steps}], focus control "
                                f"{'on' if p.focus_enabled else 'off'}")
+
+    def activate(self) -> None:
+        self._offset_sub = self.create_subscription(PointStamped, "focus/offset", self._on_offset,
+                                                    reliable_qos(depth=5))
+        self._tick_timer = self.create_timer(1.0 / self.params.publish_rate_hz, self._tick)
+
+    def deactivate(self) -> None:
+        if self._offset_sub is not None:
+            self.destroy_subscription(self._offset_sub)
+        if self._tick_timer is not None:
+            self.destroy_timer(self._tick_timer)
+        self._offset_sub = self._tick_timer = None
+
+    def cleanup(self) -> None:
+        for pub in (self.joint_pub, self.command_pub):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self.joint_pub = self.command_pub = None
+        for service in self._stepper_services:
+            self.destroy_service(service)
+        self._stepper_services = []
+        if self.stepper is not None:
+            self.stepper.close()
+            self.stepper = None
 
     def _on_params(self, changed: dict) -> None:
         if set(changed) & set(LAW_PARAMS):
@@ -255,6 +296,9 @@ class StepperControllerNode(Node):
         return response
 
     def _srv_home(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if not self.is_active:
+            response.success, response.message = False, f"{self.lifecycle_state}: activate the node to home"
+            return response
         try:
             self.stepper.home()
         except StepperError as exc:
@@ -272,6 +316,8 @@ class StepperControllerNode(Node):
     # ------------------------------------------------------------ diagnostics
     def state(self) -> tuple[int, str]:
         """(DiagnosticStatus level, one line saying what the controller does and why)."""
+        if self.stepper is None or not self.is_active:
+            return DiagnosticStatus.WARN, f"{self.lifecycle_state} (lifecycle): no motion"
         if self.stepper.fault:
             return DiagnosticStatus.ERROR, f"fault, no motion: {self.stepper.fault}"
         if not self.stepper.enabled:
@@ -289,24 +335,20 @@ class StepperControllerNode(Node):
             return DiagnosticStatus.WARN, "; ".join(problems)
         return DiagnosticStatus.OK, self.last_hold or (self.last_decision.detail if self.last_decision else "")
 
-    def _publish_diagnostics(self) -> None:
+    def _report(self) -> Report:
         level, message = self.state()
         d = self.last_decision
-        values = {
-            "position_steps": str(self.stepper.position_steps), "moving": str(self.stepper.moving),
-            "stepper_enabled": str(self.stepper.enabled), "focus_enabled": str(self.controller.enabled),
-            "fault": self.stepper.fault or "", "moves": str(self.moves),
-            "offsets_received": str(self.offsets_received),
-            "last_reason": d.reason.value if d else "", "last_detail": d.detail if d else "",
-            "soft_limits_steps": f"[{self.stepper.soft_min_steps}, {self.stepper.soft_max_steps}]",
-        }
+        values = {"lifecycle_state": self.lifecycle_state, "focus_enabled": str(self.controller.enabled),
+                  "moves": str(self.moves), "offsets_received": str(self.offsets_received),
+                  "last_reason": d.reason.value if d else "", "last_detail": d.detail if d else ""}
+        if self.stepper is not None:
+            values.update({
+                "position_steps": str(self.stepper.position_steps), "moving": str(self.stepper.moving),
+                "stepper_enabled": str(self.stepper.enabled), "fault": self.stepper.fault or "",
+                "soft_limits_steps": f"[{self.stepper.soft_min_steps}, {self.stepper.soft_max_steps}]",
+            })
         values.update({f"count_{k}": str(v) for k, v in self.controller.counts.items() if v})
-        self.diag_pub.publish(diagnostic_array(self, "focus stepper", level, message, self.params.backend, values))
-
-    def destroy_node(self) -> None:
-        if hasattr(self, "stepper"):  # absent when the constructor failed before opening it
-            self.stepper.close()
-        super().destroy_node()
+        return level, message, values
 
 
 def main(args: list[str] | None = None) -> int:
