@@ -8,6 +8,7 @@ run time (``ros2 param set`` gets the reason back). :func:`run_node` is every no
 from __future__ import annotations
 
 import array
+import copy
 import signal
 import threading
 from dataclasses import dataclass
@@ -68,7 +69,9 @@ def with_image_qos_overrides(create: Callable[..., T], msg_type: type, topic: st
     """``create(msg_type, topic, *args)`` (a publisher or subscription factory of the node) with QoS overrides:
     history, depth and reliability of this image topic can be set at start-up by the read-only parameters
     ``qos_overrides./<ns>/<topic>.<publisher|subscription>.<policy>`` (rclpy's QoSOverridingOptions);
-    :class:`ConfigError` names a bad override."""
+    :class:`ConfigError` names a bad override. A QoSProfile in ``args`` is copied: rclpy applies the
+    overrides to the profile it is given, which may be shared with other topics."""
+    args = tuple(copy.copy(a) if isinstance(a, QoSProfile) else a for a in args)
     try:
         return create(msg_type, topic, *args, qos_overriding_options=QoSOverridingOptions.with_default_policies())
     except (RuntimeError, ParameterException) as exc:  # an unknown policy name, a depth DDS refuses, a wrong type
