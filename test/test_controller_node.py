@@ -48,7 +48,7 @@ class Rig:
         self.h.spin_for(s)
 
     def status(self, predicate=lambda s: True, timeout_s: float = 5.0) -> DiagnosticStatus:
-        mine = f"{self.node.get_fully_qualified_name()}: focus stepper"
+        mine = self.node.diagnostics.status_name
         found: list[DiagnosticStatus] = []
 
         def seen():

@@ -139,7 +139,7 @@ def test_non_finite_model_output_answers_nan(ros_harness, tmp_path):
     assert ros_harness.spin_until(lambda: node.frames_rejected == 3 and len(offsets) == 3, timeout_s=15)
     assert node.frames_processed == 0 and all(math.isnan(o.point.z) for o in offsets)
     assert "non-finite" in node.last_problem
-    mine = f"{node.get_fully_qualified_name()}: focus predictor"
+    mine = node.diagnostics.status_name
     assert ros_harness.spin_until(
         lambda: any(s.name == mine and "non-finite" in s.message for d in diagnostics for s in d.status), 5)
 
@@ -195,7 +195,7 @@ def test_diagnostics_report_fps_latency_from_the_stamp_drops_and_model(ros_harne
     publish(ros_harness, "camera/image_raw", [stamped(frame(i), t_s=time.time() - past_s) for i in range(5)],
             gap_s=0.05)
     assert ros_harness.spin_until(lambda: len(offsets) == 5, timeout_s=15)
-    mine = f"{node.get_fully_qualified_name()}: focus predictor"
+    mine = node.diagnostics.status_name
 
     def latest():
         found = [s for d in diagnostics for s in d.status if s.name == mine]
