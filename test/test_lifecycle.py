@@ -229,4 +229,3 @@ def test_autostart_false_process_waits_unconfigured_until_told(tmp_path):
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
     assert "missing" not in out and "FATAL" not in out, out
-

@@ -170,8 +170,8 @@ class StepperControllerNode(ManagedNode):
         self.joint_pub = self.create_lifecycle_publisher(JointState, "stepper/joint_states", reliable_qos())
         self.command_pub = self.create_lifecycle_publisher(PointStamped, "focus/command", reliable_qos())
         self._stepper_services = [self.create_service(SetBool, "stepper/enable", self._srv_stepper_enable),
-                          self.create_service(Trigger, "stepper/home", self._srv_home),
-                          self.create_service(SetBool, "focus/enable", self._srv_focus_enable)]
+                                  self.create_service(Trigger, "stepper/home", self._srv_home),
+                                  self.create_service(SetBool, "focus/enable", self._srv_focus_enable)]
         self.get_logger().info(f"{p.backend} stepper at {self.stepper.position_steps} steps, soft limits "
                                f"[{p.soft_min_steps}, {p.soft_max_steps}], focus control "
                                f"{'on' if p.focus_enabled else 'off'}")
