@@ -120,8 +120,12 @@ class ManagedNode(LifecycleNode):
     def destroy_node(self) -> None:
         """Shut down (releasing the device) unless already finalized, then destroy the node."""
         try:
-            if self.lifecycle_state != "finalized":
-                self.trigger_shutdown()
-        except Exception:  # the context is gone or the node was half built: release directly
+            # after rclpy's shutdown (SIGTERM) the transition could not be announced: release directly
+            shut_down = self.lifecycle_state == "finalized" or (
+                self.context.ok() and self.lifecycle_state in ("unconfigured", "inactive", "active")
+                and self.trigger_shutdown() == SUCCESS)
+        except Exception:  # the node was half built
+            shut_down = False
+        if not shut_down:
             self._release_all()
         super().destroy_node()
