@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -18,10 +17,10 @@ from typing import Sequence
 import numpy as np
 
 from .images import PreprocessSpec, preprocess
+from .package_files import package_file
 
 METADATA_KEY = "celegans_autofocus"
 SCHEMA_VERSION = 1
-PACKAGE = "celegans_autofocus"
 DEFAULT_MODEL_NAME = "default.onnx"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -36,19 +35,11 @@ class NonFiniteOutputError(ArithmeticError):
 
 
 def default_model_path() -> Path:
-    """The bundled ``models/default.onnx``: ament share dir, then ``<sys.prefix>/share``, then the source tree."""
-    candidates: list[Path] = []
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        candidates.append(Path(get_package_share_directory(PACKAGE)) / "models" / DEFAULT_MODEL_NAME)
-    except Exception:  # not importable, AMENT_PREFIX_PATH unset or package not indexed: try the next place
-        pass
-    candidates.append(Path(sys.prefix) / "share" / PACKAGE / "models" / DEFAULT_MODEL_NAME)
-    candidates.append(Path(__file__).resolve().parents[2] / "models" / DEFAULT_MODEL_NAME)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise ModelError("no bundled model found; looked in: " + ", ".join(str(p) for p in candidates))
+    """The bundled ``models/default.onnx`` (:func:`core.package_files.package_file`)."""
+    path, looked_in = package_file("models", DEFAULT_MODEL_NAME)
+    if path is None:
+        raise ModelError("no bundled model found; looked in: " + ", ".join(str(p) for p in looked_in))
+    return path
 
 
 def resolve_providers(providers: None | str | Sequence[str] = "auto") -> list[str]:

@@ -11,10 +11,12 @@ import array
 import signal
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import rclpy
+import yaml
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -32,7 +34,7 @@ from ..core.images import ImageError, decode, encode, to_gray
 __all__ = [
     "ConfigError", "ImageError", "Param", "Params", "declare_params", "sensor_qos", "reliable_qos",
     "SENSOR_QOS", "RELIABLE_QOS", "image_to_array", "image_to_gray", "array_to_image",
-    "default_encoding", "stamp_to_s", "s_to_stamp", "run_node",
+    "default_encoding", "stamp_to_s", "s_to_stamp", "run_node", "params_from_file",
 ]
 
 
@@ -238,6 +240,27 @@ def refuse_inconsistent(node: Node, params: Params, build: Callable[[dict[str, A
         return SetParametersResult(successful=True)
 
     node.add_on_set_parameters_callback(check)
+
+
+def params_from_file(path: str | Path, node_name: str) -> dict[str, Any]:
+    """The ``ros__parameters`` a ROS 2 parameter file gives a node named ``node_name`` in any namespace
+    (blocks ``/**``, then ``/**/<name>``, ``<name>`` or ``/<name>``; later blocks win), as rclpy would
+    apply them. :class:`ConfigError` names the file when it is unreadable or not a parameter file."""
+    try:
+        blocks = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read the parameter file {path}: {exc}") from None
+    if not isinstance(blocks, dict):
+        raise ConfigError(f"{path} is not a ROS 2 parameter file (a mapping of node names)")
+    values: dict[str, Any] = {}
+    for key in ("/**", f"/**/{node_name}", node_name, f"/{node_name}"):
+        block = blocks.get(key)
+        if block is None:
+            continue
+        if not isinstance(block, dict) or not isinstance(block.get("ros__parameters", {}), dict):
+            raise ConfigError(f"{path}: block {key!r} needs a ros__parameters mapping")
+        values.update(block.get("ros__parameters", {}))
+    return values
 
 
 def declare_params(node: Node, specs: Iterable[Param]) -> Params:
