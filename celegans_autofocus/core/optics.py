@@ -24,11 +24,15 @@ Model (scalar, thin object, Fresnel regime):
   (shot noise in its Gaussian limit, thousands of electrons) and 8-bit output.
 
 The scene is vector data in full-frame pixels, rasterized over any window at any sampling, so a
-small ``out_shape`` (the fast path) is the same physics at lower resolution. The field is
-computed on a grid at most ``max_oversample`` times finer than the output and box-averaged
-down, like a camera binning its pixels; phase gradients that the grid cannot represent (light
-deflected beyond its Nyquist angle) are treated as lost. Content around the window is
-rasterized into the FFT padding, so there is no wrap-around within ``max_offset_steps``.
+small ``out_shape`` (the fast path) is the same physics at lower resolution. A window whose field
+grid fits ``max_native_grid_px`` is computed on the camera's native grid (an integer subdivision
+of it when ``um_per_px`` is coarser than the band NA + condenser NA needs) and area-averaged to
+``out_shape``: a crop rendered small is the native crop binned. Larger views (the live full
+field) use a grid at most ``max_oversample`` times finer than the output. Phase gradients that
+the grid cannot represent (light deflected beyond its Nyquist angle) are treated as lost. Content
+around the window is rasterized into the FFT padding, so there is no wrap-around within
+``max_offset_steps``. Camera extras (blur, motion blur, gamma, JPEG) are off by default;
+``core.randomize`` draws calibrated variants of all of it.
 """
 from __future__ import annotations
 
@@ -74,7 +78,7 @@ class OpticsConfig:
     # Specimen appearance (defaults: the look the bundled model was trained on; core.randomize varies them).
     body_absorb_per_um: float = 0.0015  # amplitude absorption of the body per um of chord
     cuticle_absorb_per_um: float = 0.05  # extra absorption of the 1 um cuticle shell
-    granule_absorb_scale: float = 1.0  # multiplies the absorption of gut granules, bulbs and eggs in utero
+    inclusion_scale: float = 1.0  # multiplies index contrast and absorption of gut granules, bulbs, eggs in utero
     lawn_scale: float = 1.0  # multiplies the bacterial lawn's thickness
     agar_scale: float = 1.0  # multiplies the agar surface undulation
     particle_density_scale: float = 1.0
@@ -85,6 +89,7 @@ class OpticsConfig:
     gamma: float = 1.0  # output = 255 * (linear / 255) ** (1 / gamma)
     jpeg_quality: int = 0  # 0 = none, else the frame is JPEG-compressed at this quality
     motion_blur_px: float = 0.0  # linear blur along a random direction, in output px
+    blur_sigma_px: float = 0.0  # Gaussian blur (lens aberrations, soft camera optics), in output px
 
     @property
     def depth_of_field_um(self) -> float:
@@ -427,9 +432,9 @@ def _rasterize(scene: Scene, config: OpticsConfig, grid: _Grid) -> np.ndarray:
         _splat_chords(inc_phase, sub.to_grid(inc.xy_px), inc.radius_um / dx_um, k_rad_per_um * inc.delta_n, dx_um, "add")
         _splat_chords(inc_absorb, sub.to_grid(inc.xy_px), inc.radius_um / dx_um, inc.absorb_per_um, dx_um, "add")
         inside = body > 0
-        phase[i0:i1, j0:j1] += k_rad_per_um * dn_worm * body + inc_phase * inside
+        phase[i0:i1, j0:j1] += k_rad_per_um * dn_worm * body + config.inclusion_scale * inc_phase * inside
         absorb[i0:i1, j0:j1] += (config.body_absorb_per_um * body + config.cuticle_absorb_per_um * (body - core)
-                                 + config.granule_absorb_scale * inc_absorb * inside)
+                                 + config.inclusion_scale * inc_absorb * inside)
 
     # Light deflected past the grid's Nyquist angle would alias; it leaves the pupil (lost).
     gy, gx = np.gradient(phase)
@@ -551,6 +556,8 @@ class StackRenderer:
     def frame(self, offset_steps: float) -> np.ndarray:
         """8-bit camera frame (out_shape) seen when the motor must move ``offset_steps`` to focus."""
         inten = self.intensity(offset_steps)
+        if self.config.blur_sigma_px > 0:
+            inten = cv2.GaussianBlur(inten, (0, 0), self.config.blur_sigma_px, borderType=cv2.BORDER_REFLECT)
         if self._blur_kernel is not None:
             inten = cv2.filter2D(inten, -1, self._blur_kernel, borderType=cv2.BORDER_REFLECT)
         dn = inten * self._gain_dn

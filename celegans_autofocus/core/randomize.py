@@ -29,30 +29,31 @@ def random_config(rng: np.random.Generator, base: OpticsConfig = OpticsConfig(),
     if stage is None:
         stage = str(rng.choice(list(STAGES), p=[0.15, 0.15, 0.15, 0.15, 0.4]))
     length_um, width_um = STAGES[stage]
-    na = float(rng.uniform(0.06, 0.12))
+    na = float(rng.uniform(0.05, 0.12))
     jpeg = rng.random() < 0.5
-    blur = rng.random() < 0.4
+    blur = rng.random() < 0.6
     return replace(
         base,
         um_per_px=float(rng.uniform(1.0, 3.0)),
         na=na,
-        condenser_na=float(rng.uniform(0.3, 0.9)) * na,
-        n_worm=float(rng.uniform(1.35, 1.39)),
+        condenser_na=float(rng.uniform(0.4, 1.0)) * na,
+        n_worm=float(rng.uniform(1.337, 1.375)),
         worm_length_um=tuple(float(v) for v in length_um),
         worm_width_um=tuple(float(v) for v in width_um),
-        body_absorb_per_um=_log_uniform(rng, 0.0005, 0.008),
-        cuticle_absorb_per_um=float(rng.uniform(0.0, 0.05)),
-        granule_absorb_scale=float(rng.uniform(0.2, 1.5)),
-        lawn_scale=float(rng.choice([0.0, rng.uniform(0.05, 0.5), rng.uniform(0.5, 1.5)], p=[0.25, 0.45, 0.3])),
-        agar_scale=float(rng.uniform(0.1, 1.2)),
-        particle_density_scale=_log_uniform(rng, 0.2, 3.0),
+        body_absorb_per_um=_log_uniform(rng, 0.0001, 0.008),
+        cuticle_absorb_per_um=float(rng.uniform(0.0, 0.015)),
+        inclusion_scale=float(rng.uniform(0.02, 1.2)),
+        lawn_scale=float(rng.choice([0.0, rng.uniform(0.05, 0.5), rng.uniform(0.5, 1.5)], p=[0.35, 0.4, 0.25])),
+        agar_scale=_log_uniform(rng, 0.003, 1.2),
+        particle_density_scale=_log_uniform(rng, 0.02, 3.0),
         eggs_per_mm2=float(rng.uniform(0.0, 8.0)),
         tracks=int(rng.integers(0, 6)),
         brightness=(0.3, 0.9),
         vignetting=float(rng.uniform(0.0, 0.4)),
-        full_well_e=_log_uniform(rng, 2000, 20000),
+        full_well_e=_log_uniform(rng, 2000, 60000),
         read_noise_e=float(rng.uniform(2, 10)),
         gamma=float(rng.uniform(0.7, 1.4)),
         jpeg_quality=int(rng.integers(50, 96)) if jpeg else 0,
-        motion_blur_px=float(rng.uniform(0.5, 3.0)) if blur else 0.0,
+        motion_blur_px=float(rng.uniform(0.5, 4.0)) if blur else 0.0,
+        blur_sigma_px=float(rng.uniform(0.0, 1.5)),
     )
