@@ -48,7 +48,8 @@ SOURCES = {
                        "low-resolution crops (98x51) of an adult coiling on agar, from the Open Worm Movement Database",
                        ("datasets/sample_data/",), None, every=100),
     "hilariie": Source("hilariie/C-elegans-tracker", "MIT",
-                       "stereo-microscope brightfield, several adults/L4 on a lawn, low magnification, Roboflow 640x640",
+                       "stereo-microscope brightfield, several adults/L4 on a lawn, low magnification, "
+                       "Roboflow 640x640",
                        ("yolo/segmentation/img/test/images/",), None, every=6),
 }
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")

@@ -1,6 +1,7 @@
 """Do low-resolution renders of a crop window match the native render at every offset in +-200 steps?
 
-    PYTHONPATH=. .venv/bin/python benchmarks/fast_path_fidelity.py [--scenes 4]    (figures: benchmarks/fast_path_fidelity.md)
+    PYTHONPATH=. .venv/bin/python benchmarks/fast_path_fidelity.py [--scenes 4]
+    (figures: benchmarks/fast_path_fidelity.md)
 
 For each scene a 500 and a 1000 px window around a worm is rendered noise-free on the native 1.55 um
 grid (out_shape = window) and at the low resolutions that training and `sim` use (128 px; side/4);

@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {name} | {g['frames']} | {g['hits']} | {fov} | - | - | - |")
                 continue
             print(f"| {name} | {g['frames']} | {g['hits']} | {fov} | {np.median(p):+.1f} | "
-                  f"{np.percentile(p, 10):+.1f}..{np.percentile(p, 90):+.1f} | {np.mean(np.abs(p) <= NEAR_STEPS):.2f} |")
+                  f"{np.percentile(p, 10):+.1f}..{np.percentile(p, 90):+.1f} | "
+                  f"{np.mean(np.abs(p) <= NEAR_STEPS):.2f} |")
     if args.sim:
         _sim_check(model, detector, args.sim, args.fov)
     return 0
@@ -106,7 +107,8 @@ def _sim_check(model: FocusPredictor, detector: WormDetector, n: int, fovs: list
                 config = randomize.random_config(rng) if randomised else optics.OpticsConfig()
                 scene = optics.make_scene(rng, config, 1)
                 side = int(np.ceil(max(fovs) * 1.55 / config.um_per_px * 1.2))
-                window = crop_window(scene.worms[0].centroid_px, side, (config.frame_height_px, config.frame_width_px))
+                frame_hw = (config.frame_height_px, config.frame_width_px)
+                window = crop_window(scene.worms[0].centroid_px, side, frame_hw)
                 offset = float(rng.uniform(-span, span))
                 renderer = optics.StackRenderer(scene, config, None, window, max_offset_steps=span + 1,
                                                 seed=int(rng.integers(2**31)))

@@ -262,7 +262,8 @@ def make_scene(rng: np.random.Generator, config: OpticsConfig = OpticsConfig(), 
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
     xx = (origin[0] + xx * cell_px) * config.um_per_px  # um
     yy = (origin[1] + yy * cell_px) * config.um_per_px
-    agar_rad = config.agar_scale * 0.8 * _smooth_noise(rng, (rows, cols), 200 / cell_um) + 0.15 * _smooth_noise(rng, (rows, cols), 25 / cell_um)
+    agar_rad = config.agar_scale * (0.8 * _smooth_noise(rng, (rows, cols), 200 / cell_um)
+                                    + 0.15 * _smooth_noise(rng, (rows, cols), 25 / cell_um))
     # Lawn: a big disc (radius 3-8 mm) whose edge may cross the frame; thicker rim, clumpy.
     frame_c = np.array([w_px, h_px]) * config.um_per_px / 2
     lawn_r = rng.uniform(3000, 8000)

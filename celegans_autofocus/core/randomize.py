@@ -24,7 +24,8 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
-def random_config(rng: np.random.Generator, base: OpticsConfig = OpticsConfig(), stage: str | None = None) -> OpticsConfig:
+def random_config(rng: np.random.Generator, base: OpticsConfig = OpticsConfig(),
+                  stage: str | None = None) -> OpticsConfig:
     """One randomised variant of ``base`` (stage drawn 40 % adult, 15 % each larval stage unless given)."""
     if stage is None:
         stage = str(rng.choice(list(STAGES), p=[0.15, 0.15, 0.15, 0.15, 0.4]))
@@ -55,5 +56,5 @@ def random_config(rng: np.random.Generator, base: OpticsConfig = OpticsConfig(),
         gamma=float(rng.uniform(0.7, 1.4)),
         jpeg_quality=int(rng.integers(50, 96)) if jpeg else 0,
         motion_blur_px=float(rng.uniform(0.5, 4.0)) if blur else 0.0,
-        blur_sigma_px=float(rng.uniform(0.0, 1.5)),
+        blur_sigma_px=float(rng.uniform(0.0, 2.0)),
     )
