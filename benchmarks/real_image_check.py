@@ -4,10 +4,11 @@
         [--um-per-px 1.55]
 
 FOLDER (searched recursively) holds real frames of worms that are IN FOCUS. Each frame is brought to
-the model's pixel size (1.55 um/px: ``--um-per-px``, or ``um_per_px`` of a ``frames.yaml`` beside the
-frames as written by benchmarks/extract_real_frames.py, or estimated from the worm width when that
-file says null), the project's detector (core.detection, default settings) looks for worms, and the
-model predicts on ``--fov`` px windows around the largest one, as worm_detector_node would crop them.
+the model's pixel size (1.55 um/px), knowing its own from ``--um-per-px``, or ``um_per_px`` of a
+``frames.yaml`` beside the frames as written by benchmarks/extract_real_frames.py (null there: the
+folder's median estimate from the worm width, as benchmarks/sim_vs_real.py does), or else 1.55. The
+project's detector (core.detection, default settings) looks for worms, and the model predicts on
+``--fov`` px windows around the largest one, as worm_detector_node would crop them.
 The right answer on a sharp worm is near 0 steps (|offset| within the depth of field, ~17 steps).
 This is a floor, not a metric to train on: the frames have no labels beyond "looks sharp".
 
@@ -33,12 +34,23 @@ IMAGE_EXT = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 NEAR_STEPS = 20.0
 
 
-def _pixel_size(folder: Path, override: float | None, cache: dict) -> float | None:
+def _pixel_size(folder: Path, override: float | None, cache: dict) -> float:
+    """--um-per-px, else frames.yaml's um_per_px, else (null there) the folder's median estimate, else 1.55."""
     if override is not None:
         return override
     if folder not in cache:
         meta = folder / "frames.yaml"
-        cache[folder] = yaml.safe_load(meta.read_text()).get("um_per_px", None) if meta.exists() else 1.55
+        um = yaml.safe_load(meta.read_text()).get("um_per_px", None) if meta.exists() else 1.55
+        if um is None:
+            estimates = []
+            for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT):
+                gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+                try:
+                    estimates.append(appearance.estimate_um_per_px(gray))
+                except (ValueError, cv2.error):
+                    pass
+            um = float(np.median(estimates)) if estimates else 1.55
+        cache[folder] = um
     return cache[folder]
 
 
@@ -64,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped {path}: unreadable", file=sys.stderr)
             continue
         um = _pixel_size(path.parent, args.um_per_px, sizes)
-        if um is None:
-            um = appearance.estimate_um_per_px(gray)
         img = np.clip(appearance.to_reference_scale(gray, um), 0, 255).astype(np.uint8)
         found = detector.detect(img)
         g = groups.setdefault(str(path.parent.relative_to(args.folder)) or ".",
