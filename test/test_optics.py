@@ -167,3 +167,22 @@ def test_synth_writes_the_dataset_layout(tmp_path: Path, capsys):
     capsys.readouterr()
     assert cli.main(["synth", str(out), "--plates", "1", "--range-steps", "4", "--width", "216"]) != 0
     assert str(out) in capsys.readouterr().err
+
+
+def test_small_renders_of_a_crop_window_are_the_native_render_binned():
+    """The fast path's field grid: a 500 px window rendered at 96 px is the native render area-averaged,
+    far from focus too; the old 2x-the-output grid (forced by a zero grid budget) is not."""
+    from celegans_autofocus.core.detection import crop_window
+    from celegans_autofocus.core.images import PreprocessSpec, preprocess
+
+    scene = optics.make_scene(np.random.default_rng(7000), QUIET, 2)
+    window = crop_window(scene.worms[0].centroid_px, 500, (1944, 2592))
+    native = StackRenderer(scene, QUIET, None, window, max_offset_steps=210)
+    small = StackRenderer(scene, QUIET, (96, 96), window, max_offset_steps=210)
+    legacy = StackRenderer(scene, replace(QUIET, max_native_grid_px=0), (96, 96), window, max_offset_steps=210)
+    assert small.dx_um == pytest.approx(1.55) and legacy.dx_um > 2.5
+    spec = PreprocessSpec(input_px=96)
+    for offset in (-200, -120, 0, 120, 200):
+        ref = preprocess(native.intensity(offset), spec)
+        assert np.sqrt(np.mean((preprocess(small.intensity(offset), spec) - ref) ** 2)) < 0.01
+        assert np.sqrt(np.mean((preprocess(legacy.intensity(offset), spec) - ref) ** 2)) > 0.05
