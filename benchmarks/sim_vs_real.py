@@ -25,7 +25,8 @@ import numpy as np
 import yaml
 
 from celegans_autofocus.core import appearance, optics, randomize
-from celegans_autofocus.core.detection import REFERENCE_UM_PER_PX, crop_window
+from celegans_autofocus.core.detection import crop_window
+from celegans_autofocus.core.sensor import UM_PER_PX
 
 STATS = ["contrast", "core", "rim", "ring_mean", "ring_p95", "texture", "slope", "noise", "width_px"]
 SCALE_SENSITIVE = {"texture", "slope", "noise"}
@@ -56,7 +57,7 @@ def real_stats(folder: Path, fov_px: int) -> tuple[dict, list[dict]]:
         except ValueError:
             rows.append({"file": f["file"], "detected": None})
             continue
-        if um / REFERENCE_UM_PER_PX > 2:
+        if um / UM_PER_PX > 2:
             for k in SCALE_SENSITIVE:
                 s[k] = float("nan")
         rows.append({"file": f["file"], "detected": "default" if default else "relaxed", **s})
@@ -69,7 +70,7 @@ def sim_stats(n: int, seed: int, randomised: bool, fov_px: int) -> list[dict]:
     for _ in range(n):
         config = randomize.random_config(rng) if randomised else optics.OpticsConfig()
         scene = optics.make_scene(rng, config, int(rng.integers(1, 3)))
-        side = int(math.ceil(fov_px * REFERENCE_UM_PER_PX / config.um_per_px * 1.3))
+        side = int(math.ceil(fov_px * UM_PER_PX / config.um_per_px * 1.3))
         window = crop_window(scene.worms[0].centroid_px, side, (config.frame_height_px, config.frame_width_px))
         offset = float(rng.uniform(-5, 5))
         renderer = optics.StackRenderer(scene, config, None, window, max_offset_steps=6,
