@@ -128,7 +128,7 @@ def test_loop_closes_through_the_nodes_and_writes_plot_and_bag(tmp_path):
 def test_non_finite_model_never_moves_the_motor(tmp_path):
     """Every frame is answered (NaN: no prediction), so the simulated clock runs; the motor never moves."""
     code, s = sim(tmp_path, "--model", str(nan_model(tmp_path / "nan.onnx")), "--frames", "45",
-                  "--drift", "0", "--random-walk", "0")
+                  "--start-offset", "150", "--drift", "0", "--random-walk", "0")
     assert code == 0
     assert s["n_predictions"] == 0 and s["frames_rejected"] == 45 and s["frames_unanswered"] == 0
     assert s["moves"] == 0 and s["steps_travelled"] == 0
@@ -144,15 +144,15 @@ def test_crop_input_predicts_on_the_detector_crop(tmp_path):
 
 
 def test_wall_clock_runs_in_real_time(tmp_path):
-    """The real-time mode, for latency and throughput: every frame stamped on the wall clock, the bundled
-    model keeps up. Bounds measured with a busy loop on each of 2 cores (benchmarks/sim_executors.md):
-    there, 13-15 fps and p95 below 200 ms; here only what a stalled CI machine cannot break."""
+    """The real-time mode, for latency and throughput: frames stamped on the wall clock, every one predicted.
+    Under a busy loop on each of 2 cores it ran at 5-15 fps with p95 up to 560 ms
+    (benchmarks/sim_executors.md, and this test under `make stress-test`), so no rate is asserted."""
     code, s = sim(tmp_path, "--clock", "wall", "--frames", "45", "--frame-height", "486", "--input", "crop")
     assert code == 0
     assert s["clock"] == "wall" and s["modelled_latency_ms"] is None and s["n_frames"] == 45
     assert s["n_predictions"] >= 30 and s["frames_unanswered"] == 0
     assert 0 < s["latency_p50_ms"] <= s["latency_p95_ms"] < 2000
-    assert s["wall"]["fps"] > 1 and math.isclose(s["fps"], 15, rel_tol=0.25)
+    assert math.isclose(s["wall"]["fps"], s["fps"], rel_tol=0.2)   # the episode ran on the wall clock
 
 
 @pytest.mark.parametrize("case", ["missing_model", "corrupt_model", "bag_exists", "overwrite_not_a_bag",
