@@ -44,7 +44,8 @@ scenes (seed 999), fov 500 and 1000, 8 offsets uniform in +-200 steps, each in a
 
 Held-out check on written full-resolution plates (what models/MODEL_CARD.md reports):
 
-    .venv/bin/celegans-autofocus synth out/val --plates 6 --stacks-per-plate 2 --range-steps 200 --step-every 10 --seed 1000
+    .venv/bin/celegans-autofocus synth out/val --plates 6 --stacks-per-plate 2 --range-steps 200 --step-every 10 \
+        --seed 1000
     .venv/bin/celegans-autofocus label out/val; .venv/bin/celegans-autofocus crop out/val --fov 500
     .venv/bin/celegans-autofocus label out/val; benchmarks/fov.sh out/val out/plain7_native.onnx out/fov
 """
@@ -106,12 +107,14 @@ def render_cache(path: Path, scenes: int, per_view: int, fovs: list[int], seed: 
         for fov in fovs:
             cx, cy = scene.worms[int(rng.integers(len(scene.worms)))].centroid_px
             jitter = 0.08 * fov
-            window = crop_window((cx + rng.uniform(-jitter, jitter), cy + rng.uniform(-jitter, jitter)), int(fov), FRAME_HW)
+            centre = (cx + rng.uniform(-jitter, jitter), cy + rng.uniform(-jitter, jitter))
+            window = crop_window(centre, int(fov), FRAME_HW)
             if val:
                 view_offsets = rng.uniform(-200, 200, per_view)
             else:
                 near = rng.random(per_view) < near_fraction
-                view_offsets = np.where(near, rng.uniform(-40, 40, per_view), rng.uniform(-far_steps, far_steps, per_view))
+                view_offsets = np.where(near, rng.uniform(-40, 40, per_view),
+                                        rng.uniform(-far_steps, far_steps, per_view))
             noise_seed = int(rng.integers(2**31))
             for kind in renders:
                 renderer = window_renderer(scene, config, window, kind, noise_seed, max_offset_steps=far_steps + 10)
@@ -134,7 +137,8 @@ def preprocessed(images: np.ndarray, input_px: int) -> np.ndarray:
     return np.stack([preprocess(im, spec) for im in images]).astype(np.float32)[:, None]
 
 
-def load_cache(paths: list[str], kinds: list[str], input_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def load_cache(paths: list[str], kinds: list[str],
+               input_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x preprocessed, offsets, fov, kind index) of every render kind in ``kinds`` of every cache file."""
     xs, ys, fs, ks = [], [], [], []
     for path in paths:
