@@ -320,7 +320,8 @@ def run(args: argparse.Namespace) -> int:
         if got.any():
             results[f"recorded {topics['offset']}"] = error_summary(recorded[got] - true_arr[got], true_arr[got])
     latencies = [f.latency_ms for f in rep.frames]
-    info.update({"bag": str(args.bag), "model": str(model_path), "model_input_view": predictor.metadata.get("input_view"),
+    info.update({"bag": str(args.bag), "model": str(model_path),
+                 "model_input_view": predictor.metadata.get("input_view"),
                  "view": view if view == "as-recorded" else f"detect (fov {args.fov} px of {args.full_width_px})",
                  "frame_wh_px": rep.frame_wh, "topics": topics, "frames": len(rep.frames),
                  "frames_with_reference": len(have), "undecodable_frames": rep.bad_frames,
@@ -337,7 +338,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: skipped {len(rep.bad_frames)} undecodable frame(s); first: {rep.bad_frames[0]}",
               file=sys.stderr)
 
-    plot_path = args.plot if args.plot is not None else args.bag.resolve().parent / f"{args.bag.resolve().name}_eval.png"
+    bag_path = args.bag.resolve()
+    plot_path = args.plot if args.plot is not None else bag_path.parent / f"{bag_path.name}_eval.png"
     try:
         from ..plots import plot_bag_eval
 

@@ -3,11 +3,11 @@
 The simulated microscope (stack_player_node rendering a synthetic plate at the motor's z, with a
 drifting best plane), worm_detector_node, focus_predictor_node and stepper_controller_node run as
 ROS 2 nodes in one process (the camera on one single-threaded executor, the pipeline on another:
-benchmarks/sim_executors.md), talking over their usual topics. ``--clock sim`` (the default): the player drives ``/clock`` lock-stepped with the pipeline
-and every other node uses ``use_sim_time``; a frame's decision is taken at its stamp + the modelled
-latency, so the same seed gives the same episode on any machine and under any load. ``--clock wall``:
-real time, for latency and throughput figures. A metrics node of this command matches every
-``sim/ground_truth`` with the ``focus/offset`` of the same frame and reports the episode with
+benchmarks/sim_executors.md), talking over their usual topics. ``--clock sim`` (the default): the player
+drives ``/clock`` lock-stepped with the pipeline and every other node uses ``use_sim_time``; a frame's decision
+is taken at its stamp + the modelled latency, so the same seed gives the same episode on any machine and under
+any load. ``--clock wall``: real time, for latency and throughput figures. A metrics node of this command matches
+every ``sim/ground_truth`` with the ``focus/offset`` of the same frame and reports the episode with
 :func:`core.closed_loop.summarize_episode`; wall-clock figures go under the summary's ``wall`` key.
 Optionally a PNG timeline, a JSON summary and a rosbag2 bag (bag_recorder_node, MCAP by default).
 """
@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--clock", choices=["sim", "wall"], default="sim",
                    help="sim: the player drives /clock lock-stepped with the pipeline, the same result on any "
                         "machine (latency is --latency-ms); wall: real time, for latency and fps figures")
-    g.add_argument("--duration", type=float, default=20.0, metavar="SECONDS", help="episode length, in the clock's time")
+    g.add_argument("--duration", type=float, default=20.0, metavar="SECONDS",
+                   help="episode length, in the clock's time")
     g.add_argument("--frames", type=int, default=0, metavar="N",
                    help="end after N camera frames instead of --duration (on the wall clock robust to a stalled "
                         "machine: the episode takes longer, never fewer frames)")
@@ -135,7 +136,7 @@ def system_params(args: argparse.Namespace) -> dict[str, dict]:
     if args.switch is not None:
         switches = sorted(args.switch)
         system["stack_player_node"].update(switch_times_s=[float(t) for t, _ in switches],
-                                          switch_jumps_steps=[float(j) for _, j in switches])
+                                           switch_jumps_steps=[float(j) for _, j in switches])
     if args.model is not None:
         system["focus_predictor_node"]["model_path"] = str(args.model)
     if args.input is not None:
@@ -266,11 +267,12 @@ def format_summary(s: dict) -> str:
                    + (f", {s['frames_unanswered']} unanswered" if s["frames_unanswered"] else "")),
         ("start offset", _fmt(s["start_offset_steps"], " steps", 0)),
         ("frames to focus", _fmt(s["frames_to_focus"]) + ("" if s["frames_to_focus"] is None else
-                                                         f" ({s['time_to_focus_s']:.2f} s)")),
+                                                          f" ({s['time_to_focus_s']:.2f} s)")),
         ("final error", _fmt(s["final_error_steps"], " steps")),
         ("steady |error| (median)", _fmt(s["steady_abs_error_steps"], " steps")),
-        (f"in focus (|error| <= {IN_FOCUS_STEPS:g})", f"{100 * s['in_focus_fraction']:.1f} % of all frames, "
-                                    f"{100 * s['in_focus_fraction_tracking']:.1f} % after reaching focus"),
+        (f"in focus (|error| <= {IN_FOCUS_STEPS:g})",
+         f"{100 * s['in_focus_fraction']:.1f} % of all frames, "
+         f"{100 * s['in_focus_fraction_tracking']:.1f} % after reaching focus"),
         ("latency", f"{_fmt(s['modelled_latency_ms'], ' ms')} modelled (image stamp -> decision); measured "
                     f"{_fmt(wall['latency_p50_ms'])} / {_fmt(wall['latency_p95_ms'], ' ms')} p50 / p95 "
                     "(frame published -> focus/offset)" if s["clock"] == "sim" else
@@ -527,4 +529,3 @@ def _result(args, episode: Episode, metrics, steps_travelled: float, extra: dict
     trace = {"t_s": t_s, "true_best_z_steps": best, "lens_z_steps": lens, "predicted_offset_steps": predicted,
              "predicted_best_z_steps": list(np.asarray(lens) + np.asarray(predicted))}
     return SimResult(summary, trace)
-

@@ -272,7 +272,8 @@ def make_scene(rng: np.random.Generator, config: OpticsConfig = OpticsConfig(), 
     dist_edge = lawn_r - np.hypot(xx - lawn_c[0], yy - lawn_c[1])  # um, > 0 inside
     inside = 1 / (1 + np.exp(-dist_edge / 15))
     rim = 2.5 * np.exp(-np.maximum(dist_edge, 0) / 80) * inside
-    clumps = np.clip(_smooth_noise(rng, (rows, cols), 6 / cell_um) * 0.6 + _smooth_noise(rng, (rows, cols), 40 / cell_um) * 0.4, -2, 3)
+    clumps = np.clip(_smooth_noise(rng, (rows, cols), 6 / cell_um) * 0.6
+                     + _smooth_noise(rng, (rows, cols), 40 / cell_um) * 0.4, -2, 3)
     lawn_um = np.clip(inside * rng.uniform(0.8, 2.5) * (1 + 0.35 * clumps) + rim, 0, None).astype(np.float32)
     lawn_um *= config.lawn_scale
     brightness = float(rng.uniform(*config.brightness))
@@ -431,7 +432,8 @@ def _rasterize(scene: Scene, config: OpticsConfig, grid: _Grid) -> np.ndarray:
         inc = worm.inclusions
         inc_phase = np.zeros(sub.shape, np.float32)
         inc_absorb = np.zeros(sub.shape, np.float32)
-        _splat_chords(inc_phase, sub.to_grid(inc.xy_px), inc.radius_um / dx_um, k_rad_per_um * inc.delta_n, dx_um, "add")
+        _splat_chords(inc_phase, sub.to_grid(inc.xy_px), inc.radius_um / dx_um, k_rad_per_um * inc.delta_n, dx_um,
+                      "add")
         _splat_chords(inc_absorb, sub.to_grid(inc.xy_px), inc.radius_um / dx_um, inc.absorb_per_um, dx_um, "add")
         inside = body > 0
         phase[i0:i1, j0:j1] += k_rad_per_um * dn_worm * body + config.inclusion_scale * inc_phase * inside

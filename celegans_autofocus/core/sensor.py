@@ -13,4 +13,3 @@ FULL_FRAME_WH_PX = (2592, 1944)
 UM_PER_PX = 1.55
 #: focus travel of one motor step (1 mm lead screw, 200 steps per turn)
 STEP_UM = 5.0
-

@@ -12,7 +12,8 @@ text). Publishes, each with the source image's header:
   and the latest focus offset.
 
 Lengths (``fov_px``, detector sizes) are full-frame pixels at ``full_width_px`` across
-(:data:`core.sensor.FULL_FRAME_WH_PX`); frames narrower than that (binned or simulated) are scaled by width / full_width_px.
+(:data:`core.sensor.FULL_FRAME_WH_PX`); frames narrower than that (binned or simulated) are scaled by
+width / full_width_px.
 Bad frames (unsupported encoding, empty, inconsistent size, unexpected size) are dropped with a
 throttled warning; the node keeps running.
 """

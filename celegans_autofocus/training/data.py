@@ -96,7 +96,8 @@ def split_plates(samples: list[Sample], val_fraction: float, seed: int, source: 
         return [], plates
     if len(plates) < 2:
         raise DatasetError(f"{source}: {len(plates)} plate(s) ({', '.join(plates)}); need >= 2 to split "
-                           "train/validation by plate (or validate on all of them with --val-fraction 1 and --synthetic-train N)")
+                           "train/validation by plate (or validate on all of them with --val-fraction 1 and "
+                           "--synthetic-train N)")
     train, val = split_by_plate(plates, val_fraction, seed)
     train, val = sorted(train), sorted(val)
     if not train or not val or set(train) & set(val):

@@ -193,7 +193,7 @@ def train(dataset: Path, cfg: TrainConfig, out: Path, resume: bool = False) -> d
 
 
 def train_epoch(model, optimizer, loss_fn, train_set: ImageSet, pool, cfg: TrainConfig,
-                 rng: np.random.Generator, device: torch.device, epoch: int) -> float:
+                rng: np.random.Generator, device: torch.device, epoch: int) -> float:
     """One pass over the cached images and the synthetic pool; mean training loss."""
     sources = [train_set] + ([pool.images_set()] if pool is not None else [])
     index = [(si, i) for si, src in enumerate(sources) for i in range(len(src))]

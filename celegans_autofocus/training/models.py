@@ -21,7 +21,8 @@ def plain_cnn(widths: tuple[int, ...] = (16, 32, 32, 64, 64, 96, 128),
     layers: list[nn.Module] = []
     channels_in = 1
     for width, stride in zip(widths, strides):
-        layers += [nn.Conv2d(channels_in, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        layers += [nn.Conv2d(channels_in, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
+                   nn.ReLU(inplace=True)]
         channels_in = width
     head = nn.Linear(channels_in, 1)
     model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)

@@ -3,8 +3,9 @@
 Each epoch a fraction (``synthetic_refresh``) of a pool of ``synthetic_train`` samples is redrawn:
 new random scenes (1-3 worms), each imaged at ``synthetic_offsets_per_view`` offsets uniform in
 +-``synthetic_range_steps`` (a share ``synthetic_near_fraction`` uniform in +-``synthetic_near_steps``
-instead: near focus the sign cues are strongest, so the sign is learnt there first); each frame is the full frame or, with probability
-``synthetic_crop_fraction``, a square crop of a ``synthetic_fov_px`` size centred on one worm.
+instead: near focus the sign cues are strongest, so the sign is learnt there first); each frame is the full
+frame or, with probability ``synthetic_crop_fraction``, a square crop of a ``synthetic_fov_px`` size centred on
+one worm.
 Frames are rendered at reduced resolution (shorter side ``synthetic_oversample`` x the model
 input, the view's own aspect ratio, the simulator binning its finer field grid like a camera)
 and then go through THE preprocessing, exactly as a camera frame would. These scenes are fresh
