@@ -328,7 +328,7 @@ def test_ambiguity_peak_at_end():
 
 
 def test_ambiguity_flag_reaches_labels(tmp_path):
-    make_stack(tmp_path, "p1", "s1", {z: 5 for z in range(-3, 4)})
+    make_stack(tmp_path, "p1", "s1", dict.fromkeys(range(-3, 4), 5))
     report = label_dataset(tmp_path, "vollath_f5")
     assert report.ambiguous_stacks == [("p1", "s1")]
 

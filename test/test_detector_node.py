@@ -69,7 +69,8 @@ def test_crop_target_and_debug_follow_the_worm_with_source_headers(ros_harness):
     assert pixels[50:75, 50:75].mean() < pixels.mean() - 5
     assert ros_harness.spin_until(lambda: rig.debug, timeout_s=15)
     debug = rig.debug[-1]
-    assert (debug.width, debug.encoding, debug.header.stamp) == (648, "bgr8", s_to_stamp(100.0))   # 648 px frame, whole factor 1
+    # 648 px frame, whole factor 1
+    assert (debug.width, debug.encoding, debug.header.stamp) == (648, "bgr8", s_to_stamp(100.0))
 
     rig.send(rig.frame(worm_frame((330, 262), seed=1), t_s=100.1))  # crawled 130 full px (< max_jump_px)
     assert abs(rig.targets[-1].point.x - 330) < 6 and abs(rig.targets[-1].point.y - 262) < 6

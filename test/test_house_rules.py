@@ -128,7 +128,8 @@ def _is_number(node: ast.AST) -> bool:
 def _target_names(node: ast.AST) -> list[str]:
     if isinstance(node, (ast.Assign, ast.AnnAssign)):
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        return [t.id if isinstance(t, ast.Name) else t.attr for t in targets if isinstance(t, (ast.Name, ast.Attribute))]
+        return [t.id if isinstance(t, ast.Name) else t.attr
+                for t in targets if isinstance(t, (ast.Name, ast.Attribute))]
     return []
 
 

@@ -129,5 +129,5 @@ def test_synth_label_crop_label_on_optics_frames(tmp_path, capsys):
     assert main(["label", str(root), "--quiet"]) == 0
     rows = read_labels(root / "labels.csv")
     assert {(r.stack, r.kind, r.fov_px) for r in rows} == {("stack_000", "full", 648),
-                                                          ("stack_000__crop150_w0", "crop", 150)}
+                                                           ("stack_000__crop150_w0", "crop", 150)}
     assert all(r.offset_steps == parent["best_index"] - r.z_index for r in rows)

@@ -178,8 +178,8 @@ def test_every_node_in_a_namespace_group_with_its_own_condition(name):
     assert all(isinstance(node.condition, IfCondition) for node in nodes.values())
     context = _context(description, nodes="stack_player_node, bag_recorder_node,stack_player_node",
                        namespace="scope7")
-    assert {n for n, node in nodes.items() if node.condition.evaluate(context)} == {"stack_player_node",
-                                                                                     "bag_recorder_node"}
+    started = {n for n, node in nodes.items() if node.condition.evaluate(context)}
+    assert started == {"stack_player_node", "bag_recorder_node"}
     pushes[0].execute(context)
     recorder = nodes["bag_recorder_node"]
     recorder._perform_substitutions(context)

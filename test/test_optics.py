@@ -76,7 +76,8 @@ def test_in_focus_image_matches_the_specimen_best(seed):
     scene = optics.make_scene(np.random.default_rng(seed), QUIET, 1)
     x0, y0, w, h = scene.worms[0].bbox_px
     window = (x0 - 40, y0 - 40, w + 80, h + 80)
-    specimen = np.abs(optics._rasterize(scene, QUIET, optics._Grid(window[0], window[1], 1.0, (window[3], window[2])))) ** 2
+    grid = optics._Grid(window[0], window[1], 1.0, (window[3], window[2]))
+    specimen = np.abs(optics._rasterize(scene, QUIET, grid)) ** 2
     renderer = StackRenderer(scene, QUIET, None, window, max_offset_steps=10)
     errors = {d: float(np.abs(renderer.intensity(d) - specimen).mean()) for d in range(-8, 9, 2)}
     best = min(errors, key=errors.get)

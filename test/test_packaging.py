@@ -89,7 +89,8 @@ def test_colcon_style_install_keeps_the_console_scripts_in_lib(tmp_path):
     proc = subprocess.run([sys.executable, "setup.py", "egg_info", "--egg-base", str(tmp_path / "egg"),
                            "install", "--prefix", str(prefix), "--single-version-externally-managed",
                            "--record", str(tmp_path / "record.txt")],
-                          cwd=src, env=dict(os.environ, PYTHONPATH=str(site)), capture_output=True, text=True, timeout=300)
+                          cwd=src, env=dict(os.environ, PYTHONPATH=str(site)), capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for node in NODES:
         script = (prefix / "lib" / PACKAGE / node).read_text()

@@ -468,7 +468,7 @@ def test_grbl_without_homing_unlocks_and_zeroes_here(grbl):
 
 
 def test_grbl_disable_mid_move_holds_and_resets(grbl):
-    fake = grbl.plug()
+    grbl.plug()
     s = make_grbl(grbl.port, soft_max_steps=100000)
     s.move_by(20000, speed_steps_per_s=2000.0)          # 10 s
     time.sleep(0.1)

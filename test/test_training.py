@@ -101,7 +101,7 @@ def test_loss_falls(dataset):
     model = create_model(ARCH)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     losses = [train_epoch(model, optimizer, torch.nn.MSELoss(), images, None, cfg, np.random.default_rng(e),
-                           torch.device("cpu"), e) for e in range(cfg.epochs)]
+                          torch.device("cpu"), e) for e in range(cfg.epochs)]
     assert losses[0] > 0.05
     assert min(losses[-3:]) < 0.3 * losses[0]
 
@@ -175,7 +175,7 @@ def test_evaluate_tables_paired_test_and_files(runs, dataset, tmp_path, capsys):
     result = json.loads((out / "evaluation.json").read_text())
     rows = result["table"]
     assert {(r["model"], r["kind"]) for r in rows} == {(m, k) for m in ("best.pt", "other.pt")
-                                                        for k in ("full", "crop", "all")}
+                                                       for k in ("full", "crop", "all")}
     assert all(set(r) == SUMMARY_KEYS for r in rows)
     assert [r["fov_px"] for r in result["fov_table"]] == ["32", "48", "64", "full"]
     full_row = next(r for r in rows if r["model"] == "best.pt" and r["kind"] == "full")
@@ -209,7 +209,7 @@ def test_step_um_comes_from_the_data(dataset, tmp_path):
     state = torch.load(summary["last"], weights_only=True)
     assert state["step_um"] == 2.5
     assert build_metadata(state, TrainConfig(**TINY))["step_um"] == 2.5
-    mixed = samples[:1] + [s for s in load_samples(dataset)]
+    mixed = samples[:1] + list(load_samples(dataset))
     with pytest.raises(DatasetError, match="different step_um"):
         dataset_step_um(mixed, "mixed")
 
