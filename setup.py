@@ -45,6 +45,7 @@ class NodeLaunchers(install_scripts):
             os.chmod(path, 0o755)
             self.outfiles.append(str(path))
 
+
 setup(
     name=PACKAGE,
     version="0.1.0",

@@ -1,0 +1,19 @@
+"""ament_flake8 on the Python sources, with the project's settings (setup.cfg [flake8]: 120 columns)."""
+from __future__ import annotations
+
+import pytest
+
+from lint_paths import importable, PYTHON_PATHS, ROOT
+
+pytestmark = pytest.mark.skipif(not importable("ament_flake8"),
+                                reason="ament_flake8 missing (apt: ros-<distro>-ament-flake8; pip: requirements-lint.txt)")
+
+
+@pytest.mark.flake8
+@pytest.mark.linter
+def test_flake8(monkeypatch, tmp_path):
+    from ament_flake8.main import main_with_errors
+
+    monkeypatch.chdir(tmp_path)  # ament_flake8 walks the working directory for folders to exclude
+    rc, errors = main_with_errors(argv=["--config", str(ROOT / "setup.cfg"), *PYTHON_PATHS])
+    assert rc == 0, f"{len(errors)} code style errors / warnings:\n" + "\n".join(errors)
