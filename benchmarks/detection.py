@@ -1,5 +1,7 @@
-"""Worm detector benchmark: time per 2592x1944 frame, and precision / recall / centre error on
-synthetic optics frames (core/optics.py) where the worms' true centroids are known.
+"""Worm detector benchmark: time per 2592x1944 frame, precision, recall and centre error.
+
+Precision, recall and centre error are measured on synthetic optics frames (core/optics.py), where the
+worms' true centroids are known.
 
     python benchmarks/detection.py --scenes 16 --offsets 0 25 -25 50 -50 100 -100 200 -200 --timing-calls 300
 

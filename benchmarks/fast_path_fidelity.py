@@ -1,4 +1,4 @@
-"""Do low-resolution renders of a crop window match the native render at every offset in +-200 steps?
+"""Check that low-resolution renders of a crop window match the native render at every offset in +-200 steps.
 
     PYTHONPATH=. .venv/bin/python benchmarks/fast_path_fidelity.py [--scenes 4]
     (figures: benchmarks/fast_path_fidelity.md)

@@ -27,7 +27,7 @@ FRAME_HW = FULL_FRAME_WH_PX[::-1]
 
 
 def export_standin(arch: str, input_px: int, out_dir: Path) -> Path:
-    """A random-weight timm regressor as ONNX (opset 18, dynamic batch) with our metadata."""
+    """Export a random-weight timm regressor as ONNX (opset 18, dynamic batch) with our metadata."""
     import onnx
     import timm
     import torch

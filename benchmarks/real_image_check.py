@@ -1,4 +1,4 @@
-"""Sanity floor on real frames: does the focus model answer near 0 on sharp worms?
+"""Sanity floor on real frames: the focus model should answer near 0 on sharp worms.
 
     python benchmarks/real_image_check.py FOLDER [--model models/default.onnx] [--fov 250 375 500]
         [--um-per-px 1.55]

@@ -1,7 +1,9 @@
 """Cost of one `sim` camera frame (the 648x486 full field of a 3-worm scene), ms per frame.
 
+This checkout, then another version to compare (run both back to back):
+
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sim_frame_cost.py
-    PYTHONPATH=/path/to/other/checkout ... (the same on another version, to compare; run both back to back)
+    PYTHONPATH=/path/to/other/checkout OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sim_frame_cost.py
 """
 from __future__ import annotations
 

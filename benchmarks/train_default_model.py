@@ -73,7 +73,7 @@ OUTPUT_SCALE = 100.0
 
 
 def window_renderer(scene, config, window, render: str, seed: int, max_offset_steps: float = 260):
-    """A StackRenderer of ``window`` (full-frame px) at the sampling named by ``render``.
+    """Make a StackRenderer of ``window`` (full-frame px) at the sampling named by ``render``.
 
     ``native``: output binned 2x2 from a field grid at the camera's own pitch (1.55 um), which is what a
     native full-resolution frame cropped by the detector and INTER_AREA-resized by the model's
