@@ -37,7 +37,7 @@ class BagError(ValueError):
 
 
 def typestore() -> Typestore:
-    """The newest ROS 2 typestore this rosbags knows (Kilted, else Jazzy), cached."""
+    """Return the newest ROS 2 typestore this rosbags knows (Kilted, else Jazzy), cached."""
     global _TYPESTORE
     if _TYPESTORE is None:
         store = getattr(Stores, "ROS2_KILTED", None) or Stores.ROS2_JAZZY
@@ -161,7 +161,7 @@ class BagRecorder:
 
     @property
     def topics(self) -> dict[str, str]:
-        """topic -> message type registered so far."""
+        """Return topic -> message type registered so far."""
         return {t: c.msgtype for t, c in self._connections.items()}
 
     def add_topic(self, topic: str, msgtype: str, msgdef: str | None = None,
@@ -271,8 +271,11 @@ class BagReader:
         return ", ".join(f"{t} ({m})" for t, m in sorted(self.topics.items())) or "no topics"
 
     def resolve(self, topic: str) -> str | None:
-        """The bag's name for ``topic``: exact, with or without the leading slash, or, for a
-        relative name, the one topic ending in ``/topic`` (recorded in some namespace)."""
+        """Return the bag's name for ``topic``.
+
+        Exact, with or without the leading slash, or, for a relative name, the one topic ending in
+        ``/topic`` (recorded in some namespace).
+        """
         for name in (topic, absolute_topic(topic), topic.lstrip("/")):
             if name in self.topics:
                 return name
@@ -293,7 +296,7 @@ class BagReader:
         return name, self.topics[name]
 
     def count(self, topic: str) -> int:
-        """Number of messages on ``topic`` (the bag's name for it) according to the bag's index."""
+        """Count the messages on ``topic`` (the bag's name for it) according to the bag's index."""
         return int(self._reader.topics[topic].msgcount) if topic in self.topics else 0
 
     def messages(self, topics: Sequence[str]) -> Iterator[tuple[str, str, int, Any]]:

@@ -115,8 +115,10 @@ def _joint_position(msg, name: str, topic: str) -> float | None:
 
 def replay(bag, topics: dict[str, str | None], predictor, measure_fn, joint_name: str,
            max_frames: int, cropper=None) -> Replay:
-    """One pass over the bag: predict every frame (on ``cropper``'s worm crop if given), collect truth,
-    live offsets and joint states."""
+    """Make one pass over the bag.
+
+    Predict every frame (on ``cropper``'s worm crop if given), collect truth, live offsets and joint states.
+    """
     from tqdm import tqdm
 
     from ..core.detection import crop_image
@@ -179,8 +181,11 @@ def truth_reference(rep: Replay, tol_ns: int) -> tuple[list[float | None], dict]
 
 
 def sweep_reference(rep: Replay, measure: str, settle_ns: int) -> tuple[list[float | None], dict]:
-    """True offsets from a z sweep: a frame is at rest when the motor had reported its last
-    position at least ``settle_ns`` before the frame's stamp; best z = measure argmax over z."""
+    """Compute the true offsets from a z sweep.
+
+    A frame is at rest when the motor had reported its last position at least ``settle_ns`` before the
+    frame's stamp; best z = measure argmax over z.
+    """
     from ..core.dataset.labels import focus_curve_ambiguity
 
     joints = sorted(rep.joints)
@@ -230,7 +235,7 @@ def format_report(bag: Path, info: dict, results: dict[str, dict]) -> str:
 
 
 def choose_view(args, bag, metadata: dict) -> tuple[str, str]:
-    """The image topic and the view (``as-recorded`` or ``detect``) for a model with this metadata."""
+    """Choose the image topic and the view (``as-recorded`` or ``detect``) for a model with this metadata."""
     from ..core.predictor import input_view
 
     crop_model = input_view("auto", metadata) == "crop"

@@ -116,8 +116,10 @@ NODES = ("stack_player_node", "worm_detector_node", "focus_predictor_node", "ste
 
 
 def system_params(args: argparse.Namespace) -> dict[str, dict]:
-    """Each node's parameters: the parameter file's, then what the options name. :class:`SimError` if the
-    file cannot be read."""
+    """Return each node's parameters: the parameter file's, then what the options name.
+
+    :class:`SimError` if the file cannot be read.
+    """
     from ..core.package_files import package_file
     from ..nodes.common import ConfigError, params_from_file
 
@@ -145,7 +147,7 @@ def system_params(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def _check(args: argparse.Namespace) -> str | None:
-    """The first bad option value, as a message for the user, or None."""
+    """Return the first bad option value, as a message for the user, or None."""
     if not (math.isfinite(args.duration) and args.duration > 0):
         return f"--duration must be > 0 s, got {args.duration}"
     if args.frames < 0:
@@ -220,8 +222,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _set_frame_size(player: dict, requested_height_px: int, input_px: int, view: str) -> None:
-    """The simulated frame: as asked; else for a full-frame model its input side (training renders full frames
-    at the model's size, at least MIN_FRAME_HEIGHT_PX); else the parameter file's. 4:3 unless the file's."""
+    """Set the simulated frame size.
+
+    As asked; else for a full-frame model its input side (training renders full frames at the model's size,
+    at least MIN_FRAME_HEIGHT_PX); else the parameter file's. 4:3 unless the file's.
+    """
     height = requested_height_px or (min(FULL_FRAME_WH_PX[1], max(MIN_FRAME_HEIGHT_PX, input_px))
                                      if view == "full" else None)
     if height:
@@ -257,7 +262,7 @@ def _fmt(value, unit: str = "", digits: int = 1) -> str:
 
 
 def format_summary(s: dict) -> str:
-    """The summary table printed at the end of a run."""
+    """Format the summary table printed at the end of a run."""
     wall = s["wall"]
     clock = ("simulated clock (the same on any machine): " if s["clock"] == "sim" else "wall clock (real time): ")
     rows = [
@@ -300,17 +305,18 @@ class SimResult:
 
 
 def _metrics_node_class():
-    """EpisodeMetrics is defined on first use so that importing this module does not import rclpy."""
+    """Define EpisodeMetrics on first use so that importing this module does not import rclpy."""
     from geometry_msgs.msg import PointStamped
     from rclpy.node import Node
 
     from ..nodes.common import reliable_qos
 
     class EpisodeMetrics(Node):
-        """Pairs each frame's ground truth with the focus/offset predicted from it (same header stamp).
+        """Pair each frame's ground truth with the focus/offset predicted from it (same header stamp).
 
         Stamps are on the episode's clock; the receive times are wall time (``time.monotonic``), so the
-        wall latency (truth received -> offset received) is measured on either clock."""
+        wall latency (truth received -> offset received) is measured on either clock.
+        """
 
         def __init__(self, **kwargs):
             super().__init__("sim_metrics", **kwargs)
@@ -367,8 +373,11 @@ def _make_executor(kind: str, context):
 
 
 def _ros_args(args: argparse.Namespace) -> list[str]:
-    """rclpy arguments of the episode's context: log level, and /clock kept inside the namespace so that
-    episodes in other namespaces of the same ROS domain keep their own time."""
+    """Return the rclpy arguments of the episode's context.
+
+    Log level, and /clock kept inside the namespace so that episodes in other namespaces of the same ROS
+    domain keep their own time.
+    """
     ros_args = ["--ros-args", "--log-level", "info" if args.verbose else "warn"]
     if args.namespace:
         ros_args += ["-r", f"/clock:=/{args.namespace.strip('/')}/clock"]
@@ -385,8 +394,11 @@ def _stop(executor, camera_executor, spinners: list[threading.Thread]) -> None:
 
 
 def run_episode(args: argparse.Namespace, system: dict[str, dict], episode: Episode) -> SimResult:
-    """Start the nodes of ``system`` (parameters per node), play ``episode.n_frames`` frames on the chosen clock
-    (on the wall clock and without --frames: ``args.duration`` seconds), and collect the metrics."""
+    """Run one episode and collect the metrics.
+
+    Start the nodes of ``system`` (parameters per node) and play ``episode.n_frames`` frames on the chosen
+    clock (on the wall clock and without --frames: ``args.duration`` seconds).
+    """
     import rclpy
     from rclpy.context import Context
     from rclpy.parameter import Parameter

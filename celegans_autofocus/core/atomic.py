@@ -10,7 +10,7 @@ from typing import Iterator
 
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
-    """A temporary file beside ``path`` to write by any means; renamed onto ``path`` when the block ends.
+    """Yield a temporary file beside ``path`` to write by any means; renamed onto ``path`` when the block ends.
 
     The temporary file is hidden (``.name.*.tmp``), gets the permissions a new file would get (the
     umask's), and is fsynced before ``os.replace``. If the block raises, or the replace fails, the

@@ -136,7 +136,7 @@ class PreprocessSpec:
 
 
 def preprocess(gray: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> np.ndarray:
-    """THE preprocessing: grayscale frame of any dtype -> float32 (input_px, input_px), z-scored.
+    """Apply THE preprocessing: grayscale frame of any dtype -> float32 (input_px, input_px), z-scored.
 
     Pass colour images through :func:`to_gray` first.
     """

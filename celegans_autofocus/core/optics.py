@@ -94,7 +94,7 @@ class OpticsConfig:
 
     @property
     def depth_of_field_um(self) -> float:
-        """lambda / NA^2, the axial range that looks sharp."""
+        """Axial range that looks sharp: lambda / NA^2."""
         return self.wavelength_um / self.na**2
 
     @property
@@ -558,7 +558,7 @@ class StackRenderer:
         return inten
 
     def frame(self, offset_steps: float) -> np.ndarray:
-        """8-bit camera frame (out_shape) seen when the motor must move ``offset_steps`` to focus."""
+        """Return the 8-bit camera image, out_shape, seen when the motor must move ``offset_steps`` to focus."""
         inten = self.intensity(offset_steps)
         if self.config.blur_sigma_px > 0:
             inten = cv2.GaussianBlur(inten, (0, 0), self.config.blur_sigma_px, borderType=cv2.BORDER_REFLECT)
@@ -598,8 +598,11 @@ def _motion_kernel(length_px: float, angle_rad: float) -> np.ndarray:
 def render(scene: Scene, offset_steps: float, config: OpticsConfig = OpticsConfig(),
            rng: np.random.Generator | None = None, window_px: tuple[int, int, int, int] | None = None,
            out_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """One uint8 frame of ``window_px`` (full-frame px; default whole frame) at ``out_shape``
-    (default native sensor grid), seen when the motor must move ``offset_steps`` to reach focus."""
+    """Render one uint8 frame of ``window_px`` (full-frame px; default whole frame).
+
+    At ``out_shape`` (default native sensor grid), seen when the motor must move ``offset_steps`` to reach
+    focus.
+    """
     renderer = StackRenderer(scene, config, out_shape, window_px, max_offset_steps=abs(offset_steps),
                              rng=rng if rng is not None else np.random.default_rng())
     return renderer.frame(offset_steps)
@@ -609,8 +612,11 @@ def render(scene: Scene, offset_steps: float, config: OpticsConfig = OpticsConfi
 
 def draw_stack(rng: np.random.Generator, config: OpticsConfig, range_steps: int,
                n_worms: int | None = None) -> tuple[Scene, int]:
-    """The synthetic-stack distribution: a scene (1-3 worms unless ``n_worms``) and a true best
-    index drawn uniformly within +-range_steps/4, for z indices spanning -range_steps..range_steps."""
+    """Draw from the synthetic-stack distribution.
+
+    A scene (1-3 worms unless ``n_worms``) and a true best index drawn uniformly within +-range_steps/4,
+    for z indices spanning -range_steps..range_steps.
+    """
     worms_here = int(rng.integers(1, 4)) if n_worms is None else int(n_worms)
     scene = make_scene(rng, config, worms_here)
     return scene, int(rng.integers(-(range_steps // 4), range_steps // 4 + 1))

@@ -9,7 +9,9 @@ PACKAGE = "celegans_autofocus"
 
 def package_file(*parts: str) -> tuple[Path | None, list[Path]]:
     """``share/<package>/<parts>``: the ament share dir, then ``<sys.prefix>/share``, then the source tree.
-    Returns (the first that exists or None, every place looked in)."""
+
+    Returns (the first that exists or None, every place looked in).
+    """
     candidates: list[Path] = []
     try:
         from ament_index_python.packages import get_package_share_directory

@@ -1,5 +1,6 @@
-"""The imaging hardware the defaults describe: Raspberry Pi HQ camera (IMX477) behind a 1x lens, and a
-NEMA 17 focus motor on a 1 mm lead screw. The one place these numbers are written down.
+"""The imaging hardware the defaults describe; the one place these numbers are written down.
+
+Raspberry Pi HQ camera (IMX477) behind a 1x lens, and a NEMA 17 focus motor on a 1 mm lead screw.
 
 Lengths in px elsewhere in the package ("full-frame px") are pixels of this sensor's full frame.
 A dataset or model that records its own ``step_um`` / ``um_per_px`` (``stack.yaml``, ONNX metadata)

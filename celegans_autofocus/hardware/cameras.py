@@ -45,7 +45,7 @@ def _encoding(image: np.ndarray) -> str:
 
 
 def to_frame(image: np.ndarray, capture_time_s: float, mono: bool, source: str) -> Frame:
-    """An OpenCV array (gray, BGR or BGRA; 8 or 16 bit) -> Frame; colour -> gray by BT.601 if ``mono``."""
+    """Convert an OpenCV array (gray, BGR or BGRA; 8 or 16 bit) -> Frame; colour -> gray by BT.601 if ``mono``."""
     if image is None or image.size == 0:
         raise CameraError(f"{source}: empty frame")
     if image.ndim == 3 and image.shape[2] == 1:

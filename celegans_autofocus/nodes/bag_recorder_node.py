@@ -35,7 +35,7 @@ PARAMS = [
 
 
 def message_class(msgtype: str) -> type:
-    """The rclpy message class of ``pkg/msg/Name``."""
+    """Return the rclpy message class of ``pkg/msg/Name``."""
     pkg, kind, name = msgtype.split("/")
     return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
 
@@ -60,7 +60,7 @@ class BagRecorderNode(Node):
 
     @property
     def all_subscribed(self) -> bool:
-        """True once every configured topic is subscribed (or was refused with an error logged)."""
+        """Return True once every configured topic is subscribed (or was refused with an error logged)."""
         return set(self._subs) == set(self._wanted)
 
     def _discover(self) -> None:

@@ -79,7 +79,7 @@ DETECTOR_KEYS = {"full_width_px", "max_jump_px", "reacquire_after_frames", "sele
 
 
 def cropper_from_params(values: dict) -> WormCropper:
-    """The detect-track-crop pipeline the node's parameter values describe (ValueError if inconsistent)."""
+    """Build the detect-track-crop pipeline the node's parameter values describe (ValueError if inconsistent)."""
     return WormCropper(DetectorConfig(**{k: values[k] for k in DETECTOR_CONFIG_KEYS}), fov_px=values["fov_px"],
                        full_width_px=values["full_width_px"], max_jump_px=values["max_jump_px"],
                        reacquire_after_frames=values["reacquire_after_frames"], select=values["select"])

@@ -12,7 +12,7 @@ import numpy as np
 
 def augment(image: np.ndarray, rng: np.random.Generator, rotation_deg: float,
             hflip: bool, vflip: bool) -> np.ndarray:
-    """A randomly rotated (uniform in +-rotation_deg) and flipped copy of a 2-D float32 image."""
+    """Return a randomly rotated (uniform in +-rotation_deg) and flipped copy of a 2-D float32 image."""
     out = image
     if rotation_deg > 0:
         angle = float(rng.uniform(-rotation_deg, rotation_deg))

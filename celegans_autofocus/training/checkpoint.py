@@ -30,7 +30,7 @@ def save_checkpoint(state: dict, path: Path) -> None:
 
 
 def load_checkpoint(path: Path | str) -> dict:
-    """The checkpoint dict, loaded with ``weights_only=True``; :class:`CheckpointError` if unusable."""
+    """Load the checkpoint dict with ``weights_only=True``; :class:`CheckpointError` if unusable."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")

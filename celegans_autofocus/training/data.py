@@ -25,7 +25,7 @@ __all__ = ["DatasetError", "Sample", "ImageSet", "load_samples", "split_plates",
 
 
 def stack_meta(root: Path, plate: str, stack: str) -> dict:
-    """The stack's ``stack.yaml`` as a dict ({} when absent); a broken one is a :class:`DatasetError`."""
+    """Read the stack's ``stack.yaml`` as a dict ({} when absent); a broken one is a :class:`DatasetError`."""
     path = stack_dir(root, plate, stack) / "stack.yaml"
     try:
         return read_stack_yaml(path) if path.is_file() else {}
@@ -106,7 +106,7 @@ def split_plates(samples: list[Sample], val_fraction: float, seed: int, source: 
 
 
 def read_gray(path: Path) -> np.ndarray:
-    """A grayscale image file (8/16-bit, RGB by BT.601); :class:`DatasetError` naming it if unreadable."""
+    """Read a grayscale image file (8/16-bit, RGB by BT.601); :class:`DatasetError` naming it if unreadable."""
     try:
         return read_image(path)
     except ImageError as exc:
@@ -114,8 +114,10 @@ def read_gray(path: Path) -> np.ndarray:
 
 
 def dataset_step_um(samples: list[Sample], source: str) -> float | None:
-    """The one ``step_um`` of these samples' stacks (None without samples); mixed step sizes are a
-    :class:`DatasetError`, since a model's offsets are in steps of one size."""
+    """Return the one ``step_um`` of these samples' stacks (None without samples).
+
+    Mixed step sizes are a :class:`DatasetError`, since a model's offsets are in steps of one size.
+    """
     sizes = sorted({s.step_um for s in samples})
     if len(sizes) > 1:
         raise DatasetError(f"{source}: stacks with different step_um {sizes}; train on one step size")

@@ -39,7 +39,7 @@ class Model:
 
 
 def load_model(path: Path | str, device: str = "cpu", threads: int = 0) -> Model:
-    """An ONNX model (FocusPredictor) or a ``.pt`` checkpoint (torch) as a :class:`Model`."""
+    """Load an ONNX model (FocusPredictor) or a ``.pt`` checkpoint (torch) as a :class:`Model`."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         from ..core.predictor import FocusPredictor

@@ -30,8 +30,11 @@ class ExportError(RuntimeError):
 
 
 def build_metadata(state: dict, cfg) -> dict:
-    """The model metadata (schema 1, docs/architecture.md) for a checkpoint and its TrainConfig. ``step_um`` is
-    the training data's (``stack.yaml``), recorded in the checkpoint; checkpoints older than that get the sensor's."""
+    """Build the model metadata (schema 1, docs/architecture.md) for a checkpoint and its TrainConfig.
+
+    ``step_um`` is the training data's (``stack.yaml``), recorded in the checkpoint; checkpoints older than
+    that get the sensor's.
+    """
     best = state.get("best_val_mae_steps")
     return {
         "schema": SCHEMA_VERSION,

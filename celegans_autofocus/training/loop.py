@@ -62,7 +62,7 @@ def _input_view(kinds: set[str]) -> str:
 
 
 def validate(model: torch.nn.Module, val: ImageSet, cfg: TrainConfig, device: torch.device) -> dict:
-    """Validation summary: overall plus per kind (full/crop)."""
+    """Return the validation summary: overall plus per kind (full/crop)."""
     pred = predict_steps(model, val.images, cfg.output_scale, device, batch_size=max(cfg.batch_size, 16))
     kinds = np.asarray(val.kinds)
     out = {"all": error_summary(pred - val.offsets_steps, val.offsets_steps)}
@@ -86,8 +86,10 @@ def _check_resume(state: dict, cfg: TrainConfig, path: Path) -> None:
 
 
 def _step_um(samples: list[Sample], pool, state: dict | None, source: str) -> float:
-    """The step size (um) of the training data: the dataset's stack.yaml, which the synthetic pool and a
-    resumed checkpoint must match."""
+    """Return the step size (um) of the training data.
+
+    The dataset's stack.yaml, which the synthetic pool and a resumed checkpoint must match.
+    """
     step_um = dataset_step_um(samples, source)
     synthetic = None if pool is None else float(pool.optics.step_um)
     step_um = synthetic if step_um is None else step_um

@@ -34,7 +34,7 @@ CUSTOM_ARCHS = {"plain7": plain_cnn}
 
 
 def create_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
-    """``timm.create_model(arch, pretrained, in_chans=1, num_classes=1)``, small-initialised head, clear errors."""
+    """Build ``arch`` with timm (in_chans=1, num_classes=1): small-initialised head, clear errors."""
     if arch in CUSTOM_ARCHS:
         if pretrained:
             raise ArchError(f"{arch!r} has no pretrained weights; train it with pretrained=False")
@@ -58,8 +58,11 @@ def create_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
 
 
 def _shrink_head(head: torch.nn.Module | None, factor: float = 0.05) -> None:
-    """Scale the regression head's initial weights down (bias 0): the first outputs are near 0, so the
-    first loss is about the target variance instead of a random blow-up, while gradients still flow."""
+    """Scale the regression head's initial weights down (bias 0).
+
+    The first outputs are near 0, so the first loss is about the target variance instead of a random
+    blow-up, while gradients still flow.
+    """
     if isinstance(head, torch.nn.Linear):
         with torch.no_grad():
             head.weight.mul_(factor)

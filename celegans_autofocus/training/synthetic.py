@@ -43,7 +43,7 @@ class SyntheticPool:
         self._filled_epoch: int | None = None
 
     def describe(self) -> dict:
-        """The settings that define the synthetic data (hashed into the model metadata)."""
+        """Return the settings that define the synthetic data (hashed into the model metadata)."""
         c = self.cfg
         return {"synthetic_train": c.synthetic_train, "range_steps": c.synthetic_range_steps,
                 "near_fraction": c.synthetic_near_fraction, "near_steps": c.synthetic_near_steps,

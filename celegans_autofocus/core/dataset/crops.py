@@ -51,14 +51,14 @@ class Cropper:
     detectors: dict[float, WormDetector] = field(default_factory=dict)
 
     def detector(self, stack: Stack) -> WormDetector:
-        """The worm detector for this stack's pixel size (``um_per_px`` in stack.yaml, else the sensor's)."""
+        """Return the worm detector for this stack's pixel size (``um_per_px`` in stack.yaml, else the sensor's)."""
         um_per_px = float(stack.meta.get("um_per_px", UM_PER_PX))
         if um_per_px not in self.detectors:
             self.detectors[um_per_px] = WormDetector(DetectorConfig().scaled(UM_PER_PX / um_per_px))
         return self.detectors[um_per_px]
 
     def reference_z(self, stack: Stack) -> int:
-        """The z nearest the stack's best index, else the middle of the stack."""
+        """Return the z nearest the stack's best index, else the middle of the stack."""
         best = best_index(stack.meta, stack.key, self.labels)
         z_steps = stack.z_steps
         if best is None:
@@ -89,7 +89,9 @@ class Cropper:
 
     def crop(self, stack: Stack, progress: Callable[[int], None] | None = None) -> int:
         """Write the crop stacks of one full stack; returns how many were written.
-        ``progress(n)`` is called with the number of the stack's images just processed."""
+
+        ``progress(n)`` is called with the number of the stack's images just processed.
+        """
         def advance(n: int = 1) -> None:
             if progress is not None:
                 progress(n)

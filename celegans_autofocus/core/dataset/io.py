@@ -82,5 +82,5 @@ def write_image(path: Path, gray: np.ndarray) -> None:
 
 
 def image_suffix(gray: np.ndarray) -> str:
-    """The file suffix :func:`write_image` uses for an array of this type."""
+    """Return the file suffix :func:`write_image` uses for an array of this type."""
     return ".png" if gray.dtype in (np.uint8, np.uint16) else ".tif"

@@ -34,7 +34,7 @@ class Measured:
 
 
 def measure_stack(stack: Stack, measure: str, on_image: Callable[[], None] | None = None) -> Measured:
-    """The focus measure of every readable image of ``stack`` (full resolution); bad files skipped by name."""
+    """Compute the focus measure of every readable image of ``stack`` (full resolution); bad files skipped by name."""
     fn = get_measure(measure)
     values: dict[int, float] = {}
     shapes: dict[int, tuple[int, ...]] = {}
@@ -71,8 +71,11 @@ class StackResult:
 
 
 def label_measured(measured: Measured, use_stack_best: bool = True) -> StackResult:
-    """Labels from measure values: best_index from stack.yaml (if given and ``use_stack_best``)
-    or the measure's argmax; the curve's ambiguity either way. :class:`StackError` if too few images."""
+    """Label a stack from its measure values.
+
+    best_index from stack.yaml (if given and ``use_stack_best``) or the measure's argmax; the curve's
+    ambiguity either way. :class:`StackError` if too few images.
+    """
     stack, values = measured.stack, measured.values
     if len(values) < MIN_IMAGES:
         raise StackError(f"{stack.path}: only {len(values)} readable image(s), need at least {MIN_IMAGES}")
@@ -97,8 +100,11 @@ def label_stack(stack: Stack, measure: str, use_stack_best: bool = True,
 
 @dataclass
 class LabelReport:
-    """What :func:`label_dataset` did. ``rows`` is exactly what was written to labels.csv;
-    ``labelled`` holds every stack labelled this run, ``cached`` those whose measure values were reused."""
+    """What :func:`label_dataset` did.
+
+    ``rows`` is exactly what was written to labels.csv; ``labelled`` holds every stack labelled this run,
+    ``cached`` those whose measure values were reused.
+    """
 
     rows: list[LabelRow] = field(default_factory=list)
     labelled: list[StackResult] = field(default_factory=list)
@@ -118,7 +124,7 @@ class LabelReport:
 
 
 def _cached_values(stack: Stack, rows: list[LabelRow], measure: str, labels_mtime_ns: int) -> Measured | None:
-    """The measure values of ``rows`` when the stack is unchanged since labels.csv was written."""
+    """Return the measure values of ``rows`` when the stack is unchanged since labels.csv was written."""
     if not rows or any(r.measure != measure for r in rows):
         return None
     if {r.file for r in rows} != {p.name for p in stack.files.values()}:

@@ -88,7 +88,7 @@ def read_labels(path: Path) -> list[LabelRow]:
 
 
 def read_dataset_labels(dataset: Path) -> list[LabelRow]:
-    """The rows of ``DATASET/labels.csv``; none when the dataset is not labelled yet."""
+    """Read the rows of ``DATASET/labels.csv``; none when the dataset is not labelled yet."""
     path = Path(dataset) / LABELS_FILE
     return read_labels(path) if path.exists() else []
 
@@ -114,9 +114,11 @@ class BestIndex(NamedTuple):
 
 
 def best_index(meta: Mapping, key: tuple[str, str] | None = None, rows: Iterable[LabelRow] = ()) -> BestIndex | None:
-    """A stack's best-focus z index: ``stack.yaml``'s ``true_best_index`` (the simulator's truth), else
-    its ``best_index`` (a hand label), else the ``best_index`` of the labels.csv ``rows`` of stack ``key``;
-    None when none says."""
+    """Return a stack's best-focus z index.
+
+    ``stack.yaml``'s ``true_best_index`` (the simulator's truth), else its ``best_index`` (a hand label),
+    else the ``best_index`` of the labels.csv ``rows`` of stack ``key``; None when none says.
+    """
     for name in (FROM_TRUTH, FROM_STACK_YAML):
         if meta.get(name) is not None:
             return BestIndex(int(meta[name]), name)
@@ -127,8 +129,11 @@ def best_index(meta: Mapping, key: tuple[str, str] | None = None, rows: Iterable
 # ----------------------------------------------------------------------------- focus curve
 
 def _prominence(values: np.ndarray, i: int) -> float:
-    """Topographic prominence of the interior maximum at ``i``: its height above the higher of the
-    two lowest points separating it from higher ground (or the curve's ends)."""
+    """Topographic prominence of the interior maximum at ``i``.
+
+    Its height above the higher of the two lowest points separating it from higher ground (or the
+    curve's ends).
+    """
     v = values[i]
     bases = []
     for side in (values[i::-1], values[i:]):
