@@ -30,8 +30,11 @@ exec "$(dirname "$0")/../../bin/{node}" "$@"
 
 
 class NodeLaunchers(install_scripts):
-    """Also writes ``lib/<package>/<node>`` launchers into the data directory when the scripts do not go
-    there already (a wheel, as pip builds it; colcon's install_scripts=lib/<package> needs none)."""
+    """install_scripts that also writes ``lib/<package>/<node>`` launchers into the data directory.
+
+    Only when the scripts do not go there already (a wheel, as pip builds it; colcon's
+    install_scripts=lib/<package> needs none).
+    """
 
     def run(self):
         super().run()

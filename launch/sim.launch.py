@@ -1,6 +1,7 @@
-"""The simulated microscope: stack_player_node (synthetic or recorded stacks at the motor's z) in place
-of the camera, then worm_detector_node, focus_predictor_node and stepper_controller_node (simulated
-stepper), all configured by config/sim.yaml.
+"""The simulated microscope and the autofocus nodes, configured by config/sim.yaml.
+
+stack_player_node (synthetic or recorded stacks at the motor's z) in place of the camera, then
+worm_detector_node, focus_predictor_node and stepper_controller_node (simulated stepper).
 
     ros2 launch celegans_autofocus sim.launch.py [config:=sim.yaml] [model_path:=model.onnx]
         [namespace:=sim1] [nodes:=stack_player_node,worm_detector_node] [image_topic:=camera/image_raw]
