@@ -95,7 +95,7 @@ class RosHarness:
 
 @pytest.fixture(scope="session")
 def ros_context():
-    """rclpy's default context, initialised once for the test session."""
+    """Provide rclpy's default context, initialised once for the test session."""
     owner = not rclpy.ok()
     if owner:
         rclpy.init()

@@ -10,7 +10,7 @@ from celegans_autofocus.core import appearance
 
 def drawn_worm(width_px: int = 30, body: float = 100.0, rim: float | None = None, halo: float = 0.0,
                noise: float = 0.0, seed: int = 0) -> np.ndarray:
-    """A 500 px frame, background 200, with a sinusoidal worm of ``width_px`` at level ``body``."""
+    """Draw a 500 px frame, background 200, with a sinusoidal worm of ``width_px`` at level ``body``."""
     img = np.full((500, 500), 200.0, np.float32)
     x = np.arange(60, 440)
     pts = np.stack([x, 250 + 60 * np.sin(x / 50.0)], 1).astype(np.int32)

@@ -1,5 +1,7 @@
-"""bag-eval on generated bags (real rosbag2 files, real ONNX models): truth and sweep references,
-every image encoding and CompressedImage, both storages, and each bad input."""
+"""Tests of bag-eval on generated bags (real rosbag2 files, real ONNX models).
+
+Truth and sweep references, every image encoding and CompressedImage, both storages, and each bad input.
+"""
 from __future__ import annotations
 
 import json
@@ -169,8 +171,10 @@ def test_unmatched_stamps_and_undecodable_frames(tmp_path, oracle_model, capsys)
 
 
 def test_crop_model_on_camera_frames_predicts_on_the_detector_crop(tmp_path, capsys):
-    """A bag as `ros2 bag record /camera/image_raw /sim/ground_truth` writes it (binned 648x486 frames):
-    a crop model is fed the tracked worm's crop, exactly as worm_detector_node would cut it."""
+    """Evaluate a bag as `ros2 bag record /camera/image_raw /sim/ground_truth` writes it (648x486 frames).
+
+    A crop model is fed the tracked worm's crop, exactly as worm_detector_node would cut it.
+    """
     cfg = optics.OpticsConfig()
     scene = optics.make_scene(np.random.default_rng(4), cfg, 1)
     renderer = optics.StackRenderer(scene, cfg, (486, 648), seed=1)

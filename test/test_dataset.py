@@ -1,5 +1,7 @@
-"""The z-stack dataset (core.dataset): reading, labelling by hand-checkable values, bad input, atomic labels,
-best index, splits, the crop writer."""
+"""Tests of the z-stack dataset (core.dataset).
+
+Reading, labelling by hand-checkable values, bad input, atomic labels, best index, splits, the crop writer.
+"""
 import csv
 import time
 from pathlib import Path

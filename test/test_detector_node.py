@@ -18,7 +18,7 @@ SHAPE = (486, 648)  # a quarter-scale full field: full_width_px 2592 -> scale 0.
 
 
 def worm_frame(center=(300.0, 250.0), shape=SHAPE, seed=0, dtype=np.uint8) -> np.ndarray:
-    """A dark, 12 px wide, ~170 px long curved worm on a noisy bright background."""
+    """Draw a dark, 12 px wide, ~170 px long curved worm on a noisy bright background."""
     rng = np.random.default_rng(seed)
     img = np.full(shape, 170, np.float32) + rng.normal(0, 4, shape)
     t = np.linspace(-1, 1, 40)

@@ -6,7 +6,7 @@ import pytest
 from lint_paths import importable, PYTHON_PATHS, ROOT
 
 pytestmark = pytest.mark.skipif(not importable("ament_flake8"),
-                                reason="ament_flake8 missing (apt: ros-<distro>-ament-flake8; pip: requirements-lint.txt)")
+                                reason="no ament_flake8 (apt: ros-<distro>-ament-flake8; pip: requirements-lint.txt)")
 
 
 @pytest.mark.flake8

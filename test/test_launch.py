@@ -125,7 +125,7 @@ def _arguments(description) -> dict:
 
 
 def _context(description, **arguments):
-    """A LaunchContext holding the declared defaults of ``description``, overridden by ``arguments``."""
+    """Make a LaunchContext holding the declared defaults of ``description``, overridden by ``arguments``."""
     from launch import LaunchContext
 
     context = LaunchContext()
@@ -136,7 +136,7 @@ def _context(description, **arguments):
 
 
 def _group(description) -> tuple[list, dict]:
-    """(the PushRosNamespace actions, {executable: Node}) of the description's one GroupAction."""
+    """Return (the PushRosNamespace actions, {executable: Node}) of the description's one GroupAction."""
     from launch.actions import GroupAction
     from launch_ros.actions import Node, PushRosNamespace
 
@@ -268,8 +268,10 @@ def _require_installed_package() -> None:
 
 
 def test_sim_launch_with_launch_testing():
-    """Runs this file under launch_testing as `launch_test test/test_launch.py` would (the test folder is not on
-    the path): sim.launch.py starts real node processes."""
+    """Run this file under launch_testing as `launch_test test/test_launch.py` would.
+
+    The test folder is not on the path; sim.launch.py starts real node processes.
+    """
     _require_installed_package()
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     proc = subprocess.run([sys.executable, "-m", "launch_testing.launch_test", __file__], env=env, cwd=ROOT,

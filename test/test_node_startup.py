@@ -1,5 +1,7 @@
-"""A node that cannot start (hardware absent, bad configuration) exits with code 2 and one FATAL line,
-never a traceback, even when it failed half-way through its constructor (nodes/common.py run_node)."""
+"""A node that cannot start (hardware absent, bad configuration) exits with code 2 and one FATAL line.
+
+Never a traceback, even when it failed half-way through its constructor (nodes/common.py run_node).
+"""
 from __future__ import annotations
 
 import os
@@ -70,8 +72,11 @@ def test_run_node_survives_any_half_built_node():
 
 
 def test_repeated_ctrl_c_is_one_clean_stop():
-    """`ros2 launch` forwards Ctrl-C to nodes that already got it from the terminal: more SIGINTs arrive while
-    the node cleans up and while Python exits. Each must be one clean stop: exit 0, no traceback."""
+    """Each SIGINT must be one clean stop: exit 0, no traceback.
+
+    `ros2 launch` forwards Ctrl-C to nodes that already got it from the terminal: more SIGINTs arrive while
+    the node cleans up and while Python exits.
+    """
     for _ in range(3):
         proc = subprocess.Popen([sys.executable, "-m", "celegans_autofocus.nodes.stepper_controller_node"], env=ENV,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

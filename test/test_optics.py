@@ -18,7 +18,7 @@ NO_BALLS = Balls(np.zeros((0, 2)), np.zeros(0), np.zeros(0), np.zeros(0))
 
 
 def bare_scene(worms=(), particles: Balls = NO_BALLS) -> Scene:
-    """A scene with flat background: only what the test puts in it."""
+    """Make a scene with flat background: only what the test puts in it."""
     flat = Texture(np.zeros((4, 4), np.float32), (-2000.0, -2000.0), 2000.0)
     return Scene(worms=tuple(worms), particles=particles, scratches=np.zeros((0, 6)),
                  background_phase=flat, background_absorb=flat, brightness=0.7, um_per_px=1.55)
@@ -171,8 +171,11 @@ def test_synth_writes_the_dataset_layout(tmp_path: Path, capsys):
 
 
 def test_small_renders_of_a_crop_window_are_the_native_render_binned():
-    """The fast path's field grid: a 500 px window rendered at 96 px is the native render area-averaged,
-    far from focus too; the old 2x-the-output grid (forced by a zero grid budget) is not."""
+    """Check the fast path's field grid.
+
+    A 500 px window rendered at 96 px is the native render area-averaged, far from focus too; the old
+    2x-the-output grid (forced by a zero grid budget) is not.
+    """
     from celegans_autofocus.core.detection import crop_window
     from celegans_autofocus.core.images import PreprocessSpec, preprocess
 

@@ -1,5 +1,8 @@
-"""Packaging: test collection on a ROS machine without torch, pip-installed node executables where
-`ros2 run`/`ros2 launch` look, package.xml covering every third-party import."""
+"""Packaging tests.
+
+Test collection on a ROS machine without torch, pip-installed node executables where
+`ros2 run`/`ros2 launch` look, package.xml covering every third-party import.
+"""
 from __future__ import annotations
 
 import ast
@@ -28,8 +31,11 @@ WITHOUT_TORCH = ("import sys; sys.modules.update(torch=None, timm=None, onnxscri
 
 
 def test_every_test_module_collects_without_torch():
-    """A ROS machine has no torch: collection must still list every test (the training ones are skipped when
-    run). Where launch_testing is installed its pytest plugin is loaded too, as under `colcon test`."""
+    """A ROS machine has no torch: collection must still list every test.
+
+    The training ones are skipped when run. Where launch_testing is installed its pytest plugin is loaded
+    too, as under `colcon test`.
+    """
     proc = subprocess.run([sys.executable, "-c", WITHOUT_TORCH], cwd=ROOT, env=ENV, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -43,7 +49,7 @@ SOURCES = ("setup.py", "setup.cfg", "package.xml", "README.md", "resource", "lau
 
 
 def _source_copy(dest: Path) -> Path:
-    """What setup.py needs, copied (the build writes build/ and *.egg-info next to setup.py)."""
+    """Copy what setup.py needs (the build writes build/ and *.egg-info next to setup.py)."""
     dest.mkdir()
     for name in SOURCES:
         src = ROOT / name
@@ -56,7 +62,7 @@ def _source_copy(dest: Path) -> Path:
 
 @pytest.mark.skipif(importlib.util.find_spec("pip") is None, reason="pip is not installed for this Python")
 def test_pip_install_puts_the_node_executables_where_ros2_looks(tmp_path):
-    """pip ignores setup.cfg's install_scripts: lib/<package>/<node> must still exist after `pip install`."""
+    """Pip ignores setup.cfg's install_scripts: lib/<package>/<node> must still exist after `pip install`."""
     src = _source_copy(tmp_path / "src")
     prefix = tmp_path / "prefix"
     # --ignore-installed: without it pip would first uninstall this venv's own (editable) install
@@ -80,7 +86,7 @@ def test_pip_install_puts_the_node_executables_where_ros2_looks(tmp_path):
 
 
 def test_colcon_style_install_keeps_the_console_scripts_in_lib(tmp_path):
-    """colcon runs `setup.py install`, which honours setup.cfg: the console scripts themselves go to lib/."""
+    """Colcon runs `setup.py install`, which honours setup.cfg: the console scripts themselves go to lib/."""
     src = _source_copy(tmp_path / "src")
     prefix = tmp_path / "prefix"
     site = prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
@@ -162,7 +168,7 @@ def test_package_xml_test_and_lint_depends():
 
 
 def test_pip_keys_missing_from_rosdistro_are_defined_in_rosdep_yaml():
-    """rosdistro has no tifffile or onnx key (checked in rosdep/python.yaml): rosdep.yaml defines them."""
+    """Rosdistro has no tifffile or onnx key (checked in rosdep/python.yaml): rosdep.yaml defines them."""
     import yaml
 
     defined = yaml.safe_load((ROOT / "rosdep.yaml").read_text())

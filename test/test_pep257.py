@@ -10,7 +10,7 @@ import pytest
 from lint_paths import importable, PYTHON_PATHS
 
 pytestmark = pytest.mark.skipif(not importable("ament_pep257"),
-                                reason="ament_pep257 missing (apt: ros-<distro>-ament-pep257; pip: requirements-lint.txt)")
+                                reason="no ament_pep257 (apt: ros-<distro>-ament-pep257; pip: requirements-lint.txt)")
 
 
 @pytest.mark.linter

@@ -34,7 +34,7 @@ class Rig:
         assert self.h.spin_until(lambda: self.node.lens_z_steps == z_steps, timeout_s=15)
 
     def next_frame(self, lens_z: float | None = None) -> tuple[Image, PointStamped]:
-        """The first image (and its ground truth) published from now on [with the lens at ``lens_z``]."""
+        """Return the first image (and its ground truth) published from now on [with the lens at ``lens_z``]."""
         n = len(self.truth)
 
         def found():
@@ -54,7 +54,7 @@ class Rig:
 
 
 def reference_frames(offsets_steps, seed=0, n_worms=3, shape=(120, 160)) -> list[np.ndarray]:
-    """The same scene rendered independently (other noise) at ``offsets_steps``."""
+    """Render the same scene independently (other noise) at ``offsets_steps``."""
     config = OpticsConfig()
     renderer = StackRenderer(make_scene(np.random.default_rng(seed), config, n_worms), config, shape, seed=99)
     return [renderer.frame(o).astype(np.float32) for o in offsets_steps]
@@ -109,7 +109,7 @@ def test_joint_name_selects_the_focus_joint(ros_harness):
 
 
 def write_stack(root: Path, z_values=range(-4, 5), best_index: int | None = 0) -> Path:
-    """A dataset with one stack whose image z_<i> is filled with the value 100 + 10 i."""
+    """Write a dataset with one stack whose image z_<i> is filled with the value 100 + 10 i."""
     stack = root / "plates" / "p1" / "s1"
     stack.mkdir(parents=True)
     for z in z_values:

@@ -30,8 +30,11 @@ def _variant_view(seed: int, stage: str | None = None):
 
 @pytest.mark.parametrize("seed", range(16))
 def test_every_variant_keeps_the_sign_of_defocus(seed):
-    """Transport of intensity: behind the worm (dz > 0, offset < 0) its lens brightens the axis, in front
-    (offset > 0) it darkens it, whatever the absorption, lawn, illumination, stage or camera."""
+    """Check the transport of intensity.
+
+    Behind the worm (dz > 0, offset < 0) its lens brightens the axis, in front (offset > 0) it darkens it,
+    whatever the absorption, lawn, illumination, stage or camera.
+    """
     config, renderer, ij = _variant_view(seed)
     axis = {d: float(renderer.frame(d)[ij[:, 1], ij[:, 0]].astype(float).mean()) for d in (-STEPS, STEPS)}
     assert axis[-STEPS] > axis[STEPS] + 1.0, (axis, config)

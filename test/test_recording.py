@@ -1,5 +1,8 @@
-"""recording.py: rosbag2 bags written with BagRecorder open with rosbags' AnyReader, both storages;
-BagReader gives clear errors for missing, foreign, truncated and topic-less bags."""
+"""Tests of recording.py.
+
+rosbag2 bags written with BagRecorder open with rosbags' AnyReader, both storages; BagReader gives clear
+errors for missing, foreign, truncated and topic-less bags.
+"""
 from __future__ import annotations
 
 from pathlib import Path

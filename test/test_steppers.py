@@ -270,7 +270,9 @@ def test_gpio_bad_pin_is_reported(pins):
 # --- GRBL over a pty ---------------------------------------------------------------------------
 class FakeGrbl:
     """Answers like GRBL 1.1 on the master side of a pty: ok / error:N / ALARM:N / status reports.
-    Moves take real time at the commanded feed, so Run/Idle states and feed hold are observable."""
+
+    Moves take real time at the commanded feed, so Run/Idle states and feed hold are observable.
+    """
 
     G1 = re.compile(r"^G91 G1 Z(-?\d+\.?\d*) F(\d+\.?\d*)$")
 
@@ -369,7 +371,7 @@ class FakeGrbl:
         self.send(f"ALARM:{code}")
 
     def disappear(self) -> None:
-        """The USB cable is pulled: both ends of the pty go away."""
+        """Pull the USB cable: both ends of the pty go away."""
         self._stop.set()
         self._thread.join()
         os.close(self.master)

@@ -50,7 +50,7 @@ SUMMARY_KEYS = {"model", "kind", *SUMMARY_KEYS}
 
 
 def _add_crop_stacks(root: Path) -> None:
-    """A crop stack per full stack around its first worm (what `crop` writes, without the detector)."""
+    """Write a crop stack per full stack around its first worm (what `crop` writes, without the detector)."""
     for stack in sorted((root / "plates").glob("*/*")):
         meta = yaml.safe_load((stack / "stack.yaml").read_text())
         crop_dir = stack.parent / f"{stack.name}_crop{CROP_PX}"
@@ -77,7 +77,7 @@ def dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(dataset, tmp_path_factory) -> dict:
-    """A 2-epoch run, and the same run interrupted after 1 epoch and resumed to 2."""
+    """Train a 2-epoch run, and the same run interrupted after 1 epoch and resumed to 2."""
     base = tmp_path_factory.mktemp("runs")
     full = train(dataset, TrainConfig(**TINY, epochs=2), base / "full")
     interrupted = train(dataset, TrainConfig(**TINY, epochs=1), base / "resumed")
