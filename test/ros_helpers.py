@@ -14,9 +14,7 @@
 
 """Helpers for node tests on real rclpy (no mocks): a harness with one executor, spin_until, a probe node.
 
-Use in a test module::
-
-    from ros_helpers import ros_harness  # noqa: F401  (pytest fixture)
+conftest.py registers the fixtures for every test module::
 
     def test_x(ros_harness):
         node = ros_harness.start(CameraNode, backend="folder", path=str(tmp))

@@ -26,7 +26,6 @@ from sensor_msgs.msg import Image
 
 from celegans_autofocus.nodes.common import ConfigError, array_to_image, image_to_array, s_to_stamp
 from celegans_autofocus.nodes.worm_detector_node import WormDetectorNode
-from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
 
 SHAPE = (486, 648)  # a quarter-scale full field: full_width_px 2592 -> scale 0.25
 

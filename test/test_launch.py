@@ -37,9 +37,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # `launch_test test/test_launch.py` runs it directly
-from ros_helpers import ros_context  # noqa: E402,F401  (fixture)
-
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"autofocus.yaml": ROOT / "config" / "autofocus.yaml", "sim.yaml": ROOT / "config" / "sim.yaml"}
 LAUNCH_DIR = ROOT / "launch"

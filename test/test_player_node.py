@@ -29,7 +29,6 @@ from std_msgs.msg import Header
 from celegans_autofocus.core.optics import OpticsConfig, StackRenderer, make_scene
 from celegans_autofocus.nodes.common import ConfigError, image_to_array, s_to_stamp, stamp_to_s
 from celegans_autofocus.nodes.stack_player_node import StackPlayerNode
-from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
 
 SMALL = {"frame_width_px": 160, "frame_height_px": 120}  # the whole field at 1/16 scale: fast renders
 

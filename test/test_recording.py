@@ -29,7 +29,6 @@ from rosbags.highlevel import AnyReader
 
 from celegans_autofocus import recording as rec
 from celegans_autofocus.core.images import ImageError
-from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
 
 
 def _write_bag(path: Path, storage: str) -> dict:
