@@ -1,5 +1,22 @@
-"""On a ROS install, where cv_bridge can be imported: nodes/common.py's Image <-> numpy conversions agree with
-cv_bridge's (vision_opencv, Python API) for every encoding the package supports (core.images.ENCODINGS)."""
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Image <-> numpy conversions of nodes/common.py against cv_bridge, where it can be imported (a ROS install).
+
+They agree with cv_bridge's Python API (vision_opencv) for every encoding the package supports
+(core.images.ENCODINGS).
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -74,8 +91,11 @@ def test_big_endian_mono16_reads_alike(bridge):
 
 @pytest.mark.parametrize("encoding", COLOUR)
 def test_grayscale_is_cv_bridges_mono8_before_rounding(bridge, encoding):
-    """image_to_gray is BT.601 luma in float32; cv_bridge's mono8 is OpenCV's fixed-point cvtColor of the
-    same rule, rounded to uint8: they differ by at most one grey level."""
+    """Differ by at most one grey level from cv_bridge's mono8.
+
+    image_to_gray is BT.601 luma in float32; cv_bridge's mono8 is OpenCV's fixed-point cvtColor of the
+    same rule, rounded to uint8.
+    """
     msg = array_to_image(sample(encoding, 32, 48), encoding)
     theirs = bridge.imgmsg_to_cv2(msg, desired_encoding="mono8")
     ours = image_to_gray(msg)

@@ -1,5 +1,22 @@
-"""Where diagnostic_updater can be imported (a ROS install; no PyPI wheel), the nodes' /diagnostics come from its
-Updater (nodes/diagnostics.py), with the same status name and content as the hand-made publisher elsewhere."""
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The nodes' /diagnostics from diagnostic_updater, where it can be imported (a ROS install; no PyPI wheel).
+
+Its Updater (nodes/diagnostics.py) publishes the same status name and content as the hand-made publisher
+used elsewhere.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -8,7 +25,6 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
 from celegans_autofocus.nodes.stepper_controller_node import StepperControllerNode
-from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("diagnostic_updater") is None,
                                 reason="diagnostic_updater is not installed (it comes with a ROS install)")

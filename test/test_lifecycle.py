@@ -1,5 +1,21 @@
-"""Lifecycle transitions of camera_node, stepper_controller_node and focus_predictor_node on a real rclpy graph,
-driven through their ``<node>/change_state`` and ``<node>/get_state`` services (nodes/lifecycle.py)."""
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Lifecycle transitions of the camera, stepper and predictor nodes on a real rclpy graph.
+
+Driven through their ``<node>/change_state`` and ``<node>/get_state`` services (nodes/lifecycle.py).
+"""
 from __future__ import annotations
 
 import gc
@@ -23,7 +39,6 @@ from celegans_autofocus.nodes.common import SENSOR_QOS, array_to_image, s_to_sta
 from celegans_autofocus.nodes.focus_predictor_node import FocusPredictorNode
 from celegans_autofocus.nodes.stepper_controller_node import StepperControllerNode
 from onnx_models import pixel_model
-from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
 from test_camera_node import write_folder
 from test_predictor_node import frame
 
@@ -53,7 +68,7 @@ class Lifecycle:
 
 
 def count_stays(harness, messages: list, quiet_s: float = QUIET_S) -> bool:
-    """True if nothing new arrives in ``messages`` for ``quiet_s`` (after a short grace for in-flight ones)."""
+    """Tell whether nothing new arrives in ``messages`` for ``quiet_s`` (after a grace for in-flight ones)."""
     harness.spin_for(0.2)
     n = len(messages)
     harness.spin_for(quiet_s)

@@ -1,5 +1,22 @@
-"""QoS overrides on the image topics: ``qos_overrides.<topic>.<publisher|subscription>.<policy>`` parameters
-(rclpy's QoSOverridingOptions) change what the nodes offer and request on a real rclpy graph."""
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""QoS overrides on the image topics, on a real rclpy graph.
+
+The parameters ``qos_overrides.<topic>.<publisher|subscription>.<policy>`` (rclpy's QoSOverridingOptions)
+change what the nodes offer and request.
+"""
 from __future__ import annotations
 
 import pytest
@@ -12,7 +29,6 @@ from celegans_autofocus.nodes.common import SENSOR_QOS, ConfigError
 from celegans_autofocus.nodes.focus_predictor_node import FocusPredictorNode
 from celegans_autofocus.nodes.worm_detector_node import WormDetectorNode
 from onnx_models import pixel_model
-from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
 from test_camera_node import write_folder
 
 

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Physically based brightfield z-stack simulator: worm phantoms on agar, defocus, camera.
 
 Sign convention (defined here once; every other module follows it):
@@ -24,16 +38,19 @@ Model (scalar, thin object, Fresnel regime):
   (shot noise in its Gaussian limit, thousands of electrons) and 8-bit output.
 
 The scene is vector data in full-frame pixels, rasterized over any window at any sampling, so a
-small ``out_shape`` (the fast path) is the same physics at lower resolution. The field is
-computed on a grid at most ``max_oversample`` times finer than the output and box-averaged
-down, like a camera binning its pixels; phase gradients that the grid cannot represent (light
-deflected beyond its Nyquist angle) are treated as lost. Content around the window is
-rasterized into the FFT padding, so there is no wrap-around within ``max_offset_steps``.
+small ``out_shape`` (the fast path) is the same physics at lower resolution. A window whose field
+grid fits ``max_native_grid_px`` is computed on the camera's native grid (an integer subdivision
+of it when ``um_per_px`` is coarser than the band NA + condenser NA needs) and area-averaged to
+``out_shape``: a crop rendered small is the native crop binned. Larger views (the live full
+field) use a grid at most ``max_oversample`` times finer than the output. Phase gradients that
+the grid cannot represent (light deflected beyond its Nyquist angle) are treated as lost. Content
+around the window is rasterized into the FFT padding, so there is no wrap-around within
+``max_offset_steps``. Camera extras (blur, motion blur, gamma, JPEG) are off by default;
+``core.randomize`` draws calibrated variants of all of it.
 """
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -42,7 +59,9 @@ import cv2
 import numpy as np
 import yaml
 
-FULL_FRAME_WH = (2592, 1944)
+from .atomic import atomic_write_text
+from .sensor import FULL_FRAME_WH_PX, STEP_UM, UM_PER_PX
+
 #: Stacks render offsets up to this many steps without wrap-around unless told otherwise.
 DEFAULT_MAX_OFFSET_STEPS = 300.0
 
@@ -51,13 +70,13 @@ DEFAULT_MAX_OFFSET_STEPS = 300.0
 class OpticsConfig:
     """Microscope, specimen and camera constants (lengths in micrometres)."""
 
-    step_um: float = 5.0
-    um_per_px: float = 1.55
+    step_um: float = STEP_UM
+    um_per_px: float = UM_PER_PX
     wavelength_um: float = 0.55
     na: float = 0.08
     condenser_na: float = 0.03
-    frame_width_px: int = FULL_FRAME_WH[0]
-    frame_height_px: int = FULL_FRAME_WH[1]
+    frame_width_px: int = FULL_FRAME_WH_PX[0]
+    frame_height_px: int = FULL_FRAME_WH_PX[1]
     n_medium: float = 1.33
     n_worm: float = 1.38
     worm_length_um: tuple[float, float] = (850.0, 1150.0)
@@ -67,10 +86,29 @@ class OpticsConfig:
     vignetting: float = 0.25
     noise: bool = True
     max_oversample: int = 2
+    #: field grid budget (px incl. padding) for rendering a window on the native grid (or an integer
+    #: subdivision of it when um_per_px is coarser than the field's band needs); larger grids use
+    #: ``max_oversample`` times the output's sampling instead (the live full-field view).
+    max_native_grid_px: int = 2_500_000
+    # Specimen appearance (defaults: the look the bundled model was trained on; core.randomize varies them).
+    body_absorb_per_um: float = 0.0015  # amplitude absorption of the body per um of chord
+    cuticle_absorb_per_um: float = 0.05  # extra absorption of the 1 um cuticle shell
+    inclusion_scale: float = 1.0  # multiplies index contrast and absorption of gut granules, bulbs, eggs in utero
+    lawn_scale: float = 1.0  # multiplies the bacterial lawn's thickness
+    agar_scale: float = 1.0  # multiplies the agar surface undulation
+    particle_density_scale: float = 1.0
+    eggs_per_mm2: float = 0.0  # laid eggs on the agar
+    tracks: int = 0  # crawling tracks (shallow sinusoidal grooves) per scene
+    brightness: tuple[float, float] = (0.55, 0.8)  # background level range, fraction of 8-bit full scale
+    # Camera (applied to the 8-bit frame; defaults: off).
+    gamma: float = 1.0  # output = 255 * (linear / 255) ** (1 / gamma)
+    jpeg_quality: int = 0  # 0 = none, else the frame is JPEG-compressed at this quality
+    motion_blur_px: float = 0.0  # linear blur along a random direction, in output px
+    blur_sigma_px: float = 0.0  # Gaussian blur (lens aberrations, soft camera optics), in output px
 
     @property
     def depth_of_field_um(self) -> float:
-        """lambda / NA^2, the axial range that looks sharp."""
+        """Axial range that looks sharp: lambda / NA^2."""
         return self.wavelength_um / self.na**2
 
     @property
@@ -213,7 +251,7 @@ def make_scene(rng: np.random.Generator, config: OpticsConfig = OpticsConfig(), 
         worms.append(worm)
 
     area_px = (w_px + 2 * margin_px) * (h_px + 2 * margin_px)
-    n_part = int(rng.poisson(area_px * rng.uniform(20, 70) / 1e6))
+    n_part = int(rng.poisson(area_px * rng.uniform(20, 70) / 1e6 * config.particle_density_scale))
     dark = rng.random(n_part) < 0.4
     particles = Balls(
         xy_px=rng.uniform([-margin_px, -margin_px], [w_px + margin_px, h_px + margin_px], (n_part, 2)),
@@ -239,7 +277,8 @@ def make_scene(rng: np.random.Generator, config: OpticsConfig = OpticsConfig(), 
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
     xx = (origin[0] + xx * cell_px) * config.um_per_px  # um
     yy = (origin[1] + yy * cell_px) * config.um_per_px
-    agar_rad = 0.8 * _smooth_noise(rng, (rows, cols), 200 / cell_um) + 0.15 * _smooth_noise(rng, (rows, cols), 25 / cell_um)
+    agar_rad = config.agar_scale * (0.8 * _smooth_noise(rng, (rows, cols), 200 / cell_um)
+                                    + 0.15 * _smooth_noise(rng, (rows, cols), 25 / cell_um))
     # Lawn: a big disc (radius 3-8 mm) whose edge may cross the frame; thicker rim, clumpy.
     frame_c = np.array([w_px, h_px]) * config.um_per_px / 2
     lawn_r = rng.uniform(3000, 8000)
@@ -247,16 +286,55 @@ def make_scene(rng: np.random.Generator, config: OpticsConfig = OpticsConfig(), 
     dist_edge = lawn_r - np.hypot(xx - lawn_c[0], yy - lawn_c[1])  # um, > 0 inside
     inside = 1 / (1 + np.exp(-dist_edge / 15))
     rim = 2.5 * np.exp(-np.maximum(dist_edge, 0) / 80) * inside
-    clumps = np.clip(_smooth_noise(rng, (rows, cols), 6 / cell_um) * 0.6 + _smooth_noise(rng, (rows, cols), 40 / cell_um) * 0.4, -2, 3)
+    clumps = np.clip(_smooth_noise(rng, (rows, cols), 6 / cell_um) * 0.6
+                     + _smooth_noise(rng, (rows, cols), 40 / cell_um) * 0.4, -2, 3)
     lawn_um = np.clip(inside * rng.uniform(0.8, 2.5) * (1 + 0.35 * clumps) + rim, 0, None).astype(np.float32)
+    lawn_um *= config.lawn_scale
+    brightness = float(rng.uniform(*config.brightness))
+    # Optional extras draw from rng only when enabled, so the default scenes stay as they were.
+    groove_um = np.zeros_like(lawn_um)
+    if config.tracks > 0:
+        lawn_um, groove_um = _tracks(rng, config, lawn_um, cell_um, (rows, cols))
+    if config.eggs_per_mm2 > 0:
+        particles = _with_eggs(rng, config, particles, area_px * (config.um_per_px / 1000) ** 2, margin_px)
     lawn_dn = 0.05
-    phase = agar_rad + 2 * np.pi * lawn_dn * lawn_um / config.wavelength_um
+    phase = (agar_rad + 2 * np.pi * lawn_dn * lawn_um / config.wavelength_um
+             - 2 * np.pi * (config.n_medium - _N_AGAR_AIR) * groove_um / config.wavelength_um)
     return Scene(
         worms=tuple(worms), particles=particles, scratches=scratches,
         background_phase=Texture(phase.astype(np.float32), origin, cell_px),
         background_absorb=Texture((0.004 * lawn_um).astype(np.float32), origin, cell_px),
-        brightness=float(rng.uniform(0.55, 0.8)), um_per_px=config.um_per_px,
+        brightness=brightness, um_per_px=config.um_per_px,
     )
+
+
+def _tracks(rng: np.random.Generator, config: OpticsConfig, lawn_um: np.ndarray, cell_um: float,
+            shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Crawling tracks: sinusoidal furrows (worm-wide) that thin the lawn and groove the agar surface."""
+    mask = np.zeros(shape, np.float32)
+    for _ in range(config.tracks):
+        length_um = rng.uniform(800, 4000)
+        s = np.linspace(0, length_um, 200)
+        wavelength_um = rng.uniform(400, 900)
+        bend = rng.uniform(0.3, 0.8) * np.sin(2 * np.pi * s / wavelength_um + rng.uniform(0, 2 * np.pi))
+        angle = rng.uniform(0, 2 * np.pi) + bend + rng.uniform(-0.5, 0.5) * s / length_um
+        xy = np.cumsum(np.stack([np.cos(angle), np.sin(angle)], 1) * (s[1] - s[0]), 0) / cell_um
+        xy += rng.uniform([0, 0], [shape[1], shape[0]]) - xy.mean(0)
+        width_cells = max(1, int(round(rng.uniform(*config.worm_width_um) / cell_um)))
+        cv2.polylines(mask, [np.round(xy).astype(np.int32)], False, float(rng.uniform(0.3, 1.0)), width_cells)
+    mask = cv2.GaussianBlur(mask, (0, 0), 1.0)
+    return lawn_um * (1 - 0.7 * mask), mask * float(rng.uniform(0.02, 0.15))
+
+
+def _with_eggs(rng: np.random.Generator, config: OpticsConfig, particles: Balls, area_mm2: float,
+               margin_px: float) -> Balls:
+    """Laid eggs (~50 x 30 um shells, drawn as balls of the same volume) added to the particles."""
+    n = int(rng.poisson(config.eggs_per_mm2 * area_mm2))
+    xy = rng.uniform([-margin_px, -margin_px], [config.frame_width_px + margin_px,
+                                                config.frame_height_px + margin_px], (n, 2))
+    return Balls(np.concatenate([particles.xy_px, xy]), np.concatenate([particles.radius_um, rng.uniform(16, 20, n)]),
+                 np.concatenate([particles.delta_n, rng.uniform(0.02, 0.04, n)]),
+                 np.concatenate([particles.absorb_per_um, rng.uniform(0.003, 0.01, n)]))
 
 
 # ------------------------------------------------------------------------ rasterizing
@@ -368,11 +446,13 @@ def _rasterize(scene: Scene, config: OpticsConfig, grid: _Grid) -> np.ndarray:
         inc = worm.inclusions
         inc_phase = np.zeros(sub.shape, np.float32)
         inc_absorb = np.zeros(sub.shape, np.float32)
-        _splat_chords(inc_phase, sub.to_grid(inc.xy_px), inc.radius_um / dx_um, k_rad_per_um * inc.delta_n, dx_um, "add")
+        _splat_chords(inc_phase, sub.to_grid(inc.xy_px), inc.radius_um / dx_um, k_rad_per_um * inc.delta_n, dx_um,
+                      "add")
         _splat_chords(inc_absorb, sub.to_grid(inc.xy_px), inc.radius_um / dx_um, inc.absorb_per_um, dx_um, "add")
         inside = body > 0
-        phase[i0:i1, j0:j1] += k_rad_per_um * dn_worm * body + inc_phase * inside
-        absorb[i0:i1, j0:j1] += 0.0015 * body + 0.05 * (body - core) + inc_absorb * inside
+        phase[i0:i1, j0:j1] += k_rad_per_um * dn_worm * body + config.inclusion_scale * inc_phase * inside
+        absorb[i0:i1, j0:j1] += (config.body_absorb_per_um * body + config.cuticle_absorb_per_um * (body - core)
+                                 + config.inclusion_scale * inc_absorb * inside)
 
     # Light deflected past the grid's Nyquist angle would alias; it leaves the pupil (lost).
     gy, gx = np.gradient(phase)
@@ -424,13 +504,24 @@ class StackRenderer:
         dx_out_um = out_scale_px * config.um_per_px
         na_outer = config.na + config.condenser_na
         dx_needed_um = config.wavelength_um / (2 * na_outer)  # Nyquist of the field's band
-        self.oversample = int(min(max(1, math.ceil(dx_out_um / dx_needed_um - 1e-9)), config.max_oversample))
-        self.dx_um = dx_out_um / self.oversample
-        scale_px = out_scale_px / self.oversample
         dz_max_um = abs(max_offset_steps) * config.step_um
         pad_um = dz_max_um * (config.na + 2.5 * config.condenser_na) + 10.0
-        pad = self.oversample * math.ceil(pad_um / dx_out_um)  # grid px, whole output px
-        inner = (oh * self.oversample, ow * self.oversample)
+        # Native grid (or an integer subdivision of it) when it fits the budget: a binned window then is
+        # the native render binned, whatever out_shape; else max_oversample x the output's sampling.
+        sub = max(1, math.ceil(config.um_per_px / dx_needed_um - 1e-9))
+        native_pad = sub * math.ceil(pad_um / config.um_per_px)
+        native_px = (self.window_px[3] * sub + 2 * native_pad) * (w * sub + 2 * native_pad)
+        if out_scale_px > 1 and native_px <= config.max_native_grid_px:
+            scale_px = 1.0 / sub
+            pad = native_pad
+            inner = (self.window_px[3] * sub, w * sub)
+        else:
+            oversample = int(min(max(1, math.ceil(dx_out_um / dx_needed_um - 1e-9)), config.max_oversample))
+            scale_px = out_scale_px / oversample
+            pad = oversample * math.ceil(pad_um / dx_out_um)  # grid px, whole output px
+            inner = (oh * oversample, ow * oversample)
+        self.oversample = out_scale_px / scale_px  # grid px per output px (may be fractional)
+        self.dx_um = scale_px * config.um_per_px
         shape = (cv2.getOptimalDFTSize(inner[0] + 2 * pad), cv2.getOptimalDFTSize(inner[1] + 2 * pad))
         self._crop = (pad, pad, inner[0], inner[1])  # i0, j0, rows, cols of the window in the grid
         grid = _Grid(x0 - pad * scale_px, self.window_px[1] - pad * scale_px, scale_px, shape)
@@ -453,6 +544,9 @@ class StackRenderer:
         r2 = ((xs[None, :] - cx) ** 2 + (ys[:, None] - cy) ** 2) / (cx * cx + cy * cy)
         self._gain_dn = (255.0 * scene.brightness * (1 - config.vignetting * r2)).astype(np.float32)
         self._native_px_per_out = out_scale_px**2
+        self._blur_kernel = None
+        if config.motion_blur_px > 0:
+            self._blur_kernel = _motion_kernel(config.motion_blur_px, float(self.rng.uniform(0, np.pi)))
 
     def intensity(self, offset_steps: float) -> np.ndarray:
         """Noise-free image intensity at ``offset_steps`` on ``out_shape`` (1 = unobstructed light)."""
@@ -473,27 +567,56 @@ class StackRenderer:
         inten *= inten
         if m:
             inten = cv2.GaussianBlur(inten, (0, 0), sigma)[m:m + rows, m:m + cols]
-        if self.oversample > 1:
+        if inten.shape != self.out_shape:
             inten = cv2.resize(inten, (self.out_shape[1], self.out_shape[0]), interpolation=cv2.INTER_AREA)
         return inten
 
     def frame(self, offset_steps: float) -> np.ndarray:
-        """8-bit camera frame (out_shape) seen when the motor must move ``offset_steps`` to focus."""
-        dn = self.intensity(offset_steps) * self._gain_dn
+        """Return the 8-bit camera image, out_shape, seen when the motor must move ``offset_steps`` to focus."""
+        inten = self.intensity(offset_steps)
+        if self.config.blur_sigma_px > 0:
+            inten = cv2.GaussianBlur(inten, (0, 0), self.config.blur_sigma_px, borderType=cv2.BORDER_REFLECT)
+        if self._blur_kernel is not None:
+            inten = cv2.filter2D(inten, -1, self._blur_kernel, borderType=cv2.BORDER_REFLECT)
+        dn = inten * self._gain_dn
         cfg = self.config
         if cfg.noise:
             e_per_dn = cfg.full_well_e / 255.0
             var_e = np.maximum(dn, 0) * e_per_dn + cfg.read_noise_e**2
             sigma_dn = np.sqrt(var_e / self._native_px_per_out) / e_per_dn
             dn += sigma_dn * self.rng.standard_normal(dn.shape, dtype=np.float32)
-        return np.clip(np.rint(dn), 0, 255).astype(np.uint8)
+        if cfg.gamma != 1.0:
+            dn = 255.0 * np.clip(dn / 255.0, 0, 1) ** (1.0 / cfg.gamma)
+        image = np.clip(np.rint(dn), 0, 255).astype(np.uint8)
+        if cfg.jpeg_quality:
+            ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(cfg.jpeg_quality)])
+            image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+        return image
+
+
+def _motion_kernel(length_px: float, angle_rad: float) -> np.ndarray:
+    """Normalised line kernel of ``length_px`` (sub-pixel lengths by a tapered end) along ``angle_rad``."""
+    half = int(math.ceil(length_px / 2)) + 1
+    k = np.zeros((2 * half + 1, 2 * half + 1), np.float32)
+    for t in np.linspace(-length_px / 2, length_px / 2, max(2, int(length_px * 4) + 1)):
+        x, y = half + t * math.cos(angle_rad), half + t * math.sin(angle_rad)
+        j, i = int(math.floor(x)), int(math.floor(y))
+        fx, fy = x - j, y - i
+        k[i, j] += (1 - fx) * (1 - fy)
+        k[i, j + 1] += fx * (1 - fy)
+        k[i + 1, j] += (1 - fx) * fy
+        k[i + 1, j + 1] += fx * fy
+    return k / k.sum()
 
 
 def render(scene: Scene, offset_steps: float, config: OpticsConfig = OpticsConfig(),
            rng: np.random.Generator | None = None, window_px: tuple[int, int, int, int] | None = None,
            out_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """One uint8 frame of ``window_px`` (full-frame px; default whole frame) at ``out_shape``
-    (default native 1.55 um/px), seen when the motor must move ``offset_steps`` to reach focus."""
+    """Render one uint8 frame of ``window_px`` (full-frame px; default whole frame).
+
+    At ``out_shape`` (default native sensor grid), seen when the motor must move ``offset_steps`` to reach
+    focus.
+    """
     renderer = StackRenderer(scene, config, out_shape, window_px, max_offset_steps=abs(offset_steps),
                              rng=rng if rng is not None else np.random.default_rng())
     return renderer.frame(offset_steps)
@@ -501,16 +624,13 @@ def render(scene: Scene, offset_steps: float, config: OpticsConfig = OpticsConfi
 
 # --------------------------------------------------------------------------- datasets
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def draw_stack(rng: np.random.Generator, config: OpticsConfig, range_steps: int,
                n_worms: int | None = None) -> tuple[Scene, int]:
-    """The synthetic-stack distribution: a scene (1-3 worms unless ``n_worms``) and a true best
-    index drawn uniformly within +-range_steps/4, for z indices spanning -range_steps..range_steps."""
+    """Draw from the synthetic-stack distribution.
+
+    A scene (1-3 worms unless ``n_worms``) and a true best index drawn uniformly within +-range_steps/4,
+    for z indices spanning -range_steps..range_steps.
+    """
     worms_here = int(rng.integers(1, 4)) if n_worms is None else int(n_worms)
     scene = make_scene(rng, config, worms_here)
     return scene, int(rng.integers(-(range_steps // 4), range_steps // 4 + 1))
@@ -527,7 +647,7 @@ def write_synthetic_dataset(out_dir: str | Path, plates: int, stacks_per_plate: 
                             step_every: int = 1, seed: int = 0, frame_shape: tuple[int, int] | None = None,
                             n_worms: int | None = None, config: OpticsConfig = OpticsConfig(),
                             progress: Callable[[int], None] | None = None) -> list[Path]:
-    """Write ``plates x stacks_per_plate`` synthetic stacks in the DESIGN section 2 layout.
+    """Write ``plates x stacks_per_plate`` synthetic stacks in the dataset layout.
 
     Each stack is drawn by :func:`draw_stack` and imaged at
     ``z_index = -range_steps, -range_steps + step_every, ... <= range_steps``.
@@ -575,6 +695,6 @@ def write_synthetic_dataset(out_dir: str | Path, plates: int, stacks_per_plate: 
                            "bbox_px": [int(round(v * scale)) for v in w.bbox_px]} for w in scene.worms],
                 "synthetic": {"seed": int(seed), "plate": p, "stack": s, "optics": config.to_dict()},
             }
-            _atomic_write_text(stack_dir / "stack.yaml", yaml.safe_dump(meta, sort_keys=False, default_flow_style=None))
+            atomic_write_text(stack_dir / "stack.yaml", yaml.safe_dump(meta, sort_keys=False, default_flow_style=None))
             stack_dirs.append(stack_dir)
     return stack_dirs

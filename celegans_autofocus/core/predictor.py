@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """ONNX Runtime focus predictor: a grayscale frame -> signed motor steps to best focus.
 
 The model file carries its own preprocessing and units in ``metadata_props`` under the key
@@ -10,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -18,10 +31,10 @@ from typing import Sequence
 import numpy as np
 
 from .images import PreprocessSpec, preprocess
+from .package_files import package_file
 
 METADATA_KEY = "celegans_autofocus"
 SCHEMA_VERSION = 1
-PACKAGE = "celegans_autofocus"
 DEFAULT_MODEL_NAME = "default.onnx"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -36,19 +49,11 @@ class NonFiniteOutputError(ArithmeticError):
 
 
 def default_model_path() -> Path:
-    """The bundled ``models/default.onnx``: ament share dir, then ``<sys.prefix>/share``, then the source tree."""
-    candidates: list[Path] = []
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        candidates.append(Path(get_package_share_directory(PACKAGE)) / "models" / DEFAULT_MODEL_NAME)
-    except Exception:  # not importable, AMENT_PREFIX_PATH unset or package not indexed: try the next place
-        pass
-    candidates.append(Path(sys.prefix) / "share" / PACKAGE / "models" / DEFAULT_MODEL_NAME)
-    candidates.append(Path(__file__).resolve().parents[2] / "models" / DEFAULT_MODEL_NAME)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise ModelError("no bundled model found; looked in: " + ", ".join(str(p) for p in candidates))
+    """Return the bundled ``models/default.onnx`` (:func:`core.package_files.package_file`)."""
+    path, looked_in = package_file("models", DEFAULT_MODEL_NAME)
+    if path is None:
+        raise ModelError("no bundled model found; looked in: " + ", ".join(str(p) for p in looked_in))
+    return path
 
 
 def resolve_providers(providers: None | str | Sequence[str] = "auto") -> list[str]:
@@ -96,8 +101,11 @@ def parse_metadata(text: str | None, path: Path) -> dict:
 
 
 def input_view(requested: str, metadata: dict) -> str:
-    """``full`` or ``crop``: as requested, or for ``auto`` the model's ``input_view`` metadata (crop models
-    get the detector's crop; full-frame and mixed models the camera frame)."""
+    """Return ``full`` or ``crop``.
+
+    As requested, or for ``auto`` the model's ``input_view`` metadata (crop models get the detector's
+    crop; full-frame and mixed models the camera frame).
+    """
     if requested != "auto":
         return requested
     return "crop" if metadata.get("input_view") == "crop" else "full"
@@ -133,7 +141,7 @@ class FocusPredictor:
 
     @property
     def providers(self) -> list[str]:
-        """The execution providers the session actually uses, in priority order."""
+        """Return the execution providers the session actually uses, in priority order."""
         return self.session.get_providers()
 
     @property
@@ -169,8 +177,11 @@ class FocusPredictor:
         return offsets
 
     def warm_up(self) -> float:
-        """One run on a blank input, so that the first real frame does not pay for the session's lazy
-        allocations; returns its time in ms. The output is not checked (a model may be garbage on blanks)."""
+        """Run once on a blank input; returns its time in ms.
+
+        So the first real frame does not pay for the session's lazy allocations. The output is not checked
+        (a model may be garbage on blanks).
+        """
         side = self.spec.input_px
         started = time.perf_counter()
         try:
@@ -180,7 +191,7 @@ class FocusPredictor:
         return (time.perf_counter() - started) * 1e3
 
     def preprocess(self, gray: np.ndarray) -> np.ndarray:
-        """The model input (1, input_px, input_px) float32 for one grayscale frame."""
+        """Return the model input (1, input_px, input_px) float32 for one grayscale frame."""
         return preprocess(gray, self.spec)[None]
 
     def predict(self, gray: np.ndarray) -> float:

@@ -12,10 +12,12 @@ import copy
 import signal
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 import rclpy
+import yaml
 from builtin_interfaces.msg import Time
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
@@ -33,7 +35,7 @@ from ..core.images import ImageError, decode, encode, to_gray
 __all__ = [
     "ConfigError", "ImageError", "Param", "Params", "declare_params", "sensor_qos", "reliable_qos",
     "SENSOR_QOS", "RELIABLE_QOS", "image_to_array", "image_to_gray", "array_to_image",
-    "default_encoding", "stamp_to_s", "s_to_stamp", "run_node", "with_image_qos_overrides",
+    "default_encoding", "stamp_to_s", "s_to_stamp", "run_node", "params_from_file", "with_image_qos_overrides",
 ]
 
 
@@ -66,8 +68,9 @@ T = TypeVar("T")
 
 
 def with_image_qos_overrides(create: Callable[..., T], msg_type: type, topic: str, *args: Any) -> T:
-    """``create(msg_type, topic, *args)`` (a publisher or subscription factory of the node) with QoS overrides:
-    history, depth and reliability of this image topic can be set at start-up by the read-only parameters
+    """Call ``create(msg_type, topic, *args)`` (a publisher or subscription factory) with QoS overrides.
+
+    History, depth and reliability of this image topic can be set at start-up by the read-only parameters
     ``qos_overrides./<ns>/<topic>.<publisher|subscription>.<policy>`` (rclpy's QoSOverridingOptions);
     :class:`ConfigError` names a bad override. A QoSProfile in ``args`` is copied: rclpy applies the
     overrides to the profile it is given, which may be shared with other topics."""
@@ -254,6 +257,27 @@ def refuse_inconsistent(node: Node, params: Params, build: Callable[[dict[str, A
         return SetParametersResult(successful=True)
 
     node.add_on_set_parameters_callback(check)
+
+
+def params_from_file(path: str | Path, node_name: str) -> dict[str, Any]:
+    """The ``ros__parameters`` a ROS 2 parameter file gives a node named ``node_name`` in any namespace
+    (blocks ``/**``, then ``/**/<name>``, ``<name>`` or ``/<name>``; later blocks win), as rclpy would
+    apply them. :class:`ConfigError` names the file when it is unreadable or not a parameter file."""
+    try:
+        blocks = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read the parameter file {path}: {exc}") from None
+    if not isinstance(blocks, dict):
+        raise ConfigError(f"{path} is not a ROS 2 parameter file (a mapping of node names)")
+    values: dict[str, Any] = {}
+    for key in ("/**", f"/**/{node_name}", node_name, f"/{node_name}"):
+        block = blocks.get(key)
+        if block is None:
+            continue
+        if not isinstance(block, dict) or not isinstance(block.get("ros__parameters", {}), dict):
+            raise ConfigError(f"{path}: block {key!r} needs a ros__parameters mapping")
+        values.update(block.get("ros__parameters", {}))
+    return values
 
 
 def declare_params(node: Node, specs: Iterable[Param]) -> Params:

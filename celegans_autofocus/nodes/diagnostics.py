@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """A node's ``/diagnostics``: one DiagnosticStatus named ``"<node's full name>: <what>"`` every ``period_s``.
 
 Where ``diagnostic_updater`` can be imported (a ROS install; it has no PyPI wheel) its ``Updater`` publishes
@@ -42,7 +56,7 @@ class NodeDiagnostics:
 
     @property
     def status_name(self) -> str:
-        """The name the status carries on /diagnostics."""
+        """Name of the status on /diagnostics."""
         if self.updater is None:
             prefix = self._node.get_fully_qualified_name()
         else:

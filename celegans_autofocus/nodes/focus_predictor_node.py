@@ -128,8 +128,11 @@ class FrameStats:
 
 
 class FocusPredictorNode(ManagedNode):
-    """Lifecycle: configure loads the model (ONNX session), activate subscribes and starts the worker,
-    deactivate stops both, cleanup drops the session."""
+    """The focus predictor as a managed node.
+
+    configure loads the model (ONNX session), activate subscribes and starts the worker, deactivate stops
+    both, cleanup drops the session.
+    """
 
     NODE_NAME = "focus_predictor_node"
 

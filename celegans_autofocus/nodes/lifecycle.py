@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Managed (lifecycle) nodes with an automatic start, for the camera, the stepper and the predictor.
 
 As in ROS 2's managed nodes (design.ros2.org/articles/node_lifecycle.html): ``configure`` opens the device or
@@ -49,7 +63,7 @@ class ManagedNode(LifecycleNode):
 
     # ------------------------------------------------------------ start-up
     def autostart(self) -> None:
-        """configure + activate now; an error in either is raised here (with its own message)."""
+        """Configure and activate now; an error in either is raised here (with its own message)."""
         self._autostarting = True
         try:
             for name, trigger in (("configure", self.trigger_configure), ("activate", self.trigger_activate)):
@@ -69,8 +83,11 @@ class ManagedNode(LifecycleNode):
 
     # ------------------------------------------------------------ rclpy transition callbacks
     def _attempt(self, name: str, step, undo) -> bool:
-        """Run ``step``; on an exception run ``undo``, keep the error for :meth:`autostart` and log it unless
-        autostarting (run_node reports that one as the FATAL line)."""
+        """Run ``step``; on an exception run ``undo`` and keep the error.
+
+        The error is logged unless autostarting: then :meth:`autostart` raises it and run_node reports it
+        as the FATAL line.
+        """
         self._transition_error = None
         try:
             step()

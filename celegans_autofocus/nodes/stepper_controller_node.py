@@ -131,8 +131,11 @@ def stepper_from_params(p, clock: Callable[[], float] | None = None) -> Stepper:
 
 
 class StepperControllerNode(ManagedNode):
-    """Lifecycle: configure opens the stepper and offers the services, activate subscribes to focus/offset and
-    publishes joint states; inactive, nothing moves the motor. cleanup closes the stepper."""
+    """The focus stepper as a managed node; inactive, nothing moves the motor.
+
+    configure opens the stepper and offers the services, activate subscribes to focus/offset and publishes
+    joint states, cleanup closes the stepper.
+    """
 
     NODE_NAME = "stepper_controller_node"
 

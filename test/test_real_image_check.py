@@ -1,0 +1,60 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""benchmarks/real_image_check.py runs from one command on a folder of frames and reports per folder."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from celegans_autofocus.core import optics
+from celegans_autofocus.core.detection import crop_window
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "real_image_check.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("real_image_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reports_hits_and_predictions_per_folder(tmp_path: Path, capsys):
+    config = optics.OpticsConfig()
+    scene = optics.make_scene(np.random.default_rng(3), config, 1)
+    window = crop_window(scene.worms[0].centroid_px, 900, (1944, 2592))
+    frame = optics.StackRenderer(scene, config, None, window, seed=0, max_offset_steps=2).frame(0.0)
+    sharp = tmp_path / "sim"
+    sharp.mkdir()
+    cv2.imwrite(str(sharp / "a.png"), frame)
+    (sharp / "frames.yaml").write_text(yaml.safe_dump({"um_per_px": 1.55}))
+    empty = tmp_path / "agar"
+    empty.mkdir()
+    cv2.imwrite(str(empty / "b.png"), np.full((400, 400), 180, np.uint8))
+    assert _load().main([str(tmp_path), "--fov", "500"]) == 0
+    rows = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    sim = [c.strip() for c in rows["sim"].split("|")[1:-1]]
+    assert sim[:4] == ["sim", "1", "1", "500"] and abs(float(sim[4])) < 400
+    agar = [c.strip() for c in rows["agar"].split("|")[1:-1]]
+    assert agar[:3] == ["agar", "1", "0"] and agar[4] == "-"
+
+
+def test_an_empty_folder_is_an_error(tmp_path: Path, capsys):
+    assert _load().main([str(tmp_path)]) == 2
+    assert "no images" in capsys.readouterr().err
