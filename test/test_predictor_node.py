@@ -35,7 +35,7 @@ def stamped(image: np.ndarray, t_s: float | None = None, frame_id: str = "cam") 
 
 
 def slow_model(path, input_px: int = 384, matmuls: int = 40):
-    """A real model that takes tens of ms per frame: a chain of (input_px^3) matrix products."""
+    """Write a real model that takes tens of ms per frame: a chain of (input_px^3) matrix products."""
     nodes, prev = [], "image"
     for i in range(matmuls):
         nodes.append(helper.make_node("MatMul", [prev, "w"], [f"m{i}"]))

@@ -73,7 +73,8 @@ def with_image_qos_overrides(create: Callable[..., T], msg_type: type, topic: st
     History, depth and reliability of this image topic can be set at start-up by the read-only parameters
     ``qos_overrides./<ns>/<topic>.<publisher|subscription>.<policy>`` (rclpy's QoSOverridingOptions);
     :class:`ConfigError` names a bad override. A QoSProfile in ``args`` is copied: rclpy applies the
-    overrides to the profile it is given, which may be shared with other topics."""
+    overrides to the profile it is given, which may be shared with other topics.
+    """
     args = tuple(copy.copy(a) if isinstance(a, QoSProfile) else a for a in args)
     try:
         return create(msg_type, topic, *args, qos_overriding_options=QoSOverridingOptions.with_default_policies())
@@ -94,7 +95,7 @@ def image_to_gray(msg: Image) -> np.ndarray:
 
 
 def default_encoding(image: np.ndarray) -> str:
-    """The encoding of an OpenCV-style array: mono8/mono16 for 2-D, bgr8/bgra8 for colour uint8."""
+    """Return the encoding of an OpenCV-style array: mono8/mono16 for 2-D, bgr8/bgra8 for colour uint8."""
     if image.ndim == 2 and image.dtype == np.uint8:
         return "mono8"
     if image.ndim == 2 and image.dtype == np.uint16:
@@ -160,7 +161,7 @@ class Param:
     array_type: type | None = None
 
     def declared_value(self) -> Any:
-        """What ``declare_parameters`` gets: the default, or the array type when the default is []."""
+        """Return what ``declare_parameters`` gets: the default, or the array type when the default is []."""
         if isinstance(self.default, list) and not self.default:
             types = {float: Parameter.Type.DOUBLE_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
                      str: Parameter.Type.STRING_ARRAY, bool: Parameter.Type.BOOL_ARRAY}
@@ -245,8 +246,10 @@ class Params:
 
 
 def refuse_inconsistent(node: Node, params: Params, build: Callable[[dict[str, Any]], Any], what: str) -> None:
-    """Refuse a run-time change for which ``build(all values)`` raises ValueError (settings that are
-    valid alone but not together), with ``"<what>: <error>"`` as the reason."""
+    """Refuse a run-time change for which ``build(all values)`` raises ValueError.
+
+    These are settings valid alone but not together; ``"<what>: <error>"`` is the reason given.
+    """
 
     def check(changes: list[Parameter]) -> SetParametersResult:
         values = {**params.as_dict(), **{c.name: c.value for c in changes}}
@@ -260,9 +263,12 @@ def refuse_inconsistent(node: Node, params: Params, build: Callable[[dict[str, A
 
 
 def params_from_file(path: str | Path, node_name: str) -> dict[str, Any]:
-    """The ``ros__parameters`` a ROS 2 parameter file gives a node named ``node_name`` in any namespace
-    (blocks ``/**``, then ``/**/<name>``, ``<name>`` or ``/<name>``; later blocks win), as rclpy would
-    apply them. :class:`ConfigError` names the file when it is unreadable or not a parameter file."""
+    """Return the ``ros__parameters`` a ROS 2 parameter file gives a node named ``node_name``.
+
+    Blocks ``/**``, then ``/**/<name>``, ``<name>`` or ``/<name>`` apply (later blocks win), in any namespace,
+    as rclpy would apply them. :class:`ConfigError` names the file when it is unreadable or not a
+    parameter file.
+    """
     try:
         blocks = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -293,8 +299,11 @@ _cleaning_up = threading.Event()
 
 
 def _on_sigint(signum: int, frame) -> None:
-    """The first Ctrl-C stops the node; later ones (ros2 launch forwards the terminal's) and any during the
-    clean-up are only noted, so they cannot break the clean-up."""
+    """Stop the node on the first Ctrl-C.
+
+    Later ones (ros2 launch forwards the terminal's) and any during the clean-up are only noted, so they
+    cannot break the clean-up.
+    """
     first = not stop_requested.is_set()
     stop_requested.set()
     if first and not _cleaning_up.is_set():
@@ -302,8 +311,10 @@ def _on_sigint(signum: int, frame) -> None:
 
 
 def construct(node_cls: type[Node], **kwargs) -> Node:
-    """``node_cls(**kwargs)``; if the constructor raises, the half-built node is destroyed before the error
-    propagates, so rclpy's shutdown never calls its ``destroy_node`` on attributes that were never set.
+    """Build ``node_cls(**kwargs)``, destroying a half-built node if the constructor raises.
+
+    The half-built node is destroyed before the error propagates, so rclpy's shutdown never calls its
+    ``destroy_node`` on attributes that were never set.
 
     The node's own ``destroy_node`` runs first (it releases what was opened, e.g. a serial port); if it
     fails on the half-built node, the base ``Node.destroy_node`` frees the rcl handles instead.

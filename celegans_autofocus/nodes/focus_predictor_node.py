@@ -77,7 +77,7 @@ class LatestFrame:
             self._cond.notify()
 
     def take(self, timeout_s: float) -> Image | None:
-        """The newest frame (removing it), or None after ``timeout_s`` or once closed."""
+        """Take the newest frame (removing it); None after ``timeout_s`` or once closed."""
         with self._cond:
             self._cond.wait_for(lambda: self._msg is not None or self._closed, timeout_s)
             msg, self._msg = self._msg, None

@@ -110,8 +110,10 @@ def _pin(name: str) -> int | str | None:
 
 
 def stepper_from_params(p, clock: Callable[[], float] | None = None) -> Stepper:
-    """The stepper backend the parameters describe; :class:`ConfigError` if it cannot start.
-    ``clock`` (seconds) drives the simulated backend (default: the monotonic wall clock)."""
+    """Build the stepper backend the parameters describe; :class:`ConfigError` if it cannot start.
+
+    ``clock`` (seconds) drives the simulated backend (default: the monotonic wall clock).
+    """
     limits = dict(soft_min_steps=p.soft_min_steps, soft_max_steps=p.soft_max_steps,
                   max_speed_steps_per_s=p.max_speed_steps_per_s, backlash_steps=p.backlash_steps,
                   approach=p.approach)
@@ -209,7 +211,7 @@ class StepperControllerNode(ManagedNode):
             self.get_logger().info(f"control law updated: {changed}")
 
     def now_s(self) -> float:
-        """The node clock in seconds; on a simulated clock never earlier than the latest decision."""
+        """Return the node clock in seconds; on a simulated clock never earlier than the latest decision."""
         return max(self.get_clock().now().nanoseconds * 1e-9, self._acted_at_s)
 
     # ------------------------------------------------------------ control
