@@ -223,3 +223,22 @@ def test_unusable_model_stops_the_node_with_the_path(tmp_path, kind):
     result = run_node_process("-p", f"model_path:={path}")
     assert result.returncode != 0
     assert str(path) in result.stderr + result.stdout
+
+
+def test_the_focus_measure_of_each_frame_comes_with_its_offset(ros_harness, tmp_path):
+    """focus/measure: the label measure of the very image predicted on, same stamp, also when the model fails."""
+    from celegans_autofocus.core.focus import DEFAULT_MEASURE, get_measure
+
+    measures = ros_harness.probe.collect("focus/measure", PointStamped)
+    node, offsets = start(ros_harness, pixel_model(tmp_path / "m.onnx", a=3.0))
+    images = [stamped(frame(i), t_s=2000.0 + i) for i in range(3)]
+    publish(ros_harness, "camera/image_raw", images, gap_s=0.2)
+    assert ros_harness.spin_until(lambda: len(measures) == 3 and len(offsets) == 3)
+    expected = [get_measure(DEFAULT_MEASURE)(frame(i)) for i in range(3)]
+    assert [m.header.stamp for m in measures] == [i.header.stamp for i in images]
+    assert [m.point.z for m in measures] == pytest.approx(expected)
+
+    nan_node, _ = start(ros_harness, nan_model(tmp_path / "nan.onnx"), focus_measure="brenner")
+    assert nan_node.measure_pub is not None
+    off = start(ros_harness, pixel_model(tmp_path / "m2.onnx", a=1.0), focus_measure="")[0]
+    assert off.measure_pub is None

@@ -14,6 +14,10 @@ frame", which the controller holds on), so every frame the predictor takes gets 
 the node keeps running. A missing or unusable
 model stops the node at start-up with exit code 2 and a message naming the file.
 
+``focus/measure`` (PointStamped, the image's header, z = ``focus_measure`` of the image, larger = sharper;
+NaN for an image that could not be read) comes just before each ``focus/offset``: the hybrid controller
+verifies the CNN with it.
+
 A managed (lifecycle) node (nodes/lifecycle.py): ``configure`` loads the model into an ONNX Runtime session,
 ``activate`` subscribes and starts the worker, ``deactivate`` stops them (the frame in progress is still
 answered), ``cleanup`` drops the session; ``autostart`` (default) configures and activates at start-up.
@@ -31,6 +35,7 @@ from geometry_msgs.msg import PointStamped
 from rclpy.time import Time
 from sensor_msgs.msg import Image
 
+from ..core.focus import DEFAULT_MEASURE, MEASURES
 from ..core.images import ImageError
 from ..core.predictor import CPU_PROVIDER, CUDA_PROVIDER, FocusPredictor, ModelError, NonFiniteOutputError, \
     default_model_path, input_view
@@ -53,6 +58,9 @@ PARAMS = (
           choices=tuple(PROVIDERS), read_only=True),
     Param("intra_op_threads", 1, "onnxruntime intra-op threads (0 = onnxruntime's default, one per core; "
           "1 had the lowest latency tails beside the detector on 2 cores, benchmarks/e2e_latency.md)", range=(0, 256),
+          read_only=True),
+    Param("focus_measure", DEFAULT_MEASURE, "focus measure of each predicted image, published on focus/measure "
+          "(z = value, larger = sharper) for the hybrid controller; '' = none", choices=("", *MEASURES),
           read_only=True),
     Param("diagnostics_period_s", 1.0, "period of the /diagnostics status", range=(0.05, 60.0), read_only=True),
     Param("stats_window", 300, "frames in the rolling fps/latency window", range=(10, 100000), read_only=True),
@@ -142,7 +150,8 @@ class FocusPredictorNode(ManagedNode):
         p = self.params
         self.predictor: FocusPredictor | None = None
         self.input_topic = ""
-        self.offset_pub = self._image_sub = self._worker = None
+        self.offset_pub = self.measure_pub = self._image_sub = self._worker = None
+        self._measure = MEASURES.get(p.focus_measure)
         self.frames_processed = 0
         self.frames_rejected = 0
         self.last_problem, self.last_problem_s = "", -float("inf")
@@ -165,6 +174,8 @@ class FocusPredictorNode(ManagedNode):
         self.predictor = predictor
         self.input_topic = INPUT_TOPICS[input_view(p.input, predictor.metadata)]
         self.offset_pub = self.create_lifecycle_publisher(PointStamped, "focus/offset", reliable_qos())
+        if self._measure is not None:
+            self.measure_pub = self.create_lifecycle_publisher(PointStamped, "focus/measure", reliable_qos())
         meta = predictor.metadata
         self.get_logger().info(
             f"model {predictor.path} (arch {meta.get('arch')}, input {predictor.spec.input_px} px, "
@@ -189,9 +200,10 @@ class FocusPredictorNode(ManagedNode):
             self._worker = None
 
     def cleanup(self) -> None:
-        if self.offset_pub is not None:
-            self.destroy_lifecycle_publisher(self.offset_pub)
-            self.offset_pub = None
+        for pub in (self.offset_pub, self.measure_pub):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self.offset_pub = self.measure_pub = None
         self.predictor = None  # releases the ONNX session
 
     @property
@@ -208,14 +220,19 @@ class FocusPredictorNode(ManagedNode):
             except Exception as exc:  # an onnxruntime failure on one frame must not kill the worker
                 self._reject(msg, f"prediction failed: {type(exc).__name__}: {exc}")
 
-    def _reject(self, msg: Image, why: str) -> None:
+    def _reject(self, msg: Image, why: str, measure_value: float = float("nan")) -> None:
         """Count and log a frame without a prediction, and answer it with z = NaN."""
         self.frames_rejected += 1
         self.last_problem, self.last_problem_s = why, time.monotonic()
         self.get_logger().warning(f"frame rejected, offset NaN published: {why}", throttle_duration_sec=2.0)
-        self._publish(msg, float("nan"))
+        self._publish(msg, float("nan"), measure_value)
 
-    def _publish(self, msg: Image, offset_steps: float) -> None:
+    def _publish(self, msg: Image, offset_steps: float, measure_value: float) -> None:
+        """focus/measure (when enabled), then focus/offset, both with the image's header."""
+        if self.measure_pub is not None:
+            measure = PointStamped(header=msg.header)
+            measure.point.z = measure_value
+            self.measure_pub.publish(measure)
         out = PointStamped(header=msg.header)
         out.point.x, out.point.y, out.point.z = msg.width / 2.0, msg.height / 2.0, offset_steps
         self.offset_pub.publish(out)
@@ -223,14 +240,16 @@ class FocusPredictorNode(ManagedNode):
     def _process(self, msg: Image) -> None:
         try:
             gray = image_to_gray(msg)
-            offset_steps = self.predictor.predict(gray)
         except ImageError as exc:
             self._reject(msg, f"bad image on {self.input_topic}: {exc}")
             return
+        measure_value = float(self._measure(gray)) if self._measure is not None else float("nan")
+        try:
+            offset_steps = self.predictor.predict(gray)
         except NonFiniteOutputError as exc:
-            self._reject(msg, str(exc))
+            self._reject(msg, str(exc), measure_value)
             return
-        self._publish(msg, offset_steps)
+        self._publish(msg, offset_steps, measure_value)
         stamp = Time.from_msg(msg.header.stamp, clock_type=self.get_clock().clock_type)
         latency_ms = (self.get_clock().now() - stamp).nanoseconds * 1e-6 if stamp.nanoseconds > 0 else None
         self.frames_processed += 1
