@@ -21,7 +21,7 @@ class BestPlaneTracker:
     lens running away.
     """
 
-    def __init__(self, accel_sigma: float = 2.0, max_rate_steps_per_s: float = 20.0,
+    def __init__(self, accel_sigma: float = 0.5, max_rate_steps_per_s: float = 20.0,
                  rate_sigma0_steps_per_s: float = 5.0) -> None:
         if not (accel_sigma >= 0 and max_rate_steps_per_s > 0 and rate_sigma0_steps_per_s > 0):
             raise ValueError("BestPlaneTracker: accel_sigma >= 0, max_rate_steps_per_s > 0 and "
@@ -76,6 +76,10 @@ class BestPlaneTracker:
         if self.x is None:
             return math.inf
         return float(math.sqrt(self._propagate(t_s)[1][0, 0]))
+
+    def rate_sigma(self) -> float:
+        """Standard deviation of the drift-rate estimate (inf before the first measurement)."""
+        return math.inf if self.x is None else float(math.sqrt(self.P[1, 1]))
 
     @property
     def rate_steps_per_s(self) -> float:

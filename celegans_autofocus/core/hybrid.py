@@ -118,6 +118,8 @@ class HybridConfig(_Config):
 
     - ``consistency_frames`` (K): a jump needs the last K settled predictions of the best plane
       (position + offset) to agree within ``max(consistency_steps, consistency_fraction * |offset|)``.
+      A jump is verified when the prediction after it is at most ``consistency_steps +
+      consistency_fraction * |jump|`` (progress); that prediction may then jump again at once.
     - ``max_sigma_steps``: a prediction whose model-reported sigma exceeds this is not confident.
     - ``cnn_bias_steps``: subtracted from every prediction (the model's known mean bias near focus).
     - ``cnn_sigma_steps``: the prediction's error for the best-plane filter when the model gives none.
@@ -139,7 +141,7 @@ class HybridConfig(_Config):
 
     consistency_frames: int = 2
     consistency_steps: float = 16.0
-    consistency_fraction: float = 0.3
+    consistency_fraction: float = 0.5
     max_sigma_steps: float = 24.0
     cnn_bias_steps: float = 0.0
     cnn_sigma_steps: float = 16.0
@@ -155,7 +157,7 @@ class HybridConfig(_Config):
     non_finite_frames: int = 8
     follow_steps: float = 3.0
     refine_sigma_steps: float = 2.0
-    drift_accel_sigma: float = 2.0
+    drift_accel_sigma: float = 0.5
     max_drift_steps_per_s: float = 20.0
     max_move_steps: int = 300
     stale_after_s: float = 1.0
@@ -241,6 +243,7 @@ class HybridAutofocus:
         self._window: deque[tuple[float, float, float]] = deque(maxlen=self.config.consistency_frames)
         self._refuted: list[float] = []
         self._pending: _Jump | None = None
+        self._verified = False
         self._plan: Generator[int, float, tuple[int, float] | None] | None = None
         self._plan_target: int | None = None
         self._plan_bests: list[float] = []
@@ -377,6 +380,17 @@ class HybridAutofocus:
             return self._start_refine(z, m, pred, now_s, HybridReason.NEAR_FOCUS,
                                       f"CNN offset {pred:+.1f} within the refine window {cfg.refine_window_steps:g}")
         full, agree, detail = self._consistent(now_s)
+        if self._verified:
+            full, agree, detail = True, True, "verified by the last jump"
+        self._verified = False
+        here = [b for _, zz, b in self._window if zz == z]
+        best = float(np.median(here)) if here else z + pred
+        tol = max(cfg.consistency_steps, cfg.consistency_fraction * abs(best - z))
+        refuted = [r for r in self._refuted if abs(r - best) <= tol]
+        if refuted:  # no need to wait for K frames: this plane was tried and failed
+            self._window.clear()
+            return self._strike(HybridReason.REFUTED, f"the CNN points again at z={best:.0f}, refuted before "
+                                                      f"(z={refuted[0]:.0f})", z, m, pred, stamp_s, now_s)
         if not confident:
             return self._hold(HybridReason.COLLECTING, f"prediction {pred:+.1f} not confident (sigma above "
                                                        f"{cfg.max_sigma_steps:g})")
@@ -389,19 +403,12 @@ class HybridAutofocus:
                                       z, m, pred, stamp_s, now_s)
             return self._hold(HybridReason.COLLECTING, f"inconsistent: {detail}")
         self._inconsistent = 0
-        here = [b for _, zz, b in self._window if zz == z]
-        best = float(np.median(here)) if here else z + pred
-        tol = max(cfg.consistency_steps, cfg.consistency_fraction * abs(best - z))
-        refuted = [r for r in self._refuted if abs(r - best) <= tol]
-        if refuted:
-            self._window.clear()
-            return self._strike(HybridReason.REFUTED, f"the CNN points again at z={best:.0f}, refuted before "
-                                                      f"(z={refuted[0]:.0f})", z, m, pred, stamp_s, now_s)
         move = int(round(float(np.clip(best - z, -cfg.max_move_steps, cfg.max_move_steps))))
         decision = self._move(z, z + move, HybridReason.JUMP, f"{detail}; jump to the CNN's plane z={best:.0f}",
                               now_s)
         if decision.moves:
-            in_focus = self._measure_ref is not None and m >= self._drop_level(self._measure_ref)
+            ref = self._measure_ref  # this worm's last peak measure, if any: was the lens still near focus?
+            in_focus = ref is not None and m >= ref - 2.0 * cfg.drop_fraction * abs(ref) - cfg.measure_noise
             self._pending = _Jump(z, m, in_focus, best, decision.move_steps)
             self.tracker.update(now_s, best, cfg.cnn_sigma_steps)
         return decision
@@ -417,11 +424,12 @@ class HybridAutofocus:
         if pred is None:
             return self._hold(HybridReason.COLLECTING, "no prediction to verify the jump on; holding")
         self._pending = None
-        tol = max(cfg.consistency_steps, cfg.consistency_fraction * abs(jump.move_steps))
-        if abs(z + pred - jump.best_z) > tol:
+        tol = cfg.consistency_steps + cfg.consistency_fraction * abs(jump.move_steps)
+        if abs(pred) > tol:
             return self._undo(jump, z, HybridReason.VERIFY_INCONSISTENT,
-                              f"after the jump to z={z} the CNN points at z={z + pred:.0f}, not z={jump.best_z:.0f} "
-                              f"(tolerance {tol:.0f})", now_s)
+                              f"after the jump of {jump.move_steps:+d} steps to z={z} the CNN still says {pred:+.0f} "
+                              f"(more than {tol:.0f}): no progress", now_s)
+        self._verified = True  # the jump and this prediction agree: this frame needs no further consistency
         return None
 
     def _undo(self, jump: _Jump, z: int, reason: HybridReason, detail: str, now_s: float) -> HybridDecision:
@@ -472,8 +480,6 @@ class HybridAutofocus:
             self._agree = 0
         was_converged = self.search.converged
         d = self.search.update(z, m, stamp_s)
-        if self.search.converged and not was_converged and d.target_steps is not None:
-            self._fuse_peak(now_s, d.target_steps)
         if d.moves and d.target_steps is not None:
             return self._move(z, d.target_steps, HybridReason.SEARCHING, d.detail, now_s)
         return self._hold(HybridReason.CONVERGED if d.reason.value == "converged" else HybridReason.SEARCHING,
@@ -511,10 +517,13 @@ class HybridAutofocus:
         self._plan = None
         if result is None:
             self._window.clear()
-            self._change(Mode.ACQUIRE, HybridReason.REFINE_FAILED,
-                         f"no measure peak within {cfg.refine_span_steps} steps", now_s)
-            return self._strike(HybridReason.REFINE_FAILED, f"no measure peak within {cfg.refine_span_steps} steps "
-                                                            "of the refine's start", z, m, pred, now_s, now_s)
+            self.strikes += 1
+            detail = (f"strike {self.strikes}/{cfg.max_strikes} (refine_failed): no measure peak within "
+                      f"{cfg.refine_span_steps} steps of the refine's start")
+            if self.strikes >= cfg.max_strikes:
+                return self._fallback(HybridReason.REFINE_FAILED, detail, z, m, pred, now_s, now_s)
+            self._change(Mode.ACQUIRE, HybridReason.REFINE_FAILED, detail, now_s)
+            return self._hold(HybridReason.REFINE_FAILED, detail)
         best_z, best_m = result
         self._measure_ref = best_m
         self._fuse_peak(now_s, best_z)
@@ -545,7 +554,6 @@ class HybridAutofocus:
                 self._change(Mode.ACQUIRE, HybridReason.FAR_PREDICTION,
                              f"measure {m:.3g} below {self._drop_level(self._measure_ref):.3g} and the CNN says "
                              f"{pred:+.0f} ({detail})", now_s)
-                self._measure_ref = None
                 return None
             return self._start_refine(z, m, pred, now_s, HybridReason.MEASURE_DROP,
                                       f"measure {m:.3g} below {self._drop_level(self._measure_ref):.3g} "
@@ -563,7 +571,9 @@ class HybridAutofocus:
         else:
             self._disagree = 0
         best = self.tracker.predict_z(now_s)
-        if best is not None and self._peaks >= 2 and abs(best - z) >= cfg.follow_steps:
+        rate = self.tracker.rate_steps_per_s
+        if (best is not None and self._peaks >= 2 and abs(rate) > 2.0 * self.tracker.rate_sigma()
+                and abs(best - z) >= cfg.follow_steps):
             return self._move(z, round(best), HybridReason.FOLLOW_DRIFT,
                               f"best-plane estimate {best:.1f} (drift {self.tracker.rate_steps_per_s:+.2f} steps/s)",
                               now_s)
@@ -605,6 +615,8 @@ class HybridAutofocus:
         lo, hi = self._clamp(peak - s), self._clamp(peak + s)
         if lo < peak < hi:
             f_lo, f_c, f_hi = (yield from measure(lo)), measured[peak], (yield from measure(hi))
+            if f_c <= min(f_lo, f_hi) + noise:
+                return None  # no peak that stands out of the noise (e.g. a flat measure)
             denom = f_lo - 2.0 * f_c + f_hi
             if denom < 0:
                 vertex = self._clamp(peak + float(np.clip(0.5 * s * (f_lo - f_hi) / denom, -s / 2, s / 2)))
