@@ -64,7 +64,7 @@ def constant(value):
 
 
 def test_jump_then_refine_then_track():
-    rig = Rig(HybridAutofocus(), z0=0, best=lambda t: 150.0).run(biased, 30)
+    rig = Rig(HybridAutofocus(HybridConfig(consistency_frames=2)), z0=0, best=lambda t: 150.0).run(biased, 30)
     d0, d1 = rig.decisions[:2]
     assert d0.reason == R.COLLECTING and not d0.moves                  # K = 2: one prediction is not enough
     assert d1.reason == R.JUMP and d1.move_steps == 159 and d1.mode == Mode.ACQUIRE
@@ -80,16 +80,16 @@ def test_jump_then_refine_then_track():
 
 
 def test_one_frame_jump_with_k1_and_no_refine_moves_when_the_landing_is_sharp():
-    rig = Rig(HybridAutofocus(HybridConfig(consistency_frames=1)), best=lambda t: -120.0).run(oracle, 12)
+    rig = Rig(HybridAutofocus(), best=lambda t: -120.0).run(oracle, 12)  # default K = 1
     assert rig.decisions[0].reason == R.JUMP and rig.lens[0] == -120
     assert rig.reasons() == [R.START, R.NEAR_FOCUS, R.FOCUSED] and rig.error() == 0.0
 
 
 def test_verify_undoes_a_jump_without_progress_and_a_refuted_plane_falls_back_to_search():
     cfg = HybridConfig(soft_min_steps=-400, soft_max_steps=400)
-    rig = Rig(HybridAutofocus(cfg), best=lambda t: 60.0).run(constant(-140.0), 5)
-    jump, undo, refuted = rig.decisions[1], rig.decisions[2], rig.decisions[3]
-    assert jump.reason == R.JUMP and rig.lens[1] == -140
+    rig = Rig(HybridAutofocus(cfg), best=lambda t: 60.0).run(constant(-140.0), 4)
+    jump, undo, refuted = rig.decisions[0], rig.decisions[1], rig.decisions[2]
+    assert jump.reason == R.JUMP and rig.lens[0] == -140
     assert undo.reason == R.UNDO and undo.target_steps == 0 and "verify_inconsistent" in undo.detail
     assert refuted.change is not None and refuted.change.reason == R.REFUTED and refuted.mode == Mode.SEARCH
     assert rig.reasons() == [R.START, R.REFUTED] and rig.ctrl.strikes == 2
@@ -129,7 +129,7 @@ def test_fallback_on_oscillating_predictions_and_return_when_the_cnn_agrees():
             return 100.0 if flip["n"] % 2 else -100.0
         return err
 
-    rig = Rig(HybridAutofocus(), best=lambda t: 50.0).run(oscillating_then_right, 8)
+    rig = Rig(HybridAutofocus(HybridConfig(consistency_frames=2)), best=lambda t: 50.0).run(oscillating_then_right, 8)
     assert rig.reasons() == [R.START, R.OSCILLATING] and rig.ctrl.mode == Mode.SEARCH
     assert not any(d.moves for d in rig.decisions[:4])                  # nothing moved on the oscillation
     rig.run(oscillating_then_right, 80)
@@ -186,7 +186,7 @@ def test_soft_limits_clamp_every_move():
     rig = Rig(HybridAutofocus(cfg, SearchConfig(soft_min_steps=-300, soft_max_steps=300)),
               best=lambda t: 900.0).run(constant(5000.0), 80)
     assert max(rig.lens) == 300 and min(rig.lens) >= -300
-    assert rig.decisions[1].at_limit and rig.decisions[1].target_steps == 300
+    assert rig.decisions[0].at_limit and rig.decisions[0].target_steps == 300
     with pytest.raises(ValueError, match="same soft limits"):
         HybridAutofocus(cfg, SearchConfig())
 
