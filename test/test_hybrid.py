@@ -240,3 +240,20 @@ def test_best_plane_tracker_learns_the_drift_and_forgets_the_position_on_a_switc
     for t in (0.0, 0.1, 0.2):
         capped.update(t, 100.0 * t, 0.5)
     assert abs(capped.rate_steps_per_s) <= 5.0
+
+
+def test_the_search_hands_back_to_the_cnn_when_it_points_at_one_plane_from_two_positions():
+    def near_only(err, t):  # right within 100 steps of focus, garbage ("almost there") farther out
+        return err if abs(err) <= 100 else 10.0
+
+    rig = Rig(HybridAutofocus(), best=lambda t: 180.0).run(near_only, 40)
+    reasons = rig.reasons()
+    assert reasons[:5] == [R.START, R.NEAR_FOCUS, R.REFINE_FAILED, R.NEAR_FOCUS, R.REFINE_FAILED]
+    back = rig.ctrl.changes[5]
+    assert back.reason == R.CNN_AGREES and (back.previous, back.mode) == (Mode.SEARCH, Mode.ACQUIRE)
+    assert reasons[-1] == R.FOCUSED and rig.ctrl.strikes == 0 and abs(rig.error()) <= 1
+    searching = sum(d.mode == Mode.SEARCH for d in rig.decisions)
+    assert searching < SearchConfig().frames_per_search() // 2          # left the sweep early
+    # a constant answer points at a plane that moves with the lens: the search is never left for it
+    rig = Rig(HybridAutofocus(), best=lambda t: 60.0).run(constant(-140.0), 40)
+    assert rig.ctrl.mode == Mode.SEARCH and R.CNN_AGREES not in rig.reasons() and abs(rig.error()) <= 4

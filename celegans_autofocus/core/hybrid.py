@@ -21,7 +21,9 @@ Modes (:class:`Mode`):
 - ``search``: fallback after ``max_strikes`` strikes (failed verifications, refuted planes, a refine
   that finds no peak, a CNN that disagrees with the measure's peak), oscillating predictions, or
   repeated non-finite predictions: :class:`core.control.SearchAutofocus` on the measure. Returns
-  to ``track`` when the search converged and the CNN agrees there for ``consistency_frames`` frames.
+  to ``track`` when the search converged and the CNN agrees there for ``consistency_frames`` frames,
+  or, during the search, to ``acquire`` when the CNN points at the same plane from two lens positions
+  (a plane that moves with the lens, as a constant answer does, does not count).
 
 The lens never leaves [soft_min_steps, soft_max_steps] and never moves on non-finite input.
 """
@@ -80,7 +82,8 @@ class HybridReason(str, Enum):
     DISAGREES = "disagrees"            # strike: the CNN's plane is far from the measure's peak
     OSCILLATING = "oscillating"        # fallback: predictions inconsistent for oscillation_frames frames
     NO_PREDICTIONS = "no_predictions"  # fallback: non-finite predictions for non_finite_frames frames
-    CNN_AGREES = "cnn_agrees"          # search -> track: the CNN agrees with the converged search
+    CNN_AGREES = "cnn_agrees"          # search -> track (the CNN agrees with the converged search) or -> acquire
+    #                                    (during the search, the CNN points at one plane from two lens positions)
 
 
 @dataclass(frozen=True)
@@ -265,6 +268,7 @@ class HybridAutofocus:
         self._non_finite = 0
         self._disagree = 0
         self._agree = 0
+        self._sweep: tuple[int, float] | None = None  # search: the last (z, CNN plane), to see the CNN agree again
 
     # ------------------------------------------------------------------ public API
 
@@ -475,6 +479,7 @@ class HybridAutofocus:
         self.search.restart()
         self._plan = None
         self._agree = 0
+        self._sweep = None
         self._change(Mode.SEARCH, reason, detail, now_s)
 
     def _search_step(self, z: int, m: float, pred: float | None, stamp_s: float, now_s: float) -> HybridDecision:
@@ -492,7 +497,22 @@ class HybridAutofocus:
                 return self._hold(HybridReason.IN_FOCUS, f"at z={z}, measure {m:.3g}")
         else:
             self._agree = 0
-        was_converged = self.search.converged
+        if not self.search.converged and pred is not None:
+            b = z + pred
+            if self._sweep is not None and self._sweep[0] != z:
+                z1, b1 = self._sweep
+                tol = min(cfg.consistency_steps, 0.5 * abs(z - z1))  # a plane that moves with the lens is no plane
+                if abs(b - b1) <= tol and not any(abs(r - b) <= cfg.consistency_steps for r in self._refuted):
+                    self.strikes = cfg.max_strikes - 1  # on probation: one more failure and the search is back
+                    self._sweep = None
+                    self._window.clear()
+                    self._window.append((stamp_s, z, b))
+                    self._verified = True
+                    self._change(Mode.ACQUIRE, HybridReason.CNN_AGREES,
+                                 f"during the search the CNN points at z={b1:.0f} from z={z1} and z={b:.0f} from "
+                                 f"z={z} (tolerance {tol:.0f})", now_s)
+                    return self._acquire(z, m, pred, True, stamp_s, now_s)
+            self._sweep = (z, b)
         d = self.search.update(z, m, stamp_s)
         if d.moves and d.target_steps is not None:
             return self._move(z, d.target_steps, HybridReason.SEARCHING, d.detail, now_s)
