@@ -94,7 +94,8 @@ def test_verify_undoes_a_jump_without_progress_and_a_refuted_plane_falls_back_to
     assert refuted.change is not None and refuted.change.reason == R.REFUTED and refuted.mode == Mode.SEARCH
     assert rig.reasons() == [R.START, R.REFUTED] and rig.ctrl.strikes == 2
     rig.run(constant(-140.0), 60)                                        # the search finds focus regardless
-    assert abs(rig.error()) <= 4 and rig.ctrl.mode == Mode.SEARCH       # and the model is not trusted again
+    assert abs(rig.error()) <= 4 and rig.reasons()[-1] == R.SEARCH_CONVERGED
+    assert rig.ctrl.mode == Mode.TRACK and not rig.ctrl.cnn_trusted     # and the model is not trusted again
     assert min(rig.lens) >= -400 and max(rig.lens) <= 400
 
 
@@ -156,6 +157,22 @@ def test_cnn_far_while_the_measure_stays_sharp_is_disagreement():
     assert not any(d.moves for d in rig.decisions[30:-1])               # the sharp worm was never moved
 
 
+def test_after_the_search_track_goes_on_with_the_measure_alone_until_the_cnn_agrees():
+    model = lambda err, t: -140.0 if t < 6.0 else err  # noqa: E731 - wrong, then right
+    rig = Rig(HybridAutofocus(), best=lambda t: 40.0 + 3.0 * t).run(model, 60)
+    reasons = rig.reasons()
+    assert reasons[:3] == [R.START, R.REFUTED, R.SEARCH_CONVERGED] and not rig.ctrl.cnn_trusted
+    assert R.MEASURE_DROP in reasons                                     # drift: re-refined on the measure
+    assert not any(d.reason == R.JUMP for d in rig.decisions[5:])        # the wrong model never moved the lens
+    errors = [rig.best(i * 0.1) - z for i, z in enumerate(rig.lens)]
+    converged = next(i for i, d in enumerate(rig.decisions) if d.change and d.change.reason == R.SEARCH_CONVERGED)
+    assert np.mean(np.abs(errors[converged:]) <= 8) >= 0.9
+    rig.run(model, 10)
+    back = rig.ctrl.changes[-1]
+    assert back.reason == R.CNN_AGREES and (back.previous, back.mode) == (Mode.TRACK, Mode.TRACK)
+    assert rig.ctrl.cnn_trusted and rig.ctrl.strikes == 0
+
+
 def test_target_changed_goes_back_to_acquire_and_in_search_restarts_it():
     rig = Rig(HybridAutofocus(), best=lambda t: 30.0).run(oracle, 25)
     change = rig.ctrl.target_changed(rig.t_s)
@@ -166,6 +183,10 @@ def test_target_changed_goes_back_to_acquire_and_in_search_restarts_it():
     ctrl = HybridAutofocus()
     Rig(ctrl, best=lambda t: 60.0).run(constant(-140.0), 6)
     assert ctrl.mode == Mode.SEARCH and ctrl.target_changed(1.0) is None and ctrl.mode == Mode.SEARCH
+    Rig(ctrl, best=lambda t: 60.0).run(constant(-140.0), 40)
+    assert ctrl.mode == Mode.TRACK and not ctrl.cnn_trusted             # converged, the CNN still wrong
+    change = ctrl.target_changed(5.0)
+    assert change.reason == R.TARGET_CHANGED and change.mode == Mode.SEARCH
 
 
 def test_never_moves_on_non_finite_input_and_falls_back_on_garbage_predictions():
@@ -256,4 +277,4 @@ def test_the_search_hands_back_to_the_cnn_when_it_points_at_one_plane_from_two_p
     assert searching < SearchConfig().frames_per_search() // 2          # left the sweep early
     # a constant answer points at a plane that moves with the lens: the search is never left for it
     rig = Rig(HybridAutofocus(), best=lambda t: 60.0).run(constant(-140.0), 40)
-    assert rig.ctrl.mode == Mode.SEARCH and R.CNN_AGREES not in rig.reasons() and abs(rig.error()) <= 4
+    assert R.CNN_AGREES not in rig.reasons() and not rig.ctrl.cnn_trusted and abs(rig.error()) <= 4

@@ -20,9 +20,11 @@ Modes (:class:`Mode`):
   the measure drops; jumps again when it dropped and the CNN confidently says focus is far.
 - ``search``: fallback after ``max_strikes`` strikes (failed verifications, refuted planes, a refine
   that finds no peak, a CNN that disagrees with the measure's peak), oscillating predictions, or
-  repeated non-finite predictions: :class:`core.control.SearchAutofocus` on the measure. Returns
-  to ``track`` when the search converged and the CNN agrees there for ``consistency_frames`` frames,
-  or, during the search, to ``acquire`` when the CNN points at the same plane from two lens positions
+  repeated non-finite predictions: :class:`core.control.SearchAutofocus` on the measure. Once it
+  converged, ``track`` goes on with the measure alone (no jumps, the CNN not trusted,
+  :attr:`HybridAutofocus.cnn_trusted` False; a failed refine or a worm switch searches again)
+  until the CNN agrees with the measure's focus for ``consistency_frames`` frames. During the
+  search it returns to ``acquire`` when the CNN points at the same plane from two lens positions
   (a plane that moves with the lens, as a constant answer does, does not count).
 
 The lens never leaves [soft_min_steps, soft_max_steps] and never moves on non-finite input.
@@ -82,8 +84,9 @@ class HybridReason(str, Enum):
     DISAGREES = "disagrees"            # strike: the CNN's plane is far from the measure's peak
     OSCILLATING = "oscillating"        # fallback: predictions inconsistent for oscillation_frames frames
     NO_PREDICTIONS = "no_predictions"  # fallback: non-finite predictions for non_finite_frames frames
-    CNN_AGREES = "cnn_agrees"          # search -> track (the CNN agrees with the converged search) or -> acquire
-    #                                    (during the search, the CNN points at one plane from two lens positions)
+    CNN_AGREES = "cnn_agrees"          # the CNN is trusted again: it agrees with the measure's focus (search or
+    #                                    track -> track) or points at one plane from two lens positions (-> acquire)
+    SEARCH_CONVERGED = "search_converged"  # search -> track on the measure alone, the CNN not trusted
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,7 @@ class HybridAutofocus:
         self._started = False
         self._peaks = 0  # measure-found planes fused so far: the drift rate is followed from the second on
         self.cnn_bias_steps = config.cnn_bias_steps  # learnt near focus when bias_learning_rate > 0
+        self.cnn_trusted = True  # False from a fallback to the search until the CNN agrees with the measure again
         self._reset_target()
 
     def _configure(self, config: HybridConfig, search_config: SearchConfig | None) -> None:
@@ -311,6 +315,10 @@ class HybridAutofocus:
         if self.mode == Mode.SEARCH:
             self.search.restart()
             return None
+        if not self.cnn_trusted:
+            self.search.restart()
+            return self._change(Mode.SEARCH, HybridReason.TARGET_CHANGED,
+                                "the tracker switched worms; the CNN is not trusted: search", t_s)
         return self._change(Mode.ACQUIRE, HybridReason.TARGET_CHANGED, "the tracker switched worms", t_s)
 
     def best_z_steps(self, t_s: float) -> float | None:
@@ -480,23 +488,11 @@ class HybridAutofocus:
         self._plan = None
         self._agree = 0
         self._sweep = None
+        self.cnn_trusted = False
         self._change(Mode.SEARCH, reason, detail, now_s)
 
     def _search_step(self, z: int, m: float, pred: float | None, stamp_s: float, now_s: float) -> HybridDecision:
         cfg = self.config
-        if self.search.converged and pred is not None and abs(pred) <= cfg.refine_window_steps:
-            self._agree += 1
-            if self._agree >= cfg.consistency_frames:
-                self.strikes = 0
-                self._refuted.clear()
-                self._window.clear()
-                self._measure_ref = m
-                self._fuse_peak(now_s, z)
-                self._change(Mode.TRACK, HybridReason.CNN_AGREES,
-                             f"search converged at z={z}; the CNN agrees ({pred:+.1f} steps)", now_s)
-                return self._hold(HybridReason.IN_FOCUS, f"at z={z}, measure {m:.3g}")
-        else:
-            self._agree = 0
         if not self.search.converged and pred is not None:
             b = z + pred
             if self._sweep is not None and self._sweep[0] != z:
@@ -504,6 +500,7 @@ class HybridAutofocus:
                 tol = min(cfg.consistency_steps, 0.5 * abs(z - z1))  # a plane that moves with the lens is no plane
                 if abs(b - b1) <= tol and not any(abs(r - b) <= cfg.consistency_steps for r in self._refuted):
                     self.strikes = cfg.max_strikes - 1  # on probation: one more failure and the search is back
+                    self.cnn_trusted = True
                     self._sweep = None
                     self._window.clear()
                     self._window.append((stamp_s, z, b))
@@ -514,21 +511,48 @@ class HybridAutofocus:
                     return self._acquire(z, m, pred, True, stamp_s, now_s)
             self._sweep = (z, b)
         d = self.search.update(z, m, stamp_s)
+        if d.reason.value == "converged":  # at the best z found: track on, with the CNN if it agrees
+            self._measure_ref = m
+            self._window.clear()
+            self._fuse_peak(now_s, z)
+            self._agree = 0
+            if not self._cnn_agrees(pred, z, now_s):
+                self._change(Mode.TRACK, HybridReason.SEARCH_CONVERGED,
+                             f"search converged at z={z} (measure {m:.3g}); tracking on the measure, "
+                             f"the CNN not trusted", now_s)
+            return self._hold(HybridReason.IN_FOCUS, f"at z={z}, measure {m:.3g}")
         if d.moves and d.target_steps is not None:
             return self._move(z, d.target_steps, HybridReason.SEARCHING, d.detail, now_s)
-        return self._hold(HybridReason.CONVERGED if d.reason.value == "converged" else HybridReason.SEARCHING,
-                          d.detail)
+        return self._hold(HybridReason.SEARCHING, d.detail)
+
+    def _cnn_agrees(self, pred: float | None, z: int, now_s: float) -> bool:
+        """Count frames where the CNN says the lens (at the measure's focus) is in focus; after
+        consistency_frames of them the CNN is trusted again (a CNN_AGREES change to track)."""
+        cfg = self.config
+        if pred is None or abs(pred) > cfg.refine_window_steps:
+            self._agree = 0
+            return False
+        self._agree += 1
+        if self._agree < cfg.consistency_frames:
+            return False
+        self._agree = 0
+        self.strikes = 0
+        self._refuted.clear()
+        self.cnn_trusted = True
+        self._change(Mode.TRACK, HybridReason.CNN_AGREES,
+                     f"the CNN agrees with the measure's focus at z={z} ({pred:+.1f} steps)", now_s)
+        return True
 
     def _start_refine(self, z: int, m: float, pred: float | None, now_s: float, reason: HybridReason,
                       detail: str) -> HybridDecision:
         rate = self.tracker.rate_steps_per_s
         if self.mode == Mode.TRACK and abs(rate) >= 0.5:
             direction = 1 if rate > 0 else -1
-        elif pred is not None and pred != 0:
+        elif pred is not None and pred != 0 and self.cnn_trusted:
             direction = 1 if pred > 0 else -1
         else:
             direction = 1
-        center = self._clamp(z + pred) if pred is not None and self.mode != Mode.TRACK else z
+        center = self._clamp(z + pred) if pred is not None and self.mode != Mode.TRACK and self.cnn_trusted else z
         self._plan = self._refine_plan(z, m, center, direction)
         self._plan_bests = []
         self._change(Mode.REFINE, reason, detail, now_s)
@@ -538,7 +562,7 @@ class HybridAutofocus:
 
     def _refine_step(self, z: int, m: float, pred: float | None, now_s: float) -> HybridDecision:
         cfg = self.config
-        if pred is not None:
+        if pred is not None and self.cnn_trusted:
             self._plan_bests.append(z + pred)
         if z != self._plan_target:
             return self._move(z, self._plan_target, HybridReason.PROBE, f"frame at z={z}, probing z={self._plan_target}",
@@ -554,7 +578,7 @@ class HybridAutofocus:
             self.strikes += 1
             detail = (f"strike {self.strikes}/{cfg.max_strikes} (refine_failed): no measure peak within "
                       f"{cfg.refine_span_steps} steps of the refine's start")
-            if self.strikes >= cfg.max_strikes:
+            if self.strikes >= cfg.max_strikes or not self.cnn_trusted:
                 return self._fallback(HybridReason.REFINE_FAILED, detail, z, m, pred, now_s, now_s)
             self._change(Mode.ACQUIRE, HybridReason.REFINE_FAILED, detail, now_s)
             return self._hold(HybridReason.REFINE_FAILED, detail)
@@ -581,10 +605,10 @@ class HybridAutofocus:
         if self._measure_ref is None:
             self._measure_ref = m
         dropped = m < self._drop_level(self._measure_ref)
-        far = pred is not None and confident and abs(pred) > cfg.refine_window_steps
         if dropped:
             full, agree, detail = self._consistent(now_s)
-            if far and full and agree:
+            far = pred is not None and confident and abs(pred) > cfg.refine_window_steps
+            if self.cnn_trusted and far and full and agree:
                 self._change(Mode.ACQUIRE, HybridReason.FAR_PREDICTION,
                              f"measure {m:.3g} below {self._drop_level(self._measure_ref):.3g} and the CNN says "
                              f"{pred:+.0f} ({detail})", now_s)
@@ -593,13 +617,15 @@ class HybridAutofocus:
                                       f"measure {m:.3g} below {self._drop_level(self._measure_ref):.3g} "
                                       f"(reference {self._measure_ref:.3g})")
         self._measure_ref = max(self._measure_ref, m)
-        if pred is not None and cfg.bias_learning_rate > 0 and m >= self._measure_ref - cfg.measure_noise - \
-                0.5 * cfg.drop_fraction * abs(self._measure_ref):
-            # in focus by the measure: what the CNN still predicts here is its bias (pred is already unbiased)
-            bias = self.cnn_bias_steps + cfg.bias_learning_rate * pred
-            self.cnn_bias_steps = float(np.clip(bias, -cfg.refine_window_steps, cfg.refine_window_steps))
-        if pred is not None and confident and abs(pred) > cfg.disagree_steps:
-            self._disagree += 1
+        if not self.cnn_trusted:
+            self._cnn_agrees(pred, z, now_s)
+        elif pred is not None:
+            if cfg.bias_learning_rate > 0 and m >= self._measure_ref - cfg.measure_noise - \
+                    0.5 * cfg.drop_fraction * abs(self._measure_ref):
+                # in focus by the measure: what the CNN still predicts here is its bias (pred is already unbiased)
+                bias = self.cnn_bias_steps + cfg.bias_learning_rate * pred
+                self.cnn_bias_steps = float(np.clip(bias, -cfg.refine_window_steps, cfg.refine_window_steps))
+            self._disagree = self._disagree + 1 if confident and abs(pred) > cfg.disagree_steps else 0
             if self._disagree >= cfg.disagree_frames:
                 self._disagree = 0
                 decision = self._strike(HybridReason.DISAGREES, f"the CNN says {pred:+.0f} for {cfg.disagree_frames} "
@@ -607,8 +633,6 @@ class HybridAutofocus:
                                         z, m, pred, now_s, now_s)
                 if self.mode == Mode.SEARCH:
                     return decision
-        else:
-            self._disagree = 0
         best = self.tracker.predict_z(now_s)
         rate = self.tracker.rate_steps_per_s
         if (best is not None and self._peaks >= 2 and abs(rate) > 2.0 * self.tracker.rate_sigma()
