@@ -45,7 +45,7 @@ def test_tiny_bench_runs_both_controllers_on_the_same_scenarios(tmp_path, model,
     md = (tmp_path / "bench.md").read_text()
     assert f"celegans-autofocus bench --model {model} --episodes 1 --kinds step150 switch" in md
     assert "| switch | search/brenner | 1 |" in md and "| all | hybrid/constant | 2 |" in md
-    assert "--hybrid-models bundled constant random_sign oracle --wrong-offset-steps -140" in md
+    assert "--hybrid-models bundled constant random_sign oracle --wrong-offset-steps -140 --hybrid-bias-steps 0" in md
     assert (tmp_path / "bench.png").stat().st_size > 10_000
 
 

@@ -94,7 +94,7 @@ def test_verify_undoes_a_jump_without_progress_and_a_refuted_plane_falls_back_to
     assert refuted.change is not None and refuted.change.reason == R.REFUTED and refuted.mode == Mode.SEARCH
     assert rig.reasons() == [R.START, R.REFUTED] and rig.ctrl.strikes == 2
     rig.run(constant(-140.0), 60)                                        # the search finds focus regardless
-    assert abs(rig.error()) <= 4 and rig.reasons()[-1] == R.SEARCH_CONVERGED
+    assert abs(rig.error()) <= 4 and rig.reasons()[-2:] == [R.SEARCH_CONVERGED, R.FOCUSED]
     assert rig.ctrl.mode == Mode.TRACK and not rig.ctrl.cnn_trusted     # and the model is not trusted again
     assert min(rig.lens) >= -400 and max(rig.lens) <= 400
 
@@ -161,7 +161,7 @@ def test_after_the_search_track_goes_on_with_the_measure_alone_until_the_cnn_agr
     model = lambda err, t: -140.0 if t < 6.0 else err  # noqa: E731 - wrong, then right
     rig = Rig(HybridAutofocus(), best=lambda t: 40.0 + 3.0 * t).run(model, 60)
     reasons = rig.reasons()
-    assert reasons[:3] == [R.START, R.REFUTED, R.SEARCH_CONVERGED] and not rig.ctrl.cnn_trusted
+    assert reasons[:4] == [R.START, R.REFUTED, R.SEARCH_CONVERGED, R.FOCUSED] and not rig.ctrl.cnn_trusted
     assert R.MEASURE_DROP in reasons                                     # drift: re-refined on the measure
     assert not any(d.reason == R.JUMP for d in rig.decisions[5:])        # the wrong model never moved the lens
     errors = [rig.best(i * 0.1) - z for i, z in enumerate(rig.lens)]
@@ -171,6 +171,18 @@ def test_after_the_search_track_goes_on_with_the_measure_alone_until_the_cnn_agr
     back = rig.ctrl.changes[-1]
     assert back.reason == R.CNN_AGREES and (back.previous, back.mode) == (Mode.TRACK, Mode.TRACK)
     assert rig.ctrl.cnn_trusted and rig.ctrl.strikes == 0
+
+
+def test_a_search_that_ends_on_a_broad_side_lobe_searches_again():
+    def lobe(err):  # a broad maximum at err -120 (a defocused side lobe) beats the sharp peak on the coarse grid
+        return 1.0 * math.exp(-(err + 120.0) ** 2 / 5000.0) + 0.8 * math.exp(-err * err / 8.0)
+
+    rig = Rig(HybridAutofocus(), best=lambda t: 0.0, z0=20).run(constant(-140.0), 60, measure_fn=lobe)
+    reasons = rig.reasons()
+    assert R.SEARCH_CONVERGED in reasons
+    i = reasons.index(R.SEARCH_CONVERGED)
+    assert reasons[i + 1] == R.REFINE_FAILED and rig.ctrl.changes[i + 1].mode == Mode.SEARCH
+    assert R.FOCUSED not in reasons
 
 
 def test_target_changed_goes_back_to_acquire_and_in_search_restarts_it():

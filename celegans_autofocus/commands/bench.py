@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "constant (always --wrong-offset-steps), random_sign (the true |offset| with a random "
                         "sign, seeded), oracle (the simulator's true offset)")
     g.add_argument("--wrong-offset-steps", type=float, default=-140.0, help="the constant wrong model's answer")
+    g.add_argument("--hybrid-bias-steps", type=float, default=0.0,
+                   help="prior bias near focus of the ONNX model for hybrid/bundled (HybridConfig.cnn_bias_steps, "
+                        "e.g. the bias bag-eval measured); 0 = none, the hybrid learns it online in focus")
     g.add_argument("--search-fov", type=int, default=500,
                    help="the search measures a native-resolution square ROI of this side (px) on the "
                         "target worm, as a tracker's autofocus ROI")
@@ -207,6 +210,7 @@ def command_line(args: argparse.Namespace) -> str:
               "--threads", str(args.threads),
               "--controllers", *args.controllers, "--measures", *args.measures,
               "--hybrid-models", *args.hybrid_models, "--wrong-offset-steps", f"{args.wrong_offset_steps:g}",
+              "--hybrid-bias-steps", f"{args.hybrid_bias_steps:g}",
               "--search-fov", str(args.search_fov)]
     for opt in ("summary_json", "plot", "markdown"):
         if getattr(args, opt) is not None:
@@ -226,7 +230,8 @@ def _markdown(args: argparse.Namespace, model: str, table: str, wall_s: float, v
         f"{args.duration_s:g} s at {args.fps:g} fps, seed {args.seed}; motor {args.motor_speed_steps_per_s:g} "
         f"steps/s; command latency {args.latency_s * 1e3:g} ms (simulated). Search: SearchAutofocus "
         f"(SearchConfig defaults) on {', '.join(args.measures)}. Hybrid: HybridAutofocus (HybridConfig "
-        f"defaults) with the models {', '.join(args.hybrid_models)} (constant = {args.wrong_offset_steps:g} steps; "
+        f"defaults; prior bias of the ONNX model {args.hybrid_bias_steps:g} steps) with the models "
+        f"{', '.join(args.hybrid_models)} (constant = {args.wrong_offset_steps:g} steps; "
         f"random_sign = the true |offset| with a random sign; oracle = the true offset), measure "
         f"{DEFAULT_MEASURE} on the CNN's view. Drift: {args.slow_drift_steps_per_s:g} steps/s (drift2), "
         f"{args.drift_steps_per_s:g} steps/s (drift, switch).", "",
@@ -257,6 +262,8 @@ def _controllers(args: argparse.Namespace, predictor, render_px: int, fov: int |
             out.append((f"search/{measure}", lambda sc, m=measure: (
                 SearchLoop(measure=m), OpticsFrames(sc, args.search_fov, fov_px=args.search_fov))))
     if "hybrid" in args.controllers:
+        from ..core.hybrid import HybridConfig
+
         models = {"bundled": lambda tap, sc: predictor,
                   "constant": lambda tap, sc: ConstantModel(args.wrong_offset_steps),
                   "random_sign": lambda tap, sc: RandomSignModel(tap, seed=sc.seed),
@@ -264,7 +271,8 @@ def _controllers(args: argparse.Namespace, predictor, render_px: int, fov: int |
 
         def make(sc, which):
             tap = TruthTap(OpticsFrames(sc, render_px, fov_px=fov))
-            return HybridLoop(models[which](tap, sc)), tap
+            config = HybridConfig(cnn_bias_steps=args.hybrid_bias_steps if which == "bundled" else 0.0)
+            return HybridLoop(models[which](tap, sc), config), tap
 
         for which in args.hybrid_models:
             out.append((f"hybrid/{which}", lambda sc, w=which: make(sc, w)))
@@ -291,8 +299,9 @@ def run(args: argparse.Namespace) -> int:
             get_measure(measure)
         if args.search_fov < 16:
             raise ValueError(f"--search-fov must be at least 16 px, got {args.search_fov}")
-        if not math.isfinite(args.wrong_offset_steps):
-            raise ValueError(f"--wrong-offset-steps must be finite, got {args.wrong_offset_steps}")
+        if not (math.isfinite(args.wrong_offset_steps) and math.isfinite(args.hybrid_bias_steps)):
+            raise ValueError(f"--wrong-offset-steps and --hybrid-bias-steps must be finite, got "
+                             f"{args.wrong_offset_steps} and {args.hybrid_bias_steps}")
         predictor = None
         model_name = "-"
         if "cnn" in args.controllers or ("hybrid" in args.controllers and "bundled" in args.hybrid_models):

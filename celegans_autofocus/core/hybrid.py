@@ -21,7 +21,7 @@ Modes (:class:`Mode`):
 - ``search``: fallback after ``max_strikes`` strikes (failed verifications, refuted planes, a refine
   that finds no peak, a CNN that disagrees with the measure's peak), oscillating predictions, or
   repeated non-finite predictions: :class:`core.control.SearchAutofocus` on the measure. Once it
-  converged, ``track`` goes on with the measure alone (no jumps, the CNN not trusted,
+  converged (and a refine found the peak sharp), ``track`` goes on with the measure alone (no jumps, the CNN not trusted,
   :attr:`HybridAutofocus.cnn_trusted` False; a failed refine or a worm switch searches again)
   until the CNN agrees with the measure's focus for ``consistency_frames`` frames. During the
   search it returns to ``acquire`` when the CNN points at the same plane from two lens positions
@@ -86,7 +86,7 @@ class HybridReason(str, Enum):
     NO_PREDICTIONS = "no_predictions"  # fallback: non-finite predictions for non_finite_frames frames
     CNN_AGREES = "cnn_agrees"          # the CNN is trusted again: it agrees with the measure's focus (search or
     #                                    track -> track) or points at one plane from two lens positions (-> acquire)
-    SEARCH_CONVERGED = "search_converged"  # search -> track on the measure alone, the CNN not trusted
+    SEARCH_CONVERGED = "search_converged"  # search -> refine (is the peak sharp?), then track on the measure alone
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class HybridConfig(_Config):
       two lens positions; K >= 2 also asks for agreement before the first jump (noisy models).
     - ``max_sigma_steps``: a prediction whose model-reported sigma exceeds this is not confident.
     - ``cnn_bias_steps``: subtracted from every prediction (the model's known mean bias near focus).
-    - ``cnn_sigma_steps``: the prediction's error for the best-plane filter when the model gives none.
+    - ``cnn_sigma_steps``: a verified CNN plane's error for the best-plane filter when the model gives none.
     - ``refine_window_steps``: a prediction at most this far from focus is refined on the measure, not jumped.
     - ``probe_steps``: refine step; ``refine_span_steps``: the farthest a refine climbs from its start.
     - ``measure_noise``: measure differences below this are noise.
@@ -361,6 +361,7 @@ class HybridAutofocus:
         elif bad_pred:
             self._non_finite += 1
         confident = pred is not None and (sigma_steps is None or sigma_steps <= cfg.max_sigma_steps)
+        self._sigma_now = float(sigma_steps) if pred is not None and sigma_steps is not None else None
         if pred is not None:
             self._window.append((stamp_s, z, z + pred))
 
@@ -436,7 +437,6 @@ class HybridAutofocus:
             ref = self._measure_ref  # this worm's last peak measure, if any: was the lens still near focus?
             in_focus = ref is not None and m >= ref - 2.0 * cfg.drop_fraction * abs(ref) - cfg.measure_noise
             self._pending = _Jump(z, m, in_focus, best, decision.move_steps)
-            self.tracker.update(now_s, best, cfg.cnn_sigma_steps)
         return decision
 
     def _verify(self, z: int, m: float, pred: float | None, now_s: float) -> HybridDecision | None:
@@ -456,6 +456,8 @@ class HybridAutofocus:
                               f"after the jump of {jump.move_steps:+d} steps to z={z} the CNN still says {pred:+.0f} "
                               f"(more than {tol:.0f}): no progress", now_s)
         self._verified = True  # the jump and this prediction agree: this frame needs no further consistency
+        sigma = self._sigma_now if self._sigma_now else cfg.cnn_sigma_steps
+        self.tracker.update(now_s, z + pred, sigma)  # a verified CNN plane enters the filter
         return None
 
     def _undo(self, jump: _Jump, z: int, reason: HybridReason, detail: str, now_s: float) -> HybridDecision:
@@ -516,10 +518,10 @@ class HybridAutofocus:
             self._window.clear()
             self._fuse_peak(now_s, z)
             self._agree = 0
-            if not self._cnn_agrees(pred, z, now_s):
-                self._change(Mode.TRACK, HybridReason.SEARCH_CONVERGED,
-                             f"search converged at z={z} (measure {m:.3g}); tracking on the measure, "
-                             f"the CNN not trusted", now_s)
+            if not self._cnn_agrees(pred, z, now_s):  # a search can end on a side lobe: check the peak is sharp
+                return self._start_refine(z, m, None, now_s, HybridReason.SEARCH_CONVERGED,
+                                          f"search converged at z={z} (measure {m:.3g}); checking the peak on the "
+                                          f"measure, the CNN not trusted")
             return self._hold(HybridReason.IN_FOCUS, f"at z={z}, measure {m:.3g}")
         if d.moves and d.target_steps is not None:
             return self._move(z, d.target_steps, HybridReason.SEARCHING, d.detail, now_s)
