@@ -9,23 +9,27 @@ changed, a :class:`ModeChange` to log and publish (e.g. in /diagnostics).
 
 Modes (:class:`Mode`):
 
-- ``acquire``: jump by the CNN's prediction once the last ``consistency_frames`` predicted best
-  planes (position + offset) agree. The first frame after a jump verifies it: the prediction
-  there must point at the same plane, and a lens that was in focus must not see a clearly worse
+- ``acquire``: jump by the CNN's prediction (minus its bias near focus, learnt in track) once the
+  last ``consistency_frames`` predicted best planes (position + offset) agree. The first frame
+  after a jump verifies it: the prediction there must show progress (at most ``consistency_steps
+  + consistency_fraction * |jump|``), and a lens that was near focus must not see a clearly worse
   measure; otherwise the jump is undone, its plane refuted and a strike counted against the model.
 - ``refine``: near focus (|offset| <= ``refine_window_steps``) a measure-guided hill climb in
-  ``probe_steps`` steps, warm-started in the CNN's direction, ends with a 3-point parabola.
-- ``track``: in focus. Holds while the measure stays near its reference; follows the drift rate of
-  a Kalman filter on the best plane (:class:`core.best_plane.BestPlaneTracker`); re-refines when
-  the measure drops; jumps again when it dropped and the CNN confidently says focus is far.
+  ``probe_steps`` steps from where the CNN points, ending with a 3-point parabola; the peak must
+  stand ``min_peak_contrast`` above its neighbours, or the refine failed (a strike).
+- ``track``: in focus. Holds while the measure stays near its reference (a sharp worm is not
+  disturbed); follows the drift rate of a Kalman filter on the best plane
+  (:class:`core.best_plane.BestPlaneTracker`, fed with measure peaks and verified CNN planes);
+  re-refines when the measure drops; jumps again when it dropped and the CNN confidently says
+  focus is far.
 - ``search``: fallback after ``max_strikes`` strikes (failed verifications, refuted planes, a refine
   that finds no peak, a CNN that disagrees with the measure's peak), oscillating predictions, or
   repeated non-finite predictions: :class:`core.control.SearchAutofocus` on the measure. Once it
-  converged (and a refine found the peak sharp), ``track`` goes on with the measure alone (no jumps, the CNN not trusted,
-  :attr:`HybridAutofocus.cnn_trusted` False; a failed refine or a worm switch searches again)
-  until the CNN agrees with the measure's focus for ``consistency_frames`` frames. During the
-  search it returns to ``acquire`` when the CNN points at the same plane from two lens positions
-  (a plane that moves with the lens, as a constant answer does, does not count).
+  converged (and a refine found the peak sharp), ``track`` goes on with the measure alone
+  (:attr:`HybridAutofocus.cnn_trusted` False: no jumps; a failed refine or a worm switch searches
+  again) until the CNN agrees with the measure's focus for ``consistency_frames`` frames. During
+  the search it returns to ``acquire`` when the CNN points at the same plane from two lens
+  positions (a plane that moves with the lens, as a constant answer does, does not count).
 
 The lens never leaves [soft_min_steps, soft_max_steps] and never moves on non-finite input.
 """
@@ -567,7 +571,8 @@ class HybridAutofocus:
         if pred is not None and self.cnn_trusted:
             self._plan_bests.append(z + pred)
         if z != self._plan_target:
-            return self._move(z, self._plan_target, HybridReason.PROBE, f"frame at z={z}, probing z={self._plan_target}",
+            return self._move(z, self._plan_target, HybridReason.PROBE,
+                              f"frame at z={z}, probing z={self._plan_target}",
                               now_s)
         try:
             self._plan_target = self._plan.send(m)
