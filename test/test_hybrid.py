@@ -100,7 +100,7 @@ def test_verify_undoes_a_jump_without_progress_and_a_refuted_plane_falls_back_to
 
 
 def test_verify_undoes_a_jump_that_makes_a_focused_image_clearly_worse():
-    best = lambda t: 0.0 if t < 2.95 else 9.0  # noqa: E731 - a small step of the plane at 3 s
+    best = lambda t: 0.0 if t < 2.95 else 6.0  # noqa: E731 - a small step of the plane at 3 s
     model = lambda err, t: err if t < 2.85 else 120.0  # noqa: E731 - the model goes wrong, consistently
     rig = Rig(HybridAutofocus(HybridConfig(max_strikes=3)), best=best, z0=-50).run(model, 30)
     assert rig.ctrl.mode == Mode.TRACK and rig.lens[-1] == 0 and rig.decisions[-1].reason == R.IN_FOCUS

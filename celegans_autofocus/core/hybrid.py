@@ -169,13 +169,13 @@ class HybridConfig(_Config):
     measure_noise: float = 0.02
     min_peak_contrast: float = 0.1
     bias_learning_rate: float = 0.05
-    drop_fraction: float = 0.3
+    drop_fraction: float = 0.15
     disagree_steps: float = 32.0
     disagree_frames: int = 8
     max_strikes: int = 2
     oscillation_frames: int = 4
     non_finite_frames: int = 8
-    follow_steps: float = 3.0
+    follow_steps: float = 2.0
     refine_sigma_steps: float = 2.0
     drift_accel_sigma: float = 0.5
     max_drift_steps_per_s: float = 20.0
@@ -560,6 +560,7 @@ class HybridAutofocus:
             direction = 1
         center = self._clamp(z + pred) if pred is not None and self.mode != Mode.TRACK and self.cnn_trusted else z
         self._plan = self._refine_plan(z, m, center, direction)
+        self._plan_t0_s = now_s
         self._plan_bests = []
         self._change(Mode.REFINE, reason, detail, now_s)
         self._plan_target = next(self._plan)  # a plan always measures something first
@@ -591,7 +592,7 @@ class HybridAutofocus:
             return self._hold(HybridReason.REFINE_FAILED, detail)
         best_z, best_m = result
         self._measure_ref = best_m
-        self._fuse_peak(now_s, best_z)
+        self._fuse_peak(0.5 * (self._plan_t0_s + now_s), best_z)  # the peak was sampled over the refine
         self._disagree = 0
         cnn = float(np.median(self._plan_bests)) if self._plan_bests else None
         detail = f"measure peak z={best_z} ({best_m:.3g})"
@@ -612,6 +613,13 @@ class HybridAutofocus:
         if self._measure_ref is None:
             self._measure_ref = m
         dropped = m < self._drop_level(self._measure_ref)
+        best = self.tracker.predict_z(now_s)
+        rate = self.tracker.rate_steps_per_s
+        if (best is not None and self._peaks >= 2 and abs(rate) > 2.0 * self.tracker.rate_sigma()
+                and abs(best - z) >= cfg.follow_steps and (best - z) * rate > 0):
+            # the plane drifted as the filter says: follow it (a measure drop that it explains needs no refine)
+            return self._move(z, round(best), HybridReason.FOLLOW_DRIFT,
+                              f"best-plane estimate {best:.1f} (drift {rate:+.2f} steps/s)", now_s)
         if dropped:
             full, agree, detail = self._consistent(now_s)
             far = pred is not None and confident and abs(pred) > cfg.refine_window_steps
@@ -640,13 +648,6 @@ class HybridAutofocus:
                                         z, m, pred, now_s, now_s)
                 if self.mode == Mode.SEARCH:
                     return decision
-        best = self.tracker.predict_z(now_s)
-        rate = self.tracker.rate_steps_per_s
-        if (best is not None and self._peaks >= 2 and abs(rate) > 2.0 * self.tracker.rate_sigma()
-                and abs(best - z) >= cfg.follow_steps):
-            return self._move(z, round(best), HybridReason.FOLLOW_DRIFT,
-                              f"best-plane estimate {best:.1f} (drift {self.tracker.rate_steps_per_s:+.2f} steps/s)",
-                              now_s)
         return self._hold(HybridReason.IN_FOCUS, f"measure {m:.3g} (reference {self._measure_ref:.3g})")
 
     def _refine_plan(self, z_now: int, m_now: float, z0: int,
