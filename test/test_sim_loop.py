@@ -199,3 +199,28 @@ def test_bad_options_are_named(tmp_path, capsys, case):
     assert "Traceback" not in err
     if case in ("bag_exists", "overwrite_not_a_bag"):
         assert (path / "precious.txt").exists()
+
+
+def test_hybrid_with_a_constant_wrong_model_falls_back_to_search_and_holds_focus(tmp_path):
+    """A model that always says '-140 steps' (what the bundled one said on real worms): the first jump is
+    refuted by the frame after it, the search finds focus, the measure keeps it."""
+    model = constant_model(tmp_path / "minus140.onnx", -140.0, input_px=32)
+    code, s = sim(tmp_path, "--control", "hybrid", "--model", str(model), "--input", "crop", "--frames", "300",
+                  "--start-offset", "150", "--drift", "0", "--seed", "1", "--frame-height", "486")
+    assert code == 0 and s["control_mode"] == "hybrid"
+    modes = [(c["mode"], c["reason"]) for c in s["mode_changes"]]
+    assert modes[:2] == [("acquire", "start"), ("search", "refuted")], modes
+    assert modes[-1][0] == "track", modes
+    assert s["frames_to_focus"] is not None and s["frames_to_focus"] <= 60, s   # a search: ~40 frames
+    assert s["in_focus_fraction_tracking"] >= 0.9 and abs(s["final_error_steps"]) <= 8, s
+
+
+def test_hybrid_with_the_bundled_model_jumps_refines_and_tracks(tmp_path):
+    code, s = sim(tmp_path, "--control", "hybrid", "--frames", "150", "--start-offset", "150", "--drift", "2",
+                  "--seed", "0", "--frame-height", "486")
+    assert code == 0
+    modes = [c["mode"] for c in s["mode_changes"]]
+    assert modes[:3] == ["acquire", "refine", "track"], s["mode_changes"]
+    assert "search" not in modes
+    assert s["frames_to_focus"] is not None and s["frames_to_focus"] <= 8, s
+    assert s["in_focus_fraction_tracking"] >= 0.8, s
