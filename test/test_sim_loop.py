@@ -123,8 +123,8 @@ def test_loop_closes_through_the_nodes_and_writes_plot_and_bag(tmp_path):
     bag, png = tmp_path / "out" / "run_bag", tmp_path / "out" / "run.png"
     bag.mkdir(parents=True)
     (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")   # an old bag: --overwrite
-    code, s = sim(tmp_path, "--model", str(model), "--frames", "90", "--start-offset", "300", "--drift", "0",
-                  "--random-walk", "0", "--record", str(bag), "--overwrite", "--plot", str(png))
+    code, s = sim(tmp_path, "--control", "cnn", "--model", str(model), "--frames", "90", "--start-offset", "300",
+                  "--drift", "0", "--random-walk", "0", "--record", str(bag), "--overwrite", "--plot", str(png))
     assert code == 0
     assert s["n_frames"] == 90 and s["n_predictions"] == 90
     assert s["moves"] == 25 and s["steps_travelled"] == 1000      # then the soft limit: no further move
@@ -148,7 +148,7 @@ def test_loop_closes_through_the_nodes_and_writes_plot_and_bag(tmp_path):
 
 def test_non_finite_model_never_moves_the_motor(tmp_path):
     """Every frame is answered (NaN: no prediction), so the simulated clock runs; the motor never moves."""
-    code, s = sim(tmp_path, "--model", str(nan_model(tmp_path / "nan.onnx")), "--frames", "45",
+    code, s = sim(tmp_path, "--control", "cnn", "--model", str(nan_model(tmp_path / "nan.onnx")), "--frames", "45",
                   "--start-offset", "150", "--drift", "0", "--random-walk", "0")
     assert code == 0
     assert s["n_predictions"] == 0 and s["frames_rejected"] == 45 and s["frames_unanswered"] == 0
@@ -158,7 +158,8 @@ def test_non_finite_model_never_moves_the_motor(tmp_path):
 
 def test_crop_input_predicts_on_the_detector_crop(tmp_path):
     model = constant_model(tmp_path / "zero.onnx", 0.0, input_px=32)      # "in focus": the lens stays
-    code, s = sim(tmp_path, "--model", str(model), "--frames", "45", "--input", "crop", "--fov", "1000")
+    code, s = sim(tmp_path, "--control", "cnn", "--model", str(model), "--frames", "45", "--input", "crop",
+                  "--fov", "1000")
     assert code == 0
     assert s["input"] == "crop" and s["n_frames"] == 45 and s["detector_frames"] == 45
     assert s["n_predictions"] == 45 and s["moves"] == 0
