@@ -155,6 +155,9 @@ class HybridConfig(_Config):
     - ``refine_sigma_steps``: a refined peak's error for the best-plane filter.
     - ``drift_accel_sigma``: the filter's process noise, steps/s per sqrt(s).
     - ``max_drift_steps_per_s``: the filter's drift-rate cap.
+    - ``max_move_steps``: the largest jump; ``stale_after_s``: frames older than this (or from the
+      future) are ignored; ``settle_s``: frames stamped before the end of a move + this are ignored;
+      ``soft_min_steps`` / ``soft_max_steps``: no move ever leaves them (the search uses the same).
     """
 
     consistency_frames: int = 1
