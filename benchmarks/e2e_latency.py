@@ -87,7 +87,7 @@ def synthetic_frames(n: int, seed: int = 0) -> tuple[list[np.ndarray], list[tupl
 
 
 def make_camera(pipeline: str):
-    """The camera node; rclpy is imported here, after main() has set the DDS environment."""
+    """Make the camera node; rclpy is imported here, after main() has set the DDS environment."""
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PointStamped
     from rclpy.node import Node
@@ -154,7 +154,7 @@ def set_environment(transport: str) -> None:
 
 
 def node_commands(model: Path, args: argparse.Namespace) -> dict[str, list[str]]:
-    """The node processes of the pipeline: name -> command line."""
+    """Return the node processes of the pipeline: name -> command line."""
     def cmd(node: str, *params: str) -> list[str]:
         ros = ["--ros-args", "-r", f"__ns:={NAMESPACE}"]
         for p in params:

@@ -1,5 +1,8 @@
-"""core/closed_loop.py: drift trajectories, motor kinematics, episode metrics and the frame-by-frame runner
-(real ONNX models through FocusPredictor and FocusController; real optics for the search)."""
+"""core/closed_loop.py: drift trajectories, motor kinematics, episode metrics and the frame-by-frame runner.
+
+The runner is driven by real ONNX models through FocusPredictor and FocusController, and by real optics for the
+search.
+"""
 from __future__ import annotations
 
 import math
@@ -7,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from celegans_autofocus.core.closed_loop import (FOCUS_HOLD_FRAMES, CnnLoop, FocusDrift, MotorSim, OpticsFrames, Scenario,
-                                                 SearchLoop, make_scenarios, run_episode, summarize_episode)
+from celegans_autofocus.core.closed_loop import (FOCUS_HOLD_FRAMES, CnnLoop, FocusDrift, MotorSim, OpticsFrames,
+                                                 Scenario, SearchLoop, make_scenarios, run_episode, summarize_episode)
 from celegans_autofocus.core.metrics import SUMMARY_KEYS
 from celegans_autofocus.core.predictor import FocusPredictor
 from onnx_models import nan_model, pixel_model
@@ -60,7 +63,8 @@ def test_summarize_episode_on_a_hand_made_error_trace():
     assert s["steps_travelled"] == 128.0 and s["n_frames"] == 10
     assert set(SUMMARY_KEYS) <= set(s) and s["n"] == 10 and s["mae_steps"] == pytest.approx(237 / 10)
     held = summarize_episode(err)               # the default: reached = 3 consecutive in-focus frames
-    assert FOCUS_HOLD_FRAMES == 3 and held["frames_to_focus"] == 6 and held["latency_p50_ms"] is None and held["steps_travelled"] is None
+    assert (FOCUS_HOLD_FRAMES == 3 and held["frames_to_focus"] == 6 and held["latency_p50_ms"] is None
+            and held["steps_travelled"] is None)
     never = summarize_episode([50.0, -40.0], steps_travelled=7)
     assert never["frames_to_focus"] is None and never["in_focus_fraction_tracking"] == 0.0
     assert never["steps_travelled"] == 7.0
@@ -102,8 +106,10 @@ A, B, PX = 100.0, -400.0, 128
 
 
 class EncodedOffsetFrames:
-    """Frames whose bright-pixel share encodes the true offset so that ``pixel_model(a=A, b=B)``
-    (reading the z-scored pixel [0, 0]) predicts it exactly: a perfect-predictor test rig."""
+    """Frames whose bright-pixel share encodes the true offset: a perfect-predictor test rig.
+
+    ``pixel_model(a=A, b=B)`` (reading the z-scored pixel [0, 0]) predicts the offset exactly.
+    """
 
     def frame(self, offset_steps: float, target_index: int) -> np.ndarray:
         x = (offset_steps - B) / A  # z-score of a bright pixel when a share f is bright: sqrt((1-f)/f)

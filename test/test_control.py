@@ -12,7 +12,7 @@ from celegans_autofocus.hardware.steppers import SimulatedStepper
 
 
 def settled(config: ControlConfig = ControlConfig()) -> FocusController:
-    """A controller whose last move ended at t = 0 s."""
+    """Return a controller whose last move ended at t = 0 s."""
     c = FocusController(config)
     c.record_move(0.0)
     return c
@@ -161,9 +161,11 @@ def test_record_move_rejects_non_finite():
 
 @pytest.mark.parametrize("drift_steps_per_s, deadband_steps", [(5.0, 8.0), (20.0, 4.0)])
 def test_closed_loop_with_simulated_stepper_tracks_drift(drift_steps_per_s, deadband_steps):
-    """Noisy one-shot predictions (sigma 3 steps) at 15 fps, the best plane drifting: focus within
-    2 frames from 150 steps, then >= 90 % of frames within the 8-step in-focus criterion. Fast drift
-    needs a deadband below that criterion, so that the law corrects before focus is lost."""
+    """Noisy one-shot predictions (sigma 3 steps) at 15 fps, the best plane drifting.
+
+    Focus within 2 frames from 150 steps, then >= 90 % of frames within the 8-step in-focus criterion. Fast drift
+    needs a deadband below that criterion, so that the law corrects before focus is lost.
+    """
     rng = np.random.default_rng(0)
     clock = [0.0]
     stepper = SimulatedStepper(clock=lambda: clock[0], max_speed_steps_per_s=3000.0, soft_min_steps=-400,

@@ -233,8 +233,11 @@ def test_control_law_is_tunable_at_run_time_and_bad_values_are_refused(ros_harne
 
 
 def test_on_the_simulated_clock_a_decision_waits_the_modelled_latency_and_answers_each_frame(ros_harness):
-    """use_sim_time: the simulated stepper moves in simulated time; the move for a frame stamped t starts at
-    t + modelled_latency_s; every offset gets its focus/command, with the frame's stamp."""
+    """use_sim_time: the simulated stepper moves in simulated time.
+
+    The move for a frame stamped t starts at t + modelled_latency_s; every offset gets its focus/command, with
+    the frame's stamp.
+    """
     node = ros_harness.start(StepperControllerNode, use_sim_time=True, modelled_latency_s=0.03,
                              max_speed_steps_per_s=1000.0)
     probe = ros_harness.probe
@@ -272,8 +275,10 @@ def test_on_the_simulated_clock_a_decision_waits_the_modelled_latency_and_answer
 
 
 def test_hybrid_mode_pairs_each_offset_with_its_measure_and_reports_its_mode(ros_harness):
-    """control_mode hybrid: a frame is decided once both its focus/offset and its focus/measure are in
-    (either order); the mode and the mode changes are on /diagnostics; non-finite input never moves."""
+    """control_mode hybrid: a frame is decided once both its focus/offset and its focus/measure are in.
+
+    They may come in either order; the mode and the mode changes are on /diagnostics; non-finite input never moves.
+    """
     node = ros_harness.start(StepperControllerNode, control_mode="hybrid", diagnostics_period_s=0.1,
                              max_speed_steps_per_s=4000.0)
     probe = ros_harness.probe

@@ -1,5 +1,7 @@
-"""core/hybrid.py: every mode change of the hybrid autofocus, on synthetic measure curves and predictions;
-core/best_plane.py: the best-plane Kalman filter."""
+"""core/hybrid.py: every mode change of the hybrid autofocus, on synthetic measure curves and predictions.
+
+Also core/best_plane.py: the best-plane Kalman filter.
+"""
 from __future__ import annotations
 
 import math
@@ -13,8 +15,10 @@ from celegans_autofocus.core.hybrid import HybridAutofocus, HybridConfig, Hybrid
 
 
 def measure(error_steps: float) -> float:
-    """A focus-measure curve shaped like detail_skewness on the simulator: a sharp peak at focus (1.5),
-    negative shoulders at ~30 steps, a weaker side lobe at ~100 steps."""
+    """Return a focus-measure curve shaped like detail_skewness on the simulator.
+
+    A sharp peak at focus (1.5), negative shoulders at ~30 steps, a weaker side lobe at ~100 steps.
+    """
     e = abs(error_steps)
     return 1.5 * math.exp(-e * e / 128.0) - 0.6 * math.exp(-(e - 35.0) ** 2 / 200.0) + 0.3 * math.exp(
         -(e - 100.0) ** 2 / 1800.0)

@@ -1,5 +1,7 @@
-"""HybridLoop in the closed-loop runner on the physical simulator's frames, with the stand-in models
-(core/fake_models.py): the truth, a constant wrong answer, the right magnitude with a random sign."""
+"""HybridLoop in the closed-loop runner on the physical simulator's frames, with the stand-in models.
+
+The stand-ins (core/fake_models.py): the truth, a constant wrong answer, the right magnitude with a random sign.
+"""
 from __future__ import annotations
 
 import numpy as np

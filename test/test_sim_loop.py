@@ -203,8 +203,10 @@ def test_bad_options_are_named(tmp_path, capsys, case):
 
 
 def test_hybrid_with_a_constant_wrong_model_falls_back_to_search_and_holds_focus(tmp_path):
-    """A model that always says '-140 steps' (what the bundled one said on real worms): the first jump is
-    refuted by the frame after it, the search finds focus, the measure keeps it."""
+    """A model that always says '-140 steps' (what the bundled one said on real worms).
+
+    The first jump is refuted by the frame after it, the search finds focus, the measure keeps it.
+    """
     model = constant_model(tmp_path / "minus140.onnx", -140.0, input_px=32)
     code, s = sim(tmp_path, "--control", "hybrid", "--model", str(model), "--input", "crop", "--frames", "300",
                   "--start-offset", "150", "--drift", "0", "--seed", "1", "--frame-height", "486")

@@ -131,7 +131,7 @@ def _view(args: argparse.Namespace, predictor) -> tuple[int, int | None]:
 
 
 def _quantile(values: list[float], q: float) -> float:
-    """An observed value (no interpolation, so 'never' = inf stays inf); NaN when empty."""
+    """Return an observed value (no interpolation, so 'never' = inf stays inf); NaN when empty."""
     vals = [v for v in values if v is not None]
     return float(np.quantile(vals, q, method="inverted_cdf")) if vals else math.nan
 
@@ -196,7 +196,7 @@ def _json_safe(value):
 
 
 def command_line(args: argparse.Namespace) -> str:
-    """The full command that reproduces this run (every option explicit)."""
+    """Return the full command that reproduces this run (every option explicit)."""
     parts = ["celegans-autofocus", "bench"]
     if args.model is not None:
         parts += ["--model", str(args.model)]
@@ -250,7 +250,8 @@ def _controllers(args: argparse.Namespace, predictor, render_px: int, fov: int |
     """(row name, make(scenario) -> (controller, frame source)) for every controller of the run.
 
     The hybrid sees the CNN's view and measures ``DEFAULT_MEASURE`` on that same frame; its stand-in
-    models read the truth from a TruthTap on the frame source."""
+    models read the truth from a TruthTap on the frame source.
+    """
     from ..core.closed_loop import CnnLoop, HybridLoop, OpticsFrames, SearchLoop
     from ..core.fake_models import ConstantModel, OracleModel, RandomSignModel, TruthTap
 

@@ -72,13 +72,13 @@ class BestPlaneTracker:
         return float(self._propagate(t_s)[0][0])
 
     def sigma_z(self, t_s: float) -> float:
-        """Standard deviation of :meth:`predict_z` (inf before the first measurement)."""
+        """Return the standard deviation of :meth:`predict_z` (inf before the first measurement)."""
         if self.x is None:
             return math.inf
         return float(math.sqrt(self._propagate(t_s)[1][0, 0]))
 
     def rate_sigma(self) -> float:
-        """Standard deviation of the drift-rate estimate (inf before the first measurement)."""
+        """Return the standard deviation of the drift-rate estimate (inf before the first measurement)."""
         return math.inf if self.x is None else float(math.sqrt(self.P[1, 1]))
 
     @property
@@ -86,7 +86,7 @@ class BestPlaneTracker:
         return 0.0 if self.x is None else float(self.x[1])
 
     def forget_position(self, t_s: float, sigma_steps: float = 1e3) -> None:
-        """A worm switch: the new target lies at an unknown height; the drift rate is kept."""
+        """Handle a worm switch: the new target lies at an unknown height; the drift rate is kept."""
         if self.x is None:
             return
         self.x, self.P = self._propagate(t_s)

@@ -117,7 +117,7 @@ class Scenario:
         return int(round(self.duration_s * self.fps))
 
     def drift(self, lens_start_z_steps: float = 0.0) -> FocusDrift:
-        """The best-plane trajectory, with the lens starting at ``lens_start_z_steps``."""
+        """Return the best-plane trajectory, with the lens starting at ``lens_start_z_steps``."""
         return FocusDrift(lens_start_z_steps + self.start_offset_steps, self.drift_steps_per_s,
                           self.random_walk_steps_per_sqrt_s, self.switch_times_s,
                           self.switch_jumps_steps, seed=self.seed + 7919)
@@ -272,18 +272,23 @@ def summarize_episode(error_steps: Sequence[float], *, latency_ms: Sequence[floa
 # ---------------------------------------------------------------- episode runner
 
 class FrameSource(Protocol):
-    """Camera of the simulation: the frame seen when the lens must move ``offset_steps`` to focus
-    the worm tracked as target number ``target_index`` (0, 1, ... after each switch)."""
+    """Camera of the simulation.
+
+    ``frame`` returns the frame seen when the lens must move ``offset_steps`` to focus the worm tracked as
+    target number ``target_index`` (0, 1, ... after each switch).
+    """
 
     def frame(self, offset_steps: float, target_index: int) -> np.ndarray: ...
 
 
 class OpticsFrames:
-    """Frames from the physical simulator's fast path (core.optics.StackRenderer), one scene per
-    scenario (seeded by it): the full frame rendered ``render_px`` wide (aspect kept), or, with
-    ``fov_px``, a square crop of that side centred on the target worm (worm ``target_index %
-    n_worms``) rendered at ``min(render_px, fov_px)`` (``render_px >= fov_px`` = native resolution).
-    The model's own preprocessing then brings either to its input size."""
+    """Frames from the physical simulator's fast path (core.optics.StackRenderer), one scene per scenario.
+
+    The scene is seeded by the scenario. A frame is the full frame rendered ``render_px`` wide (aspect kept), or,
+    with ``fov_px``, a square crop of that side centred on the target worm (worm ``target_index % n_worms``)
+    rendered at ``min(render_px, fov_px)`` (``render_px >= fov_px`` = native resolution). The model's own
+    preprocessing then brings either to its input size.
+    """
 
     def __init__(self, scenario: Scenario, render_px: int, fov_px: int | None = None,
                  config: optics.OpticsConfig | None = None) -> None:
@@ -312,8 +317,11 @@ class OpticsFrames:
 
 @dataclass(frozen=True)
 class Step:
-    """What a loop controller did with one frame: its prediction (steps to focus, or None for the
-    search), its processing time and the control law's reason (``core.control.Reason`` value)."""
+    """What a loop controller did with one frame.
+
+    Its prediction (steps to focus, or None for the search), its processing time and the control law's reason
+    (``core.control.Reason`` value).
+    """
 
     predicted_offset_steps: float | None
     latency_ms: float
@@ -345,13 +353,15 @@ class CnnLoop:
         return Step(offset, latency_ms, decision.reason.value)
 
     def on_target_switch(self) -> None:
-        """The law needs no notice: the next prediction already sees the new worm."""
+        """Do nothing: the law needs no notice, the next prediction already sees the new worm."""
 
 
 class SearchLoop:
-    """Classical autofocus: core.control.SearchAutofocus on a focus measure (default Vollath F5),
-    re-searching when the measure drops; a switch to another worm restarts a full search, as a
-    tracker does when it picks a new target."""
+    """Classical autofocus: core.control.SearchAutofocus on a focus measure (default Vollath F5).
+
+    It re-searches when the measure drops; a switch to another worm restarts a full search, as a tracker does
+    when it picks a new target.
+    """
 
     name = "search"
 
@@ -383,9 +393,12 @@ class FocusModel(Protocol):
 
 
 class HybridLoop:
-    """Hybrid autofocus (core.hybrid.HybridAutofocus): the model's prediction and the focus measure
-    (``DEFAULT_MEASURE``, the one labels are made with) of the same frame on each settled frame; a switch
-    to another worm is told to the controller, as a tracker does when it picks a new target."""
+    """Hybrid autofocus (core.hybrid.HybridAutofocus) in the closed-loop runner.
+
+    Each settled frame gives it the model's prediction and the focus measure (``DEFAULT_MEASURE``, the one labels
+    are made with) of that frame; a switch to another worm is told to the controller, as a tracker does when it
+    picks a new target.
+    """
 
     name = "hybrid"
 

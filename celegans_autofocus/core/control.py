@@ -145,8 +145,10 @@ class FocusController:
         return self._enabled
 
     def reconfigure(self, config: ControlConfig) -> None:
-        """Switch to a new law (e.g. a run-time parameter change); the prediction window starts afresh,
-        the settle time of a move in progress still applies."""
+        """Switch to a new law (e.g. a run-time parameter change).
+
+        The prediction window starts afresh; the settle time of a move in progress still applies.
+        """
         self.config = config
         self._window = deque(maxlen=config.median_window)
 
@@ -156,7 +158,7 @@ class FocusController:
         self._window.clear()
 
     def record_move(self, end_s: float) -> None:
-        """The lens moves until ``end_s``; frames stamped before ``end_s + settle_s`` will be ignored."""
+        """Record that the lens moves until ``end_s``; frames stamped before ``end_s + settle_s`` are ignored."""
         if not _finite(end_s):
             raise ValueError(f"record_move: end_s must be finite, got {end_s!r}")
         self._move_end_s = float(end_s)
@@ -312,7 +314,7 @@ class SearchAutofocus:
         return int(min(max(round(z), self.config.soft_min_steps), self.config.soft_max_steps))
 
     def _search(self, center: int, width: int, first: tuple[int, float]) -> Generator[int, float, tuple[int, float]]:
-        """Yields z targets, receives their measures; returns (best z, its measure). Measured z cost no frame."""
+        """Yield z targets, receive their measures; return (best z, its measure). Measured z cost no frame."""
         measured: dict[int, float] = {first[0]: first[1]}
 
         def measure(z: int) -> Generator[int, float, float]:

@@ -1,6 +1,9 @@
-"""Stand-in focus models for the closed-loop benchmark: a constant wrong answer, the right magnitude with a
-random sign, and the simulator's truth. Each has ``predict(gray) -> offset_steps`` like
-:class:`core.predictor.FocusPredictor`; the truth comes from a :class:`TruthTap` on the frame source."""
+"""Stand-in focus models for the closed-loop benchmark.
+
+A constant wrong answer, the right magnitude with a random sign, and the simulator's truth. Each has
+``predict(gray) -> offset_steps`` like :class:`core.predictor.FocusPredictor`; the truth comes from a
+:class:`TruthTap` on the frame source.
+"""
 from __future__ import annotations
 
 import numpy as np

@@ -226,7 +226,9 @@ class _Jump:
 
 
 class HybridAutofocus:
-    """The hybrid controller. Per settled frame::
+    """The hybrid controller.
+
+    Per settled frame::
 
         d = ctrl.update(offset_steps, sigma_steps, measure_value, stamp_s, now_s, position_steps)
         if d.moves: command the motor by d.move_steps, then ctrl.record_move(end_s)
@@ -299,20 +301,20 @@ class HybridAutofocus:
         self.mode = Mode.ACQUIRE
 
     def reconfigure(self, config: HybridConfig, search_config: SearchConfig | None = None) -> None:
-        """New parameters (e.g. changed at run time): starts afresh in acquire; a move's settle time still applies."""
+        """Reconfigure (e.g. at run time): start afresh in acquire; a move's settle time still applies."""
         self._configure(config, search_config)
         self.cnn_bias_steps = config.cnn_bias_steps
         self._reset_target()
         self.mode = Mode.ACQUIRE
 
     def record_move(self, end_s: float) -> None:
-        """The lens moves until ``end_s``; frames stamped before ``end_s + settle_s`` are ignored."""
+        """Record that the lens moves until ``end_s``; frames stamped before ``end_s + settle_s`` are ignored."""
         if not _finite(end_s):
             raise ValueError(f"record_move: end_s must be finite, got {end_s!r}")
         self._move_end_s = float(end_s)
 
     def target_changed(self, t_s: float) -> ModeChange | None:
-        """The tracker switched to another worm at ``t_s``: its plane is unknown, the drift rate is kept.
+        """Note that the tracker switched to another worm at ``t_s``: its plane is unknown, the drift rate is kept.
 
         In search mode the search restarts (the model is not trusted yet); otherwise back to acquire.
         """
@@ -329,13 +331,16 @@ class HybridAutofocus:
         return self._change(Mode.ACQUIRE, HybridReason.TARGET_CHANGED, "the tracker switched worms", t_s)
 
     def best_z_steps(self, t_s: float) -> float | None:
-        """The fused best-plane estimate at ``t_s`` (None before the first measurement)."""
+        """Return the fused best-plane estimate at ``t_s`` (None before the first measurement)."""
         return self.tracker.predict_z(t_s)
 
     def update(self, offset_steps: float | None, sigma_steps: float | None, measure_value: float,
                stamp_s: float, now_s: float, position_steps: float) -> HybridDecision:
-        """One frame stamped ``stamp_s`` at time ``now_s``: the CNN's prediction (or None), its sigma (or None),
-        the frame's focus measure, and the motor position (at rest when the frame is settled)."""
+        """Decide on one frame stamped ``stamp_s``, at time ``now_s``.
+
+        Inputs: the CNN's prediction (or None), its sigma (or None), the frame's focus measure, and the motor
+        position (at rest when the frame is settled).
+        """
         cfg = self.config
         self._change_now: ModeChange | None = None
         if not self._enabled:
@@ -447,8 +452,11 @@ class HybridAutofocus:
         return decision
 
     def _verify(self, z: int, m: float, pred: float | None, now_s: float) -> HybridDecision | None:
-        """The first settled frame after a jump: undo it when the image got clearly worse or the CNN now
-        points elsewhere. Returns None when the jump is confirmed (or cannot be judged on this frame)."""
+        """Judge the first settled frame after a jump.
+
+        Undo the jump when the image got clearly worse or the CNN now points elsewhere. Return None when the jump
+        is confirmed (or cannot be judged on this frame).
+        """
         cfg = self.config
         jump = self._pending
         if jump.from_in_focus and m < self._drop_level(jump.from_measure):
@@ -535,8 +543,10 @@ class HybridAutofocus:
         return self._hold(HybridReason.SEARCHING, d.detail)
 
     def _cnn_agrees(self, pred: float | None, z: int, now_s: float) -> bool:
-        """Count frames where the CNN says the lens (at the measure's focus) is in focus; after
-        consistency_frames of them the CNN is trusted again (a CNN_AGREES change to track)."""
+        """Count frames where the CNN says the lens (at the measure's focus) is in focus.
+
+        After consistency_frames of them the CNN is trusted again (a CNN_AGREES change to track).
+        """
         cfg = self.config
         if pred is None or abs(pred) > cfg.refine_window_steps:
             self._agree = 0
@@ -655,10 +665,12 @@ class HybridAutofocus:
 
     def _refine_plan(self, z_now: int, m_now: float, z0: int,
                      direction: int) -> Generator[int, float, tuple[int, float] | None]:
-        """Yields z to measure, receives the measure there; returns (peak z, its measure) or None (no peak
-        within refine_span_steps of z0). Starts at ``z0`` (the CNN's warm start; ``z_now`` with ``m_now``
-        is measured already), hill-climbs in probe_steps (first towards ``direction``), then fits a
-        3-point parabola around the best point; z already measured cost no frame."""
+        """Yield z to measure, receive the measure there; return (peak z, its measure) or None.
+
+        None means no peak within refine_span_steps of z0. Start at ``z0`` (the CNN's warm start; ``z_now`` with
+        ``m_now`` is measured already), hill-climb in probe_steps (first towards ``direction``), then fit a
+        3-point parabola around the best point; z already measured cost no frame.
+        """
         cfg = self.config
         s, noise = cfg.probe_steps, cfg.measure_noise
         measured: dict[int, float] = {z_now: m_now}
@@ -701,7 +713,7 @@ class HybridAutofocus:
     # ------------------------------------------------------------------ helpers
 
     def _fuse_peak(self, t_s: float, z_steps: float) -> None:
-        """A best plane found by the measure (refine or search): the filter's precise measurements."""
+        """Fuse a best plane found by the measure (refine or search): the filter's precise measurements."""
         self.tracker.update(t_s, z_steps, self.config.refine_sigma_steps)
         self._peaks += 1
 
@@ -727,7 +739,7 @@ class HybridAutofocus:
         return self.tracker.predict_z(self.tracker.t_s) if self.tracker.initialised else None
 
     def _move(self, z: int, target: float, reason: HybridReason, detail: str, now_s: float) -> HybridDecision:
-        """A move to ``target`` (clamped to the soft limits); holds AT_LIMIT when nothing is left of it."""
+        """Move to ``target`` (clamped to the soft limits); hold AT_LIMIT when nothing is left of it."""
         cfg = self.config
         wanted = int(round(target))
         clamped = self._clamp(wanted)

@@ -285,7 +285,7 @@ class StepperControllerNode(ManagedNode):
 
     @property
     def law(self) -> FocusController | HybridAutofocus:
-        """The controller that decides: the one-shot law, or the hybrid."""
+        """Return the controller that decides: the one-shot law, or the hybrid."""
         return self.hybrid if self.hybrid is not None else self.controller
 
     def now_s(self) -> float:
