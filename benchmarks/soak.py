@@ -123,7 +123,8 @@ def soak(duration_s: float, fps: float, warmup_s: float, window_s: float, sample
                 if proc.poll() is not None:
                     raise SystemExit(f"{name} exited with {proc.returncode}:\n{log(name)}")
             if time.monotonic() > deadline:
-                raise SystemExit("the nodes did not come up in 90 s:\n" + "\n".join(f"--- {n}\n{log(n)}" for n in procs))
+                raise SystemExit("the nodes did not come up in 90 s:\n"
+                                 + "\n".join(f"--- {n}\n{log(n)}" for n in procs))
             rclpy.spin_once(camera, timeout_sec=0.1)
         frames, _ = synthetic_frames(8)
         period_s = 1.0 / fps
@@ -192,7 +193,8 @@ def soak(duration_s: float, fps: float, warmup_s: float, window_s: float, sample
         windows.append({
             "t0_s": t0, "t1_s": t1, "published": len(stamps), "answered": len(offset_ms),
             "dropped": len(stamps) - len(offset_ms),
-            "offset_p50_ms": pct(offset_ms, 50), "offset_p95_ms": pct(offset_ms, 95), "offset_max_ms": pct(offset_ms, 100),
+            "offset_p50_ms": pct(offset_ms, 50), "offset_p95_ms": pct(offset_ms, 95),
+            "offset_max_ms": pct(offset_ms, 100),
             "command_p50_ms": pct(command_ms, 50), "command_p95_ms": pct(command_ms, 95),
             "command_max_ms": pct(command_ms, 100), "backlog_max": max(backlog) if backlog else None,
         })
