@@ -1,0 +1,32 @@
+"""A short soak (benchmarks/soak.py, 30 s at 15 fps on 2592x1944 frames, nodes as processes): no growth of RSS,
+threads or open files per node after the warm-up, and no queue (latency and backlog do not grow)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SOAK = Path(__file__).resolve().parent.parent / "benchmarks" / "soak.py"
+
+
+def test_short_soak_no_leak_and_no_queue(tmp_path):
+    out = tmp_path / "soak.json"
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    proc = subprocess.run([sys.executable, str(SOAK), "--duration-s", "30", "--warmup-s", "10", "--window-s", "10",
+                           "--sample-s", "0.5", "--fps", "15", "--json", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    first, last = result["windows"][0], result["windows"][-1]
+    assert len(result["windows"]) == 3 and result["published"] >= 400
+    assert result["answered"] >= 0.5 * result["published"], result["windows"]   # keep-latest drops, never all
+    for window in result["windows"]:
+        assert window["backlog_max"] is not None and window["backlog_max"] <= 5, window   # no frame queue
+    assert last["offset_p50_ms"] <= 2.0 * first["offset_p50_ms"] + 20.0, result["windows"]
+    for node in ("worm_detector_node", "focus_predictor_node", "stepper_controller_node"):
+        res = result["resources"][node]
+        assert res["rss_kb"]["growth"] <= 0.05, (node, res["rss_kb"])
+        assert res["threads"]["last"] <= res["threads"]["first"], (node, res["threads"])
+        assert res["fds"]["last"] <= res["fds"]["first"], (node, res["fds"])
