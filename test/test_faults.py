@@ -195,8 +195,10 @@ def test_model_file_replaced_while_running_keeps_the_loaded_model_and_a_restart_
     offsets = ros_harness.probe.collect("focus/offset", PointStamped)
     procs.start("predictor", "focus_predictor_node", "-p", f"model_path:={model}", "-p", "intra_op_threads:=1")
     assert ros_harness.wait_for_subscribers(loop.image_pub, timeout_s=60), procs.output("predictor")
-    while not offsets:
+    end = time.monotonic() + 60
+    while not offsets and time.monotonic() < end:
         loop.run(0.2)
+    assert offsets, procs.output("predictor")[-2000:]
     with open(model, "r+b") as f:                                 # overwritten in place with garbage
         f.write(b"\x00garbage" * (os.path.getsize(model) // 8))
     n = len(offsets)
