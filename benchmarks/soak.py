@@ -214,6 +214,28 @@ def soak(duration_s: float, fps: float, warmup_s: float, window_s: float, sample
     }
 
 
+def markdown(result: dict) -> str:
+    """The figures of one run as the Markdown tables of benchmarks/soak.md."""
+    def ms(v) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    rows = ["| window (s) | published | answered | offset p50 / p95 / max (ms) | command p95 (ms) | backlog max |",
+            "|---|---|---|---|---|---|"]
+    for w in result["windows"]:
+        rows.append(f"| {w['t0_s']:.0f}-{w['t1_s']:.0f} | {w['published']} | {w['answered']} | "
+                    f"{ms(w['offset_p50_ms'])} / {ms(w['offset_p95_ms'])} / {ms(w['offset_max_ms'])} | "
+                    f"{ms(w['command_p95_ms'])} | {w['backlog_max']} |")
+    rows += ["", "| process | RSS first / last window (MB) | growth | threads first / last | fds first / last |",
+             "|---|---|---|---|---|"]
+    for name, r in result["resources"].items():
+        rss, th, fd = r["rss_kb"], r["threads"], r["fds"]
+        if rss["first"] is None:
+            continue
+        rows.append(f"| {name} | {rss['first'] / 1024:.1f} / {rss['last'] / 1024:.1f} | {100 * rss['growth']:+.2f}% | "
+                    f"{th['first']:.0f} / {th['last']:.0f} | {fd['first']:.0f} / {fd['last']:.0f} |")
+    return "\n".join(rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration-s", type=float, default=600.0, help="timed run (after the warm-up)")
@@ -225,7 +247,12 @@ def main() -> int:
     parser.add_argument("--hog", action="store_true", help="a busy loop pinned to CPU 0 for the whole run")
     parser.add_argument("--model", type=Path, default=None, help="ONNX crop model (default: models/default.onnx)")
     parser.add_argument("--json", type=Path, default=None, help="write the result as JSON")
+    parser.add_argument("--tables", type=Path, default=None, metavar="JSON",
+                        help="only print the Markdown tables of an earlier run's JSON")
     args = parser.parse_args()
+    if args.tables is not None:
+        print(markdown(json.loads(args.tables.read_text())))
+        return 0
     set_environment("large-shm")
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     result = soak(args.duration_s, args.fps, args.warmup_s, args.window_s, args.sample_s, args.threads, args.hog,
@@ -233,6 +260,7 @@ def main() -> int:
     result.update(started_utc=started, finished_utc=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()))
     text = json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2)
     print(text)
+    print(markdown(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0
