@@ -21,10 +21,12 @@ $(VENV)/.runtime: setup.py requirements-ros.txt
 	$(PY) -m pip install -q -e '.[hardware]'
 	touch $@
 
-# Training/test venv: adds torch (pinned, installs from local files here), timm, onnx, scipy.
-$(VENV)/.train: $(VENV)/.runtime
+# Training/test venv: adds torch (pinned, installs from local files here), timm, onnx, scipy; the ament linters
+# from PyPI unless the system has them.
+$(VENV)/.train: $(VENV)/.runtime requirements-lint.txt
 	$(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -m pip install -q -e '.[train,test]'
+	$(PY) -c 'import ament_flake8, ament_pep257' 2>/dev/null || $(PY) -m pip install -q -r requirements-lint.txt
 	touch $@
 
 venv: $(VENV)/.runtime

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """ament_python package; also installs with pip into a plain venv.
 
 ROS 2 client libraries are deliberately NOT listed: on a ROS install they come from
@@ -30,8 +44,11 @@ exec "$(dirname "$0")/../../bin/{node}" "$@"
 
 
 class NodeLaunchers(install_scripts):
-    """Also writes ``lib/<package>/<node>`` launchers into the data directory when the scripts do not go
-    there already (a wheel, as pip builds it; colcon's install_scripts=lib/<package> needs none)."""
+    """install_scripts that also writes ``lib/<package>/<node>`` launchers into the data directory.
+
+    Only when the scripts do not go there already (a wheel, as pip builds it; colcon's
+    install_scripts=lib/<package> needs none).
+    """
 
     def run(self):
         super().run()
@@ -44,6 +61,7 @@ class NodeLaunchers(install_scripts):
             path.write_text(LAUNCHER.format(node=node))
             os.chmod(path, 0o755)
             self.outfiles.append(str(path))
+
 
 setup(
     name=PACKAGE,

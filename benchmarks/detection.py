@@ -1,5 +1,21 @@
-"""Worm detector benchmark: time per 2592x1944 frame, and precision / recall / centre error on
-synthetic optics frames (core/optics.py) where the worms' true centroids are known.
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Worm detector benchmark: time per 2592x1944 frame, precision, recall and centre error.
+
+Precision, recall and centre error are measured on synthetic optics frames (core/optics.py), where the
+worms' true centroids are known.
 
     python benchmarks/detection.py --scenes 16 --offsets 0 25 -25 50 -50 100 -100 200 -200 --timing-calls 300
 

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Latency of FocusPredictor.predict() on a full 2592x1944 uint8 frame, preprocessing included.
 
     .venv/bin/python benchmarks/predictor_latency.py                       # models/default.onnx
@@ -27,7 +41,7 @@ FRAME_HW = FULL_FRAME_WH_PX[::-1]
 
 
 def export_standin(arch: str, input_px: int, out_dir: Path) -> Path:
-    """A random-weight timm regressor as ONNX (opset 18, dynamic batch) with our metadata."""
+    """Export a random-weight timm regressor as ONNX (opset 18, dynamic batch) with our metadata."""
     import onnx
     import timm
     import torch

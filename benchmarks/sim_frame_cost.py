@@ -1,7 +1,23 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Cost of one `sim` camera frame (the 648x486 full field of a 3-worm scene), ms per frame.
 
+This checkout, then another version to compare (run both back to back):
+
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sim_frame_cost.py
-    PYTHONPATH=/path/to/other/checkout ... (the same on another version, to compare; run both back to back)
+    PYTHONPATH=/path/to/other/checkout OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sim_frame_cost.py
 """
 from __future__ import annotations
 

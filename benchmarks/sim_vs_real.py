@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Worm appearance statistics, real frames next to the simulator, under the same detector and crop.
 
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sim_vs_real.py /work/realworms/frames --sim-n 60
@@ -25,7 +39,8 @@ import numpy as np
 import yaml
 
 from celegans_autofocus.core import appearance, optics, randomize
-from celegans_autofocus.core.detection import REFERENCE_UM_PER_PX, crop_window
+from celegans_autofocus.core.detection import crop_window
+from celegans_autofocus.core.sensor import UM_PER_PX
 
 STATS = ["contrast", "core", "rim", "ring_mean", "ring_p95", "texture", "slope", "noise", "width_px"]
 SCALE_SENSITIVE = {"texture", "slope", "noise"}
@@ -56,7 +71,7 @@ def real_stats(folder: Path, fov_px: int) -> tuple[dict, list[dict]]:
         except ValueError:
             rows.append({"file": f["file"], "detected": None})
             continue
-        if um / REFERENCE_UM_PER_PX > 2:
+        if um / UM_PER_PX > 2:
             for k in SCALE_SENSITIVE:
                 s[k] = float("nan")
         rows.append({"file": f["file"], "detected": "default" if default else "relaxed", **s})
@@ -69,7 +84,7 @@ def sim_stats(n: int, seed: int, randomised: bool, fov_px: int) -> list[dict]:
     for _ in range(n):
         config = randomize.random_config(rng) if randomised else optics.OpticsConfig()
         scene = optics.make_scene(rng, config, int(rng.integers(1, 3)))
-        side = int(math.ceil(fov_px * REFERENCE_UM_PER_PX / config.um_per_px * 1.3))
+        side = int(math.ceil(fov_px * UM_PER_PX / config.um_per_px * 1.3))
         window = crop_window(scene.worms[0].centroid_px, side, (config.frame_height_px, config.frame_width_px))
         offset = float(rng.uniform(-5, 5))
         renderer = optics.StackRenderer(scene, config, None, window, max_offset_steps=6,

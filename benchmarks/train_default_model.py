@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Recipes of the focus model plain7 (96 px) on pre-rendered caches of worm crops; bundled: see below.
 
 Why not `celegans-autofocus train` with on-the-fly samples: on 2 shared CPU cores the timm models saw
@@ -44,7 +58,8 @@ scenes (seed 999), fov 500 and 1000, 8 offsets uniform in +-200 steps, each in a
 
 Held-out check on written full-resolution plates (what models/MODEL_CARD.md reports):
 
-    .venv/bin/celegans-autofocus synth out/val --plates 6 --stacks-per-plate 2 --range-steps 200 --step-every 10 --seed 1000
+    .venv/bin/celegans-autofocus synth out/val --plates 6 --stacks-per-plate 2 --range-steps 200 --step-every 10 \
+        --seed 1000
     .venv/bin/celegans-autofocus label out/val; .venv/bin/celegans-autofocus crop out/val --fov 500
     .venv/bin/celegans-autofocus label out/val; benchmarks/fov.sh out/val out/plain7_native.onnx out/fov
 """
@@ -72,7 +87,7 @@ OUTPUT_SCALE = 100.0
 
 
 def window_renderer(scene, config, window, render: str, seed: int, max_offset_steps: float = 260):
-    """A StackRenderer of ``window`` (full-frame px) at the sampling named by ``render``.
+    """Make a StackRenderer of ``window`` (full-frame px) at the sampling named by ``render``.
 
     ``native``: output binned 2x2 from a field grid at the camera's own pitch (1.55 um), which is what a
     native full-resolution frame cropped by the detector and INTER_AREA-resized by the model's
@@ -106,12 +121,14 @@ def render_cache(path: Path, scenes: int, per_view: int, fovs: list[int], seed: 
         for fov in fovs:
             cx, cy = scene.worms[int(rng.integers(len(scene.worms)))].centroid_px
             jitter = 0.08 * fov
-            window = crop_window((cx + rng.uniform(-jitter, jitter), cy + rng.uniform(-jitter, jitter)), int(fov), FRAME_HW)
+            centre = (cx + rng.uniform(-jitter, jitter), cy + rng.uniform(-jitter, jitter))
+            window = crop_window(centre, int(fov), FRAME_HW)
             if val:
                 view_offsets = rng.uniform(-200, 200, per_view)
             else:
                 near = rng.random(per_view) < near_fraction
-                view_offsets = np.where(near, rng.uniform(-40, 40, per_view), rng.uniform(-far_steps, far_steps, per_view))
+                view_offsets = np.where(near, rng.uniform(-40, 40, per_view),
+                                        rng.uniform(-far_steps, far_steps, per_view))
             noise_seed = int(rng.integers(2**31))
             for kind in renders:
                 renderer = window_renderer(scene, config, window, kind, noise_seed, max_offset_steps=far_steps + 10)
@@ -134,7 +151,8 @@ def preprocessed(images: np.ndarray, input_px: int) -> np.ndarray:
     return np.stack([preprocess(im, spec) for im in images]).astype(np.float32)[:, None]
 
 
-def load_cache(paths: list[str], kinds: list[str], input_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def load_cache(paths: list[str], kinds: list[str],
+               input_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x preprocessed, offsets, fov, kind index) of every render kind in ``kinds`` of every cache file."""
     xs, ys, fs, ks = [], [], [], []
     for path in paths:

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """PNG plots for the closed loop, the benchmark and bag evaluation (matplotlib, Agg backend).
 
 Every function writes one PNG to ``path`` (parent directories are created) and returns it.
@@ -49,7 +63,7 @@ def _timeline_axes(ax: "plt.Axes", t_s: Sequence[float], true_best_z: Sequence[f
 def plot_focus_timeline(t_s: Sequence[float], true_best_z: Sequence[float], lens_z: Sequence[float],
                         predicted_best_z: Sequence[float] | None, path: str | Path,
                         dof_steps: float = DOF_STEPS, title: str = "Closed-loop focus") -> Path:
-    """True best plane, lens position and predictions over time; NaN predictions are gaps."""
+    """Plot the true best plane, lens position and predictions over time; NaN predictions are gaps."""
     fig, ax = plt.subplots(figsize=(9, 4.5))
     _timeline_axes(ax, t_s, true_best_z, lens_z, predicted_best_z, dof_steps)
     ax.set_title(title)
@@ -58,8 +72,10 @@ def plot_focus_timeline(t_s: Sequence[float], true_best_z: Sequence[float], lens
 
 def plot_bench(rows: Sequence[Mapping], examples: Mapping[str, Mapping], path: str | Path,
                dof_steps: float = DOF_STEPS, title: str = "CNN one-shot vs classical search") -> Path:
-    """Benchmark figure: frames-to-focus and in-focus share per controller and scenario kind,
-    plus one example episode per controller (same scenario).
+    """Plot the benchmark figure.
+
+    Frames-to-focus and in-focus share per controller and scenario kind, plus one example episode per
+    controller (same scenario).
 
     ``rows``: per-episode dicts with keys controller, kind, frames_to_focus (None = never),
     in_focus_fraction. ``examples``: controller -> dict of t_s, true_best_z, lens_z,

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """rosbag2 recording and reading with ``rosbags`` only: works without rclpy or a ROS install.
 
 Bags are what ``ros2 bag record`` writes: a directory with ``metadata.yaml`` (rosbag2
@@ -42,7 +56,7 @@ class BagError(ValueError):
 
 
 def typestore() -> Typestore:
-    """The newest ROS 2 typestore this rosbags knows (Kilted, else Jazzy), cached."""
+    """Return the newest ROS 2 typestore this rosbags knows (Kilted, else Jazzy), cached."""
     global _TYPESTORE
     if _TYPESTORE is None:
         store = getattr(Stores, "ROS2_KILTED", None) or Stores.ROS2_JAZZY
@@ -176,7 +190,7 @@ class BagRecorder:
 
     @property
     def topics(self) -> dict[str, str]:
-        """topic -> message type registered so far."""
+        """Return topic -> message type registered so far."""
         return {t: c.msgtype for t, c in self._connections.items()}
 
     def add_topic(self, topic: str, msgtype: str, msgdef: str | None = None,
@@ -329,8 +343,11 @@ class BagReader:
         return ", ".join(f"{t} ({m})" for t, m in sorted(self.topics.items())) or "no topics"
 
     def resolve(self, topic: str) -> str | None:
-        """The bag's name for ``topic``: exact, with or without the leading slash, or, for a
-        relative name, the one topic ending in ``/topic`` (recorded in some namespace)."""
+        """Return the bag's name for ``topic``.
+
+        Exact, with or without the leading slash, or, for a relative name, the one topic ending in
+        ``/topic`` (recorded in some namespace).
+        """
         for name in (topic, absolute_topic(topic), topic.lstrip("/")):
             if name in self.topics:
                 return name
@@ -351,7 +368,7 @@ class BagReader:
         return name, self.topics[name]
 
     def count(self, topic: str) -> int:
-        """Number of messages on ``topic`` (the bag's name for it) according to the bag's index."""
+        """Count the messages on ``topic`` (the bag's name for it) according to the bag's index."""
         return int(self._reader.topics[topic].msgcount) if topic in self.topics else 0
 
     def messages(self, topics: Sequence[str]) -> Iterator[tuple[str, str, int, Any]]:

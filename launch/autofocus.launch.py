@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The microscope: camera_node -> worm_detector_node -> focus_predictor_node -> stepper_controller_node.
 
     ros2 launch celegans_autofocus autofocus.launch.py [config:=my.yaml] [model_path:=model.onnx]
@@ -39,7 +53,7 @@ DDS_ENV = {"FASTDDS_DEFAULT_PROFILES_FILE": os.environ.get("FASTDDS_DEFAULT_PROF
 
 
 def selected_nodes(text: str) -> list[str]:
-    """'a, b' -> ['a', 'b'], in the order given; an unknown name raises with the valid ones."""
+    """Split 'a, b' -> ['a', 'b'], in the order given; an unknown name raises with the valid ones."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in ALL_NODES]
     if unknown:
@@ -50,7 +64,7 @@ def selected_nodes(text: str) -> list[str]:
 
 
 def model_path(given: str, config: str) -> str:
-    """The predictor's model: ``given`` (must exist), else the config's ``model_path`` ('' = bundled)."""
+    """Return the predictor's model: ``given`` (must exist), else the config's ``model_path`` ('' = bundled)."""
     if given:
         path = Path(given).expanduser()
         if not path.is_file():
@@ -86,7 +100,7 @@ def check_arguments(context) -> list:
 
 
 def node_parameters(name: str) -> list:
-    """The parameters of node ``name``: the config file, then the launch arguments' overrides."""
+    """Return the parameters of node ``name``: the config file, then the launch arguments' overrides."""
     sim_time = LaunchConfiguration("use_sim_time")
     if name == CLOCK_SOURCE:
         overrides = {"use_sim_time": False,
@@ -112,7 +126,7 @@ def node_action(name: str) -> Node:
 
 
 def launch_arguments(config: Path, nodes: tuple[str, ...], use_sim_time: bool = False) -> list[DeclareLaunchArgument]:
-    """The arguments of this file; sim.launch.py declares the same ones with its own defaults."""
+    """Declare the arguments of this file; sim.launch.py declares the same ones with its own defaults."""
     return [
         DeclareLaunchArgument("config", default_value=str(config), description="parameter YAML file"),
         DeclareLaunchArgument("model_path", default_value="",
@@ -129,7 +143,7 @@ def launch_arguments(config: Path, nodes: tuple[str, ...], use_sim_time: bool = 
 
 
 def launch_actions() -> list:
-    """The argument check, then every node in the namespace, each started when ``nodes:=`` names it."""
+    """Return the argument check, then every node in the namespace, each started when ``nodes:=`` names it."""
     return [OpaqueFunction(function=check_arguments),
             GroupAction([PushRosNamespace(LaunchConfiguration("namespace")),
                          *(node_action(name) for name in ALL_NODES)])]

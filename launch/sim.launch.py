@@ -1,6 +1,21 @@
-"""The simulated microscope: stack_player_node (synthetic or recorded stacks at the motor's z) in place
-of the camera, then worm_detector_node, focus_predictor_node and stepper_controller_node (simulated
-stepper), all configured by config/sim.yaml.
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The simulated microscope and the autofocus nodes, configured by config/sim.yaml.
+
+stack_player_node (synthetic or recorded stacks at the motor's z) in place of the camera, then
+worm_detector_node, focus_predictor_node and stepper_controller_node (simulated stepper).
 
     ros2 launch celegans_autofocus sim.launch.py [config:=sim.yaml] [model_path:=model.onnx]
         [namespace:=sim1] [nodes:=stack_player_node,worm_detector_node] [image_topic:=camera/image_raw]

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Tiny REAL ONNX models (built with onnx.helper, opset 18, no torch) for tests everywhere.
 
 Each model takes the model file's input ``image`` float32 (N, 1, input_px, input_px) and returns
@@ -27,7 +41,7 @@ _SAME = object()
 
 
 def make_metadata(input_px: int = 32, output_scale: float = 1.0, **overrides) -> dict:
-    """A valid metadata dict (schema 1); ``overrides`` replace or add keys."""
+    """Return a valid metadata dict (schema 1); ``overrides`` replace or add keys."""
     meta = {
         "schema": 1,
         "preprocess": PreprocessSpec(input_px=input_px).to_dict(),
@@ -81,7 +95,7 @@ def _affine_tail(source: str, a: float, b: float) -> tuple[list, list]:
 
 def pixel_model(path, a: float = 1.0, b: float = 0.0, row: int = 0, col: int = 0, input_px: int = 32,
                 dynamic_batch: bool = True, metadata=_SAME, output_scale: float = 1.0) -> Path:
-    """offset = (a * x[n, 0, row, col] + b) * output_scale, x being the preprocessed input."""
+    """Write a model: offset = (a * x[n, 0, row, col] + b) * output_scale, x being the preprocessed input."""
     nodes = [helper.make_node("Slice", [INPUT, "starts", "ends", "axes"], ["px"])]
     inits = [_const("starts", [row, col], np.int64), _const("ends", [row + 1, col + 1], np.int64),
              _const("axes", [2, 3], np.int64)]
@@ -92,7 +106,7 @@ def pixel_model(path, a: float = 1.0, b: float = 0.0, row: int = 0, col: int = 0
 
 def mean_abs_model(path, a: float = 1.0, b: float = 0.0, input_px: int = 32, dynamic_batch: bool = True,
                    metadata=_SAME) -> Path:
-    """offset = a * mean(|x|) + b over each image (mean(x) itself is 0 after the z-score)."""
+    """Write a model: offset = a * mean(|x|) + b over each image (mean(x) itself is 0 after the z-score)."""
     nodes = [helper.make_node("Abs", [INPUT], ["absx"]),
              helper.make_node("ReduceMean", ["absx", "axes"], ["m"], keepdims=1)]
     tail, tail_inits = _affine_tail("m", a, b)
@@ -103,7 +117,7 @@ def mean_abs_model(path, a: float = 1.0, b: float = 0.0, input_px: int = 32, dyn
 
 def gradient_energy_model(path, a: float = 1.0, b: float = 0.0, input_px: int = 32,
                           dynamic_batch: bool = True, metadata=_SAME) -> Path:
-    """offset = a * mean((x[..., c+1] - x[..., c])^2) + b: a sharpness measure, larger for sharper frames."""
+    """Write a sharpness model (larger for sharper frames): offset = a * mean((x[..., c+1] - x[..., c])^2) + b."""
     nodes = [
         helper.make_node("Slice", [INPUT, "s0", "e0", "ax"], ["left"]),
         helper.make_node("Slice", [INPUT, "s1", "e1", "ax"], ["right"]),
@@ -120,7 +134,7 @@ def gradient_energy_model(path, a: float = 1.0, b: float = 0.0, input_px: int = 
 
 
 def constant_model(path, value: float, input_px: int = 32, dynamic_batch: bool = True, metadata=_SAME) -> Path:
-    """offset = value for every image (NaN or Inf allowed: that is how the non-finite model is made)."""
+    """Write a model: offset = value for every image (NaN or Inf allowed: that is how the non-finite model is made)."""
     nodes = [helper.make_node("ReduceMean", [INPUT, "axes"], ["m"], keepdims=1)]
     tail, tail_inits = _affine_tail("m", 0.0, value)
     meta = make_metadata(input_px) if metadata is _SAME else metadata
@@ -129,17 +143,17 @@ def constant_model(path, value: float, input_px: int = 32, dynamic_batch: bool =
 
 
 def nan_model(path, input_px: int = 32) -> Path:
-    """A valid model with metadata whose output is always NaN."""
+    """Write a valid model with metadata whose output is always NaN."""
     return constant_model(path, math.nan, input_px=input_px)
 
 
 def no_metadata_model(path, input_px: int = 32) -> Path:
-    """A valid ONNX model without the ``celegans_autofocus`` metadata entry."""
+    """Write a valid ONNX model without the ``celegans_autofocus`` metadata entry."""
     return constant_model(path, 1.0, input_px=input_px, metadata=None)
 
 
 def wrong_input_model(path, model_px: int = 16, metadata_px: int = 32) -> Path:
-    """A model whose input side (model_px) disagrees with its metadata preprocess.input_px."""
+    """Write a model whose input side (model_px) disagrees with its metadata preprocess.input_px."""
     nodes = [helper.make_node("ReduceMean", [INPUT, "axes"], ["m"], keepdims=1)]
     tail, tail_inits = _affine_tail("m", 0.0, 1.0)
     return _save(path, nodes + tail, [_const("axes", [1, 2, 3], np.int64)] + tail_inits, model_px, True,

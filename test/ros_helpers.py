@@ -1,8 +1,20 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Helpers for node tests on real rclpy (no mocks): a harness with one executor, spin_until, a probe node.
 
-Use in a test module::
-
-    from ros_helpers import ros_harness  # noqa: F401  (pytest fixture)
+conftest.py registers the fixtures for every test module::
 
     def test_x(ros_harness):
         node = ros_harness.start(CameraNode, backend="folder", path=str(tmp))
@@ -95,7 +107,7 @@ class RosHarness:
 
 @pytest.fixture(scope="session")
 def ros_context():
-    """rclpy's default context, initialised once for the test session."""
+    """Provide rclpy's default context, initialised once for the test session."""
     owner = not rclpy.ok()
     if owner:
         rclpy.init()

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Worm appearance statistics (core.appearance) on drawn images whose answers are known."""
 from __future__ import annotations
 
@@ -10,7 +24,7 @@ from celegans_autofocus.core import appearance
 
 def drawn_worm(width_px: int = 30, body: float = 100.0, rim: float | None = None, halo: float = 0.0,
                noise: float = 0.0, seed: int = 0) -> np.ndarray:
-    """A 500 px frame, background 200, with a sinusoidal worm of ``width_px`` at level ``body``."""
+    """Draw a 500 px frame, background 200, with a sinusoidal worm of ``width_px`` at level ``body``."""
     img = np.full((500, 500), 200.0, np.float32)
     x = np.arange(60, 440)
     pts = np.stack([x, 250 + 60 * np.sin(x / 50.0)], 1).astype(np.int32)

@@ -1,5 +1,21 @@
-"""bag-eval on generated bags (real rosbag2 files, real ONNX models): truth and sweep references,
-every image encoding and CompressedImage, both storages, and each bad input."""
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Tests of bag-eval on generated bags (real rosbag2 files, real ONNX models).
+
+Truth and sweep references, every image encoding and CompressedImage, both storages, and each bad input.
+"""
 from __future__ import annotations
 
 import json
@@ -169,8 +185,10 @@ def test_unmatched_stamps_and_undecodable_frames(tmp_path, oracle_model, capsys)
 
 
 def test_crop_model_on_camera_frames_predicts_on_the_detector_crop(tmp_path, capsys):
-    """A bag as `ros2 bag record /camera/image_raw /sim/ground_truth` writes it (binned 648x486 frames):
-    a crop model is fed the tracked worm's crop, exactly as worm_detector_node would cut it."""
+    """Evaluate a bag as `ros2 bag record /camera/image_raw /sim/ground_truth` writes it (648x486 frames).
+
+    A crop model is fed the tracked worm's crop, exactly as worm_detector_node would cut it.
+    """
     cfg = optics.OpticsConfig()
     scene = optics.make_scene(np.random.default_rng(4), cfg, 1)
     renderer = optics.StackRenderer(scene, cfg, (486, 648), seed=1)

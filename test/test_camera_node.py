@@ -18,7 +18,6 @@ from celegans_autofocus.hardware.cameras import (CameraError, EndOfStream, Folde
                                                  image_files, make_camera)
 from celegans_autofocus.nodes.camera_node import CameraNode
 from celegans_autofocus.nodes.common import ConfigError, image_to_array, stamp_to_s
-from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
 
 
 def write_folder(folder: Path, n: int = 3, shape=(48, 64)) -> list[np.ndarray]:

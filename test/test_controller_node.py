@@ -16,7 +16,6 @@ from rclpy.parameter import Parameter
 
 from celegans_autofocus.nodes.common import ConfigError, s_to_stamp, stamp_to_s
 from celegans_autofocus.nodes.stepper_controller_node import StepperControllerNode
-from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
 from test_steppers import GrblPort
 
 

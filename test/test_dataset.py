@@ -1,5 +1,21 @@
-"""The z-stack dataset (core.dataset): reading, labelling by hand-checkable values, bad input, atomic labels,
-best index, splits, the crop writer."""
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Tests of the z-stack dataset (core.dataset).
+
+Reading, labelling by hand-checkable values, bad input, atomic labels, best index, splits, the crop writer.
+"""
 import csv
 import time
 from pathlib import Path
@@ -328,7 +344,7 @@ def test_ambiguity_peak_at_end():
 
 
 def test_ambiguity_flag_reaches_labels(tmp_path):
-    make_stack(tmp_path, "p1", "s1", {z: 5 for z in range(-3, 4)})
+    make_stack(tmp_path, "p1", "s1", dict.fromkeys(range(-3, 4), 5))
     report = label_dataset(tmp_path, "vollath_f5")
     assert report.ambiguous_stacks == [("p1", "s1")]
 

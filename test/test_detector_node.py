@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """worm_detector_node through its topics on real rclpy: crop, target, debug image, bad frames."""
 from __future__ import annotations
 
@@ -12,13 +26,12 @@ from sensor_msgs.msg import Image
 
 from celegans_autofocus.nodes.common import ConfigError, array_to_image, image_to_array, s_to_stamp
 from celegans_autofocus.nodes.worm_detector_node import WormDetectorNode
-from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
 
 SHAPE = (486, 648)  # a quarter-scale full field: full_width_px 2592 -> scale 0.25
 
 
 def worm_frame(center=(300.0, 250.0), shape=SHAPE, seed=0, dtype=np.uint8) -> np.ndarray:
-    """A dark, 12 px wide, ~170 px long curved worm on a noisy bright background."""
+    """Draw a dark, 12 px wide, ~170 px long curved worm on a noisy bright background."""
     rng = np.random.default_rng(seed)
     img = np.full(shape, 170, np.float32) + rng.normal(0, 4, shape)
     t = np.linspace(-1, 1, 40)
@@ -69,7 +82,8 @@ def test_crop_target_and_debug_follow_the_worm_with_source_headers(ros_harness):
     assert pixels[50:75, 50:75].mean() < pixels.mean() - 5
     assert ros_harness.spin_until(lambda: rig.debug, timeout_s=15)
     debug = rig.debug[-1]
-    assert (debug.width, debug.encoding, debug.header.stamp) == (648, "bgr8", s_to_stamp(100.0))   # 648 px frame, whole factor 1
+    # 648 px frame, whole factor 1
+    assert (debug.width, debug.encoding, debug.header.stamp) == (648, "bgr8", s_to_stamp(100.0))
 
     rig.send(rig.frame(worm_frame((330, 262), seed=1), t_s=100.1))  # crawled 130 full px (< max_jump_px)
     assert abs(rig.targets[-1].point.x - 330) < 6 and abs(rig.targets[-1].point.y - 262) < 6

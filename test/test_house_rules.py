@@ -1,5 +1,22 @@
-"""House rules checked on the package source with ast: no import cycles, core/ free of ROS, torch and
-tqdm, and each shared rule constant defined in one place (core/sensor.py, core/metrics.py)."""
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""House rules checked on the package source with ast.
+
+No import cycles, core/ free of ROS, torch and tqdm, and each shared rule constant defined in one place
+(core/sensor.py, core/metrics.py).
+"""
 from __future__ import annotations
 
 import ast
@@ -38,8 +55,10 @@ MODULES = _modules()
 
 
 def _imports(module: str, path: Path) -> set[str]:
-    """Every module ``module`` imports (anywhere in the file, lazy imports included), as dotted names;
-    for ``from X import y`` the submodule X.y when it is one."""
+    """Return every module ``module`` imports (anywhere in the file, lazy imports included), as dotted names.
+
+    For ``from X import y`` the submodule X.y when it is one.
+    """
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -128,13 +147,17 @@ def _is_number(node: ast.AST) -> bool:
 def _target_names(node: ast.AST) -> list[str]:
     if isinstance(node, (ast.Assign, ast.AnnAssign)):
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        return [t.id if isinstance(t, ast.Name) else t.attr for t in targets if isinstance(t, (ast.Name, ast.Attribute))]
+        return [t.id if isinstance(t, ast.Name) else t.attr
+                for t in targets if isinstance(t, (ast.Name, ast.Attribute))]
     return []
 
 
 def rule_violations(source: str, filename: str = "<string>") -> list[str]:
-    """Where ``source`` writes a rule constant itself: the numbers 2592, 1944 or 1.55 (in code or in a
-    string other than a docstring), a rule name given a number, or a ("step_um", 5.0)-style parameter."""
+    """Return where ``source`` writes a rule constant itself.
+
+    The numbers 2592, 1944 or 1.55 (in code or in a string other than a docstring), a rule name given a
+    number, or a ("step_um", 5.0)-style parameter.
+    """
     tree = ast.parse(source, filename)
     docs = _docstrings(tree)
     out = []

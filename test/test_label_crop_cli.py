@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """``label`` and ``crop`` through the CLI: drawn worm stacks, crops labelled as kind=crop, bad input."""
 import math
 import shutil
@@ -129,5 +143,5 @@ def test_synth_label_crop_label_on_optics_frames(tmp_path, capsys):
     assert main(["label", str(root), "--quiet"]) == 0
     rows = read_labels(root / "labels.csv")
     assert {(r.stack, r.kind, r.fov_px) for r in rows} == {("stack_000", "full", 648),
-                                                          ("stack_000__crop150_w0", "crop", 150)}
+                                                           ("stack_000__crop150_w0", "crop", 150)}
     assert all(r.offset_steps == parent["best_index"] - r.z_index for r in rows)

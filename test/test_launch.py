@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Config files and launch files.
 
 - The config YAMLs are checked against the nodes' declared parameters everywhere (no `launch` needed).
@@ -22,9 +36,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # `launch_test test/test_launch.py` runs it directly
-from ros_helpers import ros_context  # noqa: E402,F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"autofocus.yaml": ROOT / "config" / "autofocus.yaml", "sim.yaml": ROOT / "config" / "sim.yaml"}
@@ -125,7 +136,7 @@ def _arguments(description) -> dict:
 
 
 def _context(description, **arguments):
-    """A LaunchContext holding the declared defaults of ``description``, overridden by ``arguments``."""
+    """Make a LaunchContext holding the declared defaults of ``description``, overridden by ``arguments``."""
     from launch import LaunchContext
 
     context = LaunchContext()
@@ -136,7 +147,7 @@ def _context(description, **arguments):
 
 
 def _group(description) -> tuple[list, dict]:
-    """(the PushRosNamespace actions, {executable: Node}) of the description's one GroupAction."""
+    """Return (the PushRosNamespace actions, {executable: Node}) of the description's one GroupAction."""
     from launch.actions import GroupAction
     from launch_ros.actions import Node, PushRosNamespace
 
@@ -178,8 +189,8 @@ def test_every_node_in_a_namespace_group_with_its_own_condition(name):
     assert all(isinstance(node.condition, IfCondition) for node in nodes.values())
     context = _context(description, nodes="stack_player_node, bag_recorder_node,stack_player_node",
                        namespace="scope7")
-    assert {n for n, node in nodes.items() if node.condition.evaluate(context)} == {"stack_player_node",
-                                                                                     "bag_recorder_node"}
+    started = {n for n, node in nodes.items() if node.condition.evaluate(context)}
+    assert started == {"stack_player_node", "bag_recorder_node"}
     pushes[0].execute(context)
     recorder = nodes["bag_recorder_node"]
     recorder._perform_substitutions(context)
@@ -268,8 +279,10 @@ def _require_installed_package() -> None:
 
 
 def test_sim_launch_with_launch_testing():
-    """Runs this file under launch_testing as `launch_test test/test_launch.py` would (the test folder is not on
-    the path): sim.launch.py starts real node processes."""
+    """Run this file under launch_testing as `launch_test test/test_launch.py` would.
+
+    The test folder is not on the path; sim.launch.py starts real node processes.
+    """
     _require_installed_package()
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     proc = subprocess.run([sys.executable, "-m", "launch_testing.launch_test", __file__], env=env, cwd=ROOT,

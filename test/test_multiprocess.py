@@ -11,7 +11,6 @@ from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import JointState
 
 from onnx_models import constant_model
-from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
 
 
 def spawn(node: str, namespace: str, *ros_args: str) -> subprocess.Popen:

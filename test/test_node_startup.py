@@ -1,5 +1,21 @@
-"""A node that cannot start (hardware absent, bad configuration) exits with code 2 and one FATAL line,
-never a traceback, even when it failed half-way through its constructor (nodes/common.py run_node)."""
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""A node that cannot start (hardware absent, bad configuration) exits with code 2 and one FATAL line.
+
+Never a traceback, even when it failed half-way through its constructor (nodes/common.py run_node).
+"""
 from __future__ import annotations
 
 import os
@@ -70,8 +86,11 @@ def test_run_node_survives_any_half_built_node():
 
 
 def test_repeated_ctrl_c_is_one_clean_stop():
-    """`ros2 launch` forwards Ctrl-C to nodes that already got it from the terminal: more SIGINTs arrive while
-    the node cleans up and while Python exits. Each must be one clean stop: exit 0, no traceback."""
+    """Each SIGINT must be one clean stop: exit 0, no traceback.
+
+    `ros2 launch` forwards Ctrl-C to nodes that already got it from the terminal: more SIGINTs arrive while
+    the node cleans up and while Python exits.
+    """
     for _ in range(3):
         proc = subprocess.Popen([sys.executable, "-m", "celegans_autofocus.nodes.stepper_controller_node"], env=ENV,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

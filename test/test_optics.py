@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The physical simulator: signed defocus, focus at offset 0, reproducibility, windows, synth layout."""
 from __future__ import annotations
 
@@ -18,7 +32,7 @@ NO_BALLS = Balls(np.zeros((0, 2)), np.zeros(0), np.zeros(0), np.zeros(0))
 
 
 def bare_scene(worms=(), particles: Balls = NO_BALLS) -> Scene:
-    """A scene with flat background: only what the test puts in it."""
+    """Make a scene with flat background: only what the test puts in it."""
     flat = Texture(np.zeros((4, 4), np.float32), (-2000.0, -2000.0), 2000.0)
     return Scene(worms=tuple(worms), particles=particles, scratches=np.zeros((0, 6)),
                  background_phase=flat, background_absorb=flat, brightness=0.7, um_per_px=1.55)
@@ -76,7 +90,8 @@ def test_in_focus_image_matches_the_specimen_best(seed):
     scene = optics.make_scene(np.random.default_rng(seed), QUIET, 1)
     x0, y0, w, h = scene.worms[0].bbox_px
     window = (x0 - 40, y0 - 40, w + 80, h + 80)
-    specimen = np.abs(optics._rasterize(scene, QUIET, optics._Grid(window[0], window[1], 1.0, (window[3], window[2])))) ** 2
+    grid = optics._Grid(window[0], window[1], 1.0, (window[3], window[2]))
+    specimen = np.abs(optics._rasterize(scene, QUIET, grid)) ** 2
     renderer = StackRenderer(scene, QUIET, None, window, max_offset_steps=10)
     errors = {d: float(np.abs(renderer.intensity(d) - specimen).mean()) for d in range(-8, 9, 2)}
     best = min(errors, key=errors.get)
@@ -170,8 +185,11 @@ def test_synth_writes_the_dataset_layout(tmp_path: Path, capsys):
 
 
 def test_small_renders_of_a_crop_window_are_the_native_render_binned():
-    """The fast path's field grid: a 500 px window rendered at 96 px is the native render area-averaged,
-    far from focus too; the old 2x-the-output grid (forced by a zero grid budget) is not."""
+    """Check the fast path's field grid.
+
+    A 500 px window rendered at 96 px is the native render area-averaged, far from focus too; the old
+    2x-the-output grid (forced by a zero grid budget) is not.
+    """
     from celegans_autofocus.core.detection import crop_window
     from celegans_autofocus.core.images import PreprocessSpec, preprocess
 

@@ -1,5 +1,22 @@
-"""Packaging: test collection on a ROS machine without torch, pip-installed node executables where
-`ros2 run`/`ros2 launch` look, package.xml covering every third-party import."""
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Packaging tests.
+
+Test collection on a ROS machine without torch, pip-installed node executables where
+`ros2 run`/`ros2 launch` look, package.xml covering every third-party import.
+"""
 from __future__ import annotations
 
 import ast
@@ -28,8 +45,11 @@ WITHOUT_TORCH = ("import sys; sys.modules.update(torch=None, timm=None, onnxscri
 
 
 def test_every_test_module_collects_without_torch():
-    """A ROS machine has no torch: collection must still list every test (the training ones are skipped when
-    run). Where launch_testing is installed its pytest plugin is loaded too, as under `colcon test`."""
+    """A ROS machine has no torch: collection must still list every test.
+
+    The training ones are skipped when run. Where launch_testing is installed its pytest plugin is loaded
+    too, as under `colcon test`.
+    """
     proc = subprocess.run([sys.executable, "-c", WITHOUT_TORCH], cwd=ROOT, env=ENV, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -43,7 +63,7 @@ SOURCES = ("setup.py", "setup.cfg", "package.xml", "README.md", "resource", "lau
 
 
 def _source_copy(dest: Path) -> Path:
-    """What setup.py needs, copied (the build writes build/ and *.egg-info next to setup.py)."""
+    """Copy what setup.py needs (the build writes build/ and *.egg-info next to setup.py)."""
     dest.mkdir()
     for name in SOURCES:
         src = ROOT / name
@@ -56,7 +76,7 @@ def _source_copy(dest: Path) -> Path:
 
 @pytest.mark.skipif(importlib.util.find_spec("pip") is None, reason="pip is not installed for this Python")
 def test_pip_install_puts_the_node_executables_where_ros2_looks(tmp_path):
-    """pip ignores setup.cfg's install_scripts: lib/<package>/<node> must still exist after `pip install`."""
+    """Pip ignores setup.cfg's install_scripts: lib/<package>/<node> must still exist after `pip install`."""
     src = _source_copy(tmp_path / "src")
     prefix = tmp_path / "prefix"
     # --ignore-installed: without it pip would first uninstall this venv's own (editable) install
@@ -80,7 +100,7 @@ def test_pip_install_puts_the_node_executables_where_ros2_looks(tmp_path):
 
 
 def test_colcon_style_install_keeps_the_console_scripts_in_lib(tmp_path):
-    """colcon runs `setup.py install`, which honours setup.cfg: the console scripts themselves go to lib/."""
+    """Colcon runs `setup.py install`, which honours setup.cfg: the console scripts themselves go to lib/."""
     src = _source_copy(tmp_path / "src")
     prefix = tmp_path / "prefix"
     site = prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
@@ -89,7 +109,8 @@ def test_colcon_style_install_keeps_the_console_scripts_in_lib(tmp_path):
     proc = subprocess.run([sys.executable, "setup.py", "egg_info", "--egg-base", str(tmp_path / "egg"),
                            "install", "--prefix", str(prefix), "--single-version-externally-managed",
                            "--record", str(tmp_path / "record.txt")],
-                          cwd=src, env=dict(os.environ, PYTHONPATH=str(site)), capture_output=True, text=True, timeout=300)
+                          cwd=src, env=dict(os.environ, PYTHONPATH=str(site)), capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for node in NODES:
         script = (prefix / "lib" / PACKAGE / node).read_text()
@@ -161,7 +182,7 @@ def test_package_xml_test_and_lint_depends():
 
 
 def test_pip_keys_missing_from_rosdistro_are_defined_in_rosdep_yaml():
-    """rosdistro has no tifffile or onnx key (checked in rosdep/python.yaml): rosdep.yaml defines them."""
+    """Rosdistro has no tifffile or onnx key (checked in rosdep/python.yaml): rosdep.yaml defines them."""
     import yaml
 
     defined = yaml.safe_load((ROOT / "rosdep.yaml").read_text())

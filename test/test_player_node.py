@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """stack_player_node through its topics on real rclpy: synthetic and dataset sources, drift, sim time."""
 from __future__ import annotations
 
@@ -15,7 +29,6 @@ from std_msgs.msg import Header
 from celegans_autofocus.core.optics import OpticsConfig, StackRenderer, make_scene
 from celegans_autofocus.nodes.common import ConfigError, image_to_array, s_to_stamp, stamp_to_s
 from celegans_autofocus.nodes.stack_player_node import StackPlayerNode
-from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
 
 SMALL = {"frame_width_px": 160, "frame_height_px": 120}  # the whole field at 1/16 scale: fast renders
 
@@ -34,7 +47,7 @@ class Rig:
         assert self.h.spin_until(lambda: self.node.lens_z_steps == z_steps, timeout_s=15)
 
     def next_frame(self, lens_z: float | None = None) -> tuple[Image, PointStamped]:
-        """The first image (and its ground truth) published from now on [with the lens at ``lens_z``]."""
+        """Return the first image (and its ground truth) published from now on [with the lens at ``lens_z``]."""
         n = len(self.truth)
 
         def found():
@@ -54,7 +67,7 @@ class Rig:
 
 
 def reference_frames(offsets_steps, seed=0, n_worms=3, shape=(120, 160)) -> list[np.ndarray]:
-    """The same scene rendered independently (other noise) at ``offsets_steps``."""
+    """Render the same scene independently (other noise) at ``offsets_steps``."""
     config = OpticsConfig()
     renderer = StackRenderer(make_scene(np.random.default_rng(seed), config, n_worms), config, shape, seed=99)
     return [renderer.frame(o).astype(np.float32) for o in offsets_steps]
@@ -109,7 +122,7 @@ def test_joint_name_selects_the_focus_joint(ros_harness):
 
 
 def write_stack(root: Path, z_values=range(-4, 5), best_index: int | None = 0) -> Path:
-    """A dataset with one stack whose image z_<i> is filled with the value 100 + 10 i."""
+    """Write a dataset with one stack whose image z_<i> is filled with the value 100 + 10 i."""
     stack = root / "plates" / "p1" / "s1"
     stack.mkdir(parents=True)
     for z in z_values:

@@ -22,7 +22,6 @@ from celegans_autofocus.core.predictor import FocusPredictor
 from celegans_autofocus.nodes.common import SENSOR_QOS, array_to_image, s_to_stamp, stamp_to_s
 from celegans_autofocus.nodes.focus_predictor_node import FocusPredictorNode, LatestFrame
 from onnx_models import make_metadata, nan_model, pixel_model, write_corrupt_model
-from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
 
 
 def frame(seed: int = 0, shape=(60, 80)) -> np.ndarray:

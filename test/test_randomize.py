@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Domain randomisation: every variant keeps the physical sign of defocus, checked through the optics."""
 from __future__ import annotations
 
@@ -30,8 +44,11 @@ def _variant_view(seed: int, stage: str | None = None):
 
 @pytest.mark.parametrize("seed", range(16))
 def test_every_variant_keeps_the_sign_of_defocus(seed):
-    """Transport of intensity: behind the worm (dz > 0, offset < 0) its lens brightens the axis, in front
-    (offset > 0) it darkens it, whatever the absorption, lawn, illumination, stage or camera."""
+    """Check the transport of intensity.
+
+    Behind the worm (dz > 0, offset < 0) its lens brightens the axis, in front (offset > 0) it darkens it,
+    whatever the absorption, lawn, illumination, stage or camera.
+    """
     config, renderer, ij = _variant_view(seed)
     axis = {d: float(renderer.frame(d)[ij[:, 1], ij[:, 0]].astype(float).mean()) for d in (-STEPS, STEPS)}
     assert axis[-STEPS] > axis[STEPS] + 1.0, (axis, config)

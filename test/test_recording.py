@@ -1,5 +1,22 @@
-"""recording.py: rosbag2 bags written with BagRecorder open with rosbags' AnyReader, both storages;
-BagReader gives clear errors for missing, foreign, truncated and topic-less bags."""
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Tests of recording.py.
+
+rosbag2 bags written with BagRecorder open with rosbags' AnyReader, both storages; BagReader gives clear
+errors for missing, foreign, truncated and topic-less bags.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +29,6 @@ from rosbags.highlevel import AnyReader
 
 from celegans_autofocus import recording as rec
 from celegans_autofocus.core.images import ImageError
-from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
 
 
 def _write_bag(path: Path, storage: str) -> dict:

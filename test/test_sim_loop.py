@@ -1,7 +1,22 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """`celegans-autofocus sim`: the closed loop of real nodes on one executor, on the simulator.
 
 On the simulated clock (the default) an episode is the same on any machine and under any load, so these
-tests assert exact or tight figures; one test runs on the wall clock, with bounds measured under load."""
+tests assert exact or tight figures; one test runs on the wall clock, with bounds measured under load.
+"""
 from __future__ import annotations
 
 import json
@@ -24,8 +39,10 @@ FAST = ["--frame-height", "240"]  # 15 fps (the default); small frames for the m
 
 
 def sim(tmp_path, *options: str) -> tuple[int, dict]:
-    """Run the command as users do, in its own process (no threads left by other tests); it must end
-    cleanly: no traceback, no asyncio 'exception was never retrieved' from a destroyed node."""
+    """Run the command as users do, in its own process (no threads left by other tests).
+
+    It must end cleanly: no traceback, no asyncio 'exception was never retrieved' from a destroyed node.
+    """
     out = tmp_path / f"summary_{uuid.uuid4().hex[:6]}.json"
     args = ["sim", *FAST, "--namespace", "sim" + uuid.uuid4().hex[:8], "--summary-json", str(out), *options]
     # a domain of its own: no discovery traffic with the participants other tests left in this session
@@ -40,7 +57,7 @@ def sim(tmp_path, *options: str) -> tuple[int, dict]:
 
 
 def without_wall_clock(summary: dict) -> dict:
-    """The figures the simulated clock makes machine-independent: all but the ``wall`` block."""
+    """Return the figures the simulated clock makes machine-independent: all but the ``wall`` block."""
     return {k: v for k, v in summary.items() if k != "wall"}
 
 
@@ -50,7 +67,7 @@ def _busy() -> None:
 
 
 def bundled_model():
-    """The bundled model (models/default.onnx, found as the nodes find it)."""
+    """Return the bundled model (models/default.onnx, found as the nodes find it)."""
     try:
         return default_model_path()
     except ModelError as exc:
@@ -60,7 +77,9 @@ def bundled_model():
 @pytest.mark.parametrize("start_offset", [150, -150])
 def test_focus_converges_from_150_steps_with_the_bundled_model(tmp_path, start_offset):
     """The bundled model works on the detector's worm crop; the camera renders the field at 648x486.
-    Simulated clock: the figures do not depend on the machine (seen: 6 and 7 frames to focus)."""
+
+    Simulated clock: the figures do not depend on the machine (seen: 6 and 7 frames to focus).
+    """
     model = bundled_model()
     assert FocusPredictor(model).metadata["input_view"] == "crop"
     code, s = sim(tmp_path, "--model", str(model), "--frames", "120", "--start-offset", str(start_offset),
@@ -94,10 +113,12 @@ def test_the_same_seed_gives_the_same_episode_on_a_busy_machine(tmp_path):
 
 
 def test_loop_closes_through_the_nodes_and_writes_plot_and_bag(tmp_path):
-    """A model that always says '+40 steps': every settled frame moves the lens 40 steps up, and the camera
-    (player) sees it. Simulated clock, 15 fps, 30 ms modelled latency, 2000 steps/s: the move decided on
+    """A model that always says '+40 steps': every settled frame moves the lens 40 steps up.
+
+    The camera (player) sees it. Simulated clock, 15 fps, 30 ms modelled latency, 2000 steps/s: the move decided on
     frame 2k runs from +30 to +50 ms, frame 2k+1 (at +67 ms) is within the 50 ms settle time, frame 2k+2 acts
-    again; so the camera sees the lens at 40 * ceil(i / 2) until the soft limit at 1000 steps."""
+    again; so the camera sees the lens at 40 * ceil(i / 2) until the soft limit at 1000 steps.
+    """
     model = constant_model(tmp_path / "plus40.onnx", 40.0, input_px=32)
     bag, png = tmp_path / "out" / "run_bag", tmp_path / "out" / "run.png"
     bag.mkdir(parents=True)
@@ -128,7 +149,7 @@ def test_loop_closes_through_the_nodes_and_writes_plot_and_bag(tmp_path):
 def test_non_finite_model_never_moves_the_motor(tmp_path):
     """Every frame is answered (NaN: no prediction), so the simulated clock runs; the motor never moves."""
     code, s = sim(tmp_path, "--model", str(nan_model(tmp_path / "nan.onnx")), "--frames", "45",
-                  "--drift", "0", "--random-walk", "0")
+                  "--start-offset", "150", "--drift", "0", "--random-walk", "0")
     assert code == 0
     assert s["n_predictions"] == 0 and s["frames_rejected"] == 45 and s["frames_unanswered"] == 0
     assert s["moves"] == 0 and s["steps_travelled"] == 0
@@ -144,15 +165,17 @@ def test_crop_input_predicts_on_the_detector_crop(tmp_path):
 
 
 def test_wall_clock_runs_in_real_time(tmp_path):
-    """The real-time mode, for latency and throughput: every frame stamped on the wall clock, the bundled
-    model keeps up. Bounds measured with a busy loop on each of 2 cores (benchmarks/sim_executors.md):
-    there, 13-15 fps and p95 below 200 ms; here only what a stalled CI machine cannot break."""
+    """The real-time mode, for latency and throughput: frames stamped on the wall clock, every one predicted.
+
+    Under a busy loop on each of 2 cores it ran at 5-15 fps with p95 up to 560 ms
+    (benchmarks/sim_executors.md, and this test under `make stress-test`), so no rate is asserted.
+    """
     code, s = sim(tmp_path, "--clock", "wall", "--frames", "45", "--frame-height", "486", "--input", "crop")
     assert code == 0
     assert s["clock"] == "wall" and s["modelled_latency_ms"] is None and s["n_frames"] == 45
     assert s["n_predictions"] >= 30 and s["frames_unanswered"] == 0
     assert 0 < s["latency_p50_ms"] <= s["latency_p95_ms"] < 2000
-    assert s["wall"]["fps"] > 1 and math.isclose(s["fps"], 15, rel_tol=0.25)
+    assert math.isclose(s["wall"]["fps"], s["fps"], rel_tol=0.2)   # the episode ran on the wall clock
 
 
 @pytest.mark.parametrize("case", ["missing_model", "corrupt_model", "bag_exists", "overwrite_not_a_bag",

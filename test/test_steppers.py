@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Stepper backends: simulated (fake clock), GPIO step/dir on gpiozero's MockFactory, GRBL over a pty."""
 from __future__ import annotations
 
@@ -270,7 +284,9 @@ def test_gpio_bad_pin_is_reported(pins):
 # --- GRBL over a pty ---------------------------------------------------------------------------
 class FakeGrbl:
     """Answers like GRBL 1.1 on the master side of a pty: ok / error:N / ALARM:N / status reports.
-    Moves take real time at the commanded feed, so Run/Idle states and feed hold are observable."""
+
+    Moves take real time at the commanded feed, so Run/Idle states and feed hold are observable.
+    """
 
     G1 = re.compile(r"^G91 G1 Z(-?\d+\.?\d*) F(\d+\.?\d*)$")
 
@@ -369,7 +385,7 @@ class FakeGrbl:
         self.send(f"ALARM:{code}")
 
     def disappear(self) -> None:
-        """The USB cable is pulled: both ends of the pty go away."""
+        """Pull the USB cable: both ends of the pty go away."""
         self._stop.set()
         self._thread.join()
         os.close(self.master)
@@ -468,7 +484,7 @@ def test_grbl_without_homing_unlocks_and_zeroes_here(grbl):
 
 
 def test_grbl_disable_mid_move_holds_and_resets(grbl):
-    fake = grbl.plug()
+    grbl.plug()
     s = make_grbl(grbl.port, soft_max_steps=100000)
     s.move_by(20000, speed_steps_per_s=2000.0)          # 10 s
     time.sleep(0.1)

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Training, export and evaluation end to end on a tiny synthetic dataset (64 px input, CPU).
 
 The dataset: 3 plates of one physically simulated stack each (128x96 px frames, +-40 steps every
@@ -50,7 +64,7 @@ SUMMARY_KEYS = {"model", "kind", *SUMMARY_KEYS}
 
 
 def _add_crop_stacks(root: Path) -> None:
-    """A crop stack per full stack around its first worm (what `crop` writes, without the detector)."""
+    """Write a crop stack per full stack around its first worm (what `crop` writes, without the detector)."""
     for stack in sorted((root / "plates").glob("*/*")):
         meta = yaml.safe_load((stack / "stack.yaml").read_text())
         crop_dir = stack.parent / f"{stack.name}_crop{CROP_PX}"
@@ -77,7 +91,7 @@ def dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(dataset, tmp_path_factory) -> dict:
-    """A 2-epoch run, and the same run interrupted after 1 epoch and resumed to 2."""
+    """Train a 2-epoch run, and the same run interrupted after 1 epoch and resumed to 2."""
     base = tmp_path_factory.mktemp("runs")
     full = train(dataset, TrainConfig(**TINY, epochs=2), base / "full")
     interrupted = train(dataset, TrainConfig(**TINY, epochs=1), base / "resumed")
@@ -101,7 +115,7 @@ def test_loss_falls(dataset):
     model = create_model(ARCH)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     losses = [train_epoch(model, optimizer, torch.nn.MSELoss(), images, None, cfg, np.random.default_rng(e),
-                           torch.device("cpu"), e) for e in range(cfg.epochs)]
+                          torch.device("cpu"), e) for e in range(cfg.epochs)]
     assert losses[0] > 0.05
     assert min(losses[-3:]) < 0.3 * losses[0]
 
@@ -175,7 +189,7 @@ def test_evaluate_tables_paired_test_and_files(runs, dataset, tmp_path, capsys):
     result = json.loads((out / "evaluation.json").read_text())
     rows = result["table"]
     assert {(r["model"], r["kind"]) for r in rows} == {(m, k) for m in ("best.pt", "other.pt")
-                                                        for k in ("full", "crop", "all")}
+                                                       for k in ("full", "crop", "all")}
     assert all(set(r) == SUMMARY_KEYS for r in rows)
     assert [r["fov_px"] for r in result["fov_table"]] == ["32", "48", "64", "full"]
     full_row = next(r for r in rows if r["model"] == "best.pt" and r["kind"] == "full")
@@ -209,7 +223,7 @@ def test_step_um_comes_from_the_data(dataset, tmp_path):
     state = torch.load(summary["last"], weights_only=True)
     assert state["step_um"] == 2.5
     assert build_metadata(state, TrainConfig(**TINY))["step_um"] == 2.5
-    mixed = samples[:1] + [s for s in load_samples(dataset)]
+    mixed = samples[:1] + list(load_samples(dataset))
     with pytest.raises(DatasetError, match="different step_um"):
         dataset_step_um(mixed, "mixed")
 

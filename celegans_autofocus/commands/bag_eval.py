@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """``celegans-autofocus bag-eval BAG``: replay a rosbag2 bag offline (rosbags only, no ROS runtime).
 
 Re-runs a model on the recorded frames (sensor_msgs/Image in any supported encoding, or
@@ -115,8 +129,10 @@ def _joint_position(msg, name: str, topic: str) -> float | None:
 
 def replay(bag, topics: dict[str, str | None], predictor, measure_fn, joint_name: str,
            max_frames: int, cropper=None) -> Replay:
-    """One pass over the bag: predict every frame (on ``cropper``'s worm crop if given), collect truth,
-    live offsets and joint states."""
+    """Make one pass over the bag.
+
+    Predict every frame (on ``cropper``'s worm crop if given), collect truth, live offsets and joint states.
+    """
     from tqdm import tqdm
 
     from ..core.detection import crop_image
@@ -179,8 +195,11 @@ def truth_reference(rep: Replay, tol_ns: int) -> tuple[list[float | None], dict]
 
 
 def sweep_reference(rep: Replay, measure: str, settle_ns: int) -> tuple[list[float | None], dict]:
-    """True offsets from a z sweep: a frame is at rest when the motor had reported its last
-    position at least ``settle_ns`` before the frame's stamp; best z = measure argmax over z."""
+    """Compute the true offsets from a z sweep.
+
+    A frame is at rest when the motor had reported its last position at least ``settle_ns`` before the
+    frame's stamp; best z = measure argmax over z.
+    """
     from ..core.dataset.labels import focus_curve_ambiguity
 
     joints = sorted(rep.joints)
@@ -230,7 +249,7 @@ def format_report(bag: Path, info: dict, results: dict[str, dict]) -> str:
 
 
 def choose_view(args, bag, metadata: dict) -> tuple[str, str]:
-    """The image topic and the view (``as-recorded`` or ``detect``) for a model with this metadata."""
+    """Choose the image topic and the view (``as-recorded`` or ``detect``) for a model with this metadata."""
     from ..core.predictor import input_view
 
     crop_model = input_view("auto", metadata) == "crop"
@@ -320,7 +339,8 @@ def run(args: argparse.Namespace) -> int:
         if got.any():
             results[f"recorded {topics['offset']}"] = error_summary(recorded[got] - true_arr[got], true_arr[got])
     latencies = [f.latency_ms for f in rep.frames]
-    info.update({"bag": str(args.bag), "model": str(model_path), "model_input_view": predictor.metadata.get("input_view"),
+    info.update({"bag": str(args.bag), "model": str(model_path),
+                 "model_input_view": predictor.metadata.get("input_view"),
                  "view": view if view == "as-recorded" else f"detect (fov {args.fov} px of {args.full_width_px})",
                  "frame_wh_px": rep.frame_wh, "topics": topics, "frames": len(rep.frames),
                  "frames_with_reference": len(have), "undecodable_frames": rep.bad_frames,
@@ -337,7 +357,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: skipped {len(rep.bad_frames)} undecodable frame(s); first: {rep.bad_frames[0]}",
               file=sys.stderr)
 
-    plot_path = args.plot if args.plot is not None else args.bag.resolve().parent / f"{args.bag.resolve().name}_eval.png"
+    bag_path = args.bag.resolve()
+    plot_path = args.plot if args.plot is not None else bag_path.parent / f"{bag_path.name}_eval.png"
     try:
         from ..plots import plot_bag_eval
 

@@ -1,13 +1,27 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """``celegans-autofocus sim``: the closed loop in one process, for machines without ``ros2 launch``.
 
 The simulated microscope (stack_player_node rendering a synthetic plate at the motor's z, with a
 drifting best plane), worm_detector_node, focus_predictor_node and stepper_controller_node run as
 ROS 2 nodes in one process (the camera on one single-threaded executor, the pipeline on another:
-benchmarks/sim_executors.md), talking over their usual topics. ``--clock sim`` (the default): the player drives ``/clock`` lock-stepped with the pipeline
-and every other node uses ``use_sim_time``; a frame's decision is taken at its stamp + the modelled
-latency, so the same seed gives the same episode on any machine and under any load. ``--clock wall``:
-real time, for latency and throughput figures. A metrics node of this command matches every
-``sim/ground_truth`` with the ``focus/offset`` of the same frame and reports the episode with
+benchmarks/sim_executors.md), talking over their usual topics. ``--clock sim`` (the default): the player
+drives ``/clock`` lock-stepped with the pipeline and every other node uses ``use_sim_time``; a frame's decision
+is taken at its stamp + the modelled latency, so the same seed gives the same episode on any machine and under
+any load. ``--clock wall``: real time, for latency and throughput figures. A metrics node of this command matches
+every ``sim/ground_truth`` with the ``focus/offset`` of the same frame and reports the episode with
 :func:`core.closed_loop.summarize_episode`; wall-clock figures go under the summary's ``wall`` key.
 Optionally a PNG timeline, a JSON summary and a rosbag2 bag (bag_recorder_node, MCAP by default).
 """
@@ -45,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--clock", choices=["sim", "wall"], default="sim",
                    help="sim: the player drives /clock lock-stepped with the pipeline, the same result on any "
                         "machine (latency is --latency-ms); wall: real time, for latency and fps figures")
-    g.add_argument("--duration", type=float, default=20.0, metavar="SECONDS", help="episode length, in the clock's time")
+    g.add_argument("--duration", type=float, default=20.0, metavar="SECONDS",
+                   help="episode length, in the clock's time")
     g.add_argument("--frames", type=int, default=0, metavar="N",
                    help="end after N camera frames instead of --duration (on the wall clock robust to a stalled "
                         "machine: the episode takes longer, never fewer frames)")
@@ -115,8 +130,10 @@ NODES = ("stack_player_node", "worm_detector_node", "focus_predictor_node", "ste
 
 
 def system_params(args: argparse.Namespace) -> dict[str, dict]:
-    """Each node's parameters: the parameter file's, then what the options name. :class:`SimError` if the
-    file cannot be read."""
+    """Return each node's parameters: the parameter file's, then what the options name.
+
+    :class:`SimError` if the file cannot be read.
+    """
     from ..core.package_files import package_file
     from ..nodes.common import ConfigError, params_from_file
 
@@ -135,7 +152,7 @@ def system_params(args: argparse.Namespace) -> dict[str, dict]:
     if args.switch is not None:
         switches = sorted(args.switch)
         system["stack_player_node"].update(switch_times_s=[float(t) for t, _ in switches],
-                                          switch_jumps_steps=[float(j) for _, j in switches])
+                                           switch_jumps_steps=[float(j) for _, j in switches])
     if args.model is not None:
         system["focus_predictor_node"]["model_path"] = str(args.model)
     if args.input is not None:
@@ -144,7 +161,7 @@ def system_params(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def _check(args: argparse.Namespace) -> str | None:
-    """The first bad option value, as a message for the user, or None."""
+    """Return the first bad option value, as a message for the user, or None."""
     if not (math.isfinite(args.duration) and args.duration > 0):
         return f"--duration must be > 0 s, got {args.duration}"
     if args.frames < 0:
@@ -219,8 +236,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _set_frame_size(player: dict, requested_height_px: int, input_px: int, view: str) -> None:
-    """The simulated frame: as asked; else for a full-frame model its input side (training renders full frames
-    at the model's size, at least MIN_FRAME_HEIGHT_PX); else the parameter file's. 4:3 unless the file's."""
+    """Set the simulated frame size.
+
+    As asked; else for a full-frame model its input side (training renders full frames at the model's size,
+    at least MIN_FRAME_HEIGHT_PX); else the parameter file's. 4:3 unless the file's.
+    """
     height = requested_height_px or (min(FULL_FRAME_WH_PX[1], max(MIN_FRAME_HEIGHT_PX, input_px))
                                      if view == "full" else None)
     if height:
@@ -256,7 +276,7 @@ def _fmt(value, unit: str = "", digits: int = 1) -> str:
 
 
 def format_summary(s: dict) -> str:
-    """The summary table printed at the end of a run."""
+    """Format the summary table printed at the end of a run."""
     wall = s["wall"]
     clock = ("simulated clock (the same on any machine): " if s["clock"] == "sim" else "wall clock (real time): ")
     rows = [
@@ -266,11 +286,12 @@ def format_summary(s: dict) -> str:
                    + (f", {s['frames_unanswered']} unanswered" if s["frames_unanswered"] else "")),
         ("start offset", _fmt(s["start_offset_steps"], " steps", 0)),
         ("frames to focus", _fmt(s["frames_to_focus"]) + ("" if s["frames_to_focus"] is None else
-                                                         f" ({s['time_to_focus_s']:.2f} s)")),
+                                                          f" ({s['time_to_focus_s']:.2f} s)")),
         ("final error", _fmt(s["final_error_steps"], " steps")),
         ("steady |error| (median)", _fmt(s["steady_abs_error_steps"], " steps")),
-        (f"in focus (|error| <= {IN_FOCUS_STEPS:g})", f"{100 * s['in_focus_fraction']:.1f} % of all frames, "
-                                    f"{100 * s['in_focus_fraction_tracking']:.1f} % after reaching focus"),
+        (f"in focus (|error| <= {IN_FOCUS_STEPS:g})",
+         f"{100 * s['in_focus_fraction']:.1f} % of all frames, "
+         f"{100 * s['in_focus_fraction_tracking']:.1f} % after reaching focus"),
         ("latency", f"{_fmt(s['modelled_latency_ms'], ' ms')} modelled (image stamp -> decision); measured "
                     f"{_fmt(wall['latency_p50_ms'])} / {_fmt(wall['latency_p95_ms'], ' ms')} p50 / p95 "
                     "(frame published -> focus/offset)" if s["clock"] == "sim" else
@@ -298,17 +319,18 @@ class SimResult:
 
 
 def _metrics_node_class():
-    """EpisodeMetrics is defined on first use so that importing this module does not import rclpy."""
+    """Define EpisodeMetrics on first use so that importing this module does not import rclpy."""
     from geometry_msgs.msg import PointStamped
     from rclpy.node import Node
 
     from ..nodes.common import reliable_qos
 
     class EpisodeMetrics(Node):
-        """Pairs each frame's ground truth with the focus/offset predicted from it (same header stamp).
+        """Pair each frame's ground truth with the focus/offset predicted from it (same header stamp).
 
         Stamps are on the episode's clock; the receive times are wall time (``time.monotonic``), so the
-        wall latency (truth received -> offset received) is measured on either clock."""
+        wall latency (truth received -> offset received) is measured on either clock.
+        """
 
         def __init__(self, **kwargs):
             super().__init__("sim_metrics", **kwargs)
@@ -365,8 +387,11 @@ def _make_executor(kind: str, context):
 
 
 def _ros_args(args: argparse.Namespace) -> list[str]:
-    """rclpy arguments of the episode's context: log level, and /clock kept inside the namespace so that
-    episodes in other namespaces of the same ROS domain keep their own time."""
+    """Return the rclpy arguments of the episode's context.
+
+    Log level, and /clock kept inside the namespace so that episodes in other namespaces of the same ROS
+    domain keep their own time.
+    """
     ros_args = ["--ros-args", "--log-level", "info" if args.verbose else "warn"]
     if args.namespace:
         ros_args += ["-r", f"/clock:=/{args.namespace.strip('/')}/clock"]
@@ -383,8 +408,11 @@ def _stop(executor, camera_executor, spinners: list[threading.Thread]) -> None:
 
 
 def run_episode(args: argparse.Namespace, system: dict[str, dict], episode: Episode) -> SimResult:
-    """Start the nodes of ``system`` (parameters per node), play ``episode.n_frames`` frames on the chosen clock
-    (on the wall clock and without --frames: ``args.duration`` seconds), and collect the metrics."""
+    """Run one episode and collect the metrics.
+
+    Start the nodes of ``system`` (parameters per node) and play ``episode.n_frames`` frames on the chosen
+    clock (on the wall clock and without --frames: ``args.duration`` seconds).
+    """
     import rclpy
     from rclpy.context import Context
     from rclpy.parameter import Parameter
@@ -527,4 +555,3 @@ def _result(args, episode: Episode, metrics, steps_travelled: float, extra: dict
     trace = {"t_s": t_s, "true_best_z_steps": best, "lens_z_steps": lens, "predicted_offset_steps": predicted,
              "predicted_best_z_steps": list(np.asarray(lens) + np.asarray(predicted))}
     return SimResult(summary, trace)
-

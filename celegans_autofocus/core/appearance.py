@@ -1,6 +1,20 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Appearance statistics of one worm in a frame: what tells a real frame from a simulated one.
 
-Every frame is first brought to the simulator's pixel size (``REFERENCE_UM_PER_PX``), the worm is
+Every frame is first brought to the simulator's pixel size (``UM_PER_PX``), the worm is
 found by ``core.detection`` and a ``fov_px`` window is cut around it, as the focus model sees it.
 Inside the window the worm is segmented finely (Otsu on the smoothed |I / background - 1|, the
 component nearest the detection) and the statistics are relative to the local background level:
@@ -20,7 +34,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from .detection import REFERENCE_UM_PER_PX, Detection, DetectorConfig, WormDetector, crop_image, crop_window
+from .detection import Detection, DetectorConfig, WormDetector, crop_image, crop_window
+from .sensor import UM_PER_PX
 
 #: Mean body width (2 x area / perimeter) of an adult, used to guess the pixel size of unscaled frames.
 ADULT_MEAN_WIDTH_UM = 50.0
@@ -46,8 +61,8 @@ class WormStats:
 
 
 def to_reference_scale(gray: np.ndarray, um_per_px: float) -> np.ndarray:
-    """float32 copy of ``gray`` resampled to REFERENCE_UM_PER_PX (area-averaged when shrinking)."""
-    f = float(um_per_px) / REFERENCE_UM_PER_PX
+    """float32 copy of ``gray`` resampled to UM_PER_PX (area-averaged when shrinking)."""
+    f = float(um_per_px) / UM_PER_PX
     img = gray.astype(np.float32)
     if abs(f - 1) < 1e-3:
         return img
@@ -129,7 +144,7 @@ def _spectrum_slope(dev: np.ndarray, background: np.ndarray) -> float:
 
 
 def crop_stats(img: np.ndarray, near_xy: tuple[float, float] | None = None) -> WormStats:
-    """Statistics of the worm nearest ``near_xy`` in a crop at REFERENCE_UM_PER_PX (see the module doc)."""
+    """Statistics of the worm nearest ``near_xy`` in a crop at UM_PER_PX (see the module doc)."""
     body, dev = segment_worm(img, near_xy)
     if body.sum() < 20:
         raise ValueError("no worm segmented in the crop")

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Atomic file replacement: readers see the old file or the new one, never a partial write."""
 from __future__ import annotations
 
@@ -10,7 +24,7 @@ from typing import Iterator
 
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
-    """A temporary file beside ``path`` to write by any means; renamed onto ``path`` when the block ends.
+    """Yield a temporary file beside ``path`` to write by any means; renamed onto ``path`` when the block ends.
 
     The temporary file is hidden (``.name.*.tmp``), gets the permissions a new file would get (the
     umask's), and is fsynced before ``os.replace``. If the block raises, or the replace fails, the

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Worm detection in full frames, target tracking between frames, and crop windows.
 
 Detection works at 1/``downsample`` resolution: INTER_AREA reduction (which also averages the
@@ -37,8 +51,11 @@ class Detection:
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Detector settings; lengths and areas in full-frame px at :data:`core.sensor.UM_PER_PX` (adult
-    worms ~650 x 45 px). :meth:`scaled` adapts them to images of another pixel size."""
+    """Detector settings.
+
+    Lengths and areas in full-frame px at :data:`core.sensor.UM_PER_PX` (adult worms ~650 x 45 px).
+    :meth:`scaled` adapts them to images of another pixel size.
+    """
 
     downsample: int = 8
     background_px: int = 248
@@ -54,7 +71,7 @@ class DetectorConfig:
     max_detections: int = 20
 
     def scaled(self, scale: float) -> "DetectorConfig":
-        """The same detector for images with ``scale`` px per px of the reference frame (0.25 = 4x smaller)."""
+        """Return the same detector for images with ``scale`` px per px of the reference frame (0.25 = 4x smaller)."""
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive number, got {scale!r}")
         ds = max(1, round(self.downsample * scale))
@@ -248,7 +265,7 @@ def crop_window(center_px: tuple[float, float], fov_px: int | str | None,
 
 
 def crop_image(image: np.ndarray, window_px: tuple[int, int, int, int]) -> np.ndarray:
-    """The pixels of ``window_px`` = (x0, y0, w, h) (a view, no copy)."""
+    """Return the pixels of ``window_px`` = (x0, y0, w, h) (a view, no copy)."""
     x0, y0, w, h = window_px
     return image[y0:y0 + h, x0:x0 + w]
 
@@ -257,9 +274,11 @@ def crop_image(image: np.ndarray, window_px: tuple[int, int, int, int]) -> np.nd
 
 @dataclass(frozen=True)
 class CropResult:
-    """One frame through :class:`WormCropper`: its detections, the tracker's state, the crop centre
-    (the target, its last position, or the frame centre) and the window (x0, y0, w, h) moved inside
-    the frame, both in the frame's own px."""
+    """One frame through :class:`WormCropper`.
+
+    Its detections, the tracker's state, the crop centre (the target, its last position, or the frame
+    centre) and the window (x0, y0, w, h) moved inside the frame, both in the frame's own px.
+    """
 
     detections: list[Detection]
     state: TrackState
@@ -268,8 +287,9 @@ class CropResult:
 
 
 class WormCropper:
-    """Detect, track the target and cut its ``fov_px`` window, frame after frame: what
-    worm_detector_node does live and ``bag-eval`` does offline.
+    """Detect, track the target and cut its ``fov_px`` window, frame after frame.
+
+    What worm_detector_node does live and ``bag-eval`` does offline.
 
     Lengths (``fov_px``, ``max_jump_px``, the config's) are full-frame px of a sensor ``full_width_px``
     wide; frames narrower than that (binned, simulated, downscaled recordings) are scaled by

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Image encodings and the ONE preprocessing function shared by training and inference.
 
 Encodings follow sensor_msgs/Image (REP-104 names). Colour is converted to grayscale by
@@ -136,7 +150,7 @@ class PreprocessSpec:
 
 
 def preprocess(gray: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> np.ndarray:
-    """THE preprocessing: grayscale frame of any dtype -> float32 (input_px, input_px), z-scored.
+    """Apply THE preprocessing: grayscale frame of any dtype -> float32 (input_px, input_px), z-scored.
 
     Pass colour images through :func:`to_gray` first.
     """

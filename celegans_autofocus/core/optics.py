@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Physically based brightfield z-stack simulator: worm phantoms on agar, defocus, camera.
 
 Sign convention (defined here once; every other module follows it):
@@ -94,7 +108,7 @@ class OpticsConfig:
 
     @property
     def depth_of_field_um(self) -> float:
-        """lambda / NA^2, the axial range that looks sharp."""
+        """Axial range that looks sharp: lambda / NA^2."""
         return self.wavelength_um / self.na**2
 
     @property
@@ -272,7 +286,8 @@ def make_scene(rng: np.random.Generator, config: OpticsConfig = OpticsConfig(), 
     dist_edge = lawn_r - np.hypot(xx - lawn_c[0], yy - lawn_c[1])  # um, > 0 inside
     inside = 1 / (1 + np.exp(-dist_edge / 15))
     rim = 2.5 * np.exp(-np.maximum(dist_edge, 0) / 80) * inside
-    clumps = np.clip(_smooth_noise(rng, (rows, cols), 6 / cell_um) * 0.6 + _smooth_noise(rng, (rows, cols), 40 / cell_um) * 0.4, -2, 3)
+    clumps = np.clip(_smooth_noise(rng, (rows, cols), 6 / cell_um) * 0.6
+                     + _smooth_noise(rng, (rows, cols), 40 / cell_um) * 0.4, -2, 3)
     lawn_um = np.clip(inside * rng.uniform(0.8, 2.5) * (1 + 0.35 * clumps) + rim, 0, None).astype(np.float32)
     lawn_um *= config.lawn_scale
     brightness = float(rng.uniform(*config.brightness))
@@ -431,7 +446,8 @@ def _rasterize(scene: Scene, config: OpticsConfig, grid: _Grid) -> np.ndarray:
         inc = worm.inclusions
         inc_phase = np.zeros(sub.shape, np.float32)
         inc_absorb = np.zeros(sub.shape, np.float32)
-        _splat_chords(inc_phase, sub.to_grid(inc.xy_px), inc.radius_um / dx_um, k_rad_per_um * inc.delta_n, dx_um, "add")
+        _splat_chords(inc_phase, sub.to_grid(inc.xy_px), inc.radius_um / dx_um, k_rad_per_um * inc.delta_n, dx_um,
+                      "add")
         _splat_chords(inc_absorb, sub.to_grid(inc.xy_px), inc.radius_um / dx_um, inc.absorb_per_um, dx_um, "add")
         inside = body > 0
         phase[i0:i1, j0:j1] += k_rad_per_um * dn_worm * body + config.inclusion_scale * inc_phase * inside
@@ -556,7 +572,7 @@ class StackRenderer:
         return inten
 
     def frame(self, offset_steps: float) -> np.ndarray:
-        """8-bit camera frame (out_shape) seen when the motor must move ``offset_steps`` to focus."""
+        """Return the 8-bit camera image, out_shape, seen when the motor must move ``offset_steps`` to focus."""
         inten = self.intensity(offset_steps)
         if self.config.blur_sigma_px > 0:
             inten = cv2.GaussianBlur(inten, (0, 0), self.config.blur_sigma_px, borderType=cv2.BORDER_REFLECT)
@@ -596,8 +612,11 @@ def _motion_kernel(length_px: float, angle_rad: float) -> np.ndarray:
 def render(scene: Scene, offset_steps: float, config: OpticsConfig = OpticsConfig(),
            rng: np.random.Generator | None = None, window_px: tuple[int, int, int, int] | None = None,
            out_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """One uint8 frame of ``window_px`` (full-frame px; default whole frame) at ``out_shape``
-    (default native sensor grid), seen when the motor must move ``offset_steps`` to reach focus."""
+    """Render one uint8 frame of ``window_px`` (full-frame px; default whole frame).
+
+    At ``out_shape`` (default native sensor grid), seen when the motor must move ``offset_steps`` to reach
+    focus.
+    """
     renderer = StackRenderer(scene, config, out_shape, window_px, max_offset_steps=abs(offset_steps),
                              rng=rng if rng is not None else np.random.default_rng())
     return renderer.frame(offset_steps)
@@ -607,8 +626,11 @@ def render(scene: Scene, offset_steps: float, config: OpticsConfig = OpticsConfi
 
 def draw_stack(rng: np.random.Generator, config: OpticsConfig, range_steps: int,
                n_worms: int | None = None) -> tuple[Scene, int]:
-    """The synthetic-stack distribution: a scene (1-3 worms unless ``n_worms``) and a true best
-    index drawn uniformly within +-range_steps/4, for z indices spanning -range_steps..range_steps."""
+    """Draw from the synthetic-stack distribution.
+
+    A scene (1-3 worms unless ``n_worms``) and a true best index drawn uniformly within +-range_steps/4,
+    for z indices spanning -range_steps..range_steps.
+    """
     worms_here = int(rng.integers(1, 4)) if n_worms is None else int(n_worms)
     scene = make_scene(rng, config, worms_here)
     return scene, int(rng.integers(-(range_steps // 4), range_steps // 4 + 1))

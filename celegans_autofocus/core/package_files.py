@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Files installed with the package (bundled model, configuration): where to find them."""
 from __future__ import annotations
 
@@ -9,7 +23,9 @@ PACKAGE = "celegans_autofocus"
 
 def package_file(*parts: str) -> tuple[Path | None, list[Path]]:
     """``share/<package>/<parts>``: the ament share dir, then ``<sys.prefix>/share``, then the source tree.
-    Returns (the first that exists or None, every place looked in)."""
+
+    Returns (the first that exists or None, every place looked in).
+    """
     candidates: list[Path] = []
     try:
         from ament_index_python.packages import get_package_share_directory

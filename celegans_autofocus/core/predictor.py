@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """ONNX Runtime focus predictor: a grayscale frame -> signed motor steps to best focus.
 
 The model file carries its own preprocessing and units in ``metadata_props`` under the key
@@ -35,7 +49,7 @@ class NonFiniteOutputError(ArithmeticError):
 
 
 def default_model_path() -> Path:
-    """The bundled ``models/default.onnx`` (:func:`core.package_files.package_file`)."""
+    """Return the bundled ``models/default.onnx`` (:func:`core.package_files.package_file`)."""
     path, looked_in = package_file("models", DEFAULT_MODEL_NAME)
     if path is None:
         raise ModelError("no bundled model found; looked in: " + ", ".join(str(p) for p in looked_in))
@@ -87,8 +101,11 @@ def parse_metadata(text: str | None, path: Path) -> dict:
 
 
 def input_view(requested: str, metadata: dict) -> str:
-    """``full`` or ``crop``: as requested, or for ``auto`` the model's ``input_view`` metadata (crop models
-    get the detector's crop; full-frame and mixed models the camera frame)."""
+    """Return ``full`` or ``crop``.
+
+    As requested, or for ``auto`` the model's ``input_view`` metadata (crop models get the detector's
+    crop; full-frame and mixed models the camera frame).
+    """
     if requested != "auto":
         return requested
     return "crop" if metadata.get("input_view") == "crop" else "full"
@@ -124,7 +141,7 @@ class FocusPredictor:
 
     @property
     def providers(self) -> list[str]:
-        """The execution providers the session actually uses, in priority order."""
+        """Return the execution providers the session actually uses, in priority order."""
         return self.session.get_providers()
 
     @property
@@ -160,8 +177,11 @@ class FocusPredictor:
         return offsets
 
     def warm_up(self) -> float:
-        """One run on a blank input, so that the first real frame does not pay for the session's lazy
-        allocations; returns its time in ms. The output is not checked (a model may be garbage on blanks)."""
+        """Run once on a blank input; returns its time in ms.
+
+        So the first real frame does not pay for the session's lazy allocations. The output is not checked
+        (a model may be garbage on blanks).
+        """
         side = self.spec.input_px
         started = time.perf_counter()
         try:
@@ -171,7 +191,7 @@ class FocusPredictor:
         return (time.perf_counter() - started) * 1e3
 
     def preprocess(self, gray: np.ndarray) -> np.ndarray:
-        """The model input (1, input_px, input_px) float32 for one grayscale frame."""
+        """Return the model input (1, input_px, input_px) float32 for one grayscale frame."""
         return preprocess(gray, self.spec)[None]
 
     def predict(self, gray: np.ndarray) -> float:

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Camera backends behind one small interface: ``open()``, ``read() -> Frame``, ``close()``.
 
 Backends: ``opencv`` (V4L2 device index or path, or anything cv2.VideoCapture opens), ``folder``
@@ -45,7 +59,7 @@ def _encoding(image: np.ndarray) -> str:
 
 
 def to_frame(image: np.ndarray, capture_time_s: float, mono: bool, source: str) -> Frame:
-    """An OpenCV array (gray, BGR or BGRA; 8 or 16 bit) -> Frame; colour -> gray by BT.601 if ``mono``."""
+    """Convert an OpenCV array (gray, BGR or BGRA; 8 or 16 bit) -> Frame; colour -> gray by BT.601 if ``mono``."""
     if image is None or image.size == 0:
         raise CameraError(f"{source}: empty frame")
     if image.ndim == 3 and image.shape[2] == 1:

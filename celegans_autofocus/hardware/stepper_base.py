@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The focus stepper interface every backend implements (:class:`Stepper`), its errors and move results.
 
 :class:`Stepper` is what nodes use: ``position_steps``, ``enabled``, ``fault``, ``moving``,
@@ -17,7 +31,7 @@ from dataclasses import dataclass
 
 
 def _is_number(value) -> bool:
-    """A finite real number (numpy scalars included, bool excluded)."""
+    """Tell whether ``value`` is a finite real number (numpy scalars included, bool excluded)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -63,12 +77,12 @@ class Stepper(ABC):
     @property
     @abstractmethod
     def position_steps(self) -> int:
-        """Current motor position in steps (live during a move)."""
+        """Return the current motor position in steps (live during a move)."""
 
     @property
     @abstractmethod
     def moving(self) -> bool:
-        """True while a move is in progress."""
+        """Return True while a move is in progress."""
 
     @property
     def enabled(self) -> bool:
@@ -84,9 +98,11 @@ class Stepper(ABC):
         return min(max(int(target_steps), self.soft_min_steps), self.soft_max_steps)
 
     def plan(self, start_steps: int, target_steps: int) -> list[int]:
-        """Waypoints from ``start_steps`` to ``target_steps`` (excluded start) with backlash compensation:
-        a move against the approach direction overshoots by ``backlash_steps`` (within the soft
-        limits) and comes back, so the motor always arrives moving in the ``approach`` direction."""
+        """Waypoints from ``start_steps`` to ``target_steps`` (excluded start) with backlash compensation.
+
+        A move against the approach direction overshoots by ``backlash_steps`` (within the soft limits) and
+        comes back, so the motor always arrives moving in the ``approach`` direction.
+        """
         if target_steps == start_steps:
             return []
         if self.backlash_steps and (target_steps - start_steps) * self.approach < 0:
@@ -149,7 +165,9 @@ class Stepper(ABC):
 
     def reconnect(self) -> None:
         """Re-establish the backend; the fault clears unless the backend still reports one.
-        Raises :class:`StepperError` (and keeps a fault) if it cannot."""
+
+        Raises :class:`StepperError` (and keeps a fault) if it cannot.
+        """
         with self._lock:
             try:
                 self._fault = self._reconnect()

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """GRBL (1.1, also 0.9 status format) motion controller over a serial port with pyserial.
 
 Moves are relative G-code, ``G91 G1 Z<mm> F<mm/min>`` with ``mm = steps * step_um / 1000``
@@ -58,8 +72,10 @@ class GrblStepper(Stepper):
 
     # --- link ----------------------------------------------------------------------------------
     def _connect(self) -> str | None:
-        """Open the port, let GRBL boot (opening resets an Arduino), drop its banner and read its
-        state; returns the fault to report or None."""
+        """Open the port and read GRBL's state; returns the fault to report or None.
+
+        GRBL boots first (opening resets an Arduino), and its banner is dropped.
+        """
         try:
             self._serial = serial.Serial(self.port, self.baudrate, timeout=0.02, write_timeout=self.timeout_s)
         except (serial.SerialException, OSError, ValueError) as exc:
@@ -80,7 +96,7 @@ class GrblStepper(Stepper):
         return None
 
     def _lost(self, exc: Exception) -> StepperError:
-        """The port failed: close it, enter fault, and return the error to raise."""
+        """Handle a failed port: close it, enter fault, and return the error to raise."""
         self._fault = f"serial port {self.port} lost: {exc}"
         self.close()
         return StepperError(f"stepper fault, not moving: {self._fault}")
@@ -186,7 +202,7 @@ class GrblStepper(Stepper):
 
     @property
     def state(self) -> str:
-        """GRBL's machine state from the last status report."""
+        """Return GRBL's machine state from the last status report."""
         return self._state
 
     def _start_move(self, waypoints: list[int], speed_steps_per_s: float) -> None:
@@ -223,8 +239,11 @@ class GrblStepper(Stepper):
             self._fault = None
 
     def _set_enabled(self, on: bool) -> None:
-        """Disabling during a move stops it: feed hold (``!``) until GRBL reports ``Hold:0``, then a
-        soft reset flushes the planner (GRBL keeps its position when reset from a completed hold)."""
+        """Enable or disable the motor; disabling during a move stops it.
+
+        Feed hold (``!``) until GRBL reports ``Hold:0``, then a soft reset flushes the planner (GRBL keeps its
+        position when reset from a completed hold).
+        """
         if on or self._serial is None or not self.moving:
             return
         self._write(b"!")
@@ -240,8 +259,11 @@ class GrblStepper(Stepper):
         self._status()
 
     def _reconnect(self) -> str | None:
-        """Reopen the port. A position that differs from the last known one means GRBL was reset
-        (opening the port resets an Arduino, and a reset zeroes MPos): fault until homed."""
+        """Reopen the port.
+
+        A position that differs from the last known one means GRBL was reset (opening the port resets an
+        Arduino, and a reset zeroes MPos): fault until homed.
+        """
         self.close()
         known = self._position
         fault = self._connect()

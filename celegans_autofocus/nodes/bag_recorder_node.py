@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """bag_recorder_node: record topics of any type into a rosbag2 bag (MCAP or sqlite3) with rosbags.
 
 It subscribes to each configured topic as soon as the graph shows its type, receives the
@@ -39,7 +53,7 @@ PARAMS = [
 
 
 def message_class(msgtype: str) -> type:
-    """The rclpy message class of ``pkg/msg/Name``."""
+    """Return the rclpy message class of ``pkg/msg/Name``."""
     pkg, kind, name = msgtype.split("/")
     return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
 
@@ -66,7 +80,7 @@ class BagRecorderNode(Node):
 
     @property
     def all_subscribed(self) -> bool:
-        """True once every configured topic is subscribed (or was refused with an error logged)."""
+        """Return True once every configured topic is subscribed (or was refused with an error logged)."""
         return set(self._subs) == set(self._wanted)
 
     def _discover(self) -> None:

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """stack_player_node: a simulated camera that shows the specimen at the focus motor's current z.
 
 Subscribes ``stepper/joint_states`` (position in motor steps) and publishes, at ``fps``,
@@ -95,12 +109,15 @@ class DatasetStack:
         return read_image(self.stack.files[z])
 
     def z_for(self, offset_steps: float) -> int:
-        """The z index whose offset (best_index - z) is nearest ``offset_steps`` (clamped to the stack)."""
+        """Return the z index whose offset (best_index - z) is nearest ``offset_steps`` (clamped to the stack)."""
         return int(self.z_steps[np.argmin(np.abs(self.z_steps - (self.best_index - offset_steps)))])
 
     def frame(self, offset_steps: float) -> np.ndarray:
-        """Image nearest ``offset_steps``. An unreadable file raises ImageError (naming it) once and
-        is dropped from the stack, so the next frame shows the next nearest z."""
+        """Return the image nearest ``offset_steps``.
+
+        An unreadable file raises ImageError (naming it) once and is dropped from the stack, so the next
+        frame shows the next nearest z.
+        """
         z = self.z_for(offset_steps)
         try:
             return self.read(z)
@@ -217,8 +234,10 @@ class StackPlayerNode(Node):
             self.publish_frame(self.get_clock().now())
 
     def publish_frame(self, now: Time) -> bool:
-        """Render and publish the frame (and its ground truth) taken at ``now`` with the current lens z;
-        False when the frame could not be rendered (logged)."""
+        """Render and publish the frame (and its ground truth) taken at ``now`` with the current lens z.
+
+        False when the frame could not be rendered (logged).
+        """
         if self.t0 is None:
             self.t0 = now
         t_s = (now - self.t0).nanoseconds * 1e-9
@@ -244,9 +263,12 @@ class StackPlayerNode(Node):
 
 
 class LockStep:
-    """The simulated clock of a :class:`StackPlayerNode`: publish ``/clock`` = t, wait for the lens position
-    at t (``stepper/joint_states`` stamped >= t), show the frame, wait for the controller's answer to it
-    (``focus/command`` with the frame's stamp), advance t by one frame period, and so on."""
+    """The simulated clock of a :class:`StackPlayerNode`.
+
+    Publish ``/clock`` = t, wait for the lens position at t (``stepper/joint_states`` stamped >= t), show
+    the frame, wait for the controller's answer to it (``focus/command`` with the frame's stamp), advance
+    t by one frame period, and so on.
+    """
 
     START_NS = 1_000_000_000  # the first frame at 1 s: a zero stamp means "no time" to many ROS tools
 

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """worm_detector_node: finds and tracks the target worm; publishes its crop, position and a debug view.
 
 Subscribes ``camera/image_raw`` (sensor-data QoS, keep latest) and ``focus/offset`` (for the debug
@@ -12,7 +26,8 @@ text). Publishes, each with the source image's header:
   and the latest focus offset.
 
 Lengths (``fov_px``, detector sizes) are full-frame pixels at ``full_width_px`` across
-(:data:`core.sensor.FULL_FRAME_WH_PX`); frames narrower than that (binned or simulated) are scaled by width / full_width_px.
+(:data:`core.sensor.FULL_FRAME_WH_PX`); frames narrower than that (binned or simulated) are scaled by
+width / full_width_px.
 Bad frames (unsupported encoding, empty, inconsistent size, unexpected size) are dropped with a
 throttled warning; the node keeps running.
 """
@@ -78,7 +93,7 @@ DETECTOR_KEYS = {"full_width_px", "max_jump_px", "reacquire_after_frames", "sele
 
 
 def cropper_from_params(values: dict) -> WormCropper:
-    """The detect-track-crop pipeline the node's parameter values describe (ValueError if inconsistent)."""
+    """Build the detect-track-crop pipeline the node's parameter values describe (ValueError if inconsistent)."""
     return WormCropper(DetectorConfig(**{k: values[k] for k in DETECTOR_CONFIG_KEYS}), fov_px=values["fov_px"],
                        full_width_px=values["full_width_px"], max_jump_px=values["max_jump_px"],
                        reacquire_after_frames=values["reacquire_after_frames"], select=values["select"])

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The paper's training augmentation on preprocessed images: random rotation and flips.
 
 Rotation keeps the square size and fills the corners by reflection, so no artificial
@@ -12,7 +26,7 @@ import numpy as np
 
 def augment(image: np.ndarray, rng: np.random.Generator, rotation_deg: float,
             hflip: bool, vflip: bool) -> np.ndarray:
-    """A randomly rotated (uniform in +-rotation_deg) and flipped copy of a 2-D float32 image."""
+    """Return a randomly rotated (uniform in +-rotation_deg) and flipped copy of a 2-D float32 image."""
     out = image
     if rotation_deg > 0:
         angle = float(rng.uniform(-rotation_deg, rotation_deg))

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Checkpoints: plain dicts of tensors and primitives, written atomically, read with weights_only=True.
 
 Layout: ``{"format": 1, "model": state_dict, "optimizer": ..., "scheduler": ..., "epoch": int,
@@ -30,7 +44,7 @@ def save_checkpoint(state: dict, path: Path) -> None:
 
 
 def load_checkpoint(path: Path | str) -> dict:
-    """The checkpoint dict, loaded with ``weights_only=True``; :class:`CheckpointError` if unusable."""
+    """Load the checkpoint dict with ``weights_only=True``; :class:`CheckpointError` if unusable."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")

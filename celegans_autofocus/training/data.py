@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Samples of a labelled z-stack dataset (:mod:`core.dataset`), the split by plate, and cached image sets.
 
 A :class:`Sample` is one image file with its signed target ``offset_steps`` (steps to move
@@ -25,7 +39,7 @@ __all__ = ["DatasetError", "Sample", "ImageSet", "load_samples", "split_plates",
 
 
 def stack_meta(root: Path, plate: str, stack: str) -> dict:
-    """The stack's ``stack.yaml`` as a dict ({} when absent); a broken one is a :class:`DatasetError`."""
+    """Read the stack's ``stack.yaml`` as a dict ({} when absent); a broken one is a :class:`DatasetError`."""
     path = stack_dir(root, plate, stack) / "stack.yaml"
     try:
         return read_stack_yaml(path) if path.is_file() else {}
@@ -96,7 +110,8 @@ def split_plates(samples: list[Sample], val_fraction: float, seed: int, source: 
         return [], plates
     if len(plates) < 2:
         raise DatasetError(f"{source}: {len(plates)} plate(s) ({', '.join(plates)}); need >= 2 to split "
-                           "train/validation by plate (or validate on all of them with --val-fraction 1 and --synthetic-train N)")
+                           "train/validation by plate (or validate on all of them with --val-fraction 1 and "
+                           "--synthetic-train N)")
     train, val = split_by_plate(plates, val_fraction, seed)
     train, val = sorted(train), sorted(val)
     if not train or not val or set(train) & set(val):
@@ -105,7 +120,7 @@ def split_plates(samples: list[Sample], val_fraction: float, seed: int, source: 
 
 
 def read_gray(path: Path) -> np.ndarray:
-    """A grayscale image file (8/16-bit, RGB by BT.601); :class:`DatasetError` naming it if unreadable."""
+    """Read a grayscale image file (8/16-bit, RGB by BT.601); :class:`DatasetError` naming it if unreadable."""
     try:
         return read_image(path)
     except ImageError as exc:
@@ -113,8 +128,10 @@ def read_gray(path: Path) -> np.ndarray:
 
 
 def dataset_step_um(samples: list[Sample], source: str) -> float | None:
-    """The one ``step_um`` of these samples' stacks (None without samples); mixed step sizes are a
-    :class:`DatasetError`, since a model's offsets are in steps of one size."""
+    """Return the one ``step_um`` of these samples' stacks (None without samples).
+
+    Mixed step sizes are a :class:`DatasetError`, since a model's offsets are in steps of one size.
+    """
     sizes = sorted({s.step_um for s in samples})
     if len(sizes) > 1:
         raise DatasetError(f"{source}: stacks with different step_um {sizes}; train on one step size")

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Evaluation of focus models on a labelled dataset: error table, field-of-view table, paired test, plot.
 
 Models are ONNX files (served through :class:`core.predictor.FocusPredictor`, exactly what ships)
@@ -39,7 +53,7 @@ class Model:
 
 
 def load_model(path: Path | str, device: str = "cpu", threads: int = 0) -> Model:
-    """An ONNX model (FocusPredictor) or a ``.pt`` checkpoint (torch) as a :class:`Model`."""
+    """Load an ONNX model (FocusPredictor) or a ``.pt`` checkpoint (torch) as a :class:`Model`."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
         from ..core.predictor import FocusPredictor

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Checkpoint -> ONNX (dynamo, opset 18, dynamic batch) with our metadata, then a parity check.
 
 The model maps ``image`` float32 (N, 1, input_px, input_px) to ``offset_steps`` float32 (N, 1) in
@@ -30,8 +44,11 @@ class ExportError(RuntimeError):
 
 
 def build_metadata(state: dict, cfg) -> dict:
-    """The model metadata (schema 1, docs/architecture.md) for a checkpoint and its TrainConfig. ``step_um`` is
-    the training data's (``stack.yaml``), recorded in the checkpoint; checkpoints older than that get the sensor's."""
+    """Build the model metadata (schema 1, docs/architecture.md) for a checkpoint and its TrainConfig.
+
+    ``step_um`` is the training data's (``stack.yaml``), recorded in the checkpoint; checkpoints older than
+    that get the sensor's.
+    """
     best = state.get("best_val_mae_steps")
     return {
         "schema": SCHEMA_VERSION,

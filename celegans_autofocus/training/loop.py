@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The training loop: split by plate, cache preprocessed images, train, validate, checkpoint, resume.
 
 Files in ``out``: ``last.pt`` (every epoch, atomic; ``--resume`` continues from it), ``best.pt``
@@ -62,7 +76,7 @@ def _input_view(kinds: set[str]) -> str:
 
 
 def validate(model: torch.nn.Module, val: ImageSet, cfg: TrainConfig, device: torch.device) -> dict:
-    """Validation summary: overall plus per kind (full/crop)."""
+    """Return the validation summary: overall plus per kind (full/crop)."""
     pred = predict_steps(model, val.images, cfg.output_scale, device, batch_size=max(cfg.batch_size, 16))
     kinds = np.asarray(val.kinds)
     out = {"all": error_summary(pred - val.offsets_steps, val.offsets_steps)}
@@ -86,8 +100,10 @@ def _check_resume(state: dict, cfg: TrainConfig, path: Path) -> None:
 
 
 def _step_um(samples: list[Sample], pool, state: dict | None, source: str) -> float:
-    """The step size (um) of the training data: the dataset's stack.yaml, which the synthetic pool and a
-    resumed checkpoint must match."""
+    """Return the step size (um) of the training data.
+
+    The dataset's stack.yaml, which the synthetic pool and a resumed checkpoint must match.
+    """
     step_um = dataset_step_um(samples, source)
     synthetic = None if pool is None else float(pool.optics.step_um)
     step_um = synthetic if step_um is None else step_um
@@ -193,7 +209,7 @@ def train(dataset: Path, cfg: TrainConfig, out: Path, resume: bool = False) -> d
 
 
 def train_epoch(model, optimizer, loss_fn, train_set: ImageSet, pool, cfg: TrainConfig,
-                 rng: np.random.Generator, device: torch.device, epoch: int) -> float:
+                rng: np.random.Generator, device: torch.device, epoch: int) -> float:
     """One pass over the cached images and the synthetic pool; mean training loss."""
     sources = [train_set] + ([pool.images_set()] if pool is not None else [])
     index = [(si, i) for si, src in enumerate(sources) for i in range(len(src))]

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Regression models: one grayscale channel in, one value out (offset / output_scale).
 
 Any timm name, plus ``plain7``: a 7-layer plain CNN (236 k parameters) that learns the task from
@@ -21,7 +35,8 @@ def plain_cnn(widths: tuple[int, ...] = (16, 32, 32, 64, 64, 96, 128),
     layers: list[nn.Module] = []
     channels_in = 1
     for width, stride in zip(widths, strides):
-        layers += [nn.Conv2d(channels_in, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        layers += [nn.Conv2d(channels_in, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
+                   nn.ReLU(inplace=True)]
         channels_in = width
     head = nn.Linear(channels_in, 1)
     model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
@@ -33,7 +48,7 @@ CUSTOM_ARCHS = {"plain7": plain_cnn}
 
 
 def create_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
-    """``timm.create_model(arch, pretrained, in_chans=1, num_classes=1)``, small-initialised head, clear errors."""
+    """Build ``arch`` with timm (in_chans=1, num_classes=1): small-initialised head, clear errors."""
     if arch in CUSTOM_ARCHS:
         if pretrained:
             raise ArchError(f"{arch!r} has no pretrained weights; train it with pretrained=False")
@@ -57,8 +72,11 @@ def create_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
 
 
 def _shrink_head(head: torch.nn.Module | None, factor: float = 0.05) -> None:
-    """Scale the regression head's initial weights down (bias 0): the first outputs are near 0, so the
-    first loss is about the target variance instead of a random blow-up, while gradients still flow."""
+    """Scale the regression head's initial weights down (bias 0).
+
+    The first outputs are near 0, so the first loss is about the target variance instead of a random
+    blow-up, while gradients still flow.
+    """
     if isinstance(head, torch.nn.Linear):
         with torch.no_grad():
             head.weight.mul_(factor)

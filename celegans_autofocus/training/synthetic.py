@@ -1,10 +1,25 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """On-the-fly training samples from the simulator's fast path (``optics.StackRenderer``).
 
 Each epoch a fraction (``synthetic_refresh``) of a pool of ``synthetic_train`` samples is redrawn:
 new random scenes (1-3 worms), each imaged at ``synthetic_offsets_per_view`` offsets uniform in
 +-``synthetic_range_steps`` (a share ``synthetic_near_fraction`` uniform in +-``synthetic_near_steps``
-instead: near focus the sign cues are strongest, so the sign is learnt there first); each frame is the full frame or, with probability
-``synthetic_crop_fraction``, a square crop of a ``synthetic_fov_px`` size centred on one worm.
+instead: near focus the sign cues are strongest, so the sign is learnt there first); each frame is the full
+frame or, with probability ``synthetic_crop_fraction``, a square crop of a ``synthetic_fov_px`` size centred on
+one worm.
 Frames are rendered at reduced resolution (shorter side ``synthetic_oversample`` x the model
 input, the view's own aspect ratio, the simulator binning its finer field grid like a camera)
 and then go through THE preprocessing, exactly as a camera frame would. These scenes are fresh
@@ -42,7 +57,7 @@ class SyntheticPool:
         self._filled_epoch: int | None = None
 
     def describe(self) -> dict:
-        """The settings that define the synthetic data (hashed into the model metadata)."""
+        """Return the settings that define the synthetic data (hashed into the model metadata)."""
         c = self.cfg
         return {"synthetic_train": c.synthetic_train, "range_steps": c.synthetic_range_steps,
                 "near_fraction": c.synthetic_near_fraction, "near_steps": c.synthetic_near_steps,

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Crop stacks around each worm of a full-frame stack (the paper's augmentation).
 
 Worms are detected once per stack, on the reference image: the z nearest the stack's best index
@@ -51,14 +65,14 @@ class Cropper:
     detectors: dict[float, WormDetector] = field(default_factory=dict)
 
     def detector(self, stack: Stack) -> WormDetector:
-        """The worm detector for this stack's pixel size (``um_per_px`` in stack.yaml, else the sensor's)."""
+        """Return the worm detector for this stack's pixel size (``um_per_px`` in stack.yaml, else the sensor's)."""
         um_per_px = float(stack.meta.get("um_per_px", UM_PER_PX))
         if um_per_px not in self.detectors:
             self.detectors[um_per_px] = WormDetector(DetectorConfig().scaled(UM_PER_PX / um_per_px))
         return self.detectors[um_per_px]
 
     def reference_z(self, stack: Stack) -> int:
-        """The z nearest the stack's best index, else the middle of the stack."""
+        """Return the z nearest the stack's best index, else the middle of the stack."""
         best = best_index(stack.meta, stack.key, self.labels)
         z_steps = stack.z_steps
         if best is None:
@@ -89,7 +103,9 @@ class Cropper:
 
     def crop(self, stack: Stack, progress: Callable[[int], None] | None = None) -> int:
         """Write the crop stacks of one full stack; returns how many were written.
-        ``progress(n)`` is called with the number of the stack's images just processed."""
+
+        ``progress(n)`` is called with the number of the stack's images just processed.
+        """
         def advance(n: int = 1) -> None:
             if progress is not None:
                 progress(n)

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Reading and writing one z image (PNG/TIFF, 8/16-bit or float, grey or colour -> grayscale)."""
 from __future__ import annotations
 
@@ -82,5 +96,5 @@ def write_image(path: Path, gray: np.ndarray) -> None:
 
 
 def image_suffix(gray: np.ndarray) -> str:
-    """The file suffix :func:`write_image` uses for an array of this type."""
+    """Return the file suffix :func:`write_image` uses for an array of this type."""
     return ".png" if gray.dtype in (np.uint8, np.uint16) else ".tif"

@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Labelling a dataset: the focus measure of every image, each stack's best z, ``labels.csv``."""
 from __future__ import annotations
 
@@ -34,7 +48,7 @@ class Measured:
 
 
 def measure_stack(stack: Stack, measure: str, on_image: Callable[[], None] | None = None) -> Measured:
-    """The focus measure of every readable image of ``stack`` (full resolution); bad files skipped by name."""
+    """Compute the focus measure of every readable image of ``stack`` (full resolution); bad files skipped by name."""
     fn = get_measure(measure)
     values: dict[int, float] = {}
     shapes: dict[int, tuple[int, ...]] = {}
@@ -71,8 +85,11 @@ class StackResult:
 
 
 def label_measured(measured: Measured, use_stack_best: bool = True) -> StackResult:
-    """Labels from measure values: best_index from stack.yaml (if given and ``use_stack_best``)
-    or the measure's argmax; the curve's ambiguity either way. :class:`StackError` if too few images."""
+    """Label a stack from its measure values.
+
+    best_index from stack.yaml (if given and ``use_stack_best``) or the measure's argmax; the curve's
+    ambiguity either way. :class:`StackError` if too few images.
+    """
     stack, values = measured.stack, measured.values
     if len(values) < MIN_IMAGES:
         raise StackError(f"{stack.path}: only {len(values)} readable image(s), need at least {MIN_IMAGES}")
@@ -97,8 +114,11 @@ def label_stack(stack: Stack, measure: str, use_stack_best: bool = True,
 
 @dataclass
 class LabelReport:
-    """What :func:`label_dataset` did. ``rows`` is exactly what was written to labels.csv;
-    ``labelled`` holds every stack labelled this run, ``cached`` those whose measure values were reused."""
+    """What :func:`label_dataset` did.
+
+    ``rows`` is exactly what was written to labels.csv; ``labelled`` holds every stack labelled this run,
+    ``cached`` those whose measure values were reused.
+    """
 
     rows: list[LabelRow] = field(default_factory=list)
     labelled: list[StackResult] = field(default_factory=list)
@@ -118,7 +138,7 @@ class LabelReport:
 
 
 def _cached_values(stack: Stack, rows: list[LabelRow], measure: str, labels_mtime_ns: int) -> Measured | None:
-    """The measure values of ``rows`` when the stack is unchanged since labels.csv was written."""
+    """Return the measure values of ``rows`` when the stack is unchanged since labels.csv was written."""
     if not rows or any(r.measure != measure for r in rows):
         return None
     if {r.file for r in rows} != {p.name for p in stack.files.values()}:

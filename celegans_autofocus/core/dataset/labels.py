@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """``labels.csv`` (one row per labelled image), a stack's best index, and the focus-curve checks."""
 from __future__ import annotations
 
@@ -88,7 +102,7 @@ def read_labels(path: Path) -> list[LabelRow]:
 
 
 def read_dataset_labels(dataset: Path) -> list[LabelRow]:
-    """The rows of ``DATASET/labels.csv``; none when the dataset is not labelled yet."""
+    """Read the rows of ``DATASET/labels.csv``; none when the dataset is not labelled yet."""
     path = Path(dataset) / LABELS_FILE
     return read_labels(path) if path.exists() else []
 
@@ -114,9 +128,11 @@ class BestIndex(NamedTuple):
 
 
 def best_index(meta: Mapping, key: tuple[str, str] | None = None, rows: Iterable[LabelRow] = ()) -> BestIndex | None:
-    """A stack's best-focus z index: ``stack.yaml``'s ``true_best_index`` (the simulator's truth), else
-    its ``best_index`` (a hand label), else the ``best_index`` of the labels.csv ``rows`` of stack ``key``;
-    None when none says."""
+    """Return a stack's best-focus z index.
+
+    ``stack.yaml``'s ``true_best_index`` (the simulator's truth), else its ``best_index`` (a hand label),
+    else the ``best_index`` of the labels.csv ``rows`` of stack ``key``; None when none says.
+    """
     for name in (FROM_TRUTH, FROM_STACK_YAML):
         if meta.get(name) is not None:
             return BestIndex(int(meta[name]), name)
@@ -127,8 +143,11 @@ def best_index(meta: Mapping, key: tuple[str, str] | None = None, rows: Iterable
 # ----------------------------------------------------------------------------- focus curve
 
 def _prominence(values: np.ndarray, i: int) -> float:
-    """Topographic prominence of the interior maximum at ``i``: its height above the higher of the
-    two lowest points separating it from higher ground (or the curve's ends)."""
+    """Topographic prominence of the interior maximum at ``i``.
+
+    Its height above the higher of the two lowest points separating it from higher ground (or the
+    curve's ends).
+    """
     v = values[i]
     bases = []
     for side in (values[i::-1], values[i:]):
