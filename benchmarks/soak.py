@@ -1,3 +1,17 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Soak: the multi-process focus pipeline for minutes, with latency per window and /proc resources per node.
 
     export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=66
@@ -44,7 +58,7 @@ from celegans_autofocus.core.predictor import default_model_path  # noqa: E402
 
 
 def proc_sample(pid: int) -> dict | None:
-    """VmRSS (kB), threads and open fds of ``pid``, or None once it is gone."""
+    """Read VmRSS (kB), threads and open fds of ``pid``; None once it is gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         fds = len(os.listdir(f"/proc/{pid}/fd"))
@@ -69,7 +83,7 @@ def growth(samples: list[tuple[float, dict]], key: str, first: tuple[float, floa
 
 
 def start_hog() -> subprocess.Popen:
-    """A busy loop pinned to CPU 0."""
+    """Start a busy loop pinned to CPU 0."""
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     os.sched_setaffinity(hog.pid, {0})
     return hog
@@ -215,7 +229,7 @@ def soak(duration_s: float, fps: float, warmup_s: float, window_s: float, sample
 
 
 def markdown(result: dict) -> str:
-    """The figures of one run as the Markdown tables of benchmarks/soak.md."""
+    """Format the figures of one run as the Markdown tables of benchmarks/soak.md."""
     def ms(v) -> str:
         return "-" if v is None else f"{v:.1f}"
 

@@ -242,8 +242,11 @@ class BagRecorder:
             raise BagError(self.stopped or f"bag {self.path} is closed")
 
     def _check_room(self, size_bytes: int) -> None:
-        """Stop unless the data file exists and ``size_bytes`` plus what the writer still buffers plus
-        ``min_free_bytes`` fit on the disk and under the file size limit (RLIMIT_FSIZE)."""
+        """Stop unless the data file exists and the next ``size_bytes`` fit.
+
+        They fit when, with what the writer still buffers and ``min_free_bytes``, they stay within the free
+        disk space and the file size limit (RLIMIT_FSIZE).
+        """
         try:
             on_disk = os.stat(self._data_file).st_size
             fs = os.statvfs(self.path)

@@ -199,9 +199,11 @@ def test_grbl_port_disappears_fault_no_motion_then_reconnect(ros_harness, tmp_pa
 
 
 def test_grbl_port_lost_mid_move_and_back_elsewhere_is_a_fault_until_homed(ros_harness, tmp_path):
-    """The link drops in the middle of a move and GRBL, still powered, finishes it: the controller stops
-    sending, and after the reconnect the position differs from the last one read, so it stays in fault
-    (no motion, "home it") until stepper/home; then focus moves again."""
+    """The link to GRBL drops mid-move and GRBL, still powered, finishes the move.
+
+    The controller stops sending, and after the reconnect the position differs from the last one read, so it
+    stays in fault (no motion, "home it") until stepper/home; then focus moves again.
+    """
     port = GrblPort(tmp_path / "ttyGRBL")
     fake = port.plug()
     try:

@@ -1,5 +1,20 @@
-"""Faults injected into a running graph (real rclpy, nodes as processes as `ros2 run` starts them): the motor never
-moves on a stale or garbage prediction, and the loop closes again once the fault is gone.
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Faults injected into a running graph of real rclpy nodes, most as processes as `ros2 run` starts them.
+
+The motor never moves on a stale or garbage prediction, and the loop closes again once the fault is gone.
 
 The serial-port fault (GRBL on a pty lost mid-move) is in test_controller_node.py, beside the other GRBL tests.
 """
@@ -24,7 +39,6 @@ from sensor_msgs.msg import Image, JointState
 from celegans_autofocus import recording as rec
 from celegans_autofocus.nodes.common import array_to_image, s_to_stamp, stamp_to_s
 from onnx_models import constant_model
-from ros_helpers import ros_context, ros_harness  # noqa: F401  (fixtures)
 
 FPS = 15.0
 STALE_AFTER_S = 0.5
@@ -80,8 +94,11 @@ def procs(ros_harness, tmp_path):
 
 
 class Loop:
-    """The probe's side of predictor -> controller: it is the camera (160x120 frames stamped now) and it
-    records every focus/command (with its receipt time), joint state and controller diagnostic."""
+    """The probe's side of predictor -> controller.
+
+    It is the camera (160x120 frames stamped now) and it records every focus/command (with its receipt
+    time), joint state and controller diagnostic.
+    """
 
     def __init__(self, harness, procs: Procs):
         self.h, self.procs = harness, procs
@@ -129,7 +146,7 @@ class Loop:
 
 
 def start_loop(harness, procs: Procs, tmp_path) -> Loop:
-    """predictor (a model saying 'focus is 60 steps up' for every frame) and controller, as processes."""
+    """Start the predictor (a model saying 'focus is 60 steps up' for every frame) and the controller."""
     loop = Loop(harness, procs)
     model = constant_model(tmp_path / "plus60.onnx", 60.0, input_px=32)
     procs.start("controller", "stepper_controller_node", *CONTROLLER)
@@ -224,9 +241,12 @@ def _file_size_limit(limit_bytes: int):
 @pytest.mark.parametrize("fault", ["disk_full", "directory_removed"])
 def test_bag_recorder_out_of_room_or_removed_stops_with_a_reason_and_the_pipeline_runs_on(
         ros_harness, procs, tmp_path, fault):
-    """disk full: a 4 MB file size limit on the recorder's process (RLIMIT_FSIZE, SIGXFSZ ignored) stands in
+    """Bag recorder: a full disk or its directory removed.
+
+    Disk full: a 4 MB file size limit on the recorder's process (RLIMIT_FSIZE, SIGXFSZ ignored) stands in
     for a full disk; the bag written so far is closed and readable with rosbags. Directory removed: the
-    recorder says so; there is nothing left to read."""
+    recorder says so; there is nothing left to read.
+    """
     loop = start_loop(ros_harness, procs, tmp_path)
     loop.image = np.random.default_rng(0).integers(0, 256, (480, 640), dtype=np.uint8)   # 300 kB a frame
     bag = tmp_path / "bag"
@@ -263,10 +283,13 @@ def test_bag_recorder_out_of_room_or_removed_stops_with_a_reason_and_the_pipelin
 
 
 def test_clock_jumping_back_in_sim_time_moves_nothing_and_crashes_nothing(ros_harness, tmp_path):
-    """Player (wall mode, following /clock), predictor and controller on the simulated clock; the test publishes
-    /clock and sends it 2 s back. The controller holds every frame stamped before the latest time it has
-    acted at (they look stale), then acts again once sim time has passed it; the player keeps publishing
-    frames stamped with the new (earlier) time."""
+    """Sim time jumps back 2 s.
+
+    Player (wall mode, following /clock), predictor and controller on the simulated clock; the test
+    publishes /clock and sends it 2 s back. The controller holds every frame stamped before the latest time
+    it has acted at (they look stale), then acts again once sim time has passed it; the player keeps
+    publishing frames stamped with the new (earlier) time.
+    """
     from celegans_autofocus.nodes.focus_predictor_node import FocusPredictorNode
     from celegans_autofocus.nodes.stack_player_node import StackPlayerNode
     from celegans_autofocus.nodes.stepper_controller_node import StepperControllerNode

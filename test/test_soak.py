@@ -1,5 +1,22 @@
-"""A short soak (benchmarks/soak.py, 30 s at 15 fps on 2592x1944 frames, nodes as processes): no growth of RSS,
-threads or open files per node after the warm-up, and no queue (latency and backlog do not grow)."""
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""A short soak: benchmarks/soak.py, 30 s at 15 fps on 2592x1944 frames, nodes as processes.
+
+No growth of RSS, threads or open files per node after the warm-up, and no queue (latency and backlog do
+not grow).
+"""
 from __future__ import annotations
 
 import json

@@ -137,8 +137,10 @@ class BagRecorderNode(Node):
         return write
 
     def _stop_recording(self, why: str) -> None:
-        """The bag cannot take more (disk full, directory removed, ...): say why once, unsubscribe, keep running
-        so that nothing else in the launch stops with the recorder."""
+        """Say once why the bag cannot take more (disk full, directory removed, ...) and unsubscribe.
+
+        The node keeps running, so that nothing else in the launch stops with the recorder.
+        """
         if not self.recording:
             return
         self.recording = False
