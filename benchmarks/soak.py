@@ -211,6 +211,7 @@ def soak(duration_s: float, fps: float, warmup_s: float, window_s: float, sample
             "offset_max_ms": pct(offset_ms, 100),
             "command_p50_ms": pct(command_ms, 50), "command_p95_ms": pct(command_ms, 95),
             "command_max_ms": pct(command_ms, 100), "backlog_max": max(backlog) if backlog else None,
+            "backlog_p95": pct(backlog, 95),
         })
     first, last = (0.0, min(window_s, duration_s)), (max(0.0, duration_s - window_s), duration_s)
     resources = {name: {key: growth(s, key, first, last) for key in ("rss_kb", "threads", "fds")}

@@ -39,8 +39,8 @@ def test_short_soak_no_leak_and_no_queue(tmp_path):
     first, last = result["windows"][0], result["windows"][-1]
     assert len(result["windows"]) == 3 and result["published"] >= 400
     assert result["answered"] >= 0.5 * result["published"], result["windows"]   # keep-latest drops, never all
-    for window in result["windows"]:
-        assert window["backlog_max"] is not None and window["backlog_max"] <= 8, window   # no queue (8 frames = 0.5 s)
+    for window in result["windows"]:   # a queue keeps frames waiting; a stall of the shared machine is one spike
+        assert window["backlog_p95"] is not None and window["backlog_p95"] <= 3, window
     assert last["offset_p50_ms"] <= 2.0 * first["offset_p50_ms"] + 20.0, result["windows"]
     for node in ("worm_detector_node", "focus_predictor_node", "stepper_controller_node"):
         res = result["resources"][node]
