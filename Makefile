@@ -46,7 +46,7 @@ demo: $(VENV)/.runtime
 	  --summary-json demo_out/sim_summary.json --plot demo_out/sim_timeline.png --record demo_out/sim_bag --overwrite
 	$(VENV)/bin/celegans-autofocus bag-eval demo_out/sim_bag --plot demo_out/bag_eval.png
 
-# CNN one-shot vs classical search autofocus on the same scenarios (~3 min on 2 cores); writes benchmarks/bench*.
+# CNN one-shot, classical search and hybrid autofocus on the same scenarios (~15 min on 2 loaded cores); writes benchmarks/bench*.
 bench: $(VENV)/.runtime
 	$(VENV)/bin/celegans-autofocus bench --summary-json benchmarks/bench_results.json \
 	  --plot benchmarks/bench_plot.png --markdown benchmarks/bench.md

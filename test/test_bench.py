@@ -27,8 +27,8 @@ def test_tiny_bench_runs_both_controllers_on_the_same_scenarios(tmp_path, model,
     stdout = capsys.readouterr().out
     a, b = (json.loads(p.read_text()) for p in outs)
     pairs = [(e["scenario"], e["controller"]) for e in a["episodes"]]
-    assert pairs == [("step150-0", "cnn"), ("step150-0", "search/brenner"),
-                     ("switch-0", "cnn"), ("switch-0", "search/brenner")]
+    rows = ["cnn", "search/brenner", "hybrid/bundled", "hybrid/constant", "hybrid/random_sign", "hybrid/oracle"]
+    assert pairs == [(sc, c) for sc in ("step150-0", "switch-0") for c in rows]
     assert [s["start_offset_steps"] for s in a["scenarios"]][0] == 150.0
     assert len(a["scenarios"][1]["switch_times_s"]) == 2
     # deterministic apart from the measured processing times
@@ -36,11 +36,16 @@ def test_tiny_bench_runs_both_controllers_on_the_same_scenarios(tmp_path, model,
     assert strip == [{k: v for k, v in e.items() if not k.startswith("latency")} for e in b["episodes"]]
     for e in a["episodes"]:
         assert e["n_frames"] == 30 and 0.0 <= e["in_focus_fraction"] <= 1.0 and e["steps_travelled"] >= 0
+        assert e["passed_soft_limits"] is False and -1000 <= e["lens_min_steps"] <= e["lens_max_steps"] <= 1000
+        assert (e["fallbacks"] is None) == (not e["controller"].startswith("hybrid"))
+    oracle = [e for e in a["episodes"] if e["controller"] == "hybrid/oracle"]
+    assert oracle[0]["frames_to_focus"] <= 3  # the truth through the hybrid: one jump from +-150
     assert {(r["kind"], r["controller"]) for r in a["table"]} >= {("all", "cnn"), ("all", "search/brenner")}
     assert "| step150 | cnn | 1 |" in stdout and "| all | search/brenner | 2 |" in stdout
     md = (tmp_path / "bench.md").read_text()
     assert f"celegans-autofocus bench --model {model} --episodes 1 --kinds step150 switch" in md
-    assert "| switch | search/brenner | 1 |" in md
+    assert "| switch | search/brenner | 1 |" in md and "| all | hybrid/constant | 2 |" in md
+    assert "--hybrid-models bundled constant random_sign oracle --wrong-offset-steps -140 --hybrid-bias-steps 0" in md
     assert (tmp_path / "bench.png").stat().st_size > 10_000
 
 
@@ -52,6 +57,15 @@ def test_table_statistics_treat_never_as_worst():
     assert row["reached"] == 0.75 and row["frames_to_focus_median"] == 3
     assert row["frames_to_focus_p90"] == float("inf") and row["final_abs_error_median_steps"] == 3.0
     assert "| k | c | 4 | 75% | 3 | never | 3.0 |" in format_table([row])
+
+
+def test_drift2_kind_runs_at_the_slow_drift_rate(tmp_path, model):
+    out = tmp_path / "d.json"
+    assert main(["bench", "--model", str(model), "--episodes", "1", "--duration-s", "0.5", "--kinds", "drift2",
+                 "drift", "--controllers", "cnn", "--summary-json", str(out)]) == 0
+    scenarios = json.loads(out.read_text())["scenarios"]
+    assert [s["name"] for s in scenarios] == ["drift2-0", "drift-0"]
+    assert [abs(s["drift_steps_per_s"]) for s in scenarios] == [2.0, 4.0]
 
 
 def test_bench_bad_input(tmp_path, model, capsys):

@@ -47,7 +47,7 @@ class Rig:
         self.h.spin_for(s)
 
     def status(self, predicate=lambda s: True, timeout_s: float = 5.0) -> DiagnosticStatus:
-        mine = f"{self.node.get_fully_qualified_name()}: focus stepper"
+        mine = self.node.diagnostics.status_name
         found: list[DiagnosticStatus] = []
 
         def seen():
@@ -311,3 +311,50 @@ def test_on_the_simulated_clock_a_decision_waits_the_modelled_latency_and_answer
     assert hold.point.z == 0.0 and node.last_decision.reason.value == "unsettled"
     nan = offset(10.2, math.nan)                      # no prediction for that frame: held, answered
     assert nan.point.z == 0.0 and node.moves == 1 and joints[-1].position[0] == 50
+
+
+def test_hybrid_mode_pairs_each_offset_with_its_measure_and_reports_its_mode(ros_harness):
+    """control_mode hybrid: a frame is decided once both its focus/offset and its focus/measure are in
+    (either order); the mode and the mode changes are on /diagnostics; non-finite input never moves."""
+    node = ros_harness.start(StepperControllerNode, control_mode="hybrid", diagnostics_period_s=0.1,
+                             max_speed_steps_per_s=4000.0)
+    probe = ros_harness.probe
+    commands = probe.collect("focus/command", PointStamped)
+    diagnostics = probe.collect("/diagnostics", DiagnosticArray)
+    offset_pub = probe.publisher("focus/offset", PointStamped)
+    measure_pub = probe.publisher("focus/measure", PointStamped)
+    assert ros_harness.wait_for_subscribers(offset_pub) and ros_harness.wait_for_subscribers(measure_pub)
+
+    def send(pub, t_s: float, z: float) -> None:
+        msg = PointStamped(header=Header(stamp=s_to_stamp(t_s)))
+        msg.point.z = z
+        pub.publish(msg)
+
+    t0 = time.time()
+    send(offset_pub, t0, 100.0)                       # the offset first: no decision without its measure
+    ros_harness.spin_for(0.3)
+    assert commands == []
+    send(measure_pub, t0, 0.5)
+    assert ros_harness.spin_until(lambda: len(commands) == 1)
+    assert commands[0].point.z == 100.0 and node.hybrid.mode.value == "acquire"   # a jump by the CNN
+    ros_harness.spin_for(0.2)
+    send(measure_pub, t0 + 0.15, math.nan)            # the measure first, non-finite: hold
+    send(offset_pub, t0 + 0.15, 0.0)
+    assert ros_harness.spin_until(lambda: len(commands) == 2)
+    assert commands[1].point.z == 0.0 and node.moves == 1
+    assert ros_harness.spin_until(lambda: any(
+        kv.key == "mode" for d in diagnostics for s in d.status if s.name == node.diagnostics.status_name
+        for kv in s.values))
+    status = [s for d in diagnostics for s in d.status if s.name == node.diagnostics.status_name][-1]
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["control_mode"] == "hybrid" and values["mode"] in ("acquire", "refine", "track", "search")
+    assert "start" in values["last_mode_change"]
+
+
+def test_hybrid_settings_are_tunable_at_run_time_and_bad_ones_refused(ros_harness):
+    node = ros_harness.start(StepperControllerNode, control_mode="hybrid")
+    assert node.set_parameters([Parameter("hybrid_max_strikes", value=3)])[0].successful
+    assert node.hybrid.config.max_strikes == 3
+    result = node.set_parameters([Parameter("hybrid_probe_steps", value=50)])[0]   # > refine_span_steps 36
+    assert not result.successful and "refine_span_steps" in result.reason
+    assert node.hybrid.config.probe_steps == 6

@@ -35,7 +35,7 @@ def stamped(image: np.ndarray, t_s: float | None = None, frame_id: str = "cam") 
 
 
 def slow_model(path, input_px: int = 384, matmuls: int = 40):
-    """A real model that takes tens of ms per frame: a chain of (input_px^3) matrix products."""
+    """Write a real model that takes tens of ms per frame: a chain of (input_px^3) matrix products."""
     nodes, prev = [], "image"
     for i in range(matmuls):
         nodes.append(helper.make_node("MatMul", [prev, "w"], [f"m{i}"]))
@@ -138,7 +138,7 @@ def test_non_finite_model_output_answers_nan(ros_harness, tmp_path):
     assert ros_harness.spin_until(lambda: node.frames_rejected == 3 and len(offsets) == 3, timeout_s=15)
     assert node.frames_processed == 0 and all(math.isnan(o.point.z) for o in offsets)
     assert "non-finite" in node.last_problem
-    mine = f"{node.get_fully_qualified_name()}: focus predictor"
+    mine = node.diagnostics.status_name
     assert ros_harness.spin_until(
         lambda: any(s.name == mine and "non-finite" in s.message for d in diagnostics for s in d.status), 5)
 
@@ -194,7 +194,7 @@ def test_diagnostics_report_fps_latency_from_the_stamp_drops_and_model(ros_harne
     publish(ros_harness, "camera/image_raw", [stamped(frame(i), t_s=time.time() - past_s) for i in range(5)],
             gap_s=0.05)
     assert ros_harness.spin_until(lambda: len(offsets) == 5, timeout_s=15)
-    mine = f"{node.get_fully_qualified_name()}: focus predictor"
+    mine = node.diagnostics.status_name
 
     def latest():
         found = [s for d in diagnostics for s in d.status if s.name == mine]
@@ -223,3 +223,22 @@ def test_unusable_model_stops_the_node_with_the_path(tmp_path, kind):
     result = run_node_process("-p", f"model_path:={path}")
     assert result.returncode != 0
     assert str(path) in result.stderr + result.stdout
+
+
+def test_the_focus_measure_of_each_frame_comes_with_its_offset(ros_harness, tmp_path):
+    """focus/measure: the label measure of the very image predicted on, same stamp, also when the model fails."""
+    from celegans_autofocus.core.focus import DEFAULT_MEASURE, get_measure
+
+    measures = ros_harness.probe.collect("focus/measure", PointStamped)
+    node, offsets = start(ros_harness, pixel_model(tmp_path / "m.onnx", a=3.0))
+    images = [stamped(frame(i), t_s=2000.0 + i) for i in range(3)]
+    publish(ros_harness, "camera/image_raw", images, gap_s=0.2)
+    assert ros_harness.spin_until(lambda: len(measures) == 3 and len(offsets) == 3)
+    expected = [get_measure(DEFAULT_MEASURE)(frame(i)) for i in range(3)]
+    assert [m.header.stamp for m in measures] == [i.header.stamp for i in images]
+    assert [m.point.z for m in measures] == pytest.approx(expected)
+
+    nan_node, _ = start(ros_harness, nan_model(tmp_path / "nan.onnx"), focus_measure="brenner")
+    assert nan_node.measure_pub is not None
+    off = start(ros_harness, pixel_model(tmp_path / "m2.onnx", a=1.0), focus_measure="")[0]
+    assert off.measure_pub is None

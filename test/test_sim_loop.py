@@ -106,7 +106,7 @@ def test_the_same_seed_gives_the_same_episode_on_a_busy_machine(tmp_path):
         code_busy, busy = sim(tmp_path, *options)
     finally:
         for hog in hogs:
-            hog.terminate()
+            hog.kill()  # SIGKILL: a fork of a process that ran rclpy inherits rclpy's SIGTERM handler
     assert code == code_busy == 0
     assert quiet["moves"] >= 1 and quiet["n_frames"] == 60
     assert without_wall_clock(busy) == without_wall_clock(quiet)
@@ -123,8 +123,8 @@ def test_loop_closes_through_the_nodes_and_writes_plot_and_bag(tmp_path):
     bag, png = tmp_path / "out" / "run_bag", tmp_path / "out" / "run.png"
     bag.mkdir(parents=True)
     (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")   # an old bag: --overwrite
-    code, s = sim(tmp_path, "--model", str(model), "--frames", "90", "--start-offset", "300", "--drift", "0",
-                  "--random-walk", "0", "--record", str(bag), "--overwrite", "--plot", str(png))
+    code, s = sim(tmp_path, "--control", "cnn", "--model", str(model), "--frames", "90", "--start-offset", "300",
+                  "--drift", "0", "--random-walk", "0", "--record", str(bag), "--overwrite", "--plot", str(png))
     assert code == 0
     assert s["n_frames"] == 90 and s["n_predictions"] == 90
     assert s["moves"] == 25 and s["steps_travelled"] == 1000      # then the soft limit: no further move
@@ -148,7 +148,7 @@ def test_loop_closes_through_the_nodes_and_writes_plot_and_bag(tmp_path):
 
 def test_non_finite_model_never_moves_the_motor(tmp_path):
     """Every frame is answered (NaN: no prediction), so the simulated clock runs; the motor never moves."""
-    code, s = sim(tmp_path, "--model", str(nan_model(tmp_path / "nan.onnx")), "--frames", "45",
+    code, s = sim(tmp_path, "--control", "cnn", "--model", str(nan_model(tmp_path / "nan.onnx")), "--frames", "45",
                   "--start-offset", "150", "--drift", "0", "--random-walk", "0")
     assert code == 0
     assert s["n_predictions"] == 0 and s["frames_rejected"] == 45 and s["frames_unanswered"] == 0
@@ -158,7 +158,8 @@ def test_non_finite_model_never_moves_the_motor(tmp_path):
 
 def test_crop_input_predicts_on_the_detector_crop(tmp_path):
     model = constant_model(tmp_path / "zero.onnx", 0.0, input_px=32)      # "in focus": the lens stays
-    code, s = sim(tmp_path, "--model", str(model), "--frames", "45", "--input", "crop", "--fov", "1000")
+    code, s = sim(tmp_path, "--control", "cnn", "--model", str(model), "--frames", "45", "--input", "crop",
+                  "--fov", "1000")
     assert code == 0
     assert s["input"] == "crop" and s["n_frames"] == 45 and s["detector_frames"] == 45
     assert s["n_predictions"] == 45 and s["moves"] == 0
@@ -199,3 +200,28 @@ def test_bad_options_are_named(tmp_path, capsys, case):
     assert "Traceback" not in err
     if case in ("bag_exists", "overwrite_not_a_bag"):
         assert (path / "precious.txt").exists()
+
+
+def test_hybrid_with_a_constant_wrong_model_falls_back_to_search_and_holds_focus(tmp_path):
+    """A model that always says '-140 steps' (what the bundled one said on real worms): the first jump is
+    refuted by the frame after it, the search finds focus, the measure keeps it."""
+    model = constant_model(tmp_path / "minus140.onnx", -140.0, input_px=32)
+    code, s = sim(tmp_path, "--control", "hybrid", "--model", str(model), "--input", "crop", "--frames", "300",
+                  "--start-offset", "150", "--drift", "0", "--seed", "1", "--frame-height", "486")
+    assert code == 0 and s["control_mode"] == "hybrid"
+    modes = [(c["mode"], c["reason"]) for c in s["mode_changes"]]
+    assert modes[:2] == [("acquire", "start"), ("search", "refuted")], modes
+    assert modes[-1][0] == "track", modes
+    assert s["frames_to_focus"] is not None and s["frames_to_focus"] <= 60, s   # a search: ~40 frames
+    assert s["in_focus_fraction_tracking"] >= 0.9 and abs(s["final_error_steps"]) <= 8, s
+
+
+def test_hybrid_with_the_bundled_model_jumps_refines_and_tracks(tmp_path):
+    code, s = sim(tmp_path, "--control", "hybrid", "--frames", "150", "--start-offset", "150", "--drift", "2",
+                  "--seed", "0", "--frame-height", "486")
+    assert code == 0
+    modes = [c["mode"] for c in s["mode_changes"]]
+    assert modes[:3] == ["acquire", "refine", "track"], s["mode_changes"]
+    assert "search" not in modes
+    assert s["frames_to_focus"] is not None and s["frames_to_focus"] <= 8, s
+    assert s["in_focus_fraction_tracking"] >= 0.8, s

@@ -1,10 +1,13 @@
-"""``celegans-autofocus bench``: CNN one-shot autofocus against classical search, same scenes and seeds.
+"""``celegans-autofocus bench``: CNN one-shot, classical search and hybrid autofocus, same scenes and seeds.
 
 Scenario kinds (``--episodes`` of each): ``step150`` (static plane, start at +-150 steps),
-``start`` (static plane, start uniform in +-200), ``drift`` (plate-tilt drift and a random walk),
-``switch`` (drift plus two switches to another worm at another height). Each episode runs once
-with (a) the ONNX model through the one-shot control law and (b) the search autofocus on a focus
-measure (Vollath F5 by default), on the same simulated scene, trajectory and motor.
+``start`` (static plane, start uniform in +-200), ``drift2`` and ``drift`` (plate-tilt drift of
+``--slow-drift-steps-per-s`` / ``--drift-steps-per-s`` and a random walk), ``switch`` (drift plus
+two switches to another worm at another height). Each episode runs once with each controller on
+the same simulated scene, trajectory and motor: (a) ``cnn``: the ONNX model through the one-shot
+control law; (b) ``search``: the search autofocus on each of ``--measures``; (c) ``hybrid``
+(core.hybrid) with each of ``--hybrid-models``: the bundled/given ONNX model, a constant wrong
+model, a random-sign model and an oracle (the simulator's truth).
 """
 from __future__ import annotations
 
@@ -16,13 +19,16 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-HELP = "closed-loop benchmark: CNN one-shot autofocus vs classical search on the same scenarios"
+HELP = "closed-loop benchmark: CNN one-shot, classical search and hybrid autofocus on the same scenarios"
 
-KINDS = ("step150", "start", "drift", "switch")
+KINDS = ("step150", "start", "drift2", "drift", "switch")
+HYBRID_MODELS = ("bundled", "constant", "random_sign", "oracle")
+CONTROLLERS = ("cnn", "search", "hybrid")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,15 +52,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--fps", type=float, default=15.0, help="camera frame rate")
     g.add_argument("--max-start-offset-steps", type=float, default=200.0,
                    help="start offsets are uniform in +- this (kinds start/drift/switch)")
-    g.add_argument("--drift-steps-per-s", type=float, default=4.0, help="plate-tilt drift of the best plane")
+    g.add_argument("--drift-steps-per-s", type=float, default=4.0, help="plate-tilt drift of the best plane "
+                   "(kinds drift and switch)")
+    g.add_argument("--slow-drift-steps-per-s", type=float, default=2.0, help="plate-tilt drift of kind drift2")
     g.add_argument("--motor-speed-steps-per-s", type=float, default=2000.0, help="focus motor speed")
     g.add_argument("--latency-s", type=float, default=0.03,
                    help="simulated time from a frame's stamp to the motor command (both controllers)")
     g = parser.add_argument_group("controllers")
-    g.add_argument("--controllers", nargs="+", default=["cnn", "search"], choices=["cnn", "search"])
+    g.add_argument("--controllers", nargs="+", default=list(CONTROLLERS), choices=CONTROLLERS)
     g.add_argument("--measures", nargs="+", default=list(dict.fromkeys(["vollath_f5", DEFAULT_MEASURE])),
                    help="focus measures of the search autofocus, one search controller each "
                         "(vollath_f5 is the paper's; the other is label's default measure)")
+    g.add_argument("--hybrid-models", nargs="+", default=list(HYBRID_MODELS), choices=HYBRID_MODELS,
+                   help="the hybrid controller's model, one hybrid controller each: bundled (the --model), "
+                        "constant (always --wrong-offset-steps), random_sign (the true |offset| with a random "
+                        "sign, seeded), oracle (the simulator's true offset)")
+    g.add_argument("--wrong-offset-steps", type=float, default=-140.0, help="the constant wrong model's answer")
+    g.add_argument("--hybrid-bias-steps", type=float, default=0.0,
+                   help="prior bias near focus of the ONNX model for hybrid/bundled (HybridConfig.cnn_bias_steps, "
+                        "e.g. the bias bag-eval measured); 0 = none, the hybrid learns it online in focus")
     g.add_argument("--search-fov", type=int, default=500,
                    help="the search measures a native-resolution square ROI of this side (px) on the "
                         "target worm, as a tracker's autofocus ROI")
@@ -77,12 +93,18 @@ def _scenarios(args: argparse.Namespace) -> list:
         for i in range(args.episodes):
             out.append(Scenario(name=f"step150-{i}", seed=int(rng.integers(0, 2**31 - 1)),
                                 start_offset_steps=150.0 if i % 2 == 0 else -150.0, **common))
-    other = [k for k in args.kinds if k != "step150"]
+    other = [k for k in args.kinds if k not in ("step150", "drift2")]
     if other:
         out += make_scenarios(args.episodes, seed=args.seed + 1, kinds=other,
                               max_start_offset_steps=args.max_start_offset_steps,
                               drift_steps_per_s=args.drift_steps_per_s, **common)
-    return out
+    if "drift2" in args.kinds:
+        slow = make_scenarios(args.episodes, seed=args.seed + 2, kinds=["drift"],
+                              max_start_offset_steps=args.max_start_offset_steps,
+                              drift_steps_per_s=args.slow_drift_steps_per_s, **common)
+        out += [replace(sc, name=sc.name.replace("drift", "drift2")) for sc in slow]
+    order = {k: i for i, k in enumerate(KINDS)}
+    return sorted(out, key=lambda sc: order[sc.name.rsplit("-", 1)[0]])  # stable: table order
 
 
 def _view(args: argparse.Namespace, predictor) -> tuple[int, int | None]:
@@ -136,6 +158,7 @@ def table_rows(episodes: list[dict]) -> list[dict]:
                 "in_focus_fraction_mean": float(np.mean([e["in_focus_fraction"] for e in sel])),
                 "in_focus_tracking_mean": float(np.mean([e["in_focus_fraction_tracking"] for e in sel])),
                 "steps_travelled_median": float(np.median([e["steps_travelled"] for e in sel])),
+                "passed_soft_limits": sum(bool(e.get("passed_soft_limits")) for e in sel),
                 "latency_p50_ms": _quantile(lat, 0.5),
                 "latency_p95_ms": float(max(lat95)) if lat95 else math.nan,
             })
@@ -150,7 +173,7 @@ def format_table(rows: list[dict]) -> str:
     """Markdown table of :func:`table_rows`."""
     head = ("| scenario | controller | episodes | reached focus | frames to focus median | p90 | "
             "final abs error (steps) | frames in focus | in focus after reaching | motor steps travelled | "
-            "processing p50 / max p95 (ms) |")
+            "past soft limits | processing p50 / max p95 (ms) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
@@ -158,7 +181,7 @@ def format_table(rows: list[dict]) -> str:
             f"{_fmt_frames(r['frames_to_focus_median'])} | {_fmt_frames(r['frames_to_focus_p90'])} | "
             f"{r['final_abs_error_median_steps']:.1f} | {r['in_focus_fraction_mean']:.1%} | "
             f"{r['in_focus_tracking_mean']:.1%} | {r['steps_travelled_median']:.0f} | "
-            f"{r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} |")
+            f"{r.get('passed_soft_limits', 0)} | {r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} |")
     return "\n".join(lines)
 
 
@@ -181,10 +204,13 @@ def command_line(args: argparse.Namespace) -> str:
               "--duration-s", f"{args.duration_s:g}", "--fps", f"{args.fps:g}",
               "--max-start-offset-steps", f"{args.max_start_offset_steps:g}",
               "--drift-steps-per-s", f"{args.drift_steps_per_s:g}",
+              "--slow-drift-steps-per-s", f"{args.slow_drift_steps_per_s:g}",
               "--motor-speed-steps-per-s", f"{args.motor_speed_steps_per_s:g}",
               "--latency-s", f"{args.latency_s:g}", "--fov", str(args.fov), "--render-px", str(args.render_px),
               "--threads", str(args.threads),
               "--controllers", *args.controllers, "--measures", *args.measures,
+              "--hybrid-models", *args.hybrid_models, "--wrong-offset-steps", f"{args.wrong_offset_steps:g}",
+              "--hybrid-bias-steps", f"{args.hybrid_bias_steps:g}",
               "--search-fov", str(args.search_fov)]
     for opt in ("summary_json", "plot", "markdown"):
         if getattr(args, opt) is not None:
@@ -194,15 +220,21 @@ def command_line(args: argparse.Namespace) -> str:
 
 def _markdown(args: argparse.Namespace, model: str, table: str, wall_s: float, view: str) -> str:
     from ..core.closed_loop import FOCUS_HOLD_FRAMES
+    from ..core.focus import DEFAULT_MEASURE
 
     cmd = command_line(args)
     return "\n".join([
-        "# Closed-loop benchmark: CNN one-shot vs classical search autofocus", "",
+        "# Closed-loop benchmark: CNN one-shot, classical search and hybrid autofocus", "",
         "Command:", "", "```", cmd, "```", "",
         f"Model: {model}; camera view: {view}; {args.episodes} episodes per scenario kind, "
         f"{args.duration_s:g} s at {args.fps:g} fps, seed {args.seed}; motor {args.motor_speed_steps_per_s:g} "
         f"steps/s; command latency {args.latency_s * 1e3:g} ms (simulated). Search: SearchAutofocus "
-        f"(SearchConfig defaults) on {', '.join(args.measures)}.", "",
+        f"(SearchConfig defaults) on {', '.join(args.measures)}. Hybrid: HybridAutofocus (HybridConfig "
+        f"defaults; prior bias of the ONNX model {args.hybrid_bias_steps:g} steps) with the models "
+        f"{', '.join(args.hybrid_models)} (constant = {args.wrong_offset_steps:g} steps; "
+        f"random_sign = the true |offset| with a random sign; oracle = the true offset), measure "
+        f"{DEFAULT_MEASURE} on the CNN's view. Drift: {args.slow_drift_steps_per_s:g} steps/s (drift2), "
+        f"{args.drift_steps_per_s:g} steps/s (drift, switch).", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}; "
         f"wall time {wall_s:.0f} s.", "",
         table, "",
@@ -210,13 +242,52 @@ def _markdown(args: argparse.Namespace, model: str, table: str, wall_s: float, v
         "|error| <= 8 steps (frame 0 = the first frame; 'never' = not within the episode). "
         "Final abs error: median over episodes of |best - lens| at the last frame. Frames in focus: share "
         "of all frames with |error| <= 8 steps; 'after reaching' counts from frames to focus on. "
+        "Past soft limits: episodes in which the lens left the default soft limits (+-1000 steps). "
         "Processing: predictor (cnn) or focus measure (search) time per frame on this CPU.", ""])
+
+
+def _controllers(args: argparse.Namespace, predictor, render_px: int, fov: int | None) -> list:
+    """(row name, make(scenario) -> (controller, frame source)) for every controller of the run.
+
+    The hybrid sees the CNN's view and measures ``DEFAULT_MEASURE`` on that same frame; its stand-in
+    models read the truth from a TruthTap on the frame source."""
+    from ..core.closed_loop import CnnLoop, HybridLoop, OpticsFrames, SearchLoop
+    from ..core.fake_models import ConstantModel, OracleModel, RandomSignModel, TruthTap
+
+    out = []
+    if "cnn" in args.controllers:
+        out.append(("cnn", lambda sc: (CnnLoop(predictor), OpticsFrames(sc, render_px, fov_px=fov))))
+    if "search" in args.controllers:
+        for measure in args.measures:
+            out.append((f"search/{measure}", lambda sc, m=measure: (
+                SearchLoop(measure=m), OpticsFrames(sc, args.search_fov, fov_px=args.search_fov))))
+    if "hybrid" in args.controllers:
+        from ..core.hybrid import HybridConfig
+
+        models = {"bundled": lambda tap, sc: predictor,
+                  "constant": lambda tap, sc: ConstantModel(args.wrong_offset_steps),
+                  "random_sign": lambda tap, sc: RandomSignModel(tap, seed=sc.seed),
+                  "oracle": lambda tap, sc: OracleModel(tap)}
+
+        def make(sc, which):
+            tap = TruthTap(OpticsFrames(sc, render_px, fov_px=fov))
+            config = HybridConfig(cnn_bias_steps=args.hybrid_bias_steps if which == "bundled" else 0.0)
+            return HybridLoop(models[which](tap, sc), config), tap
+
+        for which in args.hybrid_models:
+            out.append((f"hybrid/{which}", lambda sc, w=which: make(sc, w)))
+    return out
+
+
+#: Controllers whose example episode the figure shows (the others are in the table and the box plots).
+EXAMPLE_CONTROLLERS = ("cnn", "search/detail_skewness", "hybrid/bundled", "hybrid/constant")
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..core.closed_loop import FOCUS_HOLD_FRAMES, CnnLoop, OpticsFrames, SearchLoop, run_episode
+    from ..core.closed_loop import FOCUS_HOLD_FRAMES, run_episode
+    from ..core.control import ControlConfig
     from ..core.focus import get_measure
     from ..core.predictor import FocusPredictor, ModelError, default_model_path
 
@@ -228,9 +299,12 @@ def run(args: argparse.Namespace) -> int:
             get_measure(measure)
         if args.search_fov < 16:
             raise ValueError(f"--search-fov must be at least 16 px, got {args.search_fov}")
+        if not (math.isfinite(args.wrong_offset_steps) and math.isfinite(args.hybrid_bias_steps)):
+            raise ValueError(f"--wrong-offset-steps and --hybrid-bias-steps must be finite, got "
+                             f"{args.wrong_offset_steps} and {args.hybrid_bias_steps}")
         predictor = None
         model_name = "-"
-        if "cnn" in args.controllers:
+        if "cnn" in args.controllers or ("hybrid" in args.controllers and "bundled" in args.hybrid_models):
             path = args.model if args.model is not None else default_model_path()
             predictor = FocusPredictor(path, providers="auto", intra_op_threads=args.threads)
             meta = predictor.metadata
@@ -245,28 +319,31 @@ def run(args: argparse.Namespace) -> int:
 
     view = "full frame" if fov is None else f"{fov} px crop around the target worm"
     view += (f", rendered {min(render_px, fov or render_px)} px wide by the optics fast path, then the model's "
-             f"preprocessing; search: native-resolution {args.search_fov} px ROI on the target worm")
-    controllers = []  # (name, make controller, make frame source for a scenario)
-    if "cnn" in args.controllers:
-        controllers.append(("cnn", lambda: CnnLoop(predictor),
-                            lambda sc: OpticsFrames(sc, render_px, fov_px=fov)))
-    if "search" in args.controllers:
-        for measure in args.measures:
-            controllers.append((f"search/{measure}", lambda m=measure: SearchLoop(measure=m),
-                                lambda sc: OpticsFrames(sc, args.search_fov, fov_px=args.search_fov)))
+             f"preprocessing; search: native-resolution {args.search_fov} px ROI on the target worm; hybrid: "
+             "the CNN's view, the measure on the same frame")
+    controllers = _controllers(args, predictor, render_px, fov)
+    soft = ControlConfig()  # every controller runs with the same default soft limits
     episodes, examples = [], {}
     t0 = time.perf_counter()
     bar = tqdm(total=len(scenarios) * len(controllers), desc="bench", unit="episode", file=sys.stderr)
     for sc in scenarios:
-        for ctrl_name, make_ctrl, make_frames in controllers:
-            trace = run_episode(sc, make_ctrl(), make_frames(sc))
+        for ctrl_name, make in controllers:
+            ctrl, frames = make(sc)
+            trace = run_episode(sc, ctrl, frames)
             summary = trace.summary()
+            lens = np.asarray(trace.lens_z)
             episodes.append({"scenario": sc.name, "kind": sc.name.rsplit("-", 1)[0], "controller": ctrl_name,
-                             "start_offset_steps": sc.start_offset_steps, **summary})
-            if sc.name.startswith("switch") and ctrl_name not in examples:
+                             "start_offset_steps": sc.start_offset_steps, **summary,
+                             "lens_min_steps": float(lens.min()), "lens_max_steps": float(lens.max()),
+                             "passed_soft_limits": bool(lens.min() < soft.soft_min_steps
+                                                        or lens.max() > soft.soft_max_steps),
+                             "fallbacks": (sum(c.mode.value == "search" for c in ctrl.ctrl.changes)
+                                           if hasattr(ctrl, "ctrl") else None)})
+            if sc.name.startswith("switch") and ctrl_name in EXAMPLE_CONTROLLERS and ctrl_name not in examples:
                 examples[ctrl_name] = {"t_s": trace.t_s, "true_best_z": trace.true_best_z,
                                        "lens_z": trace.lens_z, "scenario": sc.name,
-                                       "predicted_best_z": trace.predicted_best_z if ctrl_name == "cnn" else None}
+                                       "predicted_best_z": (trace.predicted_best_z
+                                                            if ctrl_name in ("cnn", "hybrid/bundled") else None)}
             bar.update()
     bar.close()
     wall_s = time.perf_counter() - t0
@@ -284,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
                  "scenarios": [s.to_dict() for s in scenarios], "episodes": episodes, "table": rows}), indent=1))
         if args.plot is not None:
             from ..plots import plot_bench
-            plot_bench(episodes, examples, args.plot)
+            plot_bench(episodes, examples, args.plot, title="CNN one-shot vs classical search vs hybrid")
         if args.markdown is not None:
             args.markdown.parent.mkdir(parents=True, exist_ok=True)
             args.markdown.write_text(_markdown(args, model_name, table, wall_s, view))

@@ -96,6 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="rclpy executors: split = the camera (player) and the pipeline on two single-threaded "
                         "executors in two threads, as on a microscope; single, multi, events = all nodes on one "
                         "(benchmarks/sim_executors.md)")
+    g.add_argument("--control", choices=["cnn", "hybrid"],
+                   help="controller: cnn = the one-shot law; hybrid = jump on the CNN, verify with the focus "
+                        "measure, refine, fall back to search (controller's control_mode)")
     g.add_argument("--max-speed", type=float, metavar="STEPS_PER_S", help="focus motor speed")
     g.add_argument("--deadband", type=float, metavar="STEPS",
                    help="control-law deadband: hold while |median prediction| is within it")
@@ -122,6 +125,7 @@ OVERRIDES = {
     "n_worms": ("stack_player_node", "n_worms", int),
     "fov": ("worm_detector_node", "fov_px", int),
     "threads": ("focus_predictor_node", "intra_op_threads", int),
+    "control": ("stepper_controller_node", "control_mode", str),
     "max_speed": ("stepper_controller_node", "max_speed_steps_per_s", float),
     "deadband": ("stepper_controller_node", "deadband_steps", float),
     "latency_ms": ("stepper_controller_node", "modelled_latency_s", lambda ms: float(ms) / 1000.0),
@@ -509,7 +513,11 @@ def run_episode(args: argparse.Namespace, system: dict[str, dict], episode: Epis
                      frames_unanswered=player.frames_unanswered)
         extra.update(start_offset_steps=player.params.start_best_z_steps - player.params.initial_z_steps,
                      drift_steps_per_s=player.params.drift_steps_per_s, seed=player.params.seed,
-                     input=system["focus_predictor_node"]["input"], model=str(predictor.predictor.path))
+                     input=system["focus_predictor_node"]["input"], model=str(predictor.predictor.path),
+                     control_mode=controller.params.control_mode,
+                     mode_changes=None if controller.hybrid is None else [
+                         dict(t_s=round(c.t_s - (metrics.first_ns or 0) * 1e-9, 6), mode=c.mode.value,
+                              reason=c.reason.value) for c in controller.hybrid.changes])
         _stop(executor, camera_executor, spinners)
         return _result(args, episode, metrics, steps_travelled, extra, wall_elapsed_s)
     finally:

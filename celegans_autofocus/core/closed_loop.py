@@ -20,7 +20,8 @@ import numpy as np
 from . import optics
 from .control import ControlConfig, FocusController, SearchAutofocus, SearchConfig
 from .detection import crop_window
-from .focus import get_measure
+from .focus import DEFAULT_MEASURE, get_measure
+from .hybrid import HybridAutofocus, HybridConfig
 from .metrics import IN_FOCUS_STEPS, error_summary
 from .predictor import FocusPredictor, NonFiniteOutputError
 
@@ -375,6 +376,46 @@ class SearchLoop:
         self.search.restart()
 
 
+class FocusModel(Protocol):
+    """What the CNN loops need of a model: ``predict(gray) -> offset_steps`` (FocusPredictor or a stand-in)."""
+
+    def predict(self, gray: np.ndarray) -> float: ...
+
+
+class HybridLoop:
+    """Hybrid autofocus (core.hybrid.HybridAutofocus): the model's prediction and the focus measure
+    (``DEFAULT_MEASURE``, the one labels are made with) of the same frame on each settled frame; a switch
+    to another worm is told to the controller, as a tracker does when it picks a new target."""
+
+    name = "hybrid"
+
+    def __init__(self, model: FocusModel, config: HybridConfig | None = None, measure: str = DEFAULT_MEASURE) -> None:
+        self.model = model
+        self.ctrl = HybridAutofocus(config if config is not None else HybridConfig())
+        self.measure = get_measure(measure)
+        self.settle_s = self.ctrl.settle_s
+        self._now_s = 0.0
+
+    def on_frame(self, gray: np.ndarray, stamp_s: float, now_s: float, motor: MotorSim) -> Step:
+        t0 = time.perf_counter()
+        try:
+            offset = float(self.model.predict(gray))
+        except NonFiniteOutputError:
+            offset = math.nan  # the controller holds or falls back to the search: never moves on garbage
+        value = self.measure(gray)
+        latency_ms = (time.perf_counter() - t0) * 1e3
+        position = motor.position_steps(now_s)
+        decision = self.ctrl.update(offset, None, value, stamp_s, now_s, position)
+        if decision.moves:
+            motor.command(round(position) + decision.move_steps, now_s)
+            self.ctrl.record_move(motor.move_end_s)
+        self._now_s = now_s
+        return Step(offset, latency_ms, f"{decision.mode.value}:{decision.reason.value}")
+
+    def on_target_switch(self) -> None:
+        self.ctrl.target_changed(self._now_s)
+
+
 @dataclass
 class EpisodeTrace:
     """Per-frame record of one episode (frame i at ``t_s[i]``); NaN = no prediction on that frame."""
@@ -414,7 +455,7 @@ class FrameRecord:
     predicted_offset_steps: float | None
 
 
-def run_episode(scenario: Scenario, controller: "CnnLoop | SearchLoop", frames: FrameSource,
+def run_episode(scenario: Scenario, controller: "CnnLoop | SearchLoop | HybridLoop", frames: FrameSource,
                 on_frame: Callable[[FrameRecord], None] | None = None) -> EpisodeTrace:
     """Simulate one episode frame by frame; deterministic for a given scenario and controller.
 

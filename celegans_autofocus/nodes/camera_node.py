@@ -4,14 +4,19 @@ Stamps are the capture time of each frame (the node clock's time instead when us
 A failed read is logged (throttled) and the node keeps going; after ``reopen_after_failures``
 consecutive failures it closes and reopens the device. A device that cannot be opened at start-up
 stops the node with exit code 2 and a message saying what to fix.
+
+A managed (lifecycle) node (nodes/lifecycle.py): ``configure`` opens the device, ``activate`` starts the
+capture, ``deactivate`` stops it, ``cleanup`` closes the device; ``autostart`` (default) does the first two at
+start-up. ``camera/image_raw`` and ``camera/camera_info`` take QoS overrides (``qos_overrides.<topic>.publisher.*``).
 """
 from __future__ import annotations
 
-from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from ..hardware.cameras import BACKENDS, CameraError, EndOfStream, make_camera
-from .common import ConfigError, Param, array_to_image, declare_params, reliable_qos, run_node, s_to_stamp
+from .common import (ConfigError, Param, array_to_image, declare_params, reliable_qos, run_node, s_to_stamp,
+                     with_image_qos_overrides)
+from .lifecycle import AUTOSTART, ManagedNode
 
 PARAMS = (
     Param("backend", "opencv", "camera backend", choices=BACKENDS, read_only=True),
@@ -31,35 +36,62 @@ PARAMS = (
     Param("frame_id", "camera_optical_frame", "header.frame_id of the images"),
     Param("reopen_after_failures", 30, "reopen the device after this many failed reads in a row (0 = never)",
           range=(0, 100000)),
+    AUTOSTART,
 )
 
 
-class CameraNode(Node):
+class CameraNode(ManagedNode):
+    """Lifecycle: configure opens the device, activate starts the capture timer, cleanup closes the device."""
+
     NODE_NAME = "camera_node"
 
     def __init__(self, **kwargs):
         super().__init__(self.NODE_NAME, **kwargs)
         self.params = declare_params(self, PARAMS)
-        p = self.params
-        try:
-            self.camera = make_camera(p.backend, device=p.device, path=p.path, width=p.width, height=p.height,
-                                      fps=p.fps, exposure_us=p.exposure_us, fourcc=p.fourcc, loop=p.loop,
-                                      mono=p.mono)
-            self.camera.open()
-        except CameraError as exc:
-            raise ConfigError(str(exc)) from None
-        qos = reliable_qos(depth=2)
-        self.image_pub = self.create_publisher(Image, "camera/image_raw", qos)
-        self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", qos)
+        self.camera = None
+        self.image_pub = self.info_pub = self.timer = None
         self.frames_published = 0
         self.read_failures = 0
-        self.timer = self.create_timer(1.0 / p.fps, self._capture)
         self.params.on_change(self._on_params)
+        if self.params.autostart:
+            self.autostart()
+
+    def configure(self) -> None:
+        p = self.params
+        try:
+            camera = make_camera(p.backend, device=p.device, path=p.path, width=p.width, height=p.height,
+                                 fps=p.fps, exposure_us=p.exposure_us, fourcc=p.fourcc, loop=p.loop, mono=p.mono)
+            camera.open()
+        except CameraError as exc:
+            raise ConfigError(str(exc)) from None
+        self.camera = camera
+        qos = reliable_qos(depth=2)
+        self.image_pub = with_image_qos_overrides(self.create_lifecycle_publisher, Image, "camera/image_raw", qos)
+        self.info_pub = with_image_qos_overrides(self.create_lifecycle_publisher, CameraInfo, "camera/camera_info",
+                                                 qos)
         source = p.device if p.backend in ("opencv", "picamera2") else p.path
         self.get_logger().info(f"{p.backend} camera open ({source}), publishing at up to {p.fps:g} fps")
 
+    def activate(self) -> None:
+        self.read_failures = 0
+        self.timer = self.create_timer(1.0 / self.params.fps, self._capture)
+
+    def deactivate(self) -> None:
+        if self.timer is not None:
+            self.destroy_timer(self.timer)
+            self.timer = None
+
+    def cleanup(self) -> None:
+        for pub in (self.image_pub, self.info_pub):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self.image_pub = self.info_pub = None
+        if self.camera is not None:
+            self.camera.close()
+            self.camera = None
+
     def _on_params(self, changed: dict) -> None:
-        if "fps" in changed and not self.timer.is_canceled():
+        if "fps" in changed and self.timer is not None and not self.timer.is_canceled():
             self.timer.timer_period_ns = int(1e9 / changed["fps"])
 
     def _capture(self) -> None:
@@ -93,10 +125,6 @@ class CameraNode(Node):
                 self.camera.open()
             except CameraError as reopen_exc:
                 self.get_logger().error(f"reopen failed: {reopen_exc}", throttle_duration_sec=5.0)
-
-    def destroy_node(self) -> None:
-        self.camera.close()
-        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:

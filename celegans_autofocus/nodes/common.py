@@ -8,17 +8,17 @@ run time (``ros2 param set`` gets the reason back). :func:`run_node` is every no
 from __future__ import annotations
 
 import array
+import copy
 import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 import rclpy
 import yaml
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from rclpy.exceptions import ParameterException
@@ -26,6 +26,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -34,7 +35,7 @@ from ..core.images import ImageError, decode, encode, to_gray
 __all__ = [
     "ConfigError", "ImageError", "Param", "Params", "declare_params", "sensor_qos", "reliable_qos",
     "SENSOR_QOS", "RELIABLE_QOS", "image_to_array", "image_to_gray", "array_to_image",
-    "default_encoding", "stamp_to_s", "s_to_stamp", "run_node", "params_from_file",
+    "default_encoding", "stamp_to_s", "s_to_stamp", "run_node", "params_from_file", "with_image_qos_overrides",
 ]
 
 
@@ -63,6 +64,23 @@ def reliable_qos(depth: int = 10) -> QoSProfile:
 SENSOR_QOS = sensor_qos()
 RELIABLE_QOS = reliable_qos()
 
+T = TypeVar("T")
+
+
+def with_image_qos_overrides(create: Callable[..., T], msg_type: type, topic: str, *args: Any) -> T:
+    """Call ``create(msg_type, topic, *args)`` (a publisher or subscription factory) with QoS overrides.
+
+    History, depth and reliability of this image topic can be set at start-up by the read-only parameters
+    ``qos_overrides./<ns>/<topic>.<publisher|subscription>.<policy>`` (rclpy's QoSOverridingOptions);
+    :class:`ConfigError` names a bad override. A QoSProfile in ``args`` is copied: rclpy applies the
+    overrides to the profile it is given, which may be shared with other topics.
+    """
+    args = tuple(copy.copy(a) if isinstance(a, QoSProfile) else a for a in args)
+    try:
+        return create(msg_type, topic, *args, qos_overriding_options=QoSOverridingOptions.with_default_policies())
+    except (RuntimeError, ParameterException) as exc:  # an unknown policy name, a depth DDS refuses, a wrong type
+        raise ConfigError(f"QoS override for {topic}: {exc}") from None
+
 
 # ---------------------------------------------------------------- images
 
@@ -77,7 +95,7 @@ def image_to_gray(msg: Image) -> np.ndarray:
 
 
 def default_encoding(image: np.ndarray) -> str:
-    """The encoding of an OpenCV-style array: mono8/mono16 for 2-D, bgr8/bgra8 for colour uint8."""
+    """Return the encoding of an OpenCV-style array: mono8/mono16 for 2-D, bgr8/bgra8 for colour uint8."""
     if image.ndim == 2 and image.dtype == np.uint8:
         return "mono8"
     if image.ndim == 2 and image.dtype == np.uint16:
@@ -143,7 +161,7 @@ class Param:
     array_type: type | None = None
 
     def declared_value(self) -> Any:
-        """What ``declare_parameters`` gets: the default, or the array type when the default is []."""
+        """Return what ``declare_parameters`` gets: the default, or the array type when the default is []."""
         if isinstance(self.default, list) and not self.default:
             types = {float: Parameter.Type.DOUBLE_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
                      str: Parameter.Type.STRING_ARRAY, bool: Parameter.Type.BOOL_ARRAY}
@@ -228,8 +246,10 @@ class Params:
 
 
 def refuse_inconsistent(node: Node, params: Params, build: Callable[[dict[str, Any]], Any], what: str) -> None:
-    """Refuse a run-time change for which ``build(all values)`` raises ValueError (settings that are
-    valid alone but not together), with ``"<what>: <error>"`` as the reason."""
+    """Refuse a run-time change for which ``build(all values)`` raises ValueError.
+
+    These are settings valid alone but not together; ``"<what>: <error>"`` is the reason given.
+    """
 
     def check(changes: list[Parameter]) -> SetParametersResult:
         values = {**params.as_dict(), **{c.name: c.value for c in changes}}
@@ -243,9 +263,12 @@ def refuse_inconsistent(node: Node, params: Params, build: Callable[[dict[str, A
 
 
 def params_from_file(path: str | Path, node_name: str) -> dict[str, Any]:
-    """The ``ros__parameters`` a ROS 2 parameter file gives a node named ``node_name`` in any namespace
-    (blocks ``/**``, then ``/**/<name>``, ``<name>`` or ``/<name>``; later blocks win), as rclpy would
-    apply them. :class:`ConfigError` names the file when it is unreadable or not a parameter file."""
+    """Return the ``ros__parameters`` a ROS 2 parameter file gives a node named ``node_name``.
+
+    Blocks ``/**``, then ``/**/<name>``, ``<name>`` or ``/<name>`` apply (later blocks win), in any namespace,
+    as rclpy would apply them. :class:`ConfigError` names the file when it is unreadable or not a
+    parameter file.
+    """
     try:
         blocks = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -268,17 +291,6 @@ def declare_params(node: Node, specs: Iterable[Param]) -> Params:
     return Params(node, list(specs))
 
 
-# ---------------------------------------------------------------- diagnostics
-
-def diagnostic_array(node: Node, what: str, level: int, message: str, hardware_id: str,
-                     values: dict[str, str]) -> DiagnosticArray:
-    """A /diagnostics message with one status named ``"<node's full name>: <what>"``, stamped now."""
-    status = DiagnosticStatus(level=level, name=f"{node.get_fully_qualified_name()}: {what}", message=message,
-                              hardware_id=hardware_id,
-                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
-    return DiagnosticArray(header=Header(stamp=node.get_clock().now().to_msg()), status=[status])
-
-
 # ---------------------------------------------------------------- main
 
 #: Set when Ctrl-C (SIGINT) asked the node to stop.
@@ -287,8 +299,11 @@ _cleaning_up = threading.Event()
 
 
 def _on_sigint(signum: int, frame) -> None:
-    """The first Ctrl-C stops the node; later ones (ros2 launch forwards the terminal's) and any during the
-    clean-up are only noted, so they cannot break the clean-up."""
+    """Stop the node on the first Ctrl-C.
+
+    Later ones (ros2 launch forwards the terminal's) and any during the clean-up are only noted, so they
+    cannot break the clean-up.
+    """
     first = not stop_requested.is_set()
     stop_requested.set()
     if first and not _cleaning_up.is_set():
@@ -296,8 +311,10 @@ def _on_sigint(signum: int, frame) -> None:
 
 
 def construct(node_cls: type[Node], **kwargs) -> Node:
-    """``node_cls(**kwargs)``; if the constructor raises, the half-built node is destroyed before the error
-    propagates, so rclpy's shutdown never calls its ``destroy_node`` on attributes that were never set.
+    """Build ``node_cls(**kwargs)``, destroying a half-built node if the constructor raises.
+
+    The half-built node is destroyed before the error propagates, so rclpy's shutdown never calls its
+    ``destroy_node`` on attributes that were never set.
 
     The node's own ``destroy_node`` runs first (it releases what was opened, e.g. a serial port); if it
     fails on the half-built node, the base ``Node.destroy_node`` frees the rcl handles instead.

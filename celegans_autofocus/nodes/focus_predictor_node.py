@@ -13,6 +13,15 @@ Bad input (unknown encoding, inconsistent size, empty image, non-finite model ou
 frame", which the controller holds on), so every frame the predictor takes gets exactly one answer;
 the node keeps running. A missing or unusable
 model stops the node at start-up with exit code 2 and a message naming the file.
+
+``focus/measure`` (PointStamped, the image's header, z = ``focus_measure`` of the image, larger = sharper;
+NaN for an image that could not be read) comes just before each ``focus/offset``: the hybrid controller
+verifies the CNN with it.
+
+A managed (lifecycle) node (nodes/lifecycle.py): ``configure`` loads the model into an ONNX Runtime session,
+``activate`` subscribes and starts the worker, ``deactivate`` stops them (the frame in progress is still
+answered), ``cleanup`` drops the session; ``autostart`` (default) configures and activates at start-up.
+The image subscription takes QoS overrides (``qos_overrides.<topic>.subscription.*``).
 """
 from __future__ import annotations
 
@@ -21,17 +30,19 @@ import time
 from collections import deque
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PointStamped
-from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import Image
 
+from ..core.focus import DEFAULT_MEASURE, MEASURES
 from ..core.images import ImageError
 from ..core.predictor import CPU_PROVIDER, CUDA_PROVIDER, FocusPredictor, ModelError, NonFiniteOutputError, \
     default_model_path, input_view
-from .common import (ConfigError, Param, declare_params, diagnostic_array, image_to_gray, reliable_qos, run_node,
-                     sensor_qos)
+from .common import (ConfigError, Param, declare_params, image_to_gray, reliable_qos, run_node, sensor_qos,
+                     with_image_qos_overrides)
+from .diagnostics import NodeDiagnostics, Report
+from .lifecycle import AUTOSTART, ManagedNode
 
 INPUT_TOPICS = {"full": "camera/image_raw", "crop": "worm/crop"}
 PROBLEM_SHOWN_S = 5.0  # a rejected frame keeps the diagnostics at WARN this long
@@ -48,8 +59,12 @@ PARAMS = (
     Param("intra_op_threads", 1, "onnxruntime intra-op threads (0 = onnxruntime's default, one per core; "
           "1 had the lowest latency tails beside the detector on 2 cores, benchmarks/e2e_latency.md)", range=(0, 256),
           read_only=True),
+    Param("focus_measure", DEFAULT_MEASURE, "focus measure of each predicted image, published on focus/measure "
+          "(z = value, larger = sharper) for the hybrid controller; '' = none", choices=("", *MEASURES),
+          read_only=True),
     Param("diagnostics_period_s", 1.0, "period of the /diagnostics status", range=(0.05, 60.0), read_only=True),
     Param("stats_window", 300, "frames in the rolling fps/latency window", range=(10, 100000), read_only=True),
+    AUTOSTART,
 )
 
 
@@ -70,7 +85,7 @@ class LatestFrame:
             self._cond.notify()
 
     def take(self, timeout_s: float) -> Image | None:
-        """The newest frame (removing it), or None after ``timeout_s`` or once closed."""
+        """Take the newest frame (removing it); None after ``timeout_s`` or once closed."""
         with self._cond:
             self._cond.wait_for(lambda: self._msg is not None or self._closed, timeout_s)
             msg, self._msg = self._msg, None
@@ -80,6 +95,13 @@ class LatestFrame:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def open(self) -> None:
+        """Take frames again (after :meth:`close`); a frame left from before counts as dropped."""
+        with self._cond:
+            if self._msg is not None:
+                self.dropped += 1
+            self._msg, self._closed = None, False
 
     @property
     def closed(self) -> bool:
@@ -113,38 +135,76 @@ class FrameStats:
         return [float(np.percentile(values, q)) if values else None for q in qs]
 
 
-class FocusPredictorNode(Node):
+class FocusPredictorNode(ManagedNode):
+    """The focus predictor as a managed node.
+
+    configure loads the model (ONNX session), activate subscribes and starts the worker, deactivate stops
+    both, cleanup drops the session.
+    """
+
     NODE_NAME = "focus_predictor_node"
 
     def __init__(self, **kwargs):
         super().__init__(self.NODE_NAME, **kwargs)
         self.params = declare_params(self, PARAMS)
         p = self.params
-        try:
-            path = p.model_path or default_model_path()
-            self.predictor = FocusPredictor(path, providers=PROVIDERS[p.provider],
-                                            intra_op_threads=p.intra_op_threads)
-            warm_up_ms = self.predictor.warm_up()  # before subscribing: the first frame is not the slow one
-        except ValueError as exc:  # ModelError names the file; a provider error says which are available
-            raise ConfigError(str(exc)) from None
-        self.input_topic = INPUT_TOPICS[input_view(p.input, self.predictor.metadata)]
+        self.predictor: FocusPredictor | None = None
+        self.input_topic = ""
+        self.offset_pub = self.measure_pub = self._image_sub = self._worker = None
+        self._measure = MEASURES.get(p.focus_measure)
         self.frames_processed = 0
         self.frames_rejected = 0
         self.last_problem, self.last_problem_s = "", -float("inf")
         self.stats = FrameStats(p.stats_window)
         self._mailbox = LatestFrame()
-        self.offset_pub = self.create_publisher(PointStamped, "focus/offset", reliable_qos())
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable_qos())
-        self.create_subscription(Image, self.input_topic, self._mailbox.put, sensor_qos(depth=1))
-        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
-        self._worker = threading.Thread(target=self._work, name="focus_predictor", daemon=True)
-        self._worker.start()
-        meta = self.predictor.metadata
+        self._mailbox.close()  # until activated
+        self.diagnostics = NodeDiagnostics(self, "focus predictor", p.diagnostics_period_s, self._report,
+                                           lambda: self.predictor.name if self.predictor else "")
+        if p.autostart:
+            self.autostart()
+
+    def configure(self) -> None:
+        p = self.params
+        try:
+            path = p.model_path or default_model_path()
+            predictor = FocusPredictor(path, providers=PROVIDERS[p.provider], intra_op_threads=p.intra_op_threads)
+            warm_up_ms = predictor.warm_up()  # before subscribing: the first frame is not the slow one
+        except ValueError as exc:  # ModelError names the file; a provider error says which are available
+            raise ConfigError(str(exc)) from None
+        self.predictor = predictor
+        self.input_topic = INPUT_TOPICS[input_view(p.input, predictor.metadata)]
+        self.offset_pub = self.create_lifecycle_publisher(PointStamped, "focus/offset", reliable_qos())
+        if self._measure is not None:
+            self.measure_pub = self.create_lifecycle_publisher(PointStamped, "focus/measure", reliable_qos())
+        meta = predictor.metadata
         self.get_logger().info(
-            f"model {self.predictor.path} (arch {meta.get('arch')}, input {self.predictor.spec.input_px} px, "
-            f"trained on {meta.get('input_view')} views) on {self.predictor.providers[0]}, warm-up "
+            f"model {predictor.path} (arch {meta.get('arch')}, input {predictor.spec.input_px} px, "
+            f"trained on {meta.get('input_view')} views) on {predictor.providers[0]}, warm-up "
             f"{warm_up_ms:.0f} ms; "
             f"predicting on {self.resolve_topic_name(self.input_topic)}")
+
+    def activate(self) -> None:
+        self._mailbox.open()
+        self._worker = threading.Thread(target=self._work, name="focus_predictor", daemon=True)
+        self._worker.start()
+        self._image_sub = with_image_qos_overrides(self.create_subscription, Image, self.input_topic,
+                                                   self._mailbox.put, sensor_qos(depth=1))
+
+    def deactivate(self) -> None:
+        if self._image_sub is not None:
+            self.destroy_subscription(self._image_sub)
+            self._image_sub = None
+        self._mailbox.close()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)  # the frame in progress is still answered
+            self._worker = None
+
+    def cleanup(self) -> None:
+        for pub in (self.offset_pub, self.measure_pub):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self.offset_pub = self.measure_pub = None
+        self.predictor = None  # releases the ONNX session
 
     @property
     def frames_dropped(self) -> int:
@@ -160,14 +220,19 @@ class FocusPredictorNode(Node):
             except Exception as exc:  # an onnxruntime failure on one frame must not kill the worker
                 self._reject(msg, f"prediction failed: {type(exc).__name__}: {exc}")
 
-    def _reject(self, msg: Image, why: str) -> None:
+    def _reject(self, msg: Image, why: str, measure_value: float = float("nan")) -> None:
         """Count and log a frame without a prediction, and answer it with z = NaN."""
         self.frames_rejected += 1
         self.last_problem, self.last_problem_s = why, time.monotonic()
         self.get_logger().warning(f"frame rejected, offset NaN published: {why}", throttle_duration_sec=2.0)
-        self._publish(msg, float("nan"))
+        self._publish(msg, float("nan"), measure_value)
 
-    def _publish(self, msg: Image, offset_steps: float) -> None:
+    def _publish(self, msg: Image, offset_steps: float, measure_value: float) -> None:
+        """focus/measure (when enabled), then focus/offset, both with the image's header."""
+        if self.measure_pub is not None:
+            measure = PointStamped(header=msg.header)
+            measure.point.z = measure_value
+            self.measure_pub.publish(measure)
         out = PointStamped(header=msg.header)
         out.point.x, out.point.y, out.point.z = msg.width / 2.0, msg.height / 2.0, offset_steps
         self.offset_pub.publish(out)
@@ -175,23 +240,27 @@ class FocusPredictorNode(Node):
     def _process(self, msg: Image) -> None:
         try:
             gray = image_to_gray(msg)
-            offset_steps = self.predictor.predict(gray)
         except ImageError as exc:
             self._reject(msg, f"bad image on {self.input_topic}: {exc}")
             return
+        measure_value = float(self._measure(gray)) if self._measure is not None else float("nan")
+        try:
+            offset_steps = self.predictor.predict(gray)
         except NonFiniteOutputError as exc:
-            self._reject(msg, str(exc))
+            self._reject(msg, str(exc), measure_value)
             return
-        self._publish(msg, offset_steps)
+        self._publish(msg, offset_steps, measure_value)
         stamp = Time.from_msg(msg.header.stamp, clock_type=self.get_clock().clock_type)
         latency_ms = (self.get_clock().now() - stamp).nanoseconds * 1e-6 if stamp.nanoseconds > 0 else None
         self.frames_processed += 1
         self.stats.add(time.monotonic(), latency_ms)
 
-    def _publish_diagnostics(self) -> None:
+    def _report(self) -> Report:
         p50, p95 = self.stats.latency_percentiles_ms(50, 95)
         fps = self.stats.fps()
-        if self.frames_processed == 0:
+        if not self.is_active:
+            level, message = DiagnosticStatus.WARN, f"{self.lifecycle_state} (lifecycle): not predicting"
+        elif self.frames_processed == 0:
             level, message = DiagnosticStatus.WARN, f"no frame predicted yet on {self.input_topic}"
         else:
             level, message = DiagnosticStatus.OK, f"{fps:.1f} fps"
@@ -203,19 +272,16 @@ class FocusPredictorNode(Node):
             return "nan" if v is None else f"{v:.2f}"
 
         values = {
+            "lifecycle_state": self.lifecycle_state,
             "fps": f"{fps:.2f}", "latency_p50_ms": ms(p50), "latency_p95_ms": ms(p95),
             "frames_processed": str(self.frames_processed), "frames_dropped": str(self.frames_dropped),
-            "frames_rejected": str(self.frames_rejected), "model": self.predictor.name,
-            "model_path": str(self.predictor.path), "provider": self.predictor.providers[0],
-            "input_topic": self.resolve_topic_name(self.input_topic),
+            "frames_rejected": str(self.frames_rejected),
         }
-        self.diag_pub.publish(diagnostic_array(self, "focus predictor", level, message, self.predictor.name, values))
-
-    def destroy_node(self) -> None:
-        self._mailbox.close()
-        if self._worker.is_alive():
-            self._worker.join(timeout=5.0)
-        super().destroy_node()
+        if self.predictor is not None:
+            values.update({"model": self.predictor.name, "model_path": str(self.predictor.path),
+                           "provider": self.predictor.providers[0],
+                           "input_topic": self.resolve_topic_name(self.input_topic)})
+        return level, message, values
 
 
 def main(args: list[str] | None = None) -> int:

@@ -56,7 +56,8 @@ from ..core.dataset.layout import Stack, discover
 from ..core.images import ImageError
 from ..core.optics import OpticsConfig, StackRenderer, make_scene
 from ..core.sensor import FULL_FRAME_WH_PX
-from .common import ConfigError, Param, array_to_image, declare_params, reliable_qos, run_node, sensor_qos
+from .common import (ConfigError, Param, array_to_image, declare_params, reliable_qos, run_node, sensor_qos,
+                     with_image_qos_overrides)
 
 
 def _finite(values) -> str | None:
@@ -184,7 +185,8 @@ class StackPlayerNode(Node):
         self.frames_published = 0
         self.frames_unanswered = 0
         self.frames_skipped = 0  # could not be rendered (dataset source: unreadable image)
-        self.image_pub = self.create_publisher(Image, "camera/image_raw", reliable_qos(depth=2))
+        self.image_pub = with_image_qos_overrides(self.create_publisher, Image, "camera/image_raw",
+                                                  reliable_qos(depth=2))
         self.truth_pub = self.create_publisher(PointStamped, "sim/ground_truth", reliable_qos())
         # Own callback group: under a multi-threaded executor the lens position keeps arriving while a
         # slow render runs (an overdue timer would otherwise starve it in a shared group).

@@ -18,30 +18,80 @@ target position): the controller's answer to that frame, which the simulated clo
 
 On a simulated clock (``use_sim_time``) the simulated stepper moves in simulated time, and a frame's
 decision is taken at its stamp + ``modelled_latency_s`` (the processing time the simulated clock does
-not see), so latency still decides which lens position later frames show. Services: ``stepper/enable`` (std_srvs/SetBool: energize/release the motor),
-``stepper/home`` (std_srvs/Trigger), ``focus/enable`` (std_srvs/SetBool: the control law on/off).
+not see), so latency still decides which lens position later frames show. Services: ``stepper/enable``
+(std_srvs/SetBool: energize/release the motor), ``stepper/home`` (std_srvs/Trigger; active node only),
+``focus/enable`` (std_srvs/SetBool: the control law on/off).
+
+A managed (lifecycle) node (nodes/lifecycle.py): ``configure`` opens the stepper backend and offers the
+services, ``activate`` subscribes to ``focus/offset`` and publishes, ``deactivate`` stops both (nothing moves
+the motor while inactive), ``cleanup`` closes the backend; ``autostart`` (default) configures and activates at
+start-up.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PointStamped
-from rclpy.node import Node
+from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
 
-from ..core.control import ControlConfig, Decision, FocusController, Reason
+from ..core.control import ControlConfig, Decision, FocusController
+from ..core.hybrid import HybridAutofocus, HybridConfig, HybridDecision, ModeChange
 from ..core.sensor import STEP_UM
 from ..hardware.steppers import BACKENDS, Stepper, StepperError, make_stepper
-from .common import (ConfigError, Param, declare_params, diagnostic_array, refuse_inconsistent, reliable_qos,
-                     run_node, stamp_to_s)
+from .common import ConfigError, Param, declare_params, refuse_inconsistent, reliable_qos, run_node, stamp_to_s
+from .diagnostics import NodeDiagnostics, Report
+from .lifecycle import AUTOSTART, ManagedNode
 
 LAW_PARAMS = ("gain", "deadband_steps", "max_move_steps", "median_window", "act_now_steps", "stale_after_s",
               "settle_s")
 LIMIT_PARAMS = ("soft_min_steps", "soft_max_steps")
+SHARED_HYBRID = ("max_move_steps", "stale_after_s", "settle_s")  # hybrid fields the law's parameters set
+HYBRID_PARAMS = (
+    Param("hybrid_consistency_frames", 1, "hybrid: K settled predictions whose best planes must agree before a "
+          "jump (1: the frame after a jump verifies it)", range=(1, 100)),
+    Param("hybrid_consistency_steps", 16.0, "hybrid: best planes agree within max(this, fraction * |offset|)",
+          range=(0.1, 10_000.0)),
+    Param("hybrid_consistency_fraction", 0.5, "hybrid: relative part of the agreement tolerance", range=(0.0, 10.0)),
+    Param("hybrid_max_sigma_steps", 24.0, "hybrid: a prediction with a larger model-reported sigma is not confident",
+          range=(0.1, 10_000.0)),
+    Param("hybrid_cnn_bias_steps", 0.0, "hybrid: subtracted from every prediction (the model's bias near focus)",
+          range=(-1000.0, 1000.0)),
+    Param("hybrid_cnn_sigma_steps", 16.0, "hybrid: error of a verified CNN plane for the best-plane filter",
+          range=(0.1, 10_000.0)),
+    Param("hybrid_refine_window_steps", 16.0, "hybrid: predictions within this of focus are refined on the measure",
+          range=(0.0, 10_000.0)),
+    Param("hybrid_probe_steps", 6, "hybrid: step of the measure-guided refine", range=(1, 1000)),
+    Param("hybrid_refine_span_steps", 36, "hybrid: farthest a refine climbs from its start", range=(1, 10_000)),
+    Param("hybrid_measure_noise", 0.02, "hybrid: measure differences below this are noise", range=(0.0, 1e6)),
+    Param("hybrid_min_peak_contrast", 0.1, "hybrid: a refined peak must stand this far above its neighbours",
+          range=(0.0, 1e6)),
+    Param("hybrid_bias_learning_rate", 0.05, "hybrid: weight of each in-focus frame in the learnt CNN bias "
+          "(0 keeps hybrid_cnn_bias_steps)", range=(0.0, 1.0)),
+    Param("hybrid_drop_fraction", 0.15, "hybrid: the measure dropped when it fell by more than this fraction",
+          range=(0.001, 0.999)),
+    Param("hybrid_disagree_steps", 32.0, "hybrid: the CNN disagrees with the measure's peak beyond this",
+          range=(0.0, 10_000.0)),
+    Param("hybrid_disagree_frames", 8, "hybrid: disagreeing frames in track that count one strike", range=(1, 1000)),
+    Param("hybrid_max_strikes", 2, "hybrid: strikes against the model before falling back to the search",
+          range=(1, 1000)),
+    Param("hybrid_oscillation_frames", 4, "hybrid: inconsistent prediction windows in a row before the search",
+          range=(1, 1000)),
+    Param("hybrid_non_finite_frames", 8, "hybrid: non-finite predictions in a row before the search",
+          range=(1, 1000)),
+    Param("hybrid_follow_steps", 2.0, "hybrid: track follows the drift estimate once it is this far from the lens",
+          range=(0.1, 10_000.0)),
+    Param("hybrid_refine_sigma_steps", 2.0, "hybrid: error of a refined peak for the best-plane filter",
+          range=(0.1, 10_000.0)),
+    Param("hybrid_drift_accel_sigma", 0.5, "hybrid: best-plane filter process noise, steps/s per sqrt(s)",
+          range=(0.0, 1000.0)),
+    Param("hybrid_max_drift_steps_per_s", 20.0, "hybrid: best-plane filter drift-rate cap", range=(0.1, 10_000.0)),
+)
 
 PARAMS = (
     Param("backend", "simulated", "stepper backend", choices=BACKENDS, read_only=True),
@@ -91,6 +141,11 @@ PARAMS = (
     Param("axis", "Z", "grbl: the focus axis", choices=("X", "Y", "Z"), read_only=True),
     Param("startup_s", 2.0, "grbl: wait after opening the port (opening resets an Arduino)", range=(0.0, 30.0),
           read_only=True),
+    Param("control_mode", "cnn", "cnn: the one-shot law on focus/offset; hybrid: jump on the CNN, verify with "
+          "focus/measure, refine on the measure, fall back to search (core.hybrid)", choices=("cnn", "hybrid"),
+          read_only=True),
+    *HYBRID_PARAMS,
+    AUTOSTART,
 )
 
 
@@ -98,13 +153,20 @@ def _law_of(values: dict) -> ControlConfig:
     return ControlConfig(**{k: values[k] for k in LAW_PARAMS + LIMIT_PARAMS})
 
 
+def _hybrid_of(values: dict) -> HybridConfig:
+    own = {p.name[len("hybrid_"):]: values[p.name] for p in HYBRID_PARAMS}
+    return HybridConfig(**own, **{k: values[k] for k in SHARED_HYBRID + LIMIT_PARAMS})
+
+
 def _pin(name: str) -> int | str | None:
     return None if name == "" else int(name) if name.isdigit() else name
 
 
 def stepper_from_params(p, clock: Callable[[], float] | None = None) -> Stepper:
-    """The stepper backend the parameters describe; :class:`ConfigError` if it cannot start.
-    ``clock`` (seconds) drives the simulated backend (default: the monotonic wall clock)."""
+    """Build the stepper backend the parameters describe; :class:`ConfigError` if it cannot start.
+
+    ``clock`` (seconds) drives the simulated backend (default: the monotonic wall clock).
+    """
     limits = dict(soft_min_steps=p.soft_min_steps, soft_max_steps=p.soft_max_steps,
                   max_speed_steps_per_s=p.max_speed_steps_per_s, backlash_steps=p.backlash_steps,
                   approach=p.approach)
@@ -123,7 +185,13 @@ def stepper_from_params(p, clock: Callable[[], float] | None = None) -> Stepper:
         raise ConfigError(str(exc)) from None
 
 
-class StepperControllerNode(Node):
+class StepperControllerNode(ManagedNode):
+    """The focus stepper as a managed node; inactive, nothing moves the motor.
+
+    configure opens the stepper and offers the services, activate subscribes to focus/offset and publishes
+    joint states, cleanup closes the stepper.
+    """
+
     NODE_NAME = "stepper_controller_node"
 
     def __init__(self, **kwargs):
@@ -136,36 +204,92 @@ class StepperControllerNode(Node):
             raise ConfigError(f"control law: {exc}") from None
         self.controller = FocusController(config, enabled=p.focus_enabled)
         refuse_inconsistent(self, self.params, _law_of, "control law")
+        self.hybrid: HybridAutofocus | None = None
+        if p.control_mode == "hybrid":
+            try:
+                self.hybrid = HybridAutofocus(_hybrid_of(p.as_dict()), enabled=p.focus_enabled)
+            except ValueError as exc:
+                raise ConfigError(f"hybrid control: {exc}") from None
+            refuse_inconsistent(self, self.params, _hybrid_of, "hybrid control")
+        self.last_mode_change: ModeChange | None = None
+        self._measures: dict[int, float] = {}          # stamp ns -> focus/measure, awaiting their offset
+        self._waiting: dict[int, PointStamped] = {}    # stamp ns -> focus/offset, awaiting their measure
+        self._last_offset_s: float | None = None
         self.params.on_change(self._on_params)
         self.sim_time = self.get_clock().ros_time_is_active
         self._acted_at_s = -float("inf")  # simulated clock: the latest decision time (stamp + latency)
-        self.stepper = stepper_from_params(p, clock=self.now_s if self.sim_time else None)
-        self.last_decision: Decision | None = None
+        self.stepper: Stepper | None = None
+        self.last_decision: Decision | HybridDecision | None = None
         self.last_hold = ""            # why the last offset did not move the motor ('' after a move)
         self.moves = 0
         self.offsets_received = 0
         self._fault_since_s: float | None = None
         self._last_reconnect_s = 0.0
-        self.joint_pub = self.create_publisher(JointState, "stepper/joint_states", reliable_qos())
-        self.command_pub = self.create_publisher(PointStamped, "focus/command", reliable_qos())
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable_qos())
-        self.create_subscription(PointStamped, "focus/offset", self._on_offset, reliable_qos(depth=5))
-        self.create_service(SetBool, "stepper/enable", self._srv_stepper_enable)
-        self.create_service(Trigger, "stepper/home", self._srv_home)
-        self.create_service(SetBool, "focus/enable", self._srv_focus_enable)
-        self.create_timer(1.0 / p.publish_rate_hz, self._tick)
-        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+        self.joint_pub = self.command_pub = None
+        self._stepper_services: list = []
+        self._offset_sub = self._measure_sub = self._tick_timer = None
+        self.diagnostics = NodeDiagnostics(self, "focus stepper", p.diagnostics_period_s, self._report,
+                                           lambda: self.params.backend)
+        if p.autostart:
+            self.autostart()
+
+    def configure(self) -> None:
+        p = self.params
+        self.stepper = stepper_from_params(p, clock=self.now_s if self.sim_time else None)
+        self.joint_pub = self.create_lifecycle_publisher(JointState, "stepper/joint_states", reliable_qos())
+        self.command_pub = self.create_lifecycle_publisher(PointStamped, "focus/command", reliable_qos())
+        self._stepper_services = [self.create_service(SetBool, "stepper/enable", self._srv_stepper_enable),
+                                  self.create_service(Trigger, "stepper/home", self._srv_home),
+                                  self.create_service(SetBool, "focus/enable", self._srv_focus_enable)]
         self.get_logger().info(f"{p.backend} stepper at {self.stepper.position_steps} steps, soft limits "
                                f"[{p.soft_min_steps}, {p.soft_max_steps}], focus control "
                                f"{'on' if p.focus_enabled else 'off'}")
+
+    def activate(self) -> None:
+        if self.hybrid is not None:  # before focus/offset: in one process the measure is taken first
+            self._measure_sub = self.create_subscription(PointStamped, "focus/measure", self._on_measure,
+                                                         reliable_qos(depth=5))
+        self._offset_sub = self.create_subscription(PointStamped, "focus/offset", self._on_offset,
+                                                    reliable_qos(depth=5))
+        self._tick_timer = self.create_timer(1.0 / self.params.publish_rate_hz, self._tick)
+
+    def deactivate(self) -> None:
+        for sub in (self._offset_sub, self._measure_sub):
+            if sub is not None:
+                self.destroy_subscription(sub)
+        if self._tick_timer is not None:
+            self.destroy_timer(self._tick_timer)
+        self._offset_sub = self._measure_sub = self._tick_timer = None
+        self._measures.clear()
+        self._waiting.clear()
+
+    def cleanup(self) -> None:
+        for pub in (self.joint_pub, self.command_pub):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self.joint_pub = self.command_pub = None
+        for service in self._stepper_services:
+            self.destroy_service(service)
+        self._stepper_services = []
+        if self.stepper is not None:
+            self.stepper.close()
+            self.stepper = None
 
     def _on_params(self, changed: dict) -> None:
         if set(changed) & set(LAW_PARAMS):
             self.controller.reconfigure(_law_of(self.params.as_dict()))
             self.get_logger().info(f"control law updated: {changed}")
+        if self.hybrid is not None and set(changed) & {p.name for p in HYBRID_PARAMS} | set(SHARED_HYBRID):
+            self.hybrid.reconfigure(_hybrid_of(self.params.as_dict()))
+            self.get_logger().info(f"hybrid control updated: {changed}")
+
+    @property
+    def law(self) -> FocusController | HybridAutofocus:
+        """The controller that decides: the one-shot law, or the hybrid."""
+        return self.hybrid if self.hybrid is not None else self.controller
 
     def now_s(self) -> float:
-        """The node clock in seconds; on a simulated clock never earlier than the latest decision."""
+        """Return the node clock in seconds; on a simulated clock never earlier than the latest decision."""
         return max(self.get_clock().now().nanoseconds * 1e-9, self._acted_at_s)
 
     # ------------------------------------------------------------ control
@@ -173,17 +297,40 @@ class StepperControllerNode(Node):
         self.last_hold = why
         self.get_logger().debug(f"hold: {why}")
 
+    def _on_measure(self, msg: PointStamped) -> None:
+        ns = Time.from_msg(msg.header.stamp).nanoseconds
+        if ns in self._waiting:
+            self._answer(self._waiting.pop(ns), msg.point.z)
+        else:
+            self._measures[ns] = msg.point.z
+            while len(self._measures) > 20:  # measures of frames whose offset never came
+                self._measures.pop(next(iter(self._measures)))
+
     def _on_offset(self, msg: PointStamped) -> None:
         self.offsets_received += 1
+        if self.hybrid is None:
+            return self._answer(msg, float("nan"))
+        ns = Time.from_msg(msg.header.stamp).nanoseconds
+        if ns in self._measures:
+            return self._answer(msg, self._measures.pop(ns))
+        if self.count_publishers(self._measure_sub.topic_name) == 0:
+            return self._answer(msg, float("nan"))  # no measure comes: the hybrid holds (non-finite)
+        for older in [k for k in self._waiting if k < ns]:  # its measure is late: decide without it
+            self._answer(self._waiting.pop(older), float("nan"))
+        self._waiting[ns] = msg
+
+    def _answer(self, msg: PointStamped, measure_value: float) -> None:
+        """Decide on one frame and publish focus/command, the answer to it."""
+        self._last_offset_s = self.now_s()
         position_steps = self.stepper.position_steps
-        move_steps = self._act(msg)
+        move_steps = self._act(msg, measure_value)
         command = PointStamped(header=msg.header)
         command.point.x, command.point.y = float(position_steps), float(position_steps + move_steps)
         command.point.z = float(move_steps)
         self.command_pub.publish(command)
 
-    def _act(self, msg: PointStamped) -> int:
-        """Decide on one offset and start the move; returns the steps commanded (0 = hold)."""
+    def _act(self, msg: PointStamped, measure_value: float) -> int:
+        """Decide on one offset (and, hybrid, its measure) and start the move; returns the steps commanded."""
         if self.stepper.fault:
             self._hold(f"stepper fault: {self.stepper.fault}")
             return 0
@@ -194,7 +341,15 @@ class StepperControllerNode(Node):
         if self.sim_time:
             self._acted_at_s = max(self._acted_at_s, stamp_s + self.params.modelled_latency_s)
         now_s = self.now_s()
-        decision = self.controller.update(msg.point.z, stamp_s, now_s, self.stepper.position_steps)
+        if self.hybrid is None:
+            decision = self.controller.update(msg.point.z, stamp_s, now_s, self.stepper.position_steps)
+        else:
+            offset = msg.point.z if math.isfinite(msg.point.z) else None
+            decision = self.hybrid.update(offset, None, measure_value, stamp_s, now_s, self.stepper.position_steps)
+            if decision.change is not None:
+                self.last_mode_change = c = decision.change
+                self.get_logger().info(f"hybrid mode {c.previous.value} -> {c.mode.value} "
+                                       f"({c.reason.value}): {c.detail}")
         self.last_decision = decision
         if not decision.moves:
             self._hold(f"{decision.reason.value}: {decision.detail}")
@@ -202,11 +357,11 @@ class StepperControllerNode(Node):
         try:
             result = self.stepper.move_by(decision.move_steps)
         except StepperError as exc:
-            self.controller.record_move(now_s)  # nothing moved: accept the next settled frame
+            self.law.record_move(now_s)  # nothing moved: accept the next settled frame
             self.get_logger().warning(f"move {decision.move_steps:+d} refused: {exc}", throttle_duration_sec=2.0)
             self._hold(f"stepper refused the move: {exc}")
             return 0
-        self.controller.record_move(now_s + result.duration_s)
+        self.law.record_move(now_s + result.duration_s)
         self.moves += 1
         self.last_hold = ""
         self.get_logger().debug(decision.detail)
@@ -240,7 +395,7 @@ class StepperControllerNode(Node):
             self.get_logger().warning(f"reconnected, still in fault: {self.stepper.fault}",
                                       throttle_duration_sec=10.0)
         else:
-            self.controller.record_move(self.now_s())  # the position may have changed
+            self.law.record_move(self.now_s())  # the position may have changed
             self.get_logger().info(f"stepper reconnected at {self.stepper.position_steps} steps (was: {fault})")
 
     # ------------------------------------------------------------ services
@@ -255,58 +410,70 @@ class StepperControllerNode(Node):
         return response
 
     def _srv_home(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if not self.is_active:
+            response.success, response.message = False, f"{self.lifecycle_state}: activate the node to home"
+            return response
         try:
             self.stepper.home()
         except StepperError as exc:
             response.success, response.message = False, f"homing failed: {exc}"
             return response
-        self.controller.record_move(self.now_s())
+        self.law.record_move(self.now_s())
         response.success, response.message = True, f"homed; position {self.stepper.position_steps} steps"
         return response
 
     def _srv_focus_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        self.controller.enable(request.data)
+        self.law.enable(request.data)
         response.success, response.message = True, f"focus control {'enabled' if request.data else 'disabled'}"
         return response
 
     # ------------------------------------------------------------ diagnostics
     def state(self) -> tuple[int, str]:
         """(DiagnosticStatus level, one line saying what the controller does and why)."""
+        if self.stepper is None or not self.is_active:
+            return DiagnosticStatus.WARN, f"{self.lifecycle_state} (lifecycle): no motion"
         if self.stepper.fault:
             return DiagnosticStatus.ERROR, f"fault, no motion: {self.stepper.fault}"
         if not self.stepper.enabled:
             return DiagnosticStatus.WARN, "stepper disabled"
-        if not self.controller.enabled:
+        if not self.law.enabled:
             return DiagnosticStatus.OK, "focus control disabled; holding"
         problems = []
         reason = self.last_decision.reason if self.last_decision else None
-        if reason in (Reason.NON_FINITE, Reason.STALE, Reason.AT_LIMIT) and self.last_hold:
+        if reason is not None and reason.value in ("non_finite", "stale", "at_limit") and self.last_hold:
             problems.append(f"holding: {self.last_hold}")
-        if self.controller.is_stale(self.now_s()):
+        if self._stale():
             problems.append(f"watchdog: no fresh focus/offset for more than "
-                            f"{self.controller.config.stale_after_s:g} s; holding")
+                            f"{self.params.stale_after_s:g} s; holding")
         if problems:
             return DiagnosticStatus.WARN, "; ".join(problems)
         return DiagnosticStatus.OK, self.last_hold or (self.last_decision.detail if self.last_decision else "")
 
-    def _publish_diagnostics(self) -> None:
+    def _stale(self) -> bool:
+        if self.hybrid is None:
+            return self.controller.is_stale(self.now_s())
+        return self._last_offset_s is None or self.now_s() - self._last_offset_s > self.params.stale_after_s
+
+    def _report(self) -> Report:
         level, message = self.state()
         d = self.last_decision
-        values = {
-            "position_steps": str(self.stepper.position_steps), "moving": str(self.stepper.moving),
-            "stepper_enabled": str(self.stepper.enabled), "focus_enabled": str(self.controller.enabled),
-            "fault": self.stepper.fault or "", "moves": str(self.moves),
-            "offsets_received": str(self.offsets_received),
-            "last_reason": d.reason.value if d else "", "last_detail": d.detail if d else "",
-            "soft_limits_steps": f"[{self.stepper.soft_min_steps}, {self.stepper.soft_max_steps}]",
-        }
-        values.update({f"count_{k}": str(v) for k, v in self.controller.counts.items() if v})
-        self.diag_pub.publish(diagnostic_array(self, "focus stepper", level, message, self.params.backend, values))
-
-    def destroy_node(self) -> None:
-        if hasattr(self, "stepper"):  # absent when the constructor failed before opening it
-            self.stepper.close()
-        super().destroy_node()
+        values = {"lifecycle_state": self.lifecycle_state, "focus_enabled": str(self.law.enabled),
+                  "control_mode": self.params.control_mode,
+                  "moves": str(self.moves), "offsets_received": str(self.offsets_received),
+                  "last_reason": d.reason.value if d else "", "last_detail": d.detail if d else ""}
+        if self.stepper is not None:
+            values.update({
+                "position_steps": str(self.stepper.position_steps), "moving": str(self.stepper.moving),
+                "stepper_enabled": str(self.stepper.enabled), "fault": self.stepper.fault or "",
+                "soft_limits_steps": f"[{self.stepper.soft_min_steps}, {self.stepper.soft_max_steps}]",
+            })
+        if self.hybrid is not None:
+            c = self.last_mode_change
+            values.update(mode=self.hybrid.mode.value, strikes=str(self.hybrid.strikes),
+                          last_mode_change=f"{c.previous.value} -> {c.mode.value} ({c.reason.value}): {c.detail}"
+                          if c else "")
+        values.update({f"count_{k}": str(v) for k, v in self.law.counts.items() if v})
+        return level, message, values
 
 
 def main(args: list[str] | None = None) -> int:

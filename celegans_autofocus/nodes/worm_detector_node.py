@@ -43,7 +43,7 @@ from ..core.detection import DetectorConfig, TrackState, WormCropper, crop_image
 from ..core.images import ImageError, to_gray
 from ..core.sensor import FULL_FRAME_WH_PX
 from .common import (ConfigError, Param, array_to_image, declare_params, image_to_array, refuse_inconsistent,
-                     reliable_qos, run_node, sensor_qos, stamp_to_s)
+                     reliable_qos, run_node, sensor_qos, stamp_to_s, with_image_qos_overrides)
 
 _DEFAULTS = DetectorConfig()
 
@@ -115,10 +115,12 @@ class WormDetectorNode(Node):
         self.last_offset: PointStamped | None = None
         self.frames_processed = 0
         self.frames_dropped = 0
-        self.crop_pub = self.create_publisher(Image, "worm/crop", reliable_qos(depth=2))
+        self.crop_pub = with_image_qos_overrides(self.create_publisher, Image, "worm/crop", reliable_qos(depth=2))
         self.target_pub = self.create_publisher(PointStamped, "worm/target", reliable_qos())
-        self.debug_pub = self.create_publisher(Image, "worm/debug_image", reliable_qos(depth=1))
-        self.create_subscription(Image, "camera/image_raw", self._on_image, sensor_qos(depth=1))
+        self.debug_pub = with_image_qos_overrides(self.create_publisher, Image, "worm/debug_image",
+                                                  reliable_qos(depth=1))
+        with_image_qos_overrides(self.create_subscription, Image, "camera/image_raw", self._on_image,
+                                 sensor_qos(depth=1))
         self.create_subscription(PointStamped, "focus/offset", self._on_offset, sensor_qos(depth=1))
         self.params.on_change(self._on_params)
         refuse_inconsistent(self, self.params, cropper_from_params, "detector settings")

@@ -1,0 +1,745 @@
+"""Hybrid autofocus: jump on the CNN, verify with the focus measure, refine on the measure, fall back to search.
+
+Pure logic on numbers and times in seconds (one clock for image stamps and ``now_s``), like
+:mod:`core.control`. Per frame the caller gives the CNN's prediction (``offset_steps``, signed
+steps to focus, optional ``sigma_steps``), the focus measure of the same crop (the measure the
+labels are made with, larger = sharper), the frame's stamp, the time and the motor position; it
+gets a :class:`HybridDecision` with a relative move, the mode and the reason, and, when the mode
+changed, a :class:`ModeChange` to log and publish (e.g. in /diagnostics).
+
+Modes (:class:`Mode`):
+
+- ``acquire``: jump by the CNN's prediction (minus its bias near focus, learnt in track) once the
+  last ``consistency_frames`` predicted best planes (position + offset) agree. The first frame
+  after a jump verifies it: the prediction there must show progress (at most ``consistency_steps
+  + consistency_fraction * |jump|``), and a lens that was near focus must not see a clearly worse
+  measure; otherwise the jump is undone, its plane refuted and a strike counted against the model.
+- ``refine``: near focus (|offset| <= ``refine_window_steps``) a measure-guided hill climb in
+  ``probe_steps`` steps from where the CNN points, ending with a 3-point parabola; the peak must
+  stand ``min_peak_contrast`` above its neighbours, or the refine failed (a strike).
+- ``track``: in focus. Holds while the measure stays near its reference (a sharp worm is not
+  disturbed); follows the drift rate of a Kalman filter on the best plane
+  (:class:`core.best_plane.BestPlaneTracker`, fed with measure peaks and verified CNN planes);
+  re-refines when the measure drops; jumps again when it dropped and the CNN confidently says
+  focus is far.
+- ``search``: fallback after ``max_strikes`` strikes (failed verifications, refuted planes, a refine
+  that finds no peak, a CNN that disagrees with the measure's peak), oscillating predictions, or
+  repeated non-finite predictions: :class:`core.control.SearchAutofocus` on the measure. Once it
+  converged (and a refine found the peak sharp), ``track`` goes on with the measure alone
+  (:attr:`HybridAutofocus.cnn_trusted` False: no jumps; a failed refine or a worm switch searches
+  again) until the CNN agrees with the measure's focus for ``consistency_frames`` frames. During
+  the search it returns to ``acquire`` when the CNN points at the same plane from two lens
+  positions (a plane that moves with the lens, as a constant answer does, does not count).
+
+The lens never leaves [soft_min_steps, soft_max_steps] and never moves on non-finite input.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+from typing import Generator
+
+import numpy as np
+
+from .best_plane import BestPlaneTracker
+from .control import SearchAutofocus, SearchConfig, _check_limits, _Config, _finite
+
+
+class Mode(str, Enum):
+    ACQUIRE = "acquire"
+    REFINE = "refine"
+    TRACK = "track"
+    SEARCH = "search"
+
+
+class HybridReason(str, Enum):
+    """Why the hybrid controller moved, held, or changed mode."""
+
+    # holds
+    DISABLED = "disabled"
+    NON_FINITE = "non_finite"          # NaN/Inf measure, position, time, or (in acquire) prediction
+    STALE = "stale"                    # frame too old (or from the future)
+    MOVING = "moving"                  # a move was commanded and record_move(end_s) not called yet
+    UNSETTLED = "unsettled"            # frame taken before the end of the last move + settle time
+    AT_LIMIT = "at_limit"              # the move would leave the soft limits
+    COLLECTING = "collecting"          # acquire: fewer than K consistent predictions
+    IN_FOCUS = "in_focus"              # track: measure near its reference
+    CONVERGED = "converged"            # search: at the best z found, the CNN does not agree (yet)
+    # moves
+    JUMP = "jump"                      # acquire: move by the CNN's prediction
+    UNDO = "undo"                      # verification failed: back to where the jump started
+    PROBE = "probe"                    # refine: measure the next z
+    REFINED = "refined"                # refine: go to the peak found
+    FOLLOW_DRIFT = "follow_drift"      # track: move with the best-plane estimate
+    SEARCHING = "searching"            # search: next z of the search
+    # strikes and mode changes
+    START = "start"                    # first frame
+    TARGET_CHANGED = "target_changed"  # the tracker switched worms
+    NEAR_FOCUS = "near_focus"          # acquire -> refine: the CNN says focus is within the refine window
+    FOCUSED = "focused"                # refine -> track: peak found
+    MEASURE_DROP = "measure_drop"      # track -> refine: the measure fell below its reference
+    FAR_PREDICTION = "far_prediction"  # track -> acquire: measure dropped and the CNN says focus is far
+    VERIFY_WORSE = "verify_worse"      # strike: the jump made a focused image clearly worse
+    VERIFY_INCONSISTENT = "verify_inconsistent"  # strike: after the jump the CNN points elsewhere
+    REFUTED = "refuted"                # strike: the CNN points again at a plane already refuted
+    REFINE_FAILED = "refine_failed"    # strike: no measure peak within refine_span_steps
+    DISAGREES = "disagrees"            # strike: the CNN's plane is far from the measure's peak
+    OSCILLATING = "oscillating"        # fallback: predictions inconsistent for oscillation_frames frames
+    NO_PREDICTIONS = "no_predictions"  # fallback: non-finite predictions for non_finite_frames frames
+    CNN_AGREES = "cnn_agrees"          # the CNN is trusted again: it agrees with the measure's focus (search or
+    #                                    track -> track) or points at one plane from two lens positions (-> acquire)
+    SEARCH_CONVERGED = "search_converged"  # search -> refine (is the peak sharp?), then track on the measure alone
+
+
+@dataclass(frozen=True)
+class ModeChange:
+    """A mode change, to log and publish: from ``previous`` to ``mode`` because of ``reason``."""
+
+    previous: Mode
+    mode: Mode
+    reason: HybridReason
+    detail: str
+    t_s: float
+
+
+@dataclass(frozen=True)
+class HybridDecision:
+    """What to do after one frame. ``move_steps`` is relative to the current position; 0 means hold."""
+
+    move_steps: int
+    mode: Mode                          # the mode after this frame
+    reason: HybridReason
+    detail: str = ""
+    target_steps: int | None = None     # absolute z the move leads to
+    best_z_steps: float | None = None   # the fused best-plane estimate at now_s (None before the first)
+    change: ModeChange | None = None    # set when this frame changed the mode
+    at_limit: bool = False              # the move was shortened by a soft limit
+
+    @property
+    def moves(self) -> bool:
+        return self.move_steps != 0
+
+
+@dataclass(frozen=True)
+class HybridConfig(_Config):
+    """Parameters of the hybrid controller. Units are in the names.
+
+    - ``consistency_frames`` (K): a jump needs the last K settled predictions of the best plane
+      (position + offset) to agree within ``max(consistency_steps, consistency_fraction * |offset|)``.
+      A jump is verified when the prediction after it is at most ``consistency_steps +
+      consistency_fraction * |jump|`` (progress); that prediction may then jump again at once. With
+      K = 1 (the default: one frame per jump) that verification is the consistency check, across
+      two lens positions; K >= 2 also asks for agreement before the first jump (noisy models).
+    - ``max_sigma_steps``: a prediction whose model-reported sigma exceeds this is not confident.
+    - ``cnn_bias_steps``: subtracted from every prediction (the model's known mean bias near focus).
+    - ``cnn_sigma_steps``: a verified CNN plane's error for the best-plane filter when the model gives none.
+    - ``refine_window_steps``: a prediction at most this far from focus is refined on the measure, not jumped.
+    - ``probe_steps``: refine step; ``refine_span_steps``: the farthest a refine climbs from its start.
+    - ``measure_noise``: measure differences below this are noise.
+    - ``min_peak_contrast``: a refined peak must stand this far (measure units) above the mean of its
+      two neighbours at +-probe_steps, else it is no focus (a refine failure). detail_skewness on the
+      simulator, probe 6 steps: 0.2-0.6 at focus, < 0.05 at the broad side lobes of defocused images.
+    - ``bias_learning_rate``: weight of each in-focus frame in the running estimate of the CNN's
+      bias near focus (its prediction where the measure says the lens is in focus); 0 keeps
+      ``cnn_bias_steps``.
+    - ``drop_fraction``: the measure "dropped" (re-refine in track; a jump from focus "clearly worse")
+      when it fell by more than this fraction of |reference| (+ ``measure_noise``).
+    - ``disagree_steps``: the CNN disagrees with the measure when its plane is this far from the
+      measure's peak; ``disagree_frames`` such frames in track count one strike.
+    - ``max_strikes``: strikes against the model before falling back to the search.
+    - ``oscillation_frames``: consecutive inconsistent prediction windows before falling back.
+    - ``non_finite_frames``: consecutive non-finite predictions (in acquire) before falling back.
+    - ``follow_steps``: track moves with the drift estimate once it is this far from the lens.
+    - ``refine_sigma_steps``: a refined peak's error for the best-plane filter.
+    - ``drift_accel_sigma``: the filter's process noise, steps/s per sqrt(s).
+    - ``max_drift_steps_per_s``: the filter's drift-rate cap.
+    - ``max_move_steps``: the largest jump; ``stale_after_s``: frames older than this (or from the
+      future) are ignored; ``settle_s``: frames stamped before the end of a move + this are ignored;
+      ``soft_min_steps`` / ``soft_max_steps``: no move ever leaves them (the search uses the same).
+    """
+
+    consistency_frames: int = 1
+    consistency_steps: float = 16.0
+    consistency_fraction: float = 0.5
+    max_sigma_steps: float = 24.0
+    cnn_bias_steps: float = 0.0
+    cnn_sigma_steps: float = 16.0
+    refine_window_steps: float = 16.0
+    probe_steps: int = 6
+    refine_span_steps: int = 36
+    measure_noise: float = 0.02
+    min_peak_contrast: float = 0.1
+    bias_learning_rate: float = 0.05
+    drop_fraction: float = 0.15
+    disagree_steps: float = 32.0
+    disagree_frames: int = 8
+    max_strikes: int = 2
+    oscillation_frames: int = 4
+    non_finite_frames: int = 8
+    follow_steps: float = 2.0
+    refine_sigma_steps: float = 2.0
+    drift_accel_sigma: float = 0.5
+    max_drift_steps_per_s: float = 20.0
+    max_move_steps: int = 300
+    stale_after_s: float = 1.0
+    settle_s: float = 0.05
+    soft_min_steps: int = -1000
+    soft_max_steps: int = 1000
+
+    def __post_init__(self) -> None:
+        self._check_finite()
+        name = type(self).__name__
+        for key in ("consistency_frames", "probe_steps", "refine_span_steps", "disagree_frames", "max_strikes",
+                    "oscillation_frames", "non_finite_frames", "max_move_steps"):
+            value = getattr(self, key)
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name}.{key} must be an integer >= 1, got {value}")
+        for key in ("consistency_steps", "max_sigma_steps", "cnn_sigma_steps", "refine_sigma_steps",
+                    "max_drift_steps_per_s", "stale_after_s", "follow_steps"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{name}.{key} must be > 0, got {getattr(self, key)}")
+        for key in ("consistency_fraction", "refine_window_steps", "measure_noise", "min_peak_contrast",
+                    "disagree_steps", "drift_accel_sigma", "settle_s"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{name}.{key} must be >= 0, got {getattr(self, key)}")
+        if not 0.0 <= self.bias_learning_rate <= 1.0:
+            raise ValueError(f"{name}.bias_learning_rate must be in [0, 1], got {self.bias_learning_rate}")
+        if not 0.0 < self.drop_fraction < 1.0:
+            raise ValueError(f"{name}.drop_fraction must be in (0, 1), got {self.drop_fraction}")
+        if self.refine_span_steps < self.probe_steps:
+            raise ValueError(f"{name}.refine_span_steps ({self.refine_span_steps}) must be >= "
+                             f"probe_steps ({self.probe_steps})")
+        _check_limits(self.soft_min_steps, self.soft_max_steps)
+
+
+@dataclass
+class _Jump:
+    """A jump awaiting verification at the first settled frame after it."""
+
+    from_z: int
+    from_measure: float
+    from_in_focus: bool
+    best_z: float
+    move_steps: int
+
+
+class HybridAutofocus:
+    """The hybrid controller. Per settled frame::
+
+        d = ctrl.update(offset_steps, sigma_steps, measure_value, stamp_s, now_s, position_steps)
+        if d.moves: command the motor by d.move_steps, then ctrl.record_move(end_s)
+        if d.change: log/publish d.change
+
+    ``offset_steps`` may be None (no prediction for this frame) and ``sigma_steps`` None (the model
+    reports no uncertainty). Until ``record_move`` is called after a move every frame is held
+    (MOVING); frames stamped before ``end_s + settle_s`` are held (UNSETTLED). Call
+    :meth:`target_changed` when the tracker switches worms.
+    """
+
+    def __init__(self, config: HybridConfig = HybridConfig(), search_config: SearchConfig | None = None,
+                 enabled: bool = True) -> None:
+        self._enabled = enabled
+        self._configure(config, search_config)
+        self._move_end_s = -math.inf
+        self.mode = Mode.ACQUIRE
+        self.strikes = 0
+        self.changes: list[ModeChange] = []
+        self.counts: dict[str, int] = {r.value: 0 for r in HybridReason}
+        self._started = False
+        self._peaks = 0  # measure-found planes fused so far: the drift rate is followed from the second on
+        self.cnn_bias_steps = config.cnn_bias_steps  # learnt near focus when bias_learning_rate > 0
+        self.cnn_trusted = True  # False from a fallback to the search until the CNN agrees with the measure again
+        self._reset_target()
+
+    def _configure(self, config: HybridConfig, search_config: SearchConfig | None) -> None:
+        if search_config is None:
+            search_config = SearchConfig(soft_min_steps=config.soft_min_steps, soft_max_steps=config.soft_max_steps)
+        if (search_config.soft_min_steps, search_config.soft_max_steps) != (config.soft_min_steps,
+                                                                            config.soft_max_steps):
+            raise ValueError("HybridConfig and SearchConfig must have the same soft limits, got "
+                             f"[{config.soft_min_steps}, {config.soft_max_steps}] and "
+                             f"[{search_config.soft_min_steps}, {search_config.soft_max_steps}]")
+        self.config = config
+        self.search = SearchAutofocus(search_config)
+        self.tracker = BestPlaneTracker(config.drift_accel_sigma, config.max_drift_steps_per_s)
+
+    def _reset_target(self) -> None:
+        """Forget everything that belongs to one worm (not the strikes, not the drift rate)."""
+        self._window: deque[tuple[float, float, float]] = deque(maxlen=self.config.consistency_frames)
+        self._refuted: list[float] = []
+        self._pending: _Jump | None = None
+        self._verified = False
+        self._plan: Generator[int, float, tuple[int, float] | None] | None = None
+        self._plan_target: int | None = None
+        self._plan_bests: list[float] = []
+        self._measure_ref: float | None = None
+        self._inconsistent = 0
+        self._non_finite = 0
+        self._disagree = 0
+        self._agree = 0
+        self._sweep: tuple[int, float] | None = None  # search: the last (z, CNN plane), to see the CNN agree again
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def settle_s(self) -> float:
+        return self.config.settle_s
+
+    def enable(self, on: bool) -> None:
+        """Turn the controller on or off; either way it starts afresh in acquire (strikes kept)."""
+        self._enabled = bool(on)
+        self._reset_target()
+        self.search.restart()
+        self.mode = Mode.ACQUIRE
+
+    def reconfigure(self, config: HybridConfig, search_config: SearchConfig | None = None) -> None:
+        """New parameters (e.g. changed at run time): starts afresh in acquire; a move's settle time still applies."""
+        self._configure(config, search_config)
+        self.cnn_bias_steps = config.cnn_bias_steps
+        self._reset_target()
+        self.mode = Mode.ACQUIRE
+
+    def record_move(self, end_s: float) -> None:
+        """The lens moves until ``end_s``; frames stamped before ``end_s + settle_s`` are ignored."""
+        if not _finite(end_s):
+            raise ValueError(f"record_move: end_s must be finite, got {end_s!r}")
+        self._move_end_s = float(end_s)
+
+    def target_changed(self, t_s: float) -> ModeChange | None:
+        """The tracker switched to another worm at ``t_s``: its plane is unknown, the drift rate is kept.
+
+        In search mode the search restarts (the model is not trusted yet); otherwise back to acquire.
+        """
+        self._reset_target()
+        if _finite(t_s):
+            self.tracker.forget_position(float(t_s))
+        if self.mode == Mode.SEARCH:
+            self.search.restart()
+            return None
+        if not self.cnn_trusted:
+            self.search.restart()
+            return self._change(Mode.SEARCH, HybridReason.TARGET_CHANGED,
+                                "the tracker switched worms; the CNN is not trusted: search", t_s)
+        return self._change(Mode.ACQUIRE, HybridReason.TARGET_CHANGED, "the tracker switched worms", t_s)
+
+    def best_z_steps(self, t_s: float) -> float | None:
+        """The fused best-plane estimate at ``t_s`` (None before the first measurement)."""
+        return self.tracker.predict_z(t_s)
+
+    def update(self, offset_steps: float | None, sigma_steps: float | None, measure_value: float,
+               stamp_s: float, now_s: float, position_steps: float) -> HybridDecision:
+        """One frame stamped ``stamp_s`` at time ``now_s``: the CNN's prediction (or None), its sigma (or None),
+        the frame's focus measure, and the motor position (at rest when the frame is settled)."""
+        cfg = self.config
+        self._change_now: ModeChange | None = None
+        if not self._enabled:
+            return self._hold(HybridReason.DISABLED, "hybrid autofocus is disabled")
+        if not _finite(measure_value, position_steps):
+            return self._hold(HybridReason.NON_FINITE, f"non-finite input: measure_value={measure_value!r}, "
+                                                       f"position_steps={position_steps!r}")
+        if not _finite(stamp_s, now_s):
+            return self._hold(HybridReason.NON_FINITE, f"non-finite time: stamp_s={stamp_s!r}, now_s={now_s!r}")
+        age_s = now_s - stamp_s
+        if abs(age_s) > cfg.stale_after_s:
+            return self._hold(HybridReason.STALE, f"frame age {age_s:.3f} s exceeds {cfg.stale_after_s} s")
+        if self._move_end_s == math.inf:
+            return self._hold(HybridReason.MOVING, "a move was commanded; waiting for record_move(end_s)")
+        ready_s = self._move_end_s + cfg.settle_s
+        if stamp_s < ready_s:
+            return self._hold(HybridReason.UNSETTLED, f"frame at {stamp_s:.3f} s precedes settle at {ready_s:.3f} s")
+        if not self._started:
+            self._started = True
+            self._change(Mode.ACQUIRE, HybridReason.START, "first settled frame", now_s)
+
+        z = int(round(position_steps))
+        m = float(measure_value)
+        pred: float | None = None
+        bad_pred = offset_steps is not None and not (
+            _finite(offset_steps) and (sigma_steps is None or (_finite(sigma_steps) and sigma_steps >= 0)))
+        if offset_steps is not None and not bad_pred:
+            pred = float(offset_steps) - self.cnn_bias_steps
+            self._non_finite = 0
+        elif bad_pred:
+            self._non_finite += 1
+        confident = pred is not None and (sigma_steps is None or sigma_steps <= cfg.max_sigma_steps)
+        self._sigma_now = float(sigma_steps) if pred is not None and sigma_steps is not None else None
+        if pred is not None:
+            self._window.append((stamp_s, z, z + pred))
+
+        if self._pending is not None:
+            decision = self._verify(z, m, pred, now_s)
+            if decision is not None:
+                return decision
+        if self.mode == Mode.SEARCH:
+            return self._search_step(z, m, pred, stamp_s, now_s)
+        if self.mode == Mode.TRACK:
+            decision = self._track(z, m, pred, confident, now_s)
+            if decision is not None:
+                return decision
+        if self.mode == Mode.REFINE:
+            return self._refine_step(z, m, pred, now_s)
+        # acquire
+        if bad_pred or pred is None:
+            if self._non_finite >= cfg.non_finite_frames:
+                return self._fallback(HybridReason.NO_PREDICTIONS,
+                                      f"{self._non_finite} non-finite predictions in a row", z, m, pred, stamp_s, now_s)
+            what = "non-finite prediction" if bad_pred else "no prediction"
+            return self._hold(HybridReason.NON_FINITE if bad_pred else HybridReason.COLLECTING,
+                              f"{what} (offset_steps={offset_steps!r}, sigma_steps={sigma_steps!r}); holding")
+        return self._acquire(z, m, pred, confident, stamp_s, now_s)
+
+    # ------------------------------------------------------------------ modes
+
+    def _consistent(self, now_s: float) -> tuple[bool, bool, str]:
+        """(K fresh predictions, they agree, detail) over the prediction window."""
+        cfg = self.config
+        fresh = [(s, z, b) for s, z, b in self._window if now_s - s <= cfg.stale_after_s]
+        if len(fresh) < cfg.consistency_frames:
+            return False, False, f"{len(fresh)}/{cfg.consistency_frames} fresh predictions"
+        bests = [b for _, _, b in fresh]
+        tol = max(cfg.consistency_steps, cfg.consistency_fraction * max(abs(b - z) for _, z, b in fresh))
+        spread = max(bests) - min(bests)
+        return True, spread <= tol, f"best-plane spread {spread:.1f} (tolerance {tol:.1f}) over {len(fresh)}"
+
+    def _acquire(self, z: int, m: float, pred: float, confident: bool, stamp_s: float,
+                 now_s: float) -> HybridDecision:
+        cfg = self.config
+        if abs(pred) <= cfg.refine_window_steps:
+            return self._start_refine(z, m, pred, now_s, HybridReason.NEAR_FOCUS,
+                                      f"CNN offset {pred:+.1f} within the refine window {cfg.refine_window_steps:g}")
+        full, agree, detail = self._consistent(now_s)
+        if self._verified:
+            full, agree, detail = True, True, "verified by the last jump"
+        self._verified = False
+        here = [b for _, zz, b in self._window if zz == z]
+        best = float(np.median(here)) if here else z + pred
+        tol = max(cfg.consistency_steps, cfg.consistency_fraction * abs(best - z))
+        refuted = [r for r in self._refuted if abs(r - best) <= tol]
+        if refuted:  # no need to wait for K frames: this plane was tried and failed
+            self._window.clear()
+            return self._strike(HybridReason.REFUTED, f"the CNN points again at z={best:.0f}, refuted before "
+                                                      f"(z={refuted[0]:.0f})", z, m, pred, stamp_s, now_s)
+        if not confident:
+            return self._hold(HybridReason.COLLECTING, f"prediction {pred:+.1f} not confident (sigma above "
+                                                       f"{cfg.max_sigma_steps:g})")
+        if not full:
+            return self._hold(HybridReason.COLLECTING, detail)
+        if not agree:
+            self._inconsistent += 1
+            if self._inconsistent >= cfg.oscillation_frames:
+                return self._fallback(HybridReason.OSCILLATING, f"{self._inconsistent} inconsistent windows: {detail}",
+                                      z, m, pred, stamp_s, now_s)
+            return self._hold(HybridReason.COLLECTING, f"inconsistent: {detail}")
+        self._inconsistent = 0
+        move = int(round(float(np.clip(best - z, -cfg.max_move_steps, cfg.max_move_steps))))
+        decision = self._move(z, z + move, HybridReason.JUMP, f"{detail}; jump to the CNN's plane z={best:.0f}",
+                              now_s)
+        if decision.moves:
+            ref = self._measure_ref  # this worm's last peak measure, if any: was the lens still near focus?
+            in_focus = ref is not None and m >= ref - 2.0 * cfg.drop_fraction * abs(ref) - cfg.measure_noise
+            self._pending = _Jump(z, m, in_focus, best, decision.move_steps)
+        return decision
+
+    def _verify(self, z: int, m: float, pred: float | None, now_s: float) -> HybridDecision | None:
+        """The first settled frame after a jump: undo it when the image got clearly worse or the CNN now
+        points elsewhere. Returns None when the jump is confirmed (or cannot be judged on this frame)."""
+        cfg = self.config
+        jump = self._pending
+        if jump.from_in_focus and m < self._drop_level(jump.from_measure):
+            return self._undo(jump, z, HybridReason.VERIFY_WORSE,
+                              f"measure {m:.3g} after the jump, {jump.from_measure:.3g} in focus before", now_s)
+        if pred is None:
+            return self._hold(HybridReason.COLLECTING, "no prediction to verify the jump on; holding")
+        self._pending = None
+        tol = cfg.consistency_steps + cfg.consistency_fraction * abs(jump.move_steps)
+        if abs(pred) > tol:
+            return self._undo(jump, z, HybridReason.VERIFY_INCONSISTENT,
+                              f"after the jump of {jump.move_steps:+d} steps to z={z} the CNN still says {pred:+.0f} "
+                              f"(more than {tol:.0f}): no progress", now_s)
+        self._verified = True  # the jump and this prediction agree: this frame needs no further consistency
+        sigma = self._sigma_now if self._sigma_now else cfg.cnn_sigma_steps
+        self.tracker.update(now_s, z + pred, sigma)  # a verified CNN plane enters the filter
+        return None
+
+    def _undo(self, jump: _Jump, z: int, reason: HybridReason, detail: str, now_s: float) -> HybridDecision:
+        self._pending = None
+        self._refuted.append(jump.best_z)
+        self._window.clear()
+        self.strikes += 1
+        self.counts[reason.value] += 1
+        detail = f"strike {self.strikes}/{self.config.max_strikes} ({reason.value}): {detail}; back to z={jump.from_z}"
+        if self.strikes >= self.config.max_strikes:
+            self._enter_search(reason, detail, now_s)
+        return self._move(z, jump.from_z, HybridReason.UNDO, detail, now_s)
+
+    def _strike(self, reason: HybridReason, detail: str, z: int, m: float, pred: float | None,
+                stamp_s: float, now_s: float) -> HybridDecision:
+        """Count a strike; at max_strikes fall back to the search (this frame starts it); else hold."""
+        self.strikes += 1
+        detail = f"strike {self.strikes}/{self.config.max_strikes} ({reason.value}): {detail}"
+        if self.strikes >= self.config.max_strikes:
+            return self._fallback(reason, detail, z, m, pred, stamp_s, now_s)
+        return self._hold(reason, detail)
+
+    def _fallback(self, reason: HybridReason, detail: str, z: int, m: float, pred: float | None,
+                  stamp_s: float, now_s: float) -> HybridDecision:
+        self._enter_search(reason, detail, now_s)
+        return self._search_step(z, m, pred, stamp_s, now_s)
+
+    def _enter_search(self, reason: HybridReason, detail: str, now_s: float) -> None:
+        self.search.restart()
+        self._plan = None
+        self._agree = 0
+        self._sweep = None
+        self.cnn_trusted = False
+        self._change(Mode.SEARCH, reason, detail, now_s)
+
+    def _search_step(self, z: int, m: float, pred: float | None, stamp_s: float, now_s: float) -> HybridDecision:
+        cfg = self.config
+        if not self.search.converged and pred is not None:
+            b = z + pred
+            if self._sweep is not None and self._sweep[0] != z:
+                z1, b1 = self._sweep
+                tol = min(cfg.consistency_steps, 0.5 * abs(z - z1))  # a plane that moves with the lens is no plane
+                if abs(b - b1) <= tol and not any(abs(r - b) <= cfg.consistency_steps for r in self._refuted):
+                    self.strikes = cfg.max_strikes - 1  # on probation: one more failure and the search is back
+                    self.cnn_trusted = True
+                    self._sweep = None
+                    self._window.clear()
+                    self._window.append((stamp_s, z, b))
+                    self._verified = True
+                    self._change(Mode.ACQUIRE, HybridReason.CNN_AGREES,
+                                 f"during the search the CNN points at z={b1:.0f} from z={z1} and z={b:.0f} from "
+                                 f"z={z} (tolerance {tol:.0f})", now_s)
+                    return self._acquire(z, m, pred, True, stamp_s, now_s)
+            self._sweep = (z, b)
+        d = self.search.update(z, m, stamp_s)
+        if d.reason.value == "converged":  # at the best z found: track on, with the CNN if it agrees
+            self._measure_ref = m
+            self._window.clear()
+            self._fuse_peak(now_s, z)
+            self._agree = 0
+            if not self._cnn_agrees(pred, z, now_s):  # a search can end on a side lobe: check the peak is sharp
+                return self._start_refine(z, m, None, now_s, HybridReason.SEARCH_CONVERGED,
+                                          f"search converged at z={z} (measure {m:.3g}); checking the peak on the "
+                                          f"measure, the CNN not trusted")
+            return self._hold(HybridReason.IN_FOCUS, f"at z={z}, measure {m:.3g}")
+        if d.moves and d.target_steps is not None:
+            return self._move(z, d.target_steps, HybridReason.SEARCHING, d.detail, now_s)
+        return self._hold(HybridReason.SEARCHING, d.detail)
+
+    def _cnn_agrees(self, pred: float | None, z: int, now_s: float) -> bool:
+        """Count frames where the CNN says the lens (at the measure's focus) is in focus; after
+        consistency_frames of them the CNN is trusted again (a CNN_AGREES change to track)."""
+        cfg = self.config
+        if pred is None or abs(pred) > cfg.refine_window_steps:
+            self._agree = 0
+            return False
+        self._agree += 1
+        if self._agree < cfg.consistency_frames:
+            return False
+        self._agree = 0
+        self.strikes = 0
+        self._refuted.clear()
+        self.cnn_trusted = True
+        self._change(Mode.TRACK, HybridReason.CNN_AGREES,
+                     f"the CNN agrees with the measure's focus at z={z} ({pred:+.1f} steps)", now_s)
+        return True
+
+    def _start_refine(self, z: int, m: float, pred: float | None, now_s: float, reason: HybridReason,
+                      detail: str) -> HybridDecision:
+        rate = self.tracker.rate_steps_per_s
+        if self.mode == Mode.TRACK and abs(rate) >= 0.5:
+            direction = 1 if rate > 0 else -1
+        elif pred is not None and pred != 0 and self.cnn_trusted:
+            direction = 1 if pred > 0 else -1
+        else:
+            direction = 1
+        center = self._clamp(z + pred) if pred is not None and self.mode != Mode.TRACK and self.cnn_trusted else z
+        self._plan = self._refine_plan(z, m, center, direction)
+        self._plan_t0_s = now_s
+        self._plan_bests = []
+        self._change(Mode.REFINE, reason, detail, now_s)
+        self._plan_target = next(self._plan)  # a plan always measures something first
+        return self._move(z, self._plan_target, HybridReason.PROBE, f"refine around z={center}: probe "
+                                                                    f"z={self._plan_target}", now_s)
+
+    def _refine_step(self, z: int, m: float, pred: float | None, now_s: float) -> HybridDecision:
+        cfg = self.config
+        if pred is not None and self.cnn_trusted:
+            self._plan_bests.append(z + pred)
+        if z != self._plan_target:
+            return self._move(z, self._plan_target, HybridReason.PROBE,
+                              f"frame at z={z}, probing z={self._plan_target}",
+                              now_s)
+        try:
+            self._plan_target = self._plan.send(m)
+            return self._move(z, self._plan_target, HybridReason.PROBE, f"refine: probe z={self._plan_target}", now_s)
+        except StopIteration as done:
+            result = done.value
+        self._plan = None
+        if result is None:
+            self._window.clear()
+            self.strikes += 1
+            detail = (f"strike {self.strikes}/{cfg.max_strikes} (refine_failed): no measure peak within "
+                      f"{cfg.refine_span_steps} steps of the refine's start")
+            if self.strikes >= cfg.max_strikes or not self.cnn_trusted:
+                return self._fallback(HybridReason.REFINE_FAILED, detail, z, m, pred, now_s, now_s)
+            self._change(Mode.ACQUIRE, HybridReason.REFINE_FAILED, detail, now_s)
+            return self._hold(HybridReason.REFINE_FAILED, detail)
+        best_z, best_m = result
+        self._measure_ref = best_m
+        self._fuse_peak(0.5 * (self._plan_t0_s + now_s), best_z)  # the peak was sampled over the refine
+        self._disagree = 0
+        cnn = float(np.median(self._plan_bests)) if self._plan_bests else None
+        detail = f"measure peak z={best_z} ({best_m:.3g})"
+        self._change(Mode.TRACK, HybridReason.FOCUSED, detail, now_s)
+        if cnn is not None and abs(cnn - best_z) > cfg.disagree_steps:
+            decision = self._strike(HybridReason.DISAGREES, f"the CNN's plane z={cnn:.0f} is {cnn - best_z:+.0f} "
+                                                            f"from the {detail}", z, m, pred, now_s, now_s)
+            if self.mode == Mode.SEARCH:
+                return decision
+        elif cnn is not None:
+            self.strikes = 0  # the CNN and the measure agree: the model is trusted again
+        return self._move(z, best_z, HybridReason.REFINED, detail, now_s) if best_z != z else \
+            self._hold(HybridReason.IN_FOCUS, detail)
+
+    def _track(self, z: int, m: float, pred: float | None, confident: bool, now_s: float) -> HybridDecision | None:
+        """Track mode; None hands the frame on to acquire (after a FAR_PREDICTION change)."""
+        cfg = self.config
+        if self._measure_ref is None:
+            self._measure_ref = m
+        dropped = m < self._drop_level(self._measure_ref)
+        best = self.tracker.predict_z(now_s)
+        rate = self.tracker.rate_steps_per_s
+        if (best is not None and self._peaks >= 2 and abs(rate) > 2.0 * self.tracker.rate_sigma()
+                and abs(best - z) >= cfg.follow_steps and (best - z) * rate > 0):
+            # the plane drifted as the filter says: follow it (a measure drop that it explains needs no refine)
+            return self._move(z, round(best), HybridReason.FOLLOW_DRIFT,
+                              f"best-plane estimate {best:.1f} (drift {rate:+.2f} steps/s)", now_s)
+        if dropped:
+            full, agree, detail = self._consistent(now_s)
+            far = pred is not None and confident and abs(pred) > cfg.refine_window_steps
+            if self.cnn_trusted and far and full and agree:
+                self._change(Mode.ACQUIRE, HybridReason.FAR_PREDICTION,
+                             f"measure {m:.3g} below {self._drop_level(self._measure_ref):.3g} and the CNN says "
+                             f"{pred:+.0f} ({detail})", now_s)
+                return None
+            return self._start_refine(z, m, pred, now_s, HybridReason.MEASURE_DROP,
+                                      f"measure {m:.3g} below {self._drop_level(self._measure_ref):.3g} "
+                                      f"(reference {self._measure_ref:.3g})")
+        self._measure_ref = max(self._measure_ref, m)
+        if not self.cnn_trusted:
+            self._cnn_agrees(pred, z, now_s)
+        elif pred is not None:
+            if cfg.bias_learning_rate > 0 and m >= self._measure_ref - cfg.measure_noise - \
+                    0.5 * cfg.drop_fraction * abs(self._measure_ref):
+                # in focus by the measure: what the CNN still predicts here is its bias (pred is already unbiased)
+                bias = self.cnn_bias_steps + cfg.bias_learning_rate * pred
+                self.cnn_bias_steps = float(np.clip(bias, -cfg.refine_window_steps, cfg.refine_window_steps))
+            self._disagree = self._disagree + 1 if confident and abs(pred) > cfg.disagree_steps else 0
+            if self._disagree >= cfg.disagree_frames:
+                self._disagree = 0
+                decision = self._strike(HybridReason.DISAGREES, f"the CNN says {pred:+.0f} for {cfg.disagree_frames} "
+                                                                f"frames while the measure stays at {m:.3g}",
+                                        z, m, pred, now_s, now_s)
+                if self.mode == Mode.SEARCH:
+                    return decision
+        return self._hold(HybridReason.IN_FOCUS, f"measure {m:.3g} (reference {self._measure_ref:.3g})")
+
+    def _refine_plan(self, z_now: int, m_now: float, z0: int,
+                     direction: int) -> Generator[int, float, tuple[int, float] | None]:
+        """Yields z to measure, receives the measure there; returns (peak z, its measure) or None (no peak
+        within refine_span_steps of z0). Starts at ``z0`` (the CNN's warm start; ``z_now`` with ``m_now``
+        is measured already), hill-climbs in probe_steps (first towards ``direction``), then fits a
+        3-point parabola around the best point; z already measured cost no frame."""
+        cfg = self.config
+        s, noise = cfg.probe_steps, cfg.measure_noise
+        measured: dict[int, float] = {z_now: m_now}
+
+        def measure(zz: int) -> Generator[int, float, float]:
+            if zz not in measured:
+                measured[zz] = yield zz
+            return measured[zz]
+
+        def climb(zc: int, d: int) -> Generator[int, float, int | None]:
+            while True:
+                zn = self._clamp(zc + d * s)
+                if zn == zc or abs(zn - z0) > cfg.refine_span_steps:
+                    return None
+                if (yield from measure(zn)) <= measured[zc] + noise:
+                    return zc
+                zc = zn
+
+        m0 = yield from measure(z0)
+        z1 = self._clamp(z0 + direction * s)
+        if (yield from measure(z1)) > m0 + noise:
+            peak = yield from climb(z1, direction)
+        else:
+            zm = self._clamp(z0 - direction * s)
+            peak = (yield from climb(zm, -direction)) if (yield from measure(zm)) > m0 + noise else z0
+        if peak is None:
+            return None
+        lo, hi = self._clamp(peak - s), self._clamp(peak + s)
+        if lo < peak < hi:
+            f_lo, f_c, f_hi = (yield from measure(lo)), measured[peak], (yield from measure(hi))
+            if f_c - 0.5 * (f_lo + f_hi) < max(cfg.min_peak_contrast, noise):
+                return None  # no sharp peak: a flat measure, or a broad side lobe of a defocused image
+            denom = f_lo - 2.0 * f_c + f_hi
+            if denom < 0:
+                vertex = self._clamp(peak + float(np.clip(0.5 * s * (f_lo - f_hi) / denom, -s / 2, s / 2)))
+                yield from measure(vertex)
+        best = max(measured, key=measured.get)
+        return best, measured[best]
+
+    # ------------------------------------------------------------------ helpers
+
+    def _fuse_peak(self, t_s: float, z_steps: float) -> None:
+        """A best plane found by the measure (refine or search): the filter's precise measurements."""
+        self.tracker.update(t_s, z_steps, self.config.refine_sigma_steps)
+        self._peaks += 1
+
+    def _drop_level(self, reference: float) -> float:
+        return reference - self.config.drop_fraction * abs(reference) - self.config.measure_noise
+
+    def _clamp(self, z: float) -> int:
+        return int(min(max(round(z), self.config.soft_min_steps), self.config.soft_max_steps))
+
+    def _change(self, mode: Mode, reason: HybridReason, detail: str, t_s: float) -> ModeChange:
+        change = ModeChange(self.mode, mode, reason, detail, float(t_s))
+        self.mode = mode
+        self.changes.append(change)
+        self._change_now = change
+        return change
+
+    def _hold(self, reason: HybridReason, detail: str) -> HybridDecision:
+        self.counts[reason.value] += 1
+        return HybridDecision(0, self.mode, reason, detail, best_z_steps=self._estimate(),
+                              change=getattr(self, "_change_now", None))
+
+    def _estimate(self) -> float | None:
+        return self.tracker.predict_z(self.tracker.t_s) if self.tracker.initialised else None
+
+    def _move(self, z: int, target: float, reason: HybridReason, detail: str, now_s: float) -> HybridDecision:
+        """A move to ``target`` (clamped to the soft limits); holds AT_LIMIT when nothing is left of it."""
+        cfg = self.config
+        wanted = int(round(target))
+        clamped = self._clamp(wanted)
+        at_limit = clamped != wanted
+        if clamped == z:
+            if at_limit:
+                return self._hold(HybridReason.AT_LIMIT, f"{detail}: no move within soft limits "
+                                                         f"[{cfg.soft_min_steps}, {cfg.soft_max_steps}] from {z}")
+            return self._hold(reason, detail)
+        self._move_end_s = math.inf
+        self.counts[reason.value] += 1
+        if at_limit:
+            detail += f" (clamped at soft limit [{cfg.soft_min_steps}, {cfg.soft_max_steps}])"
+        return HybridDecision(clamped - z, self.mode, reason, detail, target_steps=clamped,
+                              best_z_steps=self.tracker.predict_z(now_s), change=self._change_now, at_limit=at_limit)
