@@ -109,9 +109,9 @@ class Loop:
                                   10)
         self.joints = probe.collect("stepper/joint_states", JointState)
         self.diagnostics: list[tuple[float, DiagnosticStatus]] = []
-        controller = f"{harness.namespace}/stepper_controller_node: focus stepper"
+        # diagnostic_updater (where installed) may name the status by the node's name without its namespace
         probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diagnostics.extend(
-            (time.time(), s) for s in m.status if s.name == controller), 10)
+            (time.time(), s) for s in m.status if s.name.endswith("stepper_controller_node: focus stepper")), 10)
         self.frames: list[float] = []                           # stamps of the frames published
         self.image = (np.arange(160 * 120, dtype=np.uint32).reshape(120, 160) % 251).astype(np.uint8)
 
