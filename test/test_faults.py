@@ -33,6 +33,8 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PointStamped
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 
@@ -206,8 +208,31 @@ def test_predictor_crash_and_respawn_the_watchdog_holds_then_the_loop_closes_aga
     loop.assert_no_move_on_stale()
 
 
-def test_model_file_replaced_while_running_keeps_the_loaded_model_and_a_restart_refuses(ros_harness, procs, tmp_path):
+class LifecycleClient:
+    """A node's lifecycle services, called through the probe (what `ros2 lifecycle set` does)."""
+
+    def __init__(self, harness, node_name: str):
+        self.h = harness
+        self.change = harness.probe.create_client(ChangeState, f"{node_name}/change_state")
+        assert self.change.wait_for_service(timeout_sec=30)
+
+    def set(self, transition_id: int) -> bool:
+        future = self.change.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+        assert self.h.spin_until(future.done, timeout_s=30), "lifecycle service did not answer"
+        return future.result().success
+
+
+def test_model_file_replaced_while_running_keeps_the_loaded_model_and_a_reload_or_restart_refuses(
+        ros_harness, procs, tmp_path):
+    """The model file is overwritten with garbage under a running predictor.
+
+    The file is read once, at configure: the running node keeps predicting with the model it loaded. A reload
+    (lifecycle cleanup + configure) is refused and leaves the node unconfigured, without a model and silent
+    (the controller's watchdog holds); with a good file back, configure + activate resume. A restart with the
+    corrupt file exits with code 2 and one FATAL line naming the file.
+    """
     model = constant_model(tmp_path / "model.onnx", 60.0, input_px=32)
+    good = model.read_bytes()
     loop = Loop(ros_harness, procs)
     offsets = ros_harness.probe.collect("focus/offset", PointStamped)
     procs.start("predictor", "focus_predictor_node", "-p", f"model_path:={model}", "-p", "intra_op_threads:=1")
@@ -217,13 +242,29 @@ def test_model_file_replaced_while_running_keeps_the_loaded_model_and_a_restart_
         loop.run(0.2)
     assert offsets, procs.output("predictor")[-2000:]
     with open(model, "r+b") as f:                                 # overwritten in place with garbage
-        f.write(b"\x00garbage" * (os.path.getsize(model) // 8))
+        f.write(b"\x00garbage" * (len(good) // 8))
     n = len(offsets)
     loop.run(1.5)
     assert len(offsets) > n + 10
     assert all(o.point.z == pytest.approx(60.0) for o in offsets)  # still the model it loaded
+
+    life = LifecycleClient(ros_harness, f"{ros_harness.namespace}/focus_predictor_node")
+    assert life.set(Transition.TRANSITION_DEACTIVATE) and life.set(Transition.TRANSITION_CLEANUP)
+    assert not life.set(Transition.TRANSITION_CONFIGURE)          # the reload is refused ...
+    refused = [line for line in procs.output("predictor").splitlines() if "configure failed" in line]
+    assert len(refused) == 1 and str(model) in refused[0], procs.output("predictor")[-2000:]
+    loop.run(0.5)
+    n = len(offsets)
+    loop.run(1.0)
+    assert len(offsets) == n                                      # ... and leaves no model: nothing predicted
+    model.write_bytes(good)
+    assert life.set(Transition.TRANSITION_CONFIGURE) and life.set(Transition.TRANSITION_ACTIVATE)
+    assert ros_harness.wait_for_subscribers(loop.image_pub, timeout_s=30)
+    loop.run(1.5)
+    assert len(offsets) > n and all(o.point.z == pytest.approx(60.0) for o in offsets)
     assert procs.stop("predictor") == 0
 
+    model.write_bytes(b"\x00garbage" * (len(good) // 8))
     again = procs.start("predictor2", "focus_predictor_node", "-p", f"model_path:={model}")
     assert again.wait(timeout=60) == 2
     out = procs.output("predictor2")
