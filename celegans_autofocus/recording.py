@@ -23,6 +23,9 @@ rosbags' typestore.
 """
 from __future__ import annotations
 
+import os
+import resource
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,8 @@ from rosbags.typesys.store import Typestore
 from .core.images import ENCODINGS, ImageError, array_to_gray, check_image, decode, encode, to_gray
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+DATA_SUFFIX = {"mcap": ".mcap", "sqlite3": ".db3"}
+MIN_FREE_BYTES = 64 * 2**20
 BAG_VERSION = 8
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -158,13 +163,23 @@ class BagRecorder:
     ``add_topic`` registers a topic with its full type name (e.g. ``sensor_msgs/msg/Image``);
     types the typestore does not know need ``msgdef`` (the .msg text; its hash is computed).
     The bag directory must not exist yet. ``close`` writes ``metadata.yaml``.
+
+    Out of room or gone: before each message ``write`` checks that the bag's data file still exists and that
+    the message plus ``min_free_bytes`` fit (free disk space, and the process's file size limit). If not, or
+    if the write itself fails, the recording stops: the bag is closed while there is still room for its
+    index and ``metadata.yaml``, so what was written stays a readable bag, ``stopped`` says why and every
+    later ``write`` raises :class:`BagError` with that reason.
     """
 
-    def __init__(self, path: str | Path, storage: str = "mcap") -> None:
+    def __init__(self, path: str | Path, storage: str = "mcap", min_free_bytes: int = MIN_FREE_BYTES) -> None:
         if storage not in STORAGES:
             raise BagError(f"unknown bag storage {storage!r}; choose one of {', '.join(STORAGES)}")
         self.path = Path(path)
         self.storage = storage
+        self.min_free_bytes = int(min_free_bytes)
+        self.bytes_written = 0
+        self.stopped: str | None = None
+        self._data_file = self.path / f"{self.path.name}{DATA_SUFFIX[storage]}"
         try:
             self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=STORAGES[storage])
             self._writer.open()
@@ -185,6 +200,7 @@ class BagRecorder:
         Relative topic names are stored absolute (``/camera/image_raw``), as ``ros2 bag`` does.
         """
         topic = absolute_topic(topic)
+        self._check_open()
         if topic in self._connections:
             if self._connections[topic].msgtype != _full_type(msgtype):
                 raise BagError(f"bag {self.path}: topic {topic} already has type "
@@ -211,8 +227,49 @@ class BagRecorder:
             conn = self._connections[topic]
         except KeyError:
             raise BagError(f"bag {self.path}: topic {topic} was not added") from None
-        self._writer.write(conn, int(t_ns), bytes(cdr_bytes))
+        self._check_open()
+        data = bytes(cdr_bytes)
+        self._check_room(len(data))
+        try:
+            self._writer.write(conn, int(t_ns), data)
+        except (OSError, sqlite3.Error) as exc:
+            self._stop(f"writing failed: {exc}")
         self.counts[topic] += 1
+        self.bytes_written += len(data)
+
+    def _check_open(self) -> None:
+        if self._writer is None:
+            raise BagError(self.stopped or f"bag {self.path} is closed")
+
+    def _check_room(self, size_bytes: int) -> None:
+        """Stop unless the data file exists and the next ``size_bytes`` fit.
+
+        They fit when, with what the writer still buffers and ``min_free_bytes``, they stay within the free
+        disk space and the file size limit (RLIMIT_FSIZE).
+        """
+        try:
+            on_disk = os.stat(self._data_file).st_size
+            fs = os.statvfs(self.path)
+        except FileNotFoundError:
+            self._stop(f"{self._data_file} was removed while recording")
+        file_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        file_room = float("inf") if file_limit == resource.RLIM_INFINITY else file_limit - on_disk
+        room = min(fs.f_bavail * fs.f_frsize, file_room)
+        need = max(0, self.bytes_written - on_disk) + size_bytes + self.min_free_bytes
+        if need > room:
+            self._stop(f"out of room: {room / 2**20:.1f} MB left for the bag (disk or file size limit), "
+                       f"{need / 2**20:.1f} MB needed to write the next message and still close the bag")
+
+    def _stop(self, reason: str) -> None:
+        """Stop recording for ``reason``: close the bag with what it has and raise :class:`BagError`."""
+        self.stopped = f"bag {self.path}: recording stopped after {sum(self.counts.values())} messages: {reason}"
+        try:
+            self.close()
+        except BagError as exc:
+            self.stopped += f"; {exc}"
+        else:
+            self.stopped += "; the bag was closed and is readable"
+        raise BagError(self.stopped)
 
     def write_msg(self, topic: str, msg: Any, t_ns: int) -> None:
         """Serialize a typestore message, add its topic if new, and write it."""
@@ -220,9 +277,13 @@ class BagRecorder:
         self.write(topic, serialize(msg), t_ns)
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """Write the index and ``metadata.yaml`` (once); :class:`BagError` if that fails."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except (OSError, sqlite3.Error) as exc:
+                raise BagError(f"cannot close bag {self.path}: {exc}") from None
 
     def __enter__(self) -> "BagRecorder":
         return self

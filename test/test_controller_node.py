@@ -212,6 +212,48 @@ def test_grbl_port_disappears_fault_no_motion_then_reconnect(ros_harness, tmp_pa
                 f.disappear()
 
 
+def test_grbl_port_lost_mid_move_and_back_elsewhere_is_a_fault_until_homed(ros_harness, tmp_path):
+    """The link to GRBL drops mid-move and GRBL, still powered, finishes the move.
+
+    The controller stops sending, and after the reconnect the position differs from the last one read, so it
+    stays in fault (no motion, "home it") until stepper/home; then focus moves again.
+    """
+    port = GrblPort(tmp_path / "ttyGRBL")
+    fake = port.plug()
+    try:
+        rig = Rig(ros_harness, **{**FAST, "max_speed_steps_per_s": 200.0}, backend="grbl", port=port.port,
+                  startup_s=0.01, reconnect_period_s=0.3)
+        rig.send(150.0)                                         # 150 steps at 200 steps/s: 0.75 s
+        assert ros_harness.spin_until(lambda: 0 < rig.position() < 150, timeout_s=5), "never saw the move"
+        port.unplug(fake)                                       # mid-move
+        assert ros_harness.spin_until(lambda: rig.node.stepper.fault is not None, timeout_s=15)
+        last_read = rig.node.stepper.position_steps
+        assert 0 < last_read < 150 and "lost" in rig.node.stepper.fault
+        rig.send(100.0)
+        rig.settle()
+        assert rig.node.moves == 1 and rig.position() == last_read  # fault: no motion
+        assert rig.status(lambda s: s.level == DiagnosticStatus.ERROR).message.startswith("fault, no motion")
+
+        new = port.plug(z_mm=0.75)                              # back, at the end of the move (150 steps)
+        assert ros_harness.spin_until(lambda: "position changed across the reconnect"
+                                      in (rig.node.stepper.fault or ""), timeout_s=15), rig.node.stepper.fault
+        rig.send(100.0)
+        rig.settle()
+        assert rig.node.moves == 1 and not [line for line in new.lines if line.startswith("G91")]
+        assert "home it" in rig.status(lambda s: "position changed" in s.message).message
+
+        reply = rig.call(Trigger, "stepper/home")
+        assert reply.success and new.lines == ["$H"] and rig.node.stepper.fault is None
+        rig.settle()
+        rig.send(40.0)
+        assert ros_harness.spin_until(lambda: rig.position() == 40, timeout_s=15)
+        assert new.lines == ["$H", "G91 G1 Z0.20000 F60.000"]
+    finally:
+        for f in port.fakes:
+            if not f._stop.is_set():
+                f.disappear()
+
+
 def test_unusable_configuration_is_refused_with_the_reason(ros_harness, tmp_path):
     missing = tmp_path / "no_such_tty"
     with pytest.raises(ConfigError, match=str(missing)):

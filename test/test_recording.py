@@ -121,6 +121,50 @@ def test_recorder_bad_input(tmp_path):
             bag.add_topic("/x", "sensor_msgs/msg/Image")
 
 
+FILE_LIMIT_CHILD = """
+import resource, signal, sys
+import numpy as np
+from celegans_autofocus import recording as rec
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (3 * 2**20, 3 * 2**20))   # a disk that is full at 3 MB
+bag = rec.BagRecorder(sys.argv[1], storage=sys.argv[2], min_free_bytes=2**20)
+image = np.full((400, 500), 7, dtype=np.uint8)
+for i in range(100):
+    try:
+        bag.write_msg("camera/image_raw", rec.image_msg(image, i), i)
+    except rec.BagError as exc:
+        print(exc)
+        break
+"""
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_recorder_out_of_room_stops_and_closes_a_readable_bag(tmp_path, storage):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", FILE_LIMIT_CHILD, str(tmp_path / "bag"), storage],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "out of room" in out.stdout and "the bag was closed and is readable" in out.stdout, out.stdout
+    written = int(out.stdout.split("recording stopped after ")[1].split()[0])
+    with rec.BagReader(tmp_path / "bag") as bag:
+        stamps = [t for _, _, t, _ in bag.messages(list(bag.topics))]
+    assert 3 <= written < 100 and stamps == list(range(written))
+
+
+def test_recorder_whose_directory_is_removed_stops_with_the_reason(tmp_path):
+    import shutil
+
+    bag = rec.BagRecorder(tmp_path / "bag")
+    bag.write_msg("focus/offset", rec.point_stamped_msg(0, 0, 1.0, 1), 1)
+    shutil.rmtree(tmp_path / "bag")
+    for _ in range(2):                                    # the first write finds out, later ones repeat why
+        with pytest.raises(rec.BagError, match="recording stopped after 1 messages: .* was removed while recording"):
+            bag.write_msg("focus/offset", rec.point_stamped_msg(0, 0, 2.0, 2), 2)
+    bag.close()                                           # already closed: nothing more to say
+
+
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_reader_bad_input(tmp_path, storage):
     with pytest.raises(rec.BagError, match="does not exist"):

@@ -18,7 +18,9 @@ It subscribes to each configured topic as soon as the graph shows its type, rece
 serialized bytes (``raw=True``, no deserialization) and writes them stamped with the receive time
 (node clock, so sim time under ``use_sim_time``), as ``ros2 bag record`` does. Images
 (sensor_msgs/Image) are re-encoded downscaled when ``image_scale`` < 1. The bag is closed
-(``metadata.yaml`` written) when the node shuts down.
+(``metadata.yaml`` written) when the node shuts down. When the disk (or the file size limit) leaves less than
+``min_free_mb`` or the bag's directory is removed, recording stops: the bag is closed with what it has, one
+error line says why, and the node keeps running without recording.
 """
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ PARAMS = [
     Param("topics", DEFAULT_TOPICS, "topics to record (relative names resolve in the node's namespace)",
           read_only=True, check=lambda v: None if len(v) > 0 else "at least one topic is needed"),
     Param("image_scale", 1.0, "scale factor for sensor_msgs/Image (1.0 = as received)", range=(0.01, 1.0)),
+    Param("min_free_mb", 64.0, "stop recording (and close the bag) when less than this would be left free",
+          range=(1.0, 1e6), read_only=True),
     Param("discovery_period_s", 0.5, "how often to look for topics not yet subscribed", range=(0.05, 10.0),
           read_only=True),
 ]
@@ -62,11 +66,13 @@ class BagRecorderNode(Node):
         self.params = declare_params(self, PARAMS)
         path = self.params.bag_path or time.strftime("autofocus_%Y_%m_%d-%H_%M_%S")
         try:
-            self.recorder = BagRecorder(Path(path), storage=self.params.storage)
+            self.recorder = BagRecorder(Path(path), storage=self.params.storage,
+                                        min_free_bytes=int(self.params.min_free_mb * 2**20))
         except BagError as exc:
             raise ConfigError(str(exc)) from None
         self._wanted = {self.resolve_topic_name(t): t for t in self.params.topics}
         self._subs: dict[str, object] = {}
+        self.recording = True
         self.dropped: dict[str, int] = {}
         self.get_logger().info(f"recording {sorted(self._wanted)} to {self.recorder.path} ({self.params.storage})")
         self._timer = self.create_timer(self.params.discovery_period_s, self._discover)
@@ -123,12 +129,33 @@ class BagRecorderNode(Node):
                     self.get_logger().warning(f"{topic}: not recorded, cannot downscale: {exc}",
                                               throttle_duration_sec=5.0)
                     return
-            self.recorder.write(topic, data, t_ns)
+            try:
+                self.recorder.write(topic, data, t_ns)
+            except BagError as exc:
+                self._stop_recording(str(exc))
 
         return write
 
+    def _stop_recording(self, why: str) -> None:
+        """Say once why the bag cannot take more (disk full, directory removed, ...) and unsubscribe.
+
+        The node keeps running, so that nothing else in the launch stops with the recorder.
+        """
+        if not self.recording:
+            return
+        self.recording = False
+        self.get_logger().error(why)
+        self._timer.cancel()
+        for sub in self._subs.values():
+            if sub is not None:
+                self.destroy_subscription(sub)
+        self._subs = {}
+
     def destroy_node(self) -> None:
-        self.recorder.close()
+        try:
+            self.recorder.close()
+        except BagError as exc:
+            self.get_logger().error(str(exc))
         counts = ", ".join(f"{t}: {n}" for t, n in self.recorder.counts.items()) or "nothing"
         self.get_logger().info(f"closed {self.recorder.path}: {counts}")
         super().destroy_node()
