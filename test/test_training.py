@@ -35,7 +35,7 @@ from celegans_autofocus.core.dataset.io import read_image, write_image
 from celegans_autofocus.core.detection import crop_image, crop_window
 from celegans_autofocus.core.images import PreprocessSpec
 from celegans_autofocus.core.metrics import SUMMARY_KEYS
-from celegans_autofocus.core.optics import write_synthetic_dataset
+from celegans_autofocus.core.dataset.synthetic import write_synthetic_dataset
 from celegans_autofocus.core.predictor import FocusPredictor, ModelError
 
 TRAIN_MODULES = ("torch", "timm", "onnxscript")

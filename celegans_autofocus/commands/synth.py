@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..core.optics import OpticsConfig, check_new_output_dir, write_synthetic_dataset
+    from ..core.dataset.synthetic import check_new_output_dir, write_synthetic_dataset
+    from ..core.optics import OpticsConfig
 
     config = OpticsConfig()
     width = args.width or (config.frame_width_px if args.height is None
