@@ -19,6 +19,9 @@ multi-line docstring's summary may start on the opening line (the house style) o
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from lint_paths import importable, PYTHON_PATHS
@@ -30,6 +33,8 @@ pytestmark = pytest.mark.skipif(not importable("ament_pep257"),
 @pytest.mark.linter
 @pytest.mark.pep257
 def test_pep257():
-    from ament_pep257.main import main
-
-    assert main(argv=[*PYTHON_PATHS, "--add-ignore", "D213"]) == 0, "found code style errors / warnings"
+    """Run in a fresh interpreter, as test_flake8 does."""
+    code = "import sys\nfrom ament_pep257.main import main\nsys.exit(main(argv=sys.argv[1:]))\n"
+    proc = subprocess.run([sys.executable, "-c", code, *PYTHON_PATHS, "--add-ignore", "D213"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"code style errors / warnings:\n{proc.stdout[-20000:]}{proc.stderr[-3000:]}"
