@@ -210,6 +210,13 @@ class StepperControllerNode(ManagedNode):
 
     def __init__(self, **kwargs):
         super().__init__(self.NODE_NAME, **kwargs)
+        # what the lifecycle callbacks release: set first, so a half-built node is destroyed cleanly
+        self.stepper: Stepper | None = None
+        self.joint_pub = self.command_pub = None
+        self._stepper_services: list = []
+        self._offset_sub = self._measure_sub = self._tick_timer = None
+        self._measures: dict[int, float] = {}          # stamp ns -> focus/measure, awaiting their offset
+        self._waiting: dict[int, PointStamped] = {}    # stamp ns -> focus/offset, awaiting their measure
         self.params = declare_params(self, PARAMS)
         p = self.params
         try:
@@ -226,22 +233,16 @@ class StepperControllerNode(ManagedNode):
                 raise ConfigError(f"hybrid control: {exc}") from None
             refuse_inconsistent(self, self.params, _hybrid_of, "hybrid control")
         self.last_mode_change: ModeChange | None = None
-        self._measures: dict[int, float] = {}          # stamp ns -> focus/measure, awaiting their offset
-        self._waiting: dict[int, PointStamped] = {}    # stamp ns -> focus/offset, awaiting their measure
         self._last_offset_s: float | None = None
         self.params.on_change(self._on_params)
         self.sim_time = self.get_clock().ros_time_is_active
         self._acted_at_s = -float("inf")  # simulated clock: the latest decision time (stamp + latency)
-        self.stepper: Stepper | None = None
         self.last_decision: Decision | HybridDecision | None = None
         self.last_hold = ""            # why the last offset did not move the motor ('' after a move)
         self.moves = 0
         self.offsets_received = 0
         self._fault_since_s: float | None = None
         self._last_reconnect_s = 0.0
-        self.joint_pub = self.command_pub = None
-        self._stepper_services: list = []
-        self._offset_sub = self._measure_sub = self._tick_timer = None
         self.diagnostics = NodeDiagnostics(self, "focus stepper", p.diagnostics_period_s, self._report,
                                            lambda: self.params.backend)
         if p.autostart:
