@@ -261,7 +261,7 @@ class StepperControllerNode(ManagedNode):
                                f"{'on' if p.focus_enabled else 'off'}")
 
     def activate(self) -> None:
-        if self.hybrid is not None:  # before focus/offset: in one process the measure is taken first
+        if self.hybrid is not None:  # the focus measure of each frame, paired with its offset by stamp
             self._measure_sub = self.create_subscription(PointStamped, "focus/measure", self._on_measure,
                                                          reliable_qos(depth=5))
         self._offset_sub = self.create_subscription(PointStamped, "focus/offset", self._on_offset,
