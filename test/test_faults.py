@@ -37,6 +37,7 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
+from std_srvs.srv import Trigger
 
 from celegans_autofocus import recording as rec
 from celegans_autofocus.nodes.common import array_to_image, s_to_stamp, stamp_to_s
@@ -226,8 +227,9 @@ def test_model_file_replaced_while_running_keeps_the_loaded_model_and_a_reload_o
         ros_harness, procs, tmp_path):
     """The model file is overwritten with garbage under a running predictor.
 
-    The file is read once, at configure: the running node keeps predicting with the model it loaded. A reload
-    (lifecycle cleanup + configure) is refused and leaves the node unconfigured, without a model and silent
+    The file is read once, at configure: the running node keeps predicting with the model it loaded; the
+    ``~/reload_model`` service refuses the corrupt file and keeps that model serving. A lifecycle reload
+    (cleanup + configure) is refused and leaves the node unconfigured, without a model and silent
     (the controller's watchdog holds); with a good file back, configure + activate resume. A restart with the
     corrupt file exits with code 2 and one FATAL line naming the file.
     """
@@ -247,6 +249,17 @@ def test_model_file_replaced_while_running_keeps_the_loaded_model_and_a_reload_o
     loop.run(1.5)
     assert len(offsets) > n + 10
     assert all(o.point.z == pytest.approx(60.0) for o in offsets)  # still the model it loaded
+
+    reload = ros_harness.probe.create_client(Trigger, f"{ros_harness.namespace}/focus_predictor_node/reload_model")
+    assert reload.wait_for_service(timeout_sec=30)
+    future = reload.call_async(Trigger.Request())                 # a reload while running is refused ...
+    assert ros_harness.spin_until(future.done, timeout_s=30)
+    assert not future.result().success and "loaded model is kept" in future.result().message
+    assert str(model) in future.result().message
+    n = len(offsets)
+    loop.run(1.5)
+    assert len(offsets) > n + 10                                  # ... and the old model keeps serving
+    assert all(o.point.z == pytest.approx(60.0) for o in offsets)
 
     life = LifecycleClient(ros_harness, f"{ros_harness.namespace}/focus_predictor_node")
     assert life.set(Transition.TRANSITION_DEACTIVATE) and life.set(Transition.TRANSITION_CLEANUP)

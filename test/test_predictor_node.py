@@ -256,3 +256,37 @@ def test_the_focus_measure_of_each_frame_comes_with_its_offset(ros_harness, tmp_
     assert nan_node.measure_pub is not None
     off = start(ros_harness, pixel_model(tmp_path / "m2.onnx", a=1.0), focus_measure="")[0]
     assert off.measure_pub is None
+
+
+def test_reload_model_swaps_in_a_good_file_and_refuses_a_bad_one(ros_harness, tmp_path):
+    """Reload model_path while running through ~/reload_model.
+
+    A good file is served from the next frame on; a corrupt one is refused with the file's name and the
+    loaded model keeps serving.
+    """
+    from std_srvs.srv import Trigger
+
+    path = tmp_path / "m.onnx"
+    pixel_model(path, a=3.0)
+    node, offsets = start(ros_harness, path)
+    client = ros_harness.probe.create_client(Trigger, f"{node.get_fully_qualified_name()}/reload_model")
+    assert client.wait_for_service(timeout_sec=15)
+
+    def reload() -> Trigger.Response:
+        future = client.call_async(Trigger.Request())
+        assert ros_harness.spin_until(future.done, timeout_s=15)
+        return future.result()
+
+    publish(ros_harness, "camera/image_raw", [stamped(frame(1))])
+    assert ros_harness.spin_until(lambda: len(offsets) == 1)
+    write_corrupt_model(path)
+    refused = reload()
+    assert not refused.success and str(path) in refused.message and "kept" in refused.message
+    publish(ros_harness, "camera/image_raw", [stamped(frame(1))])
+    assert ros_harness.spin_until(lambda: len(offsets) == 2)
+    assert offsets[1].point.z == pytest.approx(offsets[0].point.z)      # the old model
+    pixel_model(path, a=1.0)
+    assert reload().success
+    publish(ros_harness, "camera/image_raw", [stamped(frame(1))])
+    assert ros_harness.spin_until(lambda: len(offsets) == 3)
+    assert offsets[2].point.z != pytest.approx(offsets[0].point.z)      # the new one

@@ -35,7 +35,9 @@ hybrid controller verifies the CNN with it. It is computed after the offset is o
 
 A managed (lifecycle) node (nodes/lifecycle.py): ``configure`` loads the model into an ONNX Runtime session,
 ``activate`` subscribes and starts the worker, ``deactivate`` stops them (the frame in progress is still
-answered), ``cleanup`` drops the session; ``autostart`` (default) configures and activates at start-up.
+answered), ``cleanup`` drops the session. Service ``~/reload_model`` (std_srvs/Trigger) re-reads the
+model file while running: a file that does not load (or would need another input topic) is refused and
+the loaded model is kept; ``autostart`` (default) configures and activates at start-up.
 The image subscription takes QoS overrides (``qos_overrides.<topic>.subscription.*``).
 """
 from __future__ import annotations
@@ -49,6 +51,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PointStamped
 from rclpy.time import Time
 from sensor_msgs.msg import Image
+from std_srvs.srv import Trigger
 
 from ..core.focus import DEFAULT_MEASURE, MEASURES
 from ..core.images import ImageError
@@ -165,7 +168,7 @@ class FocusPredictorNode(ManagedNode):
         p = self.params
         self.predictor: FocusPredictor | None = None
         self.input_topic = ""
-        self.offset_pub = self.measure_pub = self._image_sub = self._worker = None
+        self.offset_pub = self.measure_pub = self._image_sub = self._worker = self._reload_srv = None
         self._measure = MEASURES.get(p.focus_measure)
         self.frames_processed = 0
         self.frames_rejected = 0
@@ -178,17 +181,43 @@ class FocusPredictorNode(ManagedNode):
         if p.autostart:
             self.autostart()
 
-    def configure(self) -> None:
+    def _load_model(self) -> tuple[FocusPredictor, float]:
+        """Load and warm up the ``model_path`` model; :class:`ConfigError` names the file when it cannot."""
         p = self.params
         try:
             path = p.model_path or default_model_path()
             predictor = FocusPredictor(path, providers=PROVIDERS[p.provider], intra_op_threads=p.intra_op_threads)
-            warm_up_ms = predictor.warm_up()  # before subscribing: the first frame is not the slow one
+            return predictor, predictor.warm_up()  # before subscribing: the first frame is not the slow one
         except ValueError as exc:  # ModelError names the file; a provider error says which are available
             raise ConfigError(str(exc)) from None
+
+    def _srv_reload_model(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """Re-read the model file; on any problem keep serving the model loaded before, and say why."""
+        try:
+            predictor, warm_up_ms = self._load_model()
+            topic = INPUT_TOPICS[input_view(self.params.input, predictor.metadata)]
+        except (ConfigError, ValueError) as exc:
+            response.success, response.message = False, f"reload refused, the loaded model is kept: {exc}"
+            self.get_logger().error(response.message)
+            return response
+        if topic != self.input_topic:
+            response.success = False
+            response.message = (f"reload refused, the loaded model is kept: the new model reads {topic}, this node "
+                                f"{self.input_topic} (reconfigure the node to switch)")
+            self.get_logger().error(response.message)
+            return response
+        self.predictor = predictor  # the worker takes the new session from its next frame on
+        response.success, response.message = True, f"reloaded {predictor.path} (warm-up {warm_up_ms:.0f} ms)"
+        self.get_logger().info(response.message)
+        return response
+
+    def configure(self) -> None:
+        p = self.params
+        predictor, warm_up_ms = self._load_model()
         self.predictor = predictor
         self.input_topic = INPUT_TOPICS[input_view(p.input, predictor.metadata)]
         self.offset_pub = self.create_lifecycle_publisher(PointStamped, "focus/offset", reliable_qos())
+        self._reload_srv = self.create_service(Trigger, "~/reload_model", self._srv_reload_model)
         if self._measure is not None:
             self.measure_pub = self.create_lifecycle_publisher(PointStamped, "focus/measure", reliable_qos())
         meta = predictor.metadata
@@ -219,6 +248,9 @@ class FocusPredictorNode(ManagedNode):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
         self.offset_pub = self.measure_pub = None
+        if self._reload_srv is not None:
+            self.destroy_service(self._reload_srv)
+            self._reload_srv = None
         self.predictor = None  # releases the ONNX session
 
     @property
