@@ -71,6 +71,27 @@ def _finite(*values: float) -> bool:
     return all(isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(v) for v in values)
 
 
+def frame_hold(stamp_s: float, now_s: float, move_end_s: float, stale_after_s: float,
+               settle_s: float) -> tuple[str, str] | None:
+    """Check whether a frame may be acted on: (reason value, detail) to hold, else None.
+
+    The rule every controller applies first: finite times, not older (or newer) than ``stale_after_s``,
+    no move awaiting ``record_move`` (``move_end_s`` infinite), stamped after the move ended + ``settle_s``.
+    The reason values are those of :class:`Reason` (and of ``core.hybrid.HybridReason``).
+    """
+    if not _finite(stamp_s, now_s):
+        return "non_finite", f"non-finite time: stamp_s={stamp_s!r}, now_s={now_s!r}"
+    age_s = now_s - stamp_s
+    if abs(age_s) > stale_after_s:
+        return "stale", f"frame age {age_s:.3f} s exceeds {stale_after_s} s"
+    if move_end_s == math.inf:
+        return "moving", "a move was commanded; waiting for record_move(end_s)"
+    ready_s = move_end_s + settle_s
+    if stamp_s < ready_s:
+        return "unsettled", f"frame at {stamp_s:.3f} s precedes settle at {ready_s:.3f} s"
+    return None
+
+
 def _check_limits(soft_min_steps: int, soft_max_steps: int) -> None:
     if not soft_min_steps < soft_max_steps:
         raise ValueError(f"soft_min_steps ({soft_min_steps}) must be < soft_max_steps ({soft_max_steps})")
@@ -197,16 +218,9 @@ class FocusController:
             self._window.clear()
             return self._hold(Reason.NON_FINITE, f"non-finite input: offset_steps={offset_steps!r}, "
                                                  f"position_steps={position_steps!r}")
-        if not _finite(stamp_s, now_s):
-            return self._hold(Reason.NON_FINITE, f"non-finite time: stamp_s={stamp_s!r}, now_s={now_s!r}")
-        age_s = now_s - stamp_s
-        if abs(age_s) > cfg.stale_after_s:
-            return self._hold(Reason.STALE, f"prediction age {age_s:.3f} s exceeds {cfg.stale_after_s} s")
-        if self._move_end_s == math.inf:
-            return self._hold(Reason.MOVING, "a move was commanded; waiting for record_move(end_s)")
-        ready_s = self._move_end_s + cfg.settle_s
-        if stamp_s < ready_s:
-            return self._hold(Reason.UNSETTLED, f"frame at {stamp_s:.3f} s precedes settle at {ready_s:.3f} s")
+        held = frame_hold(stamp_s, now_s, self._move_end_s, cfg.stale_after_s, cfg.settle_s)
+        if held is not None:
+            return self._hold(Reason(held[0]), held[1])
 
         self._last_fresh_s = stamp_s
         while self._window and now_s - self._window[0][0] > cfg.stale_after_s:

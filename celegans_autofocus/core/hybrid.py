@@ -58,7 +58,7 @@ from typing import Generator
 import numpy as np
 
 from .best_plane import BestPlaneTracker
-from .control import SearchAutofocus, SearchConfig, _check_limits, _Config, _finite
+from .control import SearchAutofocus, SearchConfig, _check_limits, _Config, _finite, frame_hold
 
 
 class Mode(str, Enum):
@@ -362,16 +362,9 @@ class HybridAutofocus:
         if not _finite(measure_value, position_steps):
             return self._hold(HybridReason.NON_FINITE, f"non-finite input: measure_value={measure_value!r}, "
                                                        f"position_steps={position_steps!r}")
-        if not _finite(stamp_s, now_s):
-            return self._hold(HybridReason.NON_FINITE, f"non-finite time: stamp_s={stamp_s!r}, now_s={now_s!r}")
-        age_s = now_s - stamp_s
-        if abs(age_s) > cfg.stale_after_s:
-            return self._hold(HybridReason.STALE, f"frame age {age_s:.3f} s exceeds {cfg.stale_after_s} s")
-        if self._move_end_s == math.inf:
-            return self._hold(HybridReason.MOVING, "a move was commanded; waiting for record_move(end_s)")
-        ready_s = self._move_end_s + cfg.settle_s
-        if stamp_s < ready_s:
-            return self._hold(HybridReason.UNSETTLED, f"frame at {stamp_s:.3f} s precedes settle at {ready_s:.3f} s")
+        held = frame_hold(stamp_s, now_s, self._move_end_s, cfg.stale_after_s, cfg.settle_s)
+        if held is not None:
+            return self._hold(HybridReason(held[0]), held[1])
         if not self._started:
             self._started = True
             self._change(Mode.ACQUIRE, HybridReason.START, "first settled frame", now_s)
