@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-COMMANDS = ["synth", "label", "crop", "train", "evaluate", "export", "sim", "bench", "bag_eval"]
+COMMANDS = ["synth", "label", "crop", "train", "finetune", "evaluate", "export", "sim", "bench", "bag_eval"]
 
 
 def _load_config(parser: argparse.ArgumentParser, path: Path) -> None:

@@ -47,9 +47,10 @@ def build_metadata(state: dict, cfg) -> dict:
     """Build the model metadata (schema 1, docs/architecture.md) for a checkpoint and its TrainConfig.
 
     ``step_um`` is the training data's (``stack.yaml``), recorded in the checkpoint; checkpoints older than
-    that get the sensor's.
+    that get the sensor's. A fine-tuned checkpoint's ``parent_model`` (the model it started from) is kept.
     """
     best = state.get("best_val_mae_steps")
+    parent = {"parent_model": state["parent_model"]} if "parent_model" in state else {}
     return {
         "schema": SCHEMA_VERSION,
         "preprocess": PreprocessSpec(input_px=cfg.input_px).to_dict(),
@@ -61,6 +62,7 @@ def build_metadata(state: dict, cfg) -> dict:
         "train_data_hash": state.get("train_data_hash", "unknown"),
         "epochs": int(state.get("epoch", 0)),
         "val_mae_steps": None if best is None or not np.isfinite(best) else round(float(best), 3),
+        **parent,
     }
 
 

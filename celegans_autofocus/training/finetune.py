@@ -1,0 +1,201 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Fine-tuning a focus model (by default the bundled one) on a lab's own labelled z-stacks, on the CPU.
+
+The parent is an exported ``plain7`` ONNX file (:mod:`training.onnx_import`) or a training checkpoint.
+The dataset is split by plate (:func:`training.data.split_plates`); the model trains on the training
+plates' images of its own view (``input_view`` in the parent's metadata: crop stacks for a crop model),
+preprocessed exactly as the parent's metadata says, with the 8 lossless flips and 90-degree rotations,
+Huber loss and AdamW on a cosine schedule for a fixed number of epochs. BatchNorm statistics stay frozen
+(an exported model has them folded into its convolutions, and a few stacks are too few to re-estimate them).
+Nothing is chosen on the held-out plates: the final weights are saved (``OUT/finetuned.pt``, a checkpoint
+:func:`training.export.export_checkpoint` exports, recording the parent model and the training data's hash),
+and the held-out plates only give the before/after figures.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..core.images import PreprocessSpec
+from ..core.metrics import error_summary
+from ..core.sensor import STEP_UM
+from .checkpoint import FORMAT, model_from_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import DatasetError, ImageSet, Sample, data_hash, dataset_step_um, load_samples, split_plates
+from .finetune_config import FinetuneConfig
+from .infer import predict_steps
+from .loop import cache_images
+from .onnx_import import plain7_from_onnx
+
+CHECKPOINT = "finetuned.pt"
+VIEW_KINDS = {"crop": ("crop",), "full": ("full",), "mixed": ("full", "crop")}
+
+
+@dataclass
+class Parent:
+    """The model fine-tuning starts from."""
+
+    path: Path
+    model: torch.nn.Module
+    arch: str
+    spec: PreprocessSpec
+    output_scale: float
+    step_um: float
+    input_view: str
+    train_data_hash: str
+
+    def describe(self) -> dict:
+        """Return the provenance recorded in the fine-tuned model's metadata (``parent_model``)."""
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
+        return {"file": self.path.name, "sha256": digest, "arch": self.arch, "train_data_hash": self.train_data_hash}
+
+
+def load_parent(path: Path | str) -> Parent:
+    """Load an exported plain7 ``.onnx`` or a ``.pt`` checkpoint as a :class:`Parent`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: model file not found")
+    if path.suffix.lower() == ".onnx":
+        model, meta = plain7_from_onnx(path)
+        return Parent(path, model, meta["arch"], PreprocessSpec.from_dict(meta["preprocess"]),
+                      float(meta["output_scale"]), float(meta["step_um"]), meta.get("input_view", "mixed"),
+                      str(meta.get("train_data_hash", "unknown")))
+    model, state, cfg = model_from_checkpoint(path)
+    return Parent(path, model, cfg.arch, PreprocessSpec(input_px=cfg.input_px), float(cfg.output_scale),
+                  float(state.get("step_um", STEP_UM)), state.get("input_view", "mixed"),
+                  str(state.get("train_data_hash", "unknown")))
+
+
+def dihedral(image: np.ndarray, k: int) -> np.ndarray:
+    """The ``k``-th (0-7) of the 8 flips and 90-degree rotations of a square image (lossless; defocus keeps)."""
+    return np.ascontiguousarray(np.rot90(image[:, ::-1] if k >= 4 else image, k % 4))
+
+
+def _freeze_norms(model: torch.nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _log(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def select_samples(dataset: Path, parent: Parent, cfg: FinetuneConfig) -> tuple[list[Sample], list[Sample], dict]:
+    """(training samples, held-out samples, split) of the parent's view; :class:`DatasetError` if unusable."""
+    samples = load_samples(dataset, cfg.target)
+    train_plates, val_plates = split_plates(samples, cfg.val_fraction, cfg.seed, str(dataset))
+    kinds = VIEW_KINDS.get(parent.input_view, VIEW_KINDS["mixed"])
+    view = [s for s in samples if s.kind in kinds]
+    if not view:
+        hint = (f"; run `celegans-autofocus crop {dataset} --fov 500` and `label` again"
+                if kinds == ("crop",) else "")
+        raise DatasetError(f"{dataset}: no {'/'.join(kinds)} images, and {parent.path.name} reads "
+                           f"{parent.input_view!r} images{hint}")
+    step_um = dataset_step_um(view, str(dataset))
+    if step_um != parent.step_um:
+        raise DatasetError(f"{dataset}: stacks with step_um {step_um}, but {parent.path.name} counts steps of "
+                           f"{parent.step_um} um; fine-tune on stacks of the model's step size")
+    train = [s for s in view if s.plate in set(train_plates)]
+    held_out = [s for s in view if s.plate in set(val_plates)]
+    for name, part, plates in (("training", train, train_plates), ("held-out", held_out, val_plates)):
+        if not part:
+            raise DatasetError(f"{dataset}: no {'/'.join(kinds)} images on the {name} plates {plates}")
+    return train, held_out, {"train_plates": train_plates, "val_plates": val_plates, "kinds": list(kinds)}
+
+
+def train_epoch(model: torch.nn.Module, optimizer, scheduler, data: ImageSet, cfg: FinetuneConfig,
+                output_scale: float, rng: np.random.Generator, desc: str) -> float:
+    """One pass in random order with random dihedral transforms; returns the mean Huber loss."""
+    loss_fn = torch.nn.HuberLoss(delta=cfg.huber_steps / output_scale)
+    order = rng.permutation(len(data))
+    n_batches = max(1, len(order) // cfg.batch_size)  # a short remainder is dropped (BatchNorm-safe batches)
+    model.train()
+    _freeze_norms(model)
+    total = 0.0
+    for b in tqdm(range(n_batches), desc=desc, unit="batch", file=sys.stderr, leave=False):
+        idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        x = np.stack([dihedral(data.images[i].astype(np.float32), int(k))
+                      for i, k in zip(idx, rng.integers(0, 8, len(idx)))])
+        y = data.offsets_steps[idx].astype(np.float32) / output_scale
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(torch.from_numpy(x[:, None])), torch.from_numpy(y[:, None]))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"fine-tuning loss became {loss.item()} ({desc}, batch {b}); lower --lr")
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.item()
+    return total / n_batches
+
+
+def finetune(dataset: Path | str, parent_path: Path | str, cfg: FinetuneConfig, out: Path | str) -> dict:
+    """Fine-tune ``parent_path`` on ``dataset``'s training plates; returns the summary (checkpoint path, split)."""
+    cfg.validate()
+    dataset, out = Path(dataset), Path(out)
+    parent = load_parent(parent_path)
+    if parent.spec != PreprocessSpec(input_px=parent.spec.input_px):
+        raise DatasetError(f"{parent.path}: preprocessing {parent.spec.to_dict()} is not the one training "
+                           "exports; cannot fine-tune it")
+    train_samples, held_out, split = select_samples(dataset, parent, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "split.json").write_text(json.dumps({"dataset": str(dataset), **split}, indent=2))
+    t0 = time.perf_counter()
+    train_set = cache_images(train_samples, parent.spec, "cache train")
+    if len(train_set) < cfg.batch_size:
+        raise DatasetError(f"{dataset}: {len(train_set)} readable training images, fewer than one batch "
+                           f"({cfg.batch_size}); acquire more stacks or lower --batch-size")
+    model = parent.model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * max(1, len(train_set) // cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps)))
+    torch.manual_seed(cfg.seed)
+    history = []
+    for epoch in range(cfg.epochs):
+        started = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, epoch])
+        loss = train_epoch(model, optimizer, scheduler, train_set, cfg, parent.output_scale, rng,
+                           f"epoch {epoch + 1}/{cfg.epochs}")
+        history.append({"epoch": epoch + 1, "train_loss": loss, "epoch_s": round(time.perf_counter() - started, 1)})
+        _log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {loss:.4f}, {history[-1]['epoch_s']:.0f} s")
+    train_s = time.perf_counter() - t0
+    held_set = cache_images(held_out, parent.spec, "cache held-out")
+    model.eval()
+    pred = predict_steps(model, held_set.images, parent.output_scale, torch.device("cpu"), batch_size=64)
+    held_mae = error_summary(pred - held_set.offsets_steps, held_set.offsets_steps)["mae_steps"]
+    train_cfg = TrainConfig(arch=parent.arch, crops="crop" in split["kinds"], epochs=cfg.epochs,
+                            batch_size=cfg.batch_size, lr=cfg.lr, loss="huber", input_px=parent.spec.input_px,
+                            output_scale=parent.output_scale, rotation_deg=0.0, val_fraction=cfg.val_fraction,
+                            target=cfg.target, seed=cfg.seed, device="cpu")
+    checkpoint = out / CHECKPOINT
+    save_checkpoint({"format": FORMAT, "model": model.state_dict(), "epoch": cfg.epochs,
+                     "config": train_cfg.to_dict(), "best_val_mae_steps": held_mae, "val_mae_steps": held_mae,
+                     "history": history, "train_data_hash": data_hash(train_samples, json.dumps(asdict(cfg))),
+                     "input_view": parent.input_view, "step_um": parent.step_um, "parent_model": parent.describe(),
+                     "finetune": asdict(cfg), **{k: split[k] for k in ("train_plates", "val_plates")}}, checkpoint)
+    (out / "history.json").write_text(json.dumps(history, indent=2))
+    return {"checkpoint": str(checkpoint), "parent": str(parent.path), "train_images": len(train_set),
+            "held_out_images": len(held_set), "train_s": round(train_s, 1), "held_out_mae_steps_torch": held_mae,
+            **split, "history": history}

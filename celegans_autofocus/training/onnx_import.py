@@ -1,0 +1,112 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""An exported ``plain7`` ONNX model (e.g. the bundled ``models/default.onnx``) back into the torch ``plain7``.
+
+The export folds each BatchNorm into its convolution (a weight and a bias per Conv node), so the import puts
+the folded weights into the convolutions and makes each BatchNorm the identity in eval mode (weight 1, bias
+= the folded bias, running mean 0, running variance ``1 - eps``). The graph is walked in order: 7 Conv nodes
+(their kernel, stride and padding must be plain7's), then the Gemm of the head. The result computes the
+ONNX model's function (test/test_finetune.py checks it against ONNX Runtime).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.predictor import METADATA_KEY, parse_metadata
+from .models import create_model
+
+ARCH = "plain7"
+
+
+class OnnxImportError(ValueError):
+    """An ONNX file that is not an exported plain7 model (names the file and what does not fit)."""
+
+
+def _attrs(node) -> dict:
+    import onnx
+
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def read_metadata(path: Path) -> dict:
+    """Return the model's ``celegans_autofocus`` metadata (:func:`core.predictor.parse_metadata` rules)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf decode errors come in several types
+        raise OnnxImportError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
+    props = {p.key: p.value for p in proto.metadata_props}
+    try:
+        return parse_metadata(props.get(METADATA_KEY), path)
+    except ValueError as exc:
+        raise OnnxImportError(str(exc)) from None
+
+
+def plain7_from_onnx(path: Path | str) -> tuple[torch.nn.Module, dict]:
+    """(torch plain7 in eval mode with the ONNX model's weights, its metadata); :class:`OnnxImportError` if unfit."""
+    import onnx
+    from onnx import numpy_helper
+
+    path = Path(path)
+    meta = read_metadata(path)
+    if meta.get("arch") != ARCH:
+        raise OnnxImportError(f"{path}: a {meta.get('arch')!r} model; only {ARCH} models can be imported from ONNX "
+                           "(fine-tune other architectures from their training checkpoint)")
+    graph = onnx.load(str(path)).graph
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    gemms = [n for n in graph.node if n.op_type == "Gemm"]
+    model = create_model(ARCH)
+    torch_convs = [m for m in model if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in model if isinstance(m, torch.nn.BatchNorm2d)]
+    head = model[-1]
+    if len(convs) != len(torch_convs) or len(gemms) != 1:
+        raise OnnxImportError(f"{path}: {len(convs)} Conv and {len(gemms)} Gemm nodes; {ARCH} has "
+                           f"{len(torch_convs)} and 1")
+
+    def initializer(node, i: int) -> np.ndarray:
+        if len(node.input) <= i or node.input[i] not in weights:
+            raise OnnxImportError(f"{path}: {node.op_type} node {node.name!r} input {i} is not a stored weight")
+        return weights[node.input[i]]
+
+    with torch.no_grad():
+        for node, conv, norm in zip(convs, torch_convs, norms):
+            a = _attrs(node)
+            w, b = initializer(node, 1), initializer(node, 2)
+            fits = (w.shape == tuple(conv.weight.shape) and b.shape == (conv.out_channels,)
+                    and list(a.get("strides", [1, 1])) == list(conv.stride)
+                    and list(a.get("pads", [0, 0, 0, 0])) == list(conv.padding) * 2
+                    and list(a.get("dilations", [1, 1])) == [1, 1] and a.get("group", 1) == 1)
+            if not fits:
+                raise OnnxImportError(f"{path}: Conv {node.name!r} (weight {w.shape}, {a}) does not fit {ARCH}'s "
+                                   f"{conv}")
+            conv.weight.copy_(torch.tensor(w))
+            norm.weight.fill_(1.0)
+            norm.bias.copy_(torch.tensor(b))
+            norm.running_mean.zero_()
+            norm.running_var.fill_(1.0 - norm.eps)
+        a = _attrs(gemms[0])
+        w, b = initializer(gemms[0], 1), initializer(gemms[0], 2)
+        w = w if a.get("transB", 0) else w.T
+        if w.shape != tuple(head.weight.shape) or b.size != 1 or a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 \
+                or a.get("beta", 1.0) != 1.0:
+            raise OnnxImportError(f"{path}: Gemm (weight {w.shape}, {a}) does not fit {ARCH}'s head {head}")
+        head.weight.copy_(torch.tensor(w))
+        head.bias.copy_(torch.tensor(b.reshape(1)))
+    return model.eval(), meta

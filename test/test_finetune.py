@@ -1,0 +1,158 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Fine-tuning the bundled model: the ONNX -> torch weight import, and `finetune` end to end on a tiny dataset.
+
+The dataset: 4 plates of one simulated stack each (128x96 px frames, +-40 steps every 8) with a 64 px crop
+stack around each worm (the bundled model reads crops), labelled by `label`.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from celegans_autofocus.cli import main
+from celegans_autofocus.core.dataset.io import read_image, write_image
+from celegans_autofocus.core.dataset.synthetic import write_synthetic_dataset
+from celegans_autofocus.core.detection import crop_image, crop_window
+from celegans_autofocus.core.images import PreprocessSpec, preprocess
+from celegans_autofocus.core.predictor import FocusPredictor, default_model_path
+
+TRAINING = all(importlib.util.find_spec(name) is not None for name in ("torch", "onnx", "onnxscript"))
+pytestmark = pytest.mark.skipif(not TRAINING, reason="needs the [train] extra (torch, onnx, onnxscript)")
+
+if TRAINING:  # imported only where they exist: collection never fails on a machine without torch
+    import torch
+
+    from celegans_autofocus.training.data import DatasetError
+    from celegans_autofocus.training.finetune import dihedral, finetune
+    from celegans_autofocus.training.finetune_config import FinetuneConfig
+    from celegans_autofocus.training.onnx_import import OnnxImportError, plain7_from_onnx
+
+    torch.set_num_threads(1)  # this CPU is shared: 2 OpenMP threads thrash when other processes run
+
+CROP_PX = 64
+PARITY_STEPS = 1e-3
+
+
+def _write(root: Path, plates: int, crops: bool) -> Path:
+    write_synthetic_dataset(root, plates=plates, stacks_per_plate=1, range_steps=40, step_every=8,
+                            frame_shape=(96, 128), n_worms=1, seed=5)
+    for stack in sorted((root / "plates").glob("*/*")) if crops else []:
+        meta = yaml.safe_load((stack / "stack.yaml").read_text())
+        crop_dir = stack.parent / f"{stack.name}__crop{CROP_PX}_w0"
+        crop_dir.mkdir()
+        window = None
+        for path in sorted(stack.glob("z_*.png")):
+            gray = read_image(path)
+            window = window or crop_window(meta["worms"][0]["centroid_px"], CROP_PX, gray.shape)
+            write_image(crop_dir / path.name, np.ascontiguousarray(crop_image(gray, window)))
+        (crop_dir / "stack.yaml").write_text(yaml.safe_dump(
+            {"step_um": 5.0, "best_index": meta["best_index"], "true_best_index": meta["true_best_index"],
+             "parent": stack.name, "window_px": list(window), "fov_px": CROP_PX}))
+    assert main(["label", str(root), "--quiet"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return _write(tmp_path_factory.mktemp("data") / "tiny", plates=4, crops=True)
+
+
+def test_onnx_import_matches_onnx_runtime(dataset):
+    """The bundled model's initializers in the torch plain7 compute what ONNX Runtime computes, image by image."""
+    import onnxruntime as ort
+
+    path = default_model_path()
+    model, meta = plain7_from_onnx(path)
+    assert meta["arch"] == "plain7" and meta["input_view"] == "crop"
+    spec = PreprocessSpec.from_dict(meta["preprocess"])
+    crops = sorted((dataset / "plates").glob(f"*/*__crop{CROP_PX}_w0/z_*.png"))[:6]
+    real_looking = np.stack([preprocess(read_image(p), spec) for p in crops])
+    noise = np.random.default_rng(0).standard_normal((4, spec.input_px, spec.input_px)).astype(np.float32)
+    x = np.concatenate([real_looking, noise])[:, None].astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = session.run(None, {"image": x})[0][:, 0] * meta["output_scale"]
+    with torch.no_grad():
+        got = model(torch.from_numpy(x))[:, 0].numpy() * meta["output_scale"]
+    assert np.abs(got - want).max() <= PARITY_STEPS
+    assert np.ptp(want) > 1.0  # the outputs differ between images: the parity is not of constants
+
+
+def test_onnx_import_refuses_other_graphs(tmp_path):
+    from onnx_models import pixel_model
+
+    with pytest.raises(OnnxImportError, match="only plain7"):
+        plain7_from_onnx(pixel_model(tmp_path / "m.onnx", a=1.0, b=0.0, row=0, col=0))
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    with pytest.raises(OnnxImportError, match="junk.onnx"):
+        plain7_from_onnx(tmp_path / "junk.onnx")
+
+
+def test_dihedral_gives_the_8_distinct_transforms():
+    image = np.arange(16, dtype=np.float32).reshape(4, 4)
+    out = {dihedral(image, k).tobytes() for k in range(8)}
+    assert len(out) == 8
+
+
+def test_finetune_end_to_end_exports_a_model_the_predictor_serves(dataset, tmp_path, capsys):
+    out, onnx_path = tmp_path / "run", tmp_path / "ft.onnx"
+    assert main(["finetune", str(dataset), "--epochs", "2", "--batch-size", "8", "--val-fraction", "0.5",
+                 "--out", str(out), "--export", str(onnx_path), "--json", str(tmp_path / "s.json")]) == 0
+    printed = capsys.readouterr().out
+    parent = default_model_path()
+    assert f"before = {parent.name}" in printed and "ft.onnx" in printed and "MAE" in printed
+
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert not set(summary["train_plates"]) & set(summary["val_plates"])
+    assert len(summary["train_plates"]) == 2 and len(summary["val_plates"]) == 2
+    rows = summary["held_out"]["rows"]
+    assert {r["kind"] for r in rows} == {"crop"} and len(rows) == 2 and all(r["n"] == 22 for r in rows)
+    assert summary["held_out"]["paired"]["crop"]["n"] == 22
+
+    predictor = FocusPredictor(onnx_path, providers=["CPUExecutionProvider"])
+    meta = predictor.metadata
+    assert meta["arch"] == "plain7" and meta["input_view"] == "crop" and predictor.spec.input_px == 96
+    assert meta["epochs"] == 2 and meta["step_um"] == 5.0 and meta["output_scale"] == 100.0
+    assert meta["parent_model"]["file"] == parent.name
+    assert meta["parent_model"]["sha256"] == hashlib.sha256(parent.read_bytes()).hexdigest()[:16]
+    assert len(meta["train_data_hash"]) == 16 and meta["train_data_hash"] != meta["parent_model"]["train_data_hash"]
+    assert meta["val_mae_steps"] == pytest.approx(summary["held_out_mae_steps_torch"], abs=1e-3)
+
+    # the weights moved: the new model answers differently from the bundled one on the same crops
+    crops = [read_image(p) for p in sorted((dataset / "plates").glob(f"*/*__crop{CROP_PX}_w0/z_*.png"))[:8]]
+    before = FocusPredictor(parent, providers=["CPUExecutionProvider"]).predict_batch(crops)
+    after = predictor.predict_batch(crops)
+    assert np.isfinite(after).all() and np.abs(after - before).max() > 0.1
+
+
+def test_a_crop_model_without_crop_stacks_is_a_clear_error(tmp_path, capsys):
+    root = _write(tmp_path / "full_only", plates=2, crops=False)
+    assert main(["finetune", str(root), "--epochs", "1", "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "no crop images" in err and f"celegans-autofocus crop {root} --fov 500" in err
+    assert not (tmp_path / "run" / "finetuned.onnx").exists()
+
+
+def test_bad_settings_and_too_few_images_are_clear_errors(dataset, tmp_path):
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        finetune(dataset, default_model_path(), FinetuneConfig(epochs=0), tmp_path / "a")
+    with pytest.raises(DatasetError, match="fewer than one batch"):
+        finetune(dataset, default_model_path(), FinetuneConfig(batch_size=512, val_fraction=0.5), tmp_path / "b")
