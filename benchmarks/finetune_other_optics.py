@@ -42,6 +42,9 @@ from celegans_autofocus.core.optics import OpticsConfig
 
 OTHER_OPTICS = replace(OpticsConfig(), um_per_px=2.4, frame_width_px=1296, frame_height_px=972,
                        body_absorb_per_um=0.006, cuticle_absorb_per_um=0.1)
+#: the control: the simulator's default optics on the same camera
+SAME_CAMERA_DEFAULT_OPTICS = replace(OpticsConfig(), frame_width_px=1296, frame_height_px=972)
+OPTICS = {"other": OTHER_OPTICS, "default": SAME_CAMERA_DEFAULT_OPTICS}
 PLATES, STACKS_PER_PLATE, RANGE_STEPS, STEP_EVERY, SEED = 8, 2, 200, 5, 2000
 VAL_FRACTION = 3 / 8
 
@@ -50,10 +53,13 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "celegans_autofocus.cli", *args]
 
 
-def make_data(data: Path) -> None:
+def make_data(data: Path, config: OpticsConfig) -> None:
     if not (data / "labels.csv").is_file():
         t0 = time.perf_counter()
-        write_synthetic_dataset(data, PLATES, STACKS_PER_PLATE, RANGE_STEPS, STEP_EVERY, SEED, config=OTHER_OPTICS)
+        write_synthetic_dataset(data, #: the control: the simulator's default optics on the same camera
+SAME_CAMERA_DEFAULT_OPTICS = replace(OpticsConfig(), frame_width_px=1296, frame_height_px=972)
+OPTICS = {"other": OTHER_OPTICS, "default": SAME_CAMERA_DEFAULT_OPTICS}
+PLATES, STACKS_PER_PLATE, RANGE_STEPS, STEP_EVERY, SEED, config=config)
         print(f"synth: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         subprocess.run(cli("label", str(data), "--quiet"), check=True)
         subprocess.run(cli("crop", str(data), "--fov", "500", "--quiet"), check=True)
@@ -64,13 +70,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("work", type=Path, help="work directory (data/, run/, finetuned.onnx, summary.json)")
     parser.add_argument("--data-only", action="store_true", help="only write and label the plates")
-    parser.add_argument("finetune_args", nargs=argparse.REMAINDER, help="extra options for `finetune` (after --)")
-    args = parser.parse_args()
+    parser.add_argument("--optics", choices=sorted(OPTICS), default="other",
+                        help="other (the benchmark) or default (the control: the simulator's optics, same camera)")
+    args, extra = parser.parse_known_args()  # the rest goes to `finetune`
     data = args.work / "data"
-    make_data(data)
+    make_data(data, OPTICS[args.optics])
     if args.data_only:
         return 0
-    extra = [a for a in args.finetune_args if a != "--"]
     command = cli("finetune", str(data), "--val-fraction", f"{VAL_FRACTION}", "--out", str(args.work / "run"),
                   "--export", str(args.work / "finetuned.onnx"), "--threads", "2", "--json",
                   str(args.work / "finetune.json"), *extra)
@@ -85,7 +91,7 @@ def main() -> int:
                             "cpu_s": round(cpu1.children_user + cpu1.children_system
                                            - cpu0.children_user - cpu0.children_system, 1),
                             "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-                            "optics": OTHER_OPTICS.to_dict(), "command": " ".join(command)}
+                            "optics": OPTICS[args.optics].to_dict(), "command": " ".join(command)}
     (args.work / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary["benchmark"], indent=2))
     return 0
