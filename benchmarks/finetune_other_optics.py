@@ -45,6 +45,9 @@ OTHER_OPTICS = replace(OpticsConfig(), um_per_px=2.4, frame_width_px=1296, frame
 #: the control: the simulator's default optics on the same camera
 SAME_CAMERA_DEFAULT_OPTICS = replace(OpticsConfig(), frame_width_px=1296, frame_height_px=972)
 OPTICS = {"other": OTHER_OPTICS, "default": SAME_CAMERA_DEFAULT_OPTICS}
+#: the control: the simulator's default optics on the same camera
+SAME_CAMERA_DEFAULT_OPTICS = replace(OpticsConfig(), frame_width_px=1296, frame_height_px=972)
+OPTICS = {"other": OTHER_OPTICS, "default": SAME_CAMERA_DEFAULT_OPTICS}
 PLATES, STACKS_PER_PLATE, RANGE_STEPS, STEP_EVERY, SEED = 8, 2, 200, 5, 2000
 VAL_FRACTION = 3 / 8
 
@@ -56,10 +59,7 @@ def cli(*args: str) -> list[str]:
 def make_data(data: Path, config: OpticsConfig) -> None:
     if not (data / "labels.csv").is_file():
         t0 = time.perf_counter()
-        write_synthetic_dataset(data, #: the control: the simulator's default optics on the same camera
-SAME_CAMERA_DEFAULT_OPTICS = replace(OpticsConfig(), frame_width_px=1296, frame_height_px=972)
-OPTICS = {"other": OTHER_OPTICS, "default": SAME_CAMERA_DEFAULT_OPTICS}
-PLATES, STACKS_PER_PLATE, RANGE_STEPS, STEP_EVERY, SEED, config=config)
+        write_synthetic_dataset(data, PLATES, STACKS_PER_PLATE, RANGE_STEPS, STEP_EVERY, SEED, config=config)
         print(f"synth: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         subprocess.run(cli("label", str(data), "--quiet"), check=True)
         subprocess.run(cli("crop", str(data), "--fov", "500", "--quiet"), check=True)
