@@ -45,9 +45,6 @@ OTHER_OPTICS = replace(OpticsConfig(), um_per_px=2.4, frame_width_px=1296, frame
 #: the control: the simulator's default optics on the same camera
 SAME_CAMERA_DEFAULT_OPTICS = replace(OpticsConfig(), frame_width_px=1296, frame_height_px=972)
 OPTICS = {"other": OTHER_OPTICS, "default": SAME_CAMERA_DEFAULT_OPTICS}
-#: the control: the simulator's default optics on the same camera
-SAME_CAMERA_DEFAULT_OPTICS = replace(OpticsConfig(), frame_width_px=1296, frame_height_px=972)
-OPTICS = {"other": OTHER_OPTICS, "default": SAME_CAMERA_DEFAULT_OPTICS}
 PLATES, STACKS_PER_PLATE, RANGE_STEPS, STEP_EVERY, SEED = 8, 2, 200, 5, 2000
 VAL_FRACTION = 3 / 8
 
