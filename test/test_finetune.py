@@ -156,3 +156,13 @@ def test_bad_settings_and_too_few_images_are_clear_errors(dataset, tmp_path):
         finetune(dataset, default_model_path(), FinetuneConfig(epochs=0), tmp_path / "a")
     with pytest.raises(DatasetError, match="fewer than one batch"):
         finetune(dataset, default_model_path(), FinetuneConfig(batch_size=512, val_fraction=0.5), tmp_path / "b")
+
+
+def test_a_checkpoint_is_a_parent_too(dataset, tmp_path):
+    """A fine-tuned checkpoint (.pt) fine-tunes again; its metadata then names that checkpoint as the parent."""
+    cfg = FinetuneConfig(epochs=1, batch_size=8, val_fraction=0.5)
+    first = finetune(dataset, default_model_path(), cfg, tmp_path / "first")
+    second = finetune(dataset, first["checkpoint"], cfg, tmp_path / "second")
+    state = torch.load(second["checkpoint"], weights_only=True)
+    assert state["parent_model"]["file"] == "finetuned.pt" and state["input_view"] == "crop"
+    assert second["val_plates"] == first["val_plates"] and second["train_images"] == first["train_images"]

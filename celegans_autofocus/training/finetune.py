@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from ..core.images import PreprocessSpec
 from ..core.metrics import error_summary
+from ..core.predictor import ModelError
 from ..core.sensor import STEP_UM
 from .checkpoint import FORMAT, model_from_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -76,7 +77,7 @@ def load_parent(path: Path | str) -> Parent:
     """Load an exported plain7 ``.onnx`` or a ``.pt`` checkpoint as a :class:`Parent`."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path}: model file not found")
+        raise ModelError(f"{path}: model file not found")
     if path.suffix.lower() == ".onnx":
         model, meta = plain7_from_onnx(path)
         return Parent(path, model, meta["arch"], PreprocessSpec.from_dict(meta["preprocess"]),
@@ -89,7 +90,7 @@ def load_parent(path: Path | str) -> Parent:
 
 
 def dihedral(image: np.ndarray, k: int) -> np.ndarray:
-    """The ``k``-th (0-7) of the 8 flips and 90-degree rotations of a square image (lossless; defocus keeps)."""
+    """Return the ``k``-th (0-7) of the 8 flips and 90-degree rotations of a square image (lossless; defocus keeps)."""
     return np.ascontiguousarray(np.rot90(image[:, ::-1] if k >= 4 else image, k % 4))
 
 

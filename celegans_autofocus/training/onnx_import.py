@@ -67,7 +67,7 @@ def plain7_from_onnx(path: Path | str) -> tuple[torch.nn.Module, dict]:
     meta = read_metadata(path)
     if meta.get("arch") != ARCH:
         raise OnnxImportError(f"{path}: a {meta.get('arch')!r} model; only {ARCH} models can be imported from ONNX "
-                           "(fine-tune other architectures from their training checkpoint)")
+                              "(fine-tune other architectures from their training checkpoint)")
     graph = onnx.load(str(path)).graph
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     convs = [n for n in graph.node if n.op_type == "Conv"]
@@ -78,7 +78,7 @@ def plain7_from_onnx(path: Path | str) -> tuple[torch.nn.Module, dict]:
     head = model[-1]
     if len(convs) != len(torch_convs) or len(gemms) != 1:
         raise OnnxImportError(f"{path}: {len(convs)} Conv and {len(gemms)} Gemm nodes; {ARCH} has "
-                           f"{len(torch_convs)} and 1")
+                              f"{len(torch_convs)} and 1")
 
     def initializer(node, i: int) -> np.ndarray:
         if len(node.input) <= i or node.input[i] not in weights:
@@ -95,7 +95,7 @@ def plain7_from_onnx(path: Path | str) -> tuple[torch.nn.Module, dict]:
                     and list(a.get("dilations", [1, 1])) == [1, 1] and a.get("group", 1) == 1)
             if not fits:
                 raise OnnxImportError(f"{path}: Conv {node.name!r} (weight {w.shape}, {a}) does not fit {ARCH}'s "
-                                   f"{conv}")
+                                      f"{conv}")
             conv.weight.copy_(torch.tensor(w))
             norm.weight.fill_(1.0)
             norm.bias.copy_(torch.tensor(b))
