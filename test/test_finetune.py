@@ -41,6 +41,7 @@ pytestmark = pytest.mark.skipif(not TRAINING, reason="needs the [train] extra (t
 if TRAINING:  # imported only where they exist: collection never fails on a machine without torch
     import torch
 
+    from celegans_autofocus.training.checkpoint import CheckpointError
     from celegans_autofocus.training.data import DatasetError
     from celegans_autofocus.training.finetune import dihedral, finetune
     from celegans_autofocus.training.finetune_config import FinetuneConfig
@@ -156,6 +157,11 @@ def test_bad_settings_and_too_few_images_are_clear_errors(dataset, tmp_path):
         finetune(dataset, default_model_path(), FinetuneConfig(epochs=0), tmp_path / "a")
     with pytest.raises(DatasetError, match="fewer than one batch"):
         finetune(dataset, default_model_path(), FinetuneConfig(batch_size=512, val_fraction=0.5), tmp_path / "b")
+    parent = tmp_path / "parent.onnx"
+    parent.write_bytes(default_model_path().read_bytes())
+    assert main(["finetune", str(dataset), "--model", str(parent), "--export", str(parent),
+                 "--out", str(tmp_path / "c")]) == 1
+    assert parent.read_bytes() == default_model_path().read_bytes()
 
 
 def test_a_checkpoint_is_a_parent_too(dataset, tmp_path):
@@ -166,3 +172,5 @@ def test_a_checkpoint_is_a_parent_too(dataset, tmp_path):
     state = torch.load(second["checkpoint"], weights_only=True)
     assert state["parent_model"]["file"] == "finetuned.pt" and state["input_view"] == "crop"
     assert second["val_plates"] == first["val_plates"] and second["train_images"] == first["train_images"]
+    with pytest.raises(CheckpointError, match="choose a new --out"):
+        finetune(dataset, default_model_path(), cfg, tmp_path / "first")

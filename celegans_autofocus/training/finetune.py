@@ -42,7 +42,7 @@ from ..core.images import PreprocessSpec
 from ..core.metrics import error_summary
 from ..core.predictor import ModelError
 from ..core.sensor import STEP_UM
-from .checkpoint import FORMAT, model_from_checkpoint, save_checkpoint
+from .checkpoint import FORMAT, CheckpointError, model_from_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import DatasetError, ImageSet, Sample, data_hash, dataset_step_um, load_samples, split_plates
 from .finetune_config import FinetuneConfig
@@ -156,6 +156,8 @@ def finetune(dataset: Path | str, parent_path: Path | str, cfg: FinetuneConfig, 
     """Fine-tune ``parent_path`` on ``dataset``'s training plates; returns the summary (checkpoint path, split)."""
     cfg.validate()
     dataset, out = Path(dataset), Path(out)
+    if (out / CHECKPOINT).exists():
+        raise CheckpointError(f"{out / CHECKPOINT} exists (an earlier fine-tuning): choose a new --out")
     parent = load_parent(parent_path)
     if parent.spec != PreprocessSpec(input_px=parent.spec.input_px):
         raise DatasetError(f"{parent.path}: preprocessing {parent.spec.to_dict()} is not the one training "
