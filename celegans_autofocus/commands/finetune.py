@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         parent = args.model or default_model_path()
         if onnx_path.resolve() == Path(parent).resolve():
-            raise ValueError(f"--export {onnx_path} is the model fine-tuning starts from; write the new model elsewhere")
+            raise ValueError(f"--export {onnx_path} is the model fine-tuning starts from; write elsewhere")
         cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              weight_decay=args.weight_decay, huber_steps=args.huber_steps,
                              val_fraction=args.val_fraction, target=args.target, seed=args.seed)
