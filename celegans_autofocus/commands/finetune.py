@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                           target=args.target)
         write_outputs(result, args.out / "held_out")
     except KeyboardInterrupt:
-        print("finetune: interrupted; nothing was exported", file=sys.stderr)
+        print("finetune: interrupted", file=sys.stderr)
         return 130
     except (DatasetError, CheckpointError, ExportError, ModelError, OnnxImportError, FloatingPointError,
             ValueError) as exc:
@@ -108,7 +108,6 @@ def run(args: argparse.Namespace) -> int:
     rows = [r for r in result["table"] if r["kind"] in summary["kinds"]]
     summary["held_out"] = {"rows": rows, "paired": {k: result["paired"][k] for k in summary["kinds"]
                                                     if k in result["paired"]}}
-    summary["history"] = summary["history"][-1:]
     print(f"fine-tuned {before} on {summary['train_images']} images of plates {', '.join(summary['train_plates'])} "
           f"in {summary['train_s']:.0f} s; wrote {onnx_path}")
     print(f"held-out plates {', '.join(summary['val_plates'])} (errors in steps; sign accuracy where "
