@@ -32,7 +32,12 @@ target position): the controller's answer to that frame, which the simulated clo
 
 On a simulated clock (``use_sim_time``) the simulated stepper moves in simulated time, and a frame's
 decision is taken at its stamp + ``modelled_latency_s`` (the processing time the simulated clock does
-not see), so latency still decides which lens position later frames show. Services: ``stepper/enable``
+not see), so latency still decides which lens position later frames show.
+
+``stepper/target`` (sensor_msgs/JointState, position of ``joint_name`` in steps): move to that absolute
+position, for ``celegans-autofocus acquire``. Refused (logged, and ``last_target`` on ``/diagnostics``) while
+the focus law is enabled, outside the soft limits (never clamped), non-finite, or when the stepper refuses
+(fault, disabled, busy). Services: ``stepper/enable``
 (std_srvs/SetBool: energize/release the motor), ``stepper/home`` (std_srvs/Trigger; active node only),
 ``focus/enable`` (std_srvs/SetBool: the control law on/off).
 
@@ -237,7 +242,8 @@ class StepperControllerNode(ManagedNode):
         self.stepper: Stepper | None = None
         self.joint_pub = self.command_pub = None
         self._stepper_services: list = []
-        self._offset_sub = self._measure_sub = self._tick_timer = None
+        self._offset_sub = self._measure_sub = self._tick_timer = self._target_sub = None
+        self.last_target = ""          # what the last stepper/target did
         self._measures: dict[int, float] = {}          # stamp ns -> focus/measure, awaiting their offset
         self._waiting: dict[int, PointStamped] = {}    # stamp ns -> focus/offset, awaiting their measure
         self.params = declare_params(self, PARAMS)
@@ -289,15 +295,16 @@ class StepperControllerNode(ManagedNode):
                                                          reliable_qos(depth=5))
         self._offset_sub = self.create_subscription(PointStamped, "focus/offset", self._on_offset,
                                                     reliable_qos(depth=5))
+        self._target_sub = self.create_subscription(JointState, "stepper/target", self._on_target, reliable_qos())
         self._tick_timer = self.create_timer(1.0 / self.params.publish_rate_hz, self._tick)
 
     def deactivate(self) -> None:
-        for sub in (self._offset_sub, self._measure_sub):
+        for sub in (self._offset_sub, self._measure_sub, self._target_sub):
             if sub is not None:
                 self.destroy_subscription(sub)
         if self._tick_timer is not None:
             self.destroy_timer(self._tick_timer)
-        self._offset_sub = self._measure_sub = self._tick_timer = None
+        self._offset_sub = self._measure_sub = self._tick_timer = self._target_sub = None
         self._measures.clear()
         self._waiting.clear()
 
@@ -405,6 +412,32 @@ class StepperControllerNode(ManagedNode):
         self.get_logger().debug(decision.detail)
         return decision.move_steps
 
+    def _on_target(self, msg: JointState) -> None:
+        """stepper/target: an absolute move for an acquisition; the motor never moves on a bad one."""
+        name, stepper = self.params.joint_name, self.stepper
+        names = list(msg.name)
+        target = msg.position[names.index(name)] if name in names and names.index(name) < len(msg.position) else None
+        if target is None:
+            refusal = f"no position for joint {name!r}"
+        elif not math.isfinite(target):
+            refusal = f"target {target} is not finite"
+        elif self.law.enabled:
+            refusal = "the focus law is enabled; disable it first (service focus/enable)"
+        elif not stepper.soft_min_steps <= target <= stepper.soft_max_steps:
+            refusal = (f"target {target:g} is outside the soft limits "
+                       f"[{stepper.soft_min_steps}, {stepper.soft_max_steps}]")
+        else:
+            try:
+                result = stepper.move_to(target)
+            except StepperError as exc:
+                refusal = str(exc)
+            else:
+                self.law.record_move(self.now_s() + result.duration_s)
+                self.last_target = f"moving to {result.target_steps}"
+                return
+        self.last_target = f"refused: {refusal}"
+        self.get_logger().warning(f"stepper/target {self.last_target}", throttle_duration_sec=1.0)
+
     def _tick(self) -> None:
         """joint_states, and a reconnect attempt every ``reconnect_period_s`` while in fault."""
         if self.stepper.fault:
@@ -498,7 +531,8 @@ class StepperControllerNode(ManagedNode):
         values = {"lifecycle_state": self.lifecycle_state, "focus_enabled": str(self.law.enabled),
                   "control_mode": self.params.control_mode,
                   "moves": str(self.moves), "offsets_received": str(self.offsets_received),
-                  "last_reason": d.reason.value if d else "", "last_detail": d.detail if d else ""}
+                  "last_reason": d.reason.value if d else "", "last_detail": d.detail if d else "",
+                  "last_target": self.last_target}
         if self.stepper is not None:
             values.update({
                 "position_steps": str(self.stepper.position_steps), "moving": str(self.stepper.moving),

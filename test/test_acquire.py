@@ -1,0 +1,195 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``acquire`` on a real rclpy graph: the simulated stack player and stepper (and GRBL on a pty).
+
+A recorded stack labels within 8 steps of the simulator's truth; a bag recorded meanwhile gives the same stack
+through ``bag-to-dataset``; bad requests are refused before anything moves; a sweep stopped midway keeps its
+images, returns the lens and resumes.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from celegans_autofocus import cli
+from celegans_autofocus.commands.bag_to_dataset import bag_to_stack
+from celegans_autofocus.core.acquisition import AcquireError
+from celegans_autofocus.core.dataset.io import read_image
+from celegans_autofocus.core.optics import OpticsConfig, StackRenderer, make_scene
+from celegans_autofocus.nodes.acquire_client import AcquireClient, AcquireRequest
+from celegans_autofocus.nodes.bag_recorder_node import BagRecorderNode
+from celegans_autofocus.nodes.stack_player_node import StackPlayerNode
+from celegans_autofocus.nodes.stepper_controller_node import StepperControllerNode
+from celegans_autofocus.nodes.worm_detector_node import WormDetectorNode
+from test_steppers import GrblPort
+
+FRAME = {"frame_width_px": 324, "frame_height_px": 243}  # the whole field at 1/8 scale
+TRUTH_STEPS = 60       # the simulator's best plane
+START_STEPS = 20       # where the lens is when acquire starts
+SEED = 1
+STEPPER = dict(diagnostics_period_s=0.2, max_speed_steps_per_s=4000.0, initial_position_steps=START_STEPS,
+               reconnect_period_s=3600.0)
+
+
+class Graph:
+    """Simulated stepper + stack player (wall clock) + the acquire client, in the harness' namespace."""
+
+    def __init__(self, harness, dataset: Path, player: bool = True, **stepper):
+        self.h, self.dataset = harness, dataset
+        self.stepper = harness.start(StepperControllerNode, **{**STEPPER, **stepper})
+        self.player = self.start_player() if player else None
+        self.client = harness.add(AcquireClient(namespace=harness.namespace))
+
+    def start_player(self):
+        return self.h.start(StackPlayerNode, fps=30.0, start_best_z_steps=float(TRUTH_STEPS), seed=SEED,
+                            n_worms=2, joint_name="focus", **FRAME)
+
+    def stop(self, node) -> None:
+        self.h.nodes.remove(node)
+        self.h.executor.remove_node(node)
+        node.destroy_node()
+
+    def request(self, stack: str, range_steps: int | None = 8, step_steps: int | None = 4, **kw) -> AcquireRequest:
+        kw = {"settle_s": 0.05, "timeout_s": 3.0, **kw}
+        return AcquireRequest(self.dataset, "plate_a", stack, range_steps, step_steps, **kw)
+
+    def acquire(self, stack: str, progress=None, **kw):
+        return self.client.acquire(self.request(stack, **kw), progress)
+
+    def position(self) -> int:
+        return self.stepper.stepper.position_steps
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``root``: its bytes and inode (an image replaced or rewritten shows)."""
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_ino) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def reference(offsets_steps) -> list[np.ndarray]:
+    """The player's scene rendered independently (other noise) at ``offsets_steps``."""
+    config = OpticsConfig()
+    renderer = StackRenderer(make_scene(np.random.default_rng(SEED), config, 2), config,
+                             (FRAME["frame_height_px"], FRAME["frame_width_px"]), seed=99)
+    return [renderer.frame(o).astype(np.float32) for o in offsets_steps]
+
+
+def test_acquire_labels_near_the_truth_and_a_bag_of_it_gives_the_same_stack(ros_harness, tmp_path):
+    g = Graph(ros_harness, tmp_path / "ds")
+    recorder = ros_harness.start(BagRecorderNode, bag_path=str(tmp_path / "bag"),
+                                 topics=["camera/image_raw", "stepper/joint_states"])
+    assert ros_harness.spin_until(lambda: recorder.all_subscribed, timeout_s=15)
+    seen = []
+    result = g.acquire("stack_000", range_steps=100, progress=lambda done, total, z: seen.append((done, total, z)))
+    g.stop(recorder)                                             # closes the bag
+
+    z_steps = list(range(START_STEPS - 100, START_STEPS + 101, 4))
+    assert result.complete and result.taken == result.total == len(z_steps) and result.problems == []
+    assert seen == [(i + 1, len(z_steps), z) for i, z in enumerate(z_steps)]
+    assert result.returned_to_steps == START_STEPS and g.position() == START_STEPS
+    assert g.stepper.law.enabled, "the focus law is on again"
+    meta = yaml.safe_load((result.path / "stack.yaml").read_text())
+    assert meta["complete"] and meta["plate"] == "plate_a" and meta["step_um"] == 5.0
+    assert list(meta["positions"]) == z_steps and all(meta["positions"][z]["motor_steps"] == z for z in z_steps)
+    assert meta["sweep"]["centre_steps"] == START_STEPS and meta["sweep"]["range_steps"] == 100
+    assert meta["stepper"]["soft_min_steps"] == -1000 and meta["stepper"]["backend"] == "simulated"
+    assert meta["camera"]["width_px"] == 324 and meta["camera"]["parameters"]["seed"] == SEED
+    # each image shows its z: nearer the render at its own offset than at its neighbours' +-40 steps
+    refs = reference([TRUTH_STEPS - z for z in (-60, -20, 20, 60, 100)])
+    for k, z in enumerate((-60, -20, 20, 60, 100)):
+        image = read_image(result.path / f"z_{z}.png").astype(np.float32)
+        assert int(np.argmin([np.mean((image - r) ** 2) for r in refs])) == k, z
+
+    assert cli.main(["label", str(g.dataset), "--quiet"]) == 0
+    with open(g.dataset / "labels.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["stack"] == "stack_000"]
+    assert len(rows) == len(z_steps)
+    assert abs(int(rows[0]["best_index"]) - TRUTH_STEPS) <= 8, rows[0]["best_index"]
+
+    converted = bag_to_stack(tmp_path / "bag", g.dataset, "plate_b", "from_bag", settle_s=0.05).path
+    bag_meta = yaml.safe_load((converted / "stack.yaml").read_text())
+    assert bag_meta["complete"] and list(bag_meta["positions"]) == z_steps
+    assert [bag_meta["positions"][z]["stamp_s"] for z in z_steps] == [meta["positions"][z]["stamp_s"]
+                                                                        for z in z_steps]
+    for z in z_steps:
+        assert np.array_equal(read_image(converted / f"z_{z}.png"), read_image(result.path / f"z_{z}.png")), z
+
+
+def test_bad_requests_are_refused_before_anything_moves_and_nothing_recorded_is_lost(ros_harness, tmp_path):
+    g = Graph(ros_harness, tmp_path / "ds")
+    assert g.acquire("done").complete
+    before = snapshot(g.dataset)
+
+    def refused(stack: str, match: str, **kw) -> None:
+        with pytest.raises(AcquireError, match=match):
+            g.acquire(stack, **kw)
+        assert snapshot(g.dataset) == before and g.position() == START_STEPS and g.stepper.law.enabled
+
+    refused("far", r"sweep z -1180\.\.1220 steps leaves the stepper's soft limits \[-1000, 1000\] by 220",
+            range_steps=1200)
+    refused("done", "is a complete sweep")
+    g.stepper.stepper.inject_fault("driver overtemperature")
+    assert ros_harness.spin_until(lambda: g.client.status.values.get("fault"), timeout_s=5)
+    refused("faulted", "stepper in fault: driver overtemperature")
+    g.stepper.stepper.reconnect()
+    g.stop(g.player)
+    refused("dark", "camera silent: nothing publishes")
+
+
+def test_a_sweep_stopped_midway_keeps_its_images_returns_the_lens_and_resumes(ros_harness, tmp_path):
+    g = Graph(ros_harness, tmp_path / "ds")
+    stack = g.dataset / "plates" / "plate_a" / "s"
+    resume = dict(range_steps=None, step_steps=None, resume=True)
+
+    def fault_after_two(done, total, z):
+        if done == 2:
+            g.stepper.stepper.inject_fault("stall detected")
+
+    with pytest.raises(AcquireError, match=r"stepper fault .*stall detected; kept 2 of 5 images .*lens NOT returned"):
+        g.acquire("s", progress=fault_after_two)          # z 12, 16, 20, 24, 28 around 20
+    assert sorted(p.name for p in stack.glob("z_*")) == ["z_12.png", "z_16.png"] and g.position() == 16
+    first = {k: v for k, v in snapshot(stack).items() if k.startswith("z_")}
+    assert not yaml.safe_load((stack / "stack.yaml").read_text())["complete"]
+    assert g.stepper.law.enabled, "the focus law is restored even when the lens could not return"
+    g.stepper.stepper.reconnect()
+    with pytest.raises(AcquireError, match=r"holds an unfinished sweep \(2 of 5 images\); resume it"):
+        g.acquire("s")
+    with pytest.raises(AcquireError, match="the unfinished sweep has step_steps 4, not 2"):
+        g.acquire("s", range_steps=None, step_steps=2, resume=True)
+
+    def interrupt(done, total, z):
+        raise KeyboardInterrupt
+
+    with pytest.raises(AcquireError, match=r"interrupted \(Ctrl-C\); kept 3 of 5 images .*lens back at z 16"):
+        g.acquire("s", progress=interrupt, **resume)
+    assert g.position() == 16 and g.stepper.law.enabled
+
+    def silence(done, total, z):
+        g.stop(g.player)
+
+    with pytest.raises(AcquireError, match=r"camera silent: no frame within .* at z 28; kept 4 of 5 .*back at z 16"):
+        g.acquire("s", progress=silence, **resume)
+    g.player = g.start_player()
+    result = g.acquire("s", **resume)
+    assert result.complete and result.taken == 5 and g.position() == 16
+    assert sorted(p.name for p in stack.glob("z_*")) == [f"z_{z}.png" for z in (12, 16, 20, 24, 28)]
+    assert {k: v for k, v in snapshot(stack).items() if k in first} == first, "the first images were kept as they were"
