@@ -21,15 +21,16 @@ images, returns the lens and resumes.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from sensor_msgs.msg import JointState
 
 from celegans_autofocus import cli
 from celegans_autofocus.commands.bag_to_dataset import bag_to_stack
@@ -38,9 +39,11 @@ from celegans_autofocus.core.dataset.io import read_image
 from celegans_autofocus.core.optics import OpticsConfig, StackRenderer, make_scene
 from celegans_autofocus.nodes.acquire_client import AcquireClient, AcquireRequest
 from celegans_autofocus.nodes.bag_recorder_node import BagRecorderNode
+from celegans_autofocus.nodes.focus_predictor_node import FocusPredictorNode
 from celegans_autofocus.nodes.stack_player_node import StackPlayerNode
 from celegans_autofocus.nodes.stepper_controller_node import StepperControllerNode
 from celegans_autofocus.nodes.worm_detector_node import WormDetectorNode
+from onnx_models import constant_model
 from test_steppers import GrblPort
 
 FRAME = {"frame_width_px": 324, "frame_height_px": 243}  # the whole field at 1/8 scale
@@ -193,3 +196,96 @@ def test_a_sweep_stopped_midway_keeps_its_images_returns_the_lens_and_resumes(ro
     assert result.complete and result.taken == 5 and g.position() == 16
     assert sorted(p.name for p in stack.glob("z_*")) == [f"z_{z}.png" for z in (12, 16, 20, 24, 28)]
     assert {k: v for k, v in snapshot(stack).items() if k in first} == first, "the first images were kept as they were"
+
+
+def test_stepper_target_moves_only_when_the_focus_law_is_off_and_within_the_limits(ros_harness):
+    stepper = ros_harness.start(StepperControllerNode, **STEPPER)
+    pub = ros_harness.probe.publisher("stepper/target", JointState)
+    assert ros_harness.wait_for_subscribers(pub)
+
+    def send(position: float, name: str = "focus") -> None:
+        before = stepper.last_target
+        stepper.last_target = ""
+        pub.publish(JointState(name=[name], position=[position]))
+        assert ros_harness.spin_until(lambda: stepper.last_target, timeout_s=5), before
+        ros_harness.spin_for(0.1)
+
+    send(100.0)
+    assert "refused: the focus law is enabled" in stepper.last_target and stepper.stepper.position_steps == 20
+    stepper.law.enable(False)
+    for bad, why in ((1500.0, "outside the soft limits [-1000, 1000]"), (math.nan, "not finite")):
+        send(bad)
+        assert why in stepper.last_target and stepper.stepper.position_steps == 20
+    send(100.0, name="x")
+    assert "no position for joint 'focus'" in stepper.last_target
+    send(-300.0)
+    assert stepper.last_target == "moving to -300"
+    assert ros_harness.spin_until(lambda: stepper.stepper.position_steps == -300, timeout_s=5)
+
+
+def test_acquire_on_the_simulated_clock_with_the_pipeline_running(ros_harness, tmp_path):
+    """sim.launch.py's set-up: the player drives /clock, lock-stepped with predictor and controller."""
+    model = constant_model(tmp_path / "m.onnx", 60.0, input_px=32)
+    sim = {"use_sim_time": True}
+    ros_harness.start(StackPlayerNode, clock="sim", fps=15.0, start_best_z_steps=float(TRUTH_STEPS), seed=SEED,
+                      joint_name="focus", initial_z_steps=float(START_STEPS), **FRAME)
+    ros_harness.start(FocusPredictorNode, model_path=str(model), input="full", **sim)
+    g = Graph(ros_harness, tmp_path / "ds", player=False, **sim)
+    result = g.acquire("s", settle_s=0.1)
+    assert result.complete and result.taken == 5 and g.position() == START_STEPS
+    stamps = [p["stamp_s"] for p in yaml.safe_load((result.path / "stack.yaml").read_text())["positions"].values()]
+    assert stamps == sorted(stamps) and stamps[-1] < 100, "frames of the simulated clock (seconds since its start)"
+
+
+def test_acquire_drives_a_grbl_stepper_through_the_same_node(ros_harness, tmp_path):
+    port = GrblPort(tmp_path / "ttyGRBL")
+    fake = port.plug()
+    try:
+        g = Graph(ros_harness, tmp_path / "ds", backend="grbl", port=port.port, startup_s=0.01)
+        assert ros_harness.spin_until(lambda: g.position() == 0, timeout_s=5)
+        result = g.acquire("s")                               # z -8, -4, 0, 4, 8 around 0
+        assert result.complete and result.taken == 5 and result.returned_to_steps == 0
+        moves = [line for line in fake.lines if line.startswith("G91 G1")]
+        assert [line.split()[2] for line in moves] == ["Z-0.04000"] + ["Z0.02000"] * 4 + ["Z-0.04000"]
+    finally:
+        for f in port.fakes:
+            if not f._stop.is_set():
+                f.disappear()
+
+
+def test_crops_of_the_detector_are_recorded_as_a_crop_stack(ros_harness, tmp_path):
+    g = Graph(ros_harness, tmp_path / "ds")
+    ros_harness.start(WormDetectorNode, fov_px=1000)
+    result = g.acquire("s", crops=True)
+    assert result.complete and result.problems == [] and result.crops_path.name == "s__crop125_tracked"
+    meta = yaml.safe_load((result.crops_path / "stack.yaml").read_text())
+    assert meta["parent"] == "s" and meta["fov_px"] == 125 and meta["complete"]
+    assert list(meta["positions"]) == [12, 16, 20, 24, 28]
+    assert all(len(p["centre_px"]) == 2 for p in meta["positions"].values())
+    assert read_image(result.crops_path / "z_20.png").shape == (125, 125)
+    assert cli.main(["label", str(g.dataset), "--quiet"]) in (0, 1)
+    with open(g.dataset / "labels.csv") as fh:
+        kinds = {(r["stack"], r["kind"]) for r in csv.DictReader(fh)}
+    assert kinds == {("s", "full"), ("s__crop125_tracked", "crop")}
+
+
+def test_the_command_line_acquires_and_refuses(ros_harness, tmp_path):
+    g = Graph(ros_harness, tmp_path / "ds")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "celegans_autofocus.cli", "acquire", str(g.dataset),
+                                 "--plate", "plate_a", "--namespace", ros_harness.namespace, "--quiet", *args],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert ros_harness.spin_until(lambda: proc.poll() is not None, timeout_s=120), "acquire did not end"
+        out, err = proc.communicate()
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    done = run("--range", "8", "--step", "4", "--settle", "0.05")
+    assert done.returncode == 0, done.stderr
+    assert "stack_000  (5 of 5 images, complete)" in done.stdout and "lens back at z 20" in done.stdout
+    refused = run("--range", "5000")
+    assert refused.returncode == 1 and "leaves the stepper's soft limits" in refused.stderr
+    assert not (g.dataset / "plates" / "plate_a" / "stack_001").exists() and g.position() == START_STEPS
+    resumed = run("--resume", "--stack", "stack_000")
+    assert resumed.returncode == 1 and "is a complete sweep" in resumed.stderr

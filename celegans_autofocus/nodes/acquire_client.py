@@ -346,7 +346,7 @@ class AcquireClient(Node):
                     raise AcquireError(f"frame at z {z} cannot be decoded: {exc}") from None
                 recording.add(z, gray, {"motor_steps": rest.position_steps, "stamp_s": stamp * 1e-9,
                                         "time": utc_now()})
-                if crops is not None:
+                if req.crops:
                     crops = self._take_crop(crops, req, path, meta, z, rest, problems)
                 if progress is not None:
                     progress(len(recording.taken()), total, z)
