@@ -89,7 +89,7 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def reference(offsets_steps) -> list[np.ndarray]:
-    """The player's scene rendered independently (other noise) at ``offsets_steps``."""
+    """Render the player's scene independently (other noise) at ``offsets_steps``."""
     config = OpticsConfig()
     renderer = StackRenderer(make_scene(np.random.default_rng(SEED), config, 2), config,
                              (FRAME["frame_height_px"], FRAME["frame_width_px"]), seed=99)
@@ -131,8 +131,8 @@ def test_acquire_labels_near_the_truth_and_a_bag_of_it_gives_the_same_stack(ros_
     converted = bag_to_stack(tmp_path / "bag", g.dataset, "plate_b", "from_bag", settle_s=0.05).path
     bag_meta = yaml.safe_load((converted / "stack.yaml").read_text())
     assert bag_meta["complete"] and list(bag_meta["positions"]) == z_steps
-    assert [bag_meta["positions"][z]["stamp_s"] for z in z_steps] == [meta["positions"][z]["stamp_s"]
-                                                                        for z in z_steps]
+    stamps = [meta["positions"][z]["stamp_s"] for z in z_steps]
+    assert [bag_meta["positions"][z]["stamp_s"] for z in z_steps] == stamps, "the same frames"
     for z in z_steps:
         assert np.array_equal(read_image(converted / f"z_{z}.png"), read_image(result.path / f"z_{z}.png")), z
 

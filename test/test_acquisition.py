@@ -140,8 +140,10 @@ def test_a_recording_refuses_what_it_must_not_touch(tmp_path):
 
 
 def write_sweep_bag(path: Path, sweep_z: list[int], before_z: int = 0, joint: bool = True) -> dict[int, int]:
-    """A bag as ``acquire`` leaves it: joint_states at 50 Hz (2 steps per sample while moving), frames at 25 fps
-    whose pixels are the lens z + 100. Returns each position's arrival stamp (ns)."""
+    """Write a bag as ``acquire`` leaves it; return each position's arrival stamp (ns).
+
+    joint_states at 50 Hz (2 steps per sample while moving), frames at 25 fps whose pixels are the lens z + 100.
+    """
     samples, arrival, t, z_now = [], {}, S, before_z
     for z, hold_s in [(before_z, 0.5)] + [(z, 0.4) for z in sweep_z] + [(before_z, 0.4)]:
         step = 2 if z > z_now else -2

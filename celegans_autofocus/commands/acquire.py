@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def next_stack_name(plate_dir: Path) -> str:
-    """The first ``stack_NNN`` not present in ``plate_dir``."""
+    """Return the first ``stack_NNN`` not present in ``plate_dir``."""
     n = 0
     while (plate_dir / f"stack_{n:03d}").exists():
         n += 1

@@ -128,7 +128,7 @@ class RestTracker:
 
 
 def first_settled(rest: Rest, frame_stamps_ns: Iterable[int], settle_s: float) -> int | None:
-    """The stamp of the first frame that shows ``rest`` settled, or None."""
+    """Return the stamp of the first frame that shows ``rest`` settled, or None."""
     return min((t for t in frame_stamps_ns if rest.holds(t, settle_s)), default=None)
 
 

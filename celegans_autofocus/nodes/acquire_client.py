@@ -230,7 +230,7 @@ class AcquireClient(Node):
         return self.frames[max(self.frames)]
 
     def camera_settings(self, frame: Image, timeout_s: float) -> dict[str, Any]:
-        """The frame's size and encoding, and the parameters of the node that publishes it (when it answers)."""
+        """Return the frame's size and encoding, and the parameters of the node that publishes it (if it answers)."""
         topic = self.resolve_topic_name(self.image_topic)
         info: dict[str, Any] = {"topic": topic, "encoding": frame.encoding, "width_px": int(frame.width),
                                 "height_px": int(frame.height), "frame_id": frame.header.frame_id}
@@ -271,7 +271,7 @@ class AcquireClient(Node):
         return self.tracker.current
 
     def _at_rest(self) -> bool:
-        """The joint has reported one position over at least 0.1 s (a new target is not refused as busy)."""
+        """Tell whether the joint reported one position over at least 0.1 s (a target then is not refused as busy)."""
         rest = self.tracker.current
         return rest is not None and rest.end_ns - rest.start_ns >= 100_000_000
 
@@ -393,7 +393,7 @@ class AcquireClient(Node):
 
     # ------------------------------------------------------------ crops
     def _crop_recording(self, req: AcquireRequest, path: Path) -> SweepRecording | None:
-        """The crop stack to resume (found by name), or None until the first crop tells its size."""
+        """Return the crop stack to resume (found by name), or None until the first crop tells its size."""
         found = sorted(path.parent.glob(f"{path.name}{CROP_TAG}*{TRACKED}"))
         if found and req.resume:
             return SweepRecording(found[0], {}, resume=True)

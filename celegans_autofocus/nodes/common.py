@@ -89,6 +89,7 @@ def matched_qos(node: Node, topic: str, depth: int) -> QoSProfile:
         return reliable_qos(depth=depth)
     return sensor_qos(depth=depth)
 
+
 T = TypeVar("T")
 
 

@@ -105,7 +105,7 @@ class SweepRecording:
         return self.meta.setdefault("positions", {})
 
     def taken(self) -> set[int]:
-        """z positions with a record and an image on disk."""
+        """Return the z positions with a record and an image on disk."""
         return {z for z in self.positions if self._files(z)}
 
     def missing(self) -> list[int]:
