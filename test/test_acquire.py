@@ -232,7 +232,9 @@ def test_acquire_on_the_simulated_clock_with_the_pipeline_running(ros_harness, t
     ros_harness.start(FocusPredictorNode, model_path=str(model), input="full", **sim)
     g = Graph(ros_harness, tmp_path / "ds", player=False, **sim)
     result = g.acquire("s", settle_s=0.1)
-    assert result.complete and result.taken == 5 and g.position() == START_STEPS
+    assert result.complete and result.taken == 5 and result.returned_to_steps == START_STEPS
+    assert ros_harness.spin_until(lambda: g.position() >= START_STEPS + 60, timeout_s=10), \
+        "the focus law is back on: it follows the constant model's +60 steps"
     stamps = [p["stamp_s"] for p in yaml.safe_load((result.path / "stack.yaml").read_text())["positions"].values()]
     assert stamps == sorted(stamps) and stamps[-1] < 100, "frames of the simulated clock (seconds since its start)"
 

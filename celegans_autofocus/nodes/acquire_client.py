@@ -131,7 +131,7 @@ class AcquireClient(Node):
 
     def _on_image(self, msg: Image) -> None:
         self.frames[Time.from_msg(msg.header.stamp).nanoseconds] = msg
-        while len(self.frames) > 64:
+        while len(self.frames) > 16:  # full frames: a few seconds' worth at most
             self.frames.pop(min(self.frames))
 
     def _on_crop(self, msg: Image) -> None:
@@ -310,9 +310,10 @@ class AcquireClient(Node):
         path = stack_dir(req.dataset, req.plate, req.stack)
         existing = SweepRecording.inspect(path, req.resume)      # refuses a used name before anything moves
         settings = self.stepper_settings(req.timeout_s)
-        lens = self.wait_lens(req.timeout_s)
+        self.wait_lens(req.timeout_s)
         status = self.check_stepper(max(req.timeout_s, 2 * settings.get("diagnostics_period_s", 1.0)))
         frame = self.check_camera(req.timeout_s, req.crops)
+        start_z = self.tracker.current.position_steps
         if existing is not None:
             plan, centre = SweepPlan.from_meta(existing["sweep"]), existing["sweep"].get("centre_steps")
             for name, asked in (("range_steps", req.range_steps), ("step_steps", req.step_steps)):
@@ -322,19 +323,18 @@ class AcquireClient(Node):
         else:
             if req.range_steps is None or req.step_steps is None:
                 raise AcquireError("a new sweep needs its range and step")
-            plan, centre = SweepPlan.around(lens.position_steps, req.range_steps, req.step_steps), lens.position_steps
+            plan, centre = SweepPlan.around(start_z, req.range_steps, req.step_steps), start_z
         plan.check_limits(settings["soft_min_steps"], settings["soft_max_steps"])
         meta = self._meta(req, plan, centre, settings, self.camera_settings(frame, req.timeout_s))
         recording = SweepRecording(path, meta, req.resume)
         crops = self._crop_recording(req, path) if req.crops else None
         focus_was_on = status.values.get("focus_enabled") == "True"
-        start_z = lens.position_steps
         problems: list[str] = []
-        recording.start()
-        if focus_was_on:
-            self.set_focus_law(False, req.timeout_s)
         stopped: str | None = None
         try:
+            if focus_was_on:
+                self.set_focus_law(False, req.timeout_s)
+            recording.start()
             todo = recording.missing()
             total = len(plan.z_steps)
             for z in todo:
@@ -353,7 +353,7 @@ class AcquireClient(Node):
             recording.finish()
             if isinstance(crops, SweepRecording):
                 crops.finish()
-        except (AcquireError, OSError) as exc:
+        except (AcquireError, OSError, ValueError) as exc:  # ValueError: ImageError, StackError
             stopped = str(exc)
         except KeyboardInterrupt:
             stopped = "interrupted (Ctrl-C)"
@@ -364,11 +364,12 @@ class AcquireClient(Node):
             except AcquireError as exc:
                 problems.append(f"focus law not re-enabled: {exc}")
         if return_problem:
-            problems.append(return_problem)
+            problems.insert(0, return_problem)
         taken = len(recording.taken())
         if stopped is not None:
             raise AcquireError(f"{stopped}; kept {taken} of {len(plan.z_steps)} images in {path} (finish them with "
-                               f"resume); " + ("; ".join(problems) or f"lens back at z {returned}"))
+                               "resume); " + "; ".join(problems if return_problem else
+                                                      [f"lens back at z {returned}", *problems]))
         return AcquireResult(path, taken, len(plan.z_steps), bool(recording.meta.get("complete")), returned,
                              crops.path if isinstance(crops, SweepRecording) else None, problems)
 
