@@ -44,7 +44,7 @@ from celegans_autofocus.nodes.stack_player_node import StackPlayerNode
 from celegans_autofocus.nodes.stepper_controller_node import StepperControllerNode
 from celegans_autofocus.nodes.worm_detector_node import WormDetectorNode
 from onnx_models import constant_model
-from test_steppers import GrblPort
+from test_steppers import DIR, STEP, GrblPort, pins, rising_edges  # noqa: F401  (pins: a fixture)
 
 FRAME = {"frame_width_px": 324, "frame_height_px": 243}  # the whole field at 1/8 scale
 TRUTH_STEPS = 60       # the simulator's best plane
@@ -253,6 +253,14 @@ def test_acquire_drives_a_grbl_stepper_through_the_same_node(ros_harness, tmp_pa
         for f in port.fakes:
             if not f._stop.is_set():
                 f.disappear()
+
+
+def test_acquire_drives_a_gpio_stepper_through_the_same_node(ros_harness, tmp_path, pins):
+    g = Graph(ros_harness, tmp_path / "ds", backend="gpio", step_pin=str(STEP), dir_pin=str(DIR),
+              max_speed_steps_per_s=20000.0)
+    result = g.acquire("s")                                   # z -8, -4, 0, 4, 8 around 0
+    assert result.complete and result.taken == 5 and result.returned_to_steps == 0 == g.position()
+    assert rising_edges(pins.pin(STEP)) == 8 + 4 * 4 + 8, "out, the sweep, and back: one pulse per step"
 
 
 def test_crops_of_the_detector_are_recorded_as_a_crop_stack(ros_harness, tmp_path):
