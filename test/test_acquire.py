@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,8 @@ from celegans_autofocus.nodes.stack_player_node import StackPlayerNode
 from celegans_autofocus.nodes.stepper_controller_node import StepperControllerNode
 from celegans_autofocus.nodes.worm_detector_node import WormDetectorNode
 from onnx_models import constant_model
-from test_steppers import DIR, STEP, GrblPort, pins, rising_edges  # noqa: F401  (pins: a fixture)
+from test_steppers import DIR, STEP, GrblPort, rising_edges
+from test_steppers import pins  # noqa: F401  (a fixture)
 
 FRAME = {"frame_width_px": 324, "frame_height_px": 243}  # the whole field at 1/8 scale
 TRUTH_STEPS = 60       # the simulator's best plane
@@ -255,7 +257,7 @@ def test_acquire_drives_a_grbl_stepper_through_the_same_node(ros_harness, tmp_pa
                 f.disappear()
 
 
-def test_acquire_drives_a_gpio_stepper_through_the_same_node(ros_harness, tmp_path, pins):
+def test_acquire_drives_a_gpio_stepper_through_the_same_node(ros_harness, tmp_path, pins):  # noqa: F811
     g = Graph(ros_harness, tmp_path / "ds", backend="gpio", step_pin=str(STEP), dir_pin=str(DIR),
               max_speed_steps_per_s=20000.0)
     result = g.acquire("s")                                   # z -8, -4, 0, 4, 8 around 0
@@ -279,14 +281,23 @@ def test_crops_of_the_detector_are_recorded_as_a_crop_stack(ros_harness, tmp_pat
     assert kinds == {("s", "full"), ("s__crop125_tracked", "crop")}
 
 
-def test_the_command_line_acquires_and_refuses(ros_harness, tmp_path):
+def test_the_command_line_acquires_refuses_and_stops_on_ctrl_c(ros_harness, tmp_path):
     g = Graph(ros_harness, tmp_path / "ds")
 
-    def run(*args: str) -> subprocess.CompletedProcess:
+    def run(*args: str, interrupt_after: int = 0) -> subprocess.CompletedProcess:
+        """Run ``acquire`` as users do; with ``interrupt_after``, Ctrl-C once it has taken that many images."""
         env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen([sys.executable, "-m", "celegans_autofocus.cli", "acquire", str(g.dataset),
                                  "--plate", "plate_a", "--namespace", ros_harness.namespace, "--quiet", *args],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if interrupt_after:
+            meta = g.dataset / "plates" / "plate_a" / "stack_001" / "stack.yaml"
+
+            def taken() -> bool:
+                return meta.is_file() and len(yaml.safe_load(meta.read_text())["positions"]) >= interrupt_after
+
+            assert ros_harness.spin_until(taken, timeout_s=60), "no images taken"
+            proc.send_signal(signal.SIGINT)
         assert ros_harness.spin_until(lambda: proc.poll() is not None, timeout_s=120), "acquire did not end"
         out, err = proc.communicate()
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
@@ -299,3 +310,10 @@ def test_the_command_line_acquires_and_refuses(ros_harness, tmp_path):
     assert not (g.dataset / "plates" / "plate_a" / "stack_001").exists() and g.position() == START_STEPS
     resumed = run("--resume", "--stack", "stack_000")
     assert resumed.returncode == 1 and "is a complete sweep" in resumed.stderr
+
+    stopped = run("--range", "100", "--step", "4", "--settle", "0.05", interrupt_after=3)
+    assert stopped.returncode == 1 and "interrupted (Ctrl-C); kept" in stopped.stderr, stopped.stderr
+    assert "of 51 images" in stopped.stderr and "lens back at z 20" in stopped.stderr
+    assert g.position() == START_STEPS and g.stepper.law.enabled
+    meta = yaml.safe_load((g.dataset / "plates" / "plate_a" / "stack_001" / "stack.yaml").read_text())
+    assert not meta["complete"] and 3 <= len(meta["positions"]) < 51

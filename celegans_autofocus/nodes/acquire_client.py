@@ -367,9 +367,9 @@ class AcquireClient(Node):
             problems.insert(0, return_problem)
         taken = len(recording.taken())
         if stopped is not None:
+            notes = problems if return_problem else [f"lens back at z {returned}", *problems]
             raise AcquireError(f"{stopped}; kept {taken} of {len(plan.z_steps)} images in {path} (finish them with "
-                               "resume); " + "; ".join(problems if return_problem else
-                                                      [f"lens back at z {returned}", *problems]))
+                               f"resume); {'; '.join(notes)}")
         return AcquireResult(path, taken, len(plan.z_steps), bool(recording.meta.get("complete")), returned,
                              crops.path if isinstance(crops, SweepRecording) else None, problems)
 
