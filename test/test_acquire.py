@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Image, JointState
 
 from celegans_autofocus import cli
 from celegans_autofocus.commands.bag_to_dataset import bag_to_stack
@@ -158,6 +158,8 @@ def test_bad_requests_are_refused_before_anything_moves_and_nothing_recorded_is_
     g.stepper.stepper.reconnect()
     g.stop(g.player)
     refused("dark", "camera silent: nothing publishes")
+    ros_harness.probe.publisher("camera/image_raw", Image)   # a camera that is there but sends nothing
+    refused("dark", r"camera silent: no frame on .*camera/image_raw within 3 s")
 
 
 def test_a_sweep_stopped_midway_keeps_its_images_returns_the_lens_and_resumes(ros_harness, tmp_path):

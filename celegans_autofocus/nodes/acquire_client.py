@@ -225,6 +225,7 @@ class AcquireClient(Node):
                     raise AcquireError(f"crops asked for, but nothing publishes {self.resolve_topic_name(name)} "
                                        "(is worm_detector_node running?)")
                 self._crop_sub = self.create_subscription(cls, name, cb, matched_qos(self, name, 10))
+        self.frames.clear()  # a frame from before this check says nothing about the camera now
         if not self.spin_until(lambda: bool(self.frames), timeout_s):
             raise AcquireError(f"camera silent: no frame on {topic} within {timeout_s:g} s")
         return self.frames[max(self.frames)]
