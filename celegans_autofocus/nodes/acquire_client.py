@@ -108,9 +108,9 @@ class AcquireClient(Node):
         self.tracker = RestTracker()
         self.frames: dict[int, Image] = {}        # stamp ns -> frame, since the current move began
         self.crops: dict[int, Image] = {}         # stamp ns -> worm/crop
-        self.targets: dict[int, PointStamped] = {}
+        self.worm_targets: dict[int, PointStamped] = {}
         self.status: StepperStatus | None = None
-        self._image_sub = self._crop_sub = None
+        self._subs: dict[str, object] = {}  # topic -> subscription, made once its publishers are known
         self.create_subscription(JointState, "stepper/joint_states", self._on_joints, reliable_qos(depth=100))
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable_qos(depth=20))
         self.target_pub = self.create_publisher(JointState, "stepper/target", reliable_qos())
@@ -139,10 +139,15 @@ class AcquireClient(Node):
         while len(self.crops) > 64:
             self.crops.pop(min(self.crops))
 
-    def _on_target(self, msg: PointStamped) -> None:
-        self.targets[Time.from_msg(msg.header.stamp).nanoseconds] = msg
-        while len(self.targets) > 64:
-            self.targets.pop(min(self.targets))
+    def _on_worm_target(self, msg: PointStamped) -> None:
+        self.worm_targets[Time.from_msg(msg.header.stamp).nanoseconds] = msg
+        while len(self.worm_targets) > 64:
+            self.worm_targets.pop(min(self.worm_targets))
+
+    def _subscribe(self, topic: str, cls: type, callback: Callable) -> None:
+        """Subscribe once, with QoS that loses nothing from the publishers there are (:func:`matched_qos`)."""
+        if topic not in self._subs:
+            self._subs[topic] = self.create_subscription(cls, topic, callback, matched_qos(self, topic, 10))
 
     # ------------------------------------------------------------ waiting
     def spin_until(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
@@ -217,14 +222,13 @@ class AcquireClient(Node):
         topic = self.resolve_topic_name(self.image_topic)
         if not self.spin_until(lambda: self.count_publishers(topic) > 0, timeout_s):
             raise AcquireError(f"camera silent: nothing publishes {topic} (is the camera node running?)")
-        if self._image_sub is None:
-            self._image_sub = self.create_subscription(Image, topic, self._on_image, matched_qos(self, topic, 10))
-        if crops and self._crop_sub is None:
-            for name, cls, cb in (("worm/crop", Image, self._on_crop), ("worm/target", PointStamped, self._on_target)):
-                if not self.spin_until(lambda: self.count_publishers(name) > 0, timeout_s):
-                    raise AcquireError(f"crops asked for, but nothing publishes {self.resolve_topic_name(name)} "
-                                       "(is worm_detector_node running?)")
-                self._crop_sub = self.create_subscription(cls, name, cb, matched_qos(self, name, 10))
+        self._subscribe(topic, Image, self._on_image)
+        wanted = ((self.resolve_topic_name("worm/crop"), Image, self._on_crop),
+                  (self.resolve_topic_name("worm/target"), PointStamped, self._on_worm_target))
+        for name, cls, callback in wanted if crops else ():
+            if not self.spin_until(lambda: self.count_publishers(name) > 0, timeout_s):
+                raise AcquireError(f"crops asked for, but nothing publishes {name} (is worm_detector_node running?)")
+            self._subscribe(name, cls, callback)
         self.frames.clear()  # a frame from before this check says nothing about the camera now
         if not self.spin_until(lambda: bool(self.frames), timeout_s):
             raise AcquireError(f"camera silent: no frame on {topic} within {timeout_s:g} s")
@@ -407,13 +411,13 @@ class AcquireClient(Node):
                    rest: Rest, problems: list[str]) -> SweepRecording | None:
         """Record the detector's crop of a settled frame at ``z`` (waits up to the timeout for one)."""
         def ready() -> list[int]:
-            return sorted(t for t in self.crops if rest.holds(t, req.settle_s) and t in self.targets)
+            return sorted(t for t in self.crops if rest.holds(t, req.settle_s) and t in self.worm_targets)
 
         if not self.spin_until(lambda: bool(ready()), req.timeout_s):
             problems.append(f"no worm/crop of a settled frame at z {z}: crop not recorded")
             return crops
         stamp = ready()[0]
-        msg, target = self.crops[stamp], self.targets[stamp]
+        msg, target = self.crops[stamp], self.worm_targets[stamp]
         if crops is None:
             fov = int(msg.width)
             crop_meta = {**meta, "parent": path.name, "fov_px": fov, "stack": f"{path.name}{CROP_TAG}{fov}{TRACKED}"}

@@ -23,7 +23,8 @@ Layout::
 Modules: :mod:`.io` (read/write one image), :mod:`.layout` (find plates and stacks, ``stack.yaml``),
 :mod:`.labels` (``labels.csv``, a stack's best index, focus-curve checks), :mod:`.labelling` (label a
 dataset), :mod:`.splits` (train/validation by plate), :mod:`.writer` (write a stack directory
-atomically), :mod:`.crops` (crop stacks around each worm).
+atomically), :mod:`.crops` (crop stacks around each worm), :mod:`.sweep` (a stack recorded one z at a
+time by ``acquire``/``bag-to-dataset``: each image kept as it comes, resumable).
 
 Conventions (the one place they are written down):
 

@@ -18,7 +18,7 @@ Unlike :class:`.writer.StackWriter` (whole or nothing), each image is written at
 stack directory and ``stack.yaml`` is rewritten atomically after it, so an interrupted sweep keeps every image
 it took, and a later run (``resume``) takes only the missing ones. ``stack.yaml`` holds::
 
-    step_um, plate, stack, acquired_by, started, finished (once complete), complete
+    step_um, plate, stack, acquired_by, started, resumed (times), finished (once complete), complete
     sweep: {first_steps, last_steps, step_steps, settle_s, ...}    the plan (z: motor positions)
     camera: {...}, stepper: {...}                                  settings as found when it started
     positions: {<z>: {motor_steps, stamp_s, time, ...}}            one record per image taken
@@ -124,6 +124,7 @@ class SweepRecording:
         else:
             for tmp in [*self.path.glob(".z_*"), *self.path.glob(".stack.yaml.*")]:  # atomic_path's
                 tmp.unlink(missing_ok=True)
+            self.meta.setdefault("resumed", []).append(utc_now())
             for z in set(self.positions) - self.taken():  # a record whose image is gone: take it again
                 del self.positions[z]
         self._save()
