@@ -35,7 +35,8 @@ brightness level.
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import cv2
 import numpy as np
@@ -120,5 +121,80 @@ def get_measure(name: str) -> Callable[[np.ndarray], float]:
         raise ValueError(f"unknown focus measure {name!r}; choose one of {', '.join(MEASURES)}") from None
 
 
-#: The measure ``label`` uses unless told otherwise (chosen by benchmarks/focus_measures.md).
+#: The per-image measure of the live pipeline (focus/measure, the hybrid; chosen by benchmarks/focus_measures.md).
 DEFAULT_MEASURE = "detail_skewness"
+
+# ----------------------------------------------------------------------------- best plane of a stack
+
+#: The labeller ``label`` uses unless told otherwise: :func:`best_plane` over :data:`RULE_MEASURES`.
+AUTO = "auto"
+#: The curves :func:`best_plane` reads: dark-detail skewness, contrast (variance), gradient energy.
+RULE_MEASURES = ("detail_skewness", "vollath_f5", "brenner")
+#: Median detail_skewness below -EMISSION_SKEW: bright detail on a dark ground (fluorescence, darkfield).
+EMISSION_SKEW = 1.5
+#: A contrast dip this deep (1 - dip / lower flanking maximum) marks a phase object.
+PHASE_DIP = 0.5
+
+
+@dataclass(frozen=True)
+class BestPlane:
+    """A stack's best plane by :func:`best_plane`, how it was found, and why it may be wrong (None: corroborated)."""
+
+    z_index: int
+    mode: str  # "emission", "absorption" or "phase"
+    measure: str  # the curve the plane was read from
+    disagreement: str | None
+
+
+def _contrast_dip(z: np.ndarray, contrast: np.ndarray) -> tuple[float, int] | None:
+    """The deepest interior local minimum of the contrast curve: (relative depth, its index), or None."""
+    best = None
+    for i in range(1, contrast.size - 1):
+        if contrast[i] <= contrast[i - 1] and contrast[i] <= contrast[i + 1]:
+            flank = min(contrast[:i].max(), contrast[i + 1:].max())
+            depth = 1.0 - contrast[i] / flank if flank > 0 else 0.0
+            if best is None or depth > best[0]:
+                best = (float(depth), i)
+    return best
+
+
+def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_steps: float) -> BestPlane:
+    """The best-focus z of a stack from its :data:`RULE_MEASURES` curves, by the specimen's contrast mode.
+
+    Physics: an emitting specimen (bright detail on a dark ground) is an intensity object, sharpest and
+    most contrasted at focus. In transmitted light (bright ground) absorption gives dark detail whose
+    contrast and sharpness peak at focus, while a phase object's contrast vanishes at focus and grows
+    on both sides, so the contrast curve dips there. Hence:
+
+    - emission (median ``detail_skewness`` < -EMISSION_SKEW): the ``vollath_f5`` (contrast) peak;
+      backed when the ``brenner`` peak is within ``agree_steps``;
+    - phase (a contrast dip at least PHASE_DIP deep): the dip; backed when ``brenner`` peaks or dips
+      within ``agree_steps``;
+    - absorption (otherwise): the ``detail_skewness`` peak; backed when the ``brenner`` peak or any
+      contrast dip is within ``agree_steps``.
+
+    ``disagreement`` says which measure fails to back the plane; the caller flags the stack.
+    """
+    z = np.asarray(z_steps)
+    skew, contrast, gradient = (np.asarray(curves[m], dtype=np.float64) for m in RULE_MEASURES)
+    grad_z = int(z[int(np.argmax(gradient))])
+
+    def near(other: int) -> bool:
+        return abs(other - pick) <= agree_steps
+
+    if float(np.median(skew)) < -EMISSION_SKEW:
+        pick = int(z[int(np.argmax(contrast))])
+        why = None if near(grad_z) else f"emission: contrast peaks at z={pick}, brenner at z={grad_z}"
+        return BestPlane(pick, "emission", "vollath_f5", why)
+    dip = _contrast_dip(z, contrast)
+    if dip is not None and dip[0] >= PHASE_DIP:
+        pick = int(z[dip[1]])
+        grad_dip = _contrast_dip(z, gradient)
+        backed = near(grad_z) or (grad_dip is not None and near(int(z[grad_dip[1]])))
+        why = None if backed else f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there"
+        return BestPlane(pick, "phase", "vollath_f5", why)
+    pick = int(z[int(np.argmax(skew))])
+    backed = near(grad_z) or (dip is not None and near(int(z[dip[1]])))
+    why = None if backed else (f"absorption: detail_skewness peaks at z={pick}, brenner at z={grad_z}, "
+                               + ("no contrast dip" if dip is None else f"contrast dips at z={int(z[dip[1]])}"))
+    return BestPlane(pick, "absorption", "detail_skewness", why)

@@ -187,8 +187,12 @@ def focus_curve_ambiguity(z_steps: np.ndarray, values: np.ndarray, holes: Iterab
                 and lows[i] >= SECOND_PEAK_FRAC * span
                 and _prominence(v, i) >= max(PEAK_PROMINENCE_FRAC * span, FLAT_SNR * noise)):
             return f"two focus peaks, z={z[best]} and z={z[i]} ({lows[i] / span:.0%} as high)"
-    stride = int(np.min(np.diff(z))) if n > 1 else 1
-    near = [h for h in holes if abs(h - int(z[best])) <= stride]
-    if near:
-        return f"missing image next to the focus peak (z={z[best]}, missing {near})"
-    return None
+    return hole_next_to(z, int(z[best]), holes)
+
+
+def hole_next_to(z_steps: np.ndarray, best_z: int, holes: Iterable[int] = ()) -> str | None:
+    """Why ``best_z`` cannot be trusted for a missing or skipped image next to it, or None."""
+    z = np.asarray(z_steps)
+    stride = int(np.min(np.diff(z))) if z.size > 1 else 1
+    near = [h for h in holes if abs(h - best_z) <= stride]
+    return f"missing image next to the focus peak (z={best_z}, missing {near})" if near else None
