@@ -134,6 +134,8 @@ RULE_MEASURES = ("detail_skewness", "vollath_f5", "brenner")
 EMISSION_SKEW = 1.5
 #: A contrast dip this deep (1 - dip / lower flanking maximum) marks a phase object.
 PHASE_DIP = 0.5
+#: A peak's top: the samples next to the maximum within this fraction of the curve's range below it.
+PEAK_TOP_FRAC = 0.02
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,21 @@ def _contrast_dip(z: np.ndarray, contrast: np.ndarray) -> tuple[float, int] | No
     return best
 
 
+def _peak(z: np.ndarray, curve: np.ndarray) -> tuple[int, int, int]:
+    """(centre z, first z, last z) of the curve's top: the run of samples around the maximum within
+    PEAK_TOP_FRAC of the range below it. A top of three samples or more is read at its midpoint (rounded to
+    a step, maybe between samples), not at an edge that noise decides; a narrower one at its maximum."""
+    i = int(np.argmax(curve))
+    floor = curve[i] - PEAK_TOP_FRAC * float(np.ptp(curve))
+    lo, hi = i, i
+    while lo > 0 and curve[lo - 1] >= floor:
+        lo -= 1
+    while hi < curve.size - 1 and curve[hi + 1] >= floor:
+        hi += 1
+    centre = int(round((z[lo] + z[hi]) / 2)) if hi - lo >= 2 else int(z[i])
+    return centre, int(z[lo]), int(z[hi])
+
+
 def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_steps: float) -> BestPlane:
     """The best-focus z of a stack from its :data:`RULE_MEASURES` curves, by the specimen's contrast mode.
 
@@ -173,7 +190,8 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
     - absorption (otherwise): the ``detail_skewness`` peak; backed when the ``brenner`` peak or any
       contrast dip is within ``agree_steps``.
 
-    ``disagreement`` says which measure fails to back the plane; the caller flags the stack.
+    A peak is read at the middle of its top (:func:`_peak`); a top wider than 2 x ``agree_steps`` is a
+    disagreement too. ``disagreement`` says why the plane is not backed; the caller flags the stack.
     """
     z = np.asarray(z_steps)
     skew, contrast, gradient = (np.asarray(curves[m], dtype=np.float64) for m in RULE_MEASURES)
@@ -182,9 +200,13 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
     def near(other: int) -> bool:
         return abs(other - pick) <= agree_steps
 
+    def broad(lo: int, hi: int, name: str) -> str | None:
+        return f"broad {name} peak, z={lo}..{hi} within {PEAK_TOP_FRAC:.0%} of its top" if hi - lo > 2 * agree_steps else None
+
     if float(np.median(skew)) < -EMISSION_SKEW:
-        pick = int(z[int(np.argmax(contrast))])
-        why = None if near(grad_z) else f"emission: contrast peaks at z={pick}, brenner at z={grad_z}"
+        pick, lo, hi = _peak(z, contrast)
+        why = broad(lo, hi, "contrast") or (None if near(grad_z) else
+                                            f"emission: contrast peaks at z={pick}, brenner at z={grad_z}")
         return BestPlane(pick, "emission", "vollath_f5", why)
     dip = _contrast_dip(z, contrast)
     if dip is not None and dip[0] >= PHASE_DIP:
@@ -193,8 +215,9 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
         backed = near(grad_z) or (grad_dip is not None and near(int(z[grad_dip[1]])))
         why = None if backed else f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there"
         return BestPlane(pick, "phase", "vollath_f5", why)
-    pick = int(z[int(np.argmax(skew))])
+    pick, lo, hi = _peak(z, skew)
     backed = near(grad_z) or (dip is not None and near(int(z[dip[1]])))
-    why = None if backed else (f"absorption: detail_skewness peaks at z={pick}, brenner at z={grad_z}, "
-                               + ("no contrast dip" if dip is None else f"contrast dips at z={int(z[dip[1]])}"))
+    why = broad(lo, hi, "detail_skewness") or (None if backed else (
+        f"absorption: detail_skewness peaks at z={pick}, brenner at z={grad_z}, "
+        + ("no contrast dip" if dip is None else f"contrast dips at z={int(z[dip[1]])}")))
     return BestPlane(pick, "absorption", "detail_skewness", why)
