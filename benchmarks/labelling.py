@@ -32,7 +32,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +57,8 @@ VARIANTS = {  # name -> OpticsConfig (None: a random_config draw per stack)
 }
 
 
-def _label_all(stack: Stack, curves: dict[str, dict[int, float]], agree_steps: float) -> dict[str, tuple[int, str | None]]:
+def _label_all(stack: Stack, curves: dict[str, dict[int, float]],
+               agree_steps: float) -> dict[str, tuple[int, str | None]]:
     """Each labeller's (best z, flag reason) for one stack's measure curves."""
     out = {}
     for name in LABELLERS:

@@ -69,7 +69,7 @@ def _tiff(git_dir: Path, path: str) -> np.ndarray:
 
 
 def _ics(git_dir: Path, path: str) -> np.ndarray:
-    """An ICS 2.0 file (header and gzip data in one file), 8-bit grey, as written by sephaCe's microscope."""
+    """Read an ICS 2.0 file (header and gzip data in one file), 8-bit grey, as written by sephaCe's microscope."""
     raw = _git(git_dir, "show", f"HEAD:{path}")
     end = raw.index(b"\nend\t\n") + len(b"\nend\t\n")
     header = raw[:end].decode("latin-1")
@@ -137,7 +137,7 @@ def bfautofocus(git_dir: Path) -> Iterator[Series]:
     """src/main/resources/BF.tif, 34 planes 0.3 um apart; best = the plugin's own rule (minimum stdDev)."""
     stack = _tiff(git_dir, "src/main/resources/BF.tif")
     std = stack.reshape(stack.shape[0], -1).std(axis=1)
-    yield Series("bf_yeast", {i: im for i, im in enumerate(stack)}, int(np.argmin(std)), 0.3,
+    yield Series("bf_yeast", dict(enumerate(stack)), int(np.argmin(std)), 0.3,
                  "BFAutofocus.getZfocus: the plane of minimum stdDev (the plugin's rule, not an independent label)",
                  "brightfield fission yeast (MAARS), 116x55 16-bit ROI")
 

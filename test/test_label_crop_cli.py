@@ -102,7 +102,7 @@ def test_crop_skips_corrupt_file_by_name(worm_stack, tmp_path, capsys):
     assert main(["label", str(root)]) == 1  # labels written, but the corrupt file and the gap are reported
     captured = capsys.readouterr()
     assert "skipped: " in captured.err and "z_-4.png" in captured.err
-    assert "skipped files       1" in captured.out and "ambiguous stacks    0" in captured.out
+    assert "skipped files       1" in captured.out and "flagged stacks      0" in captured.out
     assert len(read_labels(root / "labels.csv")) == 4 + 2 * 4
 
 

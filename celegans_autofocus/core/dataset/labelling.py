@@ -68,7 +68,7 @@ class Measured:
 
 
 def measure_stack(stack: Stack, measure: str, on_image: Callable[[], None] | None = None) -> Measured:
-    """Compute the focus measure(s) of every readable image of ``stack`` (full resolution); bad files skipped by name."""
+    """Compute the focus measure(s) of every readable image of ``stack`` (full resolution); bad files skipped."""
     check_labeller(measure)
     fns = {name: get_measure(name) for name in _measure_names(measure)}
     curves: dict[str, dict[int, float]] = {name: {} for name in fns}
