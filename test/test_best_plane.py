@@ -15,6 +15,7 @@
 """``core.focus.best_plane`` (the ``auto`` labeller): drawn curves for each contrast mode, simulated stacks."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,19 @@ def test_simulated_stacks_are_labelled_within_8_steps_or_flagged(tmp_path, name,
         assert hit or (res.ambiguous_reason and not must_hit), (name, truth, res.measured_best, res.ambiguous_reason)
     rows = read_labels(tmp_path / "labels.csv")
     assert {r.measure.split(":")[0] for r in rows} == {focus.AUTO}
+
+
+def test_real_fluorescence_series_from_dfnn():
+    """Measured curves of two published focus series (test/data, MIT): auto within one image, skewness at an end."""
+    data = json.loads((Path(__file__).parent / "data" / "dfnn_focus_curves.json").read_text())
+    assert data["licence"].startswith("MIT")
+    flags = {}
+    for name, stack in data["stacks"].items():
+        z = np.array(stack["z_index"])
+        c = {m: np.array(v) for m, v in stack["curves"].items()}
+        got = focus.best_plane(z, c, AGREE_STEPS)
+        assert got.mode == "emission" and abs(got.z_index - stack["best_index"]) <= 1, name
+        assert int(z[np.argmax(c["detail_skewness"])]) in (z[0], z[-1]), name  # the old default: the defocused end
+        flags[name] = got.disagreement
+    assert flags["mitochondria_stack"] is None
+    assert "brenner at z=-10" in flags["microtubules_stack"]  # noisy gradient curve: right, but flagged
