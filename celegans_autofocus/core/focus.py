@@ -150,7 +150,7 @@ class BestPlane:
     disagreement: str | None
 
 
-def _contrast_dip(z: np.ndarray, contrast: np.ndarray) -> tuple[float, int] | None:
+def _contrast_dip(contrast: np.ndarray) -> tuple[float, int] | None:
     """Return the deepest interior local minimum of the contrast curve: (relative depth, its index), or None."""
     best = None
     for i in range(1, contrast.size - 1):
@@ -240,7 +240,7 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
                                             f"emission: contrast peaks at z={pick}, brenner at z={grad_z}")
         return BestPlane(pick, "emission", "vollath_f5", why)
     grad_ext = _extrema_z(z, gradient)
-    dip = _contrast_dip(z, contrast)
+    dip = _contrast_dip(contrast)
     if dip is not None and dip[0] >= PHASE_DIP:
         pick = int(z[dip[1]])
         backed = near(grad_z) or any(near(e) for e in grad_ext)
