@@ -97,9 +97,11 @@ HYBRID_PARAMS = (
     Param("hybrid_min_peak_contrast", _HYBRID.min_peak_contrast,
           "hybrid: a refined peak must stand this far above its neighbours",
           range=(0.0, 1e6)),
-    Param("hybrid_bias_learning_rate", _HYBRID.bias_learning_rate,
-          "hybrid: weight of each in-focus frame in the learnt CNN bias "
-          "(0 keeps hybrid_cnn_bias_steps)", range=(0.0, 1.0)),
+    Param("hybrid_bias_frames", _HYBRID.bias_frames,
+          "hybrid: the CNN's bias near focus is learnt per worm as the median of this many "
+          "measure-verified residuals (0 keeps hybrid_cnn_bias_steps)", range=(0, 100_000)),
+    Param("hybrid_min_bias_frames", _HYBRID.min_bias_frames,
+          "hybrid: residuals needed before the learnt bias replaces the prior", range=(0, 100_000)),
     Param("hybrid_drop_fraction", _HYBRID.drop_fraction,
           "hybrid: the measure dropped when it fell by more than this fraction",
           range=(0.001, 0.999)),
