@@ -498,3 +498,26 @@ def test_hybrid_learns_the_plate_tilt_from_worms_it_focused_and_refines_a_new_on
     first = plant.frame()
     assert plant.reasons()[-1] == "plane_predicted" and abs(first.point.y - plate(900.0, 800.0)) <= 2
     plant.run_until(lambda: plant.in_track() and abs(plant.error()) <= 2, 20)
+
+
+def test_control_mode_switches_at_run_time_between_the_hybrid_and_the_one_shot_law(ros_harness):
+    plant = HybridPlant(ros_harness)
+    node, probe = plant.node, ros_harness.probe
+    plant.best = 100.0
+    plant.run_until(plant.in_track)
+    old = node.hybrid
+    assert node.set_parameters([Parameter("control_mode", value="cnn")])[0].successful
+    assert node.hybrid is None and node.law is node.controller
+    assert ros_harness.spin_until(lambda: probe.count_subscribers("focus/measure") == 0, timeout_s=10)
+    ros_harness.spin_for(0.1)                                     # frames from before the switch are not used
+    plant.best += 60.0
+    command = plant.frame()                                       # the one-shot law: the offset alone decides
+    assert command.point.z == 60.0 and node.last_decision.reason.value == "move"
+    assert node.set_parameters([Parameter("control_mode", value="hybrid")])[0].successful
+    assert ros_harness.spin_until(lambda: probe.count_subscribers("focus/measure") == 1, timeout_s=10)
+    assert node.hybrid is not old and node.hybrid.changes == []   # a fresh hybrid
+    ros_harness.spin_for(0.1)
+    plant.best -= 80.0
+    plant.run_until(lambda: plant.in_track() and abs(plant.error()) <= 2)
+    assert plant.reasons()[0] == "start"
+    assert not node.set_parameters([Parameter("control_mode", value="oneshot")])[0].successful

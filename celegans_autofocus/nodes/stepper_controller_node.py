@@ -188,8 +188,8 @@ PARAMS = (
     Param("startup_s", 2.0, "grbl: wait after opening the port (opening resets an Arduino)", range=(0.0, 30.0),
           read_only=True),
     Param("control_mode", "cnn", "cnn: the one-shot law on focus/offset; hybrid: jump on the CNN, verify with "
-          "focus/measure, refine on the measure, fall back to search (core.hybrid)", choices=("cnn", "hybrid"),
-          read_only=True),
+          "focus/measure, refine on the measure, fall back to search (core.hybrid); switching at run time starts "
+          "the new controller afresh", choices=("cnn", "hybrid")),
     *HYBRID_PARAMS,
     Param("tilt_noise_steps", 3.0, "hybrid, plate tilt: error of one sample (the fused best plane of an in-focus "
           "track frame at the target's xy from worm/target)", range=(0.01, 10_000.0)),
@@ -282,7 +282,7 @@ class StepperControllerNode(ManagedNode):
                 self.hybrid = HybridAutofocus(_hybrid_of(p.as_dict()), enabled=p.focus_enabled)
             except ValueError as exc:
                 raise ConfigError(f"hybrid control: {exc}") from None
-            refuse_inconsistent(self, self.params, _hybrid_of, "hybrid control")
+        refuse_inconsistent(self, self.params, _hybrid_of, "hybrid control")  # checked in either mode
         self.tilt = _tilt_of(p.as_dict())  # the plate surface, learnt online (hybrid mode)
         self.last_mode_change: ModeChange | None = None
         self._last_offset_s: float | None = None
@@ -313,28 +313,35 @@ class StepperControllerNode(ManagedNode):
                                f"{'on' if p.focus_enabled else 'off'}")
 
     def activate(self) -> None:
-        if self.hybrid is not None:  # the focus measure of each frame, paired with its offset by stamp
-            self._measure_sub = self.create_subscription(PointStamped, "focus/measure", self._on_measure,
-                                                         reliable_qos(depth=5))
-            # the target worm's position (plate tilt) and the tracker's worm switches
-            self._target_sub = self.create_subscription(PointStamped, "worm/target", self._on_target,
-                                                        reliable_qos(depth=5))
-            self._switch_sub = self.create_subscription(PointStamped, "worm/target_switch", self._on_switch,
-                                                        reliable_qos(depth=10))
+        if self.hybrid is not None:
+            self._subscribe_hybrid()
         self._offset_sub = self.create_subscription(PointStamped, "focus/offset", self._on_offset,
                                                     reliable_qos(depth=5))
         self._tick_timer = self.create_timer(1.0 / self.params.publish_rate_hz, self._tick)
 
-    def deactivate(self) -> None:
-        for sub in (self._offset_sub, self._measure_sub, self._target_sub, self._switch_sub):
+    def _subscribe_hybrid(self) -> None:
+        """The focus measure of each frame (paired with its offset by stamp), the target's position, the switches."""
+        self._measure_sub = self.create_subscription(PointStamped, "focus/measure", self._on_measure,
+                                                     reliable_qos(depth=5))
+        self._target_sub = self.create_subscription(PointStamped, "worm/target", self._on_target, reliable_qos(depth=5))
+        self._switch_sub = self.create_subscription(PointStamped, "worm/target_switch", self._on_switch,
+                                                    reliable_qos(depth=10))
+
+    def _unsubscribe_hybrid(self) -> None:
+        for sub in (self._measure_sub, self._target_sub, self._switch_sub):
             if sub is not None:
                 self.destroy_subscription(sub)
-        self._target_sub = self._switch_sub = None
-        if self._tick_timer is not None:
-            self.destroy_timer(self._tick_timer)
-        self._offset_sub = self._measure_sub = self._tick_timer = None
+        self._measure_sub = self._target_sub = self._switch_sub = None
         self._measures.clear()
         self._waiting.clear()
+
+    def deactivate(self) -> None:
+        self._unsubscribe_hybrid()
+        if self._offset_sub is not None:
+            self.destroy_subscription(self._offset_sub)
+        if self._tick_timer is not None:
+            self.destroy_timer(self._tick_timer)
+        self._offset_sub = self._tick_timer = None
 
     def cleanup(self) -> None:
         for pub in (self.joint_pub, self.command_pub):
@@ -349,6 +356,8 @@ class StepperControllerNode(ManagedNode):
             self.stepper = None
 
     def _on_params(self, changed: dict) -> None:
+        if "control_mode" in changed:
+            self._switch_control_mode(changed["control_mode"])
         if set(changed) & set(LAW_PARAMS):
             self.controller.reconfigure(_law_of(self.params.as_dict()))
             self.get_logger().info(f"control law updated: {changed}")
@@ -357,6 +366,22 @@ class StepperControllerNode(ManagedNode):
             self.get_logger().info(f"hybrid control updated: {changed}")
         if set(changed) & set(TILT_PARAMS):
             self.tilt = _tilt_of(self.params.as_dict(), self.tilt.samples)
+
+    def _switch_control_mode(self, mode: str) -> None:
+        """Switch between the one-shot law and the hybrid at run time; the new one starts afresh, the motor holds."""
+        enabled = self.law.enabled
+        self._unsubscribe_hybrid()
+        if mode == "hybrid":
+            self.hybrid = HybridAutofocus(_hybrid_of(self.params.as_dict()), enabled=enabled)
+            if self.is_active:
+                self._subscribe_hybrid()
+        else:
+            self.hybrid = None
+            self.controller.enable(enabled)
+        if self.stepper is not None:
+            self.law.record_move(self.now_s())  # frames taken before now (and a move in progress) are not used
+        self.last_decision, self.last_mode_change = None, None
+        self.get_logger().info(f"control mode: {mode}")
 
     @property
     def law(self) -> FocusController | HybridAutofocus:
