@@ -378,6 +378,16 @@ def test_hybrid_settings_are_tunable_at_run_time_and_bad_ones_refused(ros_harnes
     result = node.set_parameters([Parameter("hybrid_probe_steps", value=50)])[0]   # > refine_span_steps 36
     assert not result.successful and "refine_span_steps" in result.reason
     assert node.hybrid.config.probe_steps == 6
+    assert node.set_parameters([Parameter("hybrid_bias_frames", value=8)])[0].successful
+    assert node.hybrid.config.bias_frames == 8
+    node.tilt.add(100.0, 100.0, 5.0)
+    assert node.set_parameters([Parameter("tilt_noise_steps", value=6.0)])[0].successful
+    assert node.tilt.noise_steps == 6.0 and len(node.tilt.samples) == 1      # what was learnt is kept
+    assert not node.set_parameters([Parameter("tilt_slope_sigma_steps_per_px", value=0.0)])[0].successful
+    described = {p.name: p for p in node.describe_parameters(list(node._parameters))}
+    tunable = [name for name in described if name.startswith(("hybrid_", "tilt_")) or name == "control_mode"]
+    assert len(tunable) >= 25                                                # every setting says what it does
+    assert all(described[name].description and not described[name].read_only for name in tunable)
 
 
 class HybridPlant:
