@@ -438,7 +438,7 @@ class HybridPlant:
         raise AssertionError(f"not done after {max_frames} frames; mode changes: {self.reasons()}")
 
     def switch(self, xy: tuple[float, float], best: float) -> None:
-        """The tracker announces another worm at ``xy``, whose plane is at ``best``."""
+        """Announce, as the tracker does, another worm at ``xy`` whose plane is at ``best``."""
         n = self.node.target_switches
         self.publish("worm/target_switch", time.time(), *xy, n + 1.0)
         assert self.h.spin_until(lambda: self.node.target_switches == n + 1, timeout_s=10)

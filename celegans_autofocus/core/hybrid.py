@@ -377,7 +377,7 @@ class HybridAutofocus:
 
     @property
     def learnt_bias_steps(self) -> float | None:
-        """The CNN's bias near focus learnt so far: the median over the worms it was learnt on, or None.
+        """Return the CNN's bias near focus learnt so far: the median over the worms it was learnt on, or None.
 
         A prior for a later session with the same model (``HybridConfig.cnn_bias_steps``).
         """

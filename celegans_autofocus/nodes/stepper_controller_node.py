@@ -320,7 +320,7 @@ class StepperControllerNode(ManagedNode):
         self._tick_timer = self.create_timer(1.0 / self.params.publish_rate_hz, self._tick)
 
     def _subscribe_hybrid(self) -> None:
-        """The focus measure of each frame (paired with its offset by stamp), the target's position, the switches."""
+        """Subscribe to each frame's focus measure (paired with its offset by stamp), the target and its switches."""
         self._measure_sub = self.create_subscription(PointStamped, "focus/measure", self._on_measure,
                                                      reliable_qos(depth=5))
         self._target_sub = self.create_subscription(PointStamped, "worm/target", self._on_target, reliable_qos(depth=5))
@@ -411,7 +411,7 @@ class StepperControllerNode(ManagedNode):
             self._target_xy = (stamp_to_s(msg.header.stamp), msg.point.x, msg.point.y)
 
     def _on_switch(self, msg: PointStamped) -> None:
-        """The tracker chose another worm: the hybrid restarts on it, at the plane the plate tilt predicts there."""
+        """Restart the hybrid on the worm the tracker switched to, at the plane the plate tilt predicts there."""
         self.target_switches += 1
         x, y = msg.point.x, msg.point.y
         hint = self.tilt.predict(x, y) if math.isfinite(x) and math.isfinite(y) else None
@@ -425,7 +425,7 @@ class StepperControllerNode(ManagedNode):
                                    f"({change.reason.value}): {change.detail}")
 
     def _sample_tilt(self, decision: HybridDecision, stamp_s: float) -> None:
-        """An in-focus track frame (the measure says so) with a fresh target position samples the plate.
+        """Sample the plate with an in-focus track frame (the measure says so) whose target position is fresh.
 
         The sample is the fused best plane at the frame's stamp (the last refined peak moved by the drift rate).
         """
