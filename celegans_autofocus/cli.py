@@ -29,7 +29,8 @@ from pathlib import Path
 
 import yaml
 
-COMMANDS = ["synth", "label", "crop", "train", "finetune", "evaluate", "export", "sim", "bench", "bag_eval"]
+COMMANDS = ["synth", "label", "crop", "train", "finetune", "evaluate", "export", "sim", "bench", "bag_eval",
+            "acquire", "bag_to_dataset"]
 
 
 def _load_config(parser: argparse.ArgumentParser, path: Path) -> None:

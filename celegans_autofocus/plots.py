@@ -19,6 +19,7 @@ Units are motor steps (:data:`core.sensor.STEP_UM` each) and seconds.
 """
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -146,4 +147,22 @@ def plot_bag_eval(t_s: Sequence[float], true_offset_steps: Sequence[float],
     ax_t.legend(fontsize=8)
     ax_t.grid(alpha=0.3)
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_focus_curves(curves: Mapping[str, Mapping[int, float]], best_z: int, reason: str | None,
+                      path: str | Path, title: str = "focus curves", mode: str | None = None) -> Path:
+    """Plot a stack's focus curves (each scaled to 0..1) against z, the chosen best z, and why it is flagged."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, curve in curves.items():
+        z = np.array(sorted(curve))
+        v = np.array([curve[k] for k in z], dtype=float)
+        span = float(np.ptp(v)) or 1.0
+        ax.plot(z, (v - v.min()) / span, ".-", lw=1.2, ms=3, label=name)
+    ax.axvline(best_z, color="k", ls="--", lw=1, label=f"best z = {best_z}" + (f" ({mode})" if mode else ""))
+    ax.set_xlabel(f"z (motor steps, 1 step = {STEP_UM:g} um unless stack.yaml says otherwise)")
+    ax.set_ylabel("measure, scaled to 0..1")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("\n".join([title, *textwrap.wrap(f"flagged: {reason}", 100)]) if reason else title, fontsize=9)
     return _save(fig, path)

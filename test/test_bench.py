@@ -109,3 +109,26 @@ def test_view_defaults_follow_the_model(tmp_path):
     assert _view(ns(fov="750", render_px=0), full) == (750, 750)
     with pytest.raises(ValueError, match="--render-px"):
         _view(ns(fov="auto", render_px=8), crop)
+
+
+@pytest.mark.parametrize("session", ["carry", "cold"])
+def test_a_hybrid_session_carries_the_bias_learnt_on_earlier_episodes(session):
+    import argparse
+
+    from celegans_autofocus.commands.bench import _controllers, _scenarios, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--episodes", "3", "--kinds", "start", "--controllers", "hybrid", "--hybrid-models",
+                              "oracle", "constant", "--hybrid-session", session])
+    (_, make_oracle), (_, make_constant) = _controllers(args, None, 64, 64)
+    scenarios = _scenarios(args)
+    first, _ = make_oracle(scenarios[0])
+    assert first.ctrl.config.cnn_bias_steps == 0.0
+    first.ctrl._learn_bias([6.0, 7.0, 5.0])                     # as if it had learnt +6 on the first episode's worm
+    second, _ = make_oracle(scenarios[1])
+    assert second.ctrl.config.cnn_bias_steps == (6.0 if session == "carry" else 0.0)
+    second.ctrl._learn_bias([10.0] * 3)
+    third, _ = make_oracle(scenarios[2])
+    assert third.ctrl.config.cnn_bias_steps == (8.0 if session == "carry" else 0.0)  # median over the episodes
+    assert make_constant(scenarios[1])[0].ctrl.config.cnn_bias_steps == 0.0         # each model its own session

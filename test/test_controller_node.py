@@ -30,6 +30,7 @@ from rclpy.parameter import Parameter
 
 from celegans_autofocus.nodes.common import ConfigError, s_to_stamp, stamp_to_s
 from celegans_autofocus.nodes.stepper_controller_node import StepperControllerNode
+from test_hybrid import measure
 from test_steppers import GrblPort
 
 
@@ -377,3 +378,156 @@ def test_hybrid_settings_are_tunable_at_run_time_and_bad_ones_refused(ros_harnes
     result = node.set_parameters([Parameter("hybrid_probe_steps", value=50)])[0]   # > refine_span_steps 36
     assert not result.successful and "refine_span_steps" in result.reason
     assert node.hybrid.config.probe_steps == 6
+    assert node.set_parameters([Parameter("hybrid_bias_frames", value=8)])[0].successful
+    assert node.hybrid.config.bias_frames == 8
+    node.tilt.add(100.0, 100.0, 5.0)
+    assert node.set_parameters([Parameter("tilt_noise_steps", value=6.0)])[0].successful
+    assert node.tilt.noise_steps == 6.0 and len(node.tilt.samples) == 1      # what was learnt is kept
+    assert not node.set_parameters([Parameter("tilt_slope_sigma_steps_per_px", value=0.0)])[0].successful
+    described = {p.name: p for p in node.describe_parameters(list(node._parameters))}
+    tunable = [name for name in described if name.startswith(("hybrid_", "tilt_")) or name == "control_mode"]
+    assert len(tunable) >= 25                                                # every setting says what it does
+    assert all(described[name].description and not described[name].read_only for name in tunable)
+
+
+class HybridPlant:
+    """A lens, a worm and a model around the hybrid node, through its topics only.
+
+    Each frame publishes ``worm/target``, ``focus/measure`` (test_hybrid's measure curve) and ``focus/offset``
+    (``model(error)``) stamped now, waits for the ``focus/command`` that answers it and moves the lens there.
+    """
+
+    def __init__(self, harness, **params):
+        self.h = harness
+        self.node = harness.start(StepperControllerNode, control_mode="hybrid", max_speed_steps_per_s=4000.0,
+                                  diagnostics_period_s=0.1, **params)
+        probe = harness.probe
+        self.commands = probe.collect("focus/command", PointStamped)
+        self.pubs = {topic: probe.publisher(topic, PointStamped)
+                     for topic in ("worm/target", "focus/measure", "focus/offset", "worm/target_switch")}
+        assert all(harness.wait_for_subscribers(pub) for pub in self.pubs.values())
+        self.z, self.best, self.xy = 0.0, 0.0, (500.0, 400.0)
+        self.model = lambda err: err
+
+    def publish(self, topic: str, t_s: float, x: float = 0.0, y: float = 0.0, z: float = 0.0) -> None:
+        msg = PointStamped(header=Header(stamp=s_to_stamp(t_s)))
+        msg.point.x, msg.point.y, msg.point.z = float(x), float(y), float(z)
+        self.pubs[topic].publish(msg)
+
+    def error(self) -> float:
+        return self.best - self.z
+
+    def frame(self) -> PointStamped:
+        t_s, err = time.time(), self.error()
+        self.publish("worm/target", t_s, *self.xy, 0.0)
+        self.publish("focus/measure", t_s, z=measure(err))
+        self.publish("focus/offset", t_s, z=self.model(err))
+        stamp = s_to_stamp(t_s)
+        assert self.h.spin_until(lambda: any(c.header.stamp == stamp for c in self.commands), timeout_s=10)
+        command = next(c for c in self.commands if c.header.stamp == stamp)
+        if command.point.z:
+            self.z = command.point.y
+            self.h.spin_for(0.07 + abs(command.point.z) / 4000.0)  # the move, then the settle time
+        return command
+
+    def run_until(self, done, max_frames: int = 80) -> int:
+        for i in range(max_frames):
+            if done():
+                return i
+            self.frame()
+        raise AssertionError(f"not done after {max_frames} frames; mode changes: {self.reasons()}")
+
+    def switch(self, xy: tuple[float, float], best: float) -> None:
+        """Announce, as the tracker does, another worm at ``xy`` whose plane is at ``best``."""
+        n = self.node.target_switches
+        self.publish("worm/target_switch", time.time(), *xy, n + 1.0)
+        assert self.h.spin_until(lambda: self.node.target_switches == n + 1, timeout_s=10)
+        self.xy, self.best = xy, best
+
+    def reasons(self) -> list[str]:
+        return [c.reason.value for c in self.node.hybrid.changes]
+
+    def in_track(self, trusted: bool = True) -> bool:
+        return self.node.hybrid.mode.value == "track" and self.node.hybrid.cnn_trusted == trusted
+
+
+def test_hybrid_mode_changes_through_the_graph_jump_refine_track_switch_search_and_back(ros_harness):
+    """Every mode change of the hybrid on a real rclpy graph: the node decides, the plant obeys."""
+    plant = HybridPlant(ros_harness)
+    node = plant.node
+    plant.best, plant.model = 150.0, lambda err: err + 9.0         # a model biased near focus, like the bundled one
+    plant.run_until(plant.in_track)
+    assert plant.reasons()[:3] == ["start", "near_focus", "focused"] and abs(plant.error()) <= 2
+    for _ in range(5):
+        plant.frame()
+    assert node.hybrid.cnn_bias_steps == pytest.approx(9.0, abs=2.0)  # learnt from the verified frames
+    plant.best += 14.0                                             # the worm sank: the measure drops
+    n = len(plant.reasons())
+    plant.run_until(lambda: plant.in_track() and len(plant.reasons()) > n + 1)
+    assert plant.reasons()[n:n + 2] == ["measure_drop", "focused"] and abs(plant.error()) <= 2
+    plant.switch((1500.0, 900.0), plant.best - 90.0)               # the tracker takes another worm
+    assert node.hybrid.mode.value == "acquire" and plant.reasons()[-1] == "target_changed"
+    plant.run_until(lambda: plant.in_track() and abs(plant.error()) <= 2)
+    plant.switch((200.0, 100.0), plant.best + 60.0)                # ... and the model turns wrong
+    plant.model = lambda err: -140.0
+    plant.run_until(lambda: node.hybrid.mode.value == "search", 10)
+    assert plant.reasons()[-1] in ("refuted", "verify_inconsistent", "verify_worse") and node.hybrid.strikes >= 2
+    plant.run_until(lambda: plant.in_track(trusted=False))         # the search finds the worm regardless
+    assert "search_converged" in plant.reasons() and abs(plant.error()) <= 4
+    assert min(c.point.y for c in plant.commands) >= -1000          # within the soft limits throughout
+    plant.model = lambda err: err + 9.0                            # the model is right again: trusted again
+    plant.run_until(plant.in_track)
+    assert plant.reasons()[-1] == "cnn_agrees"
+    values = node._report()[2]                                     # what /diagnostics publishes
+    assert values["mode"] == "track" and values["target_switches"] == "2" and "cnn_agrees" in values[
+        "last_mode_change"]
+
+
+def test_hybrid_learns_the_plate_tilt_from_worms_it_focused_and_refines_a_new_one_where_it_predicts(ros_harness):
+    """Worms at three places of a tilted plate teach the tilt; a fourth is found with no CNN at all."""
+    plant = HybridPlant(ros_harness, tilt_sample_period_s=0.0)
+    node = plant.node
+
+    def plate(x: float, y: float) -> float:
+        return 0.08 * (x - 500.0) - 0.06 * (y - 400.0)             # steps: the plate is tilted
+
+    for xy in ((500.0, 400.0), (900.0, 400.0), (500.0, 800.0)):   # the CNN focuses each worm; the tilt learns
+        if node.target_switches or xy != plant.xy:
+            plant.switch(xy, plate(*xy))
+            assert "plate tilt" not in node.last_mode_change.detail  # too far from what is known to predict
+        plant.best = plate(*xy)
+        plant.run_until(lambda: plant.in_track() and abs(plant.error()) <= 2)
+        for _ in range(3):
+            plant.frame()
+    dzdx, dzdy = node.tilt.slope_steps_per_px()
+    assert dzdx == pytest.approx(0.08, abs=0.01) and dzdy == pytest.approx(-0.06, abs=0.01)
+    plant.model = lambda err: math.nan                             # no CNN: the tilt and the measure alone
+    plant.switch((900.0, 800.0), plate(900.0, 800.0))
+    change = node.last_mode_change
+    assert change.reason.value == "target_changed" and "plate tilt puts the new one at z=8" in change.detail
+    first = plant.frame()
+    assert plant.reasons()[-1] == "plane_predicted" and abs(first.point.y - plate(900.0, 800.0)) <= 2
+    plant.run_until(lambda: plant.in_track() and abs(plant.error()) <= 2, 20)
+
+
+def test_control_mode_switches_at_run_time_between_the_hybrid_and_the_one_shot_law(ros_harness):
+    plant = HybridPlant(ros_harness)
+    node, probe = plant.node, ros_harness.probe
+    plant.best = 100.0
+    plant.run_until(plant.in_track)
+    old = node.hybrid
+    assert node.set_parameters([Parameter("control_mode", value="cnn")])[0].successful
+    assert node.hybrid is None and node.law is node.controller
+    assert ros_harness.spin_until(lambda: probe.count_subscribers("focus/measure") == 0, timeout_s=10)
+    ros_harness.spin_for(0.1)                                     # frames from before the switch are not used
+    plant.best += 60.0
+    command = plant.frame()                                       # the one-shot law: the offset alone decides
+    assert command.point.z == 60.0 and node.last_decision.reason.value == "move"
+    assert node.set_parameters([Parameter("control_mode", value="hybrid")])[0].successful
+    assert ros_harness.spin_until(lambda: probe.count_subscribers("focus/measure") == 1, timeout_s=10)
+    assert node.hybrid is not old and node.hybrid.changes == []   # a fresh hybrid
+    ros_harness.spin_for(0.1)
+    plant.best -= 80.0
+    plant.run_until(lambda: plant.in_track() and abs(plant.error()) <= 2)
+    assert plant.reasons()[0] == "start"
+    assert not node.set_parameters([Parameter("control_mode", value="oneshot")])[0].successful

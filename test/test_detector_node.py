@@ -99,6 +99,21 @@ def test_lost_worm_keeps_last_position_and_counts_frames(ros_harness):
     assert last.point.z == 2 and abs(last.point.x - 200) < 6 and abs(last.point.y - 300) < 6
 
 
+def test_a_switch_to_another_worm_is_announced_once_with_its_position(ros_harness):
+    rig = Rig(ros_harness, fov_px=500, reacquire_after_frames=2)
+    switches = ros_harness.probe.collect("worm/target_switch", PointStamped)
+    rig.send(rig.frame(worm_frame((150, 150)), t_s=100.0))
+    rig.send(rig.frame(worm_frame((480, 360), seed=1), t_s=100.1))  # too far to be the same worm: lost 1
+    assert rig.targets[-1].point.z == 1
+    rig.send(rig.frame(worm_frame((480, 360), seed=2), t_s=100.2))  # lost 2: the tracker takes the other worm
+    assert ros_harness.spin_until(lambda: switches, timeout_s=5)
+    rig.send(rig.frame(worm_frame((482, 361), seed=3), t_s=100.3))
+    ros_harness.spin_for(0.2)
+    assert len(switches) == 1 and switches[0].header.stamp == s_to_stamp(100.2)
+    assert abs(switches[0].point.x - 480) < 6 and abs(switches[0].point.y - 360) < 6 and switches[0].point.z == 1
+    assert rig.targets[-1].point.z == 0
+
+
 def test_full_frame_fov_and_run_time_fov_change(ros_harness):
     rig = Rig(ros_harness, fov_px=0)
     rig.send(rig.frame(worm_frame()))

@@ -308,3 +308,50 @@ def test_the_search_hands_back_to_the_cnn_when_it_points_at_one_plane_from_two_p
     # a constant answer points at a plane that moves with the lens: the search is never left for it
     rig = Rig(HybridAutofocus(), best=lambda t: 60.0).run(constant(-140.0), 40)
     assert R.CNN_AGREES not in rig.reasons() and not rig.ctrl.cnn_trusted and abs(rig.error()) <= 4
+
+
+def test_the_bias_near_focus_is_learnt_per_worm_from_verified_frames_and_is_the_prior_for_the_next():
+    def bias_of(b):
+        return lambda err, t: err + b
+
+    ctrl = HybridAutofocus()
+    assert ctrl.cnn_bias_steps == 0.0 and ctrl.learnt_bias_steps is None
+    rig = Rig(ctrl, best=lambda t: 100.0).run(bias_of(12.0), 30)
+    assert rig.ctrl.mode == Mode.TRACK and abs(rig.error()) <= 1
+    assert ctrl.cnn_bias_steps == pytest.approx(12.0, abs=1.0) and ctrl.learnt_bias_steps == ctrl.cnn_bias_steps
+    ctrl.target_changed(rig.t_s)                       # the next worm starts from the bias learnt so far
+    assert ctrl.cnn_bias_steps == pytest.approx(12.0, abs=1.0)
+    rig.best = lambda t: 40.0
+    rig.run(bias_of(4.0), 40)                          # another worm, another bias: learnt again
+    assert abs(rig.error()) <= 1 and ctrl.cnn_bias_steps == pytest.approx(4.0, abs=1.0)
+    ctrl.target_changed(rig.t_s)
+    assert ctrl.cnn_bias_steps == pytest.approx(8.0, abs=1.0)  # the prior: the median over the worms so far
+    assert ctrl.learnt_bias_steps == pytest.approx(8.0, abs=1.0)
+    # a model 60 steps off in focus is wrong, not biased: nothing is learnt from it, and nothing without a verifier
+    wrong = HybridAutofocus(HybridConfig(cnn_bias_steps=3.0))
+    Rig(wrong, best=lambda t: 0.0).run(lambda err, t: err + 60.0 if abs(err) < 30 else err, 40)
+    assert wrong.learnt_bias_steps is None and wrong.cnn_bias_steps == 3.0
+    fixed = HybridAutofocus(HybridConfig(bias_frames=0, cnn_bias_steps=2.0))
+    Rig(fixed, best=lambda t: 100.0).run(bias_of(12.0), 30)
+    assert fixed.cnn_bias_steps == 2.0 and fixed.learnt_bias_steps is None
+
+
+def test_a_predicted_plane_after_a_switch_is_refined_whatever_the_cnn_says():
+    rig = Rig(HybridAutofocus(), best=lambda t: 30.0).run(oracle, 25)
+    assert rig.ctrl.mode == Mode.TRACK
+    change = rig.ctrl.target_changed(rig.t_s, z_hint_steps=-75.0, hint_sigma_steps=6.0)
+    assert change.mode == Mode.ACQUIRE and "z=-75" in change.detail
+    assert rig.ctrl.best_z_steps(rig.t_s) == pytest.approx(-75.0)
+    rig.best = lambda t: -70.0
+    n = len(rig.decisions)
+    rig.run(constant(math.nan), 12)                    # no CNN at all: the measure finds the predicted worm
+    first = rig.decisions[n]
+    assert first.reason == R.PROBE and first.target_steps == -75 and first.change.reason == R.PLANE_PREDICTED
+    assert rig.ctrl.mode == Mode.TRACK and abs(rig.error()) <= 2
+    # an uncertain prediction is no hint: back to acquire on the CNN
+    change = rig.ctrl.target_changed(rig.t_s, z_hint_steps=50.0, hint_sigma_steps=40.0)
+    assert change.mode == Mode.ACQUIRE and "plate tilt" not in change.detail
+    rig.best = lambda t: 120.0
+    n = len(rig.decisions)
+    rig.run(oracle, 10)
+    assert rig.decisions[n].reason == R.JUMP and abs(rig.error()) <= 1

@@ -102,7 +102,7 @@ def test_crop_skips_corrupt_file_by_name(worm_stack, tmp_path, capsys):
     assert main(["label", str(root)]) == 1  # labels written, but the corrupt file and the gap are reported
     captured = capsys.readouterr()
     assert "skipped: " in captured.err and "z_-4.png" in captured.err
-    assert "skipped files       1" in captured.out and "ambiguous stacks    0" in captured.out
+    assert "skipped files       1" in captured.out and "flagged stacks      0" in captured.out
     assert len(read_labels(root / "labels.csv")) == 4 + 2 * 4
 
 
@@ -145,3 +145,26 @@ def test_synth_label_crop_label_on_optics_frames(tmp_path, capsys):
     assert {(r.stack, r.kind, r.fov_px) for r in rows} == {("stack_000", "full", 648),
                                                            ("stack_000__crop150_w0", "crop", 150)}
     assert all(r.offset_steps == parent["best_index"] - r.z_index for r in rows)
+
+
+def test_label_default_flags_with_reason_and_plots_the_curves(worm_stack, tmp_path, capsys):
+    src, _ = worm_stack
+    root = tmp_path / "data"
+    shutil.copytree(src / "plates", root / "plates")
+    assert main(["label", str(root)]) == 0  # auto on the drawn worms (blurred, not optics: skewness nearly flat)
+    captured = capsys.readouterr()
+    assert "measure auto" in captured.out and "contrast modes      absorption 1" in captured.out
+    rows = read_labels(root / "labels.csv")
+    assert {r.best_index for r in rows} == {BEST_Z} and {r.measure.split(":")[0] for r in rows} == {"auto"}
+
+    for z in (2, 4):  # the in-focus side is gone: the best remaining image is an end of the stack
+        (root / "plates" / "plateA" / "stack1" / f"z_{z}.png").unlink()
+    plots = tmp_path / "curves"
+    assert main(["label", str(root), "--from-measure", "--plots", str(plots)]) == 0
+    captured = capsys.readouterr()
+    assert "flagged: plateA/stack1: best z " in captured.err and "end of the stack" in captured.err
+    assert "flagged stacks      1" in captured.out
+    assert (plots / "plateA__stack1.png").stat().st_size > 0
+    assert all(r.ambiguous for r in read_labels(root / "labels.csv"))
+    assert main(["label", str(root), "--agree-steps", "0"]) == 2
+    assert "--agree-steps" in capsys.readouterr().err

@@ -85,6 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--hybrid-bias-steps", type=float, default=0.0,
                    help="prior bias near focus of the ONNX model for hybrid/bundled (HybridConfig.cnn_bias_steps, "
                         "e.g. the bias bag-eval measured); 0 = none, the hybrid learns it online in focus")
+    g.add_argument("--hybrid-session", choices=("carry", "cold"), default="carry",
+                   help="carry: each hybrid row runs its episodes in order as one session, every episode starting "
+                        "with the model bias the hybrid learnt on the earlier ones (as the node keeps it from "
+                        "worm to worm; the first episode starts from --hybrid-bias-steps); cold: every episode "
+                        "starts from --hybrid-bias-steps")
     g.add_argument("--search-fov", type=int, default=500,
                    help="the search measures a native-resolution square ROI of this side (px) on the "
                         "target worm, as a tracker's autofocus ROI")
@@ -224,7 +229,7 @@ def command_line(args: argparse.Namespace) -> str:
               "--threads", str(args.threads),
               "--controllers", *args.controllers, "--measures", *args.measures,
               "--hybrid-models", *args.hybrid_models, "--wrong-offset-steps", f"{args.wrong_offset_steps:g}",
-              "--hybrid-bias-steps", f"{args.hybrid_bias_steps:g}",
+              "--hybrid-bias-steps", f"{args.hybrid_bias_steps:g}", "--hybrid-session", args.hybrid_session,
               "--search-fov", str(args.search_fov)]
     for opt in ("summary_json", "plot", "markdown"):
         if getattr(args, opt) is not None:
@@ -244,7 +249,8 @@ def _markdown(args: argparse.Namespace, model: str, table: str, wall_s: float, v
         f"{args.duration_s:g} s at {args.fps:g} fps, seed {args.seed}; motor {args.motor_speed_steps_per_s:g} "
         f"steps/s; command latency {args.latency_s * 1e3:g} ms (simulated). Search: SearchAutofocus "
         f"(SearchConfig defaults) on {', '.join(args.measures)}. Hybrid: HybridAutofocus (HybridConfig "
-        f"defaults; prior bias of the ONNX model {args.hybrid_bias_steps:g} steps) with the models "
+        f"defaults; prior bias of the ONNX model {args.hybrid_bias_steps:g} steps; session: "
+        f"{args.hybrid_session}) with the models "
         f"{', '.join(args.hybrid_models)} (constant = {args.wrong_offset_steps:g} steps; "
         f"random_sign = the true |offset| with a random sign; oracle = the true offset), measure "
         f"{DEFAULT_MEASURE} on the CNN's view. Drift: {args.slow_drift_steps_per_s:g} steps/s (drift2), "
@@ -284,10 +290,19 @@ def _controllers(args: argparse.Namespace, predictor, render_px: int, fov: int |
                   "random_sign": lambda tap, sc: RandomSignModel(tap, seed=sc.seed),
                   "oracle": lambda tap, sc: OracleModel(tap)}
 
+        last: dict[str, HybridLoop] = {}  # per model: the loop of its previous episode
+        learnt: dict[str, list[float]] = {}  # per model: the bias each earlier episode learnt (a session)
+
         def make(sc, which):
             tap = TruthTap(OpticsFrames(sc, render_px, fov_px=fov))
-            config = HybridConfig(cnn_bias_steps=args.hybrid_bias_steps if which == "bundled" else 0.0)
-            return HybridLoop(models[which](tap, sc), config), tap
+            prior = args.hybrid_bias_steps if which == "bundled" else 0.0
+            if args.hybrid_session == "carry":
+                if which in last and last[which].ctrl.learnt_bias_steps is not None:
+                    learnt.setdefault(which, []).append(last[which].ctrl.learnt_bias_steps)
+                if learnt.get(which):
+                    prior = float(np.median(learnt[which]))
+            last[which] = HybridLoop(models[which](tap, sc), HybridConfig(cnn_bias_steps=prior))
+            return last[which], tap
 
         for which in args.hybrid_models:
             out.append((f"hybrid/{which}", lambda sc, w=which: make(sc, w)))

@@ -23,15 +23,16 @@ from typing import Iterator
 
 
 @contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
+def atomic_path(path: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary file beside ``path`` to write by any means; renamed onto ``path`` when the block ends.
 
-    The temporary file is hidden (``.name.*.tmp``), gets the permissions a new file would get (the
+    The temporary file is hidden (``.name.*<suffix>``; a writer that picks the format by suffix wants
+    ``path``'s own), gets the permissions a new file would get (the
     umask's), and is fsynced before ``os.replace``. If the block raises, or the replace fails, the
     temporary file is removed and ``path`` keeps its old content.
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:

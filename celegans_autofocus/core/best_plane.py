@@ -99,11 +99,18 @@ class BestPlaneTracker:
     def rate_steps_per_s(self) -> float:
         return 0.0 if self.x is None else float(self.x[1])
 
-    def forget_position(self, t_s: float, sigma_steps: float = 1e3) -> None:
-        """Handle a worm switch: the new target lies at an unknown height; the drift rate is kept."""
+    def forget_position(self, t_s: float, sigma_steps: float = 1e3, z_steps: float | None = None) -> None:
+        """Handle a worm switch: the new target lies at an unknown height (or near ``z_steps`` +- ``sigma_steps``).
+
+        The drift rate is kept.
+        """
         if self.x is None:
+            if z_steps is not None:
+                self.update(t_s, z_steps, sigma_steps)
             return
         self.x, self.P = self._propagate(t_s)
+        if z_steps is not None:
+            self.x[0] = float(z_steps)
         self.P[0, 0] = sigma_steps ** 2
         self.P[0, 1] = self.P[1, 0] = 0.0
         self.t_s = max(self.t_s, float(t_s))

@@ -35,7 +35,8 @@ brightness level.
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import cv2
 import numpy as np
@@ -120,5 +121,135 @@ def get_measure(name: str) -> Callable[[np.ndarray], float]:
         raise ValueError(f"unknown focus measure {name!r}; choose one of {', '.join(MEASURES)}") from None
 
 
-#: The measure ``label`` uses unless told otherwise (chosen by benchmarks/focus_measures.md).
+#: The per-image measure of the live pipeline (focus/measure, the hybrid; chosen by benchmarks/focus_measures.md).
 DEFAULT_MEASURE = "detail_skewness"
+
+# ----------------------------------------------------------------------------- best plane of a stack
+
+#: The labeller ``label`` uses unless told otherwise: :func:`best_plane` over :data:`RULE_MEASURES`.
+AUTO = "auto"
+#: The curves :func:`best_plane` reads: dark-detail skewness, contrast (variance), gradient energy.
+RULE_MEASURES = ("detail_skewness", "vollath_f5", "brenner")
+#: Median detail_skewness below -EMISSION_SKEW: bright detail on a dark ground (fluorescence, darkfield).
+EMISSION_SKEW = 1.5
+#: A contrast dip this deep (1 - dip / lower flanking maximum) marks a phase object.
+PHASE_DIP = 0.5
+#: A peak's top: the samples next to the maximum within this fraction of the curve's range below it.
+PEAK_TOP_FRAC = 0.02
+#: A local peak or dip counts as an extremum of a curve when its prominence is this fraction of the range.
+EXTREMUM_PROMINENCE_FRAC = 0.1
+
+
+@dataclass(frozen=True)
+class BestPlane:
+    """A stack's best plane by :func:`best_plane`, how it was found, and why it may be wrong (None: corroborated)."""
+
+    z_index: int
+    mode: str  # "emission", "absorption" or "phase"
+    measure: str  # the curve the plane was read from
+    disagreement: str | None
+
+
+def _contrast_dip(contrast: np.ndarray) -> tuple[float, int] | None:
+    """Return the deepest interior local minimum of the contrast curve: (relative depth, its index), or None."""
+    best = None
+    for i in range(1, contrast.size - 1):
+        if contrast[i] <= contrast[i - 1] and contrast[i] <= contrast[i + 1]:
+            flank = min(contrast[:i].max(), contrast[i + 1:].max())
+            depth = 1.0 - contrast[i] / flank if flank > 0 else 0.0
+            if best is None or depth > best[0]:
+                best = (float(depth), i)
+    return best
+
+
+def prominence(values: np.ndarray, i: int) -> float:
+    """Topographic prominence of the interior maximum at ``i``.
+
+    Its height above the higher of the two lowest points separating it from higher ground (or the
+    curve's ends).
+    """
+    v = values[i]
+    bases = []
+    for side in (values[i::-1], values[i:]):
+        higher = np.nonzero(side > v)[0]
+        bases.append(side[: higher[0] if higher.size else side.size].min())
+    return float(v - max(bases))
+
+
+def _extrema_z(z: np.ndarray, curve: np.ndarray) -> list[int]:
+    """Return the z of the curve's interior local peaks and dips (prominence >= EXTREMUM_PROMINENCE_FRAC x range)."""
+    floor = EXTREMUM_PROMINENCE_FRAC * float(np.ptp(curve))
+    out = []
+    for v in (curve, -curve):
+        out += [int(z[i]) for i in range(1, v.size - 1)
+                if v[i] > v[i - 1] and v[i] >= v[i + 1] and prominence(v, i) >= floor]
+    return sorted(out)
+
+
+def _peak(z: np.ndarray, curve: np.ndarray) -> tuple[int, int, int]:
+    """Return (centre z, first z, last z) of the curve's top.
+
+    The top is the run of samples around the maximum within PEAK_TOP_FRAC of the range below it. A top of
+    three samples or more is read at its midpoint (rounded to a step, maybe between samples), not at an
+    edge that noise decides; a narrower one at its maximum.
+    """
+    i = int(np.argmax(curve))
+    floor = curve[i] - PEAK_TOP_FRAC * float(np.ptp(curve))
+    lo, hi = i, i
+    while lo > 0 and curve[lo - 1] >= floor:
+        lo -= 1
+    while hi < curve.size - 1 and curve[hi + 1] >= floor:
+        hi += 1
+    centre = int(round((z[lo] + z[hi]) / 2)) if hi - lo >= 2 else int(z[i])
+    return centre, int(z[lo]), int(z[hi])
+
+
+def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_steps: float) -> BestPlane:
+    """Find a stack's best-focus z from its :data:`RULE_MEASURES` curves, by the specimen's contrast mode.
+
+    Physics: an emitting specimen (bright detail on a dark ground) is an intensity object, sharpest and
+    most contrasted at focus. In transmitted light (bright ground) absorption gives dark detail whose
+    contrast and sharpness peak at focus, while a phase object's contrast vanishes at focus and grows
+    on both sides, so the contrast curve dips there. Defocus by +d and -d blurs alike, so every measure's
+    curve is stationary at focus (a peak or a dip): another measure's extremum backs the pick. Hence:
+
+    - emission (median ``detail_skewness`` < -EMISSION_SKEW): the ``vollath_f5`` (contrast) peak;
+      backed when the ``brenner`` peak is within ``agree_steps``;
+    - phase (a contrast dip at least PHASE_DIP deep): the dip; backed when ``brenner`` peaks or dips
+      (prominence >= EXTREMUM_PROMINENCE_FRAC of its range) within ``agree_steps``;
+    - absorption (otherwise): the ``detail_skewness`` peak; backed when the ``brenner`` peak, or a
+      ``vollath_f5`` or ``brenner`` peak or dip, is within ``agree_steps``.
+
+    A peak is read at the middle of its top (:func:`_peak`); a top wider than 2 x ``agree_steps`` is a
+    disagreement too. ``disagreement`` says why the plane is not backed; the caller flags the stack.
+    """
+    z = np.asarray(z_steps)
+    skew, contrast, gradient = (np.asarray(curves[m], dtype=np.float64) for m in RULE_MEASURES)
+    grad_z = int(z[int(np.argmax(gradient))])
+
+    def near(other: int) -> bool:
+        return abs(other - pick) <= agree_steps
+
+    def broad(lo: int, hi: int, name: str) -> str | None:
+        wide = hi - lo > 2 * agree_steps
+        return f"broad {name} peak, z={lo}..{hi} within {PEAK_TOP_FRAC:.0%} of its top" if wide else None
+
+    if float(np.median(skew)) < -EMISSION_SKEW:
+        pick, lo, hi = _peak(z, contrast)
+        why = broad(lo, hi, "contrast") or (None if near(grad_z) else
+                                            f"emission: contrast peaks at z={pick}, brenner at z={grad_z}")
+        return BestPlane(pick, "emission", "vollath_f5", why)
+    grad_ext = _extrema_z(z, gradient)
+    dip = _contrast_dip(contrast)
+    if dip is not None and dip[0] >= PHASE_DIP:
+        pick = int(z[dip[1]])
+        backed = near(grad_z) or any(near(e) for e in grad_ext)
+        why = None if backed else f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there"
+        return BestPlane(pick, "phase", "vollath_f5", why)
+    pick, lo, hi = _peak(z, skew)
+    contrast_ext = _extrema_z(z, contrast)
+    backed = near(grad_z) or any(near(e) for e in grad_ext + contrast_ext)
+    why = broad(lo, hi, "detail_skewness") or (None if backed else (
+        f"absorption: detail_skewness peaks at z={pick}, brenner at z={grad_z}, and no contrast or brenner "
+        f"peak or dip lies within {agree_steps:g} steps (contrast: z={contrast_ext}, brenner: z={grad_ext})"))
+    return BestPlane(pick, "absorption", "detail_skewness", why)

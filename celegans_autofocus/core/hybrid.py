@@ -23,7 +23,8 @@ changed, a :class:`ModeChange` to log and publish (e.g. in /diagnostics).
 
 Modes (:class:`Mode`):
 
-- ``acquire``: jump by the CNN's prediction (minus its bias near focus, learnt in track) once the
+- ``acquire``: jump by the CNN's prediction (minus its bias near focus, learnt per worm from the frames
+  the measure verified: refines that found a peak and in-focus frames of track) once the
   last ``consistency_frames`` predicted best planes (position + offset) agree. The first frame
   after a jump verifies it: the prediction there must show progress (at most ``consistency_steps
   + consistency_fraction * |jump|``), and a lens that was near focus must not see a clearly worse
@@ -91,6 +92,7 @@ class HybridReason(str, Enum):
     # strikes and mode changes
     START = "start"                    # first frame
     TARGET_CHANGED = "target_changed"  # the tracker switched worms
+    PLANE_PREDICTED = "plane_predicted"  # after a switch: refine around the plane the plate tilt predicts
     NEAR_FOCUS = "near_focus"          # acquire -> refine: the CNN says focus is within the refine window
     FOCUSED = "focused"                # refine -> track: peak found
     MEASURE_DROP = "measure_drop"      # track -> refine: the measure fell below its reference
@@ -147,7 +149,8 @@ class HybridConfig(_Config):
       K = 1 (the default: one frame per jump) that verification is the consistency check, across
       two lens positions; K >= 2 also asks for agreement before the first jump (noisy models).
     - ``max_sigma_steps``: a prediction whose model-reported sigma exceeds this is not confident.
-    - ``cnn_bias_steps``: subtracted from every prediction (the model's known mean bias near focus).
+    - ``cnn_bias_steps``: subtracted from every prediction until a bias is learnt (a prior for the model's bias
+      near focus, e.g. what a previous session learnt: :attr:`HybridAutofocus.learnt_bias_steps`).
     - ``cnn_sigma_steps``: a verified CNN plane's error for the best-plane filter when the model gives none.
     - ``refine_window_steps``: a prediction at most this far from focus is refined on the measure, not jumped.
     - ``probe_steps``: refine step; ``refine_span_steps``: the farthest a refine climbs from its start.
@@ -155,9 +158,12 @@ class HybridConfig(_Config):
     - ``min_peak_contrast``: a refined peak must stand this far (measure units) above the mean of its
       two neighbours at +-probe_steps, else it is no focus (a refine failure). detail_skewness on the
       simulator, probe 6 steps: 0.2-0.6 at focus, < 0.05 at the broad side lobes of defocused images.
-    - ``bias_learning_rate``: weight of each in-focus frame in the running estimate of the CNN's
-      bias near focus (its prediction where the measure says the lens is in focus); 0 keeps
-      ``cnn_bias_steps``.
+    - ``bias_frames``: the CNN's bias near focus is learnt online, per worm, as the median of the last
+      ``bias_frames`` residuals (raw prediction minus the offset to the fused best plane) on frames the
+      measure verified: the frames of a refine that found a peak (within ``refine_window_steps`` of it)
+      and the in-focus frames of track; residuals beyond ``disagree_steps`` are a wrong model, not a bias.
+      With ``min_bias_frames`` residuals it replaces the prior: ``cnn_bias_steps`` for the first worm,
+      the median of the biases learnt on the previous worms after a switch. 0 keeps ``cnn_bias_steps``.
     - ``drop_fraction``: the measure "dropped" (re-refine in track; a jump from focus "clearly worse")
       when it fell by more than this fraction of |reference| (+ ``measure_noise``).
     - ``disagree_steps``: the CNN disagrees with the measure when its plane is this far from the
@@ -185,7 +191,8 @@ class HybridConfig(_Config):
     refine_span_steps: int = 36
     measure_noise: float = 0.02
     min_peak_contrast: float = 0.1
-    bias_learning_rate: float = 0.05
+    bias_frames: int = 32
+    min_bias_frames: int = 3
     drop_fraction: float = 0.15
     disagree_steps: float = 32.0
     disagree_frames: int = 8
@@ -218,8 +225,10 @@ class HybridConfig(_Config):
                     "disagree_steps", "drift_accel_sigma", "settle_s"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{name}.{key} must be >= 0, got {getattr(self, key)}")
-        if not 0.0 <= self.bias_learning_rate <= 1.0:
-            raise ValueError(f"{name}.bias_learning_rate must be in [0, 1], got {self.bias_learning_rate}")
+        for key in ("bias_frames", "min_bias_frames"):
+            value = getattr(self, key)
+            if int(value) != value or value < 0:
+                raise ValueError(f"{name}.{key} must be an integer >= 0, got {value}")
         if not 0.0 < self.drop_fraction < 1.0:
             raise ValueError(f"{name}.drop_fraction must be in (0, 1), got {self.drop_fraction}")
         if self.refine_span_steps < self.probe_steps:
@@ -265,7 +274,8 @@ class HybridAutofocus:
         self.counts: dict[str, int] = {r.value: 0 for r in HybridReason}
         self._started = False
         self._peaks = 0  # measure-found planes fused so far: the drift rate is followed from the second on
-        self.cnn_bias_steps = config.cnn_bias_steps  # learnt near focus when bias_learning_rate > 0
+        self.cnn_bias_steps = config.cnn_bias_steps  # learnt online near focus, per worm (bias_frames > 0)
+        self._target_biases: list[float] = []  # the bias learnt on each previous worm: the prior for the next
         self.cnn_trusted = True  # False from a fallback to the search until the CNN agrees with the measure again
         self._reset_target()
 
@@ -290,12 +300,16 @@ class HybridAutofocus:
         self._plan: Generator[int, float, tuple[int, float] | None] | None = None
         self._plan_target: int | None = None
         self._plan_bests: list[float] = []
+        self._plan_raw: list[tuple[int, float]] = []  # refine frames: (z, raw prediction), for the bias
+        self._residuals: deque[float] = deque(maxlen=max(1, self.config.bias_frames))
+        self._peak_z: float | None = None  # this worm's last plane found by the measure
         self._measure_ref: float | None = None
         self._inconsistent = 0
         self._non_finite = 0
         self._disagree = 0
         self._agree = 0
         self._sweep: tuple[int, float] | None = None  # search: the last (z, CNN plane), to see the CNN agree again
+        self._hint: float | None = None  # after a switch: the new worm's plane as the plate tilt predicts it
 
     # ------------------------------------------------------------------ public API
 
@@ -318,6 +332,7 @@ class HybridAutofocus:
         """Reconfigure (e.g. at run time): start afresh in acquire; a move's settle time still applies."""
         self._configure(config, search_config)
         self.cnn_bias_steps = config.cnn_bias_steps
+        self._target_biases = []
         self._reset_target()
         self.mode = Mode.ACQUIRE
 
@@ -327,22 +342,49 @@ class HybridAutofocus:
             raise ValueError(f"record_move: end_s must be finite, got {end_s!r}")
         self._move_end_s = float(end_s)
 
-    def target_changed(self, t_s: float) -> ModeChange | None:
+    def target_changed(self, t_s: float, z_hint_steps: float | None = None,
+                       hint_sigma_steps: float | None = None) -> ModeChange | None:
         """Note that the tracker switched to another worm at ``t_s``: its plane is unknown, the drift rate is kept.
 
-        In search mode the search restarts (the model is not trusted yet); otherwise back to acquire.
+        The CNN's bias learnt on this worm joins the prior for the next. ``z_hint_steps`` +- ``hint_sigma_steps``:
+        where the new worm's plane is expected (e.g. :class:`core.plate_tilt.PlateTilt` at its position); within
+        ``refine_window_steps`` the next settled frame starts a refine around it (PLANE_PREDICTED), whatever
+        the CNN says. Otherwise, in search mode the search restarts (the model is not trusted yet), else back
+        to acquire.
         """
+        if self.config.bias_frames > 0 and len(self._residuals) >= max(1, self.config.min_bias_frames):
+            self._target_biases.append(self.cnn_bias_steps)
+            self.cnn_bias_steps = float(np.median(self._target_biases))
         self._reset_target()
+        hinted = z_hint_steps is not None and hint_sigma_steps is not None and \
+            _finite(z_hint_steps, hint_sigma_steps) and 0 < hint_sigma_steps <= self.config.refine_window_steps
         if _finite(t_s):
-            self.tracker.forget_position(float(t_s))
+            if hinted:
+                self.tracker.forget_position(float(t_s), float(hint_sigma_steps), float(z_hint_steps))
+            else:
+                self.tracker.forget_position(float(t_s))
+        self._hint = float(z_hint_steps) if hinted else None
+        hint = (f"; the plate tilt puts the new one at z={z_hint_steps:.0f} +- {hint_sigma_steps:.1f}" if hinted
+                else "")
         if self.mode == Mode.SEARCH:
             self.search.restart()
             return None
         if not self.cnn_trusted:
             self.search.restart()
             return self._change(Mode.SEARCH, HybridReason.TARGET_CHANGED,
-                                "the tracker switched worms; the CNN is not trusted: search", t_s)
-        return self._change(Mode.ACQUIRE, HybridReason.TARGET_CHANGED, "the tracker switched worms", t_s)
+                                f"the tracker switched worms; the CNN is not trusted: search{hint}", t_s)
+        return self._change(Mode.ACQUIRE, HybridReason.TARGET_CHANGED, f"the tracker switched worms{hint}", t_s)
+
+    @property
+    def learnt_bias_steps(self) -> float | None:
+        """Return the CNN's bias near focus learnt so far: the median over the worms it was learnt on, or None.
+
+        A prior for a later session with the same model (``HybridConfig.cnn_bias_steps``).
+        """
+        learnt = list(self._target_biases)
+        if self.config.bias_frames > 0 and len(self._residuals) >= max(1, self.config.min_bias_frames):
+            learnt.append(self.cnn_bias_steps)
+        return float(np.median(learnt)) if learnt else None
 
     def best_z_steps(self, t_s: float) -> float | None:
         """Return the fused best-plane estimate at ``t_s`` (None before the first measurement)."""
@@ -388,6 +430,10 @@ class HybridAutofocus:
             decision = self._verify(z, m, pred, now_s)
             if decision is not None:
                 return decision
+        if self._hint is not None:
+            hint, self._hint = self._hint, None
+            return self._start_refine(z, m, None, now_s, HybridReason.PLANE_PREDICTED,
+                                      f"refine around z={hint:.0f}, the plane the plate tilt predicts", center=hint)
         if self.mode == Mode.SEARCH:
             return self._search_step(z, m, pred, stamp_s, now_s)
         if self.mode == Mode.TRACK:
@@ -570,18 +616,25 @@ class HybridAutofocus:
         return True
 
     def _start_refine(self, z: int, m: float, pred: float | None, now_s: float, reason: HybridReason,
-                      detail: str) -> HybridDecision:
+                      detail: str, center: float | None = None) -> HybridDecision:
+        """Start a refine around ``center`` (default: where the trusted CNN points, in track the lens)."""
         rate = self.tracker.rate_steps_per_s
         if self.mode == Mode.TRACK and abs(rate) >= 0.5:
             direction = 1 if rate > 0 else -1
         elif pred is not None and pred != 0 and self.cnn_trusted:
             direction = 1 if pred > 0 else -1
+        elif center is not None and round(center) != z:
+            direction = 1 if center > z else -1
         else:
             direction = 1
-        center = self._clamp(z + pred) if pred is not None and self.mode != Mode.TRACK and self.cnn_trusted else z
+        if center is not None:
+            center = self._clamp(center)
+        else:
+            center = self._clamp(z + pred) if pred is not None and self.mode != Mode.TRACK and self.cnn_trusted else z
         self._plan = self._refine_plan(z, m, center, direction)
         self._plan_t0_s = now_s
         self._plan_bests = []
+        self._plan_raw = []
         self._change(Mode.REFINE, reason, detail, now_s)
         self._plan_target = next(self._plan)  # a plan always measures something first
         return self._move(z, self._plan_target, HybridReason.PROBE, f"refine around z={center}: probe "
@@ -591,6 +644,7 @@ class HybridAutofocus:
         cfg = self.config
         if pred is not None and self.cnn_trusted:
             self._plan_bests.append(z + pred)
+            self._plan_raw.append((z, pred + self.cnn_bias_steps))
         if z != self._plan_target:
             return self._move(z, self._plan_target, HybridReason.PROBE,
                               f"frame at z={z}, probing z={self._plan_target}",
@@ -624,6 +678,8 @@ class HybridAutofocus:
                 return decision
         elif cnn is not None:
             self.strikes = 0  # the CNN and the measure agree: the model is trusted again
+            self._learn_bias([raw - (best_z - zz) for zz, raw in self._plan_raw
+                              if abs(best_z - zz) <= cfg.refine_window_steps])
         return self._move(z, best_z, HybridReason.REFINED, detail, now_s) if best_z != z else \
             self._hold(HybridReason.IN_FOCUS, detail)
 
@@ -655,11 +711,11 @@ class HybridAutofocus:
         if not self.cnn_trusted:
             self._cnn_agrees(pred, z, now_s)
         elif pred is not None:
-            if cfg.bias_learning_rate > 0 and m >= self._measure_ref - cfg.measure_noise - \
+            plane = best if self._peaks >= 2 else self._peak_z  # one peak gives no drift rate to trust yet
+            if plane is not None and m >= self._measure_ref - cfg.measure_noise - \
                     0.5 * cfg.drop_fraction * abs(self._measure_ref):
-                # in focus by the measure: what the CNN still predicts here is its bias (pred is already unbiased)
-                bias = self.cnn_bias_steps + cfg.bias_learning_rate * pred
-                self.cnn_bias_steps = float(np.clip(bias, -cfg.refine_window_steps, cfg.refine_window_steps))
+                # in focus by the measure: the raw prediction minus the offset to the verified plane is the bias
+                self._learn_bias([pred + self.cnn_bias_steps - (plane - z)])
             self._disagree = self._disagree + 1 if confident and abs(pred) > cfg.disagree_steps else 0
             if self._disagree >= cfg.disagree_frames:
                 self._disagree = 0
@@ -719,10 +775,20 @@ class HybridAutofocus:
 
     # ------------------------------------------------------------------ helpers
 
+    def _learn_bias(self, residuals: list[float]) -> None:
+        """Add verified residuals (raw prediction - offset to the measure's plane); the bias is their median."""
+        cfg = self.config
+        if cfg.bias_frames == 0:
+            return
+        self._residuals.extend(r for r in residuals if abs(r) <= cfg.disagree_steps)
+        if len(self._residuals) >= max(1, cfg.min_bias_frames):
+            self.cnn_bias_steps = float(np.median(self._residuals))
+
     def _fuse_peak(self, t_s: float, z_steps: float) -> None:
         """Fuse a best plane found by the measure (refine or search): the filter's precise measurements."""
         self.tracker.update(t_s, z_steps, self.config.refine_sigma_steps)
         self._peaks += 1
+        self._peak_z = float(z_steps)
 
     def _drop_level(self, reference: float) -> float:
         return reference - self.config.drop_fraction * abs(reference) - self.config.measure_noise

@@ -29,11 +29,10 @@ import time
 from pathlib import Path
 
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from ..core.images import ImageError
 from ..recording import IMAGE_TYPE, STORAGES, BagError, BagRecorder, downscale_image_cdr, typestore
-from .common import ConfigError, Param, declare_params, reliable_qos, run_node, sensor_qos
+from .common import ConfigError, Param, declare_params, matched_qos, run_node
 
 DEFAULT_TOPICS = ["camera/image_raw", "focus/offset", "stepper/joint_states", "sim/ground_truth",
                   "worm/target"]
@@ -103,17 +102,10 @@ class BagRecorderNode(Node):
                 continue
             self.recorder.add_topic(topic, msgtype)
             self._subs[topic] = self.create_subscription(
-                cls, topic, self._callback(topic, msgtype), self._qos(topic), raw=True)
+                cls, topic, self._callback(topic, msgtype), matched_qos(self, topic, depth=100), raw=True)
             self.get_logger().info(f"subscribed to {topic} ({msgtype})")
         if self.all_subscribed:
             self._timer.cancel()
-
-    def _qos(self, topic: str) -> QoSProfile:
-        """Reliable when every publisher is reliable (no loss), else best effort (matches anything)."""
-        infos = self.get_publishers_info_by_topic(topic)
-        if infos and all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos):
-            return reliable_qos(depth=100)
-        return sensor_qos(depth=100)
 
     def _callback(self, topic: str, msgtype: str):
         scale_images = msgtype == IMAGE_TYPE

@@ -48,7 +48,7 @@ from ..core.images import ImageError, decode, encode, to_gray
 
 __all__ = [
     "ConfigError", "ImageError", "Param", "Params", "declare_params", "sensor_qos", "reliable_qos",
-    "SENSOR_QOS", "RELIABLE_QOS", "image_to_array", "image_to_gray", "array_to_image",
+    "SENSOR_QOS", "RELIABLE_QOS", "matched_qos", "image_to_array", "image_to_gray", "array_to_image",
     "default_encoding", "stamp_to_s", "s_to_stamp", "run_node", "params_from_file", "with_image_qos_overrides",
 ]
 
@@ -77,6 +77,18 @@ def reliable_qos(depth: int = 10) -> QoSProfile:
 
 SENSOR_QOS = sensor_qos()
 RELIABLE_QOS = reliable_qos()
+
+
+def matched_qos(node: Node, topic: str, depth: int) -> QoSProfile:
+    """For a subscriber that must not lose messages: reliable when every publisher of ``topic`` is, else best effort.
+
+    Best effort matches any publisher; reliable ones deliver every message (recorders, acquisition).
+    """
+    infos = node.get_publishers_info_by_topic(node.resolve_topic_name(topic))
+    if infos and all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos):
+        return reliable_qos(depth=depth)
+    return sensor_qos(depth=depth)
+
 
 T = TypeVar("T")
 

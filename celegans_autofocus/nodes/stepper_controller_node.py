@@ -20,6 +20,12 @@ stamp, median of K, deadband, gain, clamp, soft limits, watchdog); a MOVE decisi
 relative move of the stepper backend (``simulated``, ``gpio`` step/dir, ``grbl`` serial), which
 enforces the soft limits, maximum speed and backlash compensation once more on its side.
 
+``control_mode: hybrid`` (:mod:`core.hybrid`): each ``focus/offset`` is paired by stamp with its frame's
+``focus/measure``. ``worm/target_switch`` (worm_detector_node) restarts the hybrid on the new worm; in-focus
+the fused best planes of in-focus track frames, at the target's fresh ``worm/target`` position, teach the plate
+tilt (:mod:`core.plate_tilt`), which then
+predicts the new worm's plane. Mode changes and their reasons are logged and on ``/diagnostics``.
+
 The motor never moves on garbage: non-finite or stale offsets, frames taken before the lens
 settled, a disabled stepper or focus law, and a stepper fault all hold; ``/diagnostics`` says why.
 A fault (e.g. the serial port disappeared) stops motion; the node retries ``reconnect`` every
@@ -32,7 +38,12 @@ target position): the controller's answer to that frame, which the simulated clo
 
 On a simulated clock (``use_sim_time``) the simulated stepper moves in simulated time, and a frame's
 decision is taken at its stamp + ``modelled_latency_s`` (the processing time the simulated clock does
-not see), so latency still decides which lens position later frames show. Services: ``stepper/enable``
+not see), so latency still decides which lens position later frames show.
+
+``stepper/target`` (sensor_msgs/JointState, position of ``joint_name`` in steps): move to that absolute
+position, for ``celegans-autofocus acquire``. Refused (logged, and ``last_target`` on ``/diagnostics``) while
+the focus law is enabled, outside the soft limits (never clamped), non-finite, or when the stepper refuses
+(fault, disabled, busy). Services: ``stepper/enable``
 (std_srvs/SetBool: energize/release the motor), ``stepper/home`` (std_srvs/Trigger; active node only),
 ``focus/enable`` (std_srvs/SetBool: the control law on/off).
 
@@ -55,7 +66,8 @@ from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
 
 from ..core.control import ControlConfig, Decision, FocusController
-from ..core.hybrid import HybridAutofocus, HybridConfig, HybridDecision, ModeChange
+from ..core.hybrid import HybridAutofocus, HybridConfig, HybridDecision, HybridReason, Mode, ModeChange
+from ..core.plate_tilt import PlateTilt
 from ..core.sensor import STEP_UM
 from ..hardware.steppers import BACKENDS, Stepper, StepperError, make_stepper
 from .common import ConfigError, Param, declare_params, refuse_inconsistent, reliable_qos, run_node, stamp_to_s
@@ -97,9 +109,11 @@ HYBRID_PARAMS = (
     Param("hybrid_min_peak_contrast", _HYBRID.min_peak_contrast,
           "hybrid: a refined peak must stand this far above its neighbours",
           range=(0.0, 1e6)),
-    Param("hybrid_bias_learning_rate", _HYBRID.bias_learning_rate,
-          "hybrid: weight of each in-focus frame in the learnt CNN bias "
-          "(0 keeps hybrid_cnn_bias_steps)", range=(0.0, 1.0)),
+    Param("hybrid_bias_frames", _HYBRID.bias_frames,
+          "hybrid: the CNN's bias near focus is learnt per worm as the median of this many "
+          "measure-verified residuals (0 keeps hybrid_cnn_bias_steps)", range=(0, 100_000)),
+    Param("hybrid_min_bias_frames", _HYBRID.min_bias_frames,
+          "hybrid: residuals needed before the learnt bias replaces the prior", range=(0, 100_000)),
     Param("hybrid_drop_fraction", _HYBRID.drop_fraction,
           "hybrid: the measure dropped when it fell by more than this fraction",
           range=(0.001, 0.999)),
@@ -179,11 +193,19 @@ PARAMS = (
     Param("startup_s", 2.0, "grbl: wait after opening the port (opening resets an Arduino)", range=(0.0, 30.0),
           read_only=True),
     Param("control_mode", "cnn", "cnn: the one-shot law on focus/offset; hybrid: jump on the CNN, verify with "
-          "focus/measure, refine on the measure, fall back to search (core.hybrid)", choices=("cnn", "hybrid"),
-          read_only=True),
+          "focus/measure, refine on the measure, fall back to search (core.hybrid); switching at run time starts "
+          "the new controller afresh", choices=("cnn", "hybrid")),
     *HYBRID_PARAMS,
+    Param("tilt_noise_steps", 3.0, "hybrid, plate tilt: error of one sample (the fused best plane of an in-focus "
+          "track frame at the target's xy from worm/target)", range=(0.01, 10_000.0)),
+    Param("tilt_slope_sigma_steps_per_px", 0.05, "hybrid, plate tilt: prior standard deviation of the tilt",
+          range=(1e-6, 100.0)),
+    Param("tilt_max_samples", 200, "hybrid, plate tilt: the most recent samples kept", range=(1, 100_000)),
+    Param("tilt_sample_period_s", 0.5, "hybrid, plate tilt: at most one sample per this (frame stamps)",
+          range=(0.0, 3600.0)),
     AUTOSTART,
 )
+TILT_PARAMS = ("tilt_noise_steps", "tilt_slope_sigma_steps_per_px", "tilt_max_samples")
 
 
 def _law_of(values: dict) -> ControlConfig:
@@ -193,6 +215,13 @@ def _law_of(values: dict) -> ControlConfig:
 def _hybrid_of(values: dict) -> HybridConfig:
     own = {p.name[len("hybrid_"):]: values[p.name] for p in HYBRID_PARAMS}
     return HybridConfig(**own, **{k: values[k] for k in SHARED_HYBRID + LIMIT_PARAMS})
+
+
+def _tilt_of(values: dict, samples=()) -> PlateTilt:
+    tilt = PlateTilt(values["tilt_noise_steps"], values["tilt_slope_sigma_steps_per_px"], values["tilt_max_samples"])
+    for sample in samples:
+        tilt.add(*sample)
+    return tilt
 
 
 def _pin(name: str) -> int | str | None:
@@ -237,7 +266,12 @@ class StepperControllerNode(ManagedNode):
         self.stepper: Stepper | None = None
         self.joint_pub = self.command_pub = None
         self._stepper_services: list = []
-        self._offset_sub = self._measure_sub = self._tick_timer = None
+        self._offset_sub = self._measure_sub = self._tick_timer = self._stepper_target_sub = None
+        self.last_target = ""          # what the last stepper/target did
+        self._target_sub = self._switch_sub = None
+        self._target_xy: tuple[float, float, float] | None = None  # (stamp s, x px, y px) of the last seen target
+        self.target_switches = 0
+        self._last_tilt_sample_s = -math.inf
         self._measures: dict[int, float] = {}          # stamp ns -> focus/measure, awaiting their offset
         self._waiting: dict[int, PointStamped] = {}    # stamp ns -> focus/offset, awaiting their measure
         self.params = declare_params(self, PARAMS)
@@ -254,7 +288,8 @@ class StepperControllerNode(ManagedNode):
                 self.hybrid = HybridAutofocus(_hybrid_of(p.as_dict()), enabled=p.focus_enabled)
             except ValueError as exc:
                 raise ConfigError(f"hybrid control: {exc}") from None
-            refuse_inconsistent(self, self.params, _hybrid_of, "hybrid control")
+        refuse_inconsistent(self, self.params, _hybrid_of, "hybrid control")  # checked in either mode
+        self.tilt = _tilt_of(p.as_dict())  # the plate surface, learnt online (hybrid mode)
         self.last_mode_change: ModeChange | None = None
         self._last_offset_s: float | None = None
         self.params.on_change(self._on_params)
@@ -284,22 +319,38 @@ class StepperControllerNode(ManagedNode):
                                f"{'on' if p.focus_enabled else 'off'}")
 
     def activate(self) -> None:
-        if self.hybrid is not None:  # the focus measure of each frame, paired with its offset by stamp
-            self._measure_sub = self.create_subscription(PointStamped, "focus/measure", self._on_measure,
-                                                         reliable_qos(depth=5))
+        if self.hybrid is not None:
+            self._subscribe_hybrid()
         self._offset_sub = self.create_subscription(PointStamped, "focus/offset", self._on_offset,
                                                     reliable_qos(depth=5))
+        self._stepper_target_sub = self.create_subscription(JointState, "stepper/target", self._on_stepper_target,
+                                                            reliable_qos())
         self._tick_timer = self.create_timer(1.0 / self.params.publish_rate_hz, self._tick)
 
+    def _subscribe_hybrid(self) -> None:
+        """Subscribe to each frame's focus measure (paired with its offset by stamp), the target and its switches."""
+        self._measure_sub = self.create_subscription(PointStamped, "focus/measure", self._on_measure,
+                                                     reliable_qos(depth=5))
+        self._target_sub = self.create_subscription(PointStamped, "worm/target", self._on_target, reliable_qos(depth=5))
+        self._switch_sub = self.create_subscription(PointStamped, "worm/target_switch", self._on_switch,
+                                                    reliable_qos(depth=10))
+
+    def _unsubscribe_hybrid(self) -> None:
+        for sub in (self._measure_sub, self._target_sub, self._switch_sub):
+            if sub is not None:
+                self.destroy_subscription(sub)
+        self._measure_sub = self._target_sub = self._switch_sub = None
+        self._measures.clear()
+        self._waiting.clear()
+
     def deactivate(self) -> None:
-        for sub in (self._offset_sub, self._measure_sub):
+        self._unsubscribe_hybrid()
+        for sub in (self._offset_sub, self._stepper_target_sub):
             if sub is not None:
                 self.destroy_subscription(sub)
         if self._tick_timer is not None:
             self.destroy_timer(self._tick_timer)
-        self._offset_sub = self._measure_sub = self._tick_timer = None
-        self._measures.clear()
-        self._waiting.clear()
+        self._offset_sub = self._stepper_target_sub = self._tick_timer = None
 
     def cleanup(self) -> None:
         for pub in (self.joint_pub, self.command_pub):
@@ -314,12 +365,32 @@ class StepperControllerNode(ManagedNode):
             self.stepper = None
 
     def _on_params(self, changed: dict) -> None:
+        if "control_mode" in changed:
+            self._switch_control_mode(changed["control_mode"])
         if set(changed) & set(LAW_PARAMS):
             self.controller.reconfigure(_law_of(self.params.as_dict()))
             self.get_logger().info(f"control law updated: {changed}")
         if self.hybrid is not None and set(changed) & {p.name for p in HYBRID_PARAMS} | set(SHARED_HYBRID):
             self.hybrid.reconfigure(_hybrid_of(self.params.as_dict()))
             self.get_logger().info(f"hybrid control updated: {changed}")
+        if set(changed) & set(TILT_PARAMS):
+            self.tilt = _tilt_of(self.params.as_dict(), self.tilt.samples)
+
+    def _switch_control_mode(self, mode: str) -> None:
+        """Switch between the one-shot law and the hybrid at run time; the new one starts afresh, the motor holds."""
+        enabled = self.law.enabled
+        self._unsubscribe_hybrid()
+        if mode == "hybrid":
+            self.hybrid = HybridAutofocus(_hybrid_of(self.params.as_dict()), enabled=enabled)
+            if self.is_active:
+                self._subscribe_hybrid()
+        else:
+            self.hybrid = None
+            self.controller.enable(enabled)
+        if self.stepper is not None:
+            self.law.record_move(self.now_s())  # frames taken before now (and a move in progress) are not used
+        self.last_decision, self.last_mode_change = None, None
+        self.get_logger().info(f"control mode: {mode}")
 
     @property
     def law(self) -> FocusController | HybridAutofocus:
@@ -343,6 +414,39 @@ class StepperControllerNode(ManagedNode):
             self._measures[ns] = msg.point.z
             while len(self._measures) > 20:  # measures of frames whose offset never came
                 self._measures.pop(next(iter(self._measures)))
+
+    def _on_target(self, msg: PointStamped) -> None:
+        if msg.point.z == 0 and math.isfinite(msg.point.x) and math.isfinite(msg.point.y):  # seen in this frame
+            self._target_xy = (stamp_to_s(msg.header.stamp), msg.point.x, msg.point.y)
+
+    def _on_switch(self, msg: PointStamped) -> None:
+        """Restart the hybrid on the worm the tracker switched to, at the plane the plate tilt predicts there."""
+        self.target_switches += 1
+        x, y = msg.point.x, msg.point.y
+        hint = self.tilt.predict(x, y) if math.isfinite(x) and math.isfinite(y) else None
+        self._target_xy = None  # the old worm's position is no sample for the new one
+        self._log_change(self.hybrid.target_changed(stamp_to_s(msg.header.stamp), *(hint or (None, None))))
+
+    def _log_change(self, change: ModeChange | None) -> None:
+        if change is not None:
+            self.last_mode_change = change
+            self.get_logger().info(f"hybrid mode {change.previous.value} -> {change.mode.value} "
+                                   f"({change.reason.value}): {change.detail}")
+
+    def _sample_tilt(self, decision: HybridDecision, stamp_s: float) -> None:
+        """Sample the plate with an in-focus track frame (the measure says so) whose target position is fresh.
+
+        The sample is the fused best plane at the frame's stamp (the last refined peak moved by the drift rate).
+        """
+        xy = self._target_xy
+        if (decision.mode != Mode.TRACK or decision.reason != HybridReason.IN_FOCUS or xy is None
+                or abs(xy[0] - stamp_s) > self.params.stale_after_s
+                or stamp_s - self._last_tilt_sample_s < self.params.tilt_sample_period_s):
+            return
+        z = self.hybrid.best_z_steps(stamp_s)
+        if z is not None and math.isfinite(z):
+            self.tilt.add(xy[1], xy[2], z)
+            self._last_tilt_sample_s = stamp_s
 
     def _on_offset(self, msg: PointStamped) -> None:
         self.offsets_received += 1
@@ -384,10 +488,8 @@ class StepperControllerNode(ManagedNode):
         else:
             offset = msg.point.z if math.isfinite(msg.point.z) else None
             decision = self.hybrid.update(offset, None, measure_value, stamp_s, now_s, self.stepper.position_steps)
-            if decision.change is not None:
-                self.last_mode_change = c = decision.change
-                self.get_logger().info(f"hybrid mode {c.previous.value} -> {c.mode.value} "
-                                       f"({c.reason.value}): {c.detail}")
+            self._log_change(decision.change)
+            self._sample_tilt(decision, stamp_s)
         self.last_decision = decision
         if not decision.moves:
             self._hold(f"{decision.reason.value}: {decision.detail}")
@@ -404,6 +506,32 @@ class StepperControllerNode(ManagedNode):
         self.last_hold = ""
         self.get_logger().debug(decision.detail)
         return decision.move_steps
+
+    def _on_stepper_target(self, msg: JointState) -> None:
+        """stepper/target: an absolute move for an acquisition; the motor never moves on a bad one."""
+        name, stepper = self.params.joint_name, self.stepper
+        names = list(msg.name)
+        target = msg.position[names.index(name)] if name in names and names.index(name) < len(msg.position) else None
+        if target is None:
+            refusal = f"no position for joint {name!r}"
+        elif not math.isfinite(target):
+            refusal = f"target {target} is not finite"
+        elif self.law.enabled:
+            refusal = "the focus law is enabled; disable it first (service focus/enable)"
+        elif not stepper.soft_min_steps <= target <= stepper.soft_max_steps:
+            refusal = (f"target {target:g} is outside the soft limits "
+                       f"[{stepper.soft_min_steps}, {stepper.soft_max_steps}]")
+        else:
+            try:
+                result = stepper.move_to(target)
+            except StepperError as exc:
+                refusal = str(exc)
+            else:
+                self.law.record_move(self.now_s() + result.duration_s)
+                self.last_target = f"moving to {result.target_steps}"
+                return
+        self.last_target = f"refused: {refusal}"
+        self.get_logger().warning(f"stepper/target {self.last_target}", throttle_duration_sec=1.0)
 
     def _tick(self) -> None:
         """joint_states, and a reconnect attempt every ``reconnect_period_s`` while in fault."""
@@ -498,7 +626,8 @@ class StepperControllerNode(ManagedNode):
         values = {"lifecycle_state": self.lifecycle_state, "focus_enabled": str(self.law.enabled),
                   "control_mode": self.params.control_mode,
                   "moves": str(self.moves), "offsets_received": str(self.offsets_received),
-                  "last_reason": d.reason.value if d else "", "last_detail": d.detail if d else ""}
+                  "last_reason": d.reason.value if d else "", "last_detail": d.detail if d else "",
+                  "last_target": self.last_target}
         if self.stepper is not None:
             values.update({
                 "position_steps": str(self.stepper.position_steps), "moving": str(self.stepper.moving),
@@ -507,7 +636,11 @@ class StepperControllerNode(ManagedNode):
             })
         if self.hybrid is not None:
             c = self.last_mode_change
+            slope = self.tilt.slope_steps_per_px()
             values.update(mode=self.hybrid.mode.value, strikes=str(self.hybrid.strikes),
+                          cnn_bias_steps=f"{self.hybrid.cnn_bias_steps:+.1f}",
+                          target_switches=str(self.target_switches),
+                          plate_tilt_steps_per_px="" if slope is None else f"{slope[0]:+.4f}, {slope[1]:+.4f}",
                           last_mode_change=f"{c.previous.value} -> {c.mode.value} ({c.reason.value}): {c.detail}"
                           if c else "")
         values.update({f"count_{k}": str(v) for k, v in self.law.counts.items() if v})

@@ -22,6 +22,9 @@ text). Publishes, each with the source image's header:
   last position. Before any worm has been found the crop is the frame centre.
 - ``worm/target`` (PointStamped): x, y = crop centre in the image's pixels (column, row);
   z = frames since the target was last seen (0 = seen in this frame).
+- ``worm/target_switch`` (PointStamped, reliable, only when it happens): the tracker chose another worm
+  as the target in this frame (the old one was lost for ``reacquire_after_frames``); x, y = the new
+  target's crop centre, z = switches so far. The focus controller restarts on the new worm's plane.
 - ``worm/debug_image`` (bgr8, about ``debug_width_px`` wide): detections, the target box, the crop window
   and the latest focus offset.
 
@@ -117,6 +120,7 @@ class WormDetectorNode(Node):
         self.frames_dropped = 0
         self.crop_pub = with_image_qos_overrides(self.create_publisher, Image, "worm/crop", reliable_qos(depth=2))
         self.target_pub = self.create_publisher(PointStamped, "worm/target", reliable_qos())
+        self.switch_pub = self.create_publisher(PointStamped, "worm/target_switch", reliable_qos(depth=10))
         self.debug_pub = with_image_qos_overrides(self.create_publisher, Image, "worm/debug_image",
                                                   reliable_qos(depth=1))
         with_image_qos_overrides(self.create_subscription, Image, "camera/image_raw", self._on_image,
@@ -170,6 +174,11 @@ class WormDetectorNode(Node):
         target.point.x, target.point.y = (float(v) for v in found.center_px)
         target.point.z = float(found.state.lost_frames)
         self.target_pub.publish(target)
+        if found.state.switched:
+            switch = PointStamped(header=msg.header)
+            switch.point.x, switch.point.y = target.point.x, target.point.y
+            switch.point.z = float(found.state.switches)
+            self.switch_pub.publish(switch)
         if self.params.debug_width_px:
             self.debug_pub.publish(self._debug_image(gray, found.detections, found.state, window, msg))
         self.frames_processed += 1

@@ -23,7 +23,8 @@ Layout::
 Modules: :mod:`.io` (read/write one image), :mod:`.layout` (find plates and stacks, ``stack.yaml``),
 :mod:`.labels` (``labels.csv``, a stack's best index, focus-curve checks), :mod:`.labelling` (label a
 dataset), :mod:`.splits` (train/validation by plate), :mod:`.writer` (write a stack directory
-atomically), :mod:`.crops` (crop stacks around each worm).
+atomically), :mod:`.crops` (crop stacks around each worm), :mod:`.sweep` (a stack recorded one z at a
+time by ``acquire``/``bag-to-dataset``: each image kept as it comes, resumable).
 
 Conventions (the one place they are written down):
 
@@ -33,13 +34,17 @@ Conventions (the one place they are written down):
 - ``offset_steps = best_index - z_index``: the signed motor steps that bring an image into focus;
   positive means move to larger z.
 - ``best_index``: a ``best_index`` given in ``stack.yaml`` (hand label or known truth) wins unless
-  ``use_stack_best=False`` (label as the paper does); otherwise the z of the focus-measure
-  maximum. The measure is computed either way, stored per image in ``measure_value``, and the
-  focus curve is checked either way (``ambiguous``). ``true_best_index`` is the simulator's truth.
+  ``use_stack_best=False`` (label as the paper does); otherwise the labeller's best z: by default
+  ``auto`` (:func:`core.focus.best_plane`: the dark-detail peak, a phase object's contrast dip, or an
+  emitter's contrast peak, by contrast mode), or the maximum of one named focus measure. The
+  measures are computed either way, the value the best z was read from is stored per image in
+  ``measure_value`` (``measure`` = ``auto:<measure>`` or the measure), and the stack is checked
+  either way (``ambiguous``). ``true_best_index`` is the simulator's truth.
 - ``kind`` is ``crop`` when ``stack.yaml`` names a ``parent`` stack, else ``full``; ``fov_px`` is
   ``stack.yaml``'s ``fov_px`` (empty when absent).
-- ``ambiguous`` = 1 when the curve cannot be trusted: flat (range within noise), peak at the end of
-  the stack, a second separated peak of similar height, or a missing/skipped image next to the peak.
+- ``ambiguous`` = 1 (flagged) when the best z cannot be trusted: flat curve (range within noise), peak
+  at the end of the stack, a second separated peak of similar height, a missing/skipped image next to
+  the peak, or (``auto``) the other measures do not back it within ``agree_steps`` (8 by default).
 - Colour images become grayscale by BT.601 luma (:func:`core.images.array_to_gray`), rounded back
   to the file's integer type.
 
@@ -52,5 +57,6 @@ Failure policy (nothing already labelled is lost):
 - ``labels.csv`` and stack directories are replaced atomically; a ``labels.csv`` that cannot be
   parsed stops the run before anything is written.
 - Stacks whose files, ``stack.yaml`` and measure are unchanged since the last ``labels.csv`` reuse
-  the measure values stored there instead of reading the images again (``force=True`` recomputes).
+  the measure values stored there instead of reading the images again (``force=True`` recomputes);
+  single measures only, since ``auto`` reads three values per image and ``labels.csv`` keeps one.
 """

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Labelling a dataset: the focus measure of every image, each stack's best z, ``labels.csv``."""
+"""Labelling a dataset: the focus measures of every image, each stack's best z and flags, ``labels.csv``."""
 from __future__ import annotations
 
 import math
@@ -24,42 +24,66 @@ from typing import Callable
 
 import numpy as np
 
-from ..focus import get_measure
+from ..focus import AUTO, RULE_MEASURES, best_plane, get_measure
 from ..images import ImageError
+from ..metrics import DOF_STEPS
 from .errors import DatasetError, StackError
 from .io import read_image
-from .labels import LABELS_FILE, LabelRow, focus_curve_ambiguity, read_labels, write_labels
+from .labels import LABELS_FILE, LabelRow, focus_curve_ambiguity, hole_next_to, read_labels, write_labels
 from .layout import Stack, discover
 
 MIN_IMAGES = 3
+#: Two estimates of a stack's best z agree within this many steps (the in-focus half depth of field).
+AGREE_STEPS = DOF_STEPS / 2
 
 #: ``progress(images_done, images_total)``
 Progress = Callable[[int, int], None]
 
 
+def check_labeller(measure: str) -> None:
+    """Raise ValueError unless ``measure`` is a focus measure name or :data:`core.focus.AUTO`."""
+    if measure != AUTO:
+        get_measure(measure)
+
+
+def _measure_names(measure: str) -> tuple[str, ...]:
+    return RULE_MEASURES if measure == AUTO else (measure,)
+
+
 @dataclass
 class Measured:
-    """Focus-measure values of one stack's readable images, and the files that were skipped."""
+    """Focus-measure values (name -> z -> value) of one stack's readable images, and the skipped files.
+
+    ``measure`` is one focus measure, or :data:`core.focus.AUTO` with the :data:`core.focus.RULE_MEASURES`.
+    """
 
     stack: Stack
     measure: str
-    values: dict[int, float]
+    curves: dict[str, dict[int, float]]
     skipped: list[str]
+
+    @property
+    def z_steps(self) -> list[int]:
+        return sorted(next(iter(self.curves.values()), {}))
 
 
 def measure_stack(stack: Stack, measure: str, on_image: Callable[[], None] | None = None) -> Measured:
-    """Compute the focus measure of every readable image of ``stack`` (full resolution); bad files skipped by name."""
-    fn = get_measure(measure)
-    values: dict[int, float] = {}
+    """Compute the focus measure(s) of every readable image of ``stack`` (full resolution); bad files skipped."""
+    check_labeller(measure)
+    fns = {name: get_measure(name) for name in _measure_names(measure)}
+    curves: dict[str, dict[int, float]] = {name: {} for name in fns}
     shapes: dict[int, tuple[int, ...]] = {}
     skipped: list[str] = []
     for z, path in stack.files.items():
         try:
             image = read_image(path)
-            value = fn(image)
-            if not math.isfinite(value):
-                raise ImageError(f"{path}: {measure} is not finite ({value})")
-            values[z], shapes[z] = value, image.shape
+            values = {name: fn(image) for name, fn in fns.items()}
+            bad = [name for name, v in values.items() if not math.isfinite(v)]
+            if bad:
+                raise ImageError(f"{path}: {bad[0]} is not finite ({values[bad[0]]})")
+            for name, v in values.items():
+                curves[name][z] = v
+            shapes[z] = image.shape
         except ImageError as exc:
             skipped.append(str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}")
         if on_image is not None:
@@ -69,8 +93,9 @@ def measure_stack(stack: Stack, measure: str, on_image: Callable[[], None] | Non
         for z in [z for z, s in shapes.items() if s != shape]:
             skipped.append(f"{stack.files[z]}: size {shapes[z][1]}x{shapes[z][0]} differs from the "
                            f"stack's {shape[1]}x{shape[0]}")
-            del values[z]
-    return Measured(stack, measure, values, skipped)
+            for curve in curves.values():
+                del curve[z]
+    return Measured(stack, measure, curves, skipped)
 
 
 @dataclass
@@ -80,36 +105,52 @@ class StackResult:
     stack: Stack
     rows: list[LabelRow]
     skipped: list[str]
-    best_from: str  # "stack.yaml" or the measure name
+    best_from: str  # "stack.yaml" or the labeller (measure name or AUTO)
     ambiguous_reason: str | None
+    measured_best: int  # the labeller's best z (what best_index is unless stack.yaml gives one)
+    mode: str | None = None  # AUTO's contrast mode ("emission", "absorption", "phase"), else None
+    curves: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
-def label_measured(measured: Measured, use_stack_best: bool = True) -> StackResult:
+def label_measured(measured: Measured, use_stack_best: bool = True, agree_steps: float = AGREE_STEPS) -> StackResult:
     """Label a stack from its measure values.
 
-    best_index from stack.yaml (if given and ``use_stack_best``) or the measure's argmax; the curve's
-    ambiguity either way. :class:`StackError` if too few images.
+    The labeller's best z is the measure's argmax, or :func:`core.focus.best_plane` for AUTO (flagged
+    when the other measures do not back it within ``agree_steps``). best_index is stack.yaml's (if
+    given and ``use_stack_best``) or that z; the curve's ambiguity is checked either way.
+    :class:`StackError` if too few images.
     """
-    stack, values = measured.stack, measured.values
-    if len(values) < MIN_IMAGES:
-        raise StackError(f"{stack.path}: only {len(values)} readable image(s), need at least {MIN_IMAGES}")
-    z = np.array(sorted(values))
-    curve = np.array([values[k] for k in z])
-    holes = sorted(set(stack.missing_z) | (set(stack.files) - set(values)))
-    reason = focus_curve_ambiguity(z, curve, holes)
+    stack = measured.stack
+    z = np.array(measured.z_steps)
+    if z.size < MIN_IMAGES:
+        raise StackError(f"{stack.path}: only {z.size} readable image(s), need at least {MIN_IMAGES}")
+    arrays = {name: np.array([curve[k] for k in z]) for name, curve in measured.curves.items()}
+    holes = sorted(set(stack.missing_z) | (set(stack.files) - set(z.tolist())))
+    mode = None
+    if measured.measure == AUTO:
+        pick = best_plane(z, arrays, agree_steps)
+        found, mode, used = pick.z_index, pick.mode, pick.measure
+        checks = (pick.disagreement, hole_next_to(z, found, holes) if mode == "phase"
+                  else focus_curve_ambiguity(z, arrays[used], holes))
+        reason = next((r for r in checks if r), None)
+        column = f"{AUTO}:{used}"
+    else:
+        used = column = measured.measure
+        found = int(z[int(np.argmax(arrays[used]))])
+        reason = focus_curve_ambiguity(z, arrays[used], holes)
     if use_stack_best and "best_index" in stack.meta:
         best, best_from = int(stack.meta["best_index"]), "stack.yaml"
     else:
-        best, best_from = int(z[int(np.argmax(curve))]), measured.measure
-    rows = [LabelRow(stack.plate, stack.name, stack.files[k].name, int(k), best, best - int(k), measured.measure,
-                     float(values[k]), stack.kind, stack.fov_px, reason is not None) for k in z]
-    return StackResult(stack, rows, measured.skipped, best_from, reason)
+        best, best_from = found, measured.measure
+    rows = [LabelRow(stack.plate, stack.name, stack.files[k].name, int(k), best, best - int(k), column,
+                     float(arrays[used][i]), stack.kind, stack.fov_px, reason is not None) for i, k in enumerate(z)]
+    return StackResult(stack, rows, measured.skipped, best_from, reason, found, mode, measured.curves)
 
 
 def label_stack(stack: Stack, measure: str, use_stack_best: bool = True,
-                on_image: Callable[[], None] | None = None) -> StackResult:
+                on_image: Callable[[], None] | None = None, agree_steps: float = AGREE_STEPS) -> StackResult:
     """Measure and label one stack (see :mod:`core.dataset`). Raises :class:`StackError` when it cannot."""
-    return label_measured(measure_stack(stack, measure, on_image), use_stack_best)
+    return label_measured(measure_stack(stack, measure, on_image), use_stack_best, agree_steps)
 
 
 @dataclass
@@ -138,27 +179,31 @@ class LabelReport:
 
 
 def _cached_values(stack: Stack, rows: list[LabelRow], measure: str, labels_mtime_ns: int) -> Measured | None:
-    """Return the measure values of ``rows`` when the stack is unchanged since labels.csv was written."""
-    if not rows or any(r.measure != measure for r in rows):
+    """Return the measure values of ``rows`` when the stack is unchanged since labels.csv was written.
+
+    Only for a single measure: labels.csv keeps one value per image, and AUTO reads three.
+    """
+    if measure == AUTO or not rows or any(r.measure != measure for r in rows):
         return None
     if {r.file for r in rows} != {p.name for p in stack.files.values()}:
         return None
     paths = list(stack.files.values()) + [stack.path / "stack.yaml", stack.path]
     if any(p.stat().st_mtime_ns >= labels_mtime_ns for p in paths if p.exists()):
         return None
-    return Measured(stack, measure, {r.z_index: r.measure_value for r in rows}, [])
+    return Measured(stack, measure, {measure: {r.z_index: r.measure_value for r in rows}}, [])
 
 
-def label_dataset(dataset: Path, measure: str, use_stack_best: bool = True, force: bool = False,
-                  workers: int = 1, progress: Progress | None = None) -> LabelReport:
+def label_dataset(dataset: Path, measure: str = AUTO, use_stack_best: bool = True, force: bool = False,
+                  workers: int = 1, progress: Progress | None = None, agree_steps: float = AGREE_STEPS) -> LabelReport:
     """Label every stack of ``dataset`` and write ``labels.csv`` atomically; see :mod:`core.dataset`.
 
+    ``measure``: a focus measure (its argmax) or AUTO (:func:`core.focus.best_plane`, the default).
     Unchanged stacks reuse the measure values stored in labels.csv (``force`` recomputes them);
     their labels are derived again, so ``use_stack_best`` applies to them too. ``progress`` is
     called with (images measured, images to measure), first with (0, total).
     """
     dataset = Path(dataset)
-    get_measure(measure)
+    check_labeller(measure)
     found = discover(dataset)
     labels_path = dataset / LABELS_FILE
     old: dict[tuple[str, str], list[LabelRow]] = {}
@@ -199,7 +244,7 @@ def label_dataset(dataset: Path, measure: str, use_stack_best: bool = True, forc
     for m in measured:
         report.skipped_files.extend(m.skipped)
         try:
-            result = label_measured(m, use_stack_best)
+            result = label_measured(m, use_stack_best, agree_steps)
         except StackError as exc:
             report.failed[m.stack.key] = str(exc)
             continue

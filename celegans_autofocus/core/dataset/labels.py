@@ -24,6 +24,7 @@ from typing import Iterable, Mapping, NamedTuple
 import numpy as np
 
 from ..atomic import atomic_path
+from ..focus import prominence
 from ..metrics import DOF_STEPS
 from .errors import DatasetError
 from .layout import stack_dir
@@ -142,20 +143,6 @@ def best_index(meta: Mapping, key: tuple[str, str] | None = None, rows: Iterable
 
 # ----------------------------------------------------------------------------- focus curve
 
-def _prominence(values: np.ndarray, i: int) -> float:
-    """Topographic prominence of the interior maximum at ``i``.
-
-    Its height above the higher of the two lowest points separating it from higher ground (or the
-    curve's ends).
-    """
-    v = values[i]
-    bases = []
-    for side in (values[i::-1], values[i:]):
-        higher = np.nonzero(side > v)[0]
-        bases.append(side[: higher[0] if higher.size else side.size].min())
-    return float(v - max(bases))
-
-
 def focus_curve_ambiguity(z_steps: np.ndarray, values: np.ndarray, holes: Iterable[int] = (),
                           dof_steps: float = DOF_STEPS) -> str | None:
     """Why a focus curve's maximum cannot be trusted, or None when it is a clear single peak.
@@ -185,10 +172,14 @@ def focus_curve_ambiguity(z_steps: np.ndarray, values: np.ndarray, holes: Iterab
         is_max = v[i] > v[i - 1] and v[i] >= v[i + 1]
         if (i != best and is_max and abs(int(z[i]) - int(z[best])) >= dof_steps
                 and lows[i] >= SECOND_PEAK_FRAC * span
-                and _prominence(v, i) >= max(PEAK_PROMINENCE_FRAC * span, FLAT_SNR * noise)):
+                and prominence(v, i) >= max(PEAK_PROMINENCE_FRAC * span, FLAT_SNR * noise)):
             return f"two focus peaks, z={z[best]} and z={z[i]} ({lows[i] / span:.0%} as high)"
-    stride = int(np.min(np.diff(z))) if n > 1 else 1
-    near = [h for h in holes if abs(h - int(z[best])) <= stride]
-    if near:
-        return f"missing image next to the focus peak (z={z[best]}, missing {near})"
-    return None
+    return hole_next_to(z, int(z[best]), holes)
+
+
+def hole_next_to(z_steps: np.ndarray, best_z: int, holes: Iterable[int] = ()) -> str | None:
+    """Why ``best_z`` cannot be trusted for a missing or skipped image next to it, or None."""
+    z = np.asarray(z_steps)
+    stride = int(np.min(np.diff(z))) if z.size > 1 else 1
+    near = [h for h in holes if abs(h - best_z) <= stride]
+    return f"missing image next to the focus peak (z={best_z}, missing {near})" if near else None

@@ -1,0 +1,181 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Labelling evidence: each labeller on real focus series (published best) and simulated stacks (true best).
+
+Every labeller goes through the code ``celegans-autofocus label --from-measure`` runs
+(``core.dataset.labelling.label_measured``), flags included: each single focus measure (its argmax,
+flagged by the focus-curve checks) and ``auto`` (``core.focus.best_plane``).
+
+- Real: a dataset written by ``benchmarks/real_stacks.py`` (one z index per image); a hit is a best
+  plane within one image of the published one.
+- Simulated: stacks drawn as ``celegans-autofocus synth`` draws them (``core.optics.draw_stack``,
+  z -range..range every k steps), over named optics variants, each in two views (the whole field binned
+  to 648x486, and a native 500x500 crop around a worm); a hit is within 8 steps of the true best plane.
+
+    python benchmarks/labelling.py --real /work/realstacks/dataset --per-variant 4 --json /tmp/labelling.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from celegans_autofocus.core import focus  # noqa: E402
+from celegans_autofocus.core.dataset.io import read_image  # noqa: E402
+from celegans_autofocus.core.dataset.labelling import AGREE_STEPS, Measured, label_measured  # noqa: E402
+from celegans_autofocus.core.dataset.layout import Stack, discover  # noqa: E402
+from celegans_autofocus.core.optics import OpticsConfig, StackRenderer, draw_stack  # noqa: E402
+from celegans_autofocus.core.randomize import random_config  # noqa: E402
+
+SIM_TOLERANCE_STEPS = 8
+REAL_TOLERANCE_IMAGES = 1
+LABELLERS = [focus.AUTO, *focus.MEASURES]
+VARIANTS = {  # name -> OpticsConfig (None: a random_config draw per stack)
+    "default": OpticsConfig(),
+    "low_mag": OpticsConfig(um_per_px=3.1),
+    "absorbing": OpticsConfig(body_absorb_per_um=0.006, cuticle_absorb_per_um=0.1, inclusion_scale=1.5),
+    "phase_only": OpticsConfig(body_absorb_per_um=0.0002, cuticle_absorb_per_um=0.002, inclusion_scale=0.1),
+    "high_na": OpticsConfig(na=0.12, condenser_na=0.06),
+    "random": None,
+}
+
+
+def _label_all(stack: Stack, curves: dict[str, dict[int, float]],
+               agree_steps: float) -> dict[str, tuple[int, str | None]]:
+    """Each labeller's (best z, flag reason) for one stack's measure curves."""
+    out = {}
+    for name in LABELLERS:
+        used = focus.RULE_MEASURES if name == focus.AUTO else (name,)
+        res = label_measured(Measured(stack, name, {m: curves[m] for m in used}, []), use_stack_best=False,
+                             agree_steps=agree_steps)
+        out[name] = (res.measured_best, res.ambiguous_reason)
+    return out
+
+
+def real_rows(dataset: Path, agree_steps: float) -> list[dict]:
+    rows = []
+    for stack in discover(dataset).stacks:
+        curves: dict[str, dict[int, float]] = {m: {} for m in focus.MEASURES}
+        for z, path in stack.files.items():
+            image = read_image(path)
+            for m, fn in focus.MEASURES.items():
+                curves[m][z] = fn(image)
+        rows.append({"set": "real", "group": stack.plate, "stack": stack.name, "truth": int(stack.meta["best_index"]),
+                     "tolerance": REAL_TOLERANCE_IMAGES, "picks": _label_all(stack, curves, agree_steps)})
+        print(f"real {stack.plate}/{stack.name}: best {rows[-1]['truth']} auto {rows[-1]['picks'][focus.AUTO]}",
+              file=sys.stderr, flush=True)
+    return rows
+
+
+def sim_rows(per_variant: int, seed: int, range_steps: int, step_every: int, agree_steps: float) -> list[dict]:
+    rows = []
+    t0 = time.perf_counter()
+    zs = np.arange(-range_steps, range_steps + 1, step_every)
+    for v, (variant, base) in enumerate(VARIANTS.items()):
+        for k, seq in enumerate(np.random.SeedSequence([seed, v]).spawn(per_variant)):
+            rng = np.random.default_rng(seq)
+            config = random_config(rng) if base is None else base
+            scene, best = draw_stack(rng, config, range_steps)
+            view = ("full648", "crop500")[k % 2]
+            if view == "full648":
+                window, shape = None, (486, 648)
+            else:
+                cx, cy = scene.worms[0].centroid_px
+                x0 = int(np.clip(round(cx) - 250, 0, config.frame_width_px - 500))
+                y0 = int(np.clip(round(cy) - 250, 0, config.frame_height_px - 500))
+                window, shape = (x0, y0, 500, 500), None
+            offsets = best - zs
+            renderer = StackRenderer(scene, config, shape, window, rng=rng,
+                                     max_offset_steps=float(np.abs(offsets).max()))
+            curves: dict[str, dict[int, float]] = {m: {} for m in focus.MEASURES}
+            for z, off in zip(zs, offsets):
+                image = renderer.frame(off)
+                for m, fn in focus.MEASURES.items():
+                    curves[m][int(z)] = fn(image)
+            stack = Stack(variant, f"{view}_{k}", Path("."), {int(z): Path(f"z_{int(z)}.png") for z in zs},
+                          {"step_um": config.step_um})
+            rows.append({"set": "sim", "group": variant, "stack": f"{view}_{k}", "truth": int(best),
+                         "tolerance": SIM_TOLERANCE_STEPS, "picks": _label_all(stack, curves, agree_steps),
+                         "optics": {"um_per_px": config.um_per_px, "na": config.na,
+                                    "body_absorb_per_um": config.body_absorb_per_um,
+                                    "inclusion_scale": config.inclusion_scale}})
+            pick = rows[-1]["picks"][focus.AUTO]
+            print(f"[{time.perf_counter() - t0:5.0f} s] sim {variant}/{view}_{k}: best {best:+d} auto {pick}",
+                  file=sys.stderr, flush=True)
+    return rows
+
+
+def _stats(rows: list[dict], name: str) -> tuple[int, int, int, int]:
+    """(hits, misses, misses flagged, stacks flagged) of labeller ``name``."""
+    hit = [abs(r["picks"][name][0] - r["truth"]) <= r["tolerance"] for r in rows]
+    flagged = [r["picks"][name][1] is not None for r in rows]
+    return sum(hit), len(rows) - sum(hit), sum(f and not h for h, f in zip(hit, flagged)), sum(flagged)
+
+
+def _cells(rows: list[dict], name: str) -> str:
+    if not rows:
+        return "- | - | -"
+    hits, misses, caught, flagged = _stats(rows, name)
+    return f"{hits}/{len(rows)} ({100 * hits / len(rows):.0f}%) | {caught}/{misses} | {flagged}/{len(rows)}"
+
+
+def report(rows: list[dict]) -> str:
+    real = [r for r in rows if r["set"] == "real"]
+    sim = [r for r in rows if r["set"] == "sim"]
+    lines = ["| labeller | real: within 1 image | real misses flagged | real flagged | "
+             "sim: within 8 steps | sim misses flagged | sim flagged |", "|---|---|---|---|---|---|---|"]
+    for name in LABELLERS:
+        lines.append(f"| {name} | {_cells(real, name)} | {_cells(sim, name)} |")
+    lines += ["", f"`{focus.AUTO}` per source / optics variant:", "",
+              "| set | group | within tolerance | misses flagged | flagged |", "|---|---|---|---|---|"]
+    for group in dict.fromkeys((r["set"], r["group"]) for r in rows):
+        sel = [r for r in rows if (r["set"], r["group"]) == group]
+        lines.append(f"| {group[0]} | {group[1]} | {_cells(sel, focus.AUTO)} |")
+    lines += ["", f"`{focus.AUTO}` misses and flags:", ""]
+    for r in rows:
+        z, why = r["picks"][focus.AUTO]
+        if why or abs(z - r["truth"]) > r["tolerance"]:
+            ok = "hit" if abs(z - r["truth"]) <= r["tolerance"] else "MISS"
+            lines.append(f"- {r['set']} {r['group']}/{r['stack']}: best {r['truth']}, picked {z} ({ok}); flag: {why}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--real", type=Path, help="dataset written by benchmarks/real_stacks.py")
+    ap.add_argument("--per-variant", type=int, default=4, help="simulated stacks per optics variant")
+    ap.add_argument("--seed", type=int, default=3000)
+    ap.add_argument("--range-steps", type=int, default=200)
+    ap.add_argument("--step-every", type=int, default=4)
+    ap.add_argument("--agree-steps", type=float, default=AGREE_STEPS, help="as label --agree-steps")
+    ap.add_argument("--json", type=Path, help="write every stack's picks and flags here")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    rows = real_rows(args.real, args.agree_steps) if args.real else []
+    rows += sim_rows(args.per_variant, args.seed, args.range_steps, args.step_every, args.agree_steps)
+    print(report(rows))
+    print(f"\ntotal time {time.perf_counter() - t0:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``core.focus.best_plane`` (the ``auto`` labeller): drawn curves for each contrast mode, simulated stacks."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from celegans_autofocus.core import focus
+from celegans_autofocus.core.dataset.labelling import AGREE_STEPS, Measured, label_dataset, label_measured
+from celegans_autofocus.core.dataset.labels import read_labels
+from celegans_autofocus.core.dataset.layout import Stack
+from celegans_autofocus.core.dataset.synthetic import write_synthetic_dataset
+from celegans_autofocus.core.optics import OpticsConfig
+
+Z = np.arange(-60, 61, 4)
+
+
+def bump(centre: float, width: float = 12.0, height: float = 1.0) -> np.ndarray:
+    return height * np.exp(-0.5 * ((Z - centre) / width) ** 2)
+
+
+def curves(skew: np.ndarray, contrast: np.ndarray, gradient: np.ndarray) -> dict[str, np.ndarray]:
+    return {"detail_skewness": skew, "vollath_f5": contrast, "brenner": gradient}
+
+
+def pick(skew, contrast, gradient, agree_steps: float = AGREE_STEPS) -> focus.BestPlane:
+    return focus.best_plane(Z, curves(skew, contrast, gradient), agree_steps)
+
+
+def test_emission_reads_the_contrast_peak_not_the_skewness():
+    # fluorescence: bright sparse detail, so detail_skewness is strongly negative and largest far from focus
+    skew = -4.0 - 3.0 * bump(12, 30)
+    got = pick(skew, 10 + 50 * bump(12), 3 + bump(16))
+    assert (got.z_index, got.mode, got.measure, got.disagreement) == (12, "emission", "vollath_f5", None)
+    assert int(Z[np.argmax(skew)]) in (-60, 60)  # what detail_skewness alone would label: an end of the stack
+
+
+def test_emission_flags_a_gradient_peak_elsewhere():
+    got = pick(-4.0 - bump(0), 10 + 50 * bump(0), bump(-40))
+    assert got.z_index == 0 and "brenner at z=-40" in got.disagreement
+
+
+def test_phase_object_is_read_at_its_contrast_dip():
+    # a transparent cell: contrast vanishes at focus (z=-8) and grows on both sides
+    contrast = 1.0 + 40 * (bump(-32) + bump(16))
+    contrast -= 0.98 * contrast.min() * bump(-8, 4)
+    contrast = np.maximum(contrast, 0.5)
+    skew = 0.3 * np.tanh((Z + 8) / 10.0)  # dark on one side of focus, bright on the other
+    got = pick(skew, contrast, 5 + 3 * bump(-36) + 3 * bump(20) - 2 * bump(-8, 6))
+    assert (got.z_index, got.mode, got.disagreement) == (-8, "phase", None)
+    flat_gradient = pick(skew, contrast, bump(50))
+    assert flat_gradient.z_index == -8 and "brenner neither peaks nor dips" in flat_gradient.disagreement
+
+
+def test_absorption_reads_the_dark_detail_peak_backed_by_a_contrast_dip():
+    contrast = 20 + 10 * (bump(-20) + bump(40)) - 2 * bump(12, 6)  # shallow: mixed phase and absorption
+    got = pick(1 + 4 * bump(8), contrast, bump(56))
+    assert (got.z_index, got.mode, got.measure, got.disagreement) == (8, "absorption", "detail_skewness", None)
+
+
+def test_absorption_backed_by_a_gradient_dip():
+    # coarse sampling: gradient energy dips at focus between two defocused maxima; any extremum is stationary
+    got = pick(1 + 4 * bump(8), np.linspace(10, 30, Z.size), 5 + bump(-30) + bump(44) - 0.8 * bump(8, 6))
+    assert got.z_index == 8 and got.disagreement is None
+    noise_dip = 5 + 2 * bump(-40, 20) - 0.02 * bump(8, 2)  # a wiggle below EXTREMUM_PROMINENCE_FRAC
+    flagged = pick(1 + 4 * bump(8), np.linspace(10, 30, Z.size), noise_dip)
+    assert "no contrast or brenner peak or dip lies" in flagged.disagreement
+
+
+def test_absorption_without_any_backing_is_flagged():
+    got = pick(1 + 4 * bump(8), 20 + 10 * bump(-50, 30), bump(56))
+    assert got.z_index == 8 and "brenner at z=56" in got.disagreement
+    assert "no contrast or brenner peak or dip lies within 8 steps" in got.disagreement
+
+
+def test_flat_topped_peak_is_read_at_its_middle_and_flagged_when_broad():
+    skew = 1 + np.clip(1.2 - np.abs(Z - 20) / 30, 0, 1)  # flat from z=14 to z=26 ... within 2 % up to 28 wide
+    skew[Z == 28] += 0.01  # noise makes an edge the maximum
+    got = pick(skew, 20 + 10 * bump(-50, 30), bump(20))
+    assert got.z_index == 20 and got.disagreement is None
+    wide = 1 + np.clip(2.0 - np.abs(Z - 20) / 30, 0, 1)
+    wide[Z == 48] += 0.001
+    got = pick(wide, 20 + 10 * bump(-50, 30), bump(20))
+    assert got.z_index == 20 and "broad detail_skewness peak" in got.disagreement
+
+
+def test_two_sample_top_keeps_the_maximum():
+    skew = 1 + bump(0, 4)
+    skew[Z == 4] = skew[Z == 0] - 0.001
+    assert pick(skew, 20 + 10 * bump(-50, 30), bump(0)).z_index == 0
+
+
+def _stack(z: np.ndarray) -> Stack:
+    return Stack("p", "s", Path("."), {int(k): Path(f"z_{int(k)}.png") for k in z}, {})
+
+
+def test_label_measured_flags_the_disagreement_and_keeps_vollath_f5_available():
+    c = curves(1 + 4 * bump(8), 20 + 10 * bump(-50, 30), bump(56))
+    measured = Measured(_stack(Z), focus.AUTO, {m: dict(zip(Z.tolist(), v)) for m, v in c.items()}, [])
+    res = label_measured(measured, use_stack_best=False)
+    assert res.measured_best == 8 and res.mode == "absorption" and "no contrast or" in res.ambiguous_reason
+    assert all(r.ambiguous and r.best_index == 8 and r.measure == "auto:detail_skewness" for r in res.rows)
+    paper = label_measured(Measured(_stack(Z), "vollath_f5", {"vollath_f5": measured.curves["vollath_f5"]}, []),
+                           use_stack_best=False)
+    assert paper.measured_best == int(Z[np.argmax(c["vollath_f5"])]) == -52 and paper.rows[0].measure == "vollath_f5"
+
+
+def test_phase_pick_next_to_a_missing_image_is_flagged():
+    contrast = 1.0 + 40 * (bump(-32) + bump(16))
+    contrast -= 0.98 * contrast.min() * bump(-8, 4)
+    c = curves(0.1 * np.ones_like(Z, dtype=float), np.maximum(contrast, 0.5), 5 - 2 * bump(-8, 6))
+    z = Z[Z != -4]
+    keep = Z != -4
+    measured = Measured(_stack(z), focus.AUTO, {m: dict(zip(z.tolist(), v[keep])) for m, v in c.items()}, [])
+    res = label_measured(measured, use_stack_best=False)
+    assert res.mode == "phase" and res.measured_best == -8 and "missing image" in res.ambiguous_reason
+
+
+@pytest.mark.parametrize("name, config, must_hit", [
+    ("default", OpticsConfig(), True),
+    ("phase_only", OpticsConfig(body_absorb_per_um=0.0002, cuticle_absorb_per_um=0.002, inclusion_scale=0.1), False),
+    ("absorbing_low_mag", OpticsConfig(um_per_px=3.1, body_absorb_per_um=0.006, inclusion_scale=1.5), False),
+])
+def test_simulated_stacks_are_labelled_within_8_steps_or_flagged(tmp_path, name, config, must_hit):
+    """Label synthetic-module stacks (whole field binned 8x): never silently more than 8 steps off.
+
+    On the default optics, within 8 steps.
+    """
+    write_synthetic_dataset(tmp_path, plates=1, stacks_per_plate=2, range_steps=120, step_every=6, seed=7,
+                            frame_shape=(243, 324), config=config)
+    report = label_dataset(tmp_path, use_stack_best=False)
+    assert not report.failed and len(report.labelled) == 2
+    for res in report.labelled:
+        truth = res.stack.meta["true_best_index"]
+        hit = abs(res.measured_best - truth) <= 8
+        assert hit or (res.ambiguous_reason and not must_hit), (name, truth, res.measured_best, res.ambiguous_reason)
+    rows = read_labels(tmp_path / "labels.csv")
+    assert {r.measure.split(":")[0] for r in rows} == {focus.AUTO}
+
+
+def test_real_fluorescence_series_from_dfnn():
+    """Measured curves of two published focus series (test/data, MIT): auto within one image, skewness at an end."""
+    data = json.loads((Path(__file__).parent / "data" / "dfnn_focus_curves.json").read_text())
+    assert data["licence"].startswith("MIT")
+    flags = {}
+    for name, stack in data["stacks"].items():
+        z = np.array(stack["z_index"])
+        c = {m: np.array(v) for m, v in stack["curves"].items()}
+        got = focus.best_plane(z, c, AGREE_STEPS)
+        assert got.mode == "emission" and abs(got.z_index - stack["best_index"]) <= 1, name
+        assert int(z[np.argmax(c["detail_skewness"])]) in (z[0], z[-1]), name  # the old default: the defocused end
+        flags[name] = got.disagreement
+    assert flags["mitochondria_stack"] is None
+    assert "brenner at z=-10" in flags["microtubules_stack"]  # noisy gradient curve: right, but flagged
