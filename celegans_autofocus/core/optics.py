@@ -45,7 +45,7 @@ of it when ``um_per_px`` is coarser than the band NA + condenser NA needs) and a
 field) use a grid at most ``max_oversample`` times finer than the output. Phase gradients that
 the grid cannot represent (light deflected beyond its Nyquist angle) are treated as lost. Content
 around the window is rasterized into the FFT padding, so there is no wrap-around within
-``max_offset_steps``. Camera extras (blur, motion blur, gamma, JPEG) are off by default;
+``max_offset_steps``. Camera extras (blur, motion blur, sharpening, gamma, JPEG) are off by default;
 ``core.randomize`` draws calibrated variants of all of it.
 """
 from __future__ import annotations
@@ -104,6 +104,7 @@ class OpticsConfig:
     jpeg_quality: int = 0  # 0 = none, else the frame is JPEG-compressed at this quality
     motion_blur_px: float = 0.0  # linear blur along a random direction, in output px
     blur_sigma_px: float = 0.0  # Gaussian blur (lens aberrations, soft camera optics), in output px
+    sharpen: float = 0.0  # the camera's unsharp mask (after noise): out = x + sharpen * (x - blur_1px(x))
 
     @property
     def depth_of_field_um(self) -> float:
@@ -603,6 +604,8 @@ class StackRenderer:
             var_e = np.maximum(dn, 0) * e_per_dn + cfg.read_noise_e**2
             sigma_dn = np.sqrt(var_e / self._native_px_per_out) / e_per_dn
             dn += sigma_dn * self.rng.standard_normal(dn.shape, dtype=np.float32)
+        if cfg.sharpen:
+            dn += cfg.sharpen * (dn - cv2.GaussianBlur(dn, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT))
         if cfg.gamma != 1.0:
             dn = 255.0 * np.clip(dn / 255.0, 0, 1) ** (1.0 / cfg.gamma)
         image = np.clip(np.rint(dn), 0, 255).astype(np.uint8)
@@ -613,7 +616,7 @@ class StackRenderer:
 
 
 def _band_layout(window_px, out_shape, sub: int, dx_needed_um: float, pad_um: float, config: OpticsConfig):
-    """Grids for a large view binned by a whole factor: rasterized once on the native grid, propagated coarser.
+    """Grids for a large view binned by a whole factor >= 2: rasterized once natively, propagated coarser.
 
     The per-frame grid is the coarsest whose pixel, a rational multiple P/Q of the raster (native) pixel, still
     holds the field's band (``dx_needed_um``) and divides the window exactly; both grids span the same area, so the
@@ -623,13 +626,14 @@ def _band_layout(window_px, out_shape, sub: int, dx_needed_um: float, pad_um: fl
     """
     _, _, w, h = window_px
     oh, ow = out_shape
-    if w % ow or h % oh or w // ow != h // oh:
+    if w % ow or h % oh or w // ow != h // oh or w // ow < 2:
         return None
     raster_um = config.um_per_px / sub
     best = None
     for q in range(1, 9):
         p = int(dx_needed_um / _BAND_NYQUIST_MARGIN / raster_um * q + 1e-9)
-        if (q < p <= w // ow * sub * q and math.gcd(p, q) == 1 and cv2.getOptimalDFTSize(p) == p
+        if (q < p <= w // ow * sub * q and math.gcd(p, q) == 1
+                and cv2.getOptimalDFTSize(p) == p and cv2.getOptimalDFTSize(q) == q
                 and (h * sub * q) % p == 0 and (w * sub * q) % p == 0):
             if best is None or p / q > best[0] / best[1]:
                 best = (p, q)
@@ -641,7 +645,7 @@ def _band_layout(window_px, out_shape, sub: int, dx_needed_um: float, pad_um: fl
     inner = (h * sub * q // p, w * sub * q // p)
 
     def sizes(n0: int) -> tuple[int, int]:
-        """The smallest per-frame size >= n0 for which both it and the raster's are fast DFT sizes (p is one)."""
+        """The smallest per-frame size >= n0 for which both it and the raster's are fast DFT sizes (p, q are)."""
         n = q * math.ceil(n0 / q)
         while cv2.getOptimalDFTSize(n) != n or cv2.getOptimalDFTSize(n * p // q) != n * p // q:
             n += q

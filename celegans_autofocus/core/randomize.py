@@ -45,26 +45,29 @@ RANGES = {
     "n_worm": (1.337, 1.375, "lin"),
     "body_absorb_per_um": (0.0001, 0.008, "log"),
     "cuticle_absorb_per_um": (0.0, 0.015, "lin"),
-    "inclusion_scale": (0.02, 1.2, "lin"),
+    "inclusion_scale": (0.005, 1.2, "log"),
     "lawn_scale": (0.0, 1.5, "lin"),
-    "agar_scale": (0.003, 1.2, "log"),
-    "particle_density_scale": (0.02, 3.0, "log"),
+    "agar_scale": (0.001, 1.2, "log"),
+    "particle_density_scale": (0.005, 3.0, "log"),
     "eggs_per_mm2": (0.0, 8.0, "lin"),
     "tracks": (0, 5, "int"),
     "brightness": (0.3, 0.9, "lin"),
     "vignetting": (0.0, 0.4, "lin"),
-    "full_well_e": (2000.0, 60000.0, "log"),
+    "full_well_e": (700.0, 200000.0, "log"),
     "read_noise_e": (2.0, 10.0, "lin"),
     "gamma": (0.7, 1.4, "lin"),
     "jpeg_quality": (50, 95, "int"),
     "motion_blur_px": (0.5, 4.0, "lin"),
-    "blur_sigma_px": (0.0, 2.0, "lin"),
+    "blur_sigma_px": (0.0, 3.0, "lin"),
+    "sharpen": (0.3, 2.0, "lin"),
 }
-#: Share of scenes without lawn, with a thin one (up to LAWN_THIN) and a thick one; with JPEG; with motion blur.
+#: Share of scenes without lawn, with a thin one (up to LAWN_THIN) and a thick one; with JPEG, motion blur,
+#: sharpening.
 LAWN_P = (0.35, 0.4, 0.25)
 LAWN_THIN = (0.05, 0.5)
 JPEG_P = 0.5
 MOTION_BLUR_P = 0.6
+SHARPEN_P = 0.4
 
 #: The randomised variants (issue 9), each a group of RANGES; ``stage`` draws from STAGES.
 VARIANTS = {
@@ -80,6 +83,7 @@ VARIANTS = {
     "JPEG": ("jpeg_quality",),
     "motion blur": ("motion_blur_px",),
     "lens blur": ("blur_sigma_px",),
+    "sharpening": ("sharpen",),
 }
 
 
@@ -122,6 +126,7 @@ def random_config(rng: np.random.Generator, base: OpticsConfig = OpticsConfig(),
     values["brightness"] = RANGES["brightness"][:2]
     values["jpeg_quality"] = _draw(rng, "jpeg_quality") if rng.random() < JPEG_P else 0
     values["motion_blur_px"] = _draw(rng, "motion_blur_px") if rng.random() < MOTION_BLUR_P else 0.0
+    values["sharpen"] = _draw(rng, "sharpen") if rng.random() < SHARPEN_P else 0.0
     return _with(base, values, stage)
 
 
