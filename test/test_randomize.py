@@ -99,8 +99,11 @@ def test_variants_differ_and_are_reproducible():
     c = randomize.random_config(np.random.default_rng(2))
     assert a == b and a != c
     configs = [randomize.random_config(np.random.default_rng(s)) for s in range(200)]
-    for field, lo, hi in (("um_per_px", 1.0, 3.0), ("body_absorb_per_um", 0.0001, 0.008), ("gamma", 0.7, 1.4)):
+    for field in ("um_per_px", "body_absorb_per_um", "gamma", "full_well_e", "inclusion_scale"):
+        lo, hi, kind = randomize.RANGES[field]
         values = [getattr(c, field) for c in configs]
+        if kind == "log":
+            values, lo, hi = np.log(values), np.log(lo), np.log(hi)
         assert lo <= min(values) < lo + 0.2 * (hi - lo) and hi - 0.2 * (hi - lo) < max(values) <= hi
     assert {c.worm_width_um for c in configs} == {v[1] for v in randomize.STAGES.values()}
     assert any(c.jpeg_quality for c in configs) and any(not c.jpeg_quality for c in configs)

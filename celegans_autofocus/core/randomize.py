@@ -42,7 +42,7 @@ RANGES = {
     "um_per_px": (1.0, 3.0, "lin"),
     "na": (0.05, 0.12, "lin"),
     "condenser_fraction": (0.4, 1.0, "lin"),
-    "n_worm": (1.337, 1.375, "lin"),
+    "n_worm": (1.334, 1.375, "lin"),
     "body_absorb_per_um": (0.0001, 0.008, "log"),
     "cuticle_absorb_per_um": (0.0, 0.015, "lin"),
     "inclusion_scale": (0.005, 1.2, "log"),
@@ -55,7 +55,7 @@ RANGES = {
     "vignetting": (0.0, 0.4, "lin"),
     "full_well_e": (700.0, 200000.0, "log"),
     "read_noise_e": (2.0, 10.0, "lin"),
-    "gamma": (0.7, 1.4, "lin"),
+    "gamma": (0.7, 2.2, "lin"),  # 2.2: an sRGB-encoded frame (most JPEG cameras)
     "jpeg_quality": (50, 95, "int"),
     "motion_blur_px": (0.5, 4.0, "lin"),
     "blur_sigma_px": (0.0, 3.0, "lin"),
