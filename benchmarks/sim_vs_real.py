@@ -14,7 +14,7 @@
 
 """Worm appearance statistics, real frames next to the simulator, under the same detector and crop.
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sim_vs_real.py /work/realworms/frames --sim-n 60
+    PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sim_vs_real.py /work/realworms/frames --sim-n 400
 
 REAL_ROOT holds one folder per source as written by benchmarks/extract_real_frames.py (PNGs +
 frames.yaml with the pixel size where known; unknown ones are estimated per source from the worm

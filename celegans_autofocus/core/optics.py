@@ -41,8 +41,11 @@ The scene is vector data in full-frame pixels, rasterized over any window at any
 small ``out_shape`` (the fast path) is the same physics at lower resolution. A window whose field
 grid fits ``max_native_grid_px`` is computed on the camera's native grid (an integer subdivision
 of it when ``um_per_px`` is coarser than the band NA + condenser NA needs) and area-averaged to
-``out_shape``: a crop rendered small is the native crop binned. Larger views (the live full
-field) use a grid at most ``max_oversample`` times finer than the output. Phase gradients that
+``out_shape``: a crop rendered small is the native crop binned. A larger view binned by a whole
+factor of 2-4 grid px per output px (the live 648x486 full field) is rasterized natively once
+(within ``max_band_raster_px``) and propagated per frame on the coarsest grid that holds the
+band: its crops match a native render binned alike. Other views use a grid at most
+``max_oversample`` times finer than the output. Phase gradients that
 the grid cannot represent (light deflected beyond its Nyquist angle) are treated as lost. Content
 around the window is rasterized into the FFT padding, so there is no wrap-around within
 ``max_offset_steps``. Camera extras (blur, motion blur, sharpening, gamma, JPEG) are off by default;
@@ -183,7 +186,10 @@ _MARGIN_UM = 600.0
 #: the per-frame grid of a band-limited view resolves the field's band with this margin: intensity is formed
 #: point-wise on that grid, and at exactly the band's Nyquist its aliases cost up to 0.047 RMS after binning
 #: against the native render (measured: 0.039 with 5 % margin; benchmarks/fast_path_fidelity.md)
-_BAND_NYQUIST_MARGIN = 1.05  # scene content beyond the frame edge, for the FFT padding
+_BAND_NYQUIST_MARGIN = 1.05
+#: ... and has at most this many grid px per output px: a much coarser view (a full frame at the model's input
+#: size) would spend a large FFT on detail that binning removes; it keeps the old grid.
+_BAND_MAX_OVERSAMPLE = 4.0  # scene content beyond the frame edge, for the FFT padding
 _N_AGAR_AIR = 1.0  # a scratch is a groove of air in agar (n_medium)
 
 
@@ -621,8 +627,8 @@ def _band_layout(window_px, out_shape, sub: int, dx_needed_um: float, pad_um: fl
     The per-frame grid is the coarsest whose pixel, a rational multiple P/Q of the raster (native) pixel, still
     holds the field's band (``dx_needed_um``) and divides the window exactly; both grids span the same area, so the
     per-frame spectrum is the native spectrum's central part. Returns (scale_px, pad, inner, shape, raster_shape)
-    in per-frame grid px, or None when the view is not binned by a whole factor, no such grid saves anything or
-    the raster exceeds ``max_band_raster_px``.
+    in per-frame grid px, or None when the view is not binned by a whole factor, no such grid saves anything, the
+    grid is over ``_BAND_MAX_OVERSAMPLE`` times finer than the output or the raster exceeds ``max_band_raster_px``.
     """
     _, _, w, h = window_px
     oh, ow = out_shape
@@ -640,6 +646,8 @@ def _band_layout(window_px, out_shape, sub: int, dx_needed_um: float, pad_um: fl
     if best is None:
         return None
     p, q = best
+    if (w // ow) * sub * q / p > _BAND_MAX_OVERSAMPLE:
+        return None
     dx_um = raster_um * p / q
     pad = q * math.ceil(pad_um / dx_um / q)
     inner = (h * sub * q // p, w * sub * q // p)
