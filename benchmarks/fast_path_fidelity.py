@@ -80,7 +80,7 @@ def main() -> None:
             for name, c, out in views + [(n, None, fov // SIM_BIN) for n in sim_frames]:
                 binned = optics.StackRenderer(scene, cfg, (out, out), window_px=win, max_offset_steps=210)
                 r = None if c is None else optics.StackRenderer(scene, c, (out, out), window_px=win,
-                                                                 max_offset_steps=210)
+                                                                max_offset_steps=210)
                 grid_um = sim_frames[name][0].dx_um if c is None else r.dx_um
                 key = (fov, name, f"{grid_um:.2f}")
                 for o in OFFSETS:

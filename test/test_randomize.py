@@ -27,7 +27,7 @@ STEPS = 8  # 40 um: inside the focal length of every stage's body lens (an L1's 
 
 
 def _view(config: optics.OpticsConfig, seed: int):
-    """A renderer of a window around one worm and the grid px of the middle half of its centre-line."""
+    """Return a renderer of a window around one worm and the px of the middle half of its centre-line."""
     rng = np.random.default_rng(seed)
     scene = optics.make_scene(rng, config, 1)
     worm = scene.worms[0]

@@ -552,7 +552,8 @@ class StackRenderer:
         if raster_shape != shape:  # keep the band: the pupil passes nothing beyond the coarse grid's Nyquist
             rows = np.fft.fftfreq(shape[0], 1 / shape[0]).astype(int) % raster_shape[0]
             cols = np.fft.fftfreq(shape[1], 1 / shape[1]).astype(int) % raster_shape[1]
-            spectrum = spectrum[np.ix_(rows, cols)] * np.float32(shape[0] * shape[1] / raster_shape[0] / raster_shape[1])
+            scale = shape[0] * shape[1] / (raster_shape[0] * raster_shape[1])  # the inverse DFT's 1/N
+            spectrum = spectrum[np.ix_(rows, cols)] * np.float32(scale)
         self._fy = np.fft.fftfreq(shape[0], self.dx_um).astype(np.float32)
         self._fx = np.fft.fftfreq(shape[1], self.dx_um).astype(np.float32)
         f = np.hypot(self._fy[:, None], self._fx[None, :]) * config.wavelength_um  # sin(angle)
@@ -653,7 +654,7 @@ def _band_layout(window_px, out_shape, sub: int, dx_needed_um: float, pad_um: fl
     inner = (h * sub * q // p, w * sub * q // p)
 
     def sizes(n0: int) -> tuple[int, int]:
-        """The smallest per-frame size >= n0 for which both it and the raster's are fast DFT sizes (p, q are)."""
+        """Return the smallest per-frame size >= n0 whose raster size is a fast DFT size too (p, q are)."""
         n = q * math.ceil(n0 / q)
         while cv2.getOptimalDFTSize(n) != n or cv2.getOptimalDFTSize(n * p // q) != n * p // q:
             n += q

@@ -97,7 +97,7 @@ def _draw(rng: np.random.Generator, field: str) -> float:
 
 
 def _with(base: OpticsConfig, values: dict, stage: str | None = None) -> OpticsConfig:
-    """``base`` with RANGES fields set (``condenser_fraction`` and ``brightness`` translated) and a stage's size."""
+    """Return ``base`` with RANGES fields set (``condenser_fraction``, ``brightness`` translated), a stage's size."""
     values = dict(values)
     if "condenser_fraction" in values:
         values["condenser_na"] = values.pop("condenser_fraction") * values.get("na", base.na)
@@ -131,7 +131,7 @@ def random_config(rng: np.random.Generator, base: OpticsConfig = OpticsConfig(),
 
 
 def variant_config(variant: str, end: str, base: OpticsConfig = OpticsConfig()) -> OpticsConfig:
-    """``base`` with one VARIANTS group (or ``stage``: L1 / adult) at the ``low`` or ``high`` end of its ranges."""
+    """Return ``base`` with one VARIANTS group (or ``stage``: L1 / adult) at the low or high end of its ranges."""
     if end not in ("low", "high"):
         raise ValueError(f"end must be 'low' or 'high', got {end!r}")
     if variant == "stage":
