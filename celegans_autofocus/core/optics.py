@@ -42,7 +42,7 @@ small ``out_shape`` (the fast path) is the same physics at lower resolution. A w
 grid fits ``max_native_grid_px`` is computed on the camera's native grid (an integer subdivision
 of it when ``um_per_px`` is coarser than the band NA + condenser NA needs) and area-averaged to
 ``out_shape``: a crop rendered small is the native crop binned. A larger view binned by a whole
-factor of 2-4 grid px per output px (the live 648x486 full field) is rasterized natively once
+factor that the capped grid below cannot resolve (the live 648x486 full field) is rasterized natively once
 (within ``max_band_raster_px``) and propagated per frame on the coarsest grid that holds the
 band: its crops match a native render binned alike. Other views use a grid at most
 ``max_oversample`` times finer than the output. Phase gradients that
@@ -526,7 +526,10 @@ class StackRenderer:
         native_pad = sub * math.ceil(pad_um / config.um_per_px)
         native_px = (self.window_px[3] * sub + 2 * native_pad) * (w * sub + 2 * native_pad)
         native = out_scale_px > 1 and native_px <= config.max_native_grid_px
-        band = None if native else _band_layout(self.window_px, self.out_shape, sub, dx_needed_um, pad_um, config)
+        oversample = int(min(max(1, math.ceil(dx_out_um / dx_needed_um - 1e-9)), config.max_oversample))
+        coarse = dx_out_um / oversample > dx_needed_um  # the capped grid cannot hold the band
+        band = _band_layout(self.window_px, self.out_shape, sub, dx_needed_um, pad_um, config) \
+            if coarse and not native else None
         if native:
             scale_px = 1.0 / sub
             pad = native_pad
@@ -534,7 +537,6 @@ class StackRenderer:
         elif band is not None:
             scale_px, pad, inner, shape, raster_shape = band
         else:
-            oversample = int(min(max(1, math.ceil(dx_out_um / dx_needed_um - 1e-9)), config.max_oversample))
             scale_px = out_scale_px / oversample
             pad = oversample * math.ceil(pad_um / dx_out_um)  # grid px, whole output px
             inner = (oh * oversample, ow * oversample)
