@@ -182,14 +182,14 @@ class Scene:
 _CENTERLINE_SPACING_UM = 2.0
 _ADULT_MIN_LENGTH_UM = 850.0  # the default (adult) worm length range starts here ...
 _ADULT_MIN_RADIUS_UM = 22.5  # ... and its half width: smaller worms are larvae (fewer granules, no eggs)
-_MARGIN_UM = 600.0
+_MARGIN_UM = 600.0  # scene content beyond the frame edge, for the FFT padding
 #: the per-frame grid of a band-limited view resolves the field's band with this margin: intensity is formed
 #: point-wise on that grid, and at exactly the band's Nyquist its aliases cost up to 0.047 RMS after binning
-#: against the native render (measured: 0.039 with 5 % margin; benchmarks/fast_path_fidelity.md)
+#: against the native render (0.040 with this margin; benchmarks/fast_path_fidelity.md)
 _BAND_NYQUIST_MARGIN = 1.05
 #: ... and has at most this many grid px per output px: a much coarser view (a full frame at the model's input
 #: size) would spend a large FFT on detail that binning removes; it keeps the old grid.
-_BAND_MAX_OVERSAMPLE = 4.0  # scene content beyond the frame edge, for the FFT padding
+_BAND_MAX_OVERSAMPLE = 4.0
 _N_AGAR_AIR = 1.0  # a scratch is a groove of air in agar (n_medium)
 
 
