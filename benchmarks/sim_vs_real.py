@@ -14,7 +14,7 @@
 
 """Worm appearance statistics, real frames next to the simulator, under the same detector and crop.
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sim_vs_real.py /work/realworms/frames --sim-n 60
+    PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sim_vs_real.py /work/realworms/frames --sim-n 400
 
 REAL_ROOT holds one folder per source as written by benchmarks/extract_real_frames.py (PNGs +
 frames.yaml with the pixel size where known; unknown ones are estimated per source from the worm
@@ -45,6 +45,8 @@ from celegans_autofocus.core.sensor import UM_PER_PX
 STATS = ["contrast", "core", "rim", "ring_mean", "ring_p95", "texture", "slope", "noise", "width_px"]
 SCALE_SENSITIVE = {"texture", "slope", "noise"}
 MAX_CHECKED_UM_PER_PX = 5.0
+#: Real frames whose detection is not a worm (crops looked at by eye): listed, not measured.
+NOT_A_WORM = {"worme_Image_836.png": "an air bubble's outline", "worme_Image_845.png": "the meniscus edge"}
 
 
 def real_stats(folder: Path, fov_px: int) -> tuple[dict, list[dict]]:
@@ -61,6 +63,9 @@ def real_stats(folder: Path, fov_px: int) -> tuple[dict, list[dict]]:
         um = float(np.median(estimates))
     rows = []
     for f, g in zip(meta["frames"], grays):
+        if f["file"] in NOT_A_WORM:
+            rows.append({"file": f["file"], "detected": None})
+            continue
         found = appearance.find_and_crop(appearance.to_reference_scale(g, um), fov_px)
         if found is None:
             rows.append({"file": f["file"], "detected": None})
@@ -144,10 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         line(name, rows)
 
     rnd = sims["sim randomised"]
-    print("\nIs each real source's median inside the randomised simulator's range (min..max)?\n")
+    print("\nIs every real frame's statistic inside the randomised simulator's range (min..max)? "
+          "Frames inside / frames measured.\n")
     print("| source | " + " | ".join(STATS) + " |")
     print("|---" * (len(STATS) + 1) + "|")
-    outside = 0
+    outside = checked = 0
     for info, rows in sources:
         if info["um_per_px"] > MAX_CHECKED_UM_PER_PX:
             print(f"| {info['source']} | " + " | ".join("not checked" for _ in STATS) + " |")
@@ -158,11 +164,14 @@ def main(argv: list[str] | None = None) -> int:
             if not len(v):
                 cells.append("n/a")
                 continue
-            ok = s.min() <= np.median(v) <= s.max()
-            outside += not ok
-            cells.append("yes" if ok else "**no**")
+            inside = int(np.sum((s.min() <= v) & (v <= s.max())))
+            outside += len(v) - inside
+            checked += len(v)
+            cells.append(f"{inside}/{len(v)}" if inside == len(v) else f"**{inside}/{len(v)}**")
         print(f"| {info['source']} | " + " | ".join(cells) + " |")
-    print(f"\n{outside} real statistics outside the randomised range")
+    print(f"\n{outside} of {checked} real frame statistics outside the randomised range")
+    print("\nNot measured (the detection is not a worm, by eye): "
+          + "; ".join(f"{f} ({why})" for f, why in NOT_A_WORM.items()))
     return 0
 
 

@@ -245,3 +245,13 @@ def test_sim_clock_moves_on_after_the_timeout_and_counts_it(ros_harness):
     assert len(rig.truth) == 1 and rig.truth[0].point.x == 0.0
     assert rig.node.frames_unanswered == 1
     assert stamp_to_s(rig.clock[1].clock) == pytest.approx(1.1)
+
+
+def test_band_limited_frame_selects_the_faithful_field_grid(ros_harness):
+    """config/sim.yaml's 648x486 frame: the old 2x grid by default, the band-limited grid when asked."""
+    grids = {}
+    for band in (False, True):
+        node = ros_harness.start(StackPlayerNode, fps=1.0, band_limited_frame=band)
+        grids[band] = node.render.__self__.dx_um
+    limit_um = OpticsConfig().wavelength_um / (2 * (OpticsConfig().na + OpticsConfig().condenser_na))
+    assert grids[True] < limit_um < grids[False]

@@ -26,9 +26,9 @@ from celegans_autofocus.core.detection import crop_window
 STEPS = 8  # 40 um: inside the focal length of every stage's body lens (an L1's is ~60-190 um)
 
 
-def _variant_view(seed: int, stage: str | None = None):
+def _view(config: optics.OpticsConfig, seed: int):
+    """Return a renderer of a window around one worm and the px of the middle half of its centre-line."""
     rng = np.random.default_rng(seed)
-    config = randomize.random_config(rng, stage=stage)
     scene = optics.make_scene(rng, config, 1)
     worm = scene.worms[0]
     x0, y0, w, h = worm.bbox_px
@@ -39,7 +39,12 @@ def _variant_view(seed: int, stage: str | None = None):
     n = len(worm.centerline_px)
     mid = (worm.centerline_px[n // 4: 3 * n // 4] - window[:2]) * (out / side)
     ij = np.clip(np.floor(mid).astype(int), 0, out - 1)
-    return config, renderer, ij
+    return renderer, ij
+
+
+def _variant_view(seed: int, stage: str | None = None):
+    config = randomize.random_config(np.random.default_rng(seed), stage=stage)
+    return (config, *_view(config, seed))
 
 
 @pytest.mark.parametrize("seed", range(16))
@@ -52,6 +57,32 @@ def test_every_variant_keeps_the_sign_of_defocus(seed):
     config, renderer, ij = _variant_view(seed)
     axis = {d: float(renderer.frame(d)[ij[:, 1], ij[:, 0]].astype(float).mean()) for d in (-STEPS, STEPS)}
     assert axis[-STEPS] > axis[STEPS] + 1.0, (axis, config)
+
+
+@pytest.mark.parametrize("end", ["low", "high"])
+@pytest.mark.parametrize("variant", [*randomize.VARIANTS, "stage"])
+def test_each_variant_at_each_end_keeps_the_sign_of_defocus(variant, end):
+    """One variant at one end of its ranges, the rest the default look: the camera frame keeps the sign.
+
+    The same transport-of-intensity signature as above (+d and -d renders, not the labels): the worm's axis is
+    brighter behind focus than in front of it.
+    """
+    config = randomize.variant_config(variant, end)
+    renderer, ij = _view(config, 7)
+    axis = {d: float(renderer.frame(d)[ij[:, 1], ij[:, 0]].astype(float).mean()) for d in (-STEPS, STEPS)}
+    assert axis[-STEPS] > axis[STEPS] + 1.0, (variant, end, axis)
+
+
+def test_variant_config_sets_only_its_group():
+    base = optics.OpticsConfig()
+    low = randomize.variant_config("NA and condenser", "low")
+    assert low.na == 0.05 and low.condenser_na == pytest.approx(0.4 * 0.05) and low.gamma == base.gamma
+    assert randomize.variant_config("exposure", "high").brightness == (0.9, 0.9)
+    assert randomize.variant_config("stage", "low").worm_width_um == (11.0, 16.0)
+    with pytest.raises(ValueError, match="unknown variant"):
+        randomize.variant_config("colour", "low")
+    with pytest.raises(ValueError, match="end must be"):
+        randomize.variant_config("gamma", "middle")
 
 
 @pytest.mark.parametrize("stage", ["L1", "adult"])
@@ -68,8 +99,11 @@ def test_variants_differ_and_are_reproducible():
     c = randomize.random_config(np.random.default_rng(2))
     assert a == b and a != c
     configs = [randomize.random_config(np.random.default_rng(s)) for s in range(200)]
-    for field, lo, hi in (("um_per_px", 1.0, 3.0), ("body_absorb_per_um", 0.0001, 0.008), ("gamma", 0.7, 1.4)):
+    for field in ("um_per_px", "body_absorb_per_um", "gamma", "full_well_e", "inclusion_scale"):
+        lo, hi, kind = randomize.RANGES[field]
         values = [getattr(c, field) for c in configs]
+        if kind == "log":
+            values, lo, hi = np.log(values), np.log(lo), np.log(hi)
         assert lo <= min(values) < lo + 0.2 * (hi - lo) and hi - 0.2 * (hi - lo) < max(values) <= hi
     assert {c.worm_width_um for c in configs} == {v[1] for v in randomize.STAGES.values()}
     assert any(c.jpeg_quality for c in configs) and any(not c.jpeg_quality for c in configs)

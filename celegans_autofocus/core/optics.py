@@ -41,11 +41,14 @@ The scene is vector data in full-frame pixels, rasterized over any window at any
 small ``out_shape`` (the fast path) is the same physics at lower resolution. A window whose field
 grid fits ``max_native_grid_px`` is computed on the camera's native grid (an integer subdivision
 of it when ``um_per_px`` is coarser than the band NA + condenser NA needs) and area-averaged to
-``out_shape``: a crop rendered small is the native crop binned. Larger views (the live full
-field) use a grid at most ``max_oversample`` times finer than the output. Phase gradients that
+``out_shape``: a crop rendered small is the native crop binned. A larger view binned by a whole
+factor that the capped grid below cannot resolve (the live 648x486 full field) is rasterized natively once
+(within ``max_band_raster_px``) and propagated per frame on the coarsest grid that holds the
+band: its crops match a native render binned alike. Other views use a grid at most
+``max_oversample`` times finer than the output. Phase gradients that
 the grid cannot represent (light deflected beyond its Nyquist angle) are treated as lost. Content
 around the window is rasterized into the FFT padding, so there is no wrap-around within
-``max_offset_steps``. Camera extras (blur, motion blur, gamma, JPEG) are off by default;
+``max_offset_steps``. Camera extras (blur, motion blur, sharpening, gamma, JPEG) are off by default;
 ``core.randomize`` draws calibrated variants of all of it.
 """
 from __future__ import annotations
@@ -86,6 +89,9 @@ class OpticsConfig:
     #: subdivision of it when um_per_px is coarser than the field's band needs); larger grids use
     #: ``max_oversample`` times the output's sampling instead (the live full-field view).
     max_native_grid_px: int = 2_500_000
+    #: budget (px) for rasterizing a larger whole-binned view (the live full field) once on the native grid: its
+    #: spectrum, band-limited by the pupil, is then propagated per frame on the coarsest grid that holds the band.
+    max_band_raster_px: int = 8_000_000
     # Specimen appearance (defaults: the look the bundled model was trained on; core.randomize varies them).
     body_absorb_per_um: float = 0.0015  # amplitude absorption of the body per um of chord
     cuticle_absorb_per_um: float = 0.05  # extra absorption of the 1 um cuticle shell
@@ -101,6 +107,7 @@ class OpticsConfig:
     jpeg_quality: int = 0  # 0 = none, else the frame is JPEG-compressed at this quality
     motion_blur_px: float = 0.0  # linear blur along a random direction, in output px
     blur_sigma_px: float = 0.0  # Gaussian blur (lens aberrations, soft camera optics), in output px
+    sharpen: float = 0.0  # the camera's unsharp mask (after noise): out = x + sharpen * (x - blur_1px(x))
 
     @property
     def depth_of_field_um(self) -> float:
@@ -173,7 +180,16 @@ class Scene:
 
 
 _CENTERLINE_SPACING_UM = 2.0
+_ADULT_MIN_LENGTH_UM = 850.0  # the default (adult) worm length range starts here ...
+_ADULT_MIN_RADIUS_UM = 22.5  # ... and its half width: smaller worms are larvae (fewer granules, no eggs)
 _MARGIN_UM = 600.0  # scene content beyond the frame edge, for the FFT padding
+#: the per-frame grid of a band-limited view resolves the field's band with this margin: intensity is formed
+#: point-wise on that grid, and at exactly the band's Nyquist its aliases cost up to 0.047 RMS after binning
+#: against the native render (0.040 with this margin; benchmarks/fast_path_fidelity.md)
+_BAND_NYQUIST_MARGIN = 1.05
+#: ... and has at most this many grid px per output px: a much coarser view (a full frame at the model's input
+#: size) would spend a large FFT on detail that binning removes; it keeps the old grid.
+_BAND_MAX_OVERSAMPLE = 4.0
 _N_AGAR_AIR = 1.0  # a scratch is a groove of air in agar (n_medium)
 
 
@@ -216,10 +232,12 @@ def _worm(rng: np.random.Generator, config: OpticsConfig, center_px: np.ndarray)
         off_px = rng.uniform(-lateral, lateral, m) * radius[idx] / config.um_per_px
         return xy[idx] + normal * off_px[:, None], radius[idx]
 
-    g_xy, _ = along(int(rng.integers(250, 600)), 0.18, 0.92, 0.6)
+    # Gut granules as dense per area as in an adult (smaller larvae have fewer); eggs in utero only in adults.
+    area_fraction = min(1.0, length_um * r_max / (_ADULT_MIN_LENGTH_UM * _ADULT_MIN_RADIUS_UM))
+    g_xy, _ = along(int(rng.integers(250, 600) * area_fraction), 0.18, 0.92, 0.6)
     g_r = rng.uniform(1.2, 3.5, len(g_xy))
     b_xy, b_r = along(2, 0.05, 0.13, 0.0)
-    e_xy, e_r = along(int(rng.integers(0, 12)), 0.4, 0.62, 0.3)
+    e_xy, e_r = along(int(rng.integers(0, 12)) if r_max >= _ADULT_MIN_RADIUS_UM else 0, 0.4, 0.62, 0.3)
     inclusions = Balls(
         xy_px=np.concatenate([g_xy, b_xy, e_xy]),
         radius_um=np.concatenate([g_r, 0.45 * b_r, np.full(len(e_xy), rng.uniform(12, 18))]),
@@ -507,23 +525,37 @@ class StackRenderer:
         sub = max(1, math.ceil(config.um_per_px / dx_needed_um - 1e-9))
         native_pad = sub * math.ceil(pad_um / config.um_per_px)
         native_px = (self.window_px[3] * sub + 2 * native_pad) * (w * sub + 2 * native_pad)
-        if out_scale_px > 1 and native_px <= config.max_native_grid_px:
+        native = out_scale_px > 1 and native_px <= config.max_native_grid_px
+        oversample = int(min(max(1, math.ceil(dx_out_um / dx_needed_um - 1e-9)), config.max_oversample))
+        coarse = dx_out_um / oversample > dx_needed_um  # the capped grid cannot hold the band
+        band = _band_layout(self.window_px, self.out_shape, sub, dx_needed_um, pad_um, config) \
+            if coarse and not native else None
+        if native:
             scale_px = 1.0 / sub
             pad = native_pad
             inner = (self.window_px[3] * sub, w * sub)
+        elif band is not None:
+            scale_px, pad, inner, shape, raster_shape = band
         else:
-            oversample = int(min(max(1, math.ceil(dx_out_um / dx_needed_um - 1e-9)), config.max_oversample))
             scale_px = out_scale_px / oversample
             pad = oversample * math.ceil(pad_um / dx_out_um)  # grid px, whole output px
             inner = (oh * oversample, ow * oversample)
+        if band is None:
+            shape = (cv2.getOptimalDFTSize(inner[0] + 2 * pad), cv2.getOptimalDFTSize(inner[1] + 2 * pad))
+            raster_shape = shape
         self.oversample = out_scale_px / scale_px  # grid px per output px (may be fractional)
         self.dx_um = scale_px * config.um_per_px
-        shape = (cv2.getOptimalDFTSize(inner[0] + 2 * pad), cv2.getOptimalDFTSize(inner[1] + 2 * pad))
         self._crop = (pad, pad, inner[0], inner[1])  # i0, j0, rows, cols of the window in the grid
-        grid = _Grid(x0 - pad * scale_px, self.window_px[1] - pad * scale_px, scale_px, shape)
+        raster_scale_px = scale_px * shape[0] / raster_shape[0]
+        grid = _Grid(x0 - pad * scale_px, self.window_px[1] - pad * scale_px, raster_scale_px, raster_shape)
 
         field = _rasterize(scene, config, grid)
-        spectrum = cv2.dft(field.view(np.float32).reshape(*shape, 2), flags=cv2.DFT_COMPLEX_OUTPUT)
+        spectrum = cv2.dft(field.view(np.float32).reshape(*raster_shape, 2), flags=cv2.DFT_COMPLEX_OUTPUT)
+        if raster_shape != shape:  # keep the band: the pupil passes nothing beyond the coarse grid's Nyquist
+            rows = np.fft.fftfreq(shape[0], 1 / shape[0]).astype(int) % raster_shape[0]
+            cols = np.fft.fftfreq(shape[1], 1 / shape[1]).astype(int) % raster_shape[1]
+            scale = shape[0] * shape[1] / (raster_shape[0] * raster_shape[1])  # the inverse DFT's 1/N
+            spectrum = spectrum[np.ix_(rows, cols)] * np.float32(scale)
         self._fy = np.fft.fftfreq(shape[0], self.dx_um).astype(np.float32)
         self._fx = np.fft.fftfreq(shape[1], self.dx_um).astype(np.float32)
         f = np.hypot(self._fy[:, None], self._fx[None, :]) * config.wavelength_um  # sin(angle)
@@ -581,6 +613,8 @@ class StackRenderer:
             var_e = np.maximum(dn, 0) * e_per_dn + cfg.read_noise_e**2
             sigma_dn = np.sqrt(var_e / self._native_px_per_out) / e_per_dn
             dn += sigma_dn * self.rng.standard_normal(dn.shape, dtype=np.float32)
+        if cfg.sharpen:
+            dn += cfg.sharpen * (dn - cv2.GaussianBlur(dn, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT))
         if cfg.gamma != 1.0:
             dn = 255.0 * np.clip(dn / 255.0, 0, 1) ** (1.0 / cfg.gamma)
         image = np.clip(np.rint(dn), 0, 255).astype(np.uint8)
@@ -588,6 +622,52 @@ class StackRenderer:
             ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(cfg.jpeg_quality)])
             image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
         return image
+
+
+def _band_layout(window_px, out_shape, sub: int, dx_needed_um: float, pad_um: float, config: OpticsConfig):
+    """Grids for a large view binned by a whole factor >= 2: rasterized once natively, propagated coarser.
+
+    The per-frame grid is the coarsest whose pixel, a rational multiple P/Q of the raster (native) pixel, still
+    holds the field's band (``dx_needed_um``) and divides the window exactly; both grids span the same area, so the
+    per-frame spectrum is the native spectrum's central part. Returns (scale_px, pad, inner, shape, raster_shape)
+    in per-frame grid px, or None when the view is not binned by a whole factor, no such grid saves anything, the
+    grid is over ``_BAND_MAX_OVERSAMPLE`` times finer than the output or the raster exceeds ``max_band_raster_px``.
+    """
+    _, _, w, h = window_px
+    oh, ow = out_shape
+    if w % ow or h % oh or w // ow != h // oh or w // ow < 2:
+        return None
+    raster_um = config.um_per_px / sub
+    best = None
+    for q in range(1, 9):
+        p = int(dx_needed_um / _BAND_NYQUIST_MARGIN / raster_um * q + 1e-9)
+        if (q < p <= w // ow * sub * q and math.gcd(p, q) == 1
+                and cv2.getOptimalDFTSize(p) == p and cv2.getOptimalDFTSize(q) == q
+                and (h * sub * q) % p == 0 and (w * sub * q) % p == 0):
+            if best is None or p / q > best[0] / best[1]:
+                best = (p, q)
+    if best is None:
+        return None
+    p, q = best
+    if (w // ow) * sub * q / p > _BAND_MAX_OVERSAMPLE:
+        return None
+    dx_um = raster_um * p / q
+    pad = q * math.ceil(pad_um / dx_um / q)
+    inner = (h * sub * q // p, w * sub * q // p)
+
+    def sizes(n0: int) -> tuple[int, int]:
+        """Return the smallest per-frame size >= n0 whose raster size is a fast DFT size too (p, q are)."""
+        n = q * math.ceil(n0 / q)
+        while cv2.getOptimalDFTSize(n) != n or cv2.getOptimalDFTSize(n * p // q) != n * p // q:
+            n += q
+        return n, n * p // q
+
+    if (inner[0] + 2 * pad) * (inner[1] + 2 * pad) * (p / q) ** 2 > config.max_band_raster_px:
+        return None
+    (rows, raster_rows), (cols, raster_cols) = sizes(inner[0] + 2 * pad), sizes(inner[1] + 2 * pad)
+    if raster_rows * raster_cols > config.max_band_raster_px:
+        return None
+    return p / q / sub, pad, inner, (rows, cols), (raster_rows, raster_cols)
 
 
 def _motion_kernel(length_px: float, angle_rad: float) -> np.ndarray:
