@@ -71,7 +71,7 @@ def model_from_checkpoint(path: Path | str, arch: str | None = None) -> tuple[to
     cfg = checkpoint_config(state, path)
     if arch is not None and arch != cfg.arch:
         raise CheckpointError(f"{path}: checkpoint is a {cfg.arch!r} model, not {arch!r}")
-    model = create_model(cfg.arch, pretrained=False)
+    model = create_model(cfg.arch, pretrained=False, outputs=cfg.outputs)
     load_weights(model, state["model"], path, cfg.arch)
     model.eval()
     return model, state, cfg
