@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--synthetic-offsets-per-view", type=int, default=d.synthetic_offsets_per_view,
                        help="offsets rendered per random scene and view")
     synth.add_argument("--synthetic-refresh", type=float, default=d.synthetic_refresh,
-                       help="share of the pool redrawn every epoch")
+                       help="share of the pool redrawn every epoch (0 = a fixed pool)")
     synth.add_argument("--synthetic-oversample", type=float, default=d.synthetic_oversample,
                        help="render at this multiple of --input-px, then preprocess (INTER_AREA) like a frame")
     synth.add_argument("--synthetic-crop-jitter", type=float, default=d.synthetic_crop_jitter,

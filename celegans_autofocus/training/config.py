@@ -128,7 +128,7 @@ class TrainConfig:
             (len(self.synthetic_fov_px) > 0 and all(int(f) >= 32 for f in self.synthetic_fov_px),
              "synthetic_fov_px must list crop sizes >= 32 px"),
             (self.synthetic_offsets_per_view >= 1, "synthetic_offsets_per_view must be >= 1"),
-            (0 < self.synthetic_refresh <= 1, "synthetic_refresh must be in (0, 1]"),
+            (0 <= self.synthetic_refresh <= 1, "synthetic_refresh must be in [0, 1]"),
             (self.synthetic_oversample >= 1, "synthetic_oversample must be >= 1"),
             (0 <= self.synthetic_crop_jitter <= 0.5, "synthetic_crop_jitter must be in [0, 0.5]"),
             (self.synthetic_val >= 0, "synthetic_val must be >= 0"),

@@ -26,8 +26,9 @@ through THE preprocessing, exactly as a camera frame would.
 Every view is a pure function of its seed: training view ``v`` of generation ``g`` from
 ``(seed, g, v)``, validation view ``v`` from ``(synthetic_val_seed, v)``. The training pool holds
 ``synthetic_train`` samples; at every epoch after the first each view is redrawn with probability
-``synthetic_refresh`` (drawn from ``(seed, epoch)``), so its generation at any epoch is known without
-history, and a resumed run renders exactly the pool the interrupted one had. Views are rendered through a
+``synthetic_refresh`` (drawn from ``(seed, epoch)``; 0 = a fixed pool, like a cache rendered once), so its
+generation at any epoch is known without history, and a resumed run renders exactly the pool the
+interrupted one had. Views are rendered through a
 ``DataLoader`` (``workers`` processes); under DDP each rank renders its share and the ranks exchange them.
 Validation scenes come from their own seed, so they never coincide with training scenes (or with written
 validation plates).
