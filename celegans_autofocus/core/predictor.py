@@ -164,8 +164,9 @@ class FocusPredictor:
         self._sigma_name = self.metadata.get("sigma_output")
         n_out = 1 if self._sigma_name is None else 2
         if len(inputs) != 1 or len(outputs) != n_out:
-            raise ModelError(f"{self.path}: expected 1 input and {n_out} output(s)"
-                             f"{' (metadata sigma_output)' if n_out == 2 else ''}, got {len(inputs)} and {len(outputs)}")
+            why = " (metadata sigma_output)" if n_out == 2 else ""
+            raise ModelError(f"{self.path}: expected 1 input and {n_out} output(s){why}, got {len(inputs)} and "
+                             f"{len(outputs)}")
         by_name = {o.name: o for o in outputs}
         if self._sigma_name is not None and self._sigma_name not in by_name:
             raise ModelError(f"{self.path}: metadata sigma_output {self._sigma_name!r} is not an output of the model "

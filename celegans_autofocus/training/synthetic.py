@@ -234,7 +234,8 @@ class SyntheticPool(_Views):
         """The epoch each view was last drawn at, as of ``epoch`` (0-based; every view is drawn at epoch 0)."""
         gen = np.zeros(self.n_views, np.int64)
         for e in range(1, epoch + 1):
-            redraw = np.random.default_rng([self.cfg.seed, e, REFRESH_TAG]).random(self.n_views) < self.cfg.synthetic_refresh
+            draw = np.random.default_rng([self.cfg.seed, e, REFRESH_TAG]).random(self.n_views)
+            redraw = draw < self.cfg.synthetic_refresh
             gen[redraw] = e
         return gen
 
