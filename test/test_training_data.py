@@ -19,6 +19,7 @@ A synthetic-only run (no dataset: the rendered pool trains, held-out renders val
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,6 +39,7 @@ if TRAINING:
 
     torch.set_num_threads(1)
 
+REPO = Path(__file__).resolve().parents[1]
 SYNTH = dict(arch="plain7", input_px=32, batch_size=8, lr=1e-3, epochs=2, val_fraction=1.0, device="cpu", seed=4,
              synthetic_train=24, synthetic_offsets_per_view=4, synthetic_refresh=0.5, synthetic_fov_px=[300],
              synthetic_crop_fraction=0.5, synthetic_crop_jitter=0.08, synthetic_val=8,
@@ -122,3 +124,24 @@ def test_resume_refuses_another_recipe(tmp_path):
         train(None, TrainConfig(**{**SYNTH, "epochs": 1, "lr": 2e-3}), tmp_path / "run", resume=True)
     with pytest.raises(CheckpointError, match="onecycle schedule"):
         train(None, TrainConfig(**{**SYNTH, "epochs": 3}), tmp_path / "run", resume=True)
+
+
+@pytest.mark.parametrize("recipe,sigma", [("default_model", False), ("nll_model", True)])
+def test_shipped_recipes_run_from_the_command_line(tmp_path, recipe, sigma):
+    """config/default_model.yaml (the bundled model's recipe) and its NLL variant, cut to 1 epoch of 20 samples."""
+    import yaml
+
+    from celegans_autofocus.cli import main
+    from celegans_autofocus.training.export import export_checkpoint
+
+    config = REPO / "config" / f"{recipe}.yaml"
+    out = tmp_path / recipe
+    assert main(["train", "--config", str(config), "--epochs", "1", "--synthetic-train", "20", "--synthetic-val", "10",
+                 "--out", str(out)]) == 0
+    state = torch.load(out / "last.pt", weights_only=True)
+    written = yaml.safe_load(config.read_text())
+    cut = {"epochs": 1, "synthetic_train": 20, "synthetic_val": 10}
+    assert all(state["config"][k] == cut.get(k, v) for k, v in written.items() if k not in ("threads", "out"))
+    meta = export_checkpoint(out / "best.pt", tmp_path / "m.onnx")["metadata"]
+    assert meta["arch"] == "plain7" and meta["preprocess"]["input_px"] == 96 and meta["input_view"] == "crop"
+    assert ("sigma_output" in meta) == sigma and meta["source_commit"] != "unknown"
