@@ -22,8 +22,9 @@ remains is float32 rounding: the all-reduce sums the halves in another order (~1
 and Adam can turn such noise in near-zero gradient components into updates of up to lr. Measured
 (2026-12-01, this recipe): train loss differs by 3.5e-8 relative, validation MAE by 4e-7. The losses must
 agree within REL_TOL = 1e-4 relative (250x the measured gap, room for that amplification); a run with
-another global batch (4) must not (it differed by 2.5%), which shows the comparison can fail. (plain7 has BatchNorm: on the CPU each rank normalises over its own 4 samples, so
-its losses differ more; on CUDA the loop uses SyncBatchNorm.)
+another global batch (4) must not (it differed by 2.5%), which shows the comparison can fail. (plain7 has
+BatchNorm: on the CPU each rank normalises over its own 4 samples, so its losses differ more; on CUDA the
+loop uses SyncBatchNorm.)
 """
 from __future__ import annotations
 

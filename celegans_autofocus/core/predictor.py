@@ -156,7 +156,7 @@ class FocusPredictor:
 
     @property
     def has_sigma(self) -> bool:
-        """True when the model predicts its own uncertainty (metadata ``sigma_output``)."""
+        """Return True when the model predicts its own uncertainty (metadata ``sigma_output``)."""
         return self._sigma_name is not None
 
     def _check_signature(self) -> None:

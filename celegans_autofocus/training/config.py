@@ -80,7 +80,7 @@ class TrainConfig:
 
     @property
     def uncertainty(self) -> bool:
-        """True when the model has the second (log-variance) output: the Gaussian NLL loss."""
+        """Return True when the model has the second (log-variance) output: the Gaussian NLL loss."""
         return self.loss == "gaussian_nll"
 
     @property

@@ -111,7 +111,7 @@ def _worker_init(_: int) -> None:
 
 
 def train_loader(samples: TrainSamples, cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """The shuffled loader of this process: ``batch_size / world_size`` samples a step.
+    """Return the shuffled loader of this process: ``batch_size / world_size`` samples a step.
 
     A last step with a single sample per process is dropped (BatchNorm cannot train on one).
     """

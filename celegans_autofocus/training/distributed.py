@@ -42,7 +42,7 @@ class DistContext:
 
 
 def launched() -> bool:
-    """True in a process started by torchrun (or any launcher that sets WORLD_SIZE > 1)."""
+    """Return True in a process started by torchrun (or any launcher that sets WORLD_SIZE > 1)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 

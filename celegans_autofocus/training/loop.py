@@ -166,8 +166,11 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """(scheduler, per_step). ``step``: StepLR by epoch; ``onecycle`` (peak ``lr``, 10% warm-up) and ``cosine``
-    (from ``lr`` to 0) by optimizer step over all epochs."""
+    """Return (scheduler, per_step) of ``cfg.schedule``.
+
+    ``step``: StepLR by epoch; ``onecycle`` (peak ``lr``, 10% warm-up) and ``cosine`` (from ``lr`` to 0) by
+    optimizer step over all epochs.
+    """
     total = max(1, cfg.epochs * steps_per_epoch)
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.1), True
@@ -178,7 +181,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
 
 def _val_set(dataset: Path | None, val_samples: list[Sample], cfg: TrainConfig, spec: PreprocessSpec,
              dist_ctx) -> ImageSet:
-    """The validation images: the held-out plates (cached), plus ``synthetic_val`` held-out renders."""
+    """Return the validation images: the held-out plates (cached), plus ``synthetic_val`` held-out renders."""
     sets = []
     if val_samples:
         sets.append(cache_images(val_samples, spec, "cache val"))

@@ -142,7 +142,7 @@ def render_views(recipe: ViewRecipe, spec: PreprocessSpec, seeds: list[tuple[int
     loader = DataLoader(ViewDataset(recipe, spec, seeds), batch_size=None, shuffle=False, num_workers=workers,
                         collate_fn=_as_is, worker_init_fn=_worker_init if workers else None,
                         multiprocessing_context=WORKER_START if workers else None)
-    return [view for view in tqdm(loader, total=len(seeds), desc=desc, unit="view", file=sys.stderr, leave=False)]
+    return list(tqdm(loader, total=len(seeds), desc=desc, unit="view", file=sys.stderr, leave=False))
 
 
 def _exchange(views: dict[int, dict], k: int, px: int, dist_ctx) -> dict[int, dict]:
@@ -231,7 +231,7 @@ class SyntheticPool(_Views):
                 "optics": repr(self.optics)}
 
     def generations(self, epoch: int) -> np.ndarray:
-        """The epoch each view was last drawn at, as of ``epoch`` (0-based; every view is drawn at epoch 0)."""
+        """Return the epoch each view was last drawn at, as of ``epoch`` (0-based; every view is drawn at epoch 0)."""
         gen = np.zeros(self.n_views, np.int64)
         for e in range(1, epoch + 1):
             draw = np.random.default_rng([self.cfg.seed, e, REFRESH_TAG]).random(self.n_views)
