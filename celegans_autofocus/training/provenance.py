@@ -22,7 +22,7 @@ UNKNOWN = "unknown"
 
 
 def source_commit() -> str:
-    """Return the package's git commit (``<sha>``, ``<sha>-dirty`` with uncommitted changes), or ``unknown`` outside git."""
+    """Return the package's git commit: ``<sha>``, ``<sha>-dirty`` (uncommitted changes), ``unknown`` outside git."""
     root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
