@@ -16,7 +16,8 @@
 
 Layout: ``{"format": 1, "model": state_dict, "optimizer": ..., "scheduler": ..., "epoch": int,
 "config": TrainConfig.to_dict(), "best_val_mae_steps": float|None, "history": [dict],
-"train_data_hash": str, "input_view": str, "train_plates": [...], "val_plates": [...]}``.
+"train_data_hash": str, "input_view": str, "train_plates": [...], "val_plates": [...], "step_um": float,
+"world_size": int (DDP processes), "source_commit": str (training/provenance.py)}``.
 """
 from __future__ import annotations
 
