@@ -64,7 +64,19 @@ def test_resume_with_workers_repeats_the_uninterrupted_run(tmp_path, monkeypatch
         train(None, TrainConfig(**SYNTH), tmp_path / "piece")
     monkeypatch.setattr(loop, "train_epoch", original)
     assert torch.load(tmp_path / "piece" / "last.pt", weights_only=True)["epoch"] == 1
+    import celegans_autofocus.training.synthetic as synthetic
+
+    rendered = []
+
+    def counting(recipe, spec, seeds, workers, desc):
+        rendered.extend(seeds)
+        return render_views(recipe, spec, seeds, workers, desc)
+
+    render_views = synthetic.render_views
+    monkeypatch.setattr(synthetic, "render_views", counting)
     resumed = train(None, TrainConfig(**{**SYNTH, "workers": 2}), tmp_path / "piece", resume=True)
+    # the pool of epoch 2 was saved before the interruption: only the 2 validation views are rendered again
+    assert len(rendered) == 2 and all(seed[-1] == synthetic.VAL_TAG for seed in rendered)
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     for a, b in zip(full["history"], resumed["history"]):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
@@ -75,7 +87,7 @@ def test_resume_with_workers_repeats_the_uninterrupted_run(tmp_path, monkeypatch
     assert all(torch.allclose(w_full[k].float(), w_resumed[k].float(), atol=1e-6) for k in w_full)
 
 
-def test_pool_refresh_is_a_function_of_seed_and_epoch():
+def test_pool_refresh_is_a_function_of_seed_and_epoch(tmp_path):
     """Generations follow (seed, epoch) only; re-rendering a view gives the same pixels; validation differs."""
     cfg = TrainConfig(**SYNTH)
     spec = PreprocessSpec(input_px=cfg.input_px)
@@ -89,6 +101,12 @@ def test_pool_refresh_is_a_function_of_seed_and_epoch():
     assert gen.shape == (a.n_views,) and set(gen.tolist()) <= {0, 1, 2} and len(set(gen.tolist())) > 1
     assert np.all(np.abs(a.offsets_steps) <= cfg.synthetic_range_steps)
     assert {"crop", "full"} == set(a.kinds)
+    path = tmp_path / "pool.npz"
+    a.save(path)
+    c = SyntheticPool(cfg, spec)
+    assert c.load(path) and np.array_equal(c.images, a.images) and c.kinds == a.kinds and c.update(2) == 0
+    assert not SyntheticPool(TrainConfig(**{**SYNTH, "seed": 5}), spec).load(path)  # another recipe's pool
+    assert not SyntheticPool(cfg, spec).load(path.with_name("missing.npz"))
     val = SyntheticValidation(cfg, spec)
     assert len(val) == cfg.synthetic_val and not np.isin(val.offsets_steps, a.offsets_steps).any()
 

@@ -15,7 +15,8 @@
 """The training loop: split by plate, load lazily, train through a DataLoader, validate, checkpoint, resume.
 
 Files in ``out``: ``last.pt`` (every epoch, atomic; ``--resume`` continues from it), ``best.pt``
-(lowest validation MAE), ``history.json`` and ``split.json`` (train/validation plates).
+(lowest validation MAE), ``history.json``, ``split.json`` (train/validation plates) and, with synthetic
+samples, ``pool.npz`` (the rendered pool, so that a resume need not render it all again).
 Every random draw is seeded from (seed, epoch[, index]) (:mod:`training.datasets`, :mod:`training.synthetic`),
 so a resumed run draws the same samples and augmentations as an uninterrupted one, and a DDP run under
 ``torchrun`` (:mod:`training.distributed`) the same global batches as one process.
@@ -43,8 +44,9 @@ from .datasets import ArrayImages, ImageFiles, TrainSamples, train_loader
 from .infer import predict_outputs, resolve_device
 from .models import create_model
 from .provenance import source_commit
+from .synthetic import SyntheticPool
 
-LAST, BEST = "last.pt", "best.pt"
+LAST, BEST, POOL = "last.pt", "best.pt", "pool.npz"
 #: Within this many predicted sigmas a calibrated Gaussian holds 95.4% of the errors.
 CALIBRATION_SIGMAS = 2.0
 
@@ -250,11 +252,7 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
                                                    indent=2))
 
     val_set = _val_set(dataset, val_samples, cfg, spec, dist_ctx)
-    pool = None
-    if cfg.synthetic_train:
-        from .synthetic import SyntheticPool
-
-        pool = SyntheticPool(cfg, spec)
+    pool = SyntheticPool(cfg, spec) if cfg.synthetic_train else None
     files = ImageFiles(train_samples, spec)
     train_set = TrainSamples([files] + ([ArrayImages(pool.images_set())] if pool is not None else []), cfg)
     train_kinds = set(files.kinds)
@@ -280,14 +278,20 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
         start_epoch = int(state["epoch"])
         best_mae = state["best_val_mae_steps"] if state["best_val_mae_steps"] is not None else math.inf
         history = list(state["history"])
+        pool_note = ""
+        if pool is not None:  # all ranks or none: else their shares of the views to render would differ
+            loaded = all(distributed.all_gather(pool.load(out / POOL), dist_ctx))
+            if not loaded:
+                pool.forget()
+            pool_note = " (saved pool taken)" if loaded else " (pool rendered anew)"
         if main_rank:
-            _log(f"resuming {last_path} after epoch {start_epoch}")
+            _log(f"resuming {last_path} after epoch {start_epoch}{pool_note}")
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed * 100_003 + epoch)
-        if pool is not None:
-            pool.update(epoch, cfg.workers, dist_ctx)
+        if pool is not None and pool.update(epoch, cfg.workers, dist_ctx) and main_rank:
+            pool.save(out / POOL)
         train_loss = train_epoch(net, optimizer, criterion, loader, cfg, device, epoch, scheduler if per_step else None,
                                  dist_ctx)
         if not per_step:

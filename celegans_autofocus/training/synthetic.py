@@ -28,21 +28,26 @@ Every view is a pure function of its seed: training view ``v`` of generation ``g
 ``synthetic_train`` samples; at every epoch after the first each view is redrawn with probability
 ``synthetic_refresh`` (drawn from ``(seed, epoch)``; 0 = a fixed pool, like a cache rendered once), so its
 generation at any epoch is known without history, and a resumed run renders exactly the pool the
-interrupted one had. Views are rendered through a
+interrupted one had. The pool is also kept in the run's directory (``pool.npz``, written after every
+refresh), so a resume renders only the views redrawn since then, not the whole pool. Views are rendered through a
 ``DataLoader`` (``workers`` processes); under DDP each rank renders its share and the ranks exchange them.
 Validation scenes come from their own seed, so they never coincide with training scenes (or with written
 validation plates).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from ..core import optics
+from ..core.atomic import atomic_path
 from ..core.detection import crop_window
 from ..core.images import PreprocessSpec, preprocess
 from .config import TrainConfig
@@ -238,6 +243,37 @@ class SyntheticPool(_Views):
             redraw = draw < self.cfg.synthetic_refresh
             gen[redraw] = e
         return gen
+
+    def _key(self) -> str:
+        text = json.dumps({**self.describe(), "input_px": self.spec.input_px}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def save(self, path: Path) -> None:
+        """Write the pool and its generations to ``path`` (atomically; uncompressed .npz)."""
+        with atomic_path(path) as tmp, tmp.open("wb") as fh:
+            np.savez(fh, images=self.images, offsets_steps=self.offsets_steps, kinds=np.asarray(self.kinds),
+                     fov_px=self.fov_px, generation=self._generation, key=np.asarray(self._key()))
+
+    def load(self, path: Path) -> bool:
+        """Take the pool saved at ``path`` if it is this recipe's (True); else False: the next update renders all."""
+        self._generation = None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if str(data["key"]) != self._key() or data["images"].shape != self.images.shape:
+                    return False
+                self.images[:] = data["images"]
+                self.offsets_steps[:] = data["offsets_steps"]
+                self.kinds[:] = [str(k) for k in data["kinds"]]
+                self.fov_px[:] = data["fov_px"]
+                generation = data["generation"].astype(np.int64)
+        except (OSError, KeyError, ValueError):
+            return False
+        self._generation = generation
+        return True
+
+    def forget(self) -> None:
+        """Render the whole pool at the next update."""
+        self._generation = None
 
     def update(self, epoch: int, workers: int = 0, dist_ctx=None) -> int:
         """Render the views whose generation changed since the last call (all of them at first); returns how many."""
