@@ -220,6 +220,7 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
     world = 1 if dist_ctx is None else dist_ctx.world_size
     rank = 0 if dist_ctx is None else dist_ctx.rank
     main_rank = dist_ctx is None or dist_ctx.main
+    commit = source_commit() if main_rank else ""  # first: the code as it was when the run started
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the "
                           f"{world} processes")
@@ -269,7 +270,6 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
     optimizer = make_optimizer(model, cfg)
     scheduler, per_step = make_scheduler(optimizer, cfg, len(loader))
     criterion = loss_fn(cfg)
-    commit = source_commit() if main_rank else ""
     start_epoch, best_mae, history = 0, math.inf, []
     if state is not None:
         load_weights(model, state["model"], last_path, cfg.arch)
