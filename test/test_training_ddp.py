@@ -97,8 +97,8 @@ def test_only_rank_zero_writes_and_the_checkpoint_records_the_world(runs):
 
     state = torch.load(runs["ddp"] / "last.pt", weights_only=True)
     assert state["world_size"] == 2 and state["epoch"] == 2
-    assert sorted(p.name for p in runs["ddp"].iterdir()) == ["best.pt", "history.json", "last.pt", "pool.npz",
-                                                           "split.json"]
+    written = sorted(p.name for p in runs["ddp"].iterdir())
+    assert written == ["best.pt", "history.json", "last.pt", "pool.npz", "split.json"]
     single = torch.load(runs["single"] / "last.pt", weights_only=True)
     assert state["train_data_hash"] == single["train_data_hash"]
 
