@@ -213,7 +213,8 @@ def test_detect_and_track_on_a_moving_drawn_worm(detector):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_detects_optics_worms_at_every_defocus(seed):
-    """Physical simulator frames (core/optics.py) at quarter size: the worm is found, dark or haloed."""
+    """Physical simulator frames (core/optics.py) at quarter size: the worm is found, dark or haloed, and is the
+    largest detection (where the tracker starts); crossing tracks on the agar may add a small one (seed 1, -100)."""
     from celegans_autofocus.core.optics import OpticsConfig, StackRenderer, make_scene
 
     config = OpticsConfig()
@@ -222,9 +223,9 @@ def test_detects_optics_worms_at_every_defocus(seed):
     detector = WormDetector(DetectorConfig().scaled(0.25))
     true_xy = [c * 0.25 for c in scene.worms[0].centroid_px]
     for offset in (0, 30, -30, 100, -100, 200, -200):
-        found = detector.detect(renderer.frame(offset))
-        assert len(found) == 1, offset
-        assert math.dist(found[0].centroid_px, true_xy) < 8.0, offset  # quarter-size px (32 full-frame px)
+        found = sorted(detector.detect(renderer.frame(offset)), key=lambda d: -d.area_px)
+        assert found and math.dist(found[0].centroid_px, true_xy) < 8.0, offset  # quarter-size px (32 full-frame px)
+        assert all(d.area_px < found[0].area_px / 4 for d in found[1:]), offset
 
 
 # --------------------------------------------------------------------------- the per-frame pipeline
