@@ -21,10 +21,11 @@ plate (another field of the plate: another scene), `label --plots`, `finetune` f
 the fine-tuned model, served by FocusPredictor, must beat the bundled one on the held-out plates' crops
 against the simulator's truth by 30% (the issue's figure).
 
-Sized for CI (about 2 minutes on 2 loaded cores): 12 stacks of 11 images (each stack costs about 3 s of
-set-up and 0.3 s an image), 12 epochs on 88 crops. Deterministic where it matters: seeded scenes, best planes,
-plate split and training order; the player runs on the wall clock (its sim clock needs a predictor and the
-focus law answering every frame), so which noisy frame is kept at a position may differ between runs.
+Sized for CI (147 s under .ci/with-cpu-hogs on the 2 shared cores; benchmarks/walkthrough.md): 12 stacks of 11
+images at 10 fps (the player's and detector's work per frame is what a loaded machine pays for), 12 epochs on
+88 crops. Deterministic where it matters: seeded scenes, best planes, plate split and training order; the player
+runs on the wall clock (its sim clock needs a predictor and the focus law answering every frame), so which
+noisy frame is kept at a position may differ between runs.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ import yaml
 
 from celegans_autofocus import cli
 from celegans_autofocus.core.dataset.io import read_image
+from celegans_autofocus.core.optics import OpticsConfig, StackRenderer, make_scene
 from celegans_autofocus.core.predictor import FocusPredictor, default_model_path
 from celegans_autofocus.nodes.acquire_client import AcquireClient, AcquireRequest
 from celegans_autofocus.nodes.stack_player_node import StackPlayerNode
@@ -69,7 +71,7 @@ def acquire_plates(harness, dataset: Path) -> None:
     rng = np.random.default_rng(12)
     for plate in range(PLATES):
         for stack in range(STACKS_PER_PLATE):
-            player = harness.start(StackPlayerNode, fps=30.0, seed=100 * plate + stack, n_worms=1,
+            player = harness.start(StackPlayerNode, fps=10.0, seed=100 * plate + stack, n_worms=1,
                                    start_best_z_steps=float(rng.integers(*BEST_Z_STEPS, endpoint=True)),
                                    joint_name="focus", **FRAME, **OTHER_OPTICS)
             result = client.acquire(AcquireRequest(dataset, f"plate_{plate}", f"stack_{stack}", RANGE_STEPS,
@@ -92,6 +94,19 @@ def held_out_mae(model: Path, crops: dict[Path, float]) -> float:
     predictor = FocusPredictor(model, providers=["CPUExecutionProvider"])
     predicted = predictor.predict_batch([read_image(p) for p in crops])
     return float(np.mean(np.abs(predicted - np.array(list(crops.values())))))
+
+
+def test_the_player_renders_the_other_optics(ros_harness):
+    """The player's optics parameters reach the renderer: its frame is the other optics' render, not the default's."""
+    player = ros_harness.start(StackPlayerNode, fps=1.0, seed=7, n_worms=1, **FRAME, **OTHER_OPTICS)
+
+    def render(config: OpticsConfig) -> np.ndarray:
+        scene = make_scene(np.random.default_rng(7), config, 1)
+        return StackRenderer(scene, config, (FRAME["frame_height_px"], FRAME["frame_width_px"]), seed=7).frame(30.0)
+
+    frame = player.render(30.0)
+    assert np.array_equal(frame, render(OpticsConfig(max_band_raster_px=0, **OTHER_OPTICS)))
+    assert np.mean(np.abs(frame.astype(float) - render(OpticsConfig(max_band_raster_px=0)))) > 1.0
 
 
 def test_your_microscope_in_30_minutes_in_the_simulator(ros_harness, tmp_path, capsys):
