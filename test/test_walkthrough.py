@@ -21,11 +21,11 @@ plate (another field of the plate: another scene), `label --plots`, `finetune` f
 the fine-tuned model, served by FocusPredictor, must beat the bundled one on the held-out plates' crops
 against the simulator's truth by 30% (the issue's figure).
 
-Sized for CI (147 s under .ci/with-cpu-hogs on the 2 shared cores; benchmarks/walkthrough.md): 12 stacks of 11
-images at 10 fps (the player's and detector's work per frame is what a loaded machine pays for), 12 epochs on
-88 crops. Deterministic where it matters: seeded scenes, best planes, plate split and training order; the player
-runs on the wall clock (its sim clock needs a predictor and the focus law answering every frame), so which
-noisy frame is kept at a position may differ between runs.
+Sized for CI (benchmarks/walkthrough.md: 246 s under .ci/with-cpu-hogs on 2 cores that other jobs also loaded,
+71 s without the hogs): 12 stacks of 11 images at 10 fps (the player's and detector's work per frame is what a loaded
+machine pays for), 20 epochs on 88 crops. Deterministic where it matters: seeded scenes, best planes,
+plate split and training order; the player runs on the wall clock (its sim clock needs a predictor and the
+focus law answering every frame), so which noisy frame is kept at a position may differ between runs.
 """
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from geometry_msgs.msg import PointStamped
+from rclpy.time import Time
 
 from celegans_autofocus import cli
 from celegans_autofocus.core.dataset.io import read_image
@@ -58,7 +60,7 @@ PLATES, STACKS_PER_PLATE = 6, 2
 VAL_FRACTION = 1 / 3         # finetune holds out 2 of the 6 plates
 RANGE_STEPS, STEP_STEPS = 125, 25  # 11 images a stack; the best plane within 30 steps: offsets to +-155
 BEST_Z_STEPS = (-30, 30)     # where the best plane is, around the lens at 0 ("roughly in focus")
-EPOCHS, BATCH = 12, 8
+EPOCHS, BATCH = 20, 8
 MARGIN = 0.7                 # the fine-tuned model's held-out MAE must be below 70% of the bundled one's
 
 
@@ -68,15 +70,22 @@ def acquire_plates(harness, dataset: Path) -> None:
                   reconnect_period_s=3600.0)
     harness.start(WormDetectorNode, fov_px=500)
     client = harness.add(AcquireClient(namespace=harness.namespace))
+    targets = harness.probe.collect("worm/target", PointStamped)
     rng = np.random.default_rng(12)
     for plate in range(PLATES):
         for stack in range(STACKS_PER_PLATE):
             player = harness.start(StackPlayerNode, fps=10.0, seed=100 * plate + stack, n_worms=1,
                                    start_best_z_steps=float(rng.integers(*BEST_Z_STEPS, endpoint=True)),
                                    joint_name="focus", **FRAME, **OTHER_OPTICS)
+            # as on the tracker: acquire once the detector follows this worm (its last target was in the old field)
+            started_ns = player.get_clock().now().nanoseconds
+            assert harness.spin_until(lambda: any(Time.from_msg(t.header.stamp).nanoseconds >= started_ns
+                                                  and t.point.z == 0 for t in targets), timeout_s=30)
             result = client.acquire(AcquireRequest(dataset, f"plate_{plate}", f"stack_{stack}", RANGE_STEPS,
                                                    STEP_STEPS, settle_s=0.05, crops=True, timeout_s=5.0))
             assert result.complete and result.problems == [] and result.crops_path is not None, result
+            crops = yaml.safe_load((result.crops_path / "stack.yaml").read_text())["positions"].values()
+            assert all(c["frames_since_seen"] == 0 for c in crops), "every crop holds the worm"
             harness.nodes.remove(player)
             harness.executor.remove_node(player)
             player.destroy_node()
