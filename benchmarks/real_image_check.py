@@ -93,26 +93,31 @@ def main(argv: list[str] | None = None) -> int:
         img = np.clip(appearance.to_reference_scale(gray, um), 0, 255).astype(np.uint8)
         found = detector.detect(img)
         g = groups.setdefault(str(path.parent.relative_to(args.folder)) or ".",
-                              {"frames": 0, "hits": 0, "pred": {f: [] for f in args.fov}})
+                              {"frames": 0, "hits": 0, "pred": {f: [] for f in args.fov},
+                               "sigma": {f: [] for f in args.fov}})
         g["frames"] += 1
         if not found:
             continue
         g["hits"] += 1
         for fov in args.fov:
             window = crop_window(found[0].centroid_px, fov, img.shape)
-            g["pred"][fov].append(model.predict(crop_image(img, window)))
+            offset, sigma = model.predict_with_sigma(crop_image(img, window))
+            g["pred"][fov].append(offset)
+            g["sigma"][fov].append(sigma)
     print(f"model {model.name}; {len(files)} frames; right answer near 0 (|offset| <= {NEAR_STEPS:g} steps)\n")
-    print("| folder | frames | detector hits | fov px | median offset (steps) | p10..p90 | share within +-20 |")
-    print("|---|---|---|---|---|---|---|")
+    extra = " median sigma (steps) |" if model.has_sigma else ""  # models with an uncertainty output
+    print("| folder | frames | detector hits | fov px | median offset (steps) | p10..p90 | share within +-20 |" + extra)
+    print("|---|---|---|---|---|---|---|" + ("---|" if extra else ""))
     for name, g in groups.items():
         for fov in args.fov:
             p = np.array(g["pred"][fov])
             if not len(p):
-                print(f"| {name} | {g['frames']} | {g['hits']} | {fov} | - | - | - |")
+                print(f"| {name} | {g['frames']} | {g['hits']} | {fov} | - | - | - |" + (" - |" if extra else ""))
                 continue
             print(f"| {name} | {g['frames']} | {g['hits']} | {fov} | {np.median(p):+.1f} | "
                   f"{np.percentile(p, 10):+.1f}..{np.percentile(p, 90):+.1f} | "
-                  f"{np.mean(np.abs(p) <= NEAR_STEPS):.2f} |")
+                  f"{np.mean(np.abs(p) <= NEAR_STEPS):.2f} |"
+                  + (f" {np.median(g['sigma'][fov]):.1f} |" if extra else ""))
     if args.sim:
         _sim_check(model, detector, args.sim, args.fov)
     return 0

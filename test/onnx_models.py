@@ -37,6 +37,7 @@ from celegans_autofocus.core.images import PreprocessSpec
 OPSET = 18
 INPUT = "image"
 OUTPUT = "offset_steps"
+SIGMA = "offset_sigma"
 _SAME = object()
 
 
@@ -63,14 +64,14 @@ def _const(name: str, values, dtype=np.float32) -> onnx.TensorProto:
 
 
 def _save(path: Path | str, nodes: list, initializers: list, input_px: int, dynamic_batch: bool,
-          metadata: dict | str | None, input_shape: list | None = None) -> Path:
-    """Assemble, check and write a model whose final node writes ``OUTPUT``."""
+          metadata: dict | str | None, input_shape: list | None = None, extra_outputs: tuple[str, ...] = ()) -> Path:
+    """Assemble, check and write a model whose final node writes ``OUTPUT`` (and any ``extra_outputs``)."""
     batch = "N" if dynamic_batch else 1
     shape = input_shape if input_shape is not None else [batch, 1, input_px, input_px]
     graph = helper.make_graph(
         nodes, "celegans_autofocus_test",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [batch, 1])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, 1]) for name in (OUTPUT, *extra_outputs)],
         initializer=initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=10)
@@ -102,6 +103,27 @@ def pixel_model(path, a: float = 1.0, b: float = 0.0, row: int = 0, col: int = 0
     tail, tail_inits = _affine_tail("px", a, b)
     meta = make_metadata(input_px, output_scale) if metadata is _SAME else metadata
     return _save(path, nodes + tail, inits + tail_inits, input_px, dynamic_batch, meta)
+
+
+def sigma_model(path, a: float = 1.0, b: float = 0.0, c: float = 1.0, d: float = 0.5, input_px: int = 32,
+                dynamic_batch: bool = True, output_scale: float = 1.0, sigma_output: str | None = SIGMA,
+                metadata=_SAME) -> Path:
+    """Write a model with the uncertainty output (the Gaussian NLL head's export, docs/architecture.md).
+
+    ``offset_steps = (a * p + b) * output_scale`` and ``offset_sigma = (c * |p| + d) * output_scale``, p being the
+    preprocessed input's first pixel; the metadata names ``sigma_output`` (None: a model that does not say so).
+    """
+    nodes = [helper.make_node("Slice", [INPUT, "starts", "ends", "axes"], ["px"]),
+             helper.make_node("Abs", ["px"], ["abs_px"]),
+             helper.make_node("Flatten", ["abs_px"], ["abs_flat"], axis=1),
+             helper.make_node("Mul", ["abs_flat", "c"], ["abs_scaled"]),
+             helper.make_node("Add", ["abs_scaled", "d"], [SIGMA])]
+    inits = [_const("starts", [0, 0], np.int64), _const("ends", [1, 1], np.int64), _const("axes", [2, 3], np.int64),
+             _const("c", [c]), _const("d", [d])]
+    tail, tail_inits = _affine_tail("px", a, b)
+    extra = {} if sigma_output is None else {"sigma_output": sigma_output}
+    meta = make_metadata(input_px, output_scale, **extra) if metadata is _SAME else metadata
+    return _save(path, nodes + tail, inits + tail_inits, input_px, dynamic_batch, meta, extra_outputs=(SIGMA,))
 
 
 def mean_abs_model(path, a: float = 1.0, b: float = 0.0, input_px: int = 32, dynamic_batch: bool = True,

@@ -28,6 +28,8 @@ import pytest
 from celegans_autofocus import recording as rec
 from celegans_autofocus.cli import main
 from celegans_autofocus.core import optics
+from celegans_autofocus.core.dataset.labels import read_labels
+from celegans_autofocus.core.dataset.writer import StackWriter
 from celegans_autofocus.core.detection import WormCropper, crop_image, crop_window
 from celegans_autofocus.core.metrics import SUMMARY_KEYS
 from celegans_autofocus.core.predictor import FocusPredictor
@@ -90,31 +92,82 @@ def test_truth_reference_every_encoding(tmp_path, oracle_model, capsys, storage,
     assert (tmp_path / "r.png").stat().st_size > 10_000
 
 
-def test_sweep_reference_labels_by_measure_argmax(tmp_path):
+def _worm_frames(true_best: int):
+    """Frame at motor z of a simulated worm crop whose best plane is ``true_best``."""
     cfg = optics.OpticsConfig()
     scene = optics.make_scene(np.random.default_rng(2), cfg, 1)
     window = crop_window(scene.worms[0].centroid_px, 128, (cfg.frame_height_px, cfg.frame_width_px))
     renderer = optics.StackRenderer(scene, cfg, (128, 128), window_px=window, seed=0)
-    true_best = 20
-    zs = list(range(-60, 61, 4))
-    with rec.BagRecorder(tmp_path / "sweep", storage="sqlite3") as bag:
+    return lambda z: renderer.frame(true_best - z)
+
+
+def _emitter_frames(true_best: int):
+    """Frame at motor z of bright points on a dark ground (fluorescence), blurred with defocus."""
+    rng = np.random.default_rng(4)
+    points = np.zeros((128, 128))
+    points[rng.integers(8, 120, 40), rng.integers(8, 120, 40)] = 1200.0  # in focus below 255: no clipping
+
+    def frame(z: int) -> np.ndarray:
+        sigma_px = 1.0 + 0.05 * abs(z - true_best)
+        image = 10 + cv2.GaussianBlur(points, (0, 0), sigma_px) + rng.normal(0, 1, points.shape)
+        return np.clip(image, 0, 255).astype(np.uint8)
+    return frame
+
+
+def _sweep_bag(tmp_path: Path, zs: list[int], frame_at) -> Path:
+    """Write a sweep bag of ``frame_at(z)``, and the same frames as a dataset stack beside it."""
+    with rec.BagRecorder(tmp_path / "sweep", storage="sqlite3") as bag, \
+            StackWriter(tmp_path / "ds" / "plates" / "p" / "s", {"step_um": 5.0}) as stack:
         for i, z in enumerate(zs):
             t = NS + i * NS // 10
+            frame = frame_at(z)
             bag.write_msg("stepper/joint_states", rec.joint_state_msg(["focus"], [z], t - NS // 20), t - NS // 20)
-            bag.write_msg("camera/image_raw", rec.image_msg(renderer.frame(true_best - z), t), t)
+            bag.write_msg("camera/image_raw", rec.image_msg(frame, t), t)
+            stack.add(z, frame)
         # a frame 10 ms after the motor reported a new position: taken while moving, not used
         t = NS + len(zs) * NS // 10
         bag.write_msg("stepper/joint_states", rec.joint_state_msg(["focus"], [200], t - NS // 100), t - NS // 100)
-        bag.write_msg("camera/image_raw", rec.image_msg(renderer.frame(true_best - 200), t), t)
+        bag.write_msg("camera/image_raw", rec.image_msg(frame_at(200), t), t)
+    return tmp_path / "sweep"
+
+
+def _sweep_eval(tmp_path: Path, bag: Path, chosen: list[str], name: str = "r") -> dict:
     model = gradient_energy_model(tmp_path / "g.onnx", a=-50.0, b=40.0, input_px=64)
-    rc = main(["bag-eval", str(tmp_path / "sweep"), "--model", str(model),  # label's default measure
-               "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")])
+    rc = main(["bag-eval", str(bag), "--model", str(model), *chosen,
+               "--json", str(tmp_path / f"{name}.json"), "--plot", str(tmp_path / "r.png")])
     assert rc == 0
-    report = json.loads((tmp_path / "r.json").read_text())
+    return json.loads((tmp_path / f"{name}.json").read_text())
+
+
+@pytest.mark.parametrize("measure", [None, "vollath_f5"])
+def test_sweep_reference_labels_as_label_does(tmp_path, measure):
+    """The sweep's best z and flag are label's: its default labeller (auto), or the one --measure names."""
+    true_best, zs = 20, list(range(-60, 61, 4))
+    chosen = [] if measure is None else ["--measure", measure]
+    report = _sweep_eval(tmp_path, _sweep_bag(tmp_path, zs, _worm_frames(true_best)), chosen)
     info = report["info"]
     assert info["reference"] == "sweep" and info["frames_moving"] == 1 and info["sweep_positions"] == len(zs)
-    assert abs(info["best_z_steps"] - true_best) <= 8
+    assert info["measure"] == (measure or "auto")
     assert [f["true_offset_steps"] for f in report["frames"]] == [info["best_z_steps"] - z for z in zs]
+    assert main(["label", str(tmp_path / "ds"), "--from-measure", "--quiet", *chosen]) in (0, 1)
+    labels = read_labels(tmp_path / "ds" / "labels.csv")
+    assert {r.best_index for r in labels} == {info["best_z_steps"]}  # one rule for both commands
+    assert {r.ambiguous for r in labels} == {info["ambiguous"] is not None}
+    if measure is None:
+        assert abs(info["best_z_steps"] - true_best) <= 8 and info["contrast_mode"] == "absorption"
+
+
+def test_sweep_default_finds_an_emitters_focus(tmp_path):
+    """Bright points on a dark ground: auto reads the emitter's contrast peak.
+
+    detail_skewness, bag-eval's old labeller, peaks at a defocused end.
+    """
+    true_best, zs = -12, list(range(-60, 61, 4))
+    bag = _sweep_bag(tmp_path, zs, _emitter_frames(true_best))
+    auto = _sweep_eval(tmp_path, bag, [], "auto")["info"]
+    skew = _sweep_eval(tmp_path, bag, ["--measure", "detail_skewness"], "skew")["info"]
+    assert auto["contrast_mode"] == "emission" and abs(auto["best_z_steps"] - true_best) <= 4
+    assert abs(skew["best_z_steps"] - true_best) > 8
 
 
 def _run(args: list[str], capsys) -> tuple[int, str]:

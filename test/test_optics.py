@@ -232,3 +232,14 @@ def test_the_full_field_on_the_band_limited_grid_crops_like_a_native_render():
         assert rms["band"] < 0.05, (offset, rms)
         worst_old = max(worst_old, rms["old"])
     assert worst_old > 0.08
+
+
+def test_a_laid_egg_is_a_dark_oval_not_a_bright_lens():
+    """A laid egg scatters most light out of the pupil: dark in focus, and its ball-lens caustic stays dim."""
+    config = replace(QUIET, eggs_per_mm2=1.0)
+    for seed in range(4):
+        egg = optics._with_eggs(np.random.default_rng(seed), config, NO_BALLS, area_mm2=1e4, margin_px=0)
+        one = Balls(np.array([[750.0, 600.0]]), egg.radius_um[:1], egg.delta_n[:1], egg.absorb_per_um[:1])
+        renderer = StackRenderer(bare_scene(particles=one), QUIET, None, (686, 536, 128, 128), max_offset_steps=120)
+        assert renderer.intensity(0)[60:68, 60:68].mean() < 0.2  # the background is 1
+        assert max(float(renderer.intensity(d).max()) for d in range(-120, 121, 8)) < 2.5

@@ -50,6 +50,7 @@ if TRAINING:  # imported only where they exist: collection never fails on a mach
     from celegans_autofocus.training.data import DatasetError, dataset_step_um, load_samples, split_plates
     from celegans_autofocus.training.evaluate import evaluate
     from celegans_autofocus.training.export import PARITY_TOL_STEPS, build_metadata, export_checkpoint
+    from celegans_autofocus.training.datasets import ArrayImages, TrainSamples, train_loader
     from celegans_autofocus.training.loop import train_epoch, cache_images, train
     from celegans_autofocus.training.models import ArchError, create_model
     from celegans_autofocus.training.stats import paired_comparison
@@ -114,8 +115,9 @@ def test_loss_falls(dataset):
     torch.manual_seed(0)
     model = create_model(ARCH)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    losses = [train_epoch(model, optimizer, torch.nn.MSELoss(), images, None, cfg, np.random.default_rng(e),
-                          torch.device("cpu"), e) for e in range(cfg.epochs)]
+    loader = train_loader(TrainSamples([ArrayImages(images)], cfg), cfg)
+    losses = [train_epoch(model, optimizer, torch.nn.MSELoss(), loader, cfg, torch.device("cpu"), e)
+              for e in range(cfg.epochs)]
     assert losses[0] > 0.05
     assert min(losses[-3:]) < 0.3 * losses[0]
 
@@ -166,7 +168,8 @@ def test_export_parity_metadata_and_predictor(runs, dataset, tmp_path, capsys):
     predictor = FocusPredictor(onnx_path, providers=["CPUExecutionProvider"])
     meta = predictor.metadata
     assert meta["arch"] == ARCH and meta["input_view"] == "mixed" and meta["output_scale"] == 50.0
-    assert meta["preprocess"]["input_px"] == 64 and meta["epochs"] == 2 and meta["step_um"] == 5.0
+    best_epoch = torch.load(best, weights_only=True)["epoch"]
+    assert meta["preprocess"]["input_px"] == 64 and meta["epochs"] == best_epoch and meta["step_um"] == 5.0
     assert meta["val_mae_steps"] == pytest.approx(runs["full"]["best_val_mae_steps"], abs=1e-3)
     records = evaluate([best, onnx_path], dataset, max_images=6)["records"]
     torch_steps = [r[f"pred_{best.name}"] for r in records]

@@ -20,8 +20,9 @@ sensor_msgs/CompressedImage) and compares its offsets with a reference:
 - ``truth``: a geometry_msgs/PointStamped topic whose z is the true offset in steps (the
   simulation's ``sim/ground_truth``), matched to frames by header stamp;
 - ``sweep``: a recorded z sweep, i.e. frames plus sensor_msgs/JointState of the focus motor: each
-  frame taken at rest gets the motor position; the best z is the focus-measure argmax over the
-  sweep (as ``label`` labels stacks) and the true offset of a frame is ``best_z - z``.
+  frame taken at rest gets the motor position; the best z is found by ``label``'s labeller over the
+  sweep (``core.dataset.labelling.pick_best``: ``auto`` by default, flagged when its measures
+  disagree) and the true offset of a frame is ``best_z - z``.
 
 If the bag also holds the live predictions (``focus/offset``), they are scored the same way.
 """
@@ -47,7 +48,8 @@ CAMERA_TOPIC, CROP_TOPIC = "camera/image_raw", "worm/crop"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..core.focus import DEFAULT_MEASURE
+    from ..core.dataset.labelling import AGREE_STEPS
+    from ..core.focus import AUTO, MEASURES
     from ..core.sensor import FULL_FRAME_WH_PX
 
     parser.add_argument("bag", type=Path, help="rosbag2 directory (MCAP or sqlite3), e.g. from `ros2 bag record`")
@@ -74,7 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("reference")
     g.add_argument("--reference", choices=["auto", "truth", "sweep"], default="auto",
                    help="auto: the truth topic if the bag has it, else a z sweep")
-    g.add_argument("--measure", default=DEFAULT_MEASURE, help="focus measure that labels a z sweep")
+    g.add_argument("--measure", default=AUTO, choices=[AUTO, *sorted(MEASURES)],
+                   help=f"labeller of a z sweep, as `label --measure` (default {AUTO}: label's default)")
+    g.add_argument("--agree-steps", type=float, default=AGREE_STEPS,
+                   help=f"sweep, {AUTO}: as `label --agree-steps` (default: %(default)g)")
     g.add_argument("--match-tolerance-ms", type=float, default=1.0,
                    help="largest stamp difference between a frame and its ground truth / live offset")
     g.add_argument("--settle-ms", type=float, default=30.0,
@@ -94,7 +99,7 @@ class Frame:
     stamp_ns: int
     predicted_steps: float  # NaN when the model returned a non-finite value
     latency_ms: float
-    measure_value: float | None = None
+    measure_values: dict[str, float] = field(default_factory=dict)  # sweep: the labeller's measures
 
 
 @dataclass
@@ -127,7 +132,7 @@ def _joint_position(msg, name: str, topic: str) -> float | None:
     return float(msg.position[i]) if len(msg.position) > i else None
 
 
-def replay(bag, topics: dict[str, str | None], predictor, measure_fn, joint_name: str,
+def replay(bag, topics: dict[str, str | None], predictor, measure_fns: dict, joint_name: str,
            max_frames: int, cropper=None) -> Replay:
     """Make one pass over the bag.
 
@@ -166,8 +171,8 @@ def replay(bag, topics: dict[str, str | None], predictor, measure_fn, joint_name
                 pred = math.nan
                 out.non_finite += 1
             latency_ms = (time.perf_counter() - t0) * 1e3
-            value = measure_fn(seen) if measure_fn is not None else None  # the sweep labels what the model sees
-            out.frames.append(Frame(stamp, pred, latency_ms, value))
+            values = {name: fn(seen) for name, fn in measure_fns.items()}  # the sweep labels what the model sees
+            out.frames.append(Frame(stamp, pred, latency_ms, values))
             bar.update()
         elif topic == topics.get("truth"):
             out.truth[_stamp(msg, t_ns)] = float(msg.point.z)
@@ -194,13 +199,13 @@ def truth_reference(rep: Replay, tol_ns: int) -> tuple[list[float | None], dict]
     return [_nearest(rep.truth, keys, f.stamp_ns, tol_ns) for f in rep.frames], {"reference": "truth"}
 
 
-def sweep_reference(rep: Replay, measure: str, settle_ns: int) -> tuple[list[float | None], dict]:
+def sweep_reference(rep: Replay, measure: str, settle_ns: int, agree_steps: float) -> tuple[list[float | None], dict]:
     """Compute the true offsets from a z sweep.
 
     A frame is at rest when the motor had reported its last position at least ``settle_ns`` before the
-    frame's stamp; best z = measure argmax over z.
+    frame's stamp; best z = ``label``'s labeller ``measure`` over the mean measure values per z.
     """
-    from ..core.dataset.labels import focus_curve_ambiguity
+    from ..core.dataset.labelling import pick_best
 
     joints = sorted(rep.joints)
     stamps = [s for s, _ in joints]
@@ -212,20 +217,21 @@ def sweep_reference(rep: Replay, measure: str, settle_ns: int) -> tuple[list[flo
         i = bisect.bisect_right(stamps, f.stamp_ns) - 1
         at_rest = i >= 0 and f.stamp_ns - arrived[i] >= settle_ns
         z_of.append(int(round(joints[i][1])) if at_rest else None)
-    by_z: dict[int, list[float]] = defaultdict(list)
+    by_z: dict[int, list[dict[str, float]]] = defaultdict(list)
     for f, z in zip(rep.frames, z_of):
         if z is not None:
-            by_z[z].append(f.measure_value)
+            by_z[z].append(f.measure_values)
     if len(by_z) < 3:
         raise EvalError(f"the sweep has frames at rest at only {len(by_z)} motor position(s); need at least 3 "
                         "(is the joint topic the focus motor, and did it move between frames?)")
     zs = np.array(sorted(by_z))
-    curve = np.array([np.mean(by_z[z]) for z in zs])
-    best = int(zs[int(np.argmax(curve))])
-    info = {"reference": "sweep", "measure": measure, "best_z_steps": best,
-            "sweep_z_steps": [int(zs[0]), int(zs[-1])], "sweep_positions": int(zs.size),
-            "frames_moving": sum(z is None for z in z_of),
-            "ambiguous": focus_curve_ambiguity(zs, curve)}
+    names = by_z[int(zs[0])][0].keys()
+    curves = {name: np.array([np.mean([v[name] for v in by_z[z]]) for z in zs]) for name in names}
+    pick = pick_best(zs, curves, measure, agree_steps=agree_steps)
+    best = pick.z_index
+    info = {"reference": "sweep", "measure": measure, "best_from": pick.measure, "contrast_mode": pick.mode,
+            "best_z_steps": best, "sweep_z_steps": [int(zs[0]), int(zs[-1])], "sweep_positions": int(zs.size),
+            "frames_moving": sum(z is None for z in z_of), "ambiguous": pick.reason}
     return [None if z is None else float(best - z) for z in z_of], info
 
 
@@ -234,7 +240,7 @@ def format_report(bag: Path, info: dict, results: dict[str, dict]) -> str:
         return "-" if v is None else fmt.format(v)
 
     lines = [f"bag-eval {bag}: reference = {info['reference']}"
-             + (f" ({info['measure']} argmax at z={info['best_z_steps']}, sweep z {info['sweep_z_steps'][0]}.."
+             + (f" ({info['measure']} best z={info['best_z_steps']}, sweep z {info['sweep_z_steps'][0]}.."
                 f"{info['sweep_z_steps'][1]} at {info['sweep_positions']} positions)" if info["reference"] == "sweep"
                 else ""), "",
              f"| predictions | frames | MAE (steps) | median abs | p90 abs | bias within +-{SIGN_THRESHOLD_STEPS:g} | "
@@ -292,6 +298,7 @@ def _resolve_topics(bag, args, image_topic: str) -> tuple[dict[str, str | None],
 
 def run(args: argparse.Namespace) -> int:
     from ..core.detection import WormCropper
+    from ..core.dataset.labelling import measure_names
     from ..core.focus import get_measure
     from ..core.predictor import FocusPredictor, ModelError, default_model_path
     from ..recording import BagError, BagReader
@@ -299,6 +306,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if min(args.max_frames, args.match_tolerance_ms, args.settle_ms) < 0:
             raise EvalError("--max-frames, --match-tolerance-ms and --settle-ms must be >= 0")
+        if not args.agree_steps > 0:
+            raise EvalError(f"--agree-steps must be > 0, got {args.agree_steps}")
         if not (args.fov == 0 or args.fov >= 16) or args.full_width_px < 16:
             raise EvalError(f"--fov must be 0 (whole frame) or >= 16 px and --full-width-px >= 16 px, got "
                             f"{args.fov} and {args.full_width_px}")
@@ -307,9 +316,10 @@ def run(args: argparse.Namespace) -> int:
         with BagReader(args.bag) as bag:
             image_topic, view = choose_view(args, bag, predictor.metadata)
             topics, reference = _resolve_topics(bag, args, image_topic)
-            measure_fn = get_measure(args.measure) if reference == "sweep" else None
+            measure_fns = ({name: get_measure(name) for name in measure_names(args.measure)}
+                           if reference == "sweep" else {})
             cropper = WormCropper(fov_px=args.fov, full_width_px=args.full_width_px) if view == "detect" else None
-            rep = replay(bag, topics, predictor, measure_fn, args.joint_name, args.max_frames, cropper)
+            rep = replay(bag, topics, predictor, measure_fns, args.joint_name, args.max_frames, cropper)
         if not rep.frames:
             raise EvalError(f"bag {args.bag}: no usable frame on {topics['image']}"
                             + (f" ({len(rep.bad_frames)} undecodable; first: {rep.bad_frames[0]})"
@@ -318,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
         if reference == "truth":
             true, info = truth_reference(rep, tol_ns)
         else:
-            true, info = sweep_reference(rep, args.measure, int(args.settle_ms * 1e6))
+            true, info = sweep_reference(rep, args.measure, int(args.settle_ms * 1e6), args.agree_steps)
         have = [i for i, t in enumerate(true) if t is not None]
         if not have:
             raise EvalError(f"bag {args.bag}: no frame on {topics['image']} has a {reference} reference "
@@ -352,7 +362,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(have)} of {len(rep.frames)} frames have a reference; model latency p50 "
           f"{info['latency_p50_ms']:.1f} ms, p95 {info['latency_p95_ms']:.1f} ms on this CPU", file=sys.stderr)
     if info.get("ambiguous"):
-        print(f"warning: the sweep's focus curve is ambiguous: {info['ambiguous']}", file=sys.stderr)
+        print(f"warning: the sweep's best plane is flagged: {info['ambiguous']}", file=sys.stderr)
     if rep.bad_frames:
         print(f"warning: skipped {len(rep.bad_frames)} undecodable frame(s); first: {rep.bad_frames[0]}",
               file=sys.stderr)

@@ -12,7 +12,11 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""``celegans-autofocus train DATASET``: train a focus-offset regressor (PyTorch + timm, extra [train])."""
+"""``celegans-autofocus train [DATASET]``: train a focus-offset regressor (PyTorch + timm, extra [train]).
+
+Data-parallel on N processes: ``torchrun --nproc_per_node N -m celegans_autofocus.cli train ...``
+(``--batch-size`` stays the global batch; :mod:`training.distributed`).
+"""
 from __future__ import annotations
 
 import argparse
@@ -29,8 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     bool_opt = argparse.BooleanOptionalAction
     data = parser.add_argument_group("data")
-    data.add_argument("dataset", type=Path, help="labelled dataset (plates/..., labels.csv); validation plates "
-                      "are taken from it by plate")
+    data.add_argument("dataset", type=Path, nargs="?", help="labelled dataset (plates/..., labels.csv); validation "
+                      "plates are taken from it by plate; omit it to train on --synthetic-train only and validate on "
+                      "--synthetic-val")
     data.add_argument("--crops", action=bool_opt, default=d.crops, help="train on cropped stacks too (the "
                       "paper's augmentation); validation always reports both kinds")
     data.add_argument("--val-fraction", type=float, default=d.val_fraction,
@@ -55,9 +60,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--synthetic-offsets-per-view", type=int, default=d.synthetic_offsets_per_view,
                        help="offsets rendered per random scene and view")
     synth.add_argument("--synthetic-refresh", type=float, default=d.synthetic_refresh,
-                       help="share of the pool redrawn every epoch")
+                       help="share of the pool redrawn every epoch (0 = a fixed pool)")
     synth.add_argument("--synthetic-oversample", type=float, default=d.synthetic_oversample,
                        help="render at this multiple of --input-px, then preprocess (INTER_AREA) like a frame")
+    synth.add_argument("--synthetic-crop-jitter", type=float, default=d.synthetic_crop_jitter,
+                       help="crop centre jittered by up to this fraction of the fov (as a detector places it)")
+    synth.add_argument("--synthetic-val", type=int, default=d.synthetic_val,
+                       help="held-out rendered validation samples (scenes of --synthetic-val-seed; 0 = none)")
+    synth.add_argument("--synthetic-val-seed", type=int, default=d.synthetic_val_seed,
+                       help="seed of the validation scenes")
+    synth.add_argument("--synthetic-val-range-steps", type=float, default=d.synthetic_val_range_steps,
+                       help="validation offsets uniform in +- this many steps")
+    synth.add_argument("--synthetic-val-fov-px", type=int, nargs="+", default=d.synthetic_val_fov_px,
+                       help="validation crop sizes (full-frame px)")
     model = parser.add_argument_group("model")
     model.add_argument("--arch", default=d.arch, help="timm model name, e.g. convnextv2_tiny, convnextv2_pico, "
                        "resnet18, mobilenetv3_small_100, mobilenetv3_large_100")
@@ -72,16 +87,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     opt.add_argument("--lr-step-epochs", type=int, default=d.lr_step_epochs, help="StepLR step size (epochs)")
     opt.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help="StepLR factor")
-    opt.add_argument("--loss", choices=("mse", "huber"), default=d.loss, help="regression loss")
+    opt.add_argument("--loss", choices=("mse", "huber", "gaussian_nll"), default=d.loss,
+                     help="regression loss; gaussian_nll adds an uncertainty output (mean and log-variance)")
+    opt.add_argument("--nll-beta", type=float, default=d.nll_beta,
+                     help="beta-NLL: weight each NLL term by var**beta (0 = plain Gaussian NLL)")
+    opt.add_argument("--optimizer", choices=("adam", "adamw"), default=d.optimizer, help="optimizer")
+    opt.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
+    opt.add_argument("--schedule", choices=("step", "onecycle", "cosine"), default=d.schedule,
+                     help="LR schedule: StepLR by epoch, or OneCycle (peak --lr) / cosine (from --lr) by step")
     opt.add_argument("--rotation-deg", type=float, default=d.rotation_deg, help="random rotation up to +- this")
     opt.add_argument("--hflip", action=bool_opt, default=d.hflip, help="random horizontal flips")
     opt.add_argument("--vflip", action=bool_opt, default=d.vflip, help="random vertical flips")
+    opt.add_argument("--rot90", action=bool_opt, default=d.rot90, help="random quarter turns")
     run_g = parser.add_argument_group("run")
     run_g.add_argument("--out", type=Path, default=Path("runs/train"), help="directory for checkpoints and history")
     run_g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     run_g.add_argument("--seed", type=int, default=d.seed, help="seed of the split, sampling and augmentation")
     run_g.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device, help="torch device")
     run_g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    run_g.add_argument("--workers", type=int, default=d.workers,
+                       help="DataLoader worker processes that read, render and augment (0 = in this process)")
     run_g.add_argument("--export", type=Path, metavar="OUT.onnx",
                        help="export the best checkpoint to this ONNX file when training ends")
 
@@ -109,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = TrainConfig.from_dict({k: v for k, v in vars(args).items() if k in fields})
         summary = train(args.dataset, cfg, args.out, resume=args.resume)
+        if summary["rank"] != 0:
+            return 0
         if args.export:
             summary["export"] = export_checkpoint(summary["best"], args.export)
     except KeyboardInterrupt:

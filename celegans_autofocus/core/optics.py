@@ -342,13 +342,20 @@ def _tracks(rng: np.random.Generator, config: OpticsConfig, lawn_um: np.ndarray,
 
 def _with_eggs(rng: np.random.Generator, config: OpticsConfig, particles: Balls, area_mm2: float,
                margin_px: float) -> Balls:
-    """Laid eggs (~50 x 30 um shells, drawn as balls of the same volume) added to the particles."""
+    """Laid eggs (~50 x 30 um shells, drawn as balls of the same volume) added to the particles.
+
+    An egg's index contrast (0.02-0.04) makes a smooth ball a strong lens (focal length n R / 2 dn, a few
+    hundred um) whose caustics outshine everything away from focus. A real egg is no smooth ball: the
+    embryo's yolk granules and cells scatter the light out of a low-NA pupil within ~10-15 um, so on a
+    plate it is a dark oval. Its amplitude loss (0.03-0.06 per um: 2-15 % of the light through the
+    centre) stands for that scattering, and leaves the lens only the ballistic rest.
+    """
     n = int(rng.poisson(config.eggs_per_mm2 * area_mm2))
     xy = rng.uniform([-margin_px, -margin_px], [config.frame_width_px + margin_px,
                                                 config.frame_height_px + margin_px], (n, 2))
     return Balls(np.concatenate([particles.xy_px, xy]), np.concatenate([particles.radius_um, rng.uniform(16, 20, n)]),
                  np.concatenate([particles.delta_n, rng.uniform(0.02, 0.04, n)]),
-                 np.concatenate([particles.absorb_per_um, rng.uniform(0.003, 0.01, n)]))
+                 np.concatenate([particles.absorb_per_um, rng.uniform(0.03, 0.06, n)]))
 
 
 # ------------------------------------------------------------------------ rasterizing

@@ -19,6 +19,9 @@ The model file carries its own preprocessing and units in ``metadata_props`` und
 :func:`celegans_autofocus.core.images.preprocess` with the model's :class:`PreprocessSpec`,
 so a model is never served with a transform other than the one it was trained with.
 ``offset_steps = raw_output * output_scale``; positive means move the motor to larger z.
+A model whose metadata names a ``sigma_output`` (the Gaussian NLL head) has a second output, the predicted
+standard deviation of the offset in the same units (``sigma_steps = raw_sigma * |output_scale|``); models
+without it serve as before and report no sigma.
 """
 from __future__ import annotations
 
@@ -93,6 +96,9 @@ def parse_metadata(text: str | None, path: Path) -> dict:
     if meta["step_um"] <= 0 or meta["output_scale"] == 0:
         raise ModelError(f"{path}: metadata step_um must be > 0 and output_scale != 0, "
                          f"got {meta['step_um']} and {meta['output_scale']}")
+    sigma = meta.get("sigma_output")
+    if sigma is not None and (not isinstance(sigma, str) or not sigma or sigma == meta["output"]):
+        raise ModelError(f"{path}: metadata sigma_output={sigma!r} must name the model's second output")
     try:
         PreprocessSpec.from_dict(meta.get("preprocess"))
     except (TypeError, ValueError) as exc:
@@ -148,11 +154,25 @@ class FocusPredictor:
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def has_sigma(self) -> bool:
+        """Return True when the model predicts its own uncertainty (metadata ``sigma_output``)."""
+        return self._sigma_name is not None
+
     def _check_signature(self) -> None:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelError(f"{self.path}: expected 1 input and 1 output, got {len(inputs)} and {len(outputs)}")
-        inp, out = inputs[0], outputs[0]
+        self._sigma_name = self.metadata.get("sigma_output")
+        n_out = 1 if self._sigma_name is None else 2
+        if len(inputs) != 1 or len(outputs) != n_out:
+            why = " (metadata sigma_output)" if n_out == 2 else ""
+            raise ModelError(f"{self.path}: expected 1 input and {n_out} output(s){why}, got {len(inputs)} and "
+                             f"{len(outputs)}")
+        by_name = {o.name: o for o in outputs}
+        if self._sigma_name is not None and self._sigma_name not in by_name:
+            raise ModelError(f"{self.path}: metadata sigma_output {self._sigma_name!r} is not an output of the model "
+                             f"({sorted(by_name)})")
+        inp = inputs[0]
+        out = next(o for o in outputs if o.name != self._sigma_name)
         side = self.spec.input_px
         shape = list(inp.shape)
         ok = (inp.type == "tensor(float)" and len(shape) == 4 and shape[1] in (1, None, "")
@@ -161,20 +181,31 @@ class FocusPredictor:
         if not ok:
             raise ModelError(f"{self.path}: input {inp.name!r} is {inp.type} {shape}; expected float32 "
                              f"(N or 1, 1, {side}, {side}) as metadata preprocess.input_px={side} says")
-        if out.type != "tensor(float)" or len(out.shape) not in (1, 2):
-            raise ModelError(f"{self.path}: output {out.name!r} is {out.type} {out.shape}; expected float32 (N, 1)")
+        for o in outputs:
+            if o.type != "tensor(float)" or len(o.shape) not in (1, 2):
+                raise ModelError(f"{self.path}: output {o.name!r} is {o.type} {o.shape}; expected float32 (N, 1)")
         self._input_name, self._output_name = inp.name, out.name
         self._batch_is_dynamic = not isinstance(shape[0], int)
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        raw = self.session.run([self._output_name], {self._input_name: batch})[0]
-        raw = np.asarray(raw, dtype=np.float64).reshape(len(batch), -1)
-        if raw.shape[1] != 1:
-            raise ModelError(f"{self.path}: output has {raw.shape[1]} values per image; expected 1")
-        offsets = raw[:, 0] * self.output_scale
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(offsets, sigmas or None) in steps for a preprocessed batch; non-finite values raise."""
+        names = [self._output_name] + ([self._sigma_name] if self._sigma_name else [])
+        outs = self.session.run(names, {self._input_name: batch})
+        values = []
+        for name, raw in zip(names, outs):
+            raw = np.asarray(raw, dtype=np.float64).reshape(len(batch), -1)
+            if raw.shape[1] != 1:
+                raise ModelError(f"{self.path}: output {name!r} has {raw.shape[1]} values per image; expected 1")
+            values.append(raw[:, 0])
+        offsets = values[0] * self.output_scale
         if not np.isfinite(offsets).all():
             raise NonFiniteOutputError(f"{self.path}: model returned a non-finite offset {offsets.tolist()}")
-        return offsets
+        if self._sigma_name is None:
+            return offsets, None
+        sigmas = values[1] * abs(self.output_scale)
+        if not (np.isfinite(sigmas).all() and (sigmas >= 0).all()):
+            raise NonFiniteOutputError(f"{self.path}: model returned an invalid sigma {sigmas.tolist()}")
+        return offsets, sigmas
 
     def warm_up(self) -> float:
         """Run once on a blank input; returns its time in ms.
@@ -196,13 +227,24 @@ class FocusPredictor:
 
     def predict(self, gray: np.ndarray) -> float:
         """Signed steps to best focus for one 2-D grayscale frame (any size, any dtype)."""
-        return float(self._run(self.preprocess(gray)[None])[0])
+        return self.predict_with_sigma(gray)[0]
+
+    def predict_with_sigma(self, gray: np.ndarray) -> tuple[float, float | None]:
+        """(signed steps to best focus, predicted sigma in steps or None without a sigma output) for one frame."""
+        offsets, sigmas = self._run(self.preprocess(gray)[None])
+        return float(offsets[0]), None if sigmas is None else float(sigmas[0])
 
     def predict_batch(self, grays: Sequence[np.ndarray]) -> np.ndarray:
         """Signed steps to best focus for each frame, float64 (N,). One run per frame if the batch is fixed at 1."""
+        return self.predict_batch_with_sigma(grays)[0]
+
+    def predict_batch_with_sigma(self, grays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(offsets, sigmas or None) in steps for each frame, float64 (N,)."""
         if len(grays) == 0:
-            return np.zeros(0)
+            return np.zeros(0), (np.zeros(0) if self.has_sigma else None)
         batch = np.stack([self.preprocess(g) for g in grays])
-        if not self._batch_is_dynamic:
-            return np.concatenate([self._run(batch[i:i + 1]) for i in range(len(batch))])
-        return self._run(batch)
+        if self._batch_is_dynamic:
+            return self._run(batch)
+        runs = [self._run(batch[i:i + 1]) for i in range(len(batch))]
+        offsets = np.concatenate([r[0] for r in runs])
+        return offsets, (np.concatenate([r[1] for r in runs]) if self.has_sigma else None)

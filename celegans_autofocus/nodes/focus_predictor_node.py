@@ -28,6 +28,11 @@ frame", which the controller holds on), so every frame the predictor takes gets 
 the node keeps running. A missing or unusable
 model stops the node at start-up with exit code 2 and a message naming the file.
 
+``focus/offset_sigma`` (PointStamped, the image's header, z = the model's predicted standard deviation of
+the offset in steps; NaN when the frame has no prediction) follows each ``focus/offset`` when the model has
+an uncertainty output (metadata ``sigma_output``, the Gaussian NLL head); models without one publish nothing
+there.
+
 ``focus/measure`` (PointStamped, the image's header, z = ``focus_measure`` of the image, larger = sharper;
 NaN for an image that could not be read) follows each ``focus/offset`` while someone subscribes to it: the
 hybrid controller verifies the CNN with it. It is computed after the offset is out (detail_skewness costs
@@ -168,7 +173,7 @@ class FocusPredictorNode(ManagedNode):
         p = self.params
         self.predictor: FocusPredictor | None = None
         self.input_topic = ""
-        self.offset_pub = self.measure_pub = self._image_sub = self._worker = self._reload_srv = None
+        self.offset_pub = self.sigma_pub = self.measure_pub = self._image_sub = self._worker = self._reload_srv = None
         self._measure = MEASURES.get(p.focus_measure)
         self.frames_processed = 0
         self.frames_rejected = 0
@@ -217,13 +222,15 @@ class FocusPredictorNode(ManagedNode):
         self.predictor = predictor
         self.input_topic = INPUT_TOPICS[input_view(p.input, predictor.metadata)]
         self.offset_pub = self.create_lifecycle_publisher(PointStamped, "focus/offset", reliable_qos())
+        self.sigma_pub = self.create_lifecycle_publisher(PointStamped, "focus/offset_sigma", reliable_qos())
         self._reload_srv = self.create_service(Trigger, "~/reload_model", self._srv_reload_model)
         if self._measure is not None:
             self.measure_pub = self.create_lifecycle_publisher(PointStamped, "focus/measure", reliable_qos())
         meta = predictor.metadata
         self.get_logger().info(
             f"model {predictor.path} (arch {meta.get('arch')}, input {predictor.spec.input_px} px, "
-            f"trained on {meta.get('input_view')} views) on {predictor.providers[0]}, warm-up "
+            f"trained on {meta.get('input_view')} views{', with sigma' if predictor.has_sigma else ''}) on "
+            f"{predictor.providers[0]}, warm-up "
             f"{warm_up_ms:.0f} ms; "
             f"predicting on {self.resolve_topic_name(self.input_topic)}")
 
@@ -244,10 +251,10 @@ class FocusPredictorNode(ManagedNode):
             self._worker = None
 
     def cleanup(self) -> None:
-        for pub in (self.offset_pub, self.measure_pub):
+        for pub in (self.offset_pub, self.sigma_pub, self.measure_pub):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
-        self.offset_pub = self.measure_pub = None
+        self.offset_pub = self.sigma_pub = self.measure_pub = None
         if self._reload_srv is not None:
             self.destroy_service(self._reload_srv)
             self._reload_srv = None
@@ -274,11 +281,21 @@ class FocusPredictorNode(ManagedNode):
         self.get_logger().warning(f"frame rejected, offset NaN published: {why}", throttle_duration_sec=2.0)
         self._publish(msg, float("nan"), gray)
 
-    def _publish(self, msg: Image, offset_steps: float, gray: np.ndarray | None) -> None:
-        """focus/offset, then (when enabled and subscribed) focus/measure of ``gray``, with the image's header."""
+    def _publish(self, msg: Image, offset_steps: float, gray: np.ndarray | None,
+                 sigma_steps: float | None = None) -> None:
+        """focus/offset, focus/offset_sigma (models with sigma), then (when enabled and subscribed) focus/measure.
+
+        All with the image's header.
+        """
         out = PointStamped(header=msg.header)
         out.point.x, out.point.y, out.point.z = msg.width / 2.0, msg.height / 2.0, offset_steps
         self.offset_pub.publish(out)
+        predictor = self.predictor
+        if predictor is not None and predictor.has_sigma:
+            sigma = PointStamped(header=msg.header)
+            sigma.point.x, sigma.point.y = out.point.x, out.point.y
+            sigma.point.z = float("nan") if sigma_steps is None else sigma_steps
+            self.sigma_pub.publish(sigma)
         if self.measure_pub is not None and self.measure_pub.get_subscription_count() > 0:
             measure = PointStamped(header=msg.header)
             measure.point.z = float(self._measure(gray)) if gray is not None else float("nan")
@@ -291,11 +308,11 @@ class FocusPredictorNode(ManagedNode):
             self._reject(msg, f"bad image on {self.input_topic}: {exc}")
             return
         try:
-            offset_steps = self.predictor.predict(gray)
+            offset_steps, sigma_steps = self.predictor.predict_with_sigma(gray)
         except NonFiniteOutputError as exc:
             self._reject(msg, str(exc), gray)
             return
-        self._publish(msg, offset_steps, gray)
+        self._publish(msg, offset_steps, gray, sigma_steps)
         stamp = Time.from_msg(msg.header.stamp, clock_type=self.get_clock().clock_type)
         latency_ms = (self.get_clock().now() - stamp).nanoseconds * 1e-6 if stamp.nanoseconds > 0 else None
         self.frames_processed += 1

@@ -16,7 +16,8 @@
 
 Layout: ``{"format": 1, "model": state_dict, "optimizer": ..., "scheduler": ..., "epoch": int,
 "config": TrainConfig.to_dict(), "best_val_mae_steps": float|None, "history": [dict],
-"train_data_hash": str, "input_view": str, "train_plates": [...], "val_plates": [...]}``.
+"train_data_hash": str, "input_view": str, "train_plates": [...], "val_plates": [...], "step_um": float,
+"world_size": int (DDP processes), "source_commit": str (training/provenance.py)}``.
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def model_from_checkpoint(path: Path | str, arch: str | None = None) -> tuple[to
     cfg = checkpoint_config(state, path)
     if arch is not None and arch != cfg.arch:
         raise CheckpointError(f"{path}: checkpoint is a {cfg.arch!r} model, not {arch!r}")
-    model = create_model(cfg.arch, pretrained=False)
+    model = create_model(cfg.arch, pretrained=False, outputs=cfg.outputs)
     load_weights(model, state["model"], path, cfg.arch)
     model.eval()
     return model, state, cfg

@@ -16,13 +16,20 @@
 
 Defaults are the paper's: MSE loss, Adam at 1e-4, StepLR (step 5 epochs, gamma 0.85),
 100 epochs, 500x500 grayscale input, rotations up to 45 degrees, horizontal and vertical flips.
+``batch_size`` is the global batch: under DDP each of N processes takes ``batch_size / N``.
+``loss: gaussian_nll`` gives the model a second output, the log-variance of its offset (an uncertainty head).
+``workers`` only sets how many processes load and render; it does not change the result.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-LOSSES = ("mse", "huber")
+LOSSES = ("mse", "huber", "gaussian_nll")
 DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("step", "onecycle", "cosine")
+#: Settings that may change when a run is resumed (how it runs, not what it learns).
+RESUMABLE = ("epochs", "device", "workers", "max_val_samples")
 
 
 class ConfigError(ValueError):
@@ -40,11 +47,16 @@ class TrainConfig:
     lr_step_epochs: int = 5
     lr_gamma: float = 0.85
     loss: str = "mse"
+    nll_beta: float = 0.0
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "step"
     input_px: int = 500
     output_scale: float = 100.0
     rotation_deg: float = 45.0
     hflip: bool = True
     vflip: bool = True
+    rot90: bool = False
     val_fraction: float = 0.25
     target: str = "auto"
     seed: int = 0
@@ -58,7 +70,22 @@ class TrainConfig:
     synthetic_offsets_per_view: int = 8
     synthetic_refresh: float = 1.0
     synthetic_oversample: float = 1.0
+    synthetic_crop_jitter: float = 0.0
+    synthetic_val: int = 0
+    synthetic_val_seed: int = 999
+    synthetic_val_range_steps: float = 200.0
+    synthetic_val_fov_px: list[int] = field(default_factory=lambda: [500, 1000])
     max_val_samples: int = 0
+    workers: int = 0
+
+    @property
+    def uncertainty(self) -> bool:
+        """Return True when the model has the second (log-variance) output: the Gaussian NLL loss."""
+        return self.loss == "gaussian_nll"
+
+    @property
+    def outputs(self) -> int:
+        return 2 if self.uncertainty else 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +109,10 @@ class TrainConfig:
             (self.lr_step_epochs >= 1, "lr_step_epochs must be >= 1"),
             (0 < self.lr_gamma <= 1, "lr_gamma must be in (0, 1]"),
             (self.loss in LOSSES, f"loss must be one of {LOSSES}"),
+            (0 <= self.nll_beta <= 1, "nll_beta must be in [0, 1]"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
             (self.input_px >= 32, "input_px must be >= 32"),
             (self.output_scale > 0, "output_scale must be > 0"),
             (0 <= self.rotation_deg <= 180, "rotation_deg must be in [0, 180]"),
@@ -97,9 +128,15 @@ class TrainConfig:
             (len(self.synthetic_fov_px) > 0 and all(int(f) >= 32 for f in self.synthetic_fov_px),
              "synthetic_fov_px must list crop sizes >= 32 px"),
             (self.synthetic_offsets_per_view >= 1, "synthetic_offsets_per_view must be >= 1"),
-            (0 < self.synthetic_refresh <= 1, "synthetic_refresh must be in (0, 1]"),
+            (0 <= self.synthetic_refresh <= 1, "synthetic_refresh must be in [0, 1]"),
             (self.synthetic_oversample >= 1, "synthetic_oversample must be >= 1"),
+            (0 <= self.synthetic_crop_jitter <= 0.5, "synthetic_crop_jitter must be in [0, 0.5]"),
+            (self.synthetic_val >= 0, "synthetic_val must be >= 0"),
+            (self.synthetic_val_range_steps > 0, "synthetic_val_range_steps must be > 0"),
+            (len(self.synthetic_val_fov_px) > 0 and all(int(f) >= 32 for f in self.synthetic_val_fov_px),
+             "synthetic_val_fov_px must list crop sizes >= 32 px"),
             (self.max_val_samples >= 0, "max_val_samples must be >= 0"),
+            (self.workers >= 0, "workers must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -15,9 +15,11 @@
 """Checkpoint -> ONNX (dynamo, opset 18, dynamic batch) with our metadata, then a parity check.
 
 The model maps ``image`` float32 (N, 1, input_px, input_px) to ``offset_steps`` float32 (N, 1) in
-units of ``output_scale`` steps; the metadata JSON (docs/architecture.md) goes into ``metadata_props`` under
+units of ``output_scale`` steps; a model with the Gaussian NLL head has a second output ``offset_sigma``
+float32 (N, 1), its predicted standard deviation ``exp(log_var / 2)`` in the same units, named in the
+metadata as ``sigma_output``. The metadata JSON (docs/architecture.md) goes into ``metadata_props`` under
 ``celegans_autofocus``. Parity: ONNX Runtime against torch on random and real-looking inputs, as the
-max abs difference in steps; above ``PARITY_TOL_STEPS`` the export fails and no file is left behind.
+max abs difference in steps (each output); above ``PARITY_TOL_STEPS`` the export fails and no file is left behind.
 """
 from __future__ import annotations
 
@@ -36,7 +38,9 @@ from .checkpoint import model_from_checkpoint
 
 PARITY_TOL_STEPS = 1e-3
 OPSET = 18
-INPUT_NAME, OUTPUT_NAME = "image", "offset_steps"
+INPUT_NAME, OUTPUT_NAME, SIGMA_NAME = "image", "offset_steps", "offset_sigma"
+#: log-variance clamp of the exported sigma (as in the training loss): sigma in [exp(-10), exp(10)] output units.
+LOG_VAR_RANGE = (-20.0, 20.0)
 
 
 class ExportError(RuntimeError):
@@ -62,16 +66,31 @@ def build_metadata(state: dict, cfg) -> dict:
         "train_data_hash": state.get("train_data_hash", "unknown"),
         "epochs": int(state.get("epoch", 0)),
         "val_mae_steps": None if best is None or not np.isfinite(best) else round(float(best), 3),
+        "source_commit": state.get("source_commit", "unknown"),
+        **({"sigma_output": SIGMA_NAME} if cfg.uncertainty else {}),
         **parent,
     }
 
 
-def _export_graph(model: torch.nn.Module, input_px: int, path: Path) -> None:
+class WithSigma(torch.nn.Module):
+    """(offset, sigma) from a two-output (mean, log-variance) model: the exported graph of the NLL head."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(x)
+        return out[:, :1], torch.exp(0.5 * out[:, 1:2].clamp(*LOG_VAR_RANGE))
+
+
+def _export_graph(model: torch.nn.Module, input_px: int, path: Path, sigma: bool = False) -> None:
+    """Write ``model`` (wrapped in :class:`WithSigma` when ``sigma``) as ONNX to ``path``."""
     x = torch.zeros(2, 1, input_px, input_px)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=OPSET,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        torch.onnx.export(WithSigma(model) if sigma else model, (x,), str(path), dynamo=True, opset_version=OPSET,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME] + ([SIGMA_NAME] if sigma else []),
                           dynamic_shapes=({0: torch.export.Dim.AUTO},), external_data=False,
                           verbose=False)
 
@@ -88,8 +107,8 @@ def _write_metadata(path: Path, metadata: dict) -> None:
 
 
 def parity_steps(model: torch.nn.Module, onnx_path: Path, input_px: int, output_scale: float,
-                 seed: int = 0) -> float:
-    """Max |ORT - torch| in steps over a batch of z-scored random and smooth inputs (batch 3 and 1)."""
+                 seed: int = 0, sigma: bool = False) -> float:
+    """Max |ORT - torch| in steps over a batch of z-scored random and smooth inputs (batch 3 and 1), all outputs."""
     import onnxruntime as ort
 
     rng = np.random.default_rng(seed)
@@ -100,13 +119,17 @@ def parity_steps(model: torch.nn.Module, onnx_path: Path, input_px: int, output_
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     worst = 0.0
     model.eval()
+    torch_model = WithSigma(model) if sigma else model
+    names = [OUTPUT_NAME] + ([SIGMA_NAME] if sigma else [])
     for x in (batch, batch[2:3]):
-        got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        got = session.run(names, {INPUT_NAME: x})
         with torch.no_grad():
-            want = model(torch.from_numpy(x)).numpy()
-        if got.shape != (len(x), 1):
-            raise ExportError(f"{onnx_path}: ONNX output shape {got.shape}, expected {(len(x), 1)}")
-        worst = max(worst, float(np.abs(got - want).max()) * output_scale)
+            want = torch_model(torch.from_numpy(x))
+        want = [w.numpy() for w in (want if sigma else (want,))]
+        for name, g, w in zip(names, got, want):
+            if g.shape != (len(x), 1):
+                raise ExportError(f"{onnx_path}: ONNX output {name} shape {g.shape}, expected {(len(x), 1)}")
+            worst = max(worst, float(np.abs(g - w).max()) * output_scale)
     return worst
 
 
@@ -119,12 +142,12 @@ def export_checkpoint(checkpoint: Path | str, onnx_path: Path | str, arch: str |
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(onnx_path) as tmp:
         try:
-            _export_graph(model, cfg.input_px, tmp)
+            _export_graph(model, cfg.input_px, tmp, sigma=cfg.uncertainty)
         except Exception as exc:  # torch.export raises many types
             raise ExportError(f"ONNX export of {checkpoint} ({cfg.arch}) failed: "
                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
         _write_metadata(tmp, metadata)
-        diff = parity_steps(model, tmp, cfg.input_px, cfg.output_scale)
+        diff = parity_steps(model, tmp, cfg.input_px, cfg.output_scale, sigma=cfg.uncertainty)
         if not diff <= PARITY_TOL_STEPS:
             raise ExportError(f"{onnx_path}: ONNX Runtime differs from torch by {diff:.3g} steps "
                               f"(> {PARITY_TOL_STEPS}); not written")

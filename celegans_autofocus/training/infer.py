@@ -29,14 +29,26 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def predict_steps(model: torch.nn.Module, images: np.ndarray, output_scale: float,
-                  device: torch.device, batch_size: int = 32) -> np.ndarray:
-    """Offsets in steps (float64, N) for preprocessed images (N, px, px); the model is put in eval mode."""
+def predict_outputs(model: torch.nn.Module, images: np.ndarray, output_scale: float,
+                    device: torch.device, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+    """(offsets, sigmas) in steps (float64, N) for preprocessed images (N, px, px); model put in eval mode.
+
+    ``sigmas`` is None for a one-output model; for the Gaussian NLL head it is ``exp(log_var / 2) * output_scale``.
+    """
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(np.asarray(images[start:start + batch_size], dtype=np.float32)[:, None]).to(device)
-        out.append(model(x).float().reshape(-1).cpu().numpy())
+        y = model(x).float().cpu().numpy()
+        out.append(y.reshape(len(x), -1))
     if not out:
-        return np.zeros(0)
-    return np.concatenate(out).astype(np.float64) * output_scale
+        return np.zeros(0), None
+    raw = np.concatenate(out).astype(np.float64)
+    sigmas = np.exp(0.5 * raw[:, 1]) * output_scale if raw.shape[1] > 1 else None
+    return raw[:, 0] * output_scale, sigmas
+
+
+def predict_steps(model: torch.nn.Module, images: np.ndarray, output_scale: float,
+                  device: torch.device, batch_size: int = 32) -> np.ndarray:
+    """Offsets in steps (float64, N) for preprocessed images (N, px, px); the model is put in eval mode."""
+    return predict_outputs(model, images, output_scale, device, batch_size)[0]

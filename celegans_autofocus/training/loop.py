@@ -12,12 +12,15 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The training loop: split by plate, cache preprocessed images, train, validate, checkpoint, resume.
+"""The training loop: split by plate, load lazily, train through a DataLoader, validate, checkpoint, resume.
 
 Files in ``out``: ``last.pt`` (every epoch, atomic; ``--resume`` continues from it), ``best.pt``
-(lowest validation MAE), ``history.json`` and ``split.json`` (train/validation plates).
-Randomness is seeded per epoch from (seed, epoch), so a resumed run draws the same samples
-and augmentations as an uninterrupted one.
+(lowest validation MAE), ``history.json``, ``split.json`` (train/validation plates) and, with synthetic
+samples, ``pool.npz`` (the rendered pool, so that a resume need not render it all again).
+Every random draw is seeded from (seed, epoch[, index]) (:mod:`training.datasets`, :mod:`training.synthetic`),
+so a resumed run draws the same samples and augmentations as an uninterrupted one, and a DDP run under
+``torchrun`` (:mod:`training.distributed`) the same global batches as one process.
+Without a dataset, training uses the synthetic pool and validates on ``synthetic_val`` held-out renders.
 """
 from __future__ import annotations
 
@@ -32,15 +35,20 @@ import torch
 from tqdm import tqdm
 
 from ..core.images import PreprocessSpec, preprocess
-from .augment import augment
-from .checkpoint import FORMAT, CheckpointError, checkpoint_config, load_checkpoint, load_weights, save_checkpoint
-from .config import TrainConfig
 from ..core.metrics import error_summary
+from . import distributed
+from .checkpoint import FORMAT, CheckpointError, checkpoint_config, load_checkpoint, load_weights, save_checkpoint
+from .config import RESUMABLE, ConfigError, TrainConfig
 from .data import DatasetError, ImageSet, Sample, data_hash, dataset_step_um, load_samples, read_gray, split_plates
-from .infer import predict_steps, resolve_device
+from .datasets import ArrayImages, ImageFiles, TrainSamples, train_loader
+from .infer import predict_outputs, resolve_device
 from .models import create_model
+from .provenance import source_commit
+from .synthetic import SyntheticPool
 
-LAST, BEST = "last.pt", "best.pt"
+LAST, BEST, POOL = "last.pt", "best.pt", "pool.npz"
+#: Within this many predicted sigmas a calibrated Gaussian holds 95.4% of the errors.
+CALIBRATION_SIGMAS = 2.0
 
 
 def _log(message: str) -> None:
@@ -64,7 +72,7 @@ def cache_images(samples: list[Sample], spec: PreprocessSpec, desc: str) -> Imag
                     np.asarray(offsets, dtype=np.float64), kinds)
 
 
-def _subsample(samples: list[Sample], limit: int) -> list[Sample]:
+def _subsample(samples: list, limit: int) -> list:
     if not limit or len(samples) <= limit:
         return samples
     idx = np.linspace(0, len(samples) - 1, limit).round().astype(int)
@@ -75,28 +83,66 @@ def _input_view(kinds: set[str]) -> str:
     return "mixed" if len(kinds) > 1 else (next(iter(kinds)) if kinds else "mixed")
 
 
-def validate(model: torch.nn.Module, val: ImageSet, cfg: TrainConfig, device: torch.device) -> dict:
-    """Return the validation summary: overall plus per kind (full/crop)."""
-    pred = predict_steps(model, val.images, cfg.output_scale, device, batch_size=max(cfg.batch_size, 16))
+def validate(model: torch.nn.Module, val: ImageSet, cfg: TrainConfig, device: torch.device,
+             dist_ctx: distributed.DistContext | None = None) -> dict:
+    """Return the validation summary: overall plus per kind (full/crop).
+
+    With the uncertainty head, ``within_2sigma`` is the share of errors within the predicted 2 sigma.
+    Under DDP each rank predicts its share of the images and all ranks get the whole summary.
+    """
+    rank, world = (0, 1) if dist_ctx is None else (dist_ctx.rank, dist_ctx.world_size)
+    mine = np.arange(rank, len(val), world)
+    pred, sigma = predict_outputs(model, val.images[mine], cfg.output_scale, device,
+                                  batch_size=max(cfg.batch_size, 16))
+    parts = distributed.all_gather((mine, pred, sigma), dist_ctx)
+    order = np.concatenate([p[0] for p in parts])
+    pred = np.empty(len(val))
+    pred[order] = np.concatenate([p[1] for p in parts])
+    if sigma is not None:
+        sigma = np.empty(len(val))
+        sigma[order] = np.concatenate([p[2] for p in parts])
     kinds = np.asarray(val.kinds)
-    out = {"all": error_summary(pred - val.offsets_steps, val.offsets_steps)}
-    for kind in ("full", "crop"):
-        mask = kinds == kind
+    out = {}
+    for kind, mask in (("all", np.ones(len(val), bool)), ("full", kinds == "full"), ("crop", kinds == "crop")):
         if mask.any():
-            out[kind] = error_summary(pred[mask] - val.offsets_steps[mask], val.offsets_steps[mask])
+            err = pred[mask] - val.offsets_steps[mask]
+            out[kind] = error_summary(err, val.offsets_steps[mask])
+            if sigma is not None:
+                out[kind]["within_2sigma"] = float(np.mean(np.abs(err) <= CALIBRATION_SIGMAS * sigma[mask]))
     return out
 
 
-def _loss_fn(name: str):
-    return torch.nn.MSELoss() if name == "mse" else torch.nn.HuberLoss(delta=0.1)
+def loss_fn(cfg: TrainConfig):
+    """``loss(output (N, outputs), target (N, 1))`` of the config, a scalar mean over the batch.
+
+    ``gaussian_nll``: 0.5 * (log_var + (y - mean)^2 / var) (constant dropped), each term weighted by
+    ``var.detach() ** nll_beta`` (beta-NLL; 0 = plain NLL). ``huber``: quadratic within 0.1 output units.
+    """
+    if cfg.loss == "mse":
+        return torch.nn.MSELoss()
+    if cfg.loss == "huber":
+        return torch.nn.HuberLoss(delta=0.1)
+    beta = cfg.nll_beta
+
+    def gaussian_nll(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mean, log_var = output[:, :1], output[:, 1:2].clamp(-20.0, 20.0)
+        nll = 0.5 * (log_var + (target - mean) ** 2 * torch.exp(-log_var))
+        if beta:
+            nll = nll * torch.exp(log_var.detach() * beta)
+        return nll.mean()
+
+    return gaussian_nll
 
 
 def _check_resume(state: dict, cfg: TrainConfig, path: Path) -> None:
     old = checkpoint_config(state, path)
-    for key in ("arch", "input_px", "output_scale", "crops", "target", "val_fraction", "seed"):
-        if getattr(old, key) != getattr(cfg, key):
-            raise CheckpointError(f"{path}: cannot resume, checkpoint has {key}={getattr(old, key)!r} but this "
-                                  f"run asks for {key}={getattr(cfg, key)!r} (use a new --out)")
+    for key, value in cfg.to_dict().items():
+        if key not in RESUMABLE and old.to_dict()[key] != value:
+            raise CheckpointError(f"{path}: cannot resume, checkpoint has {key}={old.to_dict()[key]!r} but this "
+                                  f"run asks for {key}={value!r} (use a new --out)")
+    if old.epochs != cfg.epochs and cfg.schedule != "step":
+        raise CheckpointError(f"{path}: cannot resume with epochs={cfg.epochs}: the {cfg.schedule} schedule "
+                              f"spans the checkpoint's epochs={old.epochs} (only the step schedule can be extended)")
 
 
 def _step_um(samples: list[Sample], pool, state: dict | None, source: str) -> float:
@@ -115,53 +161,115 @@ def _step_um(samples: list[Sample], pool, state: dict | None, source: str) -> fl
     return step_um
 
 
-def train(dataset: Path, cfg: TrainConfig, out: Path, resume: bool = False) -> dict:
-    """Train per ``cfg`` on ``dataset`` (plus on-the-fly synthetic samples); returns the run summary."""
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """Return (scheduler, per_step) of ``cfg.schedule``.
+
+    ``step``: StepLR by epoch; ``onecycle`` (peak ``lr``, 10% warm-up) and ``cosine`` (from ``lr`` to 0) by
+    optimizer step over all epochs.
+    """
+    total = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.1), True
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total), True
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma), False
+
+
+def _val_set(dataset: Path | None, val_samples: list[Sample], cfg: TrainConfig, spec: PreprocessSpec,
+             dist_ctx) -> ImageSet:
+    """Return the validation images: the held-out plates (cached), plus ``synthetic_val`` held-out renders."""
+    sets = []
+    if val_samples:
+        sets.append(cache_images(val_samples, spec, "cache val"))
+    if cfg.synthetic_val:
+        from .synthetic import SyntheticValidation
+
+        sets.append(SyntheticValidation(cfg, spec, cfg.workers, dist_ctx).images_set())
+    if not sets or sum(len(s) for s in sets) == 0:
+        raise DatasetError(f"{dataset if dataset is not None else 'synthetic'}: no readable validation images "
+                           "(give a dataset with validation plates, or --synthetic-val N)")
+    return ImageSet(np.concatenate([s.images for s in sets]), np.concatenate([s.offsets_steps for s in sets]),
+                    [k for s in sets for k in s.kinds])
+
+
+def train(dataset: Path | str | None, cfg: TrainConfig, out: Path, resume: bool = False) -> dict:
+    """Train per ``cfg`` on ``dataset`` (plus on-the-fly synthetic samples; None: synthetic only); run summary.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) this process is one rank of a DDP run; rank 0 writes the files.
+    """
     cfg.validate()
     out = Path(out)
     last_path, best_path = out / LAST, out / BEST
+    device = resolve_device(cfg.device)
+    dist_ctx = distributed.init(device.type)
+    try:
+        return _train(None if dataset is None else Path(dataset), cfg, out, last_path, best_path, resume,
+                      device, dist_ctx)
+    finally:
+        distributed.close(dist_ctx)
+
+
+def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, best_path: Path, resume: bool,
+           device: torch.device, dist_ctx) -> dict:
+    world = 1 if dist_ctx is None else dist_ctx.world_size
+    rank = 0 if dist_ctx is None else dist_ctx.rank
+    main_rank = dist_ctx is None or dist_ctx.main
+    commit = source_commit() if main_rank else ""  # first: the code as it was when the run started
+    if cfg.batch_size % world:
+        raise ConfigError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the "
+                          f"{world} processes")
+    if dist_ctx is not None and device.type == "cuda":
+        device = torch.device("cuda", dist_ctx.local_rank)
     state = None
     if last_path.exists():
         if not resume:
             raise CheckpointError(f"{last_path} exists: pass --resume to continue it, or choose a new --out")
         state = load_checkpoint(last_path)
         _check_resume(state, cfg, last_path)
-    device = resolve_device(cfg.device)
-    model = create_model(cfg.arch, pretrained=cfg.pretrained and state is None)
+    torch.manual_seed(cfg.seed)  # the initial weights
+    model = create_model(cfg.arch, pretrained=cfg.pretrained and state is None, outputs=cfg.outputs)
     spec = PreprocessSpec(input_px=cfg.input_px)
 
-    samples = load_samples(dataset, cfg.target)
-    train_plates, val_plates = split_plates(samples, cfg.val_fraction, cfg.seed, str(dataset))
+    if dataset is not None:
+        samples = load_samples(dataset, cfg.target)
+        train_plates, val_plates = split_plates(samples, cfg.val_fraction, cfg.seed, str(dataset))
+    else:
+        samples, train_plates, val_plates = [], [], []
     train_samples = [s for s in samples if s.plate in set(train_plates) and (cfg.crops or s.kind == "full")]
     val_samples = _subsample([s for s in samples if s.plate in set(val_plates)], cfg.max_val_samples)
     if not train_samples and cfg.synthetic_train == 0:
         raise DatasetError(f"{dataset}: no training images (train plates {train_plates}"
                            f"{'' if cfg.crops else ', crops excluded'}) and --synthetic-train is 0")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "split.json").write_text(json.dumps({"dataset": str(dataset), "train_plates": train_plates,
-                                                "val_plates": val_plates}, indent=2))
+    if main_rank:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "split.json").write_text(json.dumps({"dataset": None if dataset is None else str(dataset),
+                                                    "train_plates": train_plates, "val_plates": val_plates},
+                                                   indent=2))
 
-    train_set = cache_images(train_samples, spec, "cache train")
-    val_set = cache_images(val_samples, spec, "cache val")
-    if len(val_set) == 0:
-        raise DatasetError(f"{dataset}: no readable validation images on plates {val_plates}")
-    pool = None
-    if cfg.synthetic_train:
-        from .synthetic import SyntheticPool
-
-        pool = SyntheticPool(cfg, spec)
-    train_kinds = set(train_set.kinds)
+    val_set = _val_set(dataset, val_samples, cfg, spec, dist_ctx)
+    pool = SyntheticPool(cfg, spec) if cfg.synthetic_train else None
+    files = ImageFiles(train_samples, spec)
+    train_set = TrainSamples([files] + ([ArrayImages(pool.images_set())] if pool is not None else []), cfg)
+    train_kinds = set(files.kinds)
     if pool is not None:
-        train_kinds |= {"full"} if not cfg.crops or cfg.synthetic_crop_fraction < 1 else set()
-        train_kinds |= {"crop"} if cfg.crops and cfg.synthetic_crop_fraction > 0 else set()
+        train_kinds |= {"full"} if pool.recipe.crop_fraction < 1 else set()
+        train_kinds |= {"crop"} if pool.recipe.crop_fraction > 0 else set()
     step_um = _step_um(train_samples + val_samples, pool, state, str(dataset))
     synth_desc = "" if pool is None else json.dumps(pool.describe(), sort_keys=True)
     train_hash = data_hash(train_samples, synth_desc)
+    loader = train_loader(train_set, cfg, rank, world)
 
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
-    loss_fn = _loss_fn(cfg.loss)
+    net = distributed.wrap(model, dist_ctx, device)
+    optimizer = make_optimizer(model, cfg)
+    scheduler, per_step = make_scheduler(optimizer, cfg, len(loader))
+    criterion = loss_fn(cfg)
     start_epoch, best_mae, history = 0, math.inf, []
     if state is not None:
         load_weights(model, state["model"], last_path, cfg.arch)
@@ -170,72 +278,86 @@ def train(dataset: Path, cfg: TrainConfig, out: Path, resume: bool = False) -> d
         start_epoch = int(state["epoch"])
         best_mae = state["best_val_mae_steps"] if state["best_val_mae_steps"] is not None else math.inf
         history = list(state["history"])
-        _log(f"resuming {last_path} after epoch {start_epoch}")
+        pool_note = ""
+        if pool is not None:  # all ranks or none: else their shares of the views to render would differ
+            loaded = all(distributed.all_gather(pool.load(out / POOL), dist_ctx))
+            if not loaded:
+                pool.forget()
+            pool_note = " (saved pool taken)" if loaded else " (pool rendered anew)"
+        if main_rank:
+            _log(f"resuming {last_path} after epoch {start_epoch}{pool_note}")
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        rng = np.random.default_rng([cfg.seed, epoch])
         torch.manual_seed(cfg.seed * 100_003 + epoch)
-        if pool is not None:
-            pool.update(epoch)
-        train_loss = train_epoch(model, optimizer, loss_fn, train_set, pool, cfg, rng, device, epoch)
-        scheduler.step()
-        val = validate(model, val_set, cfg, device)
+        if pool is not None and pool.update(epoch, cfg.workers, dist_ctx) and main_rank:
+            pool.save(out / POOL)
+        train_loss = train_epoch(net, optimizer, criterion, loader, cfg, device, epoch, scheduler if per_step else None,
+                                 dist_ctx)
+        if not per_step:
+            scheduler.step()
+        val = validate(model, val_set, cfg, device, dist_ctx)
         mae = val["all"]["mae_steps"]
         entry = {"epoch": epoch + 1, "train_loss": train_loss, "val_mae_steps": mae,
                  "val_sign_accuracy": val["all"]["sign_accuracy"], "lr": optimizer.param_groups[0]["lr"],
                  "epoch_s": time.perf_counter() - t0,
                  **{f"val_mae_{k}_steps": v["mae_steps"] for k, v in val.items() if k != "all"}}
+        if cfg.uncertainty:
+            entry["val_within_2sigma"] = val["all"]["within_2sigma"]
         history.append(entry)
         improved = mae < best_mae
         best_mae = min(best_mae, mae)
-        ckpt = {"format": FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "config": cfg.to_dict(),
-                "best_val_mae_steps": best_mae, "val_mae_steps": mae, "val": val, "history": history,
-                "train_data_hash": train_hash, "input_view": _input_view(train_kinds), "step_um": step_um,
-                "train_plates": train_plates, "val_plates": val_plates}
-        if improved:
-            save_checkpoint(ckpt, best_path)
-        save_checkpoint(ckpt, last_path)
-        (out / "history.json").write_text(json.dumps(history, indent=2))
-        sign = val["all"]["sign_accuracy"]
-        _log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.4f}, val MAE {mae:.2f} steps"
-             + "".join(f" ({k} {v['mae_steps']:.2f})" for k, v in val.items() if k != "all")
-             + (f", sign acc {sign:.3f}" if sign is not None else "")
-             + f", lr {entry['lr']:.2e}, {entry['epoch_s']:.0f} s" + (" *best*" if improved else ""))
+        if main_rank:
+            ckpt = {"format": FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "config": cfg.to_dict(),
+                    "best_val_mae_steps": best_mae, "val_mae_steps": mae, "val": val, "history": history,
+                    "train_data_hash": train_hash, "input_view": _input_view(train_kinds), "step_um": step_um,
+                    "train_plates": train_plates, "val_plates": val_plates, "world_size": world,
+                    "source_commit": commit}
+            if improved:
+                save_checkpoint(ckpt, best_path)
+            save_checkpoint(ckpt, last_path)
+            (out / "history.json").write_text(json.dumps(history, indent=2))
+            sign = val["all"]["sign_accuracy"]
+            _log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.4f}, val MAE {mae:.2f} steps"
+                 + "".join(f" ({k} {v['mae_steps']:.2f})" for k, v in val.items() if k != "all")
+                 + (f", sign acc {sign:.3f}" if sign is not None else "")
+                 + (f", within 2 sigma {entry['val_within_2sigma']:.3f}" if cfg.uncertainty else "")
+                 + f", lr {entry['lr']:.2e}, {entry['epoch_s']:.0f} s" + (" *best*" if improved else ""))
+        distributed.barrier(dist_ctx)
     return {"out": str(out), "best": str(best_path), "last": str(last_path), "best_val_mae_steps": best_mae,
-            "epochs": cfg.epochs, "history": history, "train_images": len(train_set),
-            "val_images": len(val_set), "train_plates": train_plates, "val_plates": val_plates}
+            "epochs": cfg.epochs, "history": history, "train_images": len(files),
+            "synthetic_train": cfg.synthetic_train, "val_images": len(val_set), "train_plates": train_plates,
+            "val_plates": val_plates, "world_size": world, "rank": rank}
 
 
-def train_epoch(model, optimizer, loss_fn, train_set: ImageSet, pool, cfg: TrainConfig,
-                rng: np.random.Generator, device: torch.device, epoch: int) -> float:
-    """One pass over the cached images and the synthetic pool; mean training loss."""
-    sources = [train_set] + ([pool.images_set()] if pool is not None else [])
-    index = [(si, i) for si, src in enumerate(sources) for i in range(len(src))]
-    order = rng.permutation(len(index))
+def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn, loader, cfg: TrainConfig,
+                device: torch.device, epoch: int, scheduler=None, dist_ctx=None) -> float:
+    """One pass over ``loader`` (a :func:`datasets.train_loader`); the mean training loss over all ranks.
+
+    ``scheduler`` (per-step schedules) steps after every optimizer step.
+    """
+    loader.sampler.set_epoch(epoch)
+    loader.dataset.set_epoch(epoch)
     model.train()
     total, count = 0.0, 0
-    n_batches = math.ceil(len(order) / cfg.batch_size)
-    bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", file=sys.stderr, leave=False)
-    for b in bar:
-        picks = [index[k] for k in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
-        if len(picks) < 2 and n_batches > 1:  # a batch of 1 breaks BatchNorm; drop the remainder
-            continue
-        x = np.stack([augment(sources[si].images[i].astype(np.float32), rng, cfg.rotation_deg, cfg.hflip, cfg.vflip)
-                      for si, i in picks])
-        y = np.array([sources[si].offsets_steps[i] for si, i in picks], dtype=np.float32) / cfg.output_scale
-        xt = torch.from_numpy(x[:, None]).to(device)
-        yt = torch.from_numpy(y[:, None]).to(device)
+    main_rank = dist_ctx is None or dist_ctx.main
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", file=sys.stderr, leave=False,
+               disable=not main_rank)
+    for b, (x, y) in enumerate(bar):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xt), yt)
+        loss = loss_fn(model(x), y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}, batch {b}; "
                                      "lower --lr or check the data")
         loss.backward()
         optimizer.step()
-        total += loss.item() * len(picks)
-        count += len(picks)
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.item() * len(x)
+        count += len(x)
         bar.set_postfix(loss=f"{total / count:.4f}")
     bar.close()
+    total, count = distributed.all_sum([total, count], dist_ctx)
     return total / max(count, 1)

@@ -12,7 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Regression models: one grayscale channel in, one value out (offset / output_scale).
+"""Regression models: one grayscale channel in, ``outputs`` values out.
+
+Output 0 is offset / output_scale; with ``outputs=2`` (the Gaussian NLL head) output 1 is the log-variance
+of that offset, in (output units)^2.
 
 Any timm name, plus ``plain7``: a 7-layer plain CNN (236 k parameters) that learns the task from
 scratch on a CPU far faster than the timm models (benchmarks/train_default_model.py; models/MODEL_CARD.md).
@@ -29,7 +32,7 @@ class ArchError(ValueError):
 
 
 def plain_cnn(widths: tuple[int, ...] = (16, 32, 32, 64, 64, 96, 128),
-              strides: tuple[int, ...] = (1, 2, 1, 2, 1, 2, 2)) -> torch.nn.Module:
+              strides: tuple[int, ...] = (1, 2, 1, 2, 1, 2, 2), outputs: int = 1) -> torch.nn.Module:
     """3x3 conv + BatchNorm + ReLU per width, global average pool, linear head (small-initialised)."""
     nn = torch.nn
     layers: list[nn.Module] = []
@@ -38,7 +41,7 @@ def plain_cnn(widths: tuple[int, ...] = (16, 32, 32, 64, 64, 96, 128),
         layers += [nn.Conv2d(channels_in, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
                    nn.ReLU(inplace=True)]
         channels_in = width
-    head = nn.Linear(channels_in, 1)
+    head = nn.Linear(channels_in, outputs)
     model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
     _shrink_head(head)
     return model
@@ -47,12 +50,12 @@ def plain_cnn(widths: tuple[int, ...] = (16, 32, 32, 64, 64, 96, 128),
 CUSTOM_ARCHS = {"plain7": plain_cnn}
 
 
-def create_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
-    """Build ``arch`` with timm (in_chans=1, num_classes=1): small-initialised head, clear errors."""
+def create_model(arch: str, pretrained: bool = False, outputs: int = 1) -> torch.nn.Module:
+    """Build ``arch`` with timm (in_chans=1, num_classes=outputs): small-initialised head, clear errors."""
     if arch in CUSTOM_ARCHS:
         if pretrained:
             raise ArchError(f"{arch!r} has no pretrained weights; train it with pretrained=False")
-        return CUSTOM_ARCHS[arch]()
+        return CUSTOM_ARCHS[arch](outputs=outputs)
     import timm
 
     if not timm.is_model(arch):
@@ -60,7 +63,7 @@ def create_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
         hint = f"; similar: {', '.join(close)}" if close else f"; e.g. {', '.join(PAPER_ARCHS)}"
         raise ArchError(f"unknown architecture {arch!r} (not a timm model name){hint}")
     try:
-        model = timm.create_model(arch, pretrained=pretrained, in_chans=1, num_classes=1)
+        model = timm.create_model(arch, pretrained=pretrained, in_chans=1, num_classes=outputs)
     except Exception as exc:  # hub/network/cache errors come in many types
         if not pretrained:
             raise

@@ -20,7 +20,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -46,7 +46,8 @@ def check_labeller(measure: str) -> None:
         get_measure(measure)
 
 
-def _measure_names(measure: str) -> tuple[str, ...]:
+def measure_names(measure: str) -> tuple[str, ...]:
+    """Return the focus measures labeller ``measure`` reads (the RULE_MEASURES for AUTO)."""
     return RULE_MEASURES if measure == AUTO else (measure,)
 
 
@@ -70,7 +71,7 @@ class Measured:
 def measure_stack(stack: Stack, measure: str, on_image: Callable[[], None] | None = None) -> Measured:
     """Compute the focus measure(s) of every readable image of ``stack`` (full resolution); bad files skipped."""
     check_labeller(measure)
-    fns = {name: get_measure(name) for name in _measure_names(measure)}
+    fns = {name: get_measure(name) for name in measure_names(measure)}
     curves: dict[str, dict[int, float]] = {name: {} for name in fns}
     shapes: dict[int, tuple[int, ...]] = {}
     skipped: list[str] = []
@@ -112,6 +113,36 @@ class StackResult:
     curves: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Pick:
+    """A focus curve set's best z, the curve it was read from, AUTO's contrast mode (else None), why it is flagged."""
+
+    z_index: int
+    measure: str
+    mode: str | None
+    reason: str | None
+
+
+def pick_best(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], measure: str, holes: Iterable[int] = (),
+              agree_steps: float = AGREE_STEPS) -> Pick:
+    """Find the best z of one z series and flag it: the rule of ``label`` (and ``bag-eval``'s sweep).
+
+    ``curves``: measure name -> values at ``z_steps`` (ascending), the :data:`core.focus.RULE_MEASURES`
+    for AUTO (:func:`core.focus.best_plane`, flagged when the measures disagree), else ``measure``'s
+    (its argmax). Either way the focus-curve checks (flat, peak at an end, a second peak, a hole in
+    ``holes`` next to the peak) flag it too.
+    """
+    z = np.asarray(z_steps)
+    if measure == AUTO:
+        plane = best_plane(z, curves, agree_steps)
+        used = plane.measure
+        checks = (plane.disagreement, hole_next_to(z, plane.z_index, holes) if plane.mode == "phase"
+                  else focus_curve_ambiguity(z, curves[used], holes))
+        return Pick(plane.z_index, used, plane.mode, next((r for r in checks if r), None))
+    values = np.asarray(curves[measure])
+    return Pick(int(z[int(np.argmax(values))]), measure, None, focus_curve_ambiguity(z, values, holes))
+
+
 def label_measured(measured: Measured, use_stack_best: bool = True, agree_steps: float = AGREE_STEPS) -> StackResult:
     """Label a stack from its measure values.
 
@@ -126,18 +157,9 @@ def label_measured(measured: Measured, use_stack_best: bool = True, agree_steps:
         raise StackError(f"{stack.path}: only {z.size} readable image(s), need at least {MIN_IMAGES}")
     arrays = {name: np.array([curve[k] for k in z]) for name, curve in measured.curves.items()}
     holes = sorted(set(stack.missing_z) | (set(stack.files) - set(z.tolist())))
-    mode = None
-    if measured.measure == AUTO:
-        pick = best_plane(z, arrays, agree_steps)
-        found, mode, used = pick.z_index, pick.mode, pick.measure
-        checks = (pick.disagreement, hole_next_to(z, found, holes) if mode == "phase"
-                  else focus_curve_ambiguity(z, arrays[used], holes))
-        reason = next((r for r in checks if r), None)
-        column = f"{AUTO}:{used}"
-    else:
-        used = column = measured.measure
-        found = int(z[int(np.argmax(arrays[used]))])
-        reason = focus_curve_ambiguity(z, arrays[used], holes)
+    pick = pick_best(z, arrays, measured.measure, holes, agree_steps)
+    found, mode, used, reason = pick.z_index, pick.mode, pick.measure, pick.reason
+    column = f"{AUTO}:{used}" if measured.measure == AUTO else used
     if use_stack_best and "best_index" in stack.meta:
         best, best_from = int(stack.meta["best_index"]), "stack.yaml"
     else:

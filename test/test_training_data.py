@@ -1,0 +1,165 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The torch Dataset/DataLoader pipeline: seeded per (seed, epoch, index), so workers and resumes change nothing.
+
+A synthetic-only run (no dataset: the rendered pool trains, held-out renders validate), plain7 at 32 px.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TRAINING = all(importlib.util.find_spec(name) is not None for name in ("torch", "timm"))
+pytestmark = pytest.mark.skipif(not TRAINING, reason="needs the [train] extra (torch, timm)")
+
+if TRAINING:
+    import torch
+
+    from celegans_autofocus.core.images import PreprocessSpec
+    from celegans_autofocus.training.checkpoint import CheckpointError
+    from celegans_autofocus.training.config import TrainConfig
+    from celegans_autofocus.training.datasets import ArrayImages, TrainSamples, train_loader
+    from celegans_autofocus.training.loop import train
+    from celegans_autofocus.training.synthetic import SyntheticPool, SyntheticValidation
+
+    torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+SYNTH = dict(arch="plain7", input_px=32, batch_size=8, lr=1e-3, epochs=2, val_fraction=1.0, device="cpu", seed=4,
+             synthetic_train=24, synthetic_offsets_per_view=4, synthetic_refresh=0.5, synthetic_fov_px=[300],
+             synthetic_crop_fraction=0.5, synthetic_crop_jitter=0.08, synthetic_val=8,
+             synthetic_val_fov_px=[300], rot90=True, schedule="onecycle", optimizer="adamw", weight_decay=1e-4)
+
+
+def test_resume_with_workers_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
+    """A run interrupted in epoch 2 and resumed (with 2 DataLoader workers) ends where the unbroken run ends."""
+    import celegans_autofocus.training.loop as loop
+
+    full = train(None, TrainConfig(**SYNTH), tmp_path / "full")
+    original, calls = loop.train_epoch, []
+
+    def interrupt_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_epoch", interrupt_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(None, TrainConfig(**SYNTH), tmp_path / "piece")
+    monkeypatch.setattr(loop, "train_epoch", original)
+    assert torch.load(tmp_path / "piece" / "last.pt", weights_only=True)["epoch"] == 1
+    import celegans_autofocus.training.synthetic as synthetic
+
+    rendered = []
+
+    def counting(recipe, spec, seeds, workers, desc):
+        rendered.extend(seeds)
+        return render_views(recipe, spec, seeds, workers, desc)
+
+    render_views = synthetic.render_views
+    monkeypatch.setattr(synthetic, "render_views", counting)
+    resumed = train(None, TrainConfig(**{**SYNTH, "workers": 2}), tmp_path / "piece", resume=True)
+    # the pool of epoch 2 was saved before the interruption: only the 2 validation views are rendered again
+    assert len(rendered) == 2 and all(seed[-1] == synthetic.VAL_TAG for seed in rendered)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    for a, b in zip(full["history"], resumed["history"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+        assert a["val_mae_steps"] == pytest.approx(b["val_mae_steps"], rel=1e-6)
+        assert a["lr"] == b["lr"]
+    w_full = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
+    w_resumed = torch.load(tmp_path / "piece" / "last.pt", weights_only=True)["model"]
+    assert all(torch.allclose(w_full[k].float(), w_resumed[k].float(), atol=1e-6) for k in w_full)
+
+
+def test_pool_refresh_is_a_function_of_seed_and_epoch(tmp_path):
+    """Generations follow (seed, epoch) only; re-rendering a view gives the same pixels; validation differs."""
+    cfg = TrainConfig(**SYNTH)
+    spec = PreprocessSpec(input_px=cfg.input_px)
+    a, b = SyntheticPool(cfg, spec), SyntheticPool(cfg, spec)
+    a.update(0)
+    a.update(1)
+    a.update(2)
+    b.update(2)  # a resumed process fills the pool of epoch 2 at once
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.offsets_steps, b.offsets_steps)
+    gen = a.generations(2)
+    assert gen.shape == (a.n_views,) and set(gen.tolist()) <= {0, 1, 2} and len(set(gen.tolist())) > 1
+    assert np.all(np.abs(a.offsets_steps) <= cfg.synthetic_range_steps)
+    assert {"crop", "full"} == set(a.kinds)
+    path = tmp_path / "pool.npz"
+    a.save(path)
+    c = SyntheticPool(cfg, spec)
+    assert c.load(path) and np.array_equal(c.images, a.images) and c.kinds == a.kinds and c.update(2) == 0
+    assert not SyntheticPool(TrainConfig(**{**SYNTH, "seed": 5}), spec).load(path)  # another recipe's pool
+    assert not SyntheticPool(cfg, spec).load(path.with_name("missing.npz"))
+    val = SyntheticValidation(cfg, spec)
+    assert len(val) == cfg.synthetic_val and not np.isin(val.offsets_steps, a.offsets_steps).any()
+
+
+def test_samples_are_the_same_in_any_worker_and_order():
+    """Sample i of epoch e is augmented from (seed, e, i): the loader's batches do not depend on workers."""
+    cfg = TrainConfig(**{**SYNTH, "synthetic_train": 0})
+    rng = np.random.default_rng(0)
+    from celegans_autofocus.training.data import ImageSet
+
+    images = ImageSet(rng.standard_normal((20, 32, 32)).astype(np.float16), rng.uniform(-100, 100, 20), ["crop"] * 20)
+    samples = TrainSamples([ArrayImages(images)], cfg)
+    batches = {}
+    for workers in (0, 2):
+        loader = train_loader(samples, TrainConfig(**{**SYNTH, "workers": workers}))
+        loader.sampler.set_epoch(3)
+        samples.set_epoch(3)
+        batches[workers] = [(x.clone(), y.clone()) for x, y in loader]
+    assert len(batches[0]) == 3  # 20 samples, batch 8: 8, 8, 4
+    for (x0, y0), (x2, y2) in zip(batches[0], batches[2]):
+        assert torch.equal(x0, x2) and torch.equal(y0, y2)
+    samples.set_epoch(4)
+    x_a, _ = samples[5]
+    samples.set_epoch(3)
+    x_b, _ = samples[5]
+    assert not torch.equal(x_a, x_b)  # another epoch, another augmentation of the same image
+
+
+def test_resume_refuses_another_recipe(tmp_path):
+    cfg = TrainConfig(**{**SYNTH, "epochs": 1})
+    train(None, cfg, tmp_path / "run")
+    with pytest.raises(CheckpointError, match="lr=0.001"):
+        train(None, TrainConfig(**{**SYNTH, "epochs": 1, "lr": 2e-3}), tmp_path / "run", resume=True)
+    with pytest.raises(CheckpointError, match="onecycle schedule"):
+        train(None, TrainConfig(**{**SYNTH, "epochs": 3}), tmp_path / "run", resume=True)
+
+
+@pytest.mark.parametrize("recipe,sigma", [("default_model", False), ("nll_model", True)])
+def test_shipped_recipes_run_from_the_command_line(tmp_path, recipe, sigma):
+    """config/default_model.yaml (the bundled model's recipe) and its NLL variant, cut to 1 epoch of 20 samples."""
+    import yaml
+
+    from celegans_autofocus.cli import main
+    from celegans_autofocus.training.export import export_checkpoint
+
+    config = REPO / "config" / f"{recipe}.yaml"
+    out = tmp_path / recipe
+    assert main(["train", "--config", str(config), "--epochs", "1", "--synthetic-train", "20", "--synthetic-val", "10",
+                 "--out", str(out)]) == 0
+    state = torch.load(out / "last.pt", weights_only=True)
+    written = yaml.safe_load(config.read_text())
+    cut = {"epochs": 1, "synthetic_train": 20, "synthetic_val": 10}
+    assert all(state["config"][k] == cut.get(k, v) for k, v in written.items() if k not in ("threads", "out"))
+    meta = export_checkpoint(out / "best.pt", tmp_path / "m.onnx")["metadata"]
+    assert meta["arch"] == "plain7" and meta["preprocess"]["input_px"] == 96 and meta["input_view"] == "crop"
+    assert ("sigma_output" in meta) == sigma and meta["source_commit"] != "unknown"
