@@ -21,8 +21,8 @@ plate (another field of the plate: another scene), `label --plots`, `finetune` f
 the fine-tuned model, served by FocusPredictor, must beat the bundled one on the held-out plates' crops
 against the simulator's truth by 30% (the issue's figure).
 
-Sized for CI (benchmarks/walkthrough.md: 246 s under .ci/with-cpu-hogs on 2 cores that other jobs also loaded,
-71 s without the hogs): 12 stacks of 11 images at 10 fps (the player's and detector's work per frame is what a loaded
+Sized for CI (benchmarks/walkthrough.md: 152 s under .ci/with-cpu-hogs on 2 shared cores, 246 s when other jobs
+loaded them too): 12 stacks of 11 images at 10 fps (the player's and detector's work per frame is what a loaded
 machine pays for), 20 epochs on 88 crops. Deterministic where it matters: seeded scenes, best planes,
 plate split and training order; the player runs on the wall clock (its sim clock needs a predictor and the
 focus law answering every frame), so which noisy frame is kept at a position may differ between runs.
