@@ -78,6 +78,12 @@ PARAMS = (
     Param("band_limited_frame", False, "synthetic: propagate the field on a grid that holds the objective's band "
           "(crops within 0.05 RMS of a native render, about 2x the render time); false: the old 2x grid, what the "
           "bundled model was trained on", read_only=True),
+    Param("um_per_px", OpticsConfig.um_per_px, "synthetic: specimen-plane pixel size of the full frame (another "
+          "magnification; the bundled model's training optics: the default)", range=(0.1, 100.0), read_only=True),
+    Param("body_absorb_per_um", OpticsConfig.body_absorb_per_um, "synthetic: the worm body's amplitude absorption "
+          "per um of chord", range=(0.0, 1.0), read_only=True),
+    Param("cuticle_absorb_per_um", OpticsConfig.cuticle_absorb_per_um, "synthetic: the cuticle shell's extra "
+          "absorption per um", range=(0.0, 10.0), read_only=True),
     Param("fps", 15.0, "frames per second (of the node clock, or of /clock when clock = sim)", range=(0.1, 200.0)),
     Param("clock", "wall", "wall: frames in real time on the node clock; sim: publish /clock, lock-stepped with "
           "the pipeline (one frame period per answered frame)", choices=("wall", "sim"), read_only=True),
@@ -178,7 +184,9 @@ class StackPlayerNode(Node):
             described = f"stack {self.dataset.stack.path} (best_index {self.dataset.best_index})"
         else:
             self.dataset = None
-            config = OpticsConfig() if p.band_limited_frame else OpticsConfig(max_band_raster_px=0)
+            config = OpticsConfig(um_per_px=p.um_per_px, body_absorb_per_um=p.body_absorb_per_um,
+                                  cuticle_absorb_per_um=p.cuticle_absorb_per_um,
+                                  **({} if p.band_limited_frame else {"max_band_raster_px": 0}))
             scene = make_scene(np.random.default_rng(p.seed), config, p.n_worms)
             renderer = StackRenderer(scene, config, (p.frame_height_px, p.frame_width_px), seed=p.seed)
             self.render = renderer.frame
