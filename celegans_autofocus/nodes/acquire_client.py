@@ -409,12 +409,17 @@ class AcquireClient(Node):
 
     def _take_crop(self, crops: SweepRecording | None, req: AcquireRequest, path: Path, meta: dict, z: int,
                    rest: Rest, problems: list[str]) -> SweepRecording | None:
-        """Record the detector's crop of a settled frame at ``z`` (waits up to the timeout for one)."""
+        """Record the detector's crop of a settled frame at ``z`` in which it saw the worm (waits up to the timeout).
+
+        A crop the detector placed from memory (``frames_since_seen`` > 0, e.g. the previous field's window just
+        after a stage move) may not hold the worm, so it is never recorded.
+        """
         def ready() -> list[int]:
-            return sorted(t for t in self.crops if rest.holds(t, req.settle_s) and t in self.worm_targets)
+            return sorted(t for t in self.crops if rest.holds(t, req.settle_s) and t in self.worm_targets
+                          and int(self.worm_targets[t].point.z) == 0)
 
         if not self.spin_until(lambda: bool(ready()), req.timeout_s):
-            problems.append(f"no worm/crop of a settled frame at z {z}: crop not recorded")
+            problems.append(f"no worm/crop of a settled frame with the worm seen at z {z}: crop not recorded")
             return crops
         stamp = ready()[0]
         msg, target = self.crops[stamp], self.worm_targets[stamp]
