@@ -213,8 +213,11 @@ def test_detect_and_track_on_a_moving_drawn_worm(detector):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_detects_optics_worms_at_every_defocus(seed):
-    """Physical simulator frames (core/optics.py) at quarter size: the worm is found, dark or haloed, and is the
-    largest detection (where the tracker starts); crossing tracks on the agar may add a small one (seed 1, -100)."""
+    """Physical simulator frames (core/optics.py) at quarter size: the worm is found, dark or haloed.
+
+    It is the largest detection (where the tracker starts); crossing tracks on the agar may add a small one
+    (seed 1, -100 steps).
+    """
     from celegans_autofocus.core.optics import OpticsConfig, StackRenderer, make_scene
 
     config = OpticsConfig()

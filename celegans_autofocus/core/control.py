@@ -192,6 +192,11 @@ class FocusController:
         self._enabled = bool(on)
         self._window.clear()
 
+    @property
+    def move_end_s(self) -> float:
+        """Return when the last recorded move ends (-inf before any)."""
+        return self._move_end_s
+
     def record_move(self, end_s: float) -> None:
         """Record that the lens moves until ``end_s``; frames stamped before ``end_s + settle_s`` are ignored."""
         if not _finite(end_s):

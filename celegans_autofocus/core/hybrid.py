@@ -336,6 +336,11 @@ class HybridAutofocus:
         self._reset_target()
         self.mode = Mode.ACQUIRE
 
+    @property
+    def move_end_s(self) -> float:
+        """Return when the last recorded move ends (-inf before any)."""
+        return self._move_end_s
+
     def record_move(self, end_s: float) -> None:
         """Record that the lens moves until ``end_s``; frames stamped before ``end_s + settle_s`` are ignored."""
         if not _finite(end_s):

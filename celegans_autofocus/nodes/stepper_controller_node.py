@@ -21,10 +21,12 @@ relative move of the stepper backend (``simulated``, ``gpio`` step/dir, ``grbl``
 enforces the soft limits, maximum speed and backlash compensation once more on its side.
 
 ``control_mode: hybrid`` (:mod:`core.hybrid`): each ``focus/offset`` is paired by stamp with its frame's
-``focus/measure``. ``worm/target_switch`` (worm_detector_node) restarts the hybrid on the new worm; in-focus
-the fused best planes of in-focus track frames, at the target's fresh ``worm/target`` position, teach the plate
-tilt (:mod:`core.plate_tilt`), which then
-predicts the new worm's plane. Mode changes and their reasons are logged and on ``/diagnostics``.
+``focus/measure`` and, for models with an uncertainty output, ``focus/offset_sigma``.
+``worm/target_switch`` (worm_detector_node) restarts the hybrid on the new worm. The fused best plane of
+in-focus track frames, at the target's fresh ``worm/target`` image position, teaches the plate tilt
+(:mod:`core.plate_tilt`), which then predicts the new worm's plane: this assumes a fixed field of view (the
+camera does not follow the worm; ``tilt_enabled: false`` on a stage that does). Mode changes and their reasons
+are logged and on ``/diagnostics``.
 
 The motor never moves on garbage: non-finite or stale offsets, frames taken before the lens
 settled, a disabled stepper or focus law, and a stepper fault all hold; ``/diagnostics`` says why.
@@ -196,6 +198,9 @@ PARAMS = (
           "focus/measure, refine on the measure, fall back to search (core.hybrid); switching at run time starts "
           "the new controller afresh", choices=("cnn", "hybrid")),
     *HYBRID_PARAMS,
+    Param("tilt_enabled", True, "hybrid: after a worm switch, refine first at the plane the learnt plate tilt "
+          "predicts at the new target's image position (for a fixed field of view; off on a stage that follows "
+          "the worm)"),
     Param("tilt_noise_steps", 3.0, "hybrid, plate tilt: error of one sample (the fused best plane of an in-focus "
           "track frame at the target's xy from worm/target)", range=(0.01, 10_000.0)),
     Param("tilt_slope_sigma_steps_per_px", 0.05, "hybrid, plate tilt: prior standard deviation of the tilt",
@@ -268,11 +273,12 @@ class StepperControllerNode(ManagedNode):
         self._stepper_services: list = []
         self._offset_sub = self._measure_sub = self._tick_timer = self._stepper_target_sub = None
         self.last_target = ""          # what the last stepper/target did
-        self._target_sub = self._switch_sub = None
+        self._target_sub = self._switch_sub = self._sigma_sub = None
         self._target_xy: tuple[float, float, float] | None = None  # (stamp s, x px, y px) of the last seen target
         self.target_switches = 0
         self._last_tilt_sample_s = -math.inf
         self._measures: dict[int, float] = {}          # stamp ns -> focus/measure, awaiting their offset
+        self._sigmas: dict[int, float] = {}            # stamp ns -> focus/offset_sigma (models with sigma)
         self._waiting: dict[int, PointStamped] = {}    # stamp ns -> focus/offset, awaiting their measure
         self.params = declare_params(self, PARAMS)
         p = self.params
@@ -334,13 +340,16 @@ class StepperControllerNode(ManagedNode):
         self._target_sub = self.create_subscription(PointStamped, "worm/target", self._on_target, reliable_qos(depth=5))
         self._switch_sub = self.create_subscription(PointStamped, "worm/target_switch", self._on_switch,
                                                     reliable_qos(depth=10))
+        self._sigma_sub = self.create_subscription(PointStamped, "focus/offset_sigma", self._on_sigma,
+                                                   reliable_qos(depth=5))
 
     def _unsubscribe_hybrid(self) -> None:
-        for sub in (self._measure_sub, self._target_sub, self._switch_sub):
+        for sub in (self._measure_sub, self._target_sub, self._switch_sub, self._sigma_sub):
             if sub is not None:
                 self.destroy_subscription(sub)
-        self._measure_sub = self._target_sub = self._switch_sub = None
+        self._measure_sub = self._target_sub = self._switch_sub = self._sigma_sub = None
         self._measures.clear()
+        self._sigmas.clear()
         self._waiting.clear()
 
     def deactivate(self) -> None:
@@ -363,6 +372,7 @@ class StepperControllerNode(ManagedNode):
         if self.stepper is not None:
             self.stepper.close()
             self.stepper = None
+        self.tilt = _tilt_of(self.params.as_dict())  # a configure may bring another plate
 
     def _on_params(self, changed: dict) -> None:
         if "control_mode" in changed:
@@ -378,7 +388,7 @@ class StepperControllerNode(ManagedNode):
 
     def _switch_control_mode(self, mode: str) -> None:
         """Switch between the one-shot law and the hybrid at run time; the new one starts afresh, the motor holds."""
-        enabled = self.law.enabled
+        enabled, move_end_s = self.law.enabled, self.law.move_end_s
         self._unsubscribe_hybrid()
         if mode == "hybrid":
             self.hybrid = HybridAutofocus(_hybrid_of(self.params.as_dict()), enabled=enabled)
@@ -388,7 +398,8 @@ class StepperControllerNode(ManagedNode):
             self.hybrid = None
             self.controller.enable(enabled)
         if self.stepper is not None:
-            self.law.record_move(self.now_s())  # frames taken before now (and a move in progress) are not used
+            # frames taken before now, or before a move in progress ends, are not used
+            self.law.record_move(max(self.now_s(), move_end_s))
         self.last_decision, self.last_mode_change = None, None
         self.get_logger().info(f"control mode: {mode}")
 
@@ -423,7 +434,7 @@ class StepperControllerNode(ManagedNode):
         """Restart the hybrid on the worm the tracker switched to, at the plane the plate tilt predicts there."""
         self.target_switches += 1
         x, y = msg.point.x, msg.point.y
-        hint = self.tilt.predict(x, y) if math.isfinite(x) and math.isfinite(y) else None
+        hint = self.tilt.predict(x, y) if self.params.tilt_enabled and math.isfinite(x) and math.isfinite(y) else None
         self._target_xy = None  # the old worm's position is no sample for the new one
         self._log_change(self.hybrid.target_changed(stamp_to_s(msg.header.stamp), *(hint or (None, None))))
 
@@ -447,6 +458,12 @@ class StepperControllerNode(ManagedNode):
         if z is not None and math.isfinite(z):
             self.tilt.add(xy[1], xy[2], z)
             self._last_tilt_sample_s = stamp_s
+
+    def _on_sigma(self, msg: PointStamped) -> None:
+        """focus/offset_sigma: the model's sigma of a frame's offset, kept until that frame is decided."""
+        self._sigmas[Time.from_msg(msg.header.stamp).nanoseconds] = float(msg.point.z)
+        while len(self._sigmas) > 32:
+            self._sigmas.pop(min(self._sigmas))
 
     def _on_offset(self, msg: PointStamped) -> None:
         self.offsets_received += 1
@@ -487,7 +504,12 @@ class StepperControllerNode(ManagedNode):
             decision = self.controller.update(msg.point.z, stamp_s, now_s, self.stepper.position_steps)
         else:
             offset = msg.point.z if math.isfinite(msg.point.z) else None
-            decision = self.hybrid.update(offset, None, measure_value, stamp_s, now_s, self.stepper.position_steps)
+            ns = Time.from_msg(msg.header.stamp).nanoseconds
+            sigma = self._sigmas.pop(ns, None)
+            for older in [k for k in self._sigmas if k < ns]:
+                del self._sigmas[older]
+            decision = self.hybrid.update(offset, sigma if sigma is not None and math.isfinite(sigma) else None,
+                                          measure_value, stamp_s, now_s, self.stepper.position_steps)
             self._log_change(decision.change)
             self._sample_tilt(decision, stamp_s)
         self.last_decision = decision

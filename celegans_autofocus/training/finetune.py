@@ -84,6 +84,9 @@ def load_parent(path: Path | str) -> Parent:
                       float(meta["output_scale"]), float(meta["step_um"]), meta.get("input_view", "mixed"),
                       str(meta.get("train_data_hash", "unknown")))
     model, state, cfg = model_from_checkpoint(path)
+    if cfg.uncertainty:
+        raise ModelError(f"{path}: a model with an uncertainty output (loss {cfg.loss}); finetune trains "
+                         "single-output models only")
     return Parent(path, model, cfg.arch, PreprocessSpec(input_px=cfg.input_px), float(cfg.output_scale),
                   float(state.get("step_um", STEP_UM)), state.get("input_view", "mixed"),
                   str(state.get("train_data_hash", "unknown")))
@@ -189,7 +192,9 @@ def finetune(dataset: Path | str, parent_path: Path | str, cfg: FinetuneConfig, 
     pred = predict_steps(model, held_set.images, parent.output_scale, torch.device("cpu"), batch_size=64)
     held_mae = error_summary(pred - held_set.offsets_steps, held_set.offsets_steps)["mae_steps"]
     train_cfg = TrainConfig(arch=parent.arch, crops="crop" in split["kinds"], epochs=cfg.epochs,
-                            batch_size=cfg.batch_size, lr=cfg.lr, loss="huber", input_px=parent.spec.input_px,
+                            batch_size=cfg.batch_size, lr=cfg.lr, loss="huber", optimizer="adamw",
+                            weight_decay=cfg.weight_decay, schedule="cosine", rot90=True, hflip=True, vflip=True,
+                            input_px=parent.spec.input_px,
                             output_scale=parent.output_scale, rotation_deg=0.0, val_fraction=cfg.val_fraction,
                             target=cfg.target, seed=cfg.seed, device="cpu")
     checkpoint = out / CHECKPOINT
