@@ -371,6 +371,32 @@ def test_hybrid_mode_pairs_each_offset_with_its_measure_and_reports_its_mode(ros
     assert "start" in values["last_mode_change"]
 
 
+def test_hybrid_holds_on_a_prediction_whose_focus_offset_sigma_is_too_large(ros_harness):
+    """focus/offset_sigma (models with an uncertainty output) reaches the hybrid, paired by stamp."""
+    node = ros_harness.start(StepperControllerNode, control_mode="hybrid", max_speed_steps_per_s=4000.0,
+                             hybrid_max_sigma_steps=20.0)
+    probe = ros_harness.probe
+    commands = probe.collect("focus/command", PointStamped)
+    pubs = {topic: probe.publisher(topic, PointStamped) for topic in ("focus/offset", "focus/offset_sigma",
+                                                                      "focus/measure")}
+    assert all(ros_harness.wait_for_subscribers(pub) for pub in pubs.values())
+
+    def frame(t_s: float, offset: float, sigma: float) -> None:
+        for topic, z in (("focus/offset_sigma", sigma), ("focus/measure", 0.5), ("focus/offset", offset)):
+            msg = PointStamped(header=Header(stamp=s_to_stamp(t_s)))
+            msg.point.z = z
+            pubs[topic].publish(msg)
+            ros_harness.spin_for(0.05)
+
+    t0 = time.time()
+    frame(t0, 100.0, 80.0)                            # unsure: no jump
+    assert ros_harness.spin_until(lambda: len(commands) == 1)
+    assert commands[0].point.z == 0.0 and node.moves == 0 and "not confident" in node.last_hold
+    frame(t0 + 0.2, 100.0, 5.0)                       # sure: the jump
+    assert ros_harness.spin_until(lambda: len(commands) == 2)
+    assert commands[1].point.z == 100.0 and node.moves == 1
+
+
 def test_hybrid_settings_are_tunable_at_run_time_and_bad_ones_refused(ros_harness):
     node = ros_harness.start(StepperControllerNode, control_mode="hybrid")
     assert node.set_parameters([Parameter("hybrid_max_strikes", value=3)])[0].successful

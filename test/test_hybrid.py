@@ -327,6 +327,11 @@ def test_the_bias_near_focus_is_learnt_per_worm_from_verified_frames_and_is_the_
     ctrl.target_changed(rig.t_s)
     assert ctrl.cnn_bias_steps == pytest.approx(8.0, abs=1.0)  # the prior: the median over the worms so far
     assert ctrl.learnt_bias_steps == pytest.approx(8.0, abs=1.0)
+    # tuning at run time keeps what was learnt; a new prior replaces it
+    ctrl.reconfigure(HybridConfig(refine_window_steps=12.0))
+    assert ctrl.cnn_bias_steps == pytest.approx(8.0, abs=1.0) and ctrl.mode == Mode.ACQUIRE
+    ctrl.reconfigure(HybridConfig(refine_window_steps=12.0, cnn_bias_steps=-5.0))
+    assert ctrl.cnn_bias_steps == -5.0 and ctrl.learnt_bias_steps is None
     # a model 60 steps off in focus is wrong, not biased: nothing is learnt from it, and nothing without a verifier
     wrong = HybridAutofocus(HybridConfig(cnn_bias_steps=3.0))
     Rig(wrong, best=lambda t: 0.0).run(lambda err, t: err + 60.0 if abs(err) < 30 else err, 40)

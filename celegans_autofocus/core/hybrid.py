@@ -329,10 +329,15 @@ class HybridAutofocus:
         self.mode = Mode.ACQUIRE
 
     def reconfigure(self, config: HybridConfig, search_config: SearchConfig | None = None) -> None:
-        """Reconfigure (e.g. at run time): start afresh in acquire; a move's settle time still applies."""
+        """Reconfigure (e.g. at run time): start afresh in acquire; a move's settle time still applies.
+
+        The bias learnt so far is kept unless the prior (``cnn_bias_steps``) itself changes.
+        """
+        prior_changed = config.cnn_bias_steps != self.config.cnn_bias_steps
         self._configure(config, search_config)
-        self.cnn_bias_steps = config.cnn_bias_steps
-        self._target_biases = []
+        if prior_changed:
+            self.cnn_bias_steps = config.cnn_bias_steps
+            self._target_biases = []
         self._reset_target()
         self.mode = Mode.ACQUIRE
 

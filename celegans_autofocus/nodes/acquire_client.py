@@ -265,7 +265,8 @@ class AcquireClient(Node):
         speed = float(settings.get("max_speed_steps_per_s", 1.0))
         travel = abs(z - start) + 2 * int(settings.get("backlash_steps", 0))
         fault = lambda: bool(self.status and self.status.values.get("fault"))  # noqa: E731
-        arrived = self.spin_until(lambda: self.tracker.current.position_steps == z or fault(),
+        # at z and held there: with backlash compensation the lens passes z on its way to the overshoot
+        arrived = self.spin_until(lambda: (self.tracker.current.position_steps == z and self._at_rest()) or fault(),
                                   timeout_s + travel / speed)
         if fault():
             raise AcquireError(f"stepper fault while moving to z {z}: {self.status.values['fault']}")

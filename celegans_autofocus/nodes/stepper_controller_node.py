@@ -94,7 +94,8 @@ HYBRID_PARAMS = (
           "hybrid: a prediction with a larger model-reported sigma is not confident",
           range=(0.1, 10_000.0)),
     Param("hybrid_cnn_bias_steps", _HYBRID.cnn_bias_steps,
-          "hybrid: subtracted from every prediction (the model's bias near focus)",
+          "hybrid: prior for the model's bias near focus, subtracted from every prediction until the bias "
+          "learnt online from verified frames replaces it (changing it discards what was learnt)",
           range=(-1000.0, 1000.0)),
     Param("hybrid_cnn_sigma_steps", _HYBRID.cnn_sigma_steps,
           "hybrid: error of a verified CNN plane for the best-plane filter",
