@@ -139,10 +139,12 @@ def test_a_recording_refuses_what_it_must_not_touch(tmp_path):
     assert (tmp_path / "foreign" / "stack.yaml").read_text() == "best_index: 3\n"
 
 
-def write_sweep_bag(path: Path, sweep_z: list[int], before_z: int = 0, joint: bool = True) -> dict[int, int]:
+def write_sweep_bag(path: Path, sweep_z: list[int], before_z: int = 0, joint: bool = True,
+                    corrupt_z: int | None = None) -> dict[int, int]:
     """Write a bag as ``acquire`` leaves it; return each position's arrival stamp (ns).
 
-    joint_states at 50 Hz (2 steps per sample while moving), frames at 25 fps whose pixels are the lens z + 100.
+    joint_states at 50 Hz (2 steps per sample while moving), frames at 25 fps whose pixels are the lens z + 100;
+    frames at ``corrupt_z`` lose half their pixel data.
     """
     samples, arrival, t, z_now = [], {}, S, before_z
     for z, hold_s in [(before_z, 0.5)] + [(z, 0.4) for z in sweep_z] + [(before_z, 0.4)]:
@@ -158,7 +160,10 @@ def write_sweep_bag(path: Path, sweep_z: list[int], before_z: int = 0, joint: bo
     with rec.BagRecorder(path) as bag:
         for f in range(S + 7, t, S // 25):
             lens = [p for ts, p in samples if ts <= f][-1]
-            bag.write_msg("camera/image_raw", rec.image_msg(gray(lens + 100), f), f)
+            msg = rec.image_msg(gray(lens + 100), f)
+            if lens == corrupt_z:
+                msg.data = msg.data[: len(msg.data) // 2]
+            bag.write_msg("camera/image_raw", msg, f)
         for ts, p in samples if joint else []:
             bag.write_msg("stepper/joint_states", rec.joint_state_msg(["x", "focus"], [0.0, float(p)], ts), ts)
     return arrival
@@ -192,3 +197,9 @@ def test_bag_to_dataset_errors_name_the_problem_and_write_nothing(tmp_path, caps
     assert cli.main(["bag-to-dataset", str(tmp_path / "missing"), str(tmp_path / "ds"), "--plate", "p"]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()
+    write_sweep_bag(tmp_path / "corrupt", [-4, 0, 4], corrupt_z=4)     # the last position's frames are broken
+    assert cli.main(["bag-to-dataset", str(tmp_path / "corrupt"), str(tmp_path / "ds"), "--plate", "p"]) == 1
+    assert not (tmp_path / "ds" / "plates" / "p" / "corrupt").exists(), "no half-written stack is left"
+    assert "image data has" in capsys.readouterr().err
+    write_sweep_bag(tmp_path / "good" / "corrupt", [-4, 0, 4])         # the same stack name, now whole: written
+    assert cli.main(["bag-to-dataset", str(tmp_path / "good" / "corrupt"), str(tmp_path / "ds"), "--plate", "p"]) == 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import shutil
 import sys
 from pathlib import Path
 
@@ -103,15 +104,19 @@ def bag_to_stack(bag: Path, dataset: Path, plate: str, stack: str, image_topic: 
         wanted = {stamp: rest for rest, stamp in sweep}
         recording = SweepRecording(path, meta)
         recording.start()
-        for _, msgtype, _, msg in reader.messages([images]):
-            rest = wanted.pop(stamp_ns(msg.header), None)
-            if rest is not None:
-                stamp = stamp_ns(msg.header)
-                recording.add(rest.position_steps, image_from_msg(msg, msgtype), {
-                    "motor_steps": rest.position_steps, "stamp_s": stamp * 1e-9,
-                    "time": _dt.datetime.fromtimestamp(stamp * 1e-9, _dt.timezone.utc).isoformat(
-                        timespec="milliseconds").replace("+00:00", "Z")})
-        recording.finish()
+        try:
+            for _, msgtype, _, msg in reader.messages([images]):
+                rest = wanted.pop(stamp_ns(msg.header), None)
+                if rest is not None:
+                    stamp = stamp_ns(msg.header)
+                    recording.add(rest.position_steps, image_from_msg(msg, msgtype), {
+                        "motor_steps": rest.position_steps, "stamp_s": stamp * 1e-9,
+                        "time": _dt.datetime.fromtimestamp(stamp * 1e-9, _dt.timezone.utc).isoformat(
+                            timespec="milliseconds").replace("+00:00", "Z")})
+            recording.finish()
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)  # the stack is new (inspect refused an existing one)
+            raise
     return recording
 
 
