@@ -20,6 +20,8 @@ import json
 import sys
 from pathlib import Path
 
+from .torch_setup import torch_ready
+
 HELP = "export a training checkpoint to ONNX (opset 18, dynamic batch, metadata, torch parity check)"
 
 
@@ -32,11 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        print("export: torch is not installed; install the extra: pip install 'celegans_autofocus[train]'",
-              file=sys.stderr)
+    if not torch_ready("export"):
         return 2
     from ..training.checkpoint import CheckpointError
     from ..training.export import PARITY_TOL_STEPS, ExportError, export_checkpoint

@@ -25,6 +25,8 @@ import json
 import sys
 from pathlib import Path
 
+from .torch_setup import torch_ready
+
 HELP = "fine-tune the bundled focus model on your labelled stacks (CPU, minutes) and compare on held-out plates"
 COLUMNS = ("model", "kind", "n", "mae_steps", "median_abs_error_steps", "p90_abs_error_steps", "sign_accuracy",
            "in_focus_fraction")
@@ -63,11 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import torch
-    except ImportError:
-        print("finetune: torch is not installed; install the extra: pip install 'celegans_autofocus[train]'",
-              file=sys.stderr)
+    if not torch_ready("finetune", args.threads):
         return 2
     from ..core.metrics import SIGN_THRESHOLD_STEPS
     from ..core.predictor import ModelError, default_model_path
@@ -79,11 +77,6 @@ def run(args: argparse.Namespace) -> int:
     from ..training.finetune_config import FinetuneConfig
     from ..training.onnx_import import OnnxImportError
 
-    if args.threads < 0:
-        print(f"finetune: --threads must be >= 0, got {args.threads}", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
     onnx_path = args.export or args.out / "finetuned.onnx"
     try:
         parent = args.model or default_model_path()

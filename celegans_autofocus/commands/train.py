@@ -24,6 +24,8 @@ import json
 import sys
 from pathlib import Path
 
+from .torch_setup import torch_ready
+
 HELP = "train a CNN that predicts the signed steps to focus from one image (needs the [train] extra)"
 
 
@@ -112,11 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import torch
-    except ImportError:
-        print("train: torch is not installed; install the extra: pip install 'celegans_autofocus[train]'",
-              file=sys.stderr)
+    if not torch_ready("train", args.threads):
         return 2
     from ..training.checkpoint import CheckpointError
     from ..training.config import ConfigError, TrainConfig
@@ -125,11 +123,6 @@ def run(args: argparse.Namespace) -> int:
     from ..training.loop import train
     from ..training.models import ArchError
 
-    if args.threads < 0:
-        print(f"train: --threads must be >= 0, got {args.threads}", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
     fields = TrainConfig.__dataclass_fields__
     try:
         cfg = TrainConfig.from_dict({k: v for k, v in vars(args).items() if k in fields})
