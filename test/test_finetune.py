@@ -26,14 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from celegans_autofocus.cli import main
-from celegans_autofocus.core.dataset.io import read_image, write_image
+from celegans_autofocus.core.dataset.io import read_image
 from celegans_autofocus.core.dataset.synthetic import write_synthetic_dataset
-from celegans_autofocus.core.detection import crop_image, crop_window
 from celegans_autofocus.core.images import PreprocessSpec, preprocess
 from celegans_autofocus.core.predictor import FocusPredictor, default_model_path
+from crop_stacks import add_crop_stacks
 
 TRAINING = all(importlib.util.find_spec(name) is not None for name in ("torch", "onnx", "onnxscript"))
 pytestmark = pytest.mark.skipif(not TRAINING, reason="needs the [train] extra (torch, onnx, onnxscript)")
@@ -56,18 +55,8 @@ PARITY_STEPS = 1e-3
 def _write(root: Path, plates: int, crops: bool) -> Path:
     write_synthetic_dataset(root, plates=plates, stacks_per_plate=1, range_steps=40, step_every=8,
                             frame_shape=(96, 128), n_worms=1, seed=5)
-    for stack in sorted((root / "plates").glob("*/*")) if crops else []:
-        meta = yaml.safe_load((stack / "stack.yaml").read_text())
-        crop_dir = stack.parent / f"{stack.name}__crop{CROP_PX}_w0"
-        crop_dir.mkdir()
-        window = None
-        for path in sorted(stack.glob("z_*.png")):
-            gray = read_image(path)
-            window = window or crop_window(meta["worms"][0]["centroid_px"], CROP_PX, gray.shape)
-            write_image(crop_dir / path.name, np.ascontiguousarray(crop_image(gray, window)))
-        (crop_dir / "stack.yaml").write_text(yaml.safe_dump(
-            {"step_um": 5.0, "best_index": meta["best_index"], "true_best_index": meta["true_best_index"],
-             "parent": stack.name, "window_px": list(window), "fov_px": CROP_PX}))
+    if crops:
+        add_crop_stacks(root, CROP_PX, f"__crop{CROP_PX}_w0")
     assert main(["label", str(root), "--quiet"]) == 0
     return root
 

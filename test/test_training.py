@@ -31,12 +31,11 @@ import pytest
 import yaml
 
 from celegans_autofocus.cli import main
-from celegans_autofocus.core.dataset.io import read_image, write_image
-from celegans_autofocus.core.detection import crop_image, crop_window
 from celegans_autofocus.core.images import PreprocessSpec
 from celegans_autofocus.core.metrics import SUMMARY_KEYS
 from celegans_autofocus.core.dataset.synthetic import write_synthetic_dataset
 from celegans_autofocus.core.predictor import FocusPredictor, ModelError
+from crop_stacks import add_crop_stacks
 
 TRAIN_MODULES = ("torch", "timm", "onnxscript")
 TRAINING = all(importlib.util.find_spec(name) is not None for name in TRAIN_MODULES)
@@ -64,28 +63,12 @@ TINY = dict(arch=ARCH, input_px=64, batch_size=8, lr=1e-3, output_scale=50.0, va
 SUMMARY_KEYS = {"model", "kind", *SUMMARY_KEYS}
 
 
-def _add_crop_stacks(root: Path) -> None:
-    """Write a crop stack per full stack around its first worm (what `crop` writes, without the detector)."""
-    for stack in sorted((root / "plates").glob("*/*")):
-        meta = yaml.safe_load((stack / "stack.yaml").read_text())
-        crop_dir = stack.parent / f"{stack.name}_crop{CROP_PX}"
-        crop_dir.mkdir()
-        window = None
-        for path in sorted(stack.glob("z_*.png")):
-            gray = read_image(path)
-            window = window or crop_window(meta["worms"][0]["centroid_px"], CROP_PX, gray.shape)
-            write_image(crop_dir / path.name, np.ascontiguousarray(crop_image(gray, window)))
-        crop_meta = {"step_um": 5.0, "best_index": meta["best_index"], "true_best_index": meta["true_best_index"],
-                     "parent": stack.name, "window_px": list(window), "fov_px": CROP_PX}
-        (crop_dir / "stack.yaml").write_text(yaml.safe_dump(crop_meta))
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data") / "tiny"
     write_synthetic_dataset(root, plates=3, stacks_per_plate=1, range_steps=40, step_every=8,
                             frame_shape=(96, 128), n_worms=1, seed=3)
-    _add_crop_stacks(root)
+    add_crop_stacks(root, CROP_PX, f"_crop{CROP_PX}")
     assert main(["label", str(root), "--quiet"]) == 0
     return root
 
