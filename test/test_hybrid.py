@@ -50,8 +50,9 @@ class Rig:
 
     def step(self, model, measure_fn=measure) -> None:
         err = self.error()
-        pred = model(err, self.t_s)
-        d = self.ctrl.update(pred, None, measure_fn(err), self.t_s, self.t_s + 0.01, float(self.z))
+        pred = model(err, self.t_s)  # offset_steps, or (offset_steps, sigma_steps) for a model with sigma
+        pred, sigma = pred if isinstance(pred, tuple) else (pred, None)
+        d = self.ctrl.update(pred, sigma, measure_fn(err), self.t_s, self.t_s + 0.01, float(self.z))
         if d.moves:
             assert d.target_steps == self.z + d.move_steps
             self.z += d.move_steps
@@ -225,7 +226,7 @@ def test_never_moves_on_non_finite_input_and_falls_back_on_garbage_predictions()
                  (10.0, None, 1.0, math.nan, 0.0, 0.0), (10.0, math.nan, 1.0, 0.0, 0.01, 0.0)]:
         d = ctrl.update(*args)
         assert not d.moves and d.reason == R.NON_FINITE
-    n = HybridConfig().non_finite_frames
+    n = HybridConfig().unusable_frames
     rig = Rig(HybridAutofocus(), best=lambda t: 100.0).run(constant(math.nan), n - 1)
     assert not any(d.moves for d in rig.decisions) and rig.ctrl.mode == Mode.ACQUIRE
     rig.run(constant(math.nan), 70)
@@ -253,10 +254,87 @@ def test_settle_protocol_and_stale_frames():
     assert ctrl.update(0.0, None, 1.5, 0.3, 0.31, 100.0).reason == R.PROBE      # verified: refine
 
 
-def test_sigma_gates_the_jump():
-    ctrl = HybridAutofocus(HybridConfig(consistency_frames=1, max_sigma_steps=10.0))
-    assert ctrl.update(100.0, 30.0, 0.1, 0.0, 0.01, 0.0).reason == R.COLLECTING
-    assert ctrl.update(100.0, 5.0, 0.1, 0.1, 0.11, 0.0).reason == R.JUMP
+def test_sigma_gates_the_jump_and_a_clear_unconfident_prediction_steps_to_its_one_sigma_bound():
+    cfg = HybridConfig(consistency_frames=1, max_sigma_steps=10.0)
+    assert HybridAutofocus(cfg).update(100.0, 5.0, 0.1, 0.1, 0.11, 0.0).reason == R.JUMP
+    ctrl = HybridAutofocus(cfg)
+    d = ctrl.update(100.0, 60.0, 0.1, 0.0, 0.01, 0.0)
+    assert d.reason == R.COLLECTING and not d.moves and "sign unclear" in d.detail  # 100 +- 60: which side?
+    d = ctrl.update(100.0, 30.0, 0.1, 0.1, 0.11, 0.0)
+    assert d.reason == R.STEP and d.move_steps == 70                   # 100 - 30: the one-sigma bound
+    ctrl.record_move(0.12)
+    d = ctrl.update(26.0, 5.0, 0.1, 0.2, 0.21, 70.0)                   # plane 96 +- 5 agrees with 100 +- 30
+    assert d.reason == R.JUMP and d.move_steps == 26 and ctrl.strikes == 0
+    # the same second frame without sigmas: 26 steps after a 70-step move is within 16 + 0.5 * 70
+    plain = HybridAutofocus(HybridConfig(consistency_steps=4.0, consistency_fraction=0.1))
+    assert plain.update(100.0, None, 0.1, 0.0, 0.01, 0.0).move_steps == 100
+    plain.record_move(0.02)
+    assert plain.update(26.0, None, 0.1, 0.1, 0.11, 100.0).reason == R.UNDO  # more than 4 + 0.1 * 100
+
+
+def regressing(err, t):
+    """Return (mean, sigma) of the issue's uncertainty model: it regresses to its mean far from focus, and says so."""
+    true = [-120.0, -60.0, 0.0, 40.0, 60.0, 90.0, 120.0, 150.0]
+    mean = [-159.0, -72.0, -1.0, 44.0, 70.0, 90.0, 66.0, 68.0]
+    sigma = [30.0, 12.0, 3.0, 7.0, 8.0, 15.0, 32.0, 57.0]
+    return float(np.interp(err, true, mean)), float(np.interp(err, true, sigma))
+
+
+def test_sigma_agreement_verifies_a_short_jump_of_a_model_that_regresses_to_its_mean():
+    # +120 -> 66 +- 32 (not confident, clear sign): a cautious step of 34; there 86 -> ~85 +- 14: confident, jump
+    rig = Rig(HybridAutofocus(), best=lambda t: 120.0).run(regressing, 20)
+    assert [d.reason for d in rig.decisions[:2]] == [R.STEP, R.JUMP] and rig.lens[0] == 34
+    assert rig.reasons() == [R.START, R.NEAR_FOCUS, R.FOCUSED] and rig.ctrl.strikes == 0
+    assert abs(rig.error()) <= 1 and rig.ctrl.mode == Mode.TRACK
+    # a confident jump that falls short, the lens on the same side, is progress when the rest of the way is
+    # within the two sigmas (without them: at most 16 + 0.5 * 63 = 47.5 of the prediction)
+    for sigmas, reason in (((24.0, 12.0), R.JUMP), ((None, None), R.UNDO)):
+        ctrl = HybridAutofocus()
+        assert ctrl.update(63.0, sigmas[0], 0.0, 0.0, 0.01, 0.0).reason == R.JUMP
+        ctrl.record_move(0.02)
+        d = ctrl.update(50.0, sigmas[1], 0.0, 0.1, 0.11, 63.0)          # plane 113: 50 from 63, within 2 * 26.8
+        assert d.reason == reason and ctrl.strikes == (reason == R.UNDO)
+
+
+def test_a_refuted_plane_with_sigma_is_matched_within_the_sigmas_not_half_the_distance():
+    ctrl = HybridAutofocus(HybridConfig(max_strikes=3))
+    assert ctrl.update(-100.0, 5.0, 0.0, 0.0, 0.01, 0.0).move_steps == -100  # a confident jump to -100 ...
+    ctrl.record_move(0.02)
+    d = ctrl.update(-60.0, 5.0, 0.0, 0.1, 0.11, -100.0)                 # ... refuted: now -160 +- 5
+    assert d.reason == R.UNDO and ctrl.strikes == 1
+    ctrl.record_move(0.12)
+    # back at 0: without sigmas a plane within half its distance from the lens (70 for -140) counts as the
+    # refuted one; with them -140 +- 5 is another plane (40 > 2 * 7.1), -95 +- 5 the same one
+    d = ctrl.update(-95.0, 5.0, 0.0, 0.2, 0.21, 0.0)
+    assert d.reason == R.REFUTED and ctrl.strikes == 2
+    d = ctrl.update(-140.0, 5.0, 0.0, 0.3, 0.31, 0.0)
+    assert d.reason == R.JUMP and d.move_steps == -140 and ctrl.strikes == 2
+
+
+def test_predictions_never_confident_and_of_unclear_sign_fall_back_to_the_search_within_the_limit():
+    n = HybridConfig().unusable_frames
+    huge = lambda err, t: (err, 1000.0)  # noqa: E731 - right on average, but it says it knows nothing
+    rig = Rig(HybridAutofocus(), best=lambda t: 100.0).run(huge, n)
+    assert rig.reasons() == [R.START, R.NO_PREDICTIONS] and rig.ctrl.mode == Mode.SEARCH
+    assert not any(d.moves for d in rig.decisions[:n - 1])              # held, never moved on them
+    assert "unusable" in rig.ctrl.changes[-1].detail
+    rig.run(huge, 60)
+    assert abs(rig.error()) <= 4                                         # the search finds focus regardless
+    # mixed garbage counts as one streak: NaN and unclear predictions alternate
+    mixed = lambda err, t: (math.nan, None) if int(t * 10 + 0.5) % 2 else (err, 1000.0)  # noqa: E731
+    rig = Rig(HybridAutofocus(), best=lambda t: 100.0).run(mixed, n)
+    assert rig.reasons() == [R.START, R.NO_PREDICTIONS]
+
+
+def test_a_constant_answer_with_a_moderate_sigma_is_refuted_and_its_steps_undone():
+    # -140 +- 60 everywhere: a clear sign, never confident. Each cautious step (80) agrees with the last plane,
+    # but the chain's plane moves with the lens and leaves the first one's two sigmas: undone to its start
+    rig = Rig(HybridAutofocus(), best=lambda t: 60.0).run(constant((-140.0, 60.0)), 8)
+    assert [d.reason for d in rig.decisions[:4]] == [R.STEP, R.STEP, R.STEP, R.UNDO]
+    assert rig.lens[:4] == [-80, -160, -240, 0] and min(rig.lens) >= -240
+    assert rig.reasons()[:2] == [R.START, R.REFUTED] and rig.ctrl.mode == Mode.SEARCH
+    rig.run(constant((-140.0, 60.0)), 60)
+    assert abs(rig.error()) <= 4 and not rig.ctrl.cnn_trusted
 
 
 def test_config_validates_every_parameter():

@@ -59,6 +59,57 @@ def test_random_sign_model_is_caught_by_verification():
     assert s["frames_to_focus"] is not None and abs(s["final_error_steps"]) <= 8
 
 
+class RegressingSigmaModel:
+    """The uncertainty model of the issue (nll96_e56 on the simulator), as a stand-in.
+
+    Far from focus it regresses to its mean and says so with a large sigma. Mean and sigma are interpolated over
+    the true offset, with seeded per-frame noise of 0.3 sigma on the mean and +-10% on the sigma.
+    """
+
+    TRUE = [-120.0, -60.0, 0.0, 40.0, 60.0, 90.0, 120.0, 150.0]
+    MEAN = [-159.0, -72.0, -1.0, 44.0, 70.0, 90.0, 66.0, 68.0]
+    SIGMA = [30.0, 12.0, 3.0, 7.0, 8.0, 15.0, 32.0, 57.0]
+
+    def __init__(self, tap: TruthTap, seed: int = 0) -> None:
+        self.tap, self.rng = tap, np.random.default_rng(seed)
+
+    def predict_with_sigma(self, gray):
+        true = self.tap.truth()
+        sigma = float(np.interp(true, self.TRUE, self.SIGMA)) * float(self.rng.uniform(0.9, 1.1))
+        return float(np.interp(true, self.TRUE, self.MEAN)) + 0.3 * sigma * float(self.rng.normal()), sigma
+
+    def predict(self, gray):
+        return self.predict_with_sigma(gray)[0]
+
+
+class HugeSigmaModel(RegressingSigmaModel):
+    """The truth with a sigma that says nothing is known: never confident, never a clear sign."""
+
+    def predict_with_sigma(self, gray):
+        return self.tap.truth(), 1000.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_model_that_regresses_to_its_mean_far_from_focus_but_says_so_reaches_focus(seed):
+    sc = Scenario("sigma", seed=seed, start_offset_steps=120.0, duration_s=6.0, drift_steps_per_s=2.0)
+    trace, loop = _run(sc, lambda tap: RegressingSigmaModel(tap, seed=seed))
+    s = trace.summary()
+    assert s["frames_to_focus"] is not None and s["frames_to_focus"] <= 15 and abs(s["final_error_steps"]) <= 8
+    assert s["in_focus_fraction"] >= 0.7 and loop.ctrl.cnn_trusted
+    assert "search" not in [c.mode.value for c in loop.ctrl.changes]
+    assert any(r == "acquire:step" for r in trace.reasons)                # the first move: a cautious step
+
+
+def test_a_model_that_always_reports_a_huge_sigma_falls_back_to_the_search_within_the_limit():
+    sc = Scenario("huge", seed=4, start_offset_steps=100.0, duration_s=6.0)
+    trace, loop = _run(sc, HugeSigmaModel)
+    n = HybridConfig().unusable_frames
+    changes = loop.ctrl.changes
+    assert [c.reason.value for c in changes[:2]] == ["start", "no_predictions"] and changes[1].mode.value == "search"
+    assert trace.reasons.index("search:searching") <= n and trace.lens_z[n - 2] == trace.lens_z[0]  # held till then
+    assert trace.summary()["frames_to_focus"] is not None and abs(trace.summary()["final_error_steps"]) <= 8
+
+
 def test_stand_in_models_and_the_tap():
     tap = TruthTap(OpticsFrames(Scenario("t", seed=1, start_offset_steps=0.0), 64))
     with pytest.raises(RuntimeError, match="no frame"):

@@ -401,7 +401,10 @@ class SearchLoop:
 
 
 class FocusModel(Protocol):
-    """What the CNN loops need of a model: ``predict(gray) -> offset_steps`` (FocusPredictor or a stand-in)."""
+    """What the CNN loops need of a model: ``predict(gray) -> offset_steps`` (FocusPredictor or a stand-in).
+
+    The hybrid also uses ``predict_with_sigma(gray) -> (offset_steps, sigma_steps or None)`` where a model has it.
+    """
 
     def predict(self, gray: np.ndarray) -> float: ...
 
@@ -409,9 +412,9 @@ class FocusModel(Protocol):
 class HybridLoop:
     """Hybrid autofocus (core.hybrid.HybridAutofocus) in the closed-loop runner.
 
-    Each settled frame gives it the model's prediction and the focus measure (``DEFAULT_MEASURE``, the one labels
-    are made with) of that frame; a switch to another worm is told to the controller, as a tracker does when it
-    picks a new target.
+    Each settled frame gives it the model's prediction (with its sigma where the model reports one) and the focus
+    measure (``DEFAULT_MEASURE``, the one labels are made with) of that frame; a switch to another worm is told to
+    the controller, as a tracker does when it picks a new target.
     """
 
     name = "hybrid"
@@ -425,14 +428,18 @@ class HybridLoop:
 
     def on_frame(self, gray: np.ndarray, stamp_s: float, now_s: float, motor: MotorSim) -> Step:
         t0 = time.perf_counter()
+        sigma = None
         try:
-            offset = float(self.model.predict(gray))
+            if hasattr(self.model, "predict_with_sigma"):  # a model that reports its uncertainty (or None)
+                offset, sigma = self.model.predict_with_sigma(gray)
+            else:
+                offset = float(self.model.predict(gray))
         except NonFiniteOutputError:
             offset = math.nan  # the controller holds or falls back to the search: never moves on garbage
         value = self.measure(gray)
         latency_ms = (time.perf_counter() - t0) * 1e3
         position = motor.position_steps(now_s)
-        decision = self.ctrl.update(offset, None, value, stamp_s, now_s, position)
+        decision = self.ctrl.update(offset, sigma, value, stamp_s, now_s, position)
         if decision.moves:
             motor.command(round(position) + decision.move_steps, now_s)
             self.ctrl.record_move(motor.move_end_s)

@@ -27,8 +27,12 @@ Modes (:class:`Mode`):
   the measure verified: refines that found a peak and in-focus frames of track) once the
   last ``consistency_frames`` predicted best planes (position + offset) agree. The first frame
   after a jump verifies it: the prediction there must show progress (at most ``consistency_steps
-  + consistency_fraction * |jump|``), and a lens that was near focus must not see a clearly worse
-  measure; otherwise the jump is undone, its plane refuted and a strike counted against the model.
+  + consistency_fraction * |jump|``; with the model's sigma, its plane must agree with the plane
+  jumped to), and a lens that was near focus must not see a clearly worse measure; otherwise the
+  jump is undone, its plane refuted and a strike counted against the model. A prediction that is
+  not confident but whose sign is clear (|offset| > 2 sigma) gets a cautious step of |offset| - sigma,
+  verified like a jump; ``unusable_frames`` unusable predictions in a row (non-finite, or not
+  confident with an unclear sign) fall back to the search.
 - ``refine``: near focus (|offset| <= ``refine_window_steps``) a measure-guided hill climb in
   ``probe_steps`` steps from where the CNN points, ending with a 3-point parabola; the peak must
   stand ``min_peak_contrast`` above its neighbours, or the refine failed (a strike).
@@ -84,6 +88,7 @@ class HybridReason(str, Enum):
     CONVERGED = "converged"            # search: at the best z found, the CNN does not agree (yet)
     # moves
     JUMP = "jump"                      # acquire: move by the CNN's prediction
+    STEP = "step"                      # acquire: a cautious step towards a clear but unconfident prediction
     UNDO = "undo"                      # verification failed: back to where the jump started
     PROBE = "probe"                    # refine: measure the next z
     REFINED = "refined"                # refine: go to the peak found
@@ -103,7 +108,7 @@ class HybridReason(str, Enum):
     REFINE_FAILED = "refine_failed"    # strike: no measure peak within refine_span_steps
     DISAGREES = "disagrees"            # strike: the CNN's plane is far from the measure's peak
     OSCILLATING = "oscillating"        # fallback: predictions inconsistent for oscillation_frames frames
-    NO_PREDICTIONS = "no_predictions"  # fallback: non-finite predictions for non_finite_frames frames
+    NO_PREDICTIONS = "no_predictions"  # fallback: unusable predictions (acquire) for unusable_frames frames
     CNN_AGREES = "cnn_agrees"          # the CNN is trusted again: it agrees with the measure's focus (search or
     #                                    track -> track) or points at one plane from two lens positions (-> acquire)
     SEARCH_CONVERGED = "search_converged"  # search -> refine (is the peak sharp?), then track on the measure alone
@@ -148,7 +153,11 @@ class HybridConfig(_Config):
       consistency_fraction * |jump|`` (progress); that prediction may then jump again at once. With
       K = 1 (the default: one frame per jump) that verification is the consistency check, across
       two lens positions; K >= 2 also asks for agreement before the first jump (noisy models).
-    - ``max_sigma_steps``: a prediction whose model-reported sigma exceeds this is not confident.
+      A model that reports its sigma replaces the relative part: two planes agree within
+      ``max(consistency_steps, 2 sqrt(sigma1^2 + sigma2^2))`` (the window, the verification of a jump
+      against the plane jumped to, and the check against refuted planes).
+    - ``max_sigma_steps``: a prediction whose model-reported sigma exceeds this is not confident: no jump;
+      a cautious step of ``|offset| - sigma`` when its sign is clear (``|offset| > 2 sigma``), else a hold.
     - ``cnn_bias_steps``: subtracted from every prediction until a bias is learnt (a prior for the model's bias
       near focus, e.g. what a previous session learnt: :attr:`HybridAutofocus.learnt_bias_steps`).
     - ``cnn_sigma_steps``: a verified CNN plane's error for the best-plane filter when the model gives none.
@@ -170,7 +179,8 @@ class HybridConfig(_Config):
       measure's peak; ``disagree_frames`` such frames in track count one strike.
     - ``max_strikes``: strikes against the model before falling back to the search.
     - ``oscillation_frames``: consecutive inconsistent prediction windows before falling back.
-    - ``non_finite_frames``: consecutive non-finite predictions (in acquire) before falling back.
+    - ``unusable_frames``: consecutive unusable predictions in acquire (non-finite, or not confident with an
+      unclear sign) before falling back: garbage never costs more than a search.
     - ``follow_steps``: track moves with the drift estimate once it is this far from the lens.
     - ``refine_sigma_steps``: a refined peak's error for the best-plane filter.
     - ``drift_accel_sigma``: the filter's process noise, steps/s per sqrt(s).
@@ -198,7 +208,7 @@ class HybridConfig(_Config):
     disagree_frames: int = 8
     max_strikes: int = 2
     oscillation_frames: int = 4
-    non_finite_frames: int = 8
+    unusable_frames: int = 8
     follow_steps: float = 2.0
     refine_sigma_steps: float = 2.0
     drift_accel_sigma: float = 0.5
@@ -213,7 +223,7 @@ class HybridConfig(_Config):
         self._check_finite()
         name = type(self).__name__
         for key in ("consistency_frames", "probe_steps", "refine_span_steps", "disagree_frames", "max_strikes",
-                    "oscillation_frames", "non_finite_frames", "max_move_steps"):
+                    "oscillation_frames", "unusable_frames", "max_move_steps"):
             value = getattr(self, key)
             if int(value) != value or value < 1:
                 raise ValueError(f"{name}.{key} must be an integer >= 1, got {value}")
@@ -239,13 +249,14 @@ class HybridConfig(_Config):
 
 @dataclass
 class _Jump:
-    """A jump awaiting verification at the first settled frame after it."""
+    """A jump (or cautious step) awaiting verification at the first settled frame after it."""
 
-    from_z: int
+    from_z: int  # where an undo goes back to: the jump's start, a chain of cautious steps' first start
     from_measure: float
     from_in_focus: bool
     best_z: float
     move_steps: int
+    sigma_steps: float | None = None  # the model's sigma of best_z (None: the model reports none)
 
 
 class HybridAutofocus:
@@ -293,8 +304,11 @@ class HybridAutofocus:
 
     def _reset_target(self) -> None:
         """Forget everything that belongs to one worm (not the strikes, not the drift rate)."""
-        self._window: deque[tuple[float, float, float]] = deque(maxlen=self.config.consistency_frames)
-        self._refuted: list[float] = []
+        # settled predictions: (stamp, z, best plane z + offset, the model's sigma or None)
+        self._window: deque[tuple[float, float, float, float | None]] = deque(maxlen=self.config.consistency_frames)
+        self._refuted: list[tuple[float, float | None]] = []  # refuted planes (z, the model's sigma or None)
+        # a chain of cautious steps: the plane it aims at (z, sigma) and the lens z before its first step
+        self._anchor: tuple[float, float, int] | None = None
         self._pending: _Jump | None = None
         self._verified = False
         self._plan: Generator[int, float, tuple[int, float] | None] | None = None
@@ -305,7 +319,7 @@ class HybridAutofocus:
         self._peak_z: float | None = None  # this worm's last plane found by the measure
         self._measure_ref: float | None = None
         self._inconsistent = 0
-        self._non_finite = 0
+        self._unusable = 0
         self._disagree = 0
         self._agree = 0
         self._sweep: tuple[int, float] | None = None  # search: the last (z, CNN plane), to see the CNN agree again
@@ -428,16 +442,19 @@ class HybridAutofocus:
             _finite(offset_steps) and (sigma_steps is None or (_finite(sigma_steps) and sigma_steps >= 0)))
         if offset_steps is not None and not bad_pred:
             pred = float(offset_steps) - self.cnn_bias_steps
-            self._non_finite = 0
-        elif bad_pred:
-            self._non_finite += 1
-        confident = pred is not None and (sigma_steps is None or sigma_steps <= cfg.max_sigma_steps)
-        self._sigma_now = float(sigma_steps) if pred is not None and sigma_steps is not None else None
+        sigma = float(sigma_steps) if pred is not None and sigma_steps is not None else None
+        confident = pred is not None and (sigma is None or sigma <= cfg.max_sigma_steps)
+        clear = pred is not None and (confident or abs(pred) > 2.0 * sigma)  # usable: confident or a clear sign
+        self._sigma_now, self._confident_now, self._clear_now = sigma, confident, clear
+        if clear:
+            self._unusable = 0
+        elif self.mode == Mode.ACQUIRE and (bad_pred or pred is not None):
+            self._unusable += 1
         if pred is not None:
-            self._window.append((stamp_s, z, z + pred))
+            self._window.append((stamp_s, z, z + pred, sigma))
 
         if self._pending is not None:
-            decision = self._verify(z, m, pred, now_s)
+            decision = self._verify(z, m, pred, stamp_s, now_s)
             if decision is not None:
                 return decision
         if self._hint is not None:
@@ -454,48 +471,92 @@ class HybridAutofocus:
             return self._refine_step(z, m, pred, now_s)
         # acquire
         if bad_pred or pred is None:
-            if self._non_finite >= cfg.non_finite_frames:
-                return self._fallback(HybridReason.NO_PREDICTIONS,
-                                      f"{self._non_finite} non-finite predictions in a row", z, m, pred, stamp_s, now_s)
+            if self._unusable >= cfg.unusable_frames:
+                return self._no_predictions(z, m, stamp_s, now_s)
             what = "non-finite prediction" if bad_pred else "no prediction"
             return self._hold(HybridReason.NON_FINITE if bad_pred else HybridReason.COLLECTING,
                               f"{what} (offset_steps={offset_steps!r}, sigma_steps={sigma_steps!r}); holding")
-        return self._acquire(z, m, pred, confident, stamp_s, now_s)
+        return self._acquire(z, m, pred, confident, clear, stamp_s, now_s)
 
     # ------------------------------------------------------------------ modes
 
     def _consistent(self, now_s: float) -> tuple[bool, bool, str]:
         """(K fresh predictions, they agree, detail) over the prediction window."""
         cfg = self.config
-        fresh = [(s, z, b) for s, z, b in self._window if now_s - s <= cfg.stale_after_s]
+        fresh = [w for w in self._window if now_s - w[0] <= cfg.stale_after_s]
         if len(fresh) < cfg.consistency_frames:
             return False, False, f"{len(fresh)}/{cfg.consistency_frames} fresh predictions"
-        bests = [b for _, _, b in fresh]
-        tol = max(cfg.consistency_steps, cfg.consistency_fraction * max(abs(b - z) for _, z, b in fresh))
+        bests = [b for _, _, b, _ in fresh]
         spread = max(bests) - min(bests)
-        return True, spread <= tol, f"best-plane spread {spread:.1f} (tolerance {tol:.1f}) over {len(fresh)}"
+        if any(sig is None for *_, sig in fresh):
+            tol = max(cfg.consistency_steps, cfg.consistency_fraction * max(abs(b - z) for _, z, b, _ in fresh))
+            return True, spread <= tol, f"best-plane spread {spread:.1f} (tolerance {tol:.1f}) over {len(fresh)}"
+        # with the model's sigmas every pair must agree; report the pair closest to disagreeing
+        pairs = [(abs(b1 - b2), self._tolerance(0.0, s1, s2)) for i, (_, _, b1, s1) in enumerate(fresh)
+                 for _, _, b2, s2 in fresh[i + 1:]] or [(0.0, cfg.consistency_steps)]
+        diff, tol = max(pairs, key=lambda pair: pair[0] - pair[1])
+        return True, diff <= tol, (f"best-plane spread {spread:.1f}, worst pair {diff:.1f} (tolerance {tol:.1f} "
+                                   f"from the model's sigmas) over {len(fresh)}")
 
-    def _acquire(self, z: int, m: float, pred: float, confident: bool, stamp_s: float,
+    def _tolerance(self, fixed_steps: float, sigma_a: float | None, sigma_b: float | None) -> float:
+        """Return how far two best-plane estimates with these sigmas may differ and still agree.
+
+        With the model's sigmas for both: ``max(consistency_steps, 2 sqrt(sigma_a^2 + sigma_b^2))``, a two-sigma
+        test of their difference that replaces the relative part of the tolerance (``consistency_fraction``, a
+        stand-in for an error that grows with the distance to focus); else ``fixed_steps``, the tolerance for
+        models that report no uncertainty.
+        """
+        if sigma_a is None or sigma_b is None:
+            return fixed_steps
+        return max(self.config.consistency_steps, 2.0 * math.hypot(sigma_a, sigma_b))
+
+    def _refuted_match(self, best: float, sigma: float | None, fixed_steps: float) -> float | None:
+        """Return the refuted plane that ``best`` +- ``sigma`` agrees with (``_tolerance``), or None."""
+        return next((r for r, r_sigma in self._refuted
+                     if abs(r - best) <= self._tolerance(fixed_steps, sigma, r_sigma)), None)
+
+    def _no_predictions(self, z: int, m: float, stamp_s: float, now_s: float) -> HybridDecision:
+        self._pending = None  # a jump that cannot be verified stays where it is: the search starts there
+        return self._fallback(HybridReason.NO_PREDICTIONS, f"{self._unusable} unusable predictions in a row "
+                                                           f"(non-finite, or not confident with an unclear sign)",
+                              z, m, None, stamp_s, now_s)
+
+    def _acquire(self, z: int, m: float, pred: float, confident: bool, clear: bool, stamp_s: float,
                  now_s: float) -> HybridDecision:
+        """Jump to a confident prediction's plane; step cautiously towards a clear but unconfident one.
+
+        An unconfident prediction (sigma above ``max_sigma_steps``) whose sign is clear (``|offset| > 2 sigma``)
+        gets a step of ``|offset| - sigma``, to the one-sigma bound of the plane on the lens's side: at least
+        sigma, so real progress, and past the plane only when it lies more than one sigma short of the estimate
+        (16% for a Gaussian error); a model whose sigma grows with the distance to focus is then more confident
+        at the next frame. The step is verified like a jump, against the plane the chain of steps aims at
+        (:meth:`_verify`): a constant answer, whose plane moves with the lens, is refuted once the lens passed
+        that plane's two-sigma bound, and the chain is undone to where it started, so the search starts there.
+        An unclear prediction holds; ``unusable_frames`` of them in a row fall back to the search.
+        """
         cfg = self.config
+        sigma = self._sigma_now
         if abs(pred) <= cfg.refine_window_steps:
             return self._start_refine(z, m, pred, now_s, HybridReason.NEAR_FOCUS,
                                       f"CNN offset {pred:+.1f} within the refine window {cfg.refine_window_steps:g}")
+        if not clear:
+            self._verified = False
+            if self._unusable >= cfg.unusable_frames:
+                return self._no_predictions(z, m, stamp_s, now_s)
+            return self._hold(HybridReason.COLLECTING, f"prediction {pred:+.1f} +- {sigma:.1f} not confident (sigma "
+                                                       f"above {cfg.max_sigma_steps:g}), its sign unclear")
         full, agree, detail = self._consistent(now_s)
         if self._verified:
             full, agree, detail = True, True, "verified by the last jump"
         self._verified = False
-        here = [b for _, zz, b in self._window if zz == z]
+        here = [b for _, zz, b, _ in self._window if zz == z]
         best = float(np.median(here)) if here else z + pred
-        tol = max(cfg.consistency_steps, cfg.consistency_fraction * abs(best - z))
-        refuted = [r for r in self._refuted if abs(r - best) <= tol]
-        if refuted:  # no need to wait for K frames: this plane was tried and failed
+        refuted = self._refuted_match(best, sigma, max(cfg.consistency_steps,
+                                                       cfg.consistency_fraction * abs(best - z)))
+        if refuted is not None:  # no need to wait for K frames: this plane was tried and failed
             self._window.clear()
             return self._strike(HybridReason.REFUTED, f"the CNN points again at z={best:.0f}, refuted before "
-                                                      f"(z={refuted[0]:.0f})", z, m, pred, stamp_s, now_s)
-        if not confident:
-            return self._hold(HybridReason.COLLECTING, f"prediction {pred:+.1f} not confident (sigma above "
-                                                       f"{cfg.max_sigma_steps:g})")
+                                                      f"(z={refuted:.0f})", z, m, pred, stamp_s, now_s)
         if not full:
             return self._hold(HybridReason.COLLECTING, detail)
         if not agree:
@@ -505,20 +566,37 @@ class HybridAutofocus:
                                       z, m, pred, stamp_s, now_s)
             return self._hold(HybridReason.COLLECTING, f"inconsistent: {detail}")
         self._inconsistent = 0
-        move = int(round(float(np.clip(best - z, -cfg.max_move_steps, cfg.max_move_steps))))
-        decision = self._move(z, z + move, HybridReason.JUMP, f"{detail}; jump to the CNN's plane z={best:.0f}",
-                              now_s)
+        if confident:
+            self._anchor = None
+            aim, aim_sigma, offset = best, sigma, best - z
+            reason, what = HybridReason.JUMP, f"jump to the CNN's plane z={best:.0f}"
+        else:  # a cautious step; a chain of them is verified against the plane its first step aimed at
+            aim, aim_sigma, origin = self._anchor if self._anchor is not None else (best, sigma, z)
+            offset = math.copysign(max(0.0, abs(best - z) - sigma), best - z)
+            reason, what = HybridReason.STEP, (f"step {offset:+.0f} towards the CNN's plane z={best:.0f} +- "
+                                               f"{sigma:.0f} (not confident)")
+        move = int(round(float(np.clip(offset, -cfg.max_move_steps, cfg.max_move_steps))))
+        decision = self._move(z, z + move, reason, f"{detail}; {what}", now_s)
         if decision.moves:
             ref = self._measure_ref  # this worm's last peak measure, if any: was the lens still near focus?
             in_focus = ref is not None and m >= ref - 2.0 * cfg.drop_fraction * abs(ref) - cfg.measure_noise
-            self._pending = _Jump(z, m, in_focus, best, decision.move_steps)
+            if confident:
+                self._pending = _Jump(z, m, in_focus, aim, decision.move_steps, aim_sigma)
+            else:  # a refuted chain is undone as a whole: back to where its first step started
+                self._pending = _Jump(origin, m, in_focus, aim, decision.move_steps, aim_sigma)
+                self._anchor = (aim, aim_sigma, origin)
         return decision
 
-    def _verify(self, z: int, m: float, pred: float | None, now_s: float) -> HybridDecision | None:
-        """Judge the first settled frame after a jump.
+    def _verify(self, z: int, m: float, pred: float | None, stamp_s: float, now_s: float) -> HybridDecision | None:
+        """Judge the first settled frame after a jump (or a cautious step).
 
-        Undo the jump when the image got clearly worse or the CNN now points elsewhere. Return None when the jump
-        is confirmed (or cannot be judged on this frame).
+        Undo the jump when the image got clearly worse or the CNN now points elsewhere. Without the model's sigma
+        the prediction must show progress: at most ``consistency_steps + consistency_fraction * |jump|``. With it,
+        the plane after the jump must agree with the plane jumped to (:meth:`_tolerance`): a jump that left the
+        lens short of the plane, on the same side, with the rest of the way within the two estimates' sigmas, is
+        progress (a model that regresses to its mean far from focus says so with a large sigma), and a plane that
+        moves with the lens is refuted once it leaves them. Return None when the jump is confirmed (or cannot be
+        judged on this frame); ``unusable_frames`` frames without a prediction fall back to the search.
         """
         cfg = self.config
         jump = self._pending
@@ -526,10 +604,19 @@ class HybridAutofocus:
             return self._undo(jump, z, HybridReason.VERIFY_WORSE,
                               f"measure {m:.3g} after the jump, {jump.from_measure:.3g} in focus before", now_s)
         if pred is None:
+            if self._unusable >= cfg.unusable_frames:
+                return self._no_predictions(z, m, stamp_s, now_s)
             return self._hold(HybridReason.COLLECTING, "no prediction to verify the jump on; holding")
         self._pending = None
-        tol = cfg.consistency_steps + cfg.consistency_fraction * abs(jump.move_steps)
-        if abs(pred) > tol:
+        if jump.sigma_steps is not None and self._sigma_now is not None:
+            tol = self._tolerance(0.0, jump.sigma_steps, self._sigma_now)
+            if abs(z + pred - jump.best_z) > tol:
+                return self._undo(jump, z, HybridReason.VERIFY_INCONSISTENT,
+                                  f"after the move of {jump.move_steps:+d} steps to z={z} the CNN says {pred:+.0f} "
+                                  f"+- {self._sigma_now:.0f}: its plane z={z + pred:.0f} is "
+                                  f"{z + pred - jump.best_z:+.0f} from z={jump.best_z:.0f} +- {jump.sigma_steps:.0f} "
+                                  f"(more than {tol:.0f})", now_s)
+        elif abs(pred) > (tol := cfg.consistency_steps + cfg.consistency_fraction * abs(jump.move_steps)):
             return self._undo(jump, z, HybridReason.VERIFY_INCONSISTENT,
                               f"after the jump of {jump.move_steps:+d} steps to z={z} the CNN still says {pred:+.0f} "
                               f"(more than {tol:.0f}): no progress", now_s)
@@ -540,7 +627,8 @@ class HybridAutofocus:
 
     def _undo(self, jump: _Jump, z: int, reason: HybridReason, detail: str, now_s: float) -> HybridDecision:
         self._pending = None
-        self._refuted.append(jump.best_z)
+        self._anchor = None
+        self._refuted.append((jump.best_z, jump.sigma_steps))
         self._window.clear()
         self.strikes += 1
         self.counts[reason.value] += 1
@@ -573,22 +661,22 @@ class HybridAutofocus:
 
     def _search_step(self, z: int, m: float, pred: float | None, stamp_s: float, now_s: float) -> HybridDecision:
         cfg = self.config
-        if not self.search.converged and pred is not None:
+        if not self.search.converged and pred is not None and self._clear_now:
             b = z + pred
             if self._sweep is not None and self._sweep[0] != z:
                 z1, b1 = self._sweep
                 tol = min(cfg.consistency_steps, 0.5 * abs(z - z1))  # a plane that moves with the lens is no plane
-                if abs(b - b1) <= tol and not any(abs(r - b) <= cfg.consistency_steps for r in self._refuted):
+                if abs(b - b1) <= tol and self._refuted_match(b, self._sigma_now, cfg.consistency_steps) is None:
                     self.strikes = cfg.max_strikes - 1  # on probation: one more failure and the search is back
                     self.cnn_trusted = True
                     self._sweep = None
                     self._window.clear()
-                    self._window.append((stamp_s, z, b))
+                    self._window.append((stamp_s, z, b, self._sigma_now))
                     self._verified = True
                     self._change(Mode.ACQUIRE, HybridReason.CNN_AGREES,
                                  f"during the search the CNN points at z={b1:.0f} from z={z1} and z={b:.0f} from "
                                  f"z={z} (tolerance {tol:.0f})", now_s)
-                    return self._acquire(z, m, pred, True, stamp_s, now_s)
+                    return self._acquire(z, m, pred, self._confident_now, True, stamp_s, now_s)
             self._sweep = (z, b)
         d = self.search.update(z, m, stamp_s)
         if d.reason.value == "converged":  # at the best z found: track on, with the CNN if it agrees
@@ -808,6 +896,9 @@ class HybridAutofocus:
 
     def _change(self, mode: Mode, reason: HybridReason, detail: str, t_s: float) -> ModeChange:
         change = ModeChange(self.mode, mode, reason, detail, float(t_s))
+        if mode != self.mode:
+            self._unusable = 0  # counted within one stay in acquire
+            self._anchor = None
         self.mode = mode
         self.changes.append(change)
         self._change_now = change

@@ -131,9 +131,9 @@ HYBRID_PARAMS = (
     Param("hybrid_oscillation_frames", _HYBRID.oscillation_frames,
           "hybrid: inconsistent prediction windows in a row before the search",
           range=(1, 1000)),
-    Param("hybrid_non_finite_frames", _HYBRID.non_finite_frames,
-          "hybrid: non-finite predictions in a row before the search",
-          range=(1, 1000)),
+    Param("hybrid_unusable_frames", _HYBRID.unusable_frames,
+          "hybrid: unusable predictions in a row in acquire (non-finite, or not confident with an unclear sign) "
+          "before the search", range=(1, 1000)),
     Param("hybrid_follow_steps", _HYBRID.follow_steps,
           "hybrid: track follows the drift estimate once it is this far from the lens",
           range=(0.1, 10_000.0)),
