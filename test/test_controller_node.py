@@ -401,6 +401,8 @@ def test_hybrid_settings_are_tunable_at_run_time_and_bad_ones_refused(ros_harnes
     node = ros_harness.start(StepperControllerNode, control_mode="hybrid")
     assert node.set_parameters([Parameter("hybrid_max_strikes", value=3)])[0].successful
     assert node.hybrid.config.max_strikes == 3
+    assert node.set_parameters([Parameter("hybrid_unusable_frames", value=5)])[0].successful
+    assert node.hybrid.config.unusable_frames == 5
     result = node.set_parameters([Parameter("hybrid_probe_steps", value=50)])[0]   # > refine_span_steps 36
     assert not result.successful and "refine_span_steps" in result.reason
     assert node.hybrid.config.probe_steps == 6
