@@ -324,6 +324,10 @@ def test_predictions_never_confident_and_of_unclear_sign_fall_back_to_the_search
     mixed = lambda err, t: (math.nan, None) if int(t * 10 + 0.5) % 2 else (err, 1000.0)  # noqa: E731
     rig = Rig(HybridAutofocus(), best=lambda t: 100.0).run(mixed, n)
     assert rig.reasons() == [R.START, R.NO_PREDICTIONS]
+    # NaN after a jump: it cannot be verified, and the wait for a prediction ends in the search too
+    rig = Rig(HybridAutofocus(), best=lambda t: 100.0).run(lambda err, t: 80.0 if t < 0.05 else math.nan, n + 1)
+    assert rig.decisions[0].reason == R.JUMP and rig.reasons() == [R.START, R.NO_PREDICTIONS]
+    assert not any(d.moves for d in rig.decisions[1:n])
 
 
 def test_a_constant_answer_with_a_moderate_sigma_is_refuted_and_its_steps_undone():

@@ -43,7 +43,7 @@ Modes (:class:`Mode`):
   focus is far.
 - ``search``: fallback after ``max_strikes`` strikes (failed verifications, refuted planes, a refine
   that finds no peak, a CNN that disagrees with the measure's peak), oscillating predictions, or
-  repeated non-finite predictions: :class:`core.control.SearchAutofocus` on the measure. Once it
+  repeated unusable predictions: :class:`core.control.SearchAutofocus` on the measure. Once it
   converged (and a refine found the peak sharp), ``track`` goes on with the measure alone
   (:attr:`HybridAutofocus.cnn_trusted` False: no jumps; a failed refine or a worm switch searches
   again) until the CNN agrees with the measure's focus for ``consistency_frames`` frames. During
