@@ -33,6 +33,7 @@ import argparse
 import dataclasses
 import time
 
+import cv2
 import numpy as np
 
 from celegans_autofocus.core import optics
@@ -74,11 +75,16 @@ def main() -> None:
             x0, y0 = SIM_BIN * (x0 // SIM_BIN), SIM_BIN * (y0 // SIM_BIN)
             win = (x0, y0, fov, fov)
             nat = optics.StackRenderer(scene, cfg, None, window_px=win, max_offset_steps=210)
-            ref_full = {o: preprocess(nat.intensity(o), spec) for o in OFFSETS}
+            native = {o: nat.intensity(o) for o in OFFSETS}
+            ref_full = {o: preprocess(img, spec) for o, img in native.items()}
+
+            def binned(o: int, out: int) -> np.ndarray:
+                """The native render binned to out x out px, as a camera bins."""
+                return cv2.resize(native[o], (out, out), interpolation=cv2.INTER_AREA)
+
             views = [("96 px (model input)", cfg, 96), ("128 px", cfg, 128), ("side/4", cfg, fov // 4),
                      ("128 px legacy", legacy, 128), ("side/4 legacy", legacy, fov // 4)]
             for name, c, out in views + [(n, None, fov // SIM_BIN) for n in sim_frames]:
-                binned = optics.StackRenderer(scene, cfg, (out, out), window_px=win, max_offset_steps=210)
                 r = None if c is None else optics.StackRenderer(scene, c, (out, out), window_px=win,
                                                                 max_offset_steps=210)
                 grid_um = sim_frames[name][0].dx_um if c is None else r.dx_um
@@ -92,7 +98,7 @@ def main() -> None:
                         img = r.intensity(o)
                         cost.setdefault((fov, name), []).append(time.perf_counter() - t)
                     x = preprocess(img, spec)
-                    same.setdefault(key, []).append((o, _rms(x, preprocess(binned.intensity(o), spec))))
+                    same.setdefault(key, []).append((o, _rms(x, preprocess(binned(o, out), spec))))
                     full.setdefault(key, []).append((o, _rms(x, ref_full[o])))
     print(f"RMS of the z-scored 96 px difference to the native render binned alike, max over {args.scenes} scenes\n")
     print("| window | render | field grid um | " + " | ".join(str(o) for o in OFFSETS)

@@ -123,12 +123,13 @@ def test_scene_geometry_in_full_frame_px():
         assert config.worm_width_um[0] / 2 <= worm.radius_um.max() <= config.worm_width_um[1] / 2
 
 
-def test_out_shape_is_binned_native_render():
+@pytest.mark.parametrize("offset_steps", [15, -150])  # the source blur before binning, and after it (wide)
+def test_out_shape_is_binned_native_render(offset_steps):
     scene = optics.make_scene(np.random.default_rng(2), QUIET, 2)
     x0, y0, _, _ = scene.worms[0].bbox_px
     window = (x0, y0, 320, 240)
-    native = optics.render(scene, 15, QUIET, window_px=window)
-    half = optics.render(scene, 15, QUIET, window_px=window, out_shape=(120, 160))
+    native = optics.render(scene, offset_steps, QUIET, window_px=window)
+    half = optics.render(scene, offset_steps, QUIET, window_px=window, out_shape=(120, 160))
     binned = cv2.resize(native, (160, 120), interpolation=cv2.INTER_AREA)
     assert np.abs(half.astype(int) - binned).max() <= 2
 
@@ -220,11 +221,11 @@ def test_the_full_field_on_the_band_limited_grid_crops_like_a_native_render():
     assert band.dx_um < QUIET.wavelength_um / (2 * (QUIET.na + QUIET.condenser_na)) < old.dx_um
     cx, cy = scene.worms[0].centroid_px
     x0, y0 = 4 * int(min(max(cx - 250, 0), 2092) // 4), 4 * int(min(max(cy - 250, 0), 1444) // 4)
-    native = StackRenderer(scene, QUIET, (125, 125), (x0, y0, 500, 500), max_offset_steps=210)
+    native = StackRenderer(scene, QUIET, None, (x0, y0, 500, 500), max_offset_steps=210)
     spec = PreprocessSpec(input_px=96)
     worst_old = 0.0
     for offset in (-200, -50, 0, 40, 200):
-        ref = preprocess(native.intensity(offset), spec)
+        ref = preprocess(cv2.resize(native.intensity(offset), (125, 125), interpolation=cv2.INTER_AREA), spec)
         rms = {}
         for name, r in (("band", band), ("old", old)):
             crop = r.intensity(offset)[y0 // 4:y0 // 4 + 125, x0 // 4:x0 // 4 + 125]
@@ -243,3 +244,15 @@ def test_a_laid_egg_is_a_dark_oval_not_a_bright_lens():
         renderer = StackRenderer(bare_scene(particles=one), QUIET, None, (686, 536, 128, 128), max_offset_steps=120)
         assert renderer.intensity(0)[60:68, 60:68].mean() < 0.2  # the background is 1
         assert max(float(renderer.intensity(d).max()) for d in range(-120, 121, 8)) < 2.5
+
+
+def test_offset_quantum_renders_the_optics_once_per_quantum():
+    """A live view (offset_quantum_steps): offsets within one quantum share the optics, the noise is new per frame."""
+    scene = optics.make_scene(np.random.default_rng(3), OpticsConfig(), 1)
+    live = StackRenderer(scene, OpticsConfig(), (60, 80), seed=1, offset_quantum_steps=0.25)
+    exact = StackRenderer(scene, OpticsConfig(), (60, 80), seed=1)
+    a, b = live.intensity(40.02), live.intensity(39.9)
+    assert a is b and not a.flags.writeable
+    assert np.abs(a - exact.intensity(40.0)).max() < 1e-6 < np.abs(a - exact.intensity(39.9)).max()
+    assert live.intensity(40.2) is not a  # the next quantum
+    assert not np.array_equal(live.frame(40.0), live.frame(40.0))  # new noise every frame

@@ -225,5 +225,5 @@ def test_hybrid_with_the_bundled_model_jumps_refines_and_tracks(tmp_path):
     modes = [c["mode"] for c in s["mode_changes"]]
     assert modes[:3] == ["acquire", "refine", "track"], s["mode_changes"]
     assert "search" not in modes
-    assert s["frames_to_focus"] is not None and s["frames_to_focus"] <= 8, s
+    assert s["frames_to_focus"] is not None and s["frames_to_focus"] <= 12, s  # a jump and a refine; a search: ~40
     assert s["in_focus_fraction_tracking"] >= 0.8, s

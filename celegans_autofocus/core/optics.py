@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 
 import cv2
 import numpy as np
@@ -190,6 +191,12 @@ _BAND_NYQUIST_MARGIN = 1.05
 #: ... and has at most this many grid px per output px: a much coarser view (a full frame at the model's input
 #: size) would spend a large FFT on detail that binning removes; it keeps the old grid.
 _BAND_MAX_OVERSAMPLE = 4.0
+#: the source blur is applied after binning when the grid bins to the output by a ratio p/q with q at most this
+_MAX_BIN_DENOMINATOR = 8
+#: ... and its sigma is at least this many output px: narrower, blur-then-bin and bin-then-blur differ by up to
+#: 0.06 RMS after preprocessing, wider by <= 0.025 (benchmarks/fast_path_fidelity.md)
+_BLUR_AFTER_BIN_MIN_PX = 1.0
+_RECENT_INTENSITIES = 4  # StackRenderer keeps this many quantised offsets' intensities
 _N_AGAR_AIR = 1.0  # a scratch is a groove of air in agar (n_medium)
 
 
@@ -511,12 +518,17 @@ class StackRenderer:
     Per frame: one multiply by the separable Fresnel transfer function, one inverse FFT, the
     source blur, binning to ``out_shape`` and the camera model. Offsets beyond
     ``max_offset_steps`` still render, with some light wrapping around from the far edge.
+    With ``offset_quantum_steps`` > 0 the optics are rendered at the offset rounded to it and the last
+    few kept (a live view whose lens holds while the plane creeps re-renders only the noise).
     """
 
     def __init__(self, scene: Scene, config: OpticsConfig, out_shape: tuple[int, int] | None = None,
                  window_px: tuple[int, int, int, int] | None = None, seed: int | None = None,
-                 max_offset_steps: float = DEFAULT_MAX_OFFSET_STEPS, rng: np.random.Generator | None = None):
+                 max_offset_steps: float = DEFAULT_MAX_OFFSET_STEPS, rng: np.random.Generator | None = None,
+                 offset_quantum_steps: float = 0.0):
         self.config = config
+        self.offset_quantum_steps = float(offset_quantum_steps)
+        self._recent: dict[float, np.ndarray] = {}  # intensities by rounded offset (offset_quantum_steps > 0)
         self.window_px, self.out_shape = _check_window(config, window_px, out_shape)
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         x0, y0, w, _ = self.window_px
@@ -551,6 +563,7 @@ class StackRenderer:
             shape = (cv2.getOptimalDFTSize(inner[0] + 2 * pad), cv2.getOptimalDFTSize(inner[1] + 2 * pad))
             raster_shape = shape
         self.oversample = out_scale_px / scale_px  # grid px per output px (may be fractional)
+        self._bin = _whole_bin(inner, self.out_shape)
         self.dx_um = scale_px * config.um_per_px
         self._crop = (pad, pad, inner[0], inner[1])  # i0, j0, rows, cols of the window in the grid
         raster_scale_px = scale_px * shape[0] / raster_shape[0]
@@ -584,7 +597,19 @@ class StackRenderer:
             self._blur_kernel = _motion_kernel(config.motion_blur_px, float(self.rng.uniform(0, np.pi)))
 
     def intensity(self, offset_steps: float) -> np.ndarray:
-        """Noise-free image intensity at ``offset_steps`` on ``out_shape`` (1 = unobstructed light)."""
+        """Noise-free image intensity at ``offset_steps`` on ``out_shape`` (1 = unobstructed light; read-only)."""
+        q = self.offset_quantum_steps
+        if q <= 0:
+            return self._intensity(float(offset_steps))
+        key = round(float(offset_steps) / q) * q
+        if key not in self._recent:
+            if len(self._recent) >= _RECENT_INTENSITIES:
+                del self._recent[next(iter(self._recent))]
+            self._recent[key] = self._intensity(key)
+            self._recent[key].flags.writeable = False
+        return self._recent[key]
+
+    def _intensity(self, offset_steps: float) -> np.ndarray:
         cfg = self.config
         dz_um = -float(offset_steps) * cfg.step_um
         c = np.float32(-np.pi * cfg.wavelength_um * dz_um)
@@ -596,6 +621,17 @@ class StackRenderer:
                         flags=cv2.DFT_INVERSE | cv2.DFT_SCALE | cv2.DFT_COMPLEX_OUTPUT)
         i0, j0, rows, cols = self._crop
         sigma = abs(dz_um) * cfg.condenser_na / 2 / self.dx_um
+        if self._bin is not None and sigma >= _BLUR_AFTER_BIN_MIN_PX * self._bin:
+            # A blur this wide is smooth on the output grid: bin the window and a margin of whole output px,
+            # then blur there (far cheaper than on the fine grid; near focus the order matters, see the constant).
+            out_px, grid_px = _blur_margin(3 * sigma, self._bin)
+            if grid_px <= min(i0, j0):
+                win = field[i0 - grid_px:i0 + rows + grid_px, j0 - grid_px:j0 + cols + grid_px]
+                inten = cv2.magnitude(win[..., 0], win[..., 1])
+                inten *= inten
+                oh, ow = self.out_shape
+                inten = cv2.resize(inten, (ow + 2 * out_px, oh + 2 * out_px), interpolation=cv2.INTER_AREA)
+                return cv2.GaussianBlur(inten, (0, 0), sigma / self._bin)[out_px:out_px + oh, out_px:out_px + ow]
         m = min(int(math.ceil(3 * sigma)) + 1, i0, j0) if sigma > 0.2 else 0
         win = field[i0 - m:i0 + rows + m, j0 - m:j0 + cols + m]
         inten = cv2.magnitude(win[..., 0], win[..., 1])
@@ -608,7 +644,10 @@ class StackRenderer:
 
     def frame(self, offset_steps: float) -> np.ndarray:
         """Return the 8-bit camera image, out_shape, seen when the motor must move ``offset_steps`` to focus."""
-        inten = self.intensity(offset_steps)
+        return self.camera(self.intensity(offset_steps))
+
+    def camera(self, inten: np.ndarray) -> np.ndarray:
+        """Return the 8-bit camera image of an ``intensity`` (left unchanged): blur, vignetting, noise, gamma, JPEG."""
         if self.config.blur_sigma_px > 0:
             inten = cv2.GaussianBlur(inten, (0, 0), self.config.blur_sigma_px, borderType=cv2.BORDER_REFLECT)
         if self._blur_kernel is not None:
@@ -675,6 +714,21 @@ def _band_layout(window_px, out_shape, sub: int, dx_needed_um: float, pad_um: fl
     if raster_rows * raster_cols > config.max_band_raster_px:
         return None
     return p / q / sub, pad, inner, (rows, cols), (raster_rows, raster_cols)
+
+
+def _whole_bin(inner: tuple[int, int], out_shape: tuple[int, int]) -> Fraction | None:
+    """Grid px per output px when both axes bin by the same ratio of small whole numbers (> 1), else None."""
+    ratio = Fraction(inner[0], out_shape[0])
+    if ratio != Fraction(inner[1], out_shape[1]) or ratio <= 1 or ratio.denominator > _MAX_BIN_DENOMINATOR:
+        return None
+    return ratio
+
+
+def _blur_margin(reach_grid_px: float, bin_ratio: Fraction) -> tuple[int, int]:
+    """(output px, grid px) of the smallest margin beyond ``reach_grid_px`` that is whole on both grids."""
+    step = bin_ratio.denominator
+    out_px = step * math.ceil((reach_grid_px / bin_ratio + 1) / step)
+    return out_px, int(out_px * bin_ratio)
 
 
 def _motion_kernel(length_px: float, angle_rad: float) -> np.ndarray:

@@ -60,6 +60,11 @@ from .common import (ConfigError, Param, array_to_image, declare_params, reliabl
                      with_image_qos_overrides)
 
 
+#: synthetic: the optics are rendered at the offset rounded to this (at most 0.125 step = 0.6 um off, < 0.4 % RMS of a
+#: crop; the depth of field is ~16 steps), so while the lens holds only the camera noise is drawn anew per frame
+OFFSET_QUANTUM_STEPS = 0.25
+
+
 def _finite(values) -> str | None:
     return None if np.all(np.isfinite(np.asarray(values, dtype=float))) else "values must be finite"
 
@@ -188,7 +193,8 @@ class StackPlayerNode(Node):
                                   cuticle_absorb_per_um=p.cuticle_absorb_per_um,
                                   **({} if p.band_limited_frame else {"max_band_raster_px": 0}))
             scene = make_scene(np.random.default_rng(p.seed), config, p.n_worms)
-            renderer = StackRenderer(scene, config, (p.frame_height_px, p.frame_width_px), seed=p.seed)
+            renderer = StackRenderer(scene, config, (p.frame_height_px, p.frame_width_px), seed=p.seed,
+                                     offset_quantum_steps=OFFSET_QUANTUM_STEPS)
             self.render = renderer.frame
             described = f"synthetic scene seed {p.seed}, {p.frame_width_px}x{p.frame_height_px}"
         self.lens_z_steps = float(p.initial_z_steps)
