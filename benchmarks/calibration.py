@@ -56,8 +56,10 @@ def held_out(input_px: int, views: int, seed: int, fovs: list[int], range_steps:
 
 def summary(err: np.ndarray, true: np.ndarray, sigma: np.ndarray | None) -> dict:
     far = np.abs(true) > SIGN_THRESHOLD_STEPS
+    near = ~far
     row = {"n": len(err), "mae": float(np.mean(np.abs(err))),
-           "sign": float(np.mean(np.sign(err[far] + true[far]) == np.sign(true[far])))}
+           "sign": float(np.mean(np.sign(err[far] + true[far]) == np.sign(true[far]))),
+           "bias_near": float(np.mean(err[near])) if near.any() else float("nan")}
     if sigma is not None:
         z = np.abs(err) / sigma
         from scipy.stats import spearmanr
@@ -106,8 +108,8 @@ def main() -> None:
     args = parser.parse_args()
     predictors = [FocusPredictor(m, providers=["CPUExecutionProvider"], intra_op_threads=1) for m in args.models]
     data, results = {}, {}
-    print("| model | fov | n | MAE | sign acc. (\\|true\\| > 20) | within 1 sigma | within 2 sigma | median sigma "
-          "| Spearman(\\|err\\|, sigma) |\n|---|---|---|---|---|---|---|---|---|")
+    print("| model | fov | n | MAE | sign acc. (\\|true\\| > 20) | mean error (\\|true\\| <= 20) | within 1 sigma | within 2 sigma | median sigma "
+          "| Spearman(\\|err\\|, sigma) |\n|---|---|---|---|---|---|---|---|---|---|")
     for p in predictors:
         px = p.spec.input_px
         if px not in data:
@@ -118,7 +120,7 @@ def main() -> None:
         results[p.name] = {"err": err, "sigma": sigmas}
         for label, sel in [(str(f), fov == f) for f in args.fov_px] + [("all", np.ones(len(err), bool))]:
             r = summary(err[sel], true[sel], None if sigmas is None else sigmas[sel])
-            cells = [f"{r['mae']:.1f}", f"{r['sign']:.3f}"] + (
+            cells = [f"{r['mae']:.1f}", f"{r['sign']:.3f}", f"{r['bias_near']:+.1f}"] + (
                 [f"{r['within_1']:.3f}", f"{r['within_2']:.3f}", f"{r['median_sigma']:.1f}", f"{r['spearman']:.2f}"]
                 if sigmas is not None else ["", "", "", ""])
             print(f"| {p.name} | {label} | {r['n']} | " + " | ".join(cells) + " |")

@@ -163,3 +163,32 @@ def test_a_checkpoint_is_a_parent_too(dataset, tmp_path):
     assert second["val_plates"] == first["val_plates"] and second["train_images"] == first["train_images"]
     with pytest.raises(CheckpointError, match="choose a new --out"):
         finetune(dataset, default_model_path(), cfg, tmp_path / "first")
+
+
+def test_onnx_import_of_a_model_with_sigma_gives_both_outputs(tmp_path):
+    """An NLL model (offset and offset_sigma outputs) comes back as plain7 with its two raw outputs."""
+    import onnxruntime as ort
+
+    from celegans_autofocus.training.checkpoint import FORMAT, save_checkpoint
+    from celegans_autofocus.training.config import TrainConfig
+    from celegans_autofocus.training.export import WithSigma, export_checkpoint
+    from celegans_autofocus.training.models import create_model
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(arch="plain7", input_px=32, loss="gaussian_nll", output_scale=100.0)
+    trained = create_model("plain7", outputs=2)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # outputs that differ between images
+    save_checkpoint({"format": FORMAT, "model": trained.state_dict(), "config": cfg.to_dict(), "epoch": 1,
+                     "history": [], "best_val_mae_steps": None, "step_um": 5.0}, tmp_path / "nll.pt")
+    export_checkpoint(tmp_path / "nll.pt", tmp_path / "nll.onnx")
+    model, meta = plain7_from_onnx(tmp_path / "nll.onnx")
+    assert meta["sigma_output"] == "offset_sigma"
+    x = np.random.default_rng(1).standard_normal((5, 1, 32, 32)).astype(np.float32)
+    want = ort.InferenceSession(str(tmp_path / "nll.onnx"), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    with torch.no_grad():
+        got = [t.numpy() for t in WithSigma(model)(torch.from_numpy(x))]
+    for g, w in zip(got, want):
+        assert np.abs(g - w).max() * meta["output_scale"] <= PARITY_STEPS
+    assert np.ptp(want[1]) > 0  # the sigmas differ between images: not a parity of constants

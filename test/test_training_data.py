@@ -163,3 +163,39 @@ def test_shipped_recipes_run_from_the_command_line(tmp_path, recipe, sigma):
     meta = export_checkpoint(out / "best.pt", tmp_path / "m.onnx")["metadata"]
     assert meta["arch"] == "plain7" and meta["preprocess"]["input_px"] == 96 and meta["input_view"] == "crop"
     assert ("sigma_output" in meta) == sigma and meta["source_commit"] != "unknown"
+
+
+def test_randomised_views_draw_other_optics_and_leave_the_default_pool_alone():
+    """synthetic_randomize: that share of views goes through core.randomize's optics; 0 keeps the old pool exactly."""
+    spec = PreprocessSpec(input_px=32)
+    plain = SyntheticPool(TrainConfig(**SYNTH), spec)
+    zero = SyntheticPool(TrainConfig(**{**SYNTH, "synthetic_randomize": 0.0}), spec)
+    every = SyntheticPool(TrainConfig(**{**SYNTH, "synthetic_randomize": 1.0}), spec)
+    for pool in (plain, zero, every):
+        pool.update(0)
+    assert np.array_equal(plain.images, zero.images) and plain._key() == zero._key()
+    assert every._key() != plain._key()  # a saved default pool is not taken for a randomised recipe
+    assert not np.array_equal(every.images, plain.images)
+    again = SyntheticPool(TrainConfig(**{**SYNTH, "synthetic_randomize": 1.0}), spec)
+    again.update(0)
+    assert np.array_equal(every.images, again.images)  # still a pure function of the seed
+    with pytest.raises(ValueError, match="synthetic_randomize"):
+        TrainConfig(**{**SYNTH, "synthetic_randomize": 1.5}).validate()
+
+
+def test_init_starts_from_a_checkpoints_weights(tmp_path):
+    """--init: the run starts from the given weights (at a vanishing lr they are still there), not fresh ones."""
+    from celegans_autofocus.training.checkpoint import load_checkpoint
+
+    first = train(None, TrainConfig(**{**SYNTH, "epochs": 1}), tmp_path / "first")
+    still = {**SYNTH, "epochs": 1, "seed": 7, "lr": 1e-12, "weight_decay": 0.0}
+    warm = train(None, TrainConfig(**{**still, "init": first["best"]}), tmp_path / "warm")
+    fresh = train(None, TrainConfig(**still), tmp_path / "fresh")
+    weights = {name: load_checkpoint(run["last"])["model"] for name, run in
+               (("first", first), ("warm", warm), ("fresh", fresh))}
+    learnt = [k for k in weights["first"] if "running" not in k and "num_batches" not in k]
+    assert max(float((weights["warm"][k] - weights["first"][k]).abs().max()) for k in learnt) < 1e-6
+    assert max(float((weights["fresh"][k] - weights["first"][k]).abs().max()) for k in learnt) > 1e-2
+    with pytest.raises(CheckpointError, match="--init needs arch"):
+        train(None, TrainConfig(**{**SYNTH, "epochs": 1, "arch": "convnextv2_atto", "init": first["best"]}),
+              tmp_path / "other")

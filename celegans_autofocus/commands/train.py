@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="render at this multiple of --input-px, then preprocess (INTER_AREA) like a frame")
     synth.add_argument("--synthetic-crop-jitter", type=float, default=d.synthetic_crop_jitter,
                        help="crop centre jittered by up to this fraction of the fov (as a detector places it)")
+    synth.add_argument("--synthetic-randomize", type=float, default=d.synthetic_randomize,
+                       help="share of views drawn with domain-randomised optics (core.randomize: magnification, NA, "
+                       "absorption, lawn, stage, camera); 0 = the default optics only")
     synth.add_argument("--synthetic-val", type=int, default=d.synthetic_val,
                        help="held-out rendered validation samples (scenes of --synthetic-val-seed; 0 = none)")
     synth.add_argument("--synthetic-val-seed", type=int, default=d.synthetic_val_seed,
@@ -80,6 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "resnet18, mobilenetv3_small_100, mobilenetv3_large_100")
     model.add_argument("--pretrained", action=bool_opt, default=d.pretrained,
                        help="start from timm's ImageNet weights (downloads them; needs the model hub)")
+    model.add_argument("--init", default=d.init, metavar="CHECKPOINT.pt",
+                       help="start from this checkpoint's weights (same --arch and loss head), not from scratch")
     model.add_argument("--input-px", type=int, default=d.input_px, help="square model input side (paper: 500)")
     model.add_argument("--output-scale", type=float, default=d.output_scale,
                        help="steps per unit of raw output (the net learns offset / scale)")

@@ -215,6 +215,16 @@ def train(dataset: Path | str | None, cfg: TrainConfig, out: Path, resume: bool 
         distributed.close(dist_ctx)
 
 
+def _init_weights(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Start from ``cfg.init``'s weights; its architecture and outputs must be this run's."""
+    init = load_checkpoint(cfg.init)
+    old = checkpoint_config(init, cfg.init)
+    if (old.arch, old.outputs) != (cfg.arch, cfg.outputs):
+        raise CheckpointError(f"{cfg.init}: --init needs arch {cfg.arch!r} with {cfg.outputs} output(s), the "
+                              f"checkpoint has {old.arch!r} with {old.outputs}")
+    load_weights(model, init["model"], cfg.init, cfg.arch)
+
+
 def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, best_path: Path, resume: bool,
            device: torch.device, dist_ctx) -> dict:
     world = 1 if dist_ctx is None else dist_ctx.world_size
@@ -234,6 +244,8 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
         _check_resume(state, cfg, last_path)
     torch.manual_seed(cfg.seed)  # the initial weights
     model = create_model(cfg.arch, pretrained=cfg.pretrained and state is None, outputs=cfg.outputs)
+    if cfg.init and state is None:
+        _init_weights(model, cfg)
     spec = PreprocessSpec(input_px=cfg.input_px)
 
     if dataset is not None:

@@ -18,7 +18,8 @@ The export folds each BatchNorm into its convolution (a weight and a bias per Co
 the folded weights into the convolutions and makes each BatchNorm the identity in eval mode (weight 1, bias
 = the folded bias, running mean 0, running variance ``1 - eps``). The graph is walked in order: 7 Conv nodes
 (their kernel, stride and padding must be plain7's), then the Gemm of the head. The result computes the
-ONNX model's function (test/test_finetune.py checks it against ONNX Runtime).
+ONNX model's function (test/test_finetune.py checks it against ONNX Runtime). A model with the Gaussian NLL
+head (metadata ``sigma_output``) comes back with both raw outputs, mean and log-variance, as trained.
 """
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def plain7_from_onnx(path: Path | str) -> tuple[torch.nn.Module, dict]:
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     convs = [n for n in graph.node if n.op_type == "Conv"]
     gemms = [n for n in graph.node if n.op_type == "Gemm"]
-    model = create_model(ARCH)
+    outputs = 2 if meta.get("sigma_output") else 1  # the Gaussian NLL head: mean and log-variance
+    model = create_model(ARCH, outputs=outputs)
     torch_convs = [m for m in model if isinstance(m, torch.nn.Conv2d)]
     norms = [m for m in model if isinstance(m, torch.nn.BatchNorm2d)]
     head = model[-1]
@@ -104,9 +106,9 @@ def plain7_from_onnx(path: Path | str) -> tuple[torch.nn.Module, dict]:
         a = _attrs(gemms[0])
         w, b = initializer(gemms[0], 1), initializer(gemms[0], 2)
         w = w if a.get("transB", 0) else w.T
-        if w.shape != tuple(head.weight.shape) or b.size != 1 or a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 \
-                or a.get("beta", 1.0) != 1.0:
+        if w.shape != tuple(head.weight.shape) or b.size != outputs or a.get("transA", 0) \
+                or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
             raise OnnxImportError(f"{path}: Gemm (weight {w.shape}, {a}) does not fit {ARCH}'s head {head}")
         head.weight.copy_(torch.tensor(w))
-        head.bias.copy_(torch.tensor(b.reshape(1)))
+        head.bias.copy_(torch.tensor(b.reshape(outputs)))
     return model.eval(), meta

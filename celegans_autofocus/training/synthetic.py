@@ -17,7 +17,8 @@
 A *view* is one random scene (1-3 worms) seen through one window, the full frame or, with probability
 ``synthetic_crop_fraction``, a square crop of a ``synthetic_fov_px`` size around one worm (its centre
 jittered by up to ``synthetic_crop_jitter`` x fov, as a detector would place it), imaged at
-``synthetic_offsets_per_view`` offsets: uniform in +-``synthetic_range_steps``, a share
+``synthetic_offsets_per_view`` offsets (a share ``synthetic_randomize`` of the views through optics drawn by
+``core.randomize.random_config``: magnification, NA, absorption, lawn, stage, camera): uniform in +-``synthetic_range_steps``, a share
 ``synthetic_near_fraction`` uniform in +-``synthetic_near_steps`` instead (near focus the sign cues are
 strongest). Frames are rendered with the shorter side ``synthetic_oversample`` x the model input (the
 simulator computing the field on the camera's grid where it fits, and binning it like a camera), then go
@@ -46,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..core import optics
+from ..core import optics, randomize
 from ..core.atomic import atomic_path
 from ..core.detection import crop_window
 from ..core.images import PreprocessSpec, preprocess
@@ -71,12 +72,14 @@ class ViewRecipe:
     fov_px: tuple[int, ...]
     crop_jitter: float
     oversample: float
+    randomize: float = 0.0
 
     @classmethod
     def training(cls, cfg: TrainConfig) -> "ViewRecipe":
         return cls(cfg.synthetic_offsets_per_view, cfg.synthetic_range_steps, cfg.synthetic_near_fraction,
                    cfg.synthetic_near_steps, cfg.synthetic_crop_fraction if cfg.crops else 0.0,
-                   tuple(int(f) for f in cfg.synthetic_fov_px), cfg.synthetic_crop_jitter, cfg.synthetic_oversample)
+                   tuple(int(f) for f in cfg.synthetic_fov_px), cfg.synthetic_crop_jitter, cfg.synthetic_oversample,
+                   cfg.synthetic_randomize)
 
     @classmethod
     def validation(cls, cfg: TrainConfig) -> "ViewRecipe":
@@ -90,6 +93,8 @@ def render_view(recipe: ViewRecipe, spec: PreprocessSpec, seed: tuple[int, ...],
                 config: optics.OpticsConfig = optics.OpticsConfig()) -> dict:
     """One view as ``{"images": float16 (K, px, px) preprocessed, "offsets_steps": (K,), "kind", "fov_px"}``."""
     rng = np.random.default_rng(list(seed))
+    if recipe.randomize and rng.random() < recipe.randomize:  # no draw at 0: the default pool stays as it was
+        config = randomize.random_config(rng, config)
     scene = optics.make_scene(rng, config, int(rng.integers(1, MAX_WORMS + 1)))
     width, height = int(config.frame_width_px), int(config.frame_height_px)
     side = int(round(spec.input_px * recipe.oversample))
@@ -233,7 +238,7 @@ class SyntheticPool(_Views):
                 "crop_fraction": self.recipe.crop_fraction, "fov_px": list(c.synthetic_fov_px),
                 "crop_jitter": c.synthetic_crop_jitter, "offsets_per_view": c.synthetic_offsets_per_view,
                 "oversample": c.synthetic_oversample, "refresh": c.synthetic_refresh, "seed": c.seed,
-                "optics": repr(self.optics)}
+                "optics": repr(self.optics), **({"randomize": c.synthetic_randomize} if c.synthetic_randomize else {})}
 
     def generations(self, epoch: int) -> np.ndarray:
         """Return the epoch each view was last drawn at, as of ``epoch`` (0-based; every view is drawn at epoch 0)."""
