@@ -100,6 +100,20 @@ def test_flat_topped_peak_is_read_at_its_middle_and_flagged_when_broad():
     assert got.z_index == 20 and "broad detail_skewness peak" in got.disagreement
 
 
+def test_a_broad_lopsided_top_is_read_where_the_gradient_energy_peaks_within_it():
+    """A binned field: dark detail flat over z=-28..8, lopsided (falls slower below); focus at 0.
+
+    The top's middle (-10) follows the lopsidedness; brenner, stationary at focus, picks the plane inside the top.
+    """
+    skew = 1 + np.clip(1.5 - np.abs(Z) / np.where(Z < 0, 60, 20), 0, 1)
+    skew[Z == -28] += 0.002  # noise makes an edge the maximum
+    assert focus._peak(Z, skew) == (-10, -28, 8)
+    got = pick(skew, 20 + 10 * bump(-50, 30), 5 + bump(0, 30))
+    assert got.z_index == 0 and "broad detail_skewness peak, z=-28..8" in got.disagreement
+    outside = pick(skew, 20 + 10 * bump(-50, 30), 5 + bump(40, 30))  # brenner beyond the top: its nearest end
+    assert outside.z_index == 8 and "broad detail_skewness peak" in outside.disagreement
+
+
 def test_two_sample_top_keeps_the_maximum():
     skew = 1 + bump(0, 4)
     skew[Z == 4] = skew[Z == 0] - 0.001

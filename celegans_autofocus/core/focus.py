@@ -221,7 +221,11 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
       ``vollath_f5`` or ``brenner`` peak or dip, is within ``agree_steps``.
 
     A peak is read at the middle of its top (:func:`_peak`); a top wider than 2 x ``agree_steps`` is a
-    disagreement too. ``disagreement`` says why the plane is not backed; the caller flags the stack.
+    disagreement too. A ``detail_skewness`` top that broad holds planes the dark detail cannot tell apart
+    (e.g. a binned whole field whose pixels hide the defocus blur near focus); its middle is then decided by
+    how lopsided the curve is, not by focus, so the plane is read inside the top where the ``brenner`` curve,
+    stationary at focus too, peaks (the middle of its top, or the top's end nearest to it).
+    ``disagreement`` says why the plane is not backed; the caller flags the stack.
     """
     z = np.asarray(z_steps)
     skew, contrast, gradient = (np.asarray(curves[m], dtype=np.float64) for m in RULE_MEASURES)
@@ -247,6 +251,8 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
         why = None if backed else f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there"
         return BestPlane(pick, "phase", "vollath_f5", why)
     pick, lo, hi = _peak(z, skew)
+    if hi - lo > 2 * agree_steps:  # the dark detail cannot tell these planes apart: gradient energy chooses
+        pick = int(np.clip(_peak(z, gradient)[0], lo, hi))
     contrast_ext = _extrema_z(z, contrast)
     backed = near(grad_z) or any(near(e) for e in grad_ext + contrast_ext)
     why = broad(lo, hi, "detail_skewness") or (None if backed else (
