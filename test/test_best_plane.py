@@ -68,6 +68,29 @@ def test_phase_object_is_read_at_its_contrast_dip():
     assert flat_gradient.z_index == -8 and "brenner neither peaks nor dips" in flat_gradient.disagreement
 
 
+def test_an_unbacked_phase_dip_gives_way_to_a_backed_dark_detail_peak():
+    """Seed 3002 random/crop500_3: a 51% contrast dip at 4 nothing backs; skewness and brenner peak at 16 (truth 18).
+
+    Just past PHASE_DIP the contrast mode is in doubt: the reading another measure backs is taken, still flagged.
+    """
+    contrast = 40 + 30 * (bump(-52) + bump(40)) - 25 * bump(4, 8)
+    assert focus._contrast_dip(contrast)[0] >= focus.PHASE_DIP
+    got = pick(1 + 3 * bump(16), contrast, 2 + 5 * bump(16))
+    assert (got.z_index, got.mode, got.measure) == (16, "absorption", "detail_skewness")
+    assert got.disagreement.startswith("contrast mode ambiguous: contrast dips") and "peaks at z=16" in got.disagreement
+    unbacked = pick(1 + 3 * bump(16), contrast, 2 + 5 * bump(52))  # brenner backs neither: the dip, flagged
+    assert (unbacked.z_index, unbacked.mode) == (4, "phase") and "brenner neither" in unbacked.disagreement
+
+
+def test_absorption_backed_by_a_gradient_dip():
+    # coarse sampling: gradient energy dips at focus between two defocused maxima; any extremum is stationary
+    got = pick(1 + 4 * bump(8), np.linspace(10, 30, Z.size), 1 + bump(-30) + bump(44) - 0.8 * bump(8, 6))
+    assert got.z_index == 8 and got.disagreement is None
+    noise_dip = 1 + 2 * bump(-40, 20) - 0.02 * bump(8, 2)  # a wiggle below EXTREMUM_PROMINENCE_FRAC
+    flagged = pick(1 + 4 * bump(8), np.linspace(10, 30, Z.size), noise_dip)
+    assert "no contrast peak or brenner peak or dip lies" in flagged.disagreement
+
+
 def test_a_contrast_dip_alone_does_not_back_the_dark_detail_peak():
     """A nearly transparent worm (seed 3003 random/crop500_1): true focus 26; skewness and a 37% contrast dip at 16.
 

@@ -288,8 +288,15 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
     dip = _contrast_dip(contrast)
     if dip is not None and dip[0] >= PHASE_DIP:
         pick = int(z[dip[1]])
-        backed = near(grad_z) or any(near(e) for e in grad_ext)
-        why = None if backed else f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there"
+        if near(grad_z) or any(near(e) for e in grad_ext):
+            return BestPlane(pick, "phase", "vollath_f5", None)
+        why = f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there"
+        dark, lo, hi = _peak(z, skew)
+        if hi - lo <= 2 * agree_steps and any(abs(e - dark) <= agree_steps for e in [grad_z, *grad_ext]):
+            return BestPlane(dark, "absorption", "detail_skewness", (
+                f"contrast mode ambiguous: contrast dips {dip[0]:.0%} at z={pick}, brenner neither peaks nor dips "
+                f"there; detail_skewness peaks at z={dark}, backed by brenner (peak z={grad_z}, extrema "
+                f"z={grad_ext}): read there"))
         return BestPlane(pick, "phase", "vollath_f5", why)
     pick, lo, hi = _peak(z, skew)
     if hi - lo > 2 * agree_steps:  # the dark detail cannot tell these planes apart: gradient energy chooses
