@@ -121,6 +121,10 @@ def test_noise_dominated_detail_is_flagged_even_when_backed():
     assert noisy.z_index == -48 and noisy.disagreement.startswith("noisy: brenner varies by only 2% of its floor")
     clean = pick(skew, 2 + 3 * bump(-52), 0.1 + 0.7 * bump(-48))  # the same signal without the noise floor
     assert clean.z_index == -48 and clean.disagreement is None
+    near = (Z >= -56) & (Z <= -40)  # a short stack within a depth of field: gradient energy cannot vary much there
+    short = focus.best_plane(Z[near], {m: v[near] for m, v in curves(skew, 2 + 3 * bump(-52), 0.1 + bump(-48)).items()},
+                             AGREE_STEPS)
+    assert short.z_index == -48 and short.disagreement is None
 
 
 def test_absorption_without_any_backing_is_flagged():

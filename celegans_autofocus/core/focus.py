@@ -139,8 +139,11 @@ PEAK_TOP_FRAC = 0.02
 #: A local peak or dip counts as an extremum of a curve when its prominence is this fraction of the range.
 EXTREMUM_PROMINENCE_FRAC = 0.1
 #: Gradient energy that varies by less than this fraction of its lowest value over the stack: camera noise
-#: dominates the detail (white noise adds a constant 2 sigma^2 to ``brenner``).
+#: dominates the detail (white noise adds a constant 2 sigma^2 to ``brenner``) ...
 NOISY_GRADIENT_RANGE = 0.5
+#: ... judged only when the stack reaches this many x ``agree_steps`` (half a depth of field) past the pick on
+#: one side at least: two depths of field, where defocus has blurred the detail away.
+NOISE_CHECK_REACH = 4
 
 
 @dataclass(frozen=True)
@@ -256,7 +259,8 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
       ``detail_skewness`` divides by, so where noise dominates the detail the skewness peak is pulled
       toward the planes with the most signal (a phase lobe, 9-21 steps off). Noise adds 2 sigma^2 to
       ``brenner`` at every plane; when ``brenner`` varies by less than NOISY_GRADIENT_RANGE of its
-      lowest value the stack is flagged, backed or not.
+      lowest value over a stack that reaches NOISE_CHECK_REACH x ``agree_steps`` (two depths of field)
+      past the pick, the stack is flagged, backed or not.
 
     A peak is read at the middle of its top (:func:`_peak`); a top wider than 2 x ``agree_steps`` is a
     disagreement too. A ``detail_skewness`` top that broad holds planes the dark detail cannot tell apart
@@ -303,14 +307,16 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
         pick = int(np.clip(round(half_max_centre(z, gradient)), lo, hi))
     contrast_peaks = _extrema_z(z, contrast, dips=False)
     backed = near(grad_z) or any(near(e) for e in grad_ext + contrast_peaks)
-    why = broad(lo, hi, "detail_skewness") or _noisy(gradient, pick)
+    why = broad(lo, hi, "detail_skewness") or _noisy(z, gradient, pick, agree_steps)
     if why is None and not backed:
         why = _unbacked(z, contrast, pick, grad_z, grad_ext, agree_steps)
     return BestPlane(pick, "absorption", "detail_skewness", why)
 
 
-def _noisy(gradient: np.ndarray, pick: int) -> str | None:
+def _noisy(z: np.ndarray, gradient: np.ndarray, pick: int, agree_steps: float) -> str | None:
     """Return why the dark-detail peak is not trusted when camera noise dominates the detail, else None."""
+    if max(pick - z[0], z[-1] - pick) < NOISE_CHECK_REACH * agree_steps:  # too short to blur the detail away
+        return None
     floor = float(gradient.min())
     spread = float(np.ptp(gradient)) / floor if floor > 0 else np.inf
     if spread >= NOISY_GRADIENT_RANGE:
