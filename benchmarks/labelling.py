@@ -25,6 +25,8 @@ flagged by the focus-curve checks) and ``auto`` (``core.focus.best_plane``).
   to 648x486, and a native 500x500 crop around a worm); a hit is within 8 steps of the true best plane.
 
     python benchmarks/labelling.py --real /work/realstacks/dataset --per-variant 4 --json /tmp/labelling.json
+    python benchmarks/labelling.py --per-variant 6 --seed 3003 --only random/crop500_1   # just that stack, same draw
+    python benchmarks/labelling.py --relabel /tmp/labelling.json   # the stored curves, labelled by today's rules
 """
 from __future__ import annotations
 
