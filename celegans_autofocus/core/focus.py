@@ -247,7 +247,10 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
     - emission (median ``detail_skewness`` < -EMISSION_SKEW): the ``vollath_f5`` (contrast) peak;
       backed when the ``brenner`` peak is within ``agree_steps``;
     - phase (a contrast dip at least PHASE_DIP deep): the dip; backed when ``brenner`` peaks or dips
-      (prominence >= EXTREMUM_PROMINENCE_FRAC of its range) within ``agree_steps``;
+      (prominence >= EXTREMUM_PROMINENCE_FRAC of its range) within ``agree_steps``. A dip nothing backs
+      gives way to a ``detail_skewness`` peak (top no wider than 2 x ``agree_steps``) that ``brenner``
+      backs ("contrast mode ambiguous": a dip just past PHASE_DIP is the mixed case below, seen from the
+      other side);
     - absorption (otherwise): the ``detail_skewness`` peak; backed when the ``brenner`` peak, a ``brenner``
       peak or dip, or a ``vollath_f5`` peak is within ``agree_steps``. A contrast dip alone does not back it
       ("contrast mode ambiguous"): where dark contrast (absorption, or light refracted out of the pupil at
