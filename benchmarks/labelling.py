@@ -25,6 +25,8 @@ flagged by the focus-curve checks) and ``auto`` (``core.focus.best_plane``).
   to 648x486, and a native 500x500 crop around a worm); a hit is within 8 steps of the true best plane.
 
     python benchmarks/labelling.py --real /work/realstacks/dataset --per-variant 4 --json /tmp/labelling.json
+    python benchmarks/labelling.py --per-variant 6 --seed 3003 --only random/crop500_1   # just that stack, same draw
+    python benchmarks/labelling.py --relabel /tmp/labelling.json   # the stored curves, labelled by today's rules
 """
 from __future__ import annotations
 
@@ -85,7 +87,9 @@ def real_rows(dataset: Path, agree_steps: float) -> list[dict]:
     return rows
 
 
-def sim_rows(per_variant: int, seed: int, range_steps: int, step_every: int, agree_steps: float) -> list[dict]:
+def sim_rows(per_variant: int, seed: int, range_steps: int, step_every: int, agree_steps: float,
+             only: set[str] | None = None) -> list[dict]:
+    """Render and label the simulated stacks (``only``: just these "variant/view_k" names; each is drawn alike)."""
     rows = []
     t0 = time.perf_counter()
     zs = np.arange(-range_steps, range_steps + 1, step_every)
@@ -95,6 +99,8 @@ def sim_rows(per_variant: int, seed: int, range_steps: int, step_every: int, agr
             config = random_config(rng) if base is None else base
             scene, best = draw_stack(rng, config, range_steps)
             view = ("full648", "crop500")[k % 2]
+            if only is not None and f"{variant}/{view}_{k}" not in only:
+                continue
             if view == "full648":
                 window, shape = None, (486, 648)
             else:
@@ -122,6 +128,17 @@ def sim_rows(per_variant: int, seed: int, range_steps: int, step_every: int, agr
             print(f"[{time.perf_counter() - t0:5.0f} s] sim {variant}/{view}_{k}: best {best:+d} auto {pick}",
                   file=sys.stderr, flush=True)
     return rows
+
+
+def relabel(rows: list[dict], agree_steps: float) -> list[dict]:
+    """Label the simulated stacks' focus curves of a ``--json`` file again with the current rules (no rendering)."""
+    out = []
+    for r in (r for r in rows if r["set"] == "sim"):
+        curves = {m: {int(z): v for z, v in c.items()} for m, c in r["curves"].items()}
+        files = {z: Path(f"z_{z}.png") for z in curves[focus.RULE_MEASURES[0]]}
+        r["picks"] = _label_all(Stack(r["group"], r["stack"], Path("."), files), curves, agree_steps)
+        out.append(r)
+    return out
 
 
 def _stats(rows: list[dict], name: str) -> tuple[int, int, int, int]:
@@ -167,11 +184,19 @@ def main() -> int:
     ap.add_argument("--range-steps", type=int, default=200)
     ap.add_argument("--step-every", type=int, default=4)
     ap.add_argument("--agree-steps", type=float, default=AGREE_STEPS, help="as label --agree-steps")
+    ap.add_argument("--only", nargs="+", metavar="VARIANT/STACK",
+                    help="render just these simulated stacks, e.g. random/crop500_1 (drawn as in the full run)")
+    ap.add_argument("--relabel", type=Path, metavar="JSON",
+                    help="label the simulated curves of this --json file again with the current rules (no rendering)")
     ap.add_argument("--json", type=Path, help="write every stack's picks, flags and focus curves here")
     args = ap.parse_args()
     t0 = time.perf_counter()
     rows = real_rows(args.real, args.agree_steps) if args.real else []
-    rows += sim_rows(args.per_variant, args.seed, args.range_steps, args.step_every, args.agree_steps)
+    if args.relabel:
+        rows += relabel(json.loads(args.relabel.read_text()), args.agree_steps)
+    else:
+        rows += sim_rows(args.per_variant, args.seed, args.range_steps, args.step_every, args.agree_steps,
+                         set(args.only) if args.only else None)
     print(report(rows))
     print(f"\ntotal time {time.perf_counter() - t0:.0f} s")
     if args.json:

@@ -68,25 +68,69 @@ def test_phase_object_is_read_at_its_contrast_dip():
     assert flat_gradient.z_index == -8 and "brenner neither peaks nor dips" in flat_gradient.disagreement
 
 
-def test_absorption_reads_the_dark_detail_peak_backed_by_a_contrast_dip():
-    contrast = 20 + 10 * (bump(-20) + bump(40)) - 2 * bump(12, 6)  # shallow: mixed phase and absorption
-    got = pick(1 + 4 * bump(8), contrast, bump(56))
-    assert (got.z_index, got.mode, got.measure, got.disagreement) == (8, "absorption", "detail_skewness", None)
+def test_an_unbacked_phase_dip_gives_way_to_a_backed_dark_detail_peak():
+    """Seed 3002 random/crop500_3: a 51% contrast dip at 4 nothing backs; skewness and brenner peak at 16 (truth 18).
+
+    Just past PHASE_DIP the contrast mode is in doubt: the reading another measure backs is taken, still flagged.
+    """
+    contrast = 40 + 30 * (bump(-52) + bump(40)) - 25 * bump(4, 8)
+    assert focus._contrast_dip(contrast)[0] >= focus.PHASE_DIP
+    got = pick(1 + 3 * bump(16), contrast, 2 + 5 * bump(16))
+    assert (got.z_index, got.mode, got.measure) == (16, "absorption", "detail_skewness")
+    assert got.disagreement.startswith("contrast mode ambiguous: contrast dips") and "peaks at z=16" in got.disagreement
+    unbacked = pick(1 + 3 * bump(16), contrast, 2 + 5 * bump(52))  # brenner backs neither: the dip, flagged
+    assert (unbacked.z_index, unbacked.mode) == (4, "phase") and "brenner neither" in unbacked.disagreement
 
 
 def test_absorption_backed_by_a_gradient_dip():
     # coarse sampling: gradient energy dips at focus between two defocused maxima; any extremum is stationary
-    got = pick(1 + 4 * bump(8), np.linspace(10, 30, Z.size), 5 + bump(-30) + bump(44) - 0.8 * bump(8, 6))
+    got = pick(1 + 4 * bump(8), np.linspace(10, 30, Z.size), 1 + bump(-30) + bump(44) - 0.8 * bump(8, 6))
     assert got.z_index == 8 and got.disagreement is None
-    noise_dip = 5 + 2 * bump(-40, 20) - 0.02 * bump(8, 2)  # a wiggle below EXTREMUM_PROMINENCE_FRAC
+    noise_dip = 1 + 2 * bump(-40, 20) - 0.02 * bump(8, 2)  # a wiggle below EXTREMUM_PROMINENCE_FRAC
     flagged = pick(1 + 4 * bump(8), np.linspace(10, 30, Z.size), noise_dip)
-    assert "no contrast or brenner peak or dip lies" in flagged.disagreement
+    assert "no contrast peak or brenner peak or dip lies" in flagged.disagreement
+
+
+def test_a_contrast_dip_alone_does_not_back_the_dark_detail_peak():
+    """A nearly transparent worm (seed 3003 random/crop500_1): true focus 26; skewness and a 37% contrast dip at 16.
+
+    Where absorption-like contrast mixes with phase contrast, both move off focus together; the old rule took the
+    dip as backing and was silently 10 steps off. Gradient energy (its peak far off, at the phase lobe) backs nothing.
+    """
+    contrast = 300 + 180 * bump(72, 14) - 110 * bump(16, 14)  # lower flank ~300, dip ~190: 37% deep
+    assert 0.3 < focus._contrast_dip(contrast)[0] < focus.PHASE_DIP
+    gradient = 12 + 50 * bump(72, 14)
+    got = pick(1 + 3 * bump(16), contrast, gradient)
+    assert (got.z_index, got.mode) == (16, "absorption")
+    assert got.disagreement.startswith("contrast mode ambiguous: detail_skewness peaks at z=16 on a contrast dip")
+    assert "at z=16 37% deep (a phase object: >= 50%), and brenner neither peaks nor dips" in got.disagreement
+    backed = pick(1 + 3 * bump(16), contrast, gradient - 6 * bump(16, 6))  # gradient energy dips there too
+    assert backed.z_index == 16 and backed.disagreement is None
+    contrast_peak = pick(1 + 3 * bump(8), 20 + 10 * bump(4), gradient)  # an absorption contrast peak backs it
+    assert contrast_peak.z_index == 8 and contrast_peak.disagreement is None
+
+
+def test_noise_dominated_detail_is_flagged_even_when_backed():
+    """Camera noise adds a constant to every plane's detail energy (seed 3002 random/crop500_5: brenner 29 +- 0.4).
+
+    The skewness is then scaled by the signal's share of the detail, which peaks where the phase contrast
+    peaks, off focus: flagged although brenner's (noisy) maximum sits on the pick.
+    """
+    skew = 0.1 + 0.9 * bump(-48, 10)
+    noisy = pick(skew, 2 + 3 * bump(-52), 29 + 0.7 * bump(-48))
+    assert noisy.z_index == -48 and noisy.disagreement.startswith("noisy: brenner varies by only 2% of its floor")
+    clean = pick(skew, 2 + 3 * bump(-52), 0.1 + 0.7 * bump(-48))  # the same signal without the noise floor
+    assert clean.z_index == -48 and clean.disagreement is None
+    near = (Z >= -56) & (Z <= -40)  # a short stack within a depth of field: gradient energy cannot vary much there
+    short = focus.best_plane(Z[near], {m: v[near] for m, v in curves(skew, 2 + 3 * bump(-52), 0.1 + bump(-48)).items()},
+                             AGREE_STEPS)
+    assert short.z_index == -48 and short.disagreement is None
 
 
 def test_absorption_without_any_backing_is_flagged():
     got = pick(1 + 4 * bump(8), 20 + 10 * bump(-50, 30), bump(56))
     assert got.z_index == 8 and "brenner at z=56" in got.disagreement
-    assert "no contrast or brenner peak or dip lies within 8 steps" in got.disagreement
+    assert "no contrast peak or brenner peak or dip lies within 8 steps" in got.disagreement
 
 
 def test_flat_topped_peak_is_read_at_its_middle_and_flagged_when_broad():
@@ -136,7 +180,7 @@ def test_label_measured_flags_the_disagreement_and_keeps_vollath_f5_available():
     c = curves(1 + 4 * bump(8), 20 + 10 * bump(-50, 30), bump(56))
     measured = Measured(_stack(Z), focus.AUTO, {m: dict(zip(Z.tolist(), v)) for m, v in c.items()}, [])
     res = label_measured(measured, use_stack_best=False)
-    assert res.measured_best == 8 and res.mode == "absorption" and "no contrast or" in res.ambiguous_reason
+    assert res.measured_best == 8 and res.mode == "absorption" and "no contrast peak or" in res.ambiguous_reason
     assert all(r.ambiguous and r.best_index == 8 and r.measure == "auto:detail_skewness" for r in res.rows)
     paper = label_measured(Measured(_stack(Z), "vollath_f5", {"vollath_f5": measured.curves["vollath_f5"]}, []),
                            use_stack_best=False)

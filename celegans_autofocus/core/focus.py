@@ -138,6 +138,12 @@ PHASE_DIP = 0.5
 PEAK_TOP_FRAC = 0.02
 #: A local peak or dip counts as an extremum of a curve when its prominence is this fraction of the range.
 EXTREMUM_PROMINENCE_FRAC = 0.1
+#: Gradient energy that varies by less than this fraction of its lowest value over the stack: camera noise
+#: dominates the detail (white noise adds a constant 2 sigma^2 to ``brenner``) ...
+NOISY_GRADIENT_RANGE = 0.5
+#: ... judged only when the stack reaches this many x ``agree_steps`` (half a depth of field) past the pick on
+#: one side at least: two depths of field, where defocus has blurred the detail away.
+NOISE_CHECK_REACH = 4
 
 
 @dataclass(frozen=True)
@@ -150,15 +156,20 @@ class BestPlane:
     disagreement: str | None
 
 
+def _dip_depth(contrast: np.ndarray, i: int) -> float:
+    """Return the relative depth of the contrast curve at interior index ``i``: 1 - value / lower flanking maximum."""
+    flank = min(contrast[:i].max(), contrast[i + 1:].max())
+    return float(1.0 - contrast[i] / flank) if flank > 0 else 0.0
+
+
 def _contrast_dip(contrast: np.ndarray) -> tuple[float, int] | None:
     """Return the deepest interior local minimum of the contrast curve: (relative depth, its index), or None."""
     best = None
     for i in range(1, contrast.size - 1):
         if contrast[i] <= contrast[i - 1] and contrast[i] <= contrast[i + 1]:
-            flank = min(contrast[:i].max(), contrast[i + 1:].max())
-            depth = 1.0 - contrast[i] / flank if flank > 0 else 0.0
+            depth = _dip_depth(contrast, i)
             if best is None or depth > best[0]:
-                best = (float(depth), i)
+                best = (depth, i)
     return best
 
 
@@ -176,11 +187,11 @@ def prominence(values: np.ndarray, i: int) -> float:
     return float(v - max(bases))
 
 
-def _extrema_z(z: np.ndarray, curve: np.ndarray) -> list[int]:
-    """Return the z of the curve's interior local peaks and dips (prominence >= EXTREMUM_PROMINENCE_FRAC x range)."""
+def _extrema_z(z: np.ndarray, curve: np.ndarray, peaks: bool = True, dips: bool = True) -> list[int]:
+    """Return the z of the curve's interior local peaks and/or dips (prominence >= EXTREMUM_PROMINENCE_FRAC x range)."""
     floor = EXTREMUM_PROMINENCE_FRAC * float(np.ptp(curve))
     out = []
-    for v in (curve, -curve):
+    for v in [curve] * peaks + [-curve] * dips:
         out += [int(z[i]) for i in range(1, v.size - 1)
                 if v[i] > v[i - 1] and v[i] >= v[i + 1] and prominence(v, i) >= floor]
     return sorted(out)
@@ -236,9 +247,23 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
     - emission (median ``detail_skewness`` < -EMISSION_SKEW): the ``vollath_f5`` (contrast) peak;
       backed when the ``brenner`` peak is within ``agree_steps``;
     - phase (a contrast dip at least PHASE_DIP deep): the dip; backed when ``brenner`` peaks or dips
-      (prominence >= EXTREMUM_PROMINENCE_FRAC of its range) within ``agree_steps``;
-    - absorption (otherwise): the ``detail_skewness`` peak; backed when the ``brenner`` peak, or a
-      ``vollath_f5`` or ``brenner`` peak or dip, is within ``agree_steps``.
+      (prominence >= EXTREMUM_PROMINENCE_FRAC of its range) within ``agree_steps``. A dip nothing backs
+      gives way to a ``detail_skewness`` peak (top no wider than 2 x ``agree_steps``) that ``brenner``
+      backs ("contrast mode ambiguous": a dip just past PHASE_DIP is the mixed case below, seen from the
+      other side);
+    - absorption (otherwise): the ``detail_skewness`` peak; backed when the ``brenner`` peak, a ``brenner``
+      peak or dip, or a ``vollath_f5`` peak is within ``agree_steps``. A contrast dip alone does not back it
+      ("contrast mode ambiguous"): where dark contrast (absorption, or light refracted out of the pupil at
+      steep phase gradients) mixes with phase contrast and follows the phase curvature, the intensity gains
+      a term odd in defocus; the contrast is then least where the two cancel, off focus, and the dark detail
+      peaks on that same dip (a nearly transparent worm: a 37% dip, both 10 steps off). Gradient energy
+      weights finer detail, so its extremum moves differently and still backs the pick.
+    - noisy (absorption): white camera noise adds a constant to the detail variance that
+      ``detail_skewness`` divides by, so where noise dominates the detail the skewness peak is pulled
+      toward the planes with the most signal (a phase lobe, 9-21 steps off). Noise adds 2 sigma^2 to
+      ``brenner`` at every plane; when ``brenner`` varies by less than NOISY_GRADIENT_RANGE of its
+      lowest value over a stack that reaches NOISE_CHECK_REACH x ``agree_steps`` (two depths of field)
+      past the pick, the stack is flagged, backed or not.
 
     A peak is read at the middle of its top (:func:`_peak`); a top wider than 2 x ``agree_steps`` is a
     disagreement too. A ``detail_skewness`` top that broad holds planes the dark detail cannot tell apart
@@ -270,15 +295,49 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
     dip = _contrast_dip(contrast)
     if dip is not None and dip[0] >= PHASE_DIP:
         pick = int(z[dip[1]])
-        backed = near(grad_z) or any(near(e) for e in grad_ext)
-        why = None if backed else f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there"
+        if near(grad_z) or any(near(e) for e in grad_ext):
+            return BestPlane(pick, "phase", "vollath_f5", None)
+        why = f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there"
+        dark, lo, hi = _peak(z, skew)
+        if hi - lo <= 2 * agree_steps and any(abs(e - dark) <= agree_steps for e in [grad_z, *grad_ext]):
+            return BestPlane(dark, "absorption", "detail_skewness", (
+                f"contrast mode ambiguous: contrast dips {dip[0]:.0%} at z={pick}, brenner neither peaks nor dips "
+                f"there; detail_skewness peaks at z={dark}, backed by brenner (peak z={grad_z}, extrema "
+                f"z={grad_ext}): read there"))
         return BestPlane(pick, "phase", "vollath_f5", why)
     pick, lo, hi = _peak(z, skew)
     if hi - lo > 2 * agree_steps:  # the dark detail cannot tell these planes apart: gradient energy chooses
         pick = int(np.clip(round(half_max_centre(z, gradient)), lo, hi))
-    contrast_ext = _extrema_z(z, contrast)
-    backed = near(grad_z) or any(near(e) for e in grad_ext + contrast_ext)
-    why = broad(lo, hi, "detail_skewness") or (None if backed else (
-        f"absorption: detail_skewness peaks at z={pick}, brenner at z={grad_z}, and no contrast or brenner "
-        f"peak or dip lies within {agree_steps:g} steps (contrast: z={contrast_ext}, brenner: z={grad_ext})"))
+    contrast_peaks = _extrema_z(z, contrast, dips=False)
+    backed = near(grad_z) or any(near(e) for e in grad_ext + contrast_peaks)
+    why = broad(lo, hi, "detail_skewness") or _noisy(z, gradient, pick, agree_steps)
+    if why is None and not backed:
+        why = _unbacked(z, contrast, pick, grad_z, grad_ext, agree_steps)
     return BestPlane(pick, "absorption", "detail_skewness", why)
+
+
+def _noisy(z: np.ndarray, gradient: np.ndarray, pick: int, agree_steps: float) -> str | None:
+    """Return why the dark-detail peak is not trusted when camera noise dominates the detail, else None."""
+    if max(pick - z[0], z[-1] - pick) < NOISE_CHECK_REACH * agree_steps:  # too short to blur the detail away
+        return None
+    floor = float(gradient.min())
+    spread = float(np.ptp(gradient)) / floor if floor > 0 else np.inf
+    if spread >= NOISY_GRADIENT_RANGE:
+        return None
+    return (f"noisy: brenner varies by only {spread:.0%} of its floor over the stack, so camera noise dominates the "
+            f"detail and pulls the detail_skewness peak (z={pick}) toward the planes with the most signal")
+
+
+def _unbacked(z: np.ndarray, contrast: np.ndarray, pick: int, grad_z: int, grad_ext: list[int],
+              agree_steps: float) -> str:
+    """Return why an absorption pick no other extremum backs is flagged (mixed contrast when it sits on a dip)."""
+    dips = [int(np.searchsorted(z, e)) for e in _extrema_z(z, contrast, peaks=False) if abs(e - pick) <= agree_steps]
+    if dips:
+        i = max(dips, key=lambda k: _dip_depth(contrast, k))
+        return (f"contrast mode ambiguous: detail_skewness peaks at z={pick} on a contrast dip at z={int(z[i])} "
+                f"{_dip_depth(contrast, i):.0%} deep (a phase object: >= {PHASE_DIP:.0%}), and brenner neither "
+                f"peaks nor dips within {agree_steps:g} steps (peak z={grad_z}, extrema z={grad_ext}): where "
+                f"absorption and phase contrast mix, the dip and the dark-detail peak move off focus together")
+    return (f"absorption: detail_skewness peaks at z={pick}, brenner at z={grad_z}, and no contrast peak or brenner "
+            f"peak or dip lies within {agree_steps:g} steps (contrast peaks: z={_extrema_z(z, contrast, dips=False)}, "
+            f"brenner: z={grad_ext})")
