@@ -115,6 +115,7 @@ class AcquireClient(Node):
         self.crops: dict[int, Image] = {}         # stamp ns -> worm/crop
         self.worm_targets: dict[int, PointStamped] = {}
         self.status: StepperStatus | None = None
+        self._moving_to: int | None = None        # the last target sent, until the lens is seen there at rest
         self._subs: dict[str, object] = {}  # topic -> subscription, made once its publishers are known
         self.create_subscription(JointState, "stepper/joint_states", self._on_joints, reliable_qos(depth=100))
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable_qos(depth=20))
@@ -267,8 +268,12 @@ class AcquireClient(Node):
 
     # ------------------------------------------------------------ motion
     def move_to(self, z: int, settings: dict, timeout_s: float) -> Rest:
-        """Send ``stepper/target`` and wait until the joint reports ``z``; AcquireError on a fault or no arrival."""
-        self.spin_until(lambda: self._at_rest(), timeout_s)
+        """Send ``stepper/target`` and wait until the joint reports ``z``; AcquireError on a fault or no arrival.
+
+        A move sent before (e.g. one a Ctrl-C left under way) ends first: a busy stepper refuses a new target.
+        """
+        self.spin_until(lambda: self._at_rest() and self._moving_to in (None, self.tracker.current.position_steps),
+                        timeout_s)
         start = self.tracker.current.position_steps
         if start == z:
             return self.tracker.current
@@ -276,6 +281,7 @@ class AcquireClient(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         self.frames.clear()
         self.crops.clear()
+        self._moving_to = z
         self.target_pub.publish(msg)
         speed = float(settings.get("max_speed_steps_per_s", 1.0))
         travel = abs(z - start) + 2 * int(settings.get("backlash_steps", 0))
@@ -283,6 +289,7 @@ class AcquireClient(Node):
         # at z and held there: with backlash compensation the lens passes z on its way to the overshoot
         arrived = self.spin_until(lambda: (self.tracker.current.position_steps == z and self._at_rest()) or fault(),
                                   timeout_s + travel / speed)
+        self._moving_to = None  # arrived, or it never will: only an interrupted wait leaves the move pending
         if fault():
             raise AcquireError(f"stepper fault while moving to z {z}: {self.status.values['fault']}")
         if not arrived:
