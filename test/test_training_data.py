@@ -144,25 +144,29 @@ def test_resume_refuses_another_recipe(tmp_path):
         train(None, TrainConfig(**{**SYNTH, "epochs": 3}), tmp_path / "run", resume=True)
 
 
-@pytest.mark.parametrize("recipe,sigma", [("default_model", False), ("nll_model", True)])
-def test_shipped_recipes_run_from_the_command_line(tmp_path, recipe, sigma):
-    """config/default_model.yaml (the bundled model's recipe) and its NLL variant, cut to 1 epoch of 20 samples."""
+def test_the_shipped_two_stage_recipe_runs_from_the_command_line(tmp_path):
+    """config/nll_model.yaml, then config/default_model.yaml from its best.pt (the bundled model), cut to 1 epoch."""
     import yaml
 
     from celegans_autofocus.cli import main
     from celegans_autofocus.training.export import export_checkpoint
 
-    config = REPO / "config" / f"{recipe}.yaml"
-    out = tmp_path / recipe
-    assert main(["train", "--config", str(config), "--epochs", "1", "--synthetic-train", "20", "--synthetic-val", "10",
-                 "--out", str(out)]) == 0
-    state = torch.load(out / "last.pt", weights_only=True)
-    written = yaml.safe_load(config.read_text())
     cut = {"epochs": 1, "synthetic_train": 20, "synthetic_val": 10}
-    assert all(state["config"][k] == cut.get(k, v) for k, v in written.items() if k not in ("threads", "out"))
-    meta = export_checkpoint(out / "best.pt", tmp_path / "m.onnx")["metadata"]
+    flags = ["--epochs", "1", "--synthetic-train", "20", "--synthetic-val", "10"]
+    stage1, stage2 = tmp_path / "nll_model", tmp_path / "default_model"
+    assert main(["train", "--config", str(REPO / "config" / "nll_model.yaml"), *flags, "--out", str(stage1)]) == 0
+    assert main(["train", "--config", str(REPO / "config" / "default_model.yaml"), *flags, "--out", str(stage2),
+                 "--init", str(stage1 / "best.pt")]) == 0
+    for recipe, out in (("nll_model", stage1), ("default_model", stage2)):
+        state = torch.load(out / "last.pt", weights_only=True)
+        written = yaml.safe_load((REPO / "config" / f"{recipe}.yaml").read_text())
+        overridden = {**cut, **({"init": str(stage1 / "best.pt")} if out == stage2 else {})}
+        kept = {k: v for k, v in written.items() if k not in ("threads", "out")}
+        assert all(state["config"][k] == overridden.get(k, v) for k, v in kept.items())
+    assert yaml.safe_load((REPO / "config" / "default_model.yaml").read_text())["synthetic_randomize"] > 0
+    meta = export_checkpoint(stage2 / "best.pt", tmp_path / "m.onnx")["metadata"]
     assert meta["arch"] == "plain7" and meta["preprocess"]["input_px"] == 96 and meta["input_view"] == "crop"
-    assert ("sigma_output" in meta) == sigma and meta["source_commit"] != "unknown"
+    assert meta["sigma_output"] == "offset_sigma" and meta["source_commit"] != "unknown"
 
 
 def test_randomised_views_draw_other_optics_and_leave_the_default_pool_alone():
