@@ -78,7 +78,8 @@ def real_rows(dataset: Path, agree_steps: float) -> list[dict]:
             for m, fn in focus.MEASURES.items():
                 curves[m][z] = fn(image)
         rows.append({"set": "real", "group": stack.plate, "stack": stack.name, "truth": int(stack.meta["best_index"]),
-                     "tolerance": REAL_TOLERANCE_IMAGES, "picks": _label_all(stack, curves, agree_steps)})
+                     "tolerance": REAL_TOLERANCE_IMAGES, "picks": _label_all(stack, curves, agree_steps),
+                     "curves": curves})
         print(f"real {stack.plate}/{stack.name}: best {rows[-1]['truth']} auto {rows[-1]['picks'][focus.AUTO]}",
               file=sys.stderr, flush=True)
     return rows
@@ -113,6 +114,7 @@ def sim_rows(per_variant: int, seed: int, range_steps: int, step_every: int, agr
                           {"step_um": config.step_um})
             rows.append({"set": "sim", "group": variant, "stack": f"{view}_{k}", "truth": int(best),
                          "tolerance": SIM_TOLERANCE_STEPS, "picks": _label_all(stack, curves, agree_steps),
+                         "curves": curves,
                          "optics": {"um_per_px": config.um_per_px, "na": config.na,
                                     "body_absorb_per_um": config.body_absorb_per_um,
                                     "inclusion_scale": config.inclusion_scale}})
@@ -165,7 +167,7 @@ def main() -> int:
     ap.add_argument("--range-steps", type=int, default=200)
     ap.add_argument("--step-every", type=int, default=4)
     ap.add_argument("--agree-steps", type=float, default=AGREE_STEPS, help="as label --agree-steps")
-    ap.add_argument("--json", type=Path, help="write every stack's picks and flags here")
+    ap.add_argument("--json", type=Path, help="write every stack's picks, flags and focus curves here")
     args = ap.parse_args()
     t0 = time.perf_counter()
     rows = real_rows(args.real, args.agree_steps) if args.real else []

@@ -319,3 +319,47 @@ def test_the_command_line_acquires_refuses_and_stops_on_ctrl_c(ros_harness, tmp_
     assert g.position() == START_STEPS and g.stepper.law.enabled
     meta = yaml.safe_load((g.dataset / "plates" / "plate_a" / "stack_001" / "stack.yaml").read_text())
     assert not meta["complete"] and 3 <= len(meta["positions"]) < 51
+
+
+def test_the_sweep_is_planned_where_the_lens_rests_once_the_focus_law_is_off(ros_harness, tmp_path):
+    """A move the focus law ordered just before it is switched off ends before z is read: the sweep centres there."""
+    g = Graph(ros_harness, tmp_path / "ds")
+    switch = g.client.set_focus_law
+
+    def law_moves_then_off(on: bool, timeout_s: float) -> None:
+        if not on:
+            g.stepper.stepper.move_to(40)  # the law's last move, still under way as the law goes off
+        switch(on, timeout_s)
+
+    g.client.set_focus_law = law_moves_then_off
+    result = g.acquire("s")
+    meta = yaml.safe_load((result.path / "stack.yaml").read_text())
+    assert meta["sweep"]["centre_steps"] == 40 and list(meta["positions"]) == [32, 36, 40, 44, 48]
+    assert result.complete and result.returned_to_steps == 40 == g.position() and g.stepper.law.enabled
+
+
+def test_a_resumed_crop_sweep_retakes_the_crops_it_missed(ros_harness, tmp_path):
+    """Positions whose frame was taken but whose crop was not are taken again on resume; then the stack is whole."""
+    g = Graph(ros_harness, tmp_path / "ds")
+    detector = ros_harness.start(WormDetectorNode, fov_px=1000)
+
+    def detector_stops(done, total, z):
+        if done == 2:
+            g.stop(detector)
+
+    first = g.acquire("s", crops=True, timeout_s=1.0, progress=detector_stops)   # z 12, 16, 20, 24, 28
+    assert not first.complete and first.taken == 5
+    assert [p.split(":")[0] for p in first.problems] == [f"no worm/crop of a settled frame with the worm seen "
+                                                         f"at z {z}" for z in (20, 24, 28)]
+    assert not yaml.safe_load((first.path / "stack.yaml").read_text())["complete"], "resumable: crops are missing"
+    frames = snapshot(first.path)
+    ros_harness.start(WormDetectorNode, fov_px=1000)
+    result = g.acquire("s", crops=True, range_steps=None, step_steps=None, resume=True)
+    assert result.complete and result.problems == [] and result.crops_path == first.crops_path
+    meta = yaml.safe_load((result.crops_path / "stack.yaml").read_text())
+    assert meta["complete"] and list(meta["positions"]) == [12, 16, 20, 24, 28]
+    assert all(read_image(result.crops_path / f"z_{z}.png").shape == (125, 125) for z in (20, 24, 28))
+    kept = snapshot(result.path)
+    assert {k: v for k, v in kept.items() if k.startswith("z_")} == {k: v for k, v in frames.items()
+                                                                     if k.startswith("z_")}, "frames kept as taken"
+    assert yaml.safe_load((result.path / "stack.yaml").read_text())["complete"]

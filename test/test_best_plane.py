@@ -100,6 +100,28 @@ def test_flat_topped_peak_is_read_at_its_middle_and_flagged_when_broad():
     assert got.z_index == 20 and "broad detail_skewness peak" in got.disagreement
 
 
+def test_a_broad_lopsided_top_is_read_where_the_gradient_energy_peaks_within_it():
+    """A binned field: dark detail flat over z=-28..8, lopsided (falls slower below); focus at 0.
+
+    The top's middle (-10) follows the lopsidedness; brenner's centre of symmetry, kept inside the top, is focus.
+    """
+    skew = 1 + np.clip(1.5 - np.abs(Z) / np.where(Z < 0, 60, 20), 0, 1)
+    skew[Z == -28] += 0.002  # noise makes an edge the maximum
+    assert focus._peak(Z, skew) == (-10, -28, 8)
+    got = pick(skew, 20 + 10 * bump(-50, 30), 5 + bump(0, 30))
+    assert got.z_index == 0 and "broad detail_skewness peak, z=-28..8" in got.disagreement
+    outside = pick(skew, 20 + 10 * bump(-50, 30), 5 + bump(40, 30))  # brenner beyond the top: its nearest end
+    assert outside.z_index == 8 and "broad detail_skewness peak" in outside.disagreement
+
+
+def test_half_max_centre_reads_the_flanks_not_the_top():
+    even = 5 + np.clip(2.0 - np.abs(Z - 6) / 20, 0, 1)  # flat top z=-14..26, even about 6
+    even[Z == 24] += 0.01  # noise makes an edge the maximum
+    assert int(Z[np.argmax(even)]) == 24 and focus.half_max_centre(Z, even) == pytest.approx(6, abs=0.5)
+    low_right = np.where(Z > 30, 2.0, 5.0) + bump(-10, 15)  # flanks end at different heights: the higher one sets
+    assert focus.half_max_centre(Z, low_right) == pytest.approx(-10, abs=1)
+
+
 def test_two_sample_top_keeps_the_maximum():
     skew = 1 + bump(0, 4)
     skew[Z == 4] = skew[Z == 0] - 0.001

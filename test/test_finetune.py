@@ -42,7 +42,7 @@ if TRAINING:  # imported only where they exist: collection never fails on a mach
 
     from celegans_autofocus.training.checkpoint import CheckpointError
     from celegans_autofocus.training.data import DatasetError
-    from celegans_autofocus.training.finetune import dihedral, finetune
+    from celegans_autofocus.training.finetune import finetune
     from celegans_autofocus.training.finetune_config import FinetuneConfig
     from celegans_autofocus.training.onnx_import import OnnxImportError, plain7_from_onnx
 
@@ -96,12 +96,6 @@ def test_onnx_import_refuses_other_graphs(tmp_path):
         plain7_from_onnx(tmp_path / "junk.onnx")
 
 
-def test_dihedral_gives_the_8_distinct_transforms():
-    image = np.arange(16, dtype=np.float32).reshape(4, 4)
-    out = {dihedral(image, k).tobytes() for k in range(8)}
-    assert len(out) == 8
-
-
 def test_finetune_end_to_end_exports_a_model_the_predictor_serves(dataset, tmp_path, capsys):
     out, onnx_path = tmp_path / "run", tmp_path / "ft.onnx"
     assert main(["finetune", str(dataset), "--epochs", "2", "--batch-size", "8", "--val-fraction", "0.5",
@@ -125,6 +119,10 @@ def test_finetune_end_to_end_exports_a_model_the_predictor_serves(dataset, tmp_p
     assert meta["parent_model"]["sha256"] == hashlib.sha256(parent.read_bytes()).hexdigest()[:16]
     assert len(meta["train_data_hash"]) == 16 and meta["train_data_hash"] != meta["parent_model"]["train_data_hash"]
     assert meta["val_mae_steps"] == pytest.approx(summary["held_out_mae_steps_torch"], abs=1e-3)
+    # BatchNorm stayed frozen: the import's identity statistics (the export folded the real ones) are untouched
+    state, imported = torch.load(out / "finetuned.pt", weights_only=True)["model"], plain7_from_onnx(parent)[0]
+    stats = [k for k in state if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert len(stats) == 3 * 7 and all(torch.equal(state[k], imported.state_dict()[k]) for k in stats)
 
     # the weights moved: the new model answers differently from the bundled one on the same crops
     crops = [read_image(p) for p in sorted((dataset / "plates").glob(f"*/*__crop{CROP_PX}_w0/z_*.png"))[:8]]

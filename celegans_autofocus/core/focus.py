@@ -204,6 +204,26 @@ def _peak(z: np.ndarray, curve: np.ndarray) -> tuple[int, int, int]:
     return centre, int(z[lo]), int(z[hi])
 
 
+def half_max_centre(z: np.ndarray, curve: np.ndarray) -> float:
+    """Return the midpoint of the curve's half-maximum crossings on both sides of its maximum (interpolated).
+
+    Half maximum: halfway from the higher of the two flanks' minima to the maximum, so both flanks cross it.
+    """
+    i = int(np.argmax(curve))
+    base = max(curve[: i + 1].min(), curve[i:].min())
+    level = base + 0.5 * (curve[i] - base)
+    if curve[i] <= level:  # flat
+        return float(z[i])
+    ends = []
+    for step in (-1, 1):
+        k = i
+        while curve[k + step] >= level:
+            k += step
+        t = (curve[k] - level) / (curve[k] - curve[k + step])
+        ends.append(z[k] + t * (z[k + step] - z[k]))
+    return float(sum(ends) / 2)
+
+
 def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_steps: float) -> BestPlane:
     """Find a stack's best-focus z from its :data:`RULE_MEASURES` curves, by the specimen's contrast mode.
 
@@ -221,7 +241,14 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
       ``vollath_f5`` or ``brenner`` peak or dip, is within ``agree_steps``.
 
     A peak is read at the middle of its top (:func:`_peak`); a top wider than 2 x ``agree_steps`` is a
-    disagreement too. ``disagreement`` says why the plane is not backed; the caller flags the stack.
+    disagreement too. A ``detail_skewness`` top that broad holds planes the dark detail cannot tell apart
+    (e.g. a binned whole field whose pixels hide the defocus blur near focus), and its middle follows how
+    lopsided the curve is: skewness changes sign with the phase contrast, which flips with the sign of
+    defocus. Gradient energy is quadratic in the contrast, so to first order its curve is even about focus
+    whatever the contrast: the plane is read at the ``brenner`` curve's centre of symmetry, the midpoint of
+    its half-maximum crossings (:func:`half_max_centre`, on the flanks, where defocus changes it fast),
+    kept inside the ``detail_skewness`` top.
+    ``disagreement`` says why the plane is not backed; the caller flags the stack.
     """
     z = np.asarray(z_steps)
     skew, contrast, gradient = (np.asarray(curves[m], dtype=np.float64) for m in RULE_MEASURES)
@@ -247,6 +274,8 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
         why = None if backed else f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there"
         return BestPlane(pick, "phase", "vollath_f5", why)
     pick, lo, hi = _peak(z, skew)
+    if hi - lo > 2 * agree_steps:  # the dark detail cannot tell these planes apart: gradient energy chooses
+        pick = int(np.clip(round(half_max_centre(z, gradient)), lo, hi))
     contrast_ext = _extrema_z(z, contrast)
     backed = near(grad_z) or any(near(e) for e in grad_ext + contrast_ext)
     why = broad(lo, hi, "detail_skewness") or (None if backed else (

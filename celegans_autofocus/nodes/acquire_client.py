@@ -24,9 +24,12 @@ drives the simulated, GPIO and GRBL steppers and any camera.
   ``worm/target`` of worm_detector_node.
 
 Before anything moves or is written it refuses: a stepper in fault, disabled or inactive, a sweep beyond the
-soft limits, a silent camera, a stack name already used. During the sweep a fault, a refused move or a camera
-that goes silent stop it; Ctrl-C too. Every image taken is kept (:class:`core.dataset.sweep.SweepRecording`),
-the lens goes back to where it started and the focus law is restored; ``resume`` takes the missing positions.
+soft limits, a silent camera, a stack name already used. The sweep is planned around the lens position read
+once the focus law is off (so the law cannot move the lens after it is read). During the sweep a fault, a
+refused move or a camera that goes silent stop it; Ctrl-C too. Every image taken is kept
+(:class:`core.dataset.sweep.SweepRecording`), the lens goes back to where it started and the focus law is
+restored; ``resume`` takes the missing positions (with ``crops``, also those whose crop is missing). With
+``crops`` the stack is complete once every position has its frame and its crop.
 Frames are chosen by :mod:`core.acquisition`'s settled-frame rule, as ``bag-to-dataset`` does on a bag.
 """
 from __future__ import annotations
@@ -106,6 +109,7 @@ class AcquireClient(Node):
         self.image_topic = image_topic
         self.joint_name = ""
         self.tracker = RestTracker()
+        self.joint_samples = 0                    # focus-joint samples taken by the tracker
         self.frames: dict[int, Image] = {}        # stamp ns -> frame, since the current move began
         self.crops: dict[int, Image] = {}         # stamp ns -> worm/crop
         self.worm_targets: dict[int, PointStamped] = {}
@@ -120,7 +124,9 @@ class AcquireClient(Node):
     def _on_joints(self, msg: JointState) -> None:
         names = list(msg.name)
         if self.joint_name in names and names.index(self.joint_name) < len(msg.position):
-            self.tracker.add(Time.from_msg(msg.header.stamp).nanoseconds, msg.position[names.index(self.joint_name)])
+            if self.tracker.add(Time.from_msg(msg.header.stamp).nanoseconds,
+                                msg.position[names.index(self.joint_name)]):
+                self.joint_samples += 1
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for s in msg.status:
@@ -250,6 +256,14 @@ class AcquireClient(Node):
                 info["parameters_error"] = str(exc)
         return info
 
+    def rest_position(self, timeout_s: float) -> int:
+        """Return where the lens rests, from samples sent after this call (a move already ordered shows first)."""
+        seen = self.joint_samples
+        if not self.spin_until(lambda: self.joint_samples > seen and self._at_rest(), timeout_s):
+            where = self.tracker.current.position_steps if self.tracker.current else None
+            raise AcquireError(f"the lens did not come to rest within {timeout_s:g} s (at {where})")
+        return self.tracker.current.position_steps
+
     # ------------------------------------------------------------ motion
     def move_to(self, z: int, settings: dict, timeout_s: float) -> Rest:
         """Send ``stepper/target`` and wait until the joint reports ``z``; AcquireError on a fault or no arrival."""
@@ -319,46 +333,58 @@ class AcquireClient(Node):
         self.wait_lens(req.timeout_s)
         status = self.check_stepper(max(req.timeout_s, 2 * settings.get("diagnostics_period_s", 1.0)))
         frame = self.check_camera(req.timeout_s, req.crops)
-        start_z = self.tracker.current.position_steps
+        camera = self.camera_settings(frame, req.timeout_s)
         if existing is not None:
-            plan, centre = SweepPlan.from_meta(existing["sweep"]), existing["sweep"].get("centre_steps")
             for name, asked in (("range_steps", req.range_steps), ("step_steps", req.step_steps)):
                 if asked is not None and asked != existing["sweep"].get(name):
                     raise AcquireError(f"{path}: the unfinished sweep has {name} {existing['sweep'].get(name)}, "
                                        f"not {asked}")
-        else:
-            if req.range_steps is None or req.step_steps is None:
-                raise AcquireError("a new sweep needs its range and step")
-            plan, centre = SweepPlan.around(start_z, req.range_steps, req.step_steps), start_z
-        plan.check_limits(settings["soft_min_steps"], settings["soft_max_steps"])
-        meta = self._meta(req, plan, centre, settings, self.camera_settings(frame, req.timeout_s))
-        recording = SweepRecording(path, meta, req.resume)
+        elif req.range_steps is None or req.step_steps is None:
+            raise AcquireError("a new sweep needs its range and step")
         crops = self._crop_recording(req, path) if req.crops else None
         focus_was_on = status.values.get("focus_enabled") == "True"
+        if focus_was_on:
+            self.set_focus_law(False, req.timeout_s)
+        try:  # the law is off: the lens stays where it is read, the sweep is planned around it and returns to it
+            start_z = self.rest_position(req.timeout_s)
+            if existing is not None:
+                plan, centre = SweepPlan.from_meta(existing["sweep"]), existing["sweep"].get("centre_steps")
+            else:
+                plan, centre = SweepPlan.around(start_z, req.range_steps, req.step_steps), start_z
+            plan.check_limits(settings["soft_min_steps"], settings["soft_max_steps"])
+            meta = self._meta(req, plan, centre, settings, camera)
+            recording = SweepRecording(path, meta, req.resume)
+        except BaseException:  # refused before anything moved or was written: the law as it was
+            if focus_was_on:
+                self.set_focus_law(True, req.timeout_s)
+            raise
         problems: list[str] = []
         stopped: str | None = None
         try:
-            if focus_was_on:
-                self.set_focus_law(False, req.timeout_s)
             recording.start()
-            todo = recording.missing()
+            if isinstance(crops, SweepRecording):
+                crops.start()
             total = len(plan.z_steps)
-            for z in todo:
+            # a position is taken again when its frame is missing, or (--crops) its crop: a resumed stack is whole
+            crop_missing = set(plan.z_steps if crops is None else crops.missing()) if req.crops else set()
+            for z in [z for z in plan.z_steps if z in set(recording.missing()) | crop_missing]:
                 self.move_to(z, settings, req.timeout_s)
                 rest, stamp, msg = self.settled_frame(z, req.settle_s, req.timeout_s)
-                try:
-                    gray = image_to_gray(msg)
-                except ImageError as exc:
-                    raise AcquireError(f"frame at z {z} cannot be decoded: {exc}") from None
-                recording.add(z, gray, {"motor_steps": rest.position_steps, "stamp_s": stamp * 1e-9,
-                                        "time": utc_now()})
-                if req.crops:
+                if z not in recording.taken():
+                    try:
+                        gray = image_to_gray(msg)
+                    except ImageError as exc:
+                        raise AcquireError(f"frame at z {z} cannot be decoded: {exc}") from None
+                    recording.add(z, gray, {"motor_steps": rest.position_steps, "stamp_s": stamp * 1e-9,
+                                            "time": utc_now()})
+                if z in crop_missing:
                     crops = self._take_crop(crops, req, path, meta, z, rest, problems)
                 if progress is not None:
                     progress(len(recording.taken()), total, z)
-            recording.finish()
             if isinstance(crops, SweepRecording):
                 crops.finish()
+            if not (req.crops and (crops is None or crops.missing())):  # with --crops, complete once both are
+                recording.finish()
         except (AcquireError, OSError, ValueError) as exc:  # ValueError: ImageError, StackError
             stopped = str(exc)
         except KeyboardInterrupt:

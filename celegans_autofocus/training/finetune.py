@@ -18,7 +18,8 @@ The parent is an exported ``plain7`` ONNX file (:mod:`training.onnx_import`) or 
 The dataset is split by plate (:func:`training.data.split_plates`); the model trains on the training
 plates' images of its own view (``input_view`` in the parent's metadata: crop stacks for a crop model),
 preprocessed exactly as the parent's metadata says, with the 8 lossless flips and 90-degree rotations,
-Huber loss and AdamW on a cosine schedule for a fixed number of epochs. BatchNorm statistics stay frozen
+Huber loss and AdamW on a cosine schedule for a fixed number of epochs, each one the training loop's
+(:func:`training.loop.train_epoch` over a :func:`training.datasets.train_loader`). BatchNorm statistics stay frozen
 (an exported model has them folded into its convolutions, and a few stacks are too few to re-estimate them).
 Nothing is chosen on the held-out plates: the final weights are saved (``OUT/finetuned.pt``, a checkpoint
 :func:`training.export.export_checkpoint` exports, recording the parent model and the training data's hash),
@@ -28,13 +29,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -44,10 +43,11 @@ from ..core.predictor import ModelError
 from ..core.sensor import STEP_UM
 from .checkpoint import FORMAT, CheckpointError, model_from_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import DatasetError, ImageSet, Sample, data_hash, dataset_step_um, load_samples, split_plates
+from .data import DatasetError, Sample, data_hash, dataset_step_um, load_samples, split_plates
+from .datasets import ArrayImages, TrainSamples, train_loader
 from .finetune_config import FinetuneConfig
 from .infer import predict_steps
-from .loop import cache_images
+from .loop import cache_images, make_optimizer, make_scheduler, train_epoch
 from .onnx_import import plain7_from_onnx
 
 CHECKPOINT = "finetuned.pt"
@@ -92,17 +92,6 @@ def load_parent(path: Path | str) -> Parent:
                   str(state.get("train_data_hash", "unknown")))
 
 
-def dihedral(image: np.ndarray, k: int) -> np.ndarray:
-    """Return the ``k``-th (0-7) of the 8 flips and 90-degree rotations of a square image (lossless; defocus keeps)."""
-    return np.ascontiguousarray(np.rot90(image[:, ::-1] if k >= 4 else image, k % 4))
-
-
-def _freeze_norms(model: torch.nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.eval()
-
-
 def _log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
@@ -130,31 +119,6 @@ def select_samples(dataset: Path, parent: Parent, cfg: FinetuneConfig) -> tuple[
     return train, held_out, {"train_plates": train_plates, "val_plates": val_plates, "kinds": list(kinds)}
 
 
-def train_epoch(model: torch.nn.Module, optimizer, scheduler, data: ImageSet, cfg: FinetuneConfig,
-                output_scale: float, rng: np.random.Generator, desc: str) -> float:
-    """One pass in random order with random dihedral transforms; returns the mean Huber loss."""
-    loss_fn = torch.nn.HuberLoss(delta=cfg.huber_steps / output_scale)
-    order = rng.permutation(len(data))
-    n_batches = max(1, len(order) // cfg.batch_size)  # a short remainder is dropped (BatchNorm-safe batches)
-    model.train()
-    _freeze_norms(model)
-    total = 0.0
-    for b in tqdm(range(n_batches), desc=desc, unit="batch", file=sys.stderr, leave=False):
-        idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-        x = np.stack([dihedral(data.images[i].astype(np.float32), int(k))
-                      for i, k in zip(idx, rng.integers(0, 8, len(idx)))])
-        y = data.offsets_steps[idx].astype(np.float32) / output_scale
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(torch.from_numpy(x[:, None])), torch.from_numpy(y[:, None]))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"fine-tuning loss became {loss.item()} ({desc}, batch {b}); lower --lr")
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        total += loss.item()
-    return total / n_batches
-
-
 def finetune(dataset: Path | str, parent_path: Path | str, cfg: FinetuneConfig, out: Path | str) -> dict:
     """Fine-tune ``parent_path`` on ``dataset``'s training plates; returns the summary (checkpoint path, split)."""
     cfg.validate()
@@ -174,16 +138,22 @@ def finetune(dataset: Path | str, parent_path: Path | str, cfg: FinetuneConfig, 
         raise DatasetError(f"{dataset}: {len(train_set)} readable training images, fewer than one batch "
                            f"({cfg.batch_size}); acquire more stacks or lower --batch-size")
     model = parent.model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * max(1, len(train_set) // cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps)))
+    train_cfg = TrainConfig(arch=parent.arch, crops="crop" in split["kinds"], epochs=cfg.epochs,
+                            batch_size=cfg.batch_size, lr=cfg.lr, loss="huber", optimizer="adamw",
+                            weight_decay=cfg.weight_decay, schedule="cosine", rot90=True, hflip=True, vflip=True,
+                            input_px=parent.spec.input_px,
+                            output_scale=parent.output_scale, rotation_deg=0.0, val_fraction=cfg.val_fraction,
+                            target=cfg.target, seed=cfg.seed, device="cpu")
+    loader = train_loader(TrainSamples([ArrayImages(train_set)], train_cfg), train_cfg)
+    optimizer = make_optimizer(model, train_cfg)
+    scheduler, _ = make_scheduler(optimizer, train_cfg, len(loader))
+    criterion = torch.nn.HuberLoss(delta=cfg.huber_steps / parent.output_scale)
     torch.manual_seed(cfg.seed)
     history = []
     for epoch in range(cfg.epochs):
         started = time.perf_counter()
-        rng = np.random.default_rng([cfg.seed, epoch])
-        loss = train_epoch(model, optimizer, scheduler, train_set, cfg, parent.output_scale, rng,
-                           f"epoch {epoch + 1}/{cfg.epochs}")
+        loss = train_epoch(model, optimizer, criterion, loader, train_cfg, torch.device("cpu"), epoch, scheduler,
+                           frozen_norms=True)
         history.append({"epoch": epoch + 1, "train_loss": loss, "epoch_s": round(time.perf_counter() - started, 1)})
         _log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {loss:.4f}, {history[-1]['epoch_s']:.0f} s")
     train_s = time.perf_counter() - t0
@@ -191,12 +161,6 @@ def finetune(dataset: Path | str, parent_path: Path | str, cfg: FinetuneConfig, 
     model.eval()
     pred = predict_steps(model, held_set.images, parent.output_scale, torch.device("cpu"), batch_size=64)
     held_mae = error_summary(pred - held_set.offsets_steps, held_set.offsets_steps)["mae_steps"]
-    train_cfg = TrainConfig(arch=parent.arch, crops="crop" in split["kinds"], epochs=cfg.epochs,
-                            batch_size=cfg.batch_size, lr=cfg.lr, loss="huber", optimizer="adamw",
-                            weight_decay=cfg.weight_decay, schedule="cosine", rot90=True, hflip=True, vflip=True,
-                            input_px=parent.spec.input_px,
-                            output_scale=parent.output_scale, rotation_deg=0.0, val_fraction=cfg.val_fraction,
-                            target=cfg.target, seed=cfg.seed, device="cpu")
     checkpoint = out / CHECKPOINT
     save_checkpoint({"format": FORMAT, "model": model.state_dict(), "epoch": cfg.epochs,
                      "config": train_cfg.to_dict(), "best_val_mae_steps": held_mae, "val_mae_steps": held_mae,

@@ -343,15 +343,25 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
             "val_plates": val_plates, "world_size": world, "rank": rank}
 
 
+def freeze_norms(model: torch.nn.Module) -> None:
+    """Put every BatchNorm of ``model`` in eval mode: its running statistics are used and stay as they are."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn, loader, cfg: TrainConfig,
-                device: torch.device, epoch: int, scheduler=None, dist_ctx=None) -> float:
+                device: torch.device, epoch: int, scheduler=None, dist_ctx=None, frozen_norms: bool = False) -> float:
     """One pass over ``loader`` (a :func:`datasets.train_loader`); the mean training loss over all ranks.
 
-    ``scheduler`` (per-step schedules) steps after every optimizer step.
+    ``scheduler`` (per-step schedules) steps after every optimizer step. ``frozen_norms``: BatchNorm layers
+    keep their statistics (:func:`freeze_norms`; fine-tuning).
     """
     loader.sampler.set_epoch(epoch)
     loader.dataset.set_epoch(epoch)
     model.train()
+    if frozen_norms:
+        freeze_norms(model)
     total, count = 0.0, 0
     main_rank = dist_ctx is None or dist_ctx.main
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", file=sys.stderr, leave=False,
