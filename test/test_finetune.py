@@ -190,3 +190,30 @@ def test_onnx_import_of_a_model_with_sigma_gives_both_outputs(tmp_path):
     for g, w in zip(got, want):
         assert np.abs(g - w).max() * meta["output_scale"] <= PARITY_STEPS
     assert np.ptp(want[1]) > 0  # the sigmas differ between images: not a parity of constants
+
+
+def test_a_parent_with_sigma_is_fine_tuned_with_its_nll_loss_and_keeps_its_sigma(dataset, tmp_path):
+    """An uncertainty model (the NLL head) fine-tunes on beta-NLL; the result still serves a sigma."""
+    from celegans_autofocus.training.checkpoint import FORMAT, save_checkpoint
+    from celegans_autofocus.training.config import TrainConfig
+    from celegans_autofocus.training.export import export_checkpoint
+    from celegans_autofocus.training.models import create_model
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(arch="plain7", input_px=32, loss="gaussian_nll", nll_beta=0.5, output_scale=100.0)
+    trained = create_model("plain7", outputs=2)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # trained-like weights (a fresh model's zero biases export folded away)
+    save_checkpoint({"format": FORMAT, "model": trained.state_dict(), "config": cfg.to_dict(),
+                     "epoch": 1, "history": [], "best_val_mae_steps": None, "step_um": 5.0, "input_view": "crop"},
+                    tmp_path / "nll.pt")
+    export_checkpoint(tmp_path / "nll.pt", tmp_path / "nll.onnx")
+    summary = finetune(dataset, tmp_path / "nll.onnx", FinetuneConfig(epochs=1, batch_size=8, val_fraction=0.5),
+                       tmp_path / "ft")
+    state = torch.load(summary["checkpoint"], weights_only=True)
+    assert state["config"]["loss"] == "gaussian_nll" and state["config"]["nll_beta"] == 0.5
+    meta = export_checkpoint(summary["checkpoint"], tmp_path / "ft.onnx")["metadata"]
+    assert meta["sigma_output"] == "offset_sigma"
+    offset, sigma = FocusPredictor(tmp_path / "ft.onnx").predict_with_sigma(np.zeros((64, 64), np.uint8) + 100)
+    assert np.isfinite(offset) and sigma is not None and sigma > 0

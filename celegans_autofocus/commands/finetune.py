@@ -54,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--lr", type=float, default=d.lr, help="AdamW peak learning rate (cosine decay to 0)")
     opt.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     opt.add_argument("--huber-steps", type=float, default=d.huber_steps,
-                     help="Huber loss: quadratic within this many steps, linear beyond")
+                     help="Huber loss: quadratic within this many steps, linear beyond (one-output models)")
+    opt.add_argument("--nll-beta", type=float, default=d.nll_beta,
+                     help="a model with an uncertainty output trains on its beta-NLL loss with this beta")
     run_g = parser.add_argument_group("run")
     run_g.add_argument("--out", type=Path, default=Path("runs/finetune"),
                        help="directory for finetuned.pt, history.json, split.json and the evaluation")
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         if onnx_path.resolve() == Path(parent).resolve():
             raise ValueError(f"--export {onnx_path} is the model fine-tuning starts from; write elsewhere")
         cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             weight_decay=args.weight_decay, huber_steps=args.huber_steps,
+                             weight_decay=args.weight_decay, huber_steps=args.huber_steps, nll_beta=args.nll_beta,
                              val_fraction=args.val_fraction, target=args.target, seed=args.seed)
         summary = finetune(args.dataset, parent, cfg, args.out)
         summary["export"] = export_checkpoint(summary["checkpoint"], onnx_path)

@@ -18,7 +18,8 @@ The parent is an exported ``plain7`` ONNX file (:mod:`training.onnx_import`) or 
 The dataset is split by plate (:func:`training.data.split_plates`); the model trains on the training
 plates' images of its own view (``input_view`` in the parent's metadata: crop stacks for a crop model),
 preprocessed exactly as the parent's metadata says, with the 8 lossless flips and 90-degree rotations,
-Huber loss and AdamW on a cosine schedule for a fixed number of epochs, each one the training loop's
+Huber loss (a parent with the uncertainty head: its beta-NLL loss, so the sigma adapts too) and AdamW on a
+cosine schedule for a fixed number of epochs, each one the training loop's
 (:func:`training.loop.train_epoch` over a :func:`training.datasets.train_loader`). BatchNorm statistics stay frozen
 (an exported model has them folded into its convolutions, and a few stacks are too few to re-estimate them).
 Nothing is chosen on the held-out plates: the final weights are saved (``OUT/finetuned.pt``, a checkpoint
@@ -47,7 +48,7 @@ from .data import DatasetError, Sample, data_hash, dataset_step_um, load_samples
 from .datasets import ArrayImages, TrainSamples, train_loader
 from .finetune_config import FinetuneConfig
 from .infer import predict_steps
-from .loop import cache_images, make_optimizer, make_scheduler, train_epoch
+from .loop import cache_images, loss_fn, make_optimizer, make_scheduler, train_epoch
 from .onnx_import import plain7_from_onnx
 
 CHECKPOINT = "finetuned.pt"
@@ -66,6 +67,7 @@ class Parent:
     step_um: float
     input_view: str
     train_data_hash: str
+    sigma: bool = False  # the Gaussian NLL head (a second output, the log-variance): fine-tuned with its loss
 
     def describe(self) -> dict:
         """Return the provenance recorded in the fine-tuned model's metadata (``parent_model``)."""
@@ -82,14 +84,11 @@ def load_parent(path: Path | str) -> Parent:
         model, meta = plain7_from_onnx(path)
         return Parent(path, model, meta["arch"], PreprocessSpec.from_dict(meta["preprocess"]),
                       float(meta["output_scale"]), float(meta["step_um"]), meta.get("input_view", "mixed"),
-                      str(meta.get("train_data_hash", "unknown")))
+                      str(meta.get("train_data_hash", "unknown")), bool(meta.get("sigma_output")))
     model, state, cfg = model_from_checkpoint(path)
-    if cfg.uncertainty:
-        raise ModelError(f"{path}: a model with an uncertainty output (loss {cfg.loss}); finetune trains "
-                         "single-output models only")
     return Parent(path, model, cfg.arch, PreprocessSpec(input_px=cfg.input_px), float(cfg.output_scale),
                   float(state.get("step_um", STEP_UM)), state.get("input_view", "mixed"),
-                  str(state.get("train_data_hash", "unknown")))
+                  str(state.get("train_data_hash", "unknown")), cfg.uncertainty)
 
 
 def _log(message: str) -> None:
@@ -139,7 +138,8 @@ def finetune(dataset: Path | str, parent_path: Path | str, cfg: FinetuneConfig, 
                            f"({cfg.batch_size}); acquire more stacks or lower --batch-size")
     model = parent.model
     train_cfg = TrainConfig(arch=parent.arch, crops="crop" in split["kinds"], epochs=cfg.epochs,
-                            batch_size=cfg.batch_size, lr=cfg.lr, loss="huber", optimizer="adamw",
+                            batch_size=cfg.batch_size, lr=cfg.lr, loss="gaussian_nll" if parent.sigma else "huber",
+                            nll_beta=cfg.nll_beta if parent.sigma else 0.0, optimizer="adamw",
                             weight_decay=cfg.weight_decay, schedule="cosine", rot90=True, hflip=True, vflip=True,
                             input_px=parent.spec.input_px,
                             output_scale=parent.output_scale, rotation_deg=0.0, val_fraction=cfg.val_fraction,
@@ -147,7 +147,8 @@ def finetune(dataset: Path | str, parent_path: Path | str, cfg: FinetuneConfig, 
     loader = train_loader(TrainSamples([ArrayImages(train_set)], train_cfg), train_cfg)
     optimizer = make_optimizer(model, train_cfg)
     scheduler, _ = make_scheduler(optimizer, train_cfg, len(loader))
-    criterion = torch.nn.HuberLoss(delta=cfg.huber_steps / parent.output_scale)
+    criterion = loss_fn(train_cfg) if parent.sigma else torch.nn.HuberLoss(
+        delta=cfg.huber_steps / parent.output_scale)
     torch.manual_seed(cfg.seed)
     history = []
     for epoch in range(cfg.epochs):

@@ -27,6 +27,7 @@ class FinetuneConfig:
     lr: float = 5e-4
     weight_decay: float = 1e-4
     huber_steps: float = 10.0
+    nll_beta: float = 0.5
     val_fraction: float = 0.25
     target: str = "auto"
     seed: int = 0
@@ -35,6 +36,7 @@ class FinetuneConfig:
         checks = [(self.epochs >= 1, "epochs must be >= 1"), (self.batch_size >= 2, "batch_size must be >= 2"),
                   (self.lr > 0, "lr must be > 0"), (self.weight_decay >= 0, "weight_decay must be >= 0"),
                   (self.huber_steps > 0, "huber_steps must be > 0"),
+                  (0 <= self.nll_beta <= 1, "nll_beta must be in [0, 1]"),
                   (0 < self.val_fraction < 1, "val_fraction must be in (0, 1)"),
                   (self.target in ("auto", "labels", "truth"), "target must be auto, labels or truth")]
         for ok, message in checks:
