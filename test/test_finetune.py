@@ -217,3 +217,34 @@ def test_a_parent_with_sigma_is_fine_tuned_with_its_nll_loss_and_keeps_its_sigma
     assert meta["sigma_output"] == "offset_sigma"
     offset, sigma = FocusPredictor(tmp_path / "ft.onnx").predict_with_sigma(np.zeros((64, 64), np.uint8) + 100)
     assert np.isfinite(offset) and sigma is not None and sigma > 0
+
+
+def test_flagged_stacks_are_left_out_of_training_unless_included(dataset, tmp_path):
+    """A stack the labeller flagged (ambiguous=1) is not trained on by default: its label is not trusted."""
+    import csv
+    import shutil
+
+    data = shutil.copytree(dataset, tmp_path / "data")
+    with (data / "labels.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+
+    def flag(key) -> None:
+        for r in rows:
+            r["ambiguous"] = "1" if (r["plate"], r["stack"]) == key else "0"
+        with (data / "labels.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    cfg = FinetuneConfig(epochs=1, batch_size=8, val_fraction=0.5, target="labels")
+    flag(None)
+    plain = finetune(data, default_model_path(), cfg, tmp_path / "plain")
+    assert plain["flagged_left_out"] == []
+    key = next((r["plate"], r["stack"]) for r in rows if r["plate"] == plain["train_plates"][0] and r["kind"] == "crop")
+    flag(key)
+    left = finetune(data, default_model_path(), cfg, tmp_path / "left")
+    assert left["flagged_left_out"] == ["/".join(key)]
+    assert left["train_images"] == plain["train_images"] - sum((r["plate"], r["stack"]) == key for r in rows)
+    kept = finetune(data, default_model_path(), FinetuneConfig(**{**cfg.__dict__, "include_flagged": True}),
+                    tmp_path / "kept")
+    assert kept["flagged_left_out"] == [] and kept["train_images"] == plain["train_images"]

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--target", choices=("auto", "labels", "truth"), default=d.target,
                       help="training target: labels.csv, the simulator truth in stack.yaml, or truth where known")
     data.add_argument("--seed", type=int, default=d.seed, help="seed of the plate split, order and augmentation")
+    data.add_argument("--include-flagged", action="store_true", default=d.include_flagged,
+                      help="also train on stacks the labeller flagged (labels.csv ambiguous=1; check them with "
+                      "`label --plots` first): by default their labels are not trusted")
     model = parser.add_argument_group("model")
     model.add_argument("--model", type=Path, default=None,
                        help="model to start from: an exported plain7 .onnx or a training checkpoint .pt "
@@ -86,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--export {onnx_path} is the model fine-tuning starts from; write elsewhere")
         cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              weight_decay=args.weight_decay, huber_steps=args.huber_steps, nll_beta=args.nll_beta,
-                             val_fraction=args.val_fraction, target=args.target, seed=args.seed)
+                             val_fraction=args.val_fraction, target=args.target, seed=args.seed,
+                             include_flagged=args.include_flagged)
         summary = finetune(args.dataset, parent, cfg, args.out)
         summary["export"] = export_checkpoint(summary["checkpoint"], onnx_path)
         result = evaluate([Path(parent), onnx_path], args.dataset, plates=summary["val_plates"], fov_sizes_px=(),

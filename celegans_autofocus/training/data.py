@@ -59,6 +59,7 @@ class Sample:
     label_offset_steps: float
     true_offset_steps: float | None
     step_um: float
+    ambiguous: bool = False  # the labeller flagged its stack (labels.csv)
 
 
 @dataclass
@@ -99,6 +100,7 @@ def load_samples(root: Path | str, target: str = "auto") -> list[Sample]:
             path=row.path(root), plate=row.plate, stack=row.stack, z_index=row.z_index,
             offset_steps=truth if use_truth else float(row.offset_steps), kind=row.kind, fov_px=row.fov_px,
             label_offset_steps=float(row.offset_steps), true_offset_steps=truth, step_um=step_um(meta),
+            ambiguous=row.ambiguous,
         ))
     return samples
 

@@ -112,10 +112,17 @@ def select_samples(dataset: Path, parent: Parent, cfg: FinetuneConfig) -> tuple[
                            f"{parent.step_um} um; fine-tune on stacks of the model's step size")
     train = [s for s in view if s.plate in set(train_plates)]
     held_out = [s for s in view if s.plate in set(val_plates)]
+    on_label = [s for s in train if s.true_offset_steps is None or cfg.target == "labels"]
+    flagged = sorted({(s.plate, s.stack) for s in on_label if s.ambiguous})
+    if flagged and not cfg.include_flagged:  # a label its own labeller doubts is not trained on
+        train = [s for s in train if (s.plate, s.stack) not in set(flagged)]
+        _log(f"finetune: {len(flagged)} flagged stack(s) left out of training (--include-flagged to use them): "
+             + ", ".join(f"{p}/{st}" for p, st in flagged))
     for name, part, plates in (("training", train, train_plates), ("held-out", held_out, val_plates)):
         if not part:
             raise DatasetError(f"{dataset}: no {'/'.join(kinds)} images on the {name} plates {plates}")
-    return train, held_out, {"train_plates": train_plates, "val_plates": val_plates, "kinds": list(kinds)}
+    return train, held_out, {"train_plates": train_plates, "val_plates": val_plates, "kinds": list(kinds),
+                             "flagged_left_out": [f"{p}/{st}" for p, st in flagged if not cfg.include_flagged]}
 
 
 def finetune(dataset: Path | str, parent_path: Path | str, cfg: FinetuneConfig, out: Path | str) -> dict:

@@ -31,6 +31,7 @@ class FinetuneConfig:
     val_fraction: float = 0.25
     target: str = "auto"
     seed: int = 0
+    include_flagged: bool = False
 
     def validate(self) -> None:
         checks = [(self.epochs >= 1, "epochs must be >= 1"), (self.batch_size >= 2, "batch_size must be >= 2"),
