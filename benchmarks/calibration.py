@@ -108,8 +108,8 @@ def main() -> None:
     args = parser.parse_args()
     predictors = [FocusPredictor(m, providers=["CPUExecutionProvider"], intra_op_threads=1) for m in args.models]
     data, results = {}, {}
-    print("| model | fov | n | MAE | sign acc. (\\|true\\| > 20) | mean error (\\|true\\| <= 20) | within 1 sigma | within 2 sigma | median sigma "
-          "| Spearman(\\|err\\|, sigma) |\n|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | fov | n | MAE | sign acc. (\\|true\\| > 20) | mean error (\\|true\\| <= 20) | within 1 sigma "
+          "| within 2 sigma | median sigma | Spearman(\\|err\\|, sigma) |\n|---|---|---|---|---|---|---|---|---|---|")
     for p in predictors:
         px = p.spec.input_px
         if px not in data:

@@ -79,7 +79,7 @@ def main() -> None:
             ref_full = {o: preprocess(img, spec) for o, img in native.items()}
 
             def binned(o: int, out: int) -> np.ndarray:
-                """The native render binned to out x out px, as a camera bins."""
+                """Return the native render binned to out x out px, as a camera bins."""
                 return cv2.resize(native[o], (out, out), interpolation=cv2.INTER_AREA)
 
             views = [("96 px (model input)", cfg, 96), ("128 px", cfg, 128), ("side/4", cfg, fov // 4),

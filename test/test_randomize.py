@@ -109,6 +109,16 @@ def test_variants_differ_and_are_reproducible():
     assert any(c.jpeg_quality for c in configs) and any(not c.jpeg_quality for c in configs)
 
 
+def test_only_adult_scenes_have_laid_eggs():
+    """A scene is one stage (a synchronised culture): larvae lay no eggs, adults do (in the drawn range)."""
+    for stage in ("L1", "L2", "L3", "L4"):
+        assert all(randomize.random_config(np.random.default_rng(s), stage=stage).eggs_per_mm2 == 0.0
+                   for s in range(20))
+    eggs = [randomize.random_config(np.random.default_rng(s), stage="adult").eggs_per_mm2 for s in range(20)]
+    lo, hi, _ = randomize.RANGES["eggs_per_mm2"]
+    assert all(lo <= e <= hi for e in eggs) and np.mean(eggs) > 0.25 * hi
+
+
 def test_defaults_render_as_before_the_new_options():
     """New options at their defaults draw nothing and change nothing (the bundled model's look)."""
     base = optics.OpticsConfig()

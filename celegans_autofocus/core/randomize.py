@@ -49,7 +49,7 @@ RANGES = {
     "lawn_scale": (0.0, 1.5, "lin"),
     "agar_scale": (0.001, 1.2, "log"),
     "particle_density_scale": (0.005, 3.0, "log"),
-    "eggs_per_mm2": (0.0, 8.0, "lin"),
+    "eggs_per_mm2": (0.0, 8.0, "lin"),  # adult scenes only (random_config)
     "tracks": (0, 5, "int"),
     "brightness": (0.3, 0.9, "lin"),
     "vignetting": (0.0, 0.4, "lin"),
@@ -123,6 +123,8 @@ def random_config(rng: np.random.Generator, base: OpticsConfig = OpticsConfig(),
     values.update({f: _draw(rng, f) for f in ("agar_scale", "particle_density_scale", "eggs_per_mm2", "tracks",
                                               "vignetting", "full_well_e", "read_noise_e", "gamma",
                                               "blur_sigma_px")})
+    if stage != "adult":  # one stage per scene is a synchronised culture: only gravid adults lay eggs
+        values["eggs_per_mm2"] = 0.0
     values["brightness"] = RANGES["brightness"][:2]
     values["jpeg_quality"] = _draw(rng, "jpeg_quality") if rng.random() < JPEG_P else 0
     values["motion_blur_px"] = _draw(rng, "motion_blur_px") if rng.random() < MOTION_BLUR_P else 0.0

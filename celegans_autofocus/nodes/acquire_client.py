@@ -34,6 +34,7 @@ Frames are chosen by :mod:`core.acquisition`'s settled-frame rule, as ``bag-to-d
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,8 +297,13 @@ class AcquireClient(Node):
         return rest is not None and rest.end_ns - rest.start_ns >= 100_000_000
 
     def settled_frame(self, z: int, settle_s: float, timeout_s: float) -> tuple[Rest, int, Image]:
-        """Wait for the first frame that shows the lens settled at ``z`` (:mod:`core.acquisition`'s rule)."""
-        first_frame: list[int] = []
+        """Wait for the first frame that shows the lens settled at ``z`` (:mod:`core.acquisition`'s rule).
+
+        When none comes: "camera silent" if no new frame arrived in the second half of the wait (frames still
+        in flight from before a camera stopped do not count), else the clocks disagree.
+        """
+        newest = [max(self.frames, default=-1)]
+        last_new_s = [-math.inf]  # monotonic time the newest frame so far arrived
 
         def found() -> bool:
             rest = self.tracker.current
@@ -306,13 +312,14 @@ class AcquireClient(Node):
             if self.status and self.status.values.get("fault"):
                 raise AcquireError(f"stepper fault at z {z}: {self.status.values['fault']}")
             after = sorted(t for t in self.frames if t >= rest.start_ns + int(round(settle_s * 1e9)))
-            if self.frames and not first_frame:
-                first_frame.append(max(self.frames))
+            if max(self.frames, default=-1) > newest[0]:
+                newest[0], last_new_s[0] = max(self.frames), time.monotonic()
             return bool(after) and rest.holds(after[0], settle_s)
 
-        if not self.spin_until(found, timeout_s + settle_s):
-            if not first_frame:
-                raise AcquireError(f"camera silent: no frame within {timeout_s + settle_s:g} s at z {z}")
+        wait_s = timeout_s + settle_s
+        if not self.spin_until(found, wait_s):
+            if time.monotonic() - last_new_s[0] > wait_s / 2:
+                raise AcquireError(f"camera silent: no frame within the last {wait_s / 2:g} s at z {z}")
             raise AcquireError(f"frames arrive but none is stamped while the lens was settled at z {z} (do the "
                                "camera and stepper clocks agree?)")
         rest = self.tracker.current

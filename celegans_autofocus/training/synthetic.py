@@ -18,11 +18,11 @@ A *view* is one random scene (1-3 worms) seen through one window, the full frame
 ``synthetic_crop_fraction``, a square crop of a ``synthetic_fov_px`` size around one worm (its centre
 jittered by up to ``synthetic_crop_jitter`` x fov, as a detector would place it), imaged at
 ``synthetic_offsets_per_view`` offsets (a share ``synthetic_randomize`` of the views through optics drawn by
-``core.randomize.random_config``: magnification, NA, absorption, lawn, stage, camera): uniform in +-``synthetic_range_steps``, a share
-``synthetic_near_fraction`` uniform in +-``synthetic_near_steps`` instead (near focus the sign cues are
-strongest). Frames are rendered with the shorter side ``synthetic_oversample`` x the model input (the
-simulator computing the field on the camera's grid where it fits, and binning it like a camera), then go
-through THE preprocessing, exactly as a camera frame would.
+``core.randomize.random_config``: magnification, NA, absorption, lawn, stage, camera): uniform in
++-``synthetic_range_steps``, a share ``synthetic_near_fraction`` uniform in +-``synthetic_near_steps`` instead
+(near focus the sign cues are strongest). Frames are rendered with the shorter side ``synthetic_oversample`` x
+the model input (the simulator computing the field on the camera's grid where it fits, and binning it like a
+camera), then go through THE preprocessing, exactly as a camera frame would.
 
 Every view is a pure function of its seed: training view ``v`` of generation ``g`` from
 ``(seed, g, v)``, validation view ``v`` from ``(synthetic_val_seed, v)``. The training pool holds
