@@ -89,6 +89,31 @@ class HugeSigmaModel(RegressingSigmaModel):
         return self.tap.truth(), 1000.0
 
 
+class WrongPlaneModel:
+    """Points, confidently and the same from every lens position, at a plane ``wrong_steps`` beside the true one."""
+
+    def __init__(self, tap: TruthTap, wrong_steps: float = 90.0) -> None:
+        self.tap, self.wrong_steps = tap, float(wrong_steps)
+
+    def predict(self, gray):
+        return self.tap.truth() + self.wrong_steps
+
+
+def test_a_model_consistently_wrong_between_lens_positions_cuts_a_search_short_once_only():
+    """A wrong plane that the CNN points at from every position interrupts one search, not every one.
+
+    The search returns to acquire when the CNN points at one plane from two positions; after one such return
+    failed, the search runs to its end: garbage costs at most about two searches.
+    """
+    sc = Scenario("wrong-plane", seed=14, start_offset_steps=120.0, duration_s=10.0)
+    trace, loop = _run(sc, lambda tap: WrongPlaneModel(tap))
+    s = trace.summary()
+    assert s["frames_to_focus"] is not None and abs(s["final_error_steps"]) <= 8, s
+    before_focus = [c for c in loop.ctrl.changes if c.t_s <= s["frames_to_focus"] / sc.fps]
+    assert sum(c.reason.value == "cnn_agrees" and c.mode.value == "acquire" for c in before_focus) <= 1, \
+        [(c.mode.value, c.reason.value) for c in loop.ctrl.changes]
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_model_that_regresses_to_its_mean_far_from_focus_but_says_so_reaches_focus(seed):
     sc = Scenario("sigma", seed=seed, start_offset_steps=120.0, duration_s=6.0, drift_steps_per_s=2.0)

@@ -48,7 +48,9 @@ Modes (:class:`Mode`):
   (:attr:`HybridAutofocus.cnn_trusted` False: no jumps; a failed refine or a worm switch searches
   again) until the CNN agrees with the measure's focus for ``consistency_frames`` frames. During
   the search it returns to ``acquire`` when the CNN points at the same plane from two lens
-  positions (a plane that moves with the lens, as a constant answer does, does not count).
+  positions (a plane that moves with the lens, as a constant answer does, does not count), once per search
+  of a worm: when that return fails too, the next search runs to its end (a model that is consistently wrong
+  between two lens positions would otherwise interrupt every search).
 
 The lens never leaves [soft_min_steps, soft_max_steps] and never moves on non-finite input.
 """
@@ -317,6 +319,7 @@ class HybridAutofocus:
         self._plan_raw: list[tuple[int, float]] = []  # refine frames: (z, raw prediction), for the bias
         self._residuals: deque[float] = deque(maxlen=max(1, self.config.bias_frames))
         self._peak_z: float | None = None  # this worm's last plane found by the measure
+        self._search_interrupted = False  # the CNN cut a search short, and has not found focus since
         self._measure_ref: float | None = None
         self._inconsistent = 0
         self._unusable = 0
@@ -661,13 +664,14 @@ class HybridAutofocus:
 
     def _search_step(self, z: int, m: float, pred: float | None, stamp_s: float, now_s: float) -> HybridDecision:
         cfg = self.config
-        if not self.search.converged and pred is not None and self._clear_now:
+        if not self.search.converged and pred is not None and self._clear_now and not self._search_interrupted:
             b = z + pred
             if self._sweep is not None and self._sweep[0] != z:
                 z1, b1 = self._sweep
                 tol = min(cfg.consistency_steps, 0.5 * abs(z - z1))  # a plane that moves with the lens is no plane
                 if abs(b - b1) <= tol and self._refuted_match(b, self._sigma_now, cfg.consistency_steps) is None:
                     self.strikes = cfg.max_strikes - 1  # on probation: one more failure and the search is back
+                    self._search_interrupted = True  # ... and then runs to its end
                     self.cnn_trusted = True
                     self._sweep = None
                     self._window.clear()
@@ -680,6 +684,7 @@ class HybridAutofocus:
             self._sweep = (z, b)
         d = self.search.update(z, m, stamp_s)
         if d.reason.value == "converged":  # at the best z found: track on, with the CNN if it agrees
+            self._search_interrupted = False
             self._measure_ref = m
             self._window.clear()
             self._fuse_peak(now_s, z)
@@ -776,6 +781,7 @@ class HybridAutofocus:
                 return decision
         elif cnn is not None:
             self.strikes = 0  # the CNN and the measure agree: the model is trusted again
+            self._search_interrupted = False
             self._learn_bias([raw - (best_z - zz) for zz, raw in self._plan_raw
                               if abs(best_z - zz) <= cfg.refine_window_steps])
         return self._move(z, best_z, HybridReason.REFINED, detail, now_s) if best_z != z else \

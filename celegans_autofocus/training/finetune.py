@@ -113,16 +113,16 @@ def select_samples(dataset: Path, parent: Parent, cfg: FinetuneConfig) -> tuple[
     train = [s for s in view if s.plate in set(train_plates)]
     held_out = [s for s in view if s.plate in set(val_plates)]
     on_label = [s for s in train if s.true_offset_steps is None or cfg.target == "labels"]
-    flagged = sorted({(s.plate, s.stack) for s in on_label if s.ambiguous})
-    if flagged and not cfg.include_flagged:  # a label its own labeller doubts is not trained on
-        train = [s for s in train if (s.plate, s.stack) not in set(flagged)]
-        _log(f"finetune: {len(flagged)} flagged stack(s) left out of training (--include-flagged to use them): "
-             + ", ".join(f"{p}/{st}" for p, st in flagged))
+    left_out = [] if cfg.include_flagged else sorted({(s.plate, s.stack) for s in on_label if s.ambiguous})
+    if left_out:  # a label its own labeller doubts is not trained on
+        train = [s for s in train if (s.plate, s.stack) not in set(left_out)]
+        _log(f"finetune: {len(left_out)} flagged stack(s) left out of training (--include-flagged to use them): "
+             + ", ".join(f"{p}/{st}" for p, st in left_out))
     for name, part, plates in (("training", train, train_plates), ("held-out", held_out, val_plates)):
         if not part:
             raise DatasetError(f"{dataset}: no {'/'.join(kinds)} images on the {name} plates {plates}")
     return train, held_out, {"train_plates": train_plates, "val_plates": val_plates, "kinds": list(kinds),
-                             "flagged_left_out": [f"{p}/{st}" for p, st in flagged if not cfg.include_flagged]}
+                             "flagged_left_out": [f"{p}/{st}" for p, st in left_out]}
 
 
 def finetune(dataset: Path | str, parent_path: Path | str, cfg: FinetuneConfig, out: Path | str) -> dict:
