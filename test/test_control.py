@@ -233,6 +233,19 @@ def test_search_finds_the_peak_within_its_frame_budget(best):
     assert frames >= 17                          # the coarse sweep alone is 17 frames
 
 
+@pytest.mark.parametrize("toward", [0.0, 120.0, -120.0, math.nan])
+def test_a_hint_picks_the_end_the_sweep_starts_at_and_changes_nothing_else(toward):
+    search = SearchAutofocus()
+    search.restart(toward_steps=toward)
+    d = search.update(0, curve(150.0)(0), 0.0)
+    assert d.target_steps == (200 if toward > 0 else -200)  # a non-finite hint is no hint: the low end
+    search.restart(toward_steps=toward)
+    z, frames = run_search(search, curve(150.0), 0)
+    assert abs(z - 150) <= SearchConfig().tolerance_steps and frames <= SearchConfig().frames_per_search()
+    search.restart()                                          # a hint is for one search
+    assert search.update(0, 0.1, 9.0).target_steps == -200
+
+
 def test_search_frame_budget_formula():
     assert SearchConfig().frames_per_search() == 27
     # 11 coarse; bracket 20 -> 2 steps needs ceil(log(10) / log(1.618)) = 5 golden steps after the first 2

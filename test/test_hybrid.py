@@ -375,6 +375,27 @@ def test_best_plane_tracker_learns_the_drift_and_forgets_the_position_on_a_switc
     assert abs(capped.rate_steps_per_s) <= 5.0
 
 
+def test_the_search_after_unconfident_predictions_sweeps_first_where_they_lean():
+    """Far out, a sigma model may know the side but not the distance (|offset| < 2 sigma: unusable).
+
+    The search it falls back to starts its sweep at that side's end; a model leaning the wrong way costs no more
+    than the sweep in its usual order.
+    """
+    n = HybridConfig().unusable_frames
+
+    def leaning(sign):
+        return lambda err, t: (err, 5.0) if abs(err) <= 100 else (sign * 0.3 * err, 60.0)
+
+    frames = {}
+    for sign in (1.0, -1.0):
+        rig = Rig(HybridAutofocus(), best=lambda t: 150.0).run(leaning(sign), 40)
+        assert rig.reasons() == [R.START, R.NO_PREDICTIONS, R.CNN_AGREES, R.NEAR_FOCUS, R.FOCUSED]
+        assert rig.lens[n - 1] == (200 if sign > 0 else -200)            # the sweep's first position
+        assert abs(rig.error()) <= 1
+        frames[sign] = next(i for i, z in enumerate(rig.lens) if abs(150 - z) <= 4)
+    assert frames[1.0] <= n + 3 < frames[-1.0] <= n + SearchConfig().frames_per_search()
+
+
 def test_the_search_hands_back_to_the_cnn_when_it_points_at_one_plane_from_two_positions():
     def near_only(err, t):  # right within 100 steps of focus, garbage ("almost there") farther out
         return err if abs(err) <= 100 else 10.0

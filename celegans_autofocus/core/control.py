@@ -314,6 +314,8 @@ class SearchAutofocus:
     (larger = sharper, e.g. Vollath F5); move by ``d.move_steps`` (to ``d.target_steps``). A frame
     not taken at the requested z is ignored (NOT_AT_TARGET), so frames shot mid-move never count.
     The first frame starts a search centred on its z. Frame cost: :meth:`SearchConfig.frames_per_search`.
+    The coarse sweep starts at its low end, or at the end a hint points to (:meth:`restart`): the same frames,
+    in another order.
     """
 
     def __init__(self, config: SearchConfig = SearchConfig(), enabled: bool = True) -> None:
@@ -322,6 +324,7 @@ class SearchAutofocus:
         self._plan: Generator[int, float, int] | None = None
         self._target: int | None = None
         self._best_value: float | None = None
+        self._toward_steps = 0.0
         self.searches = 0
         self.frames_searching = 0
         self.history: list[tuple[float, int, float]] = []  # (t_s, z_steps, measure_value) of used frames
@@ -339,15 +342,24 @@ class SearchAutofocus:
         self._enabled = bool(on)
         self.restart()
 
-    def restart(self) -> None:
-        """Forget the current search; the next frame starts a new one centred on its z."""
+    def restart(self, toward_steps: float = 0.0) -> None:
+        """Forget the current search; the next frame starts a new one centred on its z.
+
+        ``toward_steps``: where focus probably is, relative to that z (e.g. an unconfident CNN's answer): its sign
+        picks the end the coarse sweep starts at (0: the low end). Only the order of the sweep changes.
+        """
         self._plan, self._target, self._best_value = None, None, None
+        self._toward_steps = float(toward_steps) if math.isfinite(toward_steps) else 0.0
 
     def _clamp(self, z: float) -> int:
         return int(min(max(round(z), self.config.soft_min_steps), self.config.soft_max_steps))
 
-    def _search(self, center: int, width: int, first: tuple[int, float]) -> Generator[int, float, tuple[int, float]]:
-        """Yield z targets, receive their measures; return (best z, its measure). Measured z cost no frame."""
+    def _search(self, center: int, width: int, first: tuple[int, float],
+                downward: bool) -> Generator[int, float, tuple[int, float]]:
+        """Yield z targets, receive their measures; return (best z, its measure). Measured z cost no frame.
+
+        ``downward``: the coarse sweep runs from the high end.
+        """
         measured: dict[int, float] = {first[0]: first[1]}
 
         def measure(z: int) -> Generator[int, float, float]:
@@ -358,7 +370,7 @@ class SearchAutofocus:
         step = self.config.coarse_step_steps
         lo, hi = self._clamp(center - width / 2), self._clamp(center + width / 2)
         grid = list(range(lo, hi + 1, step))
-        for z in grid:
+        for z in reversed(grid) if downward else grid:
             yield from measure(z)
         i = int(np.argmax([measured[z] for z in grid]))
         a, b = self._clamp(grid[i] - step), self._clamp(grid[i] + step)
@@ -414,5 +426,6 @@ class SearchAutofocus:
 
     def _start(self, z: int, value: float, width: int) -> None:
         self.searches += 1
-        self._plan = self._search(z, width, (z, value))
+        self._plan = self._search(z, width, (z, value), downward=self._toward_steps > 0)
+        self._toward_steps = 0.0  # a hint is for the first search after it
         self._advance(None)

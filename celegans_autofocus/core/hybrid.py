@@ -43,7 +43,8 @@ Modes (:class:`Mode`):
   focus is far.
 - ``search``: fallback after ``max_strikes`` strikes (failed verifications, refuted planes, a refine
   that finds no peak, a CNN that disagrees with the measure's peak), oscillating predictions, or
-  repeated unusable predictions: :class:`core.control.SearchAutofocus` on the measure. Once it
+  repeated unusable predictions: :class:`core.control.SearchAutofocus` on the measure, its coarse sweep
+  starting at the end where the last predictions (unconfident ones too) put the plane. Once it
   converged (and a refine found the peak sharp), ``track`` goes on with the measure alone
   (:attr:`HybridAutofocus.cnn_trusted` False: no jumps; a failed refine or a worm switch searches
   again) until the CNN agrees with the measure's focus for ``consistency_frames`` frames. During
@@ -651,11 +652,13 @@ class HybridAutofocus:
 
     def _fallback(self, reason: HybridReason, detail: str, z: int, m: float, pred: float | None,
                   stamp_s: float, now_s: float) -> HybridDecision:
-        self._enter_search(reason, detail, now_s)
+        self._enter_search(reason, detail, now_s, z)
         return self._search_step(z, m, pred, stamp_s, now_s)
 
-    def _enter_search(self, reason: HybridReason, detail: str, now_s: float) -> None:
-        self.search.restart()
+    def _enter_search(self, reason: HybridReason, detail: str, now_s: float, z: int | None = None) -> None:
+        """Start the search; its sweep starts on the side where the recent predictions (if any) put the plane."""
+        lean = [b - z for _, _, b, _ in self._window] if z is not None else []
+        self.search.restart(toward_steps=float(np.mean(lean)) if lean else 0.0)
         self._plan = None
         self._agree = 0
         self._sweep = None
