@@ -144,8 +144,11 @@ def test_resume_refuses_another_recipe(tmp_path):
         train(None, TrainConfig(**{**SYNTH, "epochs": 3}), tmp_path / "run", resume=True)
 
 
-def test_the_shipped_two_stage_recipe_runs_from_the_command_line(tmp_path):
-    """config/nll_model.yaml, then config/default_model.yaml from its best.pt (the bundled model), cut to 1 epoch."""
+def test_the_shipped_three_stage_recipe_runs_from_the_command_line(tmp_path):
+    """config/nll_model.yaml -> nll_random_model.yaml -> default_model.yaml (the bundled model), cut to 1 epoch each.
+
+    Each stage starts from the weights its config's ``init`` names (the previous stage's run), as `make model` runs them.
+    """
     import yaml
 
     from celegans_autofocus.cli import main
@@ -153,18 +156,20 @@ def test_the_shipped_two_stage_recipe_runs_from_the_command_line(tmp_path):
 
     cut = {"epochs": 1, "synthetic_train": 20, "synthetic_val": 10}
     flags = ["--epochs", "1", "--synthetic-train", "20", "--synthetic-val", "10"]
-    stage1, stage2 = tmp_path / "nll_model", tmp_path / "default_model"
-    assert main(["train", "--config", str(REPO / "config" / "nll_model.yaml"), *flags, "--out", str(stage1)]) == 0
-    assert main(["train", "--config", str(REPO / "config" / "default_model.yaml"), *flags, "--out", str(stage2),
-                 "--init", str(stage1 / "best.pt")]) == 0
-    for recipe, out in (("nll_model", stage1), ("default_model", stage2)):
-        state = torch.load(out / "last.pt", weights_only=True)
-        written = yaml.safe_load((REPO / "config" / f"{recipe}.yaml").read_text())
-        overridden = {**cut, **({"init": str(stage1 / "best.pt")} if out == stage2 else {})}
-        kept = {k: v for k, v in written.items() if k not in ("threads", "out")}
+    stages = ("nll_model", "nll_random_model", "default_model")
+    written = {stage: yaml.safe_load((REPO / "config" / f"{stage}.yaml").read_text()) for stage in stages}
+    assert [written[s].get("init") for s in stages] == [None, "runs/nll_model/best.pt", "runs/nll_random_model/last.pt"]
+    assert [written[s]["out"] for s in stages] == [f"runs/{s}" for s in stages]
+    for parent, stage in zip((None,) + stages, stages):
+        init = [] if parent is None else ["--init", str(tmp_path / written[stage]["init"])]
+        assert main(["train", "--config", str(REPO / "config" / f"{stage}.yaml"), *flags, *init,
+                     "--out", str(tmp_path / written[stage]["out"])]) == 0
+        state = torch.load(tmp_path / written[stage]["out"] / "last.pt", weights_only=True)
+        overridden = {**cut, **({"init": init[1]} if init else {})}
+        kept = {k: v for k, v in written[stage].items() if k not in ("threads", "out")}
         assert all(state["config"][k] == overridden.get(k, v) for k, v in kept.items())
-    assert yaml.safe_load((REPO / "config" / "default_model.yaml").read_text())["synthetic_randomize"] > 0
-    meta = export_checkpoint(stage2 / "best.pt", tmp_path / "m.onnx")["metadata"]
+    assert written["default_model"]["synthetic_randomize"] > 0
+    meta = export_checkpoint(tmp_path / "runs/default_model/last.pt", tmp_path / "m.onnx")["metadata"]
     assert meta["arch"] == "plain7" and meta["preprocess"]["input_px"] == 96 and meta["input_view"] == "crop"
     assert meta["sigma_output"] == "offset_sigma" and meta["source_commit"] != "unknown"
 
