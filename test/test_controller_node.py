@@ -381,8 +381,9 @@ def test_hybrid_holds_on_a_prediction_whose_focus_offset_sigma_is_too_large(ros_
                                                                       "focus/measure")}
     assert all(ros_harness.wait_for_subscribers(pub) for pub in pubs.values())
 
-    def frame(t_s: float, offset: float, sigma: float) -> None:
-        for topic, z in (("focus/offset_sigma", sigma), ("focus/measure", 0.5), ("focus/offset", offset)):
+    def frame(t_s: float, offset: float, sigma: float, sigma_last: bool = False) -> None:
+        order = [("focus/offset_sigma", sigma), ("focus/measure", 0.5), ("focus/offset", offset)]
+        for topic, z in order[1:] + order[:1] if sigma_last else order:
             msg = PointStamped(header=Header(stamp=s_to_stamp(t_s)))
             msg.point.z = z
             pubs[topic].publish(msg)
@@ -392,9 +393,12 @@ def test_hybrid_holds_on_a_prediction_whose_focus_offset_sigma_is_too_large(ros_
     frame(t0, 100.0, 80.0)                            # unsure: no jump
     assert ros_harness.spin_until(lambda: len(commands) == 1)
     assert commands[0].point.z == 0.0 and node.moves == 0 and "not confident" in node.last_hold
-    frame(t0 + 0.2, 100.0, 5.0)                       # sure: the jump
+    frame(t0 + 0.2, 100.0, 80.0, sigma_last=True)     # its sigma comes last: the frame waits for it, no jump
     assert ros_harness.spin_until(lambda: len(commands) == 2)
-    assert commands[1].point.z == 100.0 and node.moves == 1
+    assert commands[1].point.z == 0.0 and node.moves == 0 and "not confident" in node.last_hold
+    frame(t0 + 0.4, 100.0, 5.0, sigma_last=True)      # sure: the jump
+    assert ros_harness.spin_until(lambda: len(commands) == 3)
+    assert commands[2].point.z == 100.0 and node.moves == 1
 
 
 def test_hybrid_settings_are_tunable_at_run_time_and_bad_ones_refused(ros_harness):

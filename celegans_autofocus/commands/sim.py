@@ -46,8 +46,8 @@ from ..core.sensor import FULL_FRAME_WH_PX
 HELP = "closed-loop simulation: player, detector, predictor and controller nodes in one process"
 
 MIN_FRAME_HEIGHT_PX = 64
-BAG_TOPICS = ["camera/image_raw", "worm/crop", "focus/offset", "focus/command", "stepper/joint_states",
-              "sim/ground_truth", "worm/target"]
+BAG_TOPICS = ["camera/image_raw", "worm/crop", "focus/offset", "focus/offset_sigma", "focus/command",
+              "stepper/joint_states", "sim/ground_truth", "worm/target"]
 EXECUTORS = ("split", "single", "multi", "events")
 
 

@@ -280,7 +280,8 @@ class StepperControllerNode(ManagedNode):
         self._last_tilt_sample_s = -math.inf
         self._measures: dict[int, float] = {}          # stamp ns -> focus/measure, awaiting their offset
         self._sigmas: dict[int, float] = {}            # stamp ns -> focus/offset_sigma (models with sigma)
-        self._waiting: dict[int, PointStamped] = {}    # stamp ns -> focus/offset, awaiting their measure
+        self._sigma_expected = False                   # sigmas are coming: a frame waits for its own
+        self._waiting: dict[int, PointStamped] = {}    # stamp ns -> focus/offset, awaiting its measure or sigma
         self.params = declare_params(self, PARAMS)
         p = self.params
         try:
@@ -351,6 +352,7 @@ class StepperControllerNode(ManagedNode):
         self._measure_sub = self._target_sub = self._switch_sub = self._sigma_sub = None
         self._measures.clear()
         self._sigmas.clear()
+        self._sigma_expected = False
         self._waiting.clear()
 
     def deactivate(self) -> None:
@@ -420,12 +422,10 @@ class StepperControllerNode(ManagedNode):
 
     def _on_measure(self, msg: PointStamped) -> None:
         ns = Time.from_msg(msg.header.stamp).nanoseconds
-        if ns in self._waiting:
-            self._answer(self._waiting.pop(ns), msg.point.z)
-        else:
-            self._measures[ns] = msg.point.z
-            while len(self._measures) > 20:  # measures of frames whose offset never came
-                self._measures.pop(next(iter(self._measures)))
+        self._measures[ns] = msg.point.z
+        while len(self._measures) > 20:  # measures of frames whose offset never came
+            self._measures.pop(next(iter(self._measures)))
+        self._answer_if_complete(ns)
 
     def _on_target(self, msg: PointStamped) -> None:
         if msg.point.z == 0 and math.isfinite(msg.point.x) and math.isfinite(msg.point.y):  # seen in this frame
@@ -462,22 +462,41 @@ class StepperControllerNode(ManagedNode):
 
     def _on_sigma(self, msg: PointStamped) -> None:
         """focus/offset_sigma: the model's sigma of a frame's offset, kept until that frame is decided."""
-        self._sigmas[Time.from_msg(msg.header.stamp).nanoseconds] = float(msg.point.z)
+        ns = Time.from_msg(msg.header.stamp).nanoseconds
+        self._sigmas[ns] = float(msg.point.z)
+        self._sigma_expected = True
         while len(self._sigmas) > 32:
             self._sigmas.pop(min(self._sigmas))
+        self._answer_if_complete(ns)
 
     def _on_offset(self, msg: PointStamped) -> None:
         self.offsets_received += 1
         if self.hybrid is None:
             return self._answer(msg, float("nan"))
         ns = Time.from_msg(msg.header.stamp).nanoseconds
-        if ns in self._measures:
-            return self._answer(msg, self._measures.pop(ns))
-        if self.count_publishers(self._measure_sub.topic_name) == 0:
-            return self._answer(msg, float("nan"))  # no measure comes: the hybrid holds (non-finite)
-        for older in [k for k in self._waiting if k < ns]:  # its measure is late: decide without it
-            self._answer(self._waiting.pop(older), float("nan"))
+        for older in [k for k in self._waiting if k < ns]:  # its measure or sigma is late: decide without it
+            self._answer_waiting(older)
         self._waiting[ns] = msg
+        self._answer_if_complete(ns)
+
+    def _answer_if_complete(self, ns: int) -> None:
+        """Decide on a frame once its offset, its measure (when one comes) and its sigma (when they come) are in.
+
+        They arrive on three topics in any order; a sigma that comes last must not find its frame decided as if
+        the model were sure.
+        """
+        if ns not in self._waiting:
+            return
+        measure_due = ns not in self._measures and self.count_publishers(self._measure_sub.topic_name) > 0
+        sigma_due = ns not in self._sigmas and self._sigma_expected
+        if not (measure_due or sigma_due):
+            self._answer_waiting(ns)
+
+    def _answer_waiting(self, ns: int) -> None:
+        """Decide on a waiting frame with what came for it (a missing measure is NaN: the hybrid holds)."""
+        if ns not in self._sigmas:
+            self._sigma_expected = False  # none came for it (e.g. a model without sigma now): wait again once one does
+        self._answer(self._waiting.pop(ns), self._measures.pop(ns, float("nan")))
 
     def _answer(self, msg: PointStamped, measure_value: float) -> None:
         """Decide on one frame and publish focus/command, the answer to it."""
