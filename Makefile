@@ -8,7 +8,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export PYTHONUNBUFFERED := 1
 
-.PHONY: test stress-test demo bench venv venv-train clean
+.PHONY: test stress-test demo bench model venv venv-train clean
 
 # Runtime venv: system rclpy when there is one (a ROS install), else the PyPI wheels.
 $(VENV)/.runtime: setup.py requirements-ros.txt
@@ -50,6 +50,16 @@ demo: $(VENV)/.runtime
 bench: $(VENV)/.runtime
 	$(VENV)/bin/celegans-autofocus bench --summary-json benchmarks/bench_results.json \
 	  --plot benchmarks/bench_plot.png --markdown benchmarks/bench.md
+
+# The bundled model from HEAD: three training stages (each starts from the previous one's weights; an interrupted
+# stage resumes), then the export (models/MODEL_CARD.md; hours on one CPU core).
+MODEL_STAGES := nll_model nll_random_model default_model
+model: $(VENV)/.train
+	for stage in $(MODEL_STAGES); do \
+	  resume=$$( [ -f runs/$$stage/last.pt ] && echo --resume ); \
+	  $(VENV)/bin/celegans-autofocus train --config config/$$stage.yaml $$resume || exit 1; \
+	done
+	$(VENV)/bin/celegans-autofocus export runs/default_model/last.pt models/default.onnx
 
 clean:
 	rm -rf demo_out build *.egg-info

@@ -248,7 +248,7 @@ def test_sim_clock_moves_on_after_the_timeout_and_counts_it(ros_harness):
 
 
 def test_band_limited_frame_selects_the_faithful_field_grid(ros_harness):
-    """config/sim.yaml's 648x486 frame: the old 2x grid by default, the band-limited grid when asked."""
+    """config/sim.yaml's 648x486 frame: the band-limited grid (the default), the old 2x grid when asked."""
     grids = {}
     for band in (False, True):
         node = ros_harness.start(StackPlayerNode, fps=1.0, band_limited_frame=band)

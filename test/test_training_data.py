@@ -144,25 +144,34 @@ def test_resume_refuses_another_recipe(tmp_path):
         train(None, TrainConfig(**{**SYNTH, "epochs": 3}), tmp_path / "run", resume=True)
 
 
-@pytest.mark.parametrize("recipe,sigma", [("default_model", False), ("nll_model", True)])
-def test_shipped_recipes_run_from_the_command_line(tmp_path, recipe, sigma):
-    """config/default_model.yaml (the bundled model's recipe) and its NLL variant, cut to 1 epoch of 20 samples."""
+def test_the_shipped_three_stage_recipe_runs_from_the_command_line(tmp_path):
+    """config/nll_model.yaml -> nll_random_model.yaml -> default_model.yaml (the bundled model), cut to 1 epoch each.
+
+    Each stage starts from the weights its config's ``init`` names (the previous stage's run), as `make model` runs them.
+    """
     import yaml
 
     from celegans_autofocus.cli import main
     from celegans_autofocus.training.export import export_checkpoint
 
-    config = REPO / "config" / f"{recipe}.yaml"
-    out = tmp_path / recipe
-    assert main(["train", "--config", str(config), "--epochs", "1", "--synthetic-train", "20", "--synthetic-val", "10",
-                 "--out", str(out)]) == 0
-    state = torch.load(out / "last.pt", weights_only=True)
-    written = yaml.safe_load(config.read_text())
     cut = {"epochs": 1, "synthetic_train": 20, "synthetic_val": 10}
-    assert all(state["config"][k] == cut.get(k, v) for k, v in written.items() if k not in ("threads", "out"))
-    meta = export_checkpoint(out / "best.pt", tmp_path / "m.onnx")["metadata"]
+    flags = ["--epochs", "1", "--synthetic-train", "20", "--synthetic-val", "10"]
+    stages = ("nll_model", "nll_random_model", "default_model")
+    written = {stage: yaml.safe_load((REPO / "config" / f"{stage}.yaml").read_text()) for stage in stages}
+    assert [written[s].get("init") for s in stages] == [None, "runs/nll_model/best.pt", "runs/nll_random_model/last.pt"]
+    assert [written[s]["out"] for s in stages] == [f"runs/{s}" for s in stages]
+    for parent, stage in zip((None,) + stages, stages):
+        init = [] if parent is None else ["--init", str(tmp_path / written[stage]["init"])]
+        assert main(["train", "--config", str(REPO / "config" / f"{stage}.yaml"), *flags, *init,
+                     "--out", str(tmp_path / written[stage]["out"])]) == 0
+        state = torch.load(tmp_path / written[stage]["out"] / "last.pt", weights_only=True)
+        overridden = {**cut, **({"init": init[1]} if init else {})}
+        kept = {k: v for k, v in written[stage].items() if k not in ("threads", "out")}
+        assert all(state["config"][k] == overridden.get(k, v) for k, v in kept.items())
+    assert written["default_model"]["synthetic_randomize"] > 0
+    meta = export_checkpoint(tmp_path / "runs/default_model/last.pt", tmp_path / "m.onnx")["metadata"]
     assert meta["arch"] == "plain7" and meta["preprocess"]["input_px"] == 96 and meta["input_view"] == "crop"
-    assert ("sigma_output" in meta) == sigma and meta["source_commit"] != "unknown"
+    assert meta["sigma_output"] == "offset_sigma" and meta["source_commit"] != "unknown"
 
 
 def test_randomised_views_draw_other_optics_and_leave_the_default_pool_alone():
