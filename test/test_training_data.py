@@ -147,7 +147,7 @@ def test_resume_refuses_another_recipe(tmp_path):
 def test_the_shipped_three_stage_recipe_runs_from_the_command_line(tmp_path):
     """config/nll_model.yaml -> nll_random_model.yaml -> default_model.yaml (the bundled model), cut to 1 epoch each.
 
-    Each stage starts from the weights its config's ``init`` names (the previous stage's run), as `make model` runs them.
+    Each stage starts from the weights its config's ``init`` names (the previous stage's run), as `make model` does.
     """
     import yaml
 
