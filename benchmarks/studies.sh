@@ -1,27 +1,35 @@
 #!/usr/bin/env bash
-# Train every model of the paper's three studies on one equal budget (benchmarks/studies_budget.yaml),
-# resumably, one after the other on one core: the complete-frame + 500 px crop pool is rendered once (by the
-# first run) and copied into every other run of the same recipe; study 2's complete-frame-only pool is
-# rendered once for its run. Each run exports last.pt to OUT/ARCH[-no-crops]/model.onnx.
-# Usage: benchmarks/studies.sh OUT [ARCH ...]   (default archs: plain7 and the paper's four)
-# Then: benchmarks/architectures.py, benchmarks/crops_wilcoxon.sh, benchmarks/fov.sh (see their .md files).
+# Train the models of one of the paper's studies on one equal budget (CONFIG), resumably, one after the other:
+# a NAME is a timm architecture or plain7, with the suffix -no-crops for complete frames only. The rendered pool
+# is shared: a run without one gets a copy of a sibling's (same crops setting; training takes it only if its
+# recipe matches, else renders anew). Each run is exported from its last checkpoint to OUT/NAME/model.onnx.
+# Usage: benchmarks/studies.sh CONFIG OUT NAME...
+#   study 1: benchmarks/studies.sh benchmarks/study_archs.yaml RUNS/archs plain7 mobilenetv3_small_100 \
+#            mobilenetv3_large_100 resnet18 convnextv2_pico
+#   studies 2 and 3: benchmarks/studies.sh benchmarks/study_crops.yaml RUNS/crops plain7 plain7-no-crops
 set -euo pipefail
-OUT=${1:?output folder}
-shift || true
-ARCHS=("$@")
-[ ${#ARCHS[@]} -gt 0 ] || ARCHS=(plain7 plain7-no-crops mobilenetv3_small_100 mobilenetv3_large_100 resnet18 convnextv2_pico)
+CONFIG=${1:?budget config (benchmarks/study_*.yaml)}
+OUT=${2:?output folder}
+shift 2
 CLI=${CLI:-.venv/bin/celegans-autofocus}
-CONFIG=${CONFIG:-benchmarks/studies_budget.yaml}
-for name in "${ARCHS[@]}"; do
+view_kind() { if [ "${1%-no-crops}" == "$1" ]; then echo crops; else echo full; fi; }
+for name in "$@"; do
   arch=${name%-no-crops}
   flags=(--arch "$arch")
-  pool_from="$OUT/plain7/pool.npz"
-  if [ "$name" != "$arch" ]; then flags+=(--no-crops); pool_from=""; fi
+  [ "$name" != "$arch" ] && flags+=(--no-crops)
   run="$OUT/$name"
   [ -f "$run/model.onnx" ] && continue
   mkdir -p "$run"
-  # share the rendered pool (taken only if its recipe matches; else rendered anew)
-  if [ -n "$pool_from" ] && [ -f "$pool_from" ] && [ ! -f "$run/pool.npz" ]; then cp "$pool_from" "$run/pool.npz"; fi
+  if [ ! -f "$run/pool.npz" ]; then
+    for other in "$OUT"/*/pool.npz; do
+      [ -f "$other" ] || continue
+      sibling=$(basename "$(dirname "$other")")
+      if [ "$(view_kind "$sibling")" == "$(view_kind "$name")" ]; then
+        cp "$other" "$run/pool.npz"
+        break
+      fi
+    done
+  fi
   resume=()
   [ -f "$run/last.pt" ] && resume=(--resume)
   $CLI train --config "$CONFIG" "${flags[@]}" --out "$run" "${resume[@]}" > "$run/summary.json" 2> "$run/train.log"
