@@ -14,14 +14,14 @@
 
 """Architecture comparison under one equal CPU budget (the paper's Table 3), on held-out renders.
 
-Every model was trained by ``benchmarks/studies.sh OUT`` on the same budget (benchmarks/studies_budget.yaml: the
-same rendered pool of complete frames and 500 px crops, the same 1250 optimiser steps, seed and augmentation;
-only the architecture differs) and exported from its last checkpoint (no selection on validation). Each
+Every model was trained by ``benchmarks/studies.sh benchmarks/study_archs.yaml RUNS/archs ARCH...`` on the same
+budget (the same rendered pool of 500-1000 px crops around a worm, the same 1500 optimiser steps, seed and
+augmentation; only the architecture differs) and exported from its last checkpoint (no selection on validation). Each
 exported ONNX model is scored on the same held-out renders (benchmarks/heldout.py): 500 and 1000 px crops
 around a worm and complete frames, offsets uniform in +-200 steps. Per model: MAE and sign accuracy per window,
 the ONNX size, and the ORT latency of one forward pass (batch 1, one thread) at the model's input size.
 
-    PYTHONPATH=. python benchmarks/architectures.py OUT > benchmarks/architectures.json
+    PYTHONPATH=. python benchmarks/architectures.py RUNS > benchmarks/architectures.json
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def ort_latency_ms(model: Path, n: int = 50) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", type=Path, help="folder of benchmarks/studies.sh (RUNS/ARCH/model.onnx)")
+    parser.add_argument("runs", type=Path, help="the studies' folder: RUNS/archs/ARCH/model.onnx, RUNS/heldout")
     parser.add_argument("--archs", nargs="+", default=ARCHS)
     parser.add_argument("--views", type=int, default=64)
     parser.add_argument("--seed", type=int, default=2024)
@@ -66,13 +66,14 @@ def main() -> int:
     args = parser.parse_args()
     import yaml
 
-    budget = yaml.safe_load((Path(__file__).resolve().parent / "studies_budget.yaml").read_text())
+    budget = yaml.safe_load((Path(__file__).resolve().parent / "study_archs.yaml").read_text())
     sets = {fov: held_out(args.runs / "heldout", args.input_px, fov, args.views, args.seed) for fov in FOVS_PX}
     rows = []
     for arch in args.archs:
-        model = args.runs / arch / "model.onnx"
-        history = json.loads((args.runs / arch / "history.json").read_text())
-        row = {"arch": arch, "train_s": round(sum(h["epoch_s"] for h in history), 1),
+        model = args.runs / "archs" / arch / "model.onnx"
+        history = json.loads((args.runs / "archs" / arch / "history.json").read_text())
+        # the median epoch: the first run's first epoch also rendered the shared pool
+        row = {"arch": arch, "epoch_s_median": round(float(np.median([h["epoch_s"] for h in history])), 1),
                "onnx_mb": round(model.stat().st_size / 2**20, 2)}
         for fov, (images, true) in sets.items():
             row[str(fov or "full")] = summary(predict(model, images), true)

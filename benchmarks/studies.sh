@@ -6,7 +6,7 @@
 # Usage: benchmarks/studies.sh CONFIG OUT NAME...
 #   study 1: benchmarks/studies.sh benchmarks/study_archs.yaml RUNS/archs plain7 mobilenetv3_small_100 \
 #            mobilenetv3_large_100 resnet18 convnextv2_pico
-#   studies 2 and 3: benchmarks/studies.sh benchmarks/study_crops.yaml RUNS/crops plain7 plain7-no-crops
+#   study 2: benchmarks/studies.sh benchmarks/study_crops.yaml RUNS/crops plain7 plain7-no-crops
 set -euo pipefail
 CONFIG=${1:?budget config (benchmarks/study_*.yaml)}
 OUT=${2:?output folder}
