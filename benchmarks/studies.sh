@@ -3,10 +3,10 @@
 # a NAME is a timm architecture or plain7, with the suffix -no-crops for complete frames only. The rendered pool
 # is shared: a run without one gets a copy of a sibling's (same crops setting; training takes it only if its
 # recipe matches, else renders anew). Each run is exported from its last checkpoint to OUT/NAME/model.onnx.
-# Usage: benchmarks/studies.sh CONFIG OUT NAME...
+# Usage: [TRAIN_FLAGS="--epochs 5"] benchmarks/studies.sh CONFIG OUT NAME...   (TRAIN_FLAGS: options after CONFIG)
 #   study 1: benchmarks/studies.sh benchmarks/study_archs.yaml RUNS/archs plain7 mobilenetv3_small_100 \
 #            mobilenetv3_large_100 resnet18 convnextv2_pico
-#   study 2: benchmarks/studies.sh benchmarks/study_crops.yaml RUNS/crops plain7 plain7-no-crops
+#   study 2: benchmarks/studies.sh benchmarks/study_crops.yaml RUNS/crops8 plain7 plain7-no-crops
 set -euo pipefail
 CONFIG=${1:?budget config (benchmarks/study_*.yaml)}
 OUT=${2:?output folder}
@@ -32,6 +32,7 @@ for name in "$@"; do
   fi
   resume=()
   [ -f "$run/last.pt" ] && resume=(--resume)
-  $CLI train --config "$CONFIG" "${flags[@]}" --out "$run" "${resume[@]}" > "$run/summary.json" 2> "$run/train.log"
+  # shellcheck disable=SC2086
+  $CLI train --config "$CONFIG" "${flags[@]}" ${TRAIN_FLAGS:-} --out "$run" "${resume[@]}" > "$run/summary.json" 2> "$run/train.log"
   $CLI export "$run/last.pt" "$run/model.onnx" > "$run/export.json" 2>> "$run/train.log"
 done
