@@ -15,11 +15,12 @@
 """Architecture comparison under one equal CPU budget (the paper's Table 3), on held-out renders.
 
 Every model was trained by ``benchmarks/studies.sh benchmarks/study_archs.yaml RUNS/archs ARCH...`` on the same
-budget (the same rendered pool of 500-1000 px crops around a worm, the same 1500 optimiser steps, seed and
-augmentation; only the architecture differs) and exported from its last checkpoint (no selection on validation). Each
-exported ONNX model is scored on the same held-out renders (benchmarks/heldout.py): 500 and 1000 px crops
-around a worm and complete frames, offsets uniform in +-200 steps. Per model: MAE and sign accuracy per window,
-the ONNX size, and the ORT latency of one forward pass (batch 1, one thread) at the model's input size.
+budget (the same rendered pool of 500 px crops around a worm, the same 1000 optimiser steps, seed and
+augmentation; only the architecture differs) and exported from its last checkpoint (no selection on
+validation). Each exported ONNX model is scored on the same held-out renders (benchmarks/heldout.py): 500 px
+crops around a worm (the training window), 1000 px crops and complete frames (windows it never saw), offsets
+uniform in +-200 steps. Per model: MAE and sign accuracy per window, the ONNX size, and the ORT latency of one
+forward pass (batch 1, one thread) at the model's input size.
 
     PYTHONPATH=. python benchmarks/architectures.py RUNS > benchmarks/architectures.json
 """
@@ -68,7 +69,7 @@ def main() -> int:
 
     budget = yaml.safe_load((Path(__file__).resolve().parent / "study_archs.yaml").read_text())
     sets = {fov: held_out(args.runs / "heldout", args.input_px, fov, args.views, args.seed) for fov in FOVS_PX}
-    rows = []
+    rows, abs_err_500 = [], {}
     for arch in args.archs:
         model = args.runs / "archs" / arch / "model.onnx"
         history = json.loads((args.runs / "archs" / arch / "history.json").read_text())
@@ -76,15 +77,20 @@ def main() -> int:
         row = {"arch": arch, "epoch_s_median": round(float(np.median([h["epoch_s"] for h in history])), 1),
                "onnx_mb": round(model.stat().st_size / 2**20, 2)}
         for fov, (images, true) in sets.items():
-            row[str(fov or "full")] = summary(predict(model, images), true)
-        paper = [row["500"]["mae_steps"], row["full"]["mae_steps"]]
-        row["mae_500_and_full_steps"] = round(float(np.mean(paper)), 2)
+            pred = predict(model, images)
+            row[str(fov or "full")] = summary(pred, true)
+            if fov == 500:
+                abs_err_500[arch] = np.abs(pred - true)
         row["ort_ms"] = round(ort_latency_ms(model), 3)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
+    from celegans_autofocus.training.stats import paired_comparison
+
+    best = min(rows, key=lambda r: r["500"]["mae_steps"])["arch"]
+    versus_best = {arch: paired_comparison(abs_err_500[best], err) for arch, err in abs_err_500.items() if arch != best}
     print(json.dumps({"budget": budget, "held_out": {"views": args.views, "seed": args.seed, "range_steps": 200,
                                                       "fov_px": FOVS_PX, "input_px": args.input_px},
-                      "rows": rows}, indent=2))
+                      "rows": rows, "best_on_500px": best, "paired_500px_best_vs": versus_best}, indent=2))
     return 0
 
 

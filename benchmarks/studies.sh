@@ -5,7 +5,7 @@
 # recipe matches, else renders anew). Each run is exported from its last checkpoint to OUT/NAME/model.onnx.
 # Usage: [TRAIN_FLAGS="--epochs 5"] benchmarks/studies.sh CONFIG OUT NAME...   (TRAIN_FLAGS: options after CONFIG)
 #   study 1: benchmarks/studies.sh benchmarks/study_archs.yaml RUNS/archs plain7 mobilenetv3_small_100 \
-#            mobilenetv3_large_100 resnet18 convnextv2_pico
+#            convnextv2_pico resnet18 [mobilenetv3_large_100]
 #   study 2: benchmarks/studies.sh benchmarks/study_crops.yaml RUNS/crops8 plain7 plain7-no-crops
 set -euo pipefail
 CONFIG=${1:?budget config (benchmarks/study_*.yaml)}
