@@ -88,9 +88,9 @@ def main() -> int:
 
     best = min(rows, key=lambda r: r["500"]["mae_steps"])["arch"]
     versus_best = {arch: paired_comparison(abs_err_500[best], err) for arch, err in abs_err_500.items() if arch != best}
-    print(json.dumps({"budget": budget, "held_out": {"views": args.views, "seed": args.seed, "range_steps": 200,
-                                                      "fov_px": FOVS_PX, "input_px": args.input_px},
-                      "rows": rows, "best_on_500px": best, "paired_500px_best_vs": versus_best}, indent=2))
+    held = {"views": args.views, "seed": args.seed, "range_steps": 200, "fov_px": FOVS_PX, "input_px": args.input_px}
+    print(json.dumps({"budget": budget, "held_out": held, "rows": rows, "best_on_500px": best,
+                      "paired_500px_best_vs": versus_best}, indent=2))
     return 0
 
 
