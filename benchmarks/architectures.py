@@ -42,7 +42,7 @@ FOVS_PX = [500, 1000, FULL]
 
 
 def ort_latency_ms(model: Path, n: int = 50) -> float:
-    """p50 ms of one ORT CPU forward (one thread, batch 1) of the ONNX ``model``, preprocessing excluded."""
+    """p50 ms of one ``FocusPredictor`` call (one ORT thread, batch 1) on an image already at the input size."""
     from celegans_autofocus.core.predictor import FocusPredictor
 
     predictor = FocusPredictor(model, providers=["CPUExecutionProvider"], intra_op_threads=1)
