@@ -1,23 +1,19 @@
 #!/usr/bin/env bash
-# With vs without cropped stacks in training (the paper's section 3.2), one architecture, equal budget:
-# the same on-the-fly synthetic scenes (same seed); "crops" renders 3/4 of its frames as crops around
-# a worm, "no-crops" renders full frames only. Both are evaluated on the same held-out images (VAL),
-# then compared pairwise on absolute errors: Shapiro-Wilk on the differences, Wilcoxon signed-rank.
-# Usage: benchmarks/crops_wilcoxon.sh VAL OUT   (VAL: labelled held-out dataset with full and crop stacks)
+# With vs without cropped stacks in training (the paper's section 3.2), one architecture (plain7, 96 px), the
+# same budget for both models (benchmarks/study_crops.yaml: 2000 steps; and cut to 5 epochs, 1250 steps), the
+# same rendered scenes and offsets (seed 0). Both models of a pair are scored on
+# the same held-out renders (benchmarks/heldout.py, seed 2024), then compared pairwise on absolute errors:
+# Shapiro-Wilk on the differences, then Wilcoxon signed-rank. As in the paper (benchmarks/study_crops.yaml):
+# "crops" = half complete frames, half 500 px crops around a worm; "no-crops" = complete frames only (the same
+# scenes and offsets); scored on complete frames and 500 px crops.
+# Usage: benchmarks/crops_wilcoxon.sh RUNS   (trains RUNS/crops8/*, RUNS/crops/* resumably; prints 2 JSONs)
 set -euo pipefail
-VAL=${1:?labelled validation dataset}
-OUT=${2:-runs/bench_crops}
-CLI=${CLI:-.venv/bin/celegans-autofocus}
-mkdir -p "$OUT"
-COMMON=(--arch mobilenetv3_small_100 --input-px 128 --epochs 4 --batch-size 16 --lr 0.001 --loss huber
-        --val-fraction 1 --synthetic-train 512 --synthetic-refresh 0.5 --synthetic-offsets-per-view 8
-        --synthetic-range-steps 250 --synthetic-near-fraction 0.3 --synthetic-crop-fraction 0.75
-        --synthetic-fov-px 500 750 1000 1250 --max-val-samples 400 --seed 0 --device cpu --threads 1)
-for mode in crops no-crops; do
-  if [ ! -f "$OUT/$mode/model.onnx" ]; then
-    $CLI train "$VAL" "${COMMON[@]}" --"$mode" --out "$OUT/$mode" --export "$OUT/$mode/model.onnx" \
-      $( [ -f "$OUT/$mode/last.pt" ] && echo --resume ) > "$OUT-$mode.json"
-  fi
+RUNS=${1:?output folder}
+PY=${PY:-.venv/bin/python}
+export CLI=${CLI:-"$PY -m celegans_autofocus.cli"} PYTHONPATH=${PYTHONPATH:-.}
+benchmarks/studies.sh benchmarks/study_crops.yaml "$RUNS/crops8" plain7 plain7-no-crops
+TRAIN_FLAGS="--epochs 5" benchmarks/studies.sh benchmarks/study_crops.yaml "$RUNS/crops" plain7 plain7-no-crops
+for run in crops8 crops; do
+  $PY benchmarks/heldout.py paired "$RUNS/$run/plain7/model.onnx" "$RUNS/$run/plain7-no-crops/model.onnx" \
+    --cache "$RUNS/heldout" --fov-px 500 0
 done
-$CLI evaluate "$OUT/crops/model.onnx" "$OUT/no-crops/model.onnx" --dataset "$VAL" --max-images 400 \
-  --fov-px 500 --out "$OUT/eval"

@@ -111,6 +111,36 @@ def test_pool_refresh_is_a_function_of_seed_and_epoch(tmp_path):
     assert len(val) == cfg.synthetic_val and not np.isin(val.offsets_steps, a.offsets_steps).any()
 
 
+def test_a_fresh_run_takes_a_pool_of_its_recipe_from_out(tmp_path, monkeypatch):
+    """Runs of several architectures share one render: a matching pool.npz in --out is used, another is not."""
+    import shutil
+
+    import celegans_autofocus.training.synthetic as synthetic
+
+    cfg = TrainConfig(**{**SYNTH, "epochs": 1, "synthetic_refresh": 0.0})
+    train(None, cfg, tmp_path / "first")
+    rendered = []
+    render_views = synthetic.render_views
+
+    def counting(recipe, spec, seeds, workers, desc):
+        rendered.extend(seeds)
+        return render_views(recipe, spec, seeds, workers, desc)
+
+    monkeypatch.setattr(synthetic, "render_views", counting)
+    for name, changes in (("other_arch", {"arch": "mobilenetv3_small_100"}), ("other_seed", {"seed": 5})):
+        (tmp_path / name).mkdir()
+        shutil.copy(tmp_path / "first" / "pool.npz", tmp_path / name / "pool.npz")
+        rendered.clear()
+        train(None, TrainConfig(**{**cfg.to_dict(), **changes}), tmp_path / name)
+        train_views = [s for s in rendered if s[-1] == synthetic.TRAIN_TAG]
+        # the same recipe (only the arch differs): nothing rendered but validation; another seed: all its views
+        all_views = cfg.synthetic_train // cfg.synthetic_offsets_per_view
+        assert len(train_views) == (0 if name == "other_arch" else all_views)
+    first = np.load(tmp_path / "first" / "pool.npz")
+    assert np.array_equal(np.load(tmp_path / "other_arch" / "pool.npz")["images"], first["images"])
+    assert not np.array_equal(np.load(tmp_path / "other_seed" / "pool.npz")["images"], first["images"])
+
+
 def test_samples_are_the_same_in_any_worker_and_order():
     """Sample i of epoch e is augmented from (seed, e, i): the loader's batches do not depend on workers."""
     cfg = TrainConfig(**{**SYNTH, "synthetic_train": 0})

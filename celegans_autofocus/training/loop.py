@@ -16,7 +16,8 @@
 
 Files in ``out``: ``last.pt`` (every epoch, atomic; ``--resume`` continues from it), ``best.pt``
 (lowest validation MAE), ``history.json``, ``split.json`` (train/validation plates) and, with synthetic
-samples, ``pool.npz`` (the rendered pool, so that a resume need not render it all again).
+samples, ``pool.npz`` (the rendered pool, so that a resume need not render it all again; a fresh run also
+takes a ``pool.npz`` of its recipe found in ``out``, so runs of several architectures can share one render).
 Every random draw is seeded from (seed, epoch[, index]) (:mod:`training.datasets`, :mod:`training.synthetic`),
 so a resumed run draws the same samples and augmentations as an uninterrupted one, and a DDP run under
 ``torchrun`` (:mod:`training.distributed`) the same global batches as one process.
@@ -290,14 +291,18 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
         start_epoch = int(state["epoch"])
         best_mae = state["best_val_mae_steps"] if state["best_val_mae_steps"] is not None else math.inf
         history = list(state["history"])
-        pool_note = ""
-        if pool is not None:  # all ranks or none: else their shares of the views to render would differ
-            loaded = all(distributed.all_gather(pool.load(out / POOL), dist_ctx))
-            if not loaded:
-                pool.forget()
-            pool_note = " (saved pool taken)" if loaded else " (pool rendered anew)"
-        if main_rank:
-            _log(f"resuming {last_path} after epoch {start_epoch}{pool_note}")
+    pool_note = ""
+    if pool is not None and (state is not None or (out / POOL).exists()):
+        # all ranks or none: else their shares of the views to render would differ; a fresh run takes a pool
+        # of this recipe placed in --out (e.g. one rendered once for several architectures)
+        loaded = all(distributed.all_gather(pool.load(out / POOL), dist_ctx))
+        if not loaded:
+            pool.forget()
+        pool_note = " (saved pool taken)" if loaded else " (pool rendered anew)"
+    if main_rank and state is not None:
+        _log(f"resuming {last_path} after epoch {start_epoch}{pool_note}")
+    elif main_rank and pool_note:
+        _log(f"fresh run{pool_note}")
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()

@@ -1,0 +1,58 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""benchmarks/heldout.py, the held-out renders and scores of the paper's studies."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TRAINING = importlib.util.find_spec("torch") is not None
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "heldout.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("heldout", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_summary_scores_against_predicting_zero():
+    heldout = _load()
+    true = np.array([-100.0, -10.0, 30.0, 150.0])
+    exact = heldout.summary(true.copy(), true)
+    assert exact["mae_steps"] == 0 and exact["sign_accuracy"] == 1 and exact["predict_zero_mae_steps"] == 72.5
+    zero = heldout.summary(np.zeros(4), true)
+    assert zero["mae_steps"] == zero["predict_zero_mae_steps"] == 72.5
+    flipped = heldout.summary(-true, true)  # |true| <= 20 (the -10) does not count for the sign
+    assert flipped["sign_accuracy"] == 0 and flipped["n"] == 4
+
+
+@pytest.mark.skipif(not TRAINING, reason="needs the [train] extra (torch)")
+def test_crop_sizes_are_paired_and_renders_are_cached(tmp_path):
+    """Every crop size draws the same scenes and offsets; complete frames others; a second call reads the cache."""
+    heldout = _load()
+    small = heldout.held_out(tmp_path, 32, 500, views=1, seed=7)
+    large = heldout.held_out(tmp_path, 32, 1000, views=1, seed=7)
+    full = heldout.held_out(tmp_path, 32, heldout.FULL, views=1, seed=7)
+    assert small[0].shape == (10, 32, 32) and np.all(np.abs(small[1]) <= 200)
+    assert np.array_equal(small[1], large[1]) and not np.array_equal(small[0], large[0])
+    assert not np.array_equal(small[1], full[1])
+    again = heldout.held_out(tmp_path, 32, 500, views=1, seed=7)
+    assert np.array_equal(again[0], small[0]) and np.array_equal(again[1], small[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"heldout_32_7_1_{f}.npz" for f in (0, 1000, 500)]
