@@ -16,20 +16,16 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_scripts import load_benchmark
 
 TRAINING = importlib.util.find_spec("torch") is not None
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "heldout.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("heldout", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("heldout")
 
 
 def test_summary_scores_against_predicting_zero():

@@ -15,7 +15,6 @@
 """benchmarks/real_image_check.py runs from one command on a folder of frames and reports per folder."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -23,16 +22,12 @@ import numpy as np
 import yaml
 
 from celegans_autofocus.core import optics
+from benchmark_scripts import load_benchmark
 from celegans_autofocus.core.detection import crop_window
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "real_image_check.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("real_image_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("real_image_check")
 
 
 def test_reports_hits_and_predictions_per_folder(tmp_path: Path, capsys):
