@@ -18,7 +18,9 @@ Output 0 is offset / output_scale; with ``outputs=2`` (the Gaussian NLL head) ou
 of that offset, in (output units)^2.
 
 Any timm name, plus ``plain7``: a 7-layer plain CNN (236 k parameters) that learns the task from
-scratch on a CPU far faster than the timm models (benchmarks/train_default_model.py; models/MODEL_CARD.md).
+scratch on a CPU far faster than the timm models (benchmarks/train_default_model.py; models/MODEL_CARD.md),
+and ``resnet18_half``: timm's ResNet18 with half the channels at every stage (2.8 M parameters, 11 MB), about
+plain7's cost per training step at 96 px (benchmarks/architectures.md: ResNet18 learns fastest per step).
 """
 from __future__ import annotations
 
@@ -47,7 +49,17 @@ def plain_cnn(widths: tuple[int, ...] = (16, 32, 32, 64, 64, 96, 128),
     return model
 
 
-CUSTOM_ARCHS = {"plain7": plain_cnn}
+def resnet18_half(outputs: int = 1) -> torch.nn.Module:
+    """timm's ResNet18 with channels (32, 64, 128, 256) and a 32-channel stem; small-initialised head."""
+    import timm
+
+    model = timm.create_model("resnet18", in_chans=1, num_classes=outputs, channels=(32, 64, 128, 256),
+                              stem_width=32)
+    _shrink_head(model.get_classifier())
+    return model
+
+
+CUSTOM_ARCHS = {"plain7": plain_cnn, "resnet18_half": resnet18_half}
 
 
 def create_model(arch: str, pretrained: bool = False, outputs: int = 1) -> torch.nn.Module:
