@@ -44,7 +44,7 @@ if TRAINING:  # imported only where they exist: collection never fails on a mach
     from celegans_autofocus.training.data import DatasetError
     from celegans_autofocus.training.finetune import finetune
     from celegans_autofocus.training.finetune_config import FinetuneConfig
-    from celegans_autofocus.training.onnx_import import OnnxImportError, plain7_from_onnx
+    from celegans_autofocus.training.onnx_import import OnnxImportError, model_from_onnx
 
     torch.set_num_threads(1)  # this CPU is shared: 2 OpenMP threads thrash when other processes run
 
@@ -71,7 +71,7 @@ def test_onnx_import_matches_onnx_runtime(dataset):
     import onnxruntime as ort
 
     path = default_model_path()
-    model, meta = plain7_from_onnx(path)
+    model, meta = model_from_onnx(path)
     assert meta["arch"] == "plain7" and meta["input_view"] == "crop"
     spec = PreprocessSpec.from_dict(meta["preprocess"])
     crops = sorted((dataset / "plates").glob(f"*/*__crop{CROP_PX}_w0/z_*.png"))[:6]
@@ -90,10 +90,10 @@ def test_onnx_import_refuses_other_graphs(tmp_path):
     from onnx_models import pixel_model
 
     with pytest.raises(OnnxImportError, match="only plain7"):
-        plain7_from_onnx(pixel_model(tmp_path / "m.onnx", a=1.0, b=0.0, row=0, col=0))
+        model_from_onnx(pixel_model(tmp_path / "m.onnx", a=1.0, b=0.0, row=0, col=0))
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     with pytest.raises(OnnxImportError, match="junk.onnx"):
-        plain7_from_onnx(tmp_path / "junk.onnx")
+        model_from_onnx(tmp_path / "junk.onnx")
 
 
 def test_finetune_end_to_end_exports_a_model_the_predictor_serves(dataset, tmp_path, capsys):
@@ -120,7 +120,7 @@ def test_finetune_end_to_end_exports_a_model_the_predictor_serves(dataset, tmp_p
     assert len(meta["train_data_hash"]) == 16 and meta["train_data_hash"] != meta["parent_model"]["train_data_hash"]
     assert meta["val_mae_steps"] == pytest.approx(summary["held_out_mae_steps_torch"], abs=1e-3)
     # BatchNorm stayed frozen: the import's identity statistics (the export folded the real ones) are untouched
-    state, imported = torch.load(out / "finetuned.pt", weights_only=True)["model"], plain7_from_onnx(parent)[0]
+    state, imported = torch.load(out / "finetuned.pt", weights_only=True)["model"], model_from_onnx(parent)[0]
     stats = [k for k in state if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert len(stats) == 3 * 7 and all(torch.equal(state[k], imported.state_dict()[k]) for k in stats)
 
@@ -163,8 +163,9 @@ def test_a_checkpoint_is_a_parent_too(dataset, tmp_path):
         finetune(dataset, default_model_path(), cfg, tmp_path / "first")
 
 
-def test_onnx_import_of_a_model_with_sigma_gives_both_outputs(tmp_path):
-    """An NLL model (offset and offset_sigma outputs) comes back as plain7 with its two raw outputs."""
+@pytest.mark.parametrize("arch", ["plain7", "resnet18_half"])
+def test_onnx_import_of_a_model_with_sigma_gives_both_outputs(tmp_path, arch):
+    """An NLL model (offset and offset_sigma outputs) comes back as its torch model with its two raw outputs."""
     import onnxruntime as ort
 
     from celegans_autofocus.training.checkpoint import FORMAT, save_checkpoint
@@ -173,16 +174,19 @@ def test_onnx_import_of_a_model_with_sigma_gives_both_outputs(tmp_path):
     from celegans_autofocus.training.models import create_model
 
     torch.manual_seed(0)
-    cfg = TrainConfig(arch="plain7", input_px=32, loss="gaussian_nll", output_scale=100.0)
-    trained = create_model("plain7", outputs=2)
+    cfg = TrainConfig(arch=arch, input_px=32, loss="gaussian_nll", output_scale=100.0)
+    trained = create_model(arch, outputs=2)
     with torch.no_grad():
         for p in trained.parameters():
             p.add_(0.05 * torch.randn_like(p))  # outputs that differ between images
+        for name, b in trained.named_buffers():
+            if name.endswith("running_mean"):
+                b.add_(0.1 * torch.randn_like(b))  # statistics the export must fold
     save_checkpoint({"format": FORMAT, "model": trained.state_dict(), "config": cfg.to_dict(), "epoch": 1,
                      "history": [], "best_val_mae_steps": None, "step_um": 5.0}, tmp_path / "nll.pt")
     export_checkpoint(tmp_path / "nll.pt", tmp_path / "nll.onnx")
-    model, meta = plain7_from_onnx(tmp_path / "nll.onnx")
-    assert meta["sigma_output"] == "offset_sigma"
+    model, meta = model_from_onnx(tmp_path / "nll.onnx")
+    assert meta["sigma_output"] == "offset_sigma" and meta["arch"] == arch
     x = np.random.default_rng(1).standard_normal((5, 1, 32, 32)).astype(np.float32)
     want = ort.InferenceSession(str(tmp_path / "nll.onnx"), providers=["CPUExecutionProvider"]).run(None, {"image": x})
     with torch.no_grad():

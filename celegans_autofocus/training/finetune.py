@@ -14,7 +14,7 @@
 
 """Fine-tuning a focus model (by default the bundled one) on a lab's own labelled z-stacks, on the CPU.
 
-The parent is an exported ``plain7`` ONNX file (:mod:`training.onnx_import`) or a training checkpoint.
+The parent is an exported ONNX file of a conv-BatchNorm architecture (:mod:`training.onnx_import`) or a training checkpoint.
 The dataset is split by plate (:func:`training.data.split_plates`); the model trains on the training
 plates' images of its own view (``input_view`` in the parent's metadata: crop stacks for a crop model),
 preprocessed exactly as the parent's metadata says, with the 8 lossless flips and 90-degree rotations,
@@ -49,7 +49,7 @@ from .datasets import ArrayImages, TrainSamples, train_loader
 from .finetune_config import FinetuneConfig
 from .infer import predict_steps
 from .loop import cache_images, loss_fn, make_optimizer, make_scheduler, train_epoch
-from .onnx_import import plain7_from_onnx
+from .onnx_import import model_from_onnx
 
 CHECKPOINT = "finetuned.pt"
 VIEW_KINDS = {"crop": ("crop",), "full": ("full",), "mixed": ("full", "crop")}
@@ -76,12 +76,12 @@ class Parent:
 
 
 def load_parent(path: Path | str) -> Parent:
-    """Load an exported plain7 ``.onnx`` or a ``.pt`` checkpoint as a :class:`Parent`."""
+    """Load an exported ``.onnx`` (plain7, resnet18_half) or a ``.pt`` checkpoint as a :class:`Parent`."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
     if path.suffix.lower() == ".onnx":
-        model, meta = plain7_from_onnx(path)
+        model, meta = model_from_onnx(path)
         return Parent(path, model, meta["arch"], PreprocessSpec.from_dict(meta["preprocess"]),
                       float(meta["output_scale"]), float(meta["step_um"]), meta.get("input_view", "mixed"),
                       str(meta.get("train_data_hash", "unknown")), bool(meta.get("sigma_output")))

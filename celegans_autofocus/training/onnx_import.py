@@ -12,12 +12,14 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""An exported ``plain7`` ONNX model (e.g. the bundled ``models/default.onnx``) back into the torch ``plain7``.
+"""An exported ONNX model of a conv-BatchNorm architecture (``plain7``, ``resnet18_half``; e.g. the bundled
+``models/default.onnx``) back into its torch model.
 
 The export folds each BatchNorm into its convolution (a weight and a bias per Conv node), so the import puts
 the folded weights into the convolutions and makes each BatchNorm the identity in eval mode (weight 1, bias
-= the folded bias, running mean 0, running variance ``1 - eps``). The graph is walked in order: 7 Conv nodes
-(their kernel, stride and padding must be plain7's), then the Gemm of the head. The result computes the
+= the folded bias, running mean 0, running variance ``1 - eps``). The graph's Conv nodes are walked in order
+against the torch model's convolutions in module order (each followed by its BatchNorm; both orders follow the
+forward pass), each checked for shape, stride and padding, then the Gemm of the head. The result computes the
 ONNX model's function (test/test_finetune.py checks it against ONNX Runtime). A model with the Gaussian NLL
 head (metadata ``sigma_output``) comes back with both raw outputs, mean and log-variance, as trained.
 """
@@ -29,13 +31,11 @@ import numpy as np
 import torch
 
 from ..core.predictor import METADATA_KEY, parse_metadata
-from .models import create_model
-
-ARCH = "plain7"
+from .models import CUSTOM_ARCHS, create_model
 
 
 class OnnxImportError(ValueError):
-    """An ONNX file that is not an exported plain7 model (names the file and what does not fit)."""
+    """An ONNX file that is not an exported model of an importable architecture (names the file and the misfit)."""
 
 
 def _attrs(node) -> dict:
@@ -59,28 +59,40 @@ def read_metadata(path: Path) -> dict:
         raise OnnxImportError(str(exc)) from None
 
 
-def plain7_from_onnx(path: Path | str) -> tuple[torch.nn.Module, dict]:
-    """(torch plain7 in eval mode with the ONNX model's weights, its metadata); :class:`OnnxImportError` if unfit."""
+def _conv_norm_pairs(model: torch.nn.Module) -> list[tuple[torch.nn.Conv2d, torch.nn.BatchNorm2d]]:
+    """Each convolution with the BatchNorm that follows it in module order."""
+    pairs, conv = [], None
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            conv = module
+        elif isinstance(module, torch.nn.BatchNorm2d) and conv is not None:
+            pairs.append((conv, module))
+            conv = None
+    return pairs
+
+
+def model_from_onnx(path: Path | str) -> tuple[torch.nn.Module, dict]:
+    """(torch model in eval mode with the ONNX model's weights, its metadata); :class:`OnnxImportError` if unfit."""
     import onnx
     from onnx import numpy_helper
 
     path = Path(path)
     meta = read_metadata(path)
-    if meta.get("arch") != ARCH:
-        raise OnnxImportError(f"{path}: a {meta.get('arch')!r} model; only {ARCH} models can be imported from ONNX "
-                              "(fine-tune other architectures from their training checkpoint)")
+    arch = meta.get("arch")
+    if arch not in CUSTOM_ARCHS:
+        raise OnnxImportError(f"{path}: a {arch!r} model; only {', '.join(CUSTOM_ARCHS)} models can be imported "
+                              "from ONNX (fine-tune other architectures from their training checkpoint)")
     graph = onnx.load(str(path)).graph
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     convs = [n for n in graph.node if n.op_type == "Conv"]
     gemms = [n for n in graph.node if n.op_type == "Gemm"]
     outputs = 2 if meta.get("sigma_output") else 1  # the Gaussian NLL head: mean and log-variance
-    model = create_model(ARCH, outputs=outputs)
-    torch_convs = [m for m in model if isinstance(m, torch.nn.Conv2d)]
-    norms = [m for m in model if isinstance(m, torch.nn.BatchNorm2d)]
-    head = model[-1]
-    if len(convs) != len(torch_convs) or len(gemms) != 1:
-        raise OnnxImportError(f"{path}: {len(convs)} Conv and {len(gemms)} Gemm nodes; {ARCH} has "
-                              f"{len(torch_convs)} and 1")
+    model = create_model(arch, outputs=outputs)
+    pairs = _conv_norm_pairs(model)
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    if len(convs) != len(pairs) or len(gemms) != 1:
+        raise OnnxImportError(f"{path}: {len(convs)} Conv and {len(gemms)} Gemm nodes; {arch} has "
+                              f"{len(pairs)} and 1")
 
     def initializer(node, i: int) -> np.ndarray:
         if len(node.input) <= i or node.input[i] not in weights:
@@ -88,7 +100,7 @@ def plain7_from_onnx(path: Path | str) -> tuple[torch.nn.Module, dict]:
         return weights[node.input[i]]
 
     with torch.no_grad():
-        for node, conv, norm in zip(convs, torch_convs, norms):
+        for node, (conv, norm) in zip(convs, pairs):
             a = _attrs(node)
             w, b = initializer(node, 1), initializer(node, 2)
             fits = (w.shape == tuple(conv.weight.shape) and b.shape == (conv.out_channels,)
@@ -96,7 +108,7 @@ def plain7_from_onnx(path: Path | str) -> tuple[torch.nn.Module, dict]:
                     and list(a.get("pads", [0, 0, 0, 0])) == list(conv.padding) * 2
                     and list(a.get("dilations", [1, 1])) == [1, 1] and a.get("group", 1) == 1)
             if not fits:
-                raise OnnxImportError(f"{path}: Conv {node.name!r} (weight {w.shape}, {a}) does not fit {ARCH}'s "
+                raise OnnxImportError(f"{path}: Conv {node.name!r} (weight {w.shape}, {a}) does not fit {arch}'s "
                                       f"{conv}")
             conv.weight.copy_(torch.tensor(w))
             norm.weight.fill_(1.0)
@@ -108,7 +120,7 @@ def plain7_from_onnx(path: Path | str) -> tuple[torch.nn.Module, dict]:
         w = w if a.get("transB", 0) else w.T
         if w.shape != tuple(head.weight.shape) or b.size != outputs or a.get("transA", 0) \
                 or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
-            raise OnnxImportError(f"{path}: Gemm (weight {w.shape}, {a}) does not fit {ARCH}'s head {head}")
+            raise OnnxImportError(f"{path}: Gemm (weight {w.shape}, {a}) does not fit {arch}'s head {head}")
         head.weight.copy_(torch.tensor(w))
         head.bias.copy_(torch.tensor(b.reshape(outputs)))
     return model.eval(), meta
