@@ -1,0 +1,98 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""What the model's answer on sharp real worms depends on: the same frames, perturbed one way at a time.
+
+    python benchmarks/real_frame_perturbations.py FOLDER [--model models/default.onnx] [--fov 500] [--max-frames 12]
+
+The pipeline of benchmarks/real_image_check.py (the frame at the model's pixel size, the detector's largest
+worm, a ``--fov`` px window around it), with each frame also rescaled, blurred (a Gaussian of sigma px, the
+way defocus starts), given another gamma or contrast, inverted, or given camera noise, before the crop. A
+model that reads focus from sharpness answers further from 0 on blurred frames; one whose bias on real
+frames comes from appearance (how dark a worm is) moves with gamma instead. Prints the median prediction
+and sigma per source and perturbation.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_image_check import IMAGE_EXT, _pixel_size  # noqa: E402
+
+from celegans_autofocus.core import appearance  # noqa: E402
+from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_image, crop_window  # noqa: E402
+from celegans_autofocus.core.predictor import FocusPredictor, default_model_path  # noqa: E402
+
+
+def perturbations(img: np.ndarray):
+    """(name, scale factor of the frame, perturbed uint8 frame) for each perturbation."""
+    yield "as is", 1.0, img
+    for s in (0.7, 1.4):
+        yield f"scale x{s:g}", s, cv2.resize(img, None, fx=s, fy=s,
+                                             interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    for b in (0.7, 1.5, 3.0, 6.0):
+        yield f"blur {b:g} px", 1.0, cv2.GaussianBlur(img, (0, 0), b)
+    f = img.astype(np.float32) / 255.0
+    for g in (0.6, 1.6):
+        yield f"gamma {g:g}", 1.0, np.clip(255.0 * f ** g, 0, 255).astype(np.uint8)
+    mean = float(f.mean())
+    for c in (0.5, 2.0):
+        yield f"contrast x{c:g}", 1.0, np.clip(255.0 * (mean + c * (f - mean)), 0, 255).astype(np.uint8)
+    yield "inverted", 1.0, 255 - img
+    noisy = img + np.random.default_rng(0).normal(0.0, 8.0, img.shape)
+    yield "noise 8 DN", 1.0, np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled one)")
+    ap.add_argument("--fov", type=int, default=500, help="crop side in px at 1.55 um/px")
+    ap.add_argument("--max-frames", type=int, default=12, help="frames per source folder")
+    args = ap.parse_args(argv)
+    model = FocusPredictor(args.model or default_model_path(), providers="CPUExecutionProvider")
+    detector = WormDetector(DetectorConfig())
+    sizes: dict = {}
+    rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    folders = sorted({p.parent for p in args.folder.rglob("*") if p.suffix.lower() in IMAGE_EXT})
+    for folder in folders:
+        for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT)[:args.max_frames]:
+            gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            if gray is None:
+                continue
+            img = np.clip(appearance.to_reference_scale(gray, _pixel_size(folder, None, sizes)), 0, 255)
+            found = detector.detect(img.astype(np.uint8))
+            if not found:
+                continue
+            cx, cy = found[0].centroid_px
+            for name, scale, frame in perturbations(img.astype(np.uint8)):
+                window = crop_window((cx * scale, cy * scale), args.fov, frame.shape)
+                rows.setdefault((folder.name, name), []).append(model.predict_with_sigma(crop_image(frame, window)))
+    print(f"model {model.name}; {args.fov} px crops around the detector's worm; right answer near 0\n")
+    print("| source | perturbation | frames | median prediction (steps) | median sigma (steps) |")
+    print("|---|---|---|---|---|")
+    for (source, name), values in rows.items():
+        a = np.array(values, dtype=float)
+        sigma = f"{np.nanmedian(a[:, 1]):.1f}" if np.isfinite(a[:, 1]).any() else "-"
+        print(f"| {source} | {name} | {len(a)} | {np.median(a[:, 0]):+.1f} | {sigma} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
