@@ -15,13 +15,15 @@
 """What the model's answer on sharp real worms depends on: the same frames, perturbed one way at a time.
 
     python benchmarks/real_frame_perturbations.py FOLDER [--model models/default.onnx] [--fov 500] [--max-frames 12]
+        [--sim N]
 
 The pipeline of benchmarks/real_image_check.py (the frame at the model's pixel size, the detector's largest
 worm, a ``--fov`` px window around it), with each frame also rescaled, blurred (a Gaussian of sigma px, the
 way defocus starts), given another gamma or contrast, inverted, or given camera noise, before the crop. A
 model that reads focus from sharpness answers further from 0 on blurred frames; one whose bias on real
 frames comes from appearance (how dark a worm is) moves with gamma instead. Prints the median prediction
-and sigma per source and perturbation.
+and sigma per source and perturbation. ``--sim N`` adds N in-focus frames of the default simulator (seed 0)
+as a control: the same perturbations on frames whose right answer is known to be 0.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_image_check import IMAGE_EXT, _pixel_size  # noqa: E402
 
-from celegans_autofocus.core import appearance  # noqa: E402
+from celegans_autofocus.core import appearance, optics  # noqa: E402
 from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_image, crop_window  # noqa: E402
 from celegans_autofocus.core.predictor import FocusPredictor, default_model_path  # noqa: E402
 
@@ -59,31 +61,52 @@ def perturbations(img: np.ndarray):
     yield "noise 8 DN", 1.0, np.clip(noisy, 0, 255).astype(np.uint8)
 
 
+def sim_frames(n: int, fov_px: int):
+    """(name, reference-scale uint8 frame) for ``n`` in-focus frames of the default simulator, seed 0."""
+    rng = np.random.default_rng(0)
+    config = optics.OpticsConfig()
+    for _ in range(n):
+        scene = optics.make_scene(rng, config, 1)
+        side = int(np.ceil(fov_px * 1.55 / config.um_per_px * 1.6))
+        window = crop_window(scene.worms[0].centroid_px, side, (config.frame_height_px, config.frame_width_px))
+        renderer = optics.StackRenderer(scene, config, None, window, max_offset_steps=1.0,
+                                        seed=int(rng.integers(2**31)))
+        img = appearance.to_reference_scale(renderer.frame(0.0), config.um_per_px)
+        yield "simulator (default, in focus)", np.clip(img, 0, 255).astype(np.uint8)
+
+
+def real_frames(folder: Path, max_frames: int, sizes: dict):
+    """(source name, reference-scale uint8 frame) for the first ``max_frames`` frames of ``folder``."""
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT)[:max_frames]:
+        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if gray is not None:
+            img = appearance.to_reference_scale(gray, _pixel_size(folder, None, sizes))
+            yield folder.name, np.clip(img, 0, 255).astype(np.uint8)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path)
     ap.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled one)")
     ap.add_argument("--fov", type=int, default=500, help="crop side in px at 1.55 um/px")
     ap.add_argument("--max-frames", type=int, default=12, help="frames per source folder")
+    ap.add_argument("--sim", type=int, default=0, metavar="N", help="also N in-focus frames of the simulator")
     args = ap.parse_args(argv)
     model = FocusPredictor(args.model or default_model_path(), providers="CPUExecutionProvider")
     detector = WormDetector(DetectorConfig())
     sizes: dict = {}
     rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
     folders = sorted({p.parent for p in args.folder.rglob("*") if p.suffix.lower() in IMAGE_EXT})
-    for folder in folders:
-        for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT)[:args.max_frames]:
-            gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-            if gray is None:
-                continue
-            img = np.clip(appearance.to_reference_scale(gray, _pixel_size(folder, None, sizes)), 0, 255)
-            found = detector.detect(img.astype(np.uint8))
-            if not found:
-                continue
-            cx, cy = found[0].centroid_px
-            for name, scale, frame in perturbations(img.astype(np.uint8)):
-                window = crop_window((cx * scale, cy * scale), args.fov, frame.shape)
-                rows.setdefault((folder.name, name), []).append(model.predict_with_sigma(crop_image(frame, window)))
+    frames = [f for folder in folders for f in real_frames(folder, args.max_frames, sizes)]
+    frames += list(sim_frames(args.sim, args.fov))
+    for source, img in frames:
+        found = detector.detect(img)
+        if not found:
+            continue
+        cx, cy = found[0].centroid_px
+        for name, scale, frame in perturbations(img):
+            window = crop_window((cx * scale, cy * scale), args.fov, frame.shape)
+            rows.setdefault((source, name), []).append(model.predict_with_sigma(crop_image(frame, window)))
     print(f"model {model.name}; {args.fov} px crops around the detector's worm; right answer near 0\n")
     print("| source | perturbation | frames | median prediction (steps) | median sigma (steps) |")
     print("|---|---|---|---|---|")
