@@ -49,8 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       "`label --plots` first): by default their labels are not trusted")
     model = parser.add_argument_group("model")
     model.add_argument("--model", type=Path, default=None,
-                       help="model to start from: an exported .onnx (plain7, resnet18_half) or a training checkpoint .pt "
-                       "(default: the bundled models/default.onnx)")
+                       help="model to start from: an exported .onnx (plain7, resnet18_half) or a training "
+                       "checkpoint .pt (default: the bundled models/default.onnx)")
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training images")
     opt.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")

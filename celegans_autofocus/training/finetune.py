@@ -14,7 +14,8 @@
 
 """Fine-tuning a focus model (by default the bundled one) on a lab's own labelled z-stacks, on the CPU.
 
-The parent is an exported ONNX file of a conv-BatchNorm architecture (:mod:`training.onnx_import`) or a training checkpoint.
+The parent is an exported ONNX file of a conv-BatchNorm architecture (:mod:`training.onnx_import`) or a training
+checkpoint.
 The dataset is split by plate (:func:`training.data.split_plates`); the model trains on the training
 plates' images of its own view (``input_view`` in the parent's metadata: crop stacks for a crop model),
 preprocessed exactly as the parent's metadata says, with the 8 lossless flips and 90-degree rotations,

@@ -50,7 +50,7 @@ def plain_cnn(widths: tuple[int, ...] = (16, 32, 32, 64, 64, 96, 128),
 
 
 def resnet18_half(outputs: int = 1) -> torch.nn.Module:
-    """timm's ResNet18 with channels (32, 64, 128, 256) and a 32-channel stem; small-initialised head."""
+    """Build timm's ResNet18 with channels (32, 64, 128, 256) and a 32-channel stem; small-initialised head."""
     import timm
 
     model = timm.create_model("resnet18", in_chans=1, num_classes=outputs, channels=(32, 64, 128, 256),

@@ -12,8 +12,9 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""An exported ONNX model of a conv-BatchNorm architecture (``plain7``, ``resnet18_half``; e.g. the bundled
-``models/default.onnx``) back into its torch model.
+"""An exported ONNX model of a conv-BatchNorm architecture back into its torch model.
+
+The architectures: ``plain7`` (e.g. the bundled ``models/default.onnx``) and ``resnet18_half``.
 
 The export folds each BatchNorm into its convolution (a weight and a bias per Conv node), so the import puts
 the folded weights into the convolutions and makes each BatchNorm the identity in eval mode (weight 1, bias
