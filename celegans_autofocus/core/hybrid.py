@@ -31,16 +31,18 @@ Modes (:class:`Mode`):
   jumped to), and a lens that was near focus must not see a clearly worse measure; otherwise the
   jump is undone, its plane refuted and a strike counted against the model. A prediction that is
   not confident but whose sign is clear (|offset| > 2 sigma) gets a cautious step of |offset| - sigma,
-  verified like a jump; ``unusable_frames`` unusable predictions in a row (non-finite, or not
-  confident with an unclear sign) fall back to the search.
+  verified like a jump; ``unsure_frames`` finite predictions that are not confident and of an unclear
+  sign (a settled lens seeing the same view gets the same answer again), or ``unusable_frames`` unusable
+  ones (non-finite too: a camera glitch passes), before a usable one fall back to the search.
 - ``refine``: near focus (|offset| <= ``refine_window_steps``) a measure-guided hill climb in
   ``probe_steps`` steps from where the CNN points, ending with a 3-point parabola; the peak must
   stand ``min_peak_contrast`` above its neighbours, or the refine failed (a strike).
 - ``track``: in focus. Holds while the measure stays near its reference (a sharp worm is not
   disturbed); follows the drift rate of a Kalman filter on the best plane
-  (:class:`core.best_plane.BestPlaneTracker`, fed with measure peaks and verified CNN planes);
-  re-refines when the measure drops; jumps again when it dropped and the CNN confidently says
-  focus is far.
+  (:class:`core.best_plane.BestPlaneTracker`, fed with measure peaks, verified CNN planes and, while the
+  measure holds, every confident plane of a trusted CNN that agrees with the estimate), and moves to the
+  estimate once it is sure the plane left the lens; re-refines when the measure drops; jumps again when it
+  dropped and the CNN confidently says focus is far.
 - ``search``: fallback after ``max_strikes`` strikes (failed verifications, refuted planes, a refine
   that finds no peak, a CNN that disagrees with the measure's peak), oscillating predictions, or
   repeated unusable predictions: :class:`core.control.SearchAutofocus` on the measure, its coarse sweep
@@ -111,7 +113,7 @@ class HybridReason(str, Enum):
     REFINE_FAILED = "refine_failed"    # strike: no measure peak within refine_span_steps
     DISAGREES = "disagrees"            # strike: the CNN's plane is far from the measure's peak
     OSCILLATING = "oscillating"        # fallback: predictions inconsistent for oscillation_frames frames
-    NO_PREDICTIONS = "no_predictions"  # fallback: unusable predictions (acquire) for unusable_frames frames
+    NO_PREDICTIONS = "no_predictions"  # fallback: unsure (unsure_frames) or unusable (unusable_frames) predictions
     CNN_AGREES = "cnn_agrees"          # the CNN is trusted again: it agrees with the measure's focus (search or
     #                                    track -> track) or points at one plane from two lens positions (-> acquire)
     SEARCH_CONVERGED = "search_converged"  # search -> refine (is the peak sharp?), then track on the measure alone
@@ -163,7 +165,8 @@ class HybridConfig(_Config):
       a cautious step of ``|offset| - sigma`` when its sign is clear (``|offset| > 2 sigma``), else a hold.
     - ``cnn_bias_steps``: subtracted from every prediction until a bias is learnt (a prior for the model's bias
       near focus, e.g. what a previous session learnt: :attr:`HybridAutofocus.learnt_bias_steps`).
-    - ``cnn_sigma_steps``: a verified CNN plane's error for the best-plane filter when the model gives none.
+    - ``cnn_sigma_steps``: a CNN plane's error for the best-plane filter when the model gives none (a verified
+      jump's plane; in track, a trusted CNN's plane that agrees with the estimate).
     - ``refine_window_steps``: a prediction at most this far from focus is refined on the measure, not jumped.
     - ``probe_steps``: refine step; ``refine_span_steps``: the farthest a refine climbs from its start.
     - ``measure_noise``: measure differences below this are noise.
@@ -182,9 +185,14 @@ class HybridConfig(_Config):
       measure's peak; ``disagree_frames`` such frames in track count one strike.
     - ``max_strikes``: strikes against the model before falling back to the search.
     - ``oscillation_frames``: consecutive inconsistent prediction windows before falling back.
-    - ``unusable_frames``: consecutive unusable predictions in acquire (non-finite, or not confident with an
-      unclear sign) before falling back: garbage never costs more than a search.
-    - ``follow_steps``: track moves with the drift estimate once it is this far from the lens.
+    - ``unusable_frames``: unusable predictions in acquire (non-finite, or not confident with an unclear sign)
+      before a usable one, then fall back: garbage never costs more than a search.
+    - ``unsure_frames``: of those, finite but unsure ones (not confident, sign unclear) before falling back:
+      fewer than ``unusable_frames``, as a settled lens repeats such an answer while a NaN glitch passes.
+    - ``follow_steps``: track moves to the best-plane estimate once it is this far from the lens, and either
+      drifting away (a significant rate) or more than two of its sigmas away. While the measure holds, a
+      trusted CNN's confident plane that agrees with the estimate (``_tolerance``) is fused each frame, with
+      the model's sigma or ``cnn_sigma_steps``.
     - ``refine_sigma_steps``: a refined peak's error for the best-plane filter.
     - ``drift_accel_sigma``: the filter's process noise, steps/s per sqrt(s).
     - ``max_drift_steps_per_s``: the filter's drift-rate cap.
@@ -212,6 +220,7 @@ class HybridConfig(_Config):
     max_strikes: int = 2
     oscillation_frames: int = 4
     unusable_frames: int = 8
+    unsure_frames: int = 3
     follow_steps: float = 2.0
     refine_sigma_steps: float = 2.0
     drift_accel_sigma: float = 0.5
@@ -226,7 +235,7 @@ class HybridConfig(_Config):
         self._check_finite()
         name = type(self).__name__
         for key in ("consistency_frames", "probe_steps", "refine_span_steps", "disagree_frames", "max_strikes",
-                    "oscillation_frames", "unusable_frames", "max_move_steps"):
+                    "oscillation_frames", "unusable_frames", "unsure_frames", "max_move_steps"):
             value = getattr(self, key)
             if int(value) != value or value < 1:
                 raise ValueError(f"{name}.{key} must be an integer >= 1, got {value}")
@@ -324,6 +333,7 @@ class HybridAutofocus:
         self._measure_ref: float | None = None
         self._inconsistent = 0
         self._unusable = 0
+        self._unsure = 0  # of the unusable predictions, finite ones (not confident, sign unclear)
         self._disagree = 0
         self._agree = 0
         self._sweep: tuple[int, float] | None = None  # search: the last (z, CNN plane), to see the CNN agree again
@@ -451,9 +461,10 @@ class HybridAutofocus:
         clear = pred is not None and (confident or abs(pred) > 2.0 * sigma)  # usable: confident or a clear sign
         self._sigma_now, self._confident_now, self._clear_now = sigma, confident, clear
         if clear:
-            self._unusable = 0
+            self._unusable = self._unsure = 0
         elif self.mode == Mode.ACQUIRE and (bad_pred or pred is not None):
             self._unusable += 1
+            self._unsure += pred is not None
         if pred is not None:
             self._window.append((stamp_s, z, z + pred, sigma))
 
@@ -475,7 +486,7 @@ class HybridAutofocus:
             return self._refine_step(z, m, pred, now_s)
         # acquire
         if bad_pred or pred is None:
-            if self._unusable >= cfg.unusable_frames:
+            if self._give_up():
                 return self._no_predictions(z, m, stamp_s, now_s)
             what = "non-finite prediction" if bad_pred else "no prediction"
             return self._hold(HybridReason.NON_FINITE if bad_pred else HybridReason.COLLECTING,
@@ -519,10 +530,15 @@ class HybridAutofocus:
         return next((r for r, r_sigma in self._refuted
                      if abs(r - best) <= self._tolerance(fixed_steps, sigma, r_sigma)), None)
 
+    def _give_up(self) -> bool:
+        """Return whether the unusable predictions since the last usable one call for the search."""
+        return self._unusable >= self.config.unusable_frames or self._unsure >= self.config.unsure_frames
+
     def _no_predictions(self, z: int, m: float, stamp_s: float, now_s: float) -> HybridDecision:
         self._pending = None  # a jump that cannot be verified stays where it is: the search starts there
-        return self._fallback(HybridReason.NO_PREDICTIONS, f"{self._unusable} unusable predictions in a row "
-                                                           f"(non-finite, or not confident with an unclear sign)",
+        return self._fallback(HybridReason.NO_PREDICTIONS, f"{self._unusable} unusable predictions since the last "
+                                                           f"usable one, {self._unsure} of them finite but unsure "
+                                                           f"(not confident, sign unclear)",
                               z, m, None, stamp_s, now_s)
 
     def _acquire(self, z: int, m: float, pred: float, confident: bool, clear: bool, stamp_s: float,
@@ -536,7 +552,7 @@ class HybridAutofocus:
         at the next frame. The step is verified like a jump, against the plane the chain of steps aims at
         (:meth:`_verify`): a constant answer, whose plane moves with the lens, is refuted once the lens passed
         that plane's two-sigma bound, and the chain is undone to where it started, so the search starts there.
-        An unclear prediction holds; ``unusable_frames`` of them in a row fall back to the search.
+        An unclear prediction holds; ``unsure_frames`` of them fall back to the search (:meth:`_give_up`).
         """
         cfg = self.config
         sigma = self._sigma_now
@@ -545,7 +561,7 @@ class HybridAutofocus:
                                       f"CNN offset {pred:+.1f} within the refine window {cfg.refine_window_steps:g}")
         if not clear:
             self._verified = False
-            if self._unusable >= cfg.unusable_frames:
+            if self._give_up():
                 return self._no_predictions(z, m, stamp_s, now_s)
             return self._hold(HybridReason.COLLECTING, f"prediction {pred:+.1f} +- {sigma:.1f} not confident (sigma "
                                                        f"above {cfg.max_sigma_steps:g}), its sign unclear")
@@ -600,7 +616,7 @@ class HybridAutofocus:
         lens short of the plane, on the same side, with the rest of the way within the two estimates' sigmas, is
         progress (a model that regresses to its mean far from focus says so with a large sigma), and a plane that
         moves with the lens is refuted once it leaves them. Return None when the jump is confirmed (or cannot be
-        judged on this frame); ``unusable_frames`` frames without a prediction fall back to the search.
+        judged on this frame); frames without a usable prediction fall back to the search (:meth:`_give_up`).
         """
         cfg = self.config
         jump = self._pending
@@ -608,7 +624,7 @@ class HybridAutofocus:
             return self._undo(jump, z, HybridReason.VERIFY_WORSE,
                               f"measure {m:.3g} after the jump, {jump.from_measure:.3g} in focus before", now_s)
         if pred is None:
-            if self._unusable >= cfg.unusable_frames:
+            if self._give_up():
                 return self._no_predictions(z, m, stamp_s, now_s)
             return self._hold(HybridReason.COLLECTING, "no prediction to verify the jump on; holding")
         self._pending = None
@@ -797,12 +813,21 @@ class HybridAutofocus:
             self._measure_ref = m
         dropped = m < self._drop_level(self._measure_ref)
         best = self.tracker.predict_z(now_s)
+        if (best is not None and self.cnn_trusted and confident and not dropped
+                and abs(z + pred - best) <= self._tolerance(cfg.consistency_steps, self._sigma_now,
+                                                            self.tracker.sigma_z(now_s))):
+            # the measure holds and the CNN agrees with the estimate: its plane follows the drift between refines
+            self.tracker.update(now_s, z + pred, self._sigma_now or cfg.cnn_sigma_steps)
+            best = self.tracker.predict_z(now_s)
         rate = self.tracker.rate_steps_per_s
-        if (best is not None and self._peaks >= 2 and abs(rate) > 2.0 * self.tracker.rate_sigma()
-                and abs(best - z) >= cfg.follow_steps and (best - z) * rate > 0):
+        drifting = self._peaks >= 2 and abs(rate) > 2.0 * self.tracker.rate_sigma() and (best - z) * rate > 0 \
+            if best is not None else False
+        if (best is not None and abs(best - z) >= cfg.follow_steps
+                and (drifting or abs(best - z) > 2.0 * self.tracker.sigma_z(now_s))):
             # the plane drifted as the filter says: follow it (a measure drop that it explains needs no refine)
             return self._move(z, round(best), HybridReason.FOLLOW_DRIFT,
-                              f"best-plane estimate {best:.1f} (drift {rate:+.2f} steps/s)", now_s)
+                              f"best-plane estimate {best:.1f} +- {self.tracker.sigma_z(now_s):.1f} "
+                              f"(drift {rate:+.2f} steps/s)", now_s)
         if dropped:
             full, agree, detail = self._consistent(now_s)
             far = pred is not None and confident and abs(pred) > cfg.refine_window_steps
@@ -818,11 +843,6 @@ class HybridAutofocus:
         if not self.cnn_trusted:
             self._cnn_agrees(pred, z, now_s)
         elif pred is not None:
-            plane = best if self._peaks >= 2 else self._peak_z  # one peak gives no drift rate to trust yet
-            if plane is not None and m >= self._measure_ref - cfg.measure_noise - \
-                    0.5 * cfg.drop_fraction * abs(self._measure_ref):
-                # in focus by the measure: the raw prediction minus the offset to the verified plane is the bias
-                self._learn_bias([pred + self.cnn_bias_steps - (plane - z)])
             self._disagree = self._disagree + 1 if confident and abs(pred) > cfg.disagree_steps else 0
             if self._disagree >= cfg.disagree_frames:
                 self._disagree = 0
@@ -906,7 +926,7 @@ class HybridAutofocus:
     def _change(self, mode: Mode, reason: HybridReason, detail: str, t_s: float) -> ModeChange:
         change = ModeChange(self.mode, mode, reason, detail, float(t_s))
         if mode != self.mode:
-            self._unusable = 0  # counted within one stay in acquire
+            self._unusable = self._unsure = 0  # counted within one stay in acquire
             self._anchor = None
         self.mode = mode
         self.changes.append(change)
