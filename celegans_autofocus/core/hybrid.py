@@ -24,7 +24,7 @@ changed, a :class:`ModeChange` to log and publish (e.g. in /diagnostics).
 Modes (:class:`Mode`):
 
 - ``acquire``: jump by the CNN's prediction (minus its bias near focus, learnt per worm from the frames
-  the measure verified: refines that found a peak and in-focus frames of track) once the
+  the measure verified: the frames of refines that found a peak) once the
   last ``consistency_frames`` predicted best planes (position + offset) agree. The first frame
   after a jump verifies it: the prediction there must show progress (at most ``consistency_steps
   + consistency_fraction * |jump|``; with the model's sigma, its plane must agree with the plane
@@ -174,9 +174,9 @@ class HybridConfig(_Config):
       two neighbours at +-probe_steps, else it is no focus (a refine failure). detail_skewness on the
       simulator, probe 6 steps: 0.2-0.6 at focus, < 0.05 at the broad side lobes of defocused images.
     - ``bias_frames``: the CNN's bias near focus is learnt online, per worm, as the median of the last
-      ``bias_frames`` residuals (raw prediction minus the offset to the fused best plane) on frames the
-      measure verified: the frames of a refine that found a peak (within ``refine_window_steps`` of it)
-      and the in-focus frames of track; residuals beyond ``disagree_steps`` are a wrong model, not a bias.
+      ``bias_frames`` residuals (raw prediction minus the offset to the measure's peak) on the frames of a
+      refine that found a peak (within ``refine_window_steps`` of it; not track's frames, whose best-plane
+      estimate the CNN feeds); residuals beyond ``disagree_steps`` are a wrong model, not a bias.
       With ``min_bias_frames`` residuals it replaces the prior: ``cnn_bias_steps`` for the first worm,
       the median of the biases learnt on the previous worms after a switch. 0 keeps ``cnn_bias_steps``.
     - ``drop_fraction``: the measure "dropped" (re-refine in track; a jump from focus "clearly worse")
@@ -642,7 +642,7 @@ class HybridAutofocus:
                               f"(more than {tol:.0f}): no progress", now_s)
         self._verified = True  # the jump and this prediction agree: this frame needs no further consistency
         sigma = self._sigma_now if self._sigma_now else cfg.cnn_sigma_steps
-        self.tracker.update(now_s, z + pred, sigma)  # a verified CNN plane enters the filter
+        self._fuse(now_s, z + pred, sigma)  # a verified CNN plane enters the filter
         return None
 
     def _undo(self, jump: _Jump, z: int, reason: HybridReason, detail: str, now_s: float) -> HybridDecision:
@@ -812,13 +812,10 @@ class HybridAutofocus:
         if self._measure_ref is None:
             self._measure_ref = m
         dropped = m < self._drop_level(self._measure_ref)
+        if self.cnn_trusted and confident and not dropped:
+            # the measure holds: a CNN plane that agrees with the estimate follows the drift between refines
+            self._fuse(now_s, z + pred, self._sigma_now or cfg.cnn_sigma_steps, only_if_agrees=True)
         best = self.tracker.predict_z(now_s)
-        if (best is not None and self.cnn_trusted and confident and not dropped
-                and abs(z + pred - best) <= self._tolerance(cfg.consistency_steps, self._sigma_now,
-                                                            self.tracker.sigma_z(now_s))):
-            # the measure holds and the CNN agrees with the estimate: its plane follows the drift between refines
-            self.tracker.update(now_s, z + pred, self._sigma_now or cfg.cnn_sigma_steps)
-            best = self.tracker.predict_z(now_s)
         rate = self.tracker.rate_steps_per_s
         drifting = self._peaks >= 2 and abs(rate) > 2.0 * self.tracker.rate_sigma() and (best - z) * rate > 0 \
             if best is not None else False
@@ -911,9 +908,24 @@ class HybridAutofocus:
         if len(self._residuals) >= max(1, cfg.min_bias_frames):
             self.cnn_bias_steps = float(np.median(self._residuals))
 
+    def _fuse(self, t_s: float, z_steps: float, sigma_steps: float, only_if_agrees: bool = False) -> None:
+        """Fuse a best-plane measurement into the filter.
+
+        One that disagrees with the estimate (:meth:`_tolerance` of the two sigmas) is skipped when
+        ``only_if_agrees``; else the plane jumped (a worm switch the tracker did not report, a plane found far
+        from the estimate): the filter forgets its position, keeping the drift rate, before fusing it.
+        """
+        best = self.tracker.predict_z(t_s)
+        if best is not None and abs(z_steps - best) > self._tolerance(self.config.consistency_steps, sigma_steps,
+                                                                      self.tracker.sigma_z(t_s)):
+            if only_if_agrees:
+                return
+            self.tracker.forget_position(t_s)
+        self.tracker.update(t_s, z_steps, sigma_steps)
+
     def _fuse_peak(self, t_s: float, z_steps: float) -> None:
         """Fuse a best plane found by the measure (refine or search): the filter's precise measurements."""
-        self.tracker.update(t_s, z_steps, self.config.refine_sigma_steps)
+        self._fuse(t_s, z_steps, self.config.refine_sigma_steps)
         self._peaks += 1
         self._peak_z = float(z_steps)
 
