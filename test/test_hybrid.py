@@ -502,3 +502,17 @@ def test_unsure_finite_answers_search_after_unsure_frames_while_nan_glitches_wai
     assert rig.reasons() == [R.START] and not any(d.moves for d in rig.decisions)
     with pytest.raises(ValueError, match="unsure_frames must be an integer >= 1"):
         HybridConfig(unsure_frames=0)
+
+
+def test_a_plane_jump_the_tracker_did_not_report_resets_the_estimate_not_the_drift():
+    """A worm switch without target_changed: the new plane, far from the estimate, replaces it (no mixed plane)."""
+    rng = np.random.default_rng(1)
+    noisy = lambda err, t: (err + rng.normal(0.0, 2.0), 5.0)  # noqa: E731
+    rig = Rig(HybridAutofocus(), best=lambda t: 150.0 + 2.0 * t if t < 10.0 else 90.0 + 2.0 * t)
+    errors = []
+    for _ in range(200):
+        errors.append(abs(rig.error()))
+        rig.step(noisy)
+    assert R.FAR_PREDICTION in rig.reasons() and rig.ctrl.mode == Mode.TRACK
+    assert max(errors[130:]) <= 4.0                                      # back on the new plane within 3 s
+    assert rig.ctrl.tracker.rate_steps_per_s == pytest.approx(2.0, abs=1.0)
