@@ -328,7 +328,6 @@ class HybridAutofocus:
         self._plan_bests: list[float] = []
         self._plan_raw: list[tuple[int, float]] = []  # refine frames: (z, raw prediction), for the bias
         self._residuals: deque[float] = deque(maxlen=max(1, self.config.bias_frames))
-        self._peak_z: float | None = None  # this worm's last plane found by the measure
         self._search_interrupted = False  # the CNN cut a search short, and has not found focus since
         self._measure_ref: float | None = None
         self._inconsistent = 0
@@ -817,11 +816,10 @@ class HybridAutofocus:
             self._fuse(now_s, z + pred, self._sigma_now or cfg.cnn_sigma_steps, only_if_agrees=True)
         best = self.tracker.predict_z(now_s)
         rate = self.tracker.rate_steps_per_s
-        drifting = self._peaks >= 2 and abs(rate) > 2.0 * self.tracker.rate_sigma() and (best - z) * rate > 0 \
-            if best is not None else False
-        if (best is not None and abs(best - z) >= cfg.follow_steps
-                and (drifting or abs(best - z) > 2.0 * self.tracker.sigma_z(now_s))):
-            # the plane drifted as the filter says: follow it (a measure drop that it explains needs no refine)
+        off = best - z if best is not None else 0.0
+        drifting = self._peaks >= 2 and abs(rate) > 2.0 * self.tracker.rate_sigma() and off * rate > 0
+        if abs(off) >= cfg.follow_steps and (drifting or abs(off) > 2.0 * self.tracker.sigma_z(now_s)):
+            # the filter says the plane left the lens: follow it (a measure drop that it explains needs no refine)
             return self._move(z, round(best), HybridReason.FOLLOW_DRIFT,
                               f"best-plane estimate {best:.1f} +- {self.tracker.sigma_z(now_s):.1f} "
                               f"(drift {rate:+.2f} steps/s)", now_s)
@@ -927,7 +925,6 @@ class HybridAutofocus:
         """Fuse a best plane found by the measure (refine or search): the filter's precise measurements."""
         self._fuse(t_s, z_steps, self.config.refine_sigma_steps)
         self._peaks += 1
-        self._peak_z = float(z_steps)
 
     def _drop_level(self, reference: float) -> float:
         return reference - self.config.drop_fraction * abs(reference) - self.config.measure_noise
