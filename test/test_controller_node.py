@@ -407,6 +407,9 @@ def test_hybrid_settings_are_tunable_at_run_time_and_bad_ones_refused(ros_harnes
     assert node.hybrid.config.max_strikes == 3
     assert node.set_parameters([Parameter("hybrid_unusable_frames", value=5)])[0].successful
     assert node.hybrid.config.unusable_frames == 5
+    assert node.set_parameters([Parameter("hybrid_unsure_frames", value=2)])[0].successful
+    assert node.hybrid.config.unsure_frames == 2
+    assert not node.set_parameters([Parameter("hybrid_unsure_frames", value=0)])[0].successful
     result = node.set_parameters([Parameter("hybrid_probe_steps", value=50)])[0]   # > refine_span_steps 36
     assert not result.successful and "refine_span_steps" in result.reason
     assert node.hybrid.config.probe_steps == 6

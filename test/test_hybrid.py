@@ -312,19 +312,21 @@ def test_a_refuted_plane_with_sigma_is_matched_within_the_sigmas_not_half_the_di
 
 
 def test_predictions_never_confident_and_of_unclear_sign_fall_back_to_the_search_within_the_limit():
-    n = HybridConfig().unusable_frames
+    n = HybridConfig().unsure_frames
+    assert n < HybridConfig().unusable_frames                            # a repeated unsure answer waits less
     huge = lambda err, t: (err, 1000.0)  # noqa: E731 - right on average, but it says it knows nothing
     rig = Rig(HybridAutofocus(), best=lambda t: 100.0).run(huge, n)
     assert rig.reasons() == [R.START, R.NO_PREDICTIONS] and rig.ctrl.mode == Mode.SEARCH
     assert not any(d.moves for d in rig.decisions[:n - 1])              # held, never moved on them
-    assert "unusable" in rig.ctrl.changes[-1].detail
+    assert "3 of them finite but unsure" in rig.ctrl.changes[-1].detail
     rig.run(huge, 60)
     assert abs(rig.error()) <= 4                                         # the search finds focus regardless
-    # mixed garbage counts as one streak: NaN and unclear predictions alternate
+    # mixed garbage counts as one streak, where NaN glitches do not reset the unsure answers' count
     mixed = lambda err, t: (math.nan, None) if int(t * 10 + 0.5) % 2 else (err, 1000.0)  # noqa: E731
-    rig = Rig(HybridAutofocus(), best=lambda t: 100.0).run(mixed, n)
-    assert rig.reasons() == [R.START, R.NO_PREDICTIONS]
+    rig = Rig(HybridAutofocus(), best=lambda t: 100.0).run(mixed, 2 * n - 1)
+    assert rig.reasons() == [R.START, R.NO_PREDICTIONS] and not any(d.moves for d in rig.decisions[:2 * n - 2])
     # NaN after a jump: it cannot be verified, and the wait for a prediction ends in the search too
+    n = HybridConfig().unusable_frames
     rig = Rig(HybridAutofocus(), best=lambda t: 100.0).run(lambda err, t: 80.0 if t < 0.05 else math.nan, n + 1)
     assert rig.decisions[0].reason == R.JUMP and rig.reasons() == [R.START, R.NO_PREDICTIONS]
     assert not any(d.moves for d in rig.decisions[1:n])
@@ -381,7 +383,7 @@ def test_the_search_after_unconfident_predictions_sweeps_first_where_they_lean()
     The search it falls back to starts its sweep at that side's end; a model leaning the wrong way costs no more
     than the sweep in its usual order.
     """
-    n = HybridConfig().unusable_frames
+    n = HybridConfig().unsure_frames
 
     def leaning(sign):
         return lambda err, t: (err, 5.0) if abs(err) <= 100 else (sign * 0.3 * err, 60.0)
@@ -463,3 +465,54 @@ def test_a_predicted_plane_after_a_switch_is_refined_whatever_the_cnn_says():
     n = len(rig.decisions)
     rig.run(oracle, 10)
     assert rig.decisions[n].reason == R.JUMP and abs(rig.error()) <= 1
+
+
+def test_track_follows_a_steady_drift_on_the_trusted_cnns_agreeing_planes():
+    """Between measure refines, a trusted CNN's confident planes feed the best-plane filter: the lens follows."""
+    rng = np.random.default_rng(0)
+    noisy = lambda err, t: (err + rng.normal(0.0, 2.0), 4.0)  # noqa: E731 - unbiased, sure, 2 steps of noise
+    rig = Rig(HybridAutofocus(), best=lambda t: 150.0 + 2.0 * t)
+    errors = []
+    for _ in range(300):
+        errors.append(abs(rig.error()))
+        rig.step(noisy)
+    assert max(errors[30:]) <= 4.0                                       # measure peaks alone: up to 6.8 steps
+    assert rig.reasons().count(R.MEASURE_DROP) <= 1                      # measure peaks alone: 3 re-refines
+    assert sum(d.reason == R.FOLLOW_DRIFT for d in rig.decisions) >= 20 and rig.ctrl.cnn_trusted
+    # a CNN that disagrees with the estimate is not fused: the lens stays on the measure's focus
+    rig = Rig(HybridAutofocus(), best=lambda t: 150.0).run(noisy, 30)
+    assert rig.ctrl.mode == Mode.TRACK and abs(rig.error()) <= 2
+    rig.run(lambda err, t: (err + 25.0, 4.0), 7)                         # 25 steps off, within disagree_steps
+    assert abs(rig.error()) <= 2 and not any(d.moves for d in rig.decisions[-7:])
+
+
+def test_unsure_finite_answers_search_after_unsure_frames_while_nan_glitches_wait_for_unusable_frames():
+    cfg = HybridConfig()
+    unsure = lambda err, t: (0.4 * err, 57.0)  # noqa: E731 - +60 +- 57 at +150: the side, not the distance
+    rig = Rig(HybridAutofocus(), best=lambda t: 150.0).run(unsure, cfg.unsure_frames)
+    assert rig.reasons() == [R.START, R.NO_PREDICTIONS] and rig.decisions[-1].moves
+    assert rig.decisions[-1].target_steps > 0                             # the sweep starts where they lean
+    # NaN glitches hold up to unusable_frames - 1 frames; the first usable answer after them jumps
+    glitch = lambda err, t: (math.nan, None) if t < (cfg.unusable_frames - 1.5) * 0.1 else (err, 4.0)  # noqa: E731
+    rig = Rig(HybridAutofocus(), best=lambda t: 150.0).run(glitch, cfg.unusable_frames)
+    assert R.NO_PREDICTIONS not in rig.reasons() and rig.decisions[-1].reason == R.JUMP
+    assert not any(d.moves for d in rig.decisions[:-1])
+    # a tunable count
+    rig = Rig(HybridAutofocus(HybridConfig(unsure_frames=5)), best=lambda t: 150.0).run(unsure, 4)
+    assert rig.reasons() == [R.START] and not any(d.moves for d in rig.decisions)
+    with pytest.raises(ValueError, match="unsure_frames must be an integer >= 1"):
+        HybridConfig(unsure_frames=0)
+
+
+def test_a_plane_jump_the_tracker_did_not_report_resets_the_estimate_not_the_drift():
+    """A worm switch without target_changed: the new plane, far from the estimate, replaces it (no mixed plane)."""
+    rng = np.random.default_rng(1)
+    noisy = lambda err, t: (err + rng.normal(0.0, 2.0), 5.0)  # noqa: E731
+    rig = Rig(HybridAutofocus(), best=lambda t: 150.0 + 2.0 * t if t < 10.0 else 90.0 + 2.0 * t)
+    errors = []
+    for _ in range(200):
+        errors.append(abs(rig.error()))
+        rig.step(noisy)
+    assert R.FAR_PREDICTION in rig.reasons() and rig.ctrl.mode == Mode.TRACK
+    assert max(errors[130:]) <= 4.0                                      # back on the new plane within 3 s
+    assert rig.ctrl.tracker.rate_steps_per_s == pytest.approx(2.0, abs=1.0)

@@ -128,7 +128,7 @@ def test_a_model_that_regresses_to_its_mean_far_from_focus_but_says_so_reaches_f
 def test_a_model_that_always_reports_a_huge_sigma_falls_back_to_the_search_within_the_limit():
     sc = Scenario("huge", seed=4, start_offset_steps=100.0, duration_s=6.0)
     trace, loop = _run(sc, HugeSigmaModel)
-    n = HybridConfig().unusable_frames
+    n = HybridConfig().unsure_frames                                      # finite unsure answers: the short count
     changes = loop.ctrl.changes
     assert [c.reason.value for c in changes[:2]] == ["start", "no_predictions"] and changes[1].mode.value == "search"
     assert trace.reasons.index("search:searching") <= n and trace.lens_z[n - 2] == trace.lens_z[0]  # held till then

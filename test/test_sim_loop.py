@@ -246,5 +246,6 @@ def test_hybrid_searches_from_where_an_unsure_bundled_model_leans_and_hands_back
     changes = [(c["mode"], c["reason"]) for c in s["mode_changes"]]
     assert changes[:4] == [("acquire", "start"), ("search", "no_predictions"), ("acquire", "cnn_agrees"),
                            ("refine", "near_focus")], changes
-    assert s["frames_to_focus"] is not None and s["frames_to_focus"] <= 20, s
-    assert s["in_focus_fraction_tracking"] >= 0.8, s
+    # hybrid_unsure_frames (3) unsure answers before the search: 10 frames (15 with the 8 of a NaN streak)
+    assert s["frames_to_focus"] is not None and s["frames_to_focus"] <= 12, s
+    assert s["in_focus_fraction_tracking"] >= 0.9, s

@@ -24,23 +24,25 @@ changed, a :class:`ModeChange` to log and publish (e.g. in /diagnostics).
 Modes (:class:`Mode`):
 
 - ``acquire``: jump by the CNN's prediction (minus its bias near focus, learnt per worm from the frames
-  the measure verified: refines that found a peak and in-focus frames of track) once the
+  the measure verified: the frames of refines that found a peak) once the
   last ``consistency_frames`` predicted best planes (position + offset) agree. The first frame
   after a jump verifies it: the prediction there must show progress (at most ``consistency_steps
   + consistency_fraction * |jump|``; with the model's sigma, its plane must agree with the plane
   jumped to), and a lens that was near focus must not see a clearly worse measure; otherwise the
   jump is undone, its plane refuted and a strike counted against the model. A prediction that is
   not confident but whose sign is clear (|offset| > 2 sigma) gets a cautious step of |offset| - sigma,
-  verified like a jump; ``unusable_frames`` unusable predictions in a row (non-finite, or not
-  confident with an unclear sign) fall back to the search.
+  verified like a jump; ``unsure_frames`` finite predictions that are not confident and of an unclear
+  sign (a settled lens seeing the same view gets the same answer again), or ``unusable_frames`` unusable
+  ones (non-finite too: a camera glitch passes), before a usable one fall back to the search.
 - ``refine``: near focus (|offset| <= ``refine_window_steps``) a measure-guided hill climb in
   ``probe_steps`` steps from where the CNN points, ending with a 3-point parabola; the peak must
   stand ``min_peak_contrast`` above its neighbours, or the refine failed (a strike).
 - ``track``: in focus. Holds while the measure stays near its reference (a sharp worm is not
   disturbed); follows the drift rate of a Kalman filter on the best plane
-  (:class:`core.best_plane.BestPlaneTracker`, fed with measure peaks and verified CNN planes);
-  re-refines when the measure drops; jumps again when it dropped and the CNN confidently says
-  focus is far.
+  (:class:`core.best_plane.BestPlaneTracker`, fed with measure peaks, verified CNN planes and, while the
+  measure holds, every confident plane of a trusted CNN that agrees with the estimate), and moves to the
+  estimate once it is sure the plane left the lens; re-refines when the measure drops; jumps again when it
+  dropped and the CNN confidently says focus is far.
 - ``search``: fallback after ``max_strikes`` strikes (failed verifications, refuted planes, a refine
   that finds no peak, a CNN that disagrees with the measure's peak), oscillating predictions, or
   repeated unusable predictions: :class:`core.control.SearchAutofocus` on the measure, its coarse sweep
@@ -111,7 +113,7 @@ class HybridReason(str, Enum):
     REFINE_FAILED = "refine_failed"    # strike: no measure peak within refine_span_steps
     DISAGREES = "disagrees"            # strike: the CNN's plane is far from the measure's peak
     OSCILLATING = "oscillating"        # fallback: predictions inconsistent for oscillation_frames frames
-    NO_PREDICTIONS = "no_predictions"  # fallback: unusable predictions (acquire) for unusable_frames frames
+    NO_PREDICTIONS = "no_predictions"  # fallback: unsure (unsure_frames) or unusable (unusable_frames) predictions
     CNN_AGREES = "cnn_agrees"          # the CNN is trusted again: it agrees with the measure's focus (search or
     #                                    track -> track) or points at one plane from two lens positions (-> acquire)
     SEARCH_CONVERGED = "search_converged"  # search -> refine (is the peak sharp?), then track on the measure alone
@@ -163,7 +165,8 @@ class HybridConfig(_Config):
       a cautious step of ``|offset| - sigma`` when its sign is clear (``|offset| > 2 sigma``), else a hold.
     - ``cnn_bias_steps``: subtracted from every prediction until a bias is learnt (a prior for the model's bias
       near focus, e.g. what a previous session learnt: :attr:`HybridAutofocus.learnt_bias_steps`).
-    - ``cnn_sigma_steps``: a verified CNN plane's error for the best-plane filter when the model gives none.
+    - ``cnn_sigma_steps``: a CNN plane's error for the best-plane filter when the model gives none (a verified
+      jump's plane; in track, a trusted CNN's plane that agrees with the estimate).
     - ``refine_window_steps``: a prediction at most this far from focus is refined on the measure, not jumped.
     - ``probe_steps``: refine step; ``refine_span_steps``: the farthest a refine climbs from its start.
     - ``measure_noise``: measure differences below this are noise.
@@ -171,9 +174,9 @@ class HybridConfig(_Config):
       two neighbours at +-probe_steps, else it is no focus (a refine failure). detail_skewness on the
       simulator, probe 6 steps: 0.2-0.6 at focus, < 0.05 at the broad side lobes of defocused images.
     - ``bias_frames``: the CNN's bias near focus is learnt online, per worm, as the median of the last
-      ``bias_frames`` residuals (raw prediction minus the offset to the fused best plane) on frames the
-      measure verified: the frames of a refine that found a peak (within ``refine_window_steps`` of it)
-      and the in-focus frames of track; residuals beyond ``disagree_steps`` are a wrong model, not a bias.
+      ``bias_frames`` residuals (raw prediction minus the offset to the measure's peak) on the frames of a
+      refine that found a peak (within ``refine_window_steps`` of it; not track's frames, whose best-plane
+      estimate the CNN feeds); residuals beyond ``disagree_steps`` are a wrong model, not a bias.
       With ``min_bias_frames`` residuals it replaces the prior: ``cnn_bias_steps`` for the first worm,
       the median of the biases learnt on the previous worms after a switch. 0 keeps ``cnn_bias_steps``.
     - ``drop_fraction``: the measure "dropped" (re-refine in track; a jump from focus "clearly worse")
@@ -182,9 +185,14 @@ class HybridConfig(_Config):
       measure's peak; ``disagree_frames`` such frames in track count one strike.
     - ``max_strikes``: strikes against the model before falling back to the search.
     - ``oscillation_frames``: consecutive inconsistent prediction windows before falling back.
-    - ``unusable_frames``: consecutive unusable predictions in acquire (non-finite, or not confident with an
-      unclear sign) before falling back: garbage never costs more than a search.
-    - ``follow_steps``: track moves with the drift estimate once it is this far from the lens.
+    - ``unusable_frames``: unusable predictions in acquire (non-finite, or not confident with an unclear sign)
+      before a usable one, then fall back: garbage never costs more than a search.
+    - ``unsure_frames``: of those, finite but unsure ones (not confident, sign unclear) before falling back:
+      fewer than ``unusable_frames``, as a settled lens repeats such an answer while a NaN glitch passes.
+    - ``follow_steps``: track moves to the best-plane estimate once it is this far from the lens, and either
+      drifting away (a significant rate) or more than two of its sigmas away. While the measure holds, a
+      trusted CNN's confident plane that agrees with the estimate (``_tolerance``) is fused each frame, with
+      the model's sigma or ``cnn_sigma_steps``.
     - ``refine_sigma_steps``: a refined peak's error for the best-plane filter.
     - ``drift_accel_sigma``: the filter's process noise, steps/s per sqrt(s).
     - ``max_drift_steps_per_s``: the filter's drift-rate cap.
@@ -212,6 +220,7 @@ class HybridConfig(_Config):
     max_strikes: int = 2
     oscillation_frames: int = 4
     unusable_frames: int = 8
+    unsure_frames: int = 3
     follow_steps: float = 2.0
     refine_sigma_steps: float = 2.0
     drift_accel_sigma: float = 0.5
@@ -226,7 +235,7 @@ class HybridConfig(_Config):
         self._check_finite()
         name = type(self).__name__
         for key in ("consistency_frames", "probe_steps", "refine_span_steps", "disagree_frames", "max_strikes",
-                    "oscillation_frames", "unusable_frames", "max_move_steps"):
+                    "oscillation_frames", "unusable_frames", "unsure_frames", "max_move_steps"):
             value = getattr(self, key)
             if int(value) != value or value < 1:
                 raise ValueError(f"{name}.{key} must be an integer >= 1, got {value}")
@@ -319,11 +328,11 @@ class HybridAutofocus:
         self._plan_bests: list[float] = []
         self._plan_raw: list[tuple[int, float]] = []  # refine frames: (z, raw prediction), for the bias
         self._residuals: deque[float] = deque(maxlen=max(1, self.config.bias_frames))
-        self._peak_z: float | None = None  # this worm's last plane found by the measure
         self._search_interrupted = False  # the CNN cut a search short, and has not found focus since
         self._measure_ref: float | None = None
         self._inconsistent = 0
         self._unusable = 0
+        self._unsure = 0  # of the unusable predictions, finite ones (not confident, sign unclear)
         self._disagree = 0
         self._agree = 0
         self._sweep: tuple[int, float] | None = None  # search: the last (z, CNN plane), to see the CNN agree again
@@ -451,9 +460,10 @@ class HybridAutofocus:
         clear = pred is not None and (confident or abs(pred) > 2.0 * sigma)  # usable: confident or a clear sign
         self._sigma_now, self._confident_now, self._clear_now = sigma, confident, clear
         if clear:
-            self._unusable = 0
+            self._unusable = self._unsure = 0
         elif self.mode == Mode.ACQUIRE and (bad_pred or pred is not None):
             self._unusable += 1
+            self._unsure += pred is not None
         if pred is not None:
             self._window.append((stamp_s, z, z + pred, sigma))
 
@@ -475,7 +485,7 @@ class HybridAutofocus:
             return self._refine_step(z, m, pred, now_s)
         # acquire
         if bad_pred or pred is None:
-            if self._unusable >= cfg.unusable_frames:
+            if self._give_up():
                 return self._no_predictions(z, m, stamp_s, now_s)
             what = "non-finite prediction" if bad_pred else "no prediction"
             return self._hold(HybridReason.NON_FINITE if bad_pred else HybridReason.COLLECTING,
@@ -519,10 +529,15 @@ class HybridAutofocus:
         return next((r for r, r_sigma in self._refuted
                      if abs(r - best) <= self._tolerance(fixed_steps, sigma, r_sigma)), None)
 
+    def _give_up(self) -> bool:
+        """Return whether the unusable predictions since the last usable one call for the search."""
+        return self._unusable >= self.config.unusable_frames or self._unsure >= self.config.unsure_frames
+
     def _no_predictions(self, z: int, m: float, stamp_s: float, now_s: float) -> HybridDecision:
         self._pending = None  # a jump that cannot be verified stays where it is: the search starts there
-        return self._fallback(HybridReason.NO_PREDICTIONS, f"{self._unusable} unusable predictions in a row "
-                                                           f"(non-finite, or not confident with an unclear sign)",
+        return self._fallback(HybridReason.NO_PREDICTIONS, f"{self._unusable} unusable predictions since the last "
+                                                           f"usable one, {self._unsure} of them finite but unsure "
+                                                           f"(not confident, sign unclear)",
                               z, m, None, stamp_s, now_s)
 
     def _acquire(self, z: int, m: float, pred: float, confident: bool, clear: bool, stamp_s: float,
@@ -536,7 +551,7 @@ class HybridAutofocus:
         at the next frame. The step is verified like a jump, against the plane the chain of steps aims at
         (:meth:`_verify`): a constant answer, whose plane moves with the lens, is refuted once the lens passed
         that plane's two-sigma bound, and the chain is undone to where it started, so the search starts there.
-        An unclear prediction holds; ``unusable_frames`` of them in a row fall back to the search.
+        An unclear prediction holds; ``unsure_frames`` of them fall back to the search (:meth:`_give_up`).
         """
         cfg = self.config
         sigma = self._sigma_now
@@ -545,7 +560,7 @@ class HybridAutofocus:
                                       f"CNN offset {pred:+.1f} within the refine window {cfg.refine_window_steps:g}")
         if not clear:
             self._verified = False
-            if self._unusable >= cfg.unusable_frames:
+            if self._give_up():
                 return self._no_predictions(z, m, stamp_s, now_s)
             return self._hold(HybridReason.COLLECTING, f"prediction {pred:+.1f} +- {sigma:.1f} not confident (sigma "
                                                        f"above {cfg.max_sigma_steps:g}), its sign unclear")
@@ -600,7 +615,7 @@ class HybridAutofocus:
         lens short of the plane, on the same side, with the rest of the way within the two estimates' sigmas, is
         progress (a model that regresses to its mean far from focus says so with a large sigma), and a plane that
         moves with the lens is refuted once it leaves them. Return None when the jump is confirmed (or cannot be
-        judged on this frame); ``unusable_frames`` frames without a prediction fall back to the search.
+        judged on this frame); frames without a usable prediction fall back to the search (:meth:`_give_up`).
         """
         cfg = self.config
         jump = self._pending
@@ -608,7 +623,7 @@ class HybridAutofocus:
             return self._undo(jump, z, HybridReason.VERIFY_WORSE,
                               f"measure {m:.3g} after the jump, {jump.from_measure:.3g} in focus before", now_s)
         if pred is None:
-            if self._unusable >= cfg.unusable_frames:
+            if self._give_up():
                 return self._no_predictions(z, m, stamp_s, now_s)
             return self._hold(HybridReason.COLLECTING, "no prediction to verify the jump on; holding")
         self._pending = None
@@ -626,7 +641,7 @@ class HybridAutofocus:
                               f"(more than {tol:.0f}): no progress", now_s)
         self._verified = True  # the jump and this prediction agree: this frame needs no further consistency
         sigma = self._sigma_now if self._sigma_now else cfg.cnn_sigma_steps
-        self.tracker.update(now_s, z + pred, sigma)  # a verified CNN plane enters the filter
+        self._fuse(now_s, z + pred, sigma)  # a verified CNN plane enters the filter
         return None
 
     def _undo(self, jump: _Jump, z: int, reason: HybridReason, detail: str, now_s: float) -> HybridDecision:
@@ -796,13 +811,18 @@ class HybridAutofocus:
         if self._measure_ref is None:
             self._measure_ref = m
         dropped = m < self._drop_level(self._measure_ref)
+        if self.cnn_trusted and confident and not dropped:
+            # the measure holds: a CNN plane that agrees with the estimate follows the drift between refines
+            self._fuse(now_s, z + pred, self._sigma_now or cfg.cnn_sigma_steps, only_if_agrees=True)
         best = self.tracker.predict_z(now_s)
         rate = self.tracker.rate_steps_per_s
-        if (best is not None and self._peaks >= 2 and abs(rate) > 2.0 * self.tracker.rate_sigma()
-                and abs(best - z) >= cfg.follow_steps and (best - z) * rate > 0):
-            # the plane drifted as the filter says: follow it (a measure drop that it explains needs no refine)
+        off = best - z if best is not None else 0.0
+        drifting = self._peaks >= 2 and abs(rate) > 2.0 * self.tracker.rate_sigma() and off * rate > 0
+        if abs(off) >= cfg.follow_steps and (drifting or abs(off) > 2.0 * self.tracker.sigma_z(now_s)):
+            # the filter says the plane left the lens: follow it (a measure drop that it explains needs no refine)
             return self._move(z, round(best), HybridReason.FOLLOW_DRIFT,
-                              f"best-plane estimate {best:.1f} (drift {rate:+.2f} steps/s)", now_s)
+                              f"best-plane estimate {best:.1f} +- {self.tracker.sigma_z(now_s):.1f} "
+                              f"(drift {rate:+.2f} steps/s)", now_s)
         if dropped:
             full, agree, detail = self._consistent(now_s)
             far = pred is not None and confident and abs(pred) > cfg.refine_window_steps
@@ -818,11 +838,6 @@ class HybridAutofocus:
         if not self.cnn_trusted:
             self._cnn_agrees(pred, z, now_s)
         elif pred is not None:
-            plane = best if self._peaks >= 2 else self._peak_z  # one peak gives no drift rate to trust yet
-            if plane is not None and m >= self._measure_ref - cfg.measure_noise - \
-                    0.5 * cfg.drop_fraction * abs(self._measure_ref):
-                # in focus by the measure: the raw prediction minus the offset to the verified plane is the bias
-                self._learn_bias([pred + self.cnn_bias_steps - (plane - z)])
             self._disagree = self._disagree + 1 if confident and abs(pred) > cfg.disagree_steps else 0
             if self._disagree >= cfg.disagree_frames:
                 self._disagree = 0
@@ -891,11 +906,25 @@ class HybridAutofocus:
         if len(self._residuals) >= max(1, cfg.min_bias_frames):
             self.cnn_bias_steps = float(np.median(self._residuals))
 
+    def _fuse(self, t_s: float, z_steps: float, sigma_steps: float, only_if_agrees: bool = False) -> None:
+        """Fuse a best-plane measurement into the filter.
+
+        One that disagrees with the estimate (:meth:`_tolerance` of the two sigmas) is skipped when
+        ``only_if_agrees``; else the plane jumped (a worm switch the tracker did not report, a plane found far
+        from the estimate): the filter forgets its position, keeping the drift rate, before fusing it.
+        """
+        best = self.tracker.predict_z(t_s)
+        if best is not None and abs(z_steps - best) > self._tolerance(self.config.consistency_steps, sigma_steps,
+                                                                      self.tracker.sigma_z(t_s)):
+            if only_if_agrees:
+                return
+            self.tracker.forget_position(t_s)
+        self.tracker.update(t_s, z_steps, sigma_steps)
+
     def _fuse_peak(self, t_s: float, z_steps: float) -> None:
         """Fuse a best plane found by the measure (refine or search): the filter's precise measurements."""
-        self.tracker.update(t_s, z_steps, self.config.refine_sigma_steps)
+        self._fuse(t_s, z_steps, self.config.refine_sigma_steps)
         self._peaks += 1
-        self._peak_z = float(z_steps)
 
     def _drop_level(self, reference: float) -> float:
         return reference - self.config.drop_fraction * abs(reference) - self.config.measure_noise
@@ -906,7 +935,7 @@ class HybridAutofocus:
     def _change(self, mode: Mode, reason: HybridReason, detail: str, t_s: float) -> ModeChange:
         change = ModeChange(self.mode, mode, reason, detail, float(t_s))
         if mode != self.mode:
-            self._unusable = 0  # counted within one stay in acquire
+            self._unusable = self._unsure = 0  # counted within one stay in acquire
             self._anchor = None
         self.mode = mode
         self.changes.append(change)

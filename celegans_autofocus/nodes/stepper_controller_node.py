@@ -98,7 +98,8 @@ HYBRID_PARAMS = (
           "learnt online from verified frames replaces it (changing it discards what was learnt)",
           range=(-1000.0, 1000.0)),
     Param("hybrid_cnn_sigma_steps", _HYBRID.cnn_sigma_steps,
-          "hybrid: error of a verified CNN plane for the best-plane filter",
+          "hybrid: error of a CNN plane (a verified jump's, an agreeing one in track) for the best-plane filter "
+          "when the model reports no sigma",
           range=(0.1, 10_000.0)),
     Param("hybrid_refine_window_steps", _HYBRID.refine_window_steps,
           "hybrid: predictions within this of focus are refined on the measure",
@@ -132,10 +133,14 @@ HYBRID_PARAMS = (
           "hybrid: inconsistent prediction windows in a row before the search",
           range=(1, 1000)),
     Param("hybrid_unusable_frames", _HYBRID.unusable_frames,
-          "hybrid: unusable predictions in a row in acquire (non-finite, or not confident with an unclear sign) "
-          "before the search", range=(1, 1000)),
+          "hybrid: unusable predictions in acquire (non-finite, or not confident with an unclear sign) before "
+          "a usable one, then the search", range=(1, 1000)),
+    Param("hybrid_unsure_frames", _HYBRID.unsure_frames,
+          "hybrid: of those, finite but unsure ones (not confident, sign unclear) before the search: a settled "
+          "lens repeats them, a NaN glitch passes", range=(1, 1000)),
     Param("hybrid_follow_steps", _HYBRID.follow_steps,
-          "hybrid: track follows the drift estimate once it is this far from the lens",
+          "hybrid: track moves to the best-plane estimate (measure peaks and the trusted CNN's agreeing planes) "
+          "once it is this far from the lens and drifting away or beyond two of its sigmas",
           range=(0.1, 10_000.0)),
     Param("hybrid_refine_sigma_steps", _HYBRID.refine_sigma_steps,
           "hybrid: error of a refined peak for the best-plane filter",
