@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from ..focus import AUTO, RULE_MEASURES, best_plane, get_measure
+from ..focus import AUTO, RULE_CURVES, best_plane, get_measure, measure_values
 from ..images import ImageError
 from ..metrics import DOF_STEPS
 from .errors import DatasetError, StackError
@@ -47,15 +47,15 @@ def check_labeller(measure: str) -> None:
 
 
 def measure_names(measure: str) -> tuple[str, ...]:
-    """Return the focus measures labeller ``measure`` reads (the RULE_MEASURES for AUTO)."""
-    return RULE_MEASURES if measure == AUTO else (measure,)
+    """Return the focus measures labeller ``measure`` reads (the RULE_CURVES for AUTO)."""
+    return RULE_CURVES if measure == AUTO else (measure,)
 
 
 @dataclass
 class Measured:
     """Focus-measure values (name -> z -> value) of one stack's readable images, and the skipped files.
 
-    ``measure`` is one focus measure, or :data:`core.focus.AUTO` with the :data:`core.focus.RULE_MEASURES`.
+    ``measure`` is one focus measure, or :data:`core.focus.AUTO` with the :data:`core.focus.RULE_CURVES`.
     """
 
     stack: Stack
@@ -71,14 +71,14 @@ class Measured:
 def measure_stack(stack: Stack, measure: str, on_image: Callable[[], None] | None = None) -> Measured:
     """Compute the focus measure(s) of every readable image of ``stack`` (full resolution); bad files skipped."""
     check_labeller(measure)
-    fns = {name: get_measure(name) for name in measure_names(measure)}
-    curves: dict[str, dict[int, float]] = {name: {} for name in fns}
+    names = measure_names(measure)
+    curves: dict[str, dict[int, float]] = {name: {} for name in names}
     shapes: dict[int, tuple[int, ...]] = {}
     skipped: list[str] = []
     for z, path in stack.files.items():
         try:
             image = read_image(path)
-            values = {name: fn(image) for name, fn in fns.items()}
+            values = measure_values(image, names)
             bad = [name for name, v in values.items() if not math.isfinite(v)]
             if bad:
                 raise ImageError(f"{path}: {bad[0]} is not finite ({values[bad[0]]})")
@@ -127,7 +127,7 @@ def pick_best(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], measure: st
               agree_steps: float = AGREE_STEPS) -> Pick:
     """Find the best z of one z series and flag it: the rule of ``label`` (and ``bag-eval``'s sweep).
 
-    ``curves``: measure name -> values at ``z_steps`` (ascending), the :data:`core.focus.RULE_MEASURES`
+    ``curves``: measure name -> values at ``z_steps`` (ascending), the :data:`core.focus.RULE_CURVES`
     for AUTO (:func:`core.focus.best_plane`, flagged when the measures disagree), else ``measure``'s
     (its argmax). Either way the focus-curve checks (flat, peak at an end, a second peak, a hole in
     ``holes`` next to the peak) flag it too.
