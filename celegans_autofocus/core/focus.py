@@ -132,11 +132,11 @@ def get_measure(name: str) -> Callable[[np.ndarray], float]:
 
     ``NAME@SIGMA`` is measure NAME on the image pre-filtered by a Gaussian of SIGMA px (:func:`prefiltered`).
     """
-    base, _, sigma = name.partition("@")
+    base, at, sigma = name.partition("@")
     if base not in MEASURES:
         raise ValueError(f"unknown focus measure {name!r}; choose one of {', '.join(MEASURES)} "
                          f"(or NAME@SIGMA: NAME on the image pre-filtered at SIGMA px)")
-    if not sigma:
+    if not at:
         return MEASURES[base]
     try:
         sigma_px = float(sigma)
@@ -366,16 +366,17 @@ def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradie
     dip = _contrast_dip(contrast)
     if dip is not None and dip[0] >= PHASE_DIP:
         pick = int(z[dip[1]])
+        noisy = _noisy(z, gradient, pick, agree_steps)  # noise makes dips too: the contrast of the noise varies
         if near(grad_z) or any(near(e) for e in grad_ext):
-            return BestPlane(pick, "phase", "vollath_f5", None), False
+            return BestPlane(pick, "phase", "vollath_f5", noisy), noisy is not None
         why = f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there"
         dark, lo, hi = _peak(z, skew)
         if hi - lo <= 2 * agree_steps and any(abs(e - dark) <= agree_steps for e in [grad_z, *grad_ext]):
-            return BestPlane(dark, "absorption", "detail_skewness", (
+            return BestPlane(dark, "absorption", "detail_skewness", noisy or (
                 f"contrast mode ambiguous: contrast dips {dip[0]:.0%} at z={pick}, brenner neither peaks nor dips "
                 f"there; detail_skewness peaks at z={dark}, backed by brenner (peak z={grad_z}, extrema "
-                f"z={grad_ext}): read there")), False
-        return BestPlane(pick, "phase", "vollath_f5", why), False
+                f"z={grad_ext}): read there")), noisy is not None
+        return BestPlane(pick, "phase", "vollath_f5", noisy or why), noisy is not None
     pick, lo, hi = _peak(z, skew)
     if hi - lo > 2 * agree_steps:  # the dark detail cannot tell these planes apart: gradient energy chooses
         pick = int(np.clip(round(half_max_centre(z, gradient)), lo, hi))
@@ -389,7 +390,7 @@ def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradie
 
 
 def _noisy(z: np.ndarray, gradient: np.ndarray, pick: int, agree_steps: float) -> str | None:
-    """Return why the dark-detail peak is not trusted when camera noise dominates the detail, else None."""
+    """Return why a pick is not trusted when camera noise dominates the detail, else None."""
     if max(pick - z[0], z[-1] - pick) < NOISE_CHECK_REACH * agree_steps:  # too short to blur the detail away
         return None
     floor = float(gradient.min())
@@ -397,7 +398,8 @@ def _noisy(z: np.ndarray, gradient: np.ndarray, pick: int, agree_steps: float) -
     if spread >= NOISY_GRADIENT_RANGE:
         return None
     return (f"noisy: brenner varies by only {spread:.0%} of its floor over the stack, so camera noise dominates the "
-            f"detail and pulls the detail_skewness peak (z={pick}) toward the planes with the most signal")
+            f"detail: it pulls the detail_skewness peak toward the planes with the most signal and makes contrast "
+            f"dips of its own (picked z={pick})")
 
 
 def _unbacked(z: np.ndarray, contrast: np.ndarray, pick: int, grad_z: int, grad_ext: list[int],
