@@ -171,7 +171,7 @@ def test_a_clean_stack_ignores_its_prefiltered_curves():
 
 
 def test_noise_makes_contrast_dips_too():
-    """A phase reading over noise-dominated gradient energy is flagged noisy, and read again on the pre-filtered images."""
+    """A phase reading over noise-dominated gradient energy is flagged noisy, then read on the pre-filtered images."""
     contrast = 10 + 5 * (bump(-40) + bump(40)) - 12 * bump(28, 4)  # a 'dip' the noise drew at 28
     raw = curves(0.1 + bump(0, 10), contrast, 29 + 0.8 * bump(28))
     assert focus._contrast_dip(contrast)[0] >= focus.PHASE_DIP
@@ -182,7 +182,7 @@ def test_noise_makes_contrast_dips_too():
 
 
 def test_label_reads_a_noisy_image_stack_at_a_coarser_scale(tmp_path):
-    """Images: faint sharp dark dots (in focus at z=12) on an uneven ground, a phase term linear in defocus, camera noise.
+    """Images: faint sharp dark dots (in focus at z=12) on an uneven ground, phase contrast linear in defocus, noise.
 
     The raw curves alone (the previous rule) are noise-dominated and flagged; ``label`` measures the pre-filtered
     curves too and reads the plane there, unflagged.
