@@ -314,8 +314,9 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
       past the pick, the noise dominates; the same rule then reads the curves of the images pre-filtered
       by a Gaussian (``NAME@SIGMA`` in ``curves``) at the finest of NOISE_SCALES_PX whose ``brenner`` passes
       that test. The filter keeps 1 / (4 pi sigma^2) of white noise's variance (1/13 at 1 px, 1/50 at 2 px)
-      and the worm's structure, several px wide. Where every scale given is noise-dominated the stack is
-      flagged, backed or not.
+      and the worm's structure, several px wide, but it blurs the finest detail, which is what fixes the
+      plane most sharply (a coarser image has a deeper depth of field): the stack stays flagged, backed or
+      not, with the coarser reading's own reasons.
 
     A peak is read at the middle of its top (:func:`_peak`); a top wider than 2 x ``agree_steps`` is a
     disagreement too. A ``detail_skewness`` top that broad holds planes the dark detail cannot tell apart
@@ -330,24 +331,25 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
     z = np.asarray(z_steps)
     plane, noisy = _best_plane_at(z, *(np.asarray(curves[m], dtype=np.float64) for m in RULE_MEASURES),
                                   agree_steps=agree_steps)
+    raw_noisy = noisy
     for sigma_px in NOISE_SCALES_PX if noisy else ():
         names = tuple(at_scale(m, sigma_px) for m in RULE_MEASURES)
         if not all(n in curves for n in names):  # curves measured without the coarser scales
             break
-        plane, noisy = _best_plane_at(z, *(np.asarray(curves[n], dtype=np.float64) for n in names),
-                                      agree_steps=agree_steps)
-        note = (f" (read on the images pre-filtered at sigma {sigma_px:g} px: camera noise dominates the "
-                f"finer scales)")
-        plane = replace(plane, measure=at_scale(plane.measure, sigma_px),
-                        disagreement=plane.disagreement and plane.disagreement + note)
+        coarse, noisy = _best_plane_at(z, *(np.asarray(curves[n], dtype=np.float64) for n in names),
+                                       agree_steps=agree_steps)
+        why = (f"{raw_noisy}; read instead on the images pre-filtered at sigma {sigma_px:g} px, which average the "
+               f"noise away but blur the detail that fixes the plane (a deeper depth of field)")
+        plane = replace(coarse, measure=at_scale(coarse.measure, sigma_px),
+                        disagreement=why + (f"; there: {coarse.disagreement}" if coarse.disagreement else ""))
         if not noisy:
             break
     return plane
 
 
 def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradient: np.ndarray,
-                   agree_steps: float) -> tuple[BestPlane, bool]:
-    """Return :func:`best_plane`'s reading of one scale's three curves, and whether noise dominates them."""
+                   agree_steps: float) -> tuple[BestPlane, str | None]:
+    """Return :func:`best_plane`'s reading of one scale's three curves, and why noise dominates them (or None)."""
     grad_z = int(z[int(np.argmax(gradient))])
 
     def near(other: int) -> bool:
@@ -361,22 +363,22 @@ def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradie
         pick, lo, hi = _peak(z, contrast)
         why = broad(lo, hi, "contrast") or (None if near(grad_z) else
                                             f"emission: contrast peaks at z={pick}, brenner at z={grad_z}")
-        return BestPlane(pick, "emission", "vollath_f5", why), False
+        return BestPlane(pick, "emission", "vollath_f5", why), None
     grad_ext = _extrema_z(z, gradient)
     dip = _contrast_dip(contrast)
     if dip is not None and dip[0] >= PHASE_DIP:
         pick = int(z[dip[1]])
         noisy = _noisy(z, gradient, pick, agree_steps)  # noise makes dips too: the contrast of the noise varies
         if near(grad_z) or any(near(e) for e in grad_ext):
-            return BestPlane(pick, "phase", "vollath_f5", noisy), noisy is not None
+            return BestPlane(pick, "phase", "vollath_f5", noisy), noisy
         why = f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there"
         dark, lo, hi = _peak(z, skew)
         if hi - lo <= 2 * agree_steps and any(abs(e - dark) <= agree_steps for e in [grad_z, *grad_ext]):
             return BestPlane(dark, "absorption", "detail_skewness", noisy or (
                 f"contrast mode ambiguous: contrast dips {dip[0]:.0%} at z={pick}, brenner neither peaks nor dips "
                 f"there; detail_skewness peaks at z={dark}, backed by brenner (peak z={grad_z}, extrema "
-                f"z={grad_ext}): read there")), noisy is not None
-        return BestPlane(pick, "phase", "vollath_f5", noisy or why), noisy is not None
+                f"z={grad_ext}): read there")), noisy
+        return BestPlane(pick, "phase", "vollath_f5", noisy or why), noisy
     pick, lo, hi = _peak(z, skew)
     if hi - lo > 2 * agree_steps:  # the dark detail cannot tell these planes apart: gradient energy chooses
         pick = int(np.clip(round(half_max_centre(z, gradient)), lo, hi))
@@ -386,7 +388,7 @@ def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradie
     why = broad(lo, hi, "detail_skewness") or noisy
     if why is None and not backed:
         why = _unbacked(z, contrast, pick, grad_z, grad_ext, agree_steps)
-    return BestPlane(pick, "absorption", "detail_skewness", why), noisy is not None
+    return BestPlane(pick, "absorption", "detail_skewness", why), noisy
 
 
 def _noisy(z: np.ndarray, gradient: np.ndarray, pick: int, agree_steps: float) -> str | None:
