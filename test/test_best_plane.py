@@ -186,12 +186,8 @@ def test_noise_makes_contrast_dips_too():
     assert got.disagreement.startswith("noisy: brenner varies by only 3%") and "; there:" not in got.disagreement
 
 
-def test_label_reads_a_noisy_image_stack_at_a_coarser_scale(tmp_path):
-    """Images: faint sharp dark dots (in focus at z=12) on an uneven ground, phase contrast linear in defocus, noise.
-
-    The raw curves alone (the previous rule) are noise-dominated: flagged, 8 steps off. ``label`` measures the
-    pre-filtered curves too and reads the plane there (still flagged: a coarser reading).
-    """
+def _dots_stack(path: Path, noise_dn: float) -> Stack:
+    """Faint sharp dark dots (in focus at z=12) on an uneven ground, phase contrast linear in defocus, camera noise."""
     rng = np.random.default_rng(1)
     n = 128
     dots = np.zeros((n, n))
@@ -200,14 +196,24 @@ def test_label_reads_a_noisy_image_stack_at_a_coarser_scale(tmp_path):
     dots /= dots.max()
     ground = cv2.GaussianBlur(rng.standard_normal((n, n)), (0, 0), 12.0)
     phase = cv2.Laplacian(cv2.GaussianBlur(rng.standard_normal((n, n)), (0, 0), 4.0), cv2.CV_64F)
+    path.mkdir()
     files = {}
     for z in Z:
         blur_px = 0.5 + abs(z - 12) / 8
         image = (150 + 4 * ground / ground.std() - 4 * (1.5 / blur_px) ** 2 * cv2.GaussianBlur(dots, (0, 0), blur_px)
-                 + 0.1 * (z - 12) * phase / phase.std() + 8 * rng.standard_normal((n, n)))
-        files[int(z)] = tmp_path / f"z_{int(z)}.png"
+                 + 0.1 * (z - 12) * phase / phase.std() + noise_dn * rng.standard_normal((n, n)))
+        files[int(z)] = path / f"z_{int(z)}.png"
         cv2.imwrite(str(files[int(z)]), np.clip(np.rint(image), 0, 255).astype(np.uint8))
-    measured = measure_stack(Stack("p", "s", tmp_path, files, {}), focus.AUTO)
+    return Stack("p", path.name, path, files, {})
+
+
+def test_label_reads_a_noisy_image_stack_at_a_coarser_scale(tmp_path):
+    """The raw curves alone (the previous rule) are noise-dominated: flagged, 8 steps off.
+
+    ``label`` then measures the pre-filtered curves too (a second pass over that stack only) and reads the
+    plane there (still flagged: a coarser reading). A clean stack is measured raw only.
+    """
+    measured = measure_stack(_dots_stack(tmp_path / "noisy", 8.0), focus.AUTO)
     assert set(measured.curves) == set(focus.RULE_CURVES)
     raw_only = Measured(measured.stack, focus.AUTO, {m: measured.curves[m] for m in focus.RULE_MEASURES}, [])
     old = label_measured(raw_only, use_stack_best=False)
@@ -215,6 +221,10 @@ def test_label_reads_a_noisy_image_stack_at_a_coarser_scale(tmp_path):
     res = label_measured(measured, use_stack_best=False)
     assert res.measured_best == 12 and "pre-filtered at sigma 1 px" in res.ambiguous_reason
     assert {r.measure for r in res.rows} == {"auto:detail_skewness@1"}
+    clean = measure_stack(_dots_stack(tmp_path / "clean", 0.5), focus.AUTO)
+    assert set(clean.curves) == set(focus.RULE_MEASURES)
+    res = label_measured(clean, use_stack_best=False)
+    assert not any("@" in r.measure for r in res.rows) and "noisy" not in (res.ambiguous_reason or "")
 
 
 def test_absorption_without_any_backing_is_flagged():

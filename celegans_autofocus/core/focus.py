@@ -347,6 +347,13 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
     return plane
 
 
+def noise_dominated(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_steps: float) -> bool:
+    """Return whether camera noise dominates the raw :data:`RULE_MEASURES` curves, so :func:`best_plane` reads coarser ones."""
+    z = np.asarray(z_steps)
+    return _best_plane_at(z, *(np.asarray(curves[m], dtype=np.float64) for m in RULE_MEASURES),
+                          agree_steps=agree_steps)[1] is not None
+
+
 def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradient: np.ndarray,
                    agree_steps: float) -> tuple[BestPlane, str | None]:
     """Return :func:`best_plane`'s reading of one scale's three curves, and why noise dominates them (or None)."""
