@@ -348,7 +348,7 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
 
 
 def noise_dominated(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_steps: float) -> bool:
-    """Return whether camera noise dominates the raw :data:`RULE_MEASURES` curves, so :func:`best_plane` reads coarser ones."""
+    """Return whether camera noise dominates the raw :data:`RULE_MEASURES` curves (best_plane then reads coarser)."""
     z = np.asarray(z_steps)
     return _best_plane_at(z, *(np.asarray(curves[m], dtype=np.float64) for m in RULE_MEASURES),
                           agree_steps=agree_steps)[1] is not None
