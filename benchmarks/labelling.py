@@ -49,6 +49,7 @@ from celegans_autofocus.core.randomize import random_config  # noqa: E402
 SIM_TOLERANCE_STEPS = 8
 REAL_TOLERANCE_IMAGES = 1
 LABELLERS = [focus.AUTO, *focus.MEASURES]
+CURVES = list(dict.fromkeys([*focus.MEASURES, *focus.RULE_CURVES]))  # every measure, and auto's coarser scales
 VARIANTS = {  # name -> OpticsConfig (None: a random_config draw per stack)
     "default": OpticsConfig(),
     "low_mag": OpticsConfig(um_per_px=3.1),
@@ -64,8 +65,9 @@ def _label_all(stack: Stack, curves: dict[str, dict[int, float]],
     """Each labeller's (best z, flag reason) for one stack's measure curves."""
     out = {}
     for name in LABELLERS:
-        used = focus.RULE_MEASURES if name == focus.AUTO else (name,)
-        res = label_measured(Measured(stack, name, {m: curves[m] for m in used}, []), use_stack_best=False,
+        used = focus.RULE_CURVES if name == focus.AUTO else (name,)
+        res = label_measured(Measured(stack, name, {m: curves[m] for m in used if m in curves}, []),
+                             use_stack_best=False,
                              agree_steps=agree_steps)
         out[name] = (res.measured_best, res.ambiguous_reason)
     return out
@@ -74,11 +76,10 @@ def _label_all(stack: Stack, curves: dict[str, dict[int, float]],
 def real_rows(dataset: Path, agree_steps: float) -> list[dict]:
     rows = []
     for stack in discover(dataset).stacks:
-        curves: dict[str, dict[int, float]] = {m: {} for m in focus.MEASURES}
+        curves: dict[str, dict[int, float]] = {m: {} for m in CURVES}
         for z, path in stack.files.items():
-            image = read_image(path)
-            for m, fn in focus.MEASURES.items():
-                curves[m][z] = fn(image)
+            for m, v in focus.measure_values(read_image(path), CURVES).items():
+                curves[m][z] = v
         rows.append({"set": "real", "group": stack.plate, "stack": stack.name, "truth": int(stack.meta["best_index"]),
                      "tolerance": REAL_TOLERANCE_IMAGES, "picks": _label_all(stack, curves, agree_steps),
                      "curves": curves})
@@ -111,11 +112,10 @@ def sim_rows(per_variant: int, seed: int, range_steps: int, step_every: int, agr
             offsets = best - zs
             renderer = StackRenderer(scene, config, shape, window, rng=rng,
                                      max_offset_steps=float(np.abs(offsets).max()))
-            curves: dict[str, dict[int, float]] = {m: {} for m in focus.MEASURES}
+            curves: dict[str, dict[int, float]] = {m: {} for m in CURVES}
             for z, off in zip(zs, offsets):
-                image = renderer.frame(off)
-                for m, fn in focus.MEASURES.items():
-                    curves[m][int(z)] = fn(image)
+                for m, v in focus.measure_values(renderer.frame(off), CURVES).items():
+                    curves[m][int(z)] = v
             stack = Stack(variant, f"{view}_{k}", Path("."), {int(z): Path(f"z_{int(z)}.png") for z in zs},
                           {"step_um": config.step_um})
             rows.append({"set": "sim", "group": variant, "stack": f"{view}_{k}", "truth": int(best),

@@ -18,11 +18,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from celegans_autofocus.core import focus
-from celegans_autofocus.core.dataset.labelling import AGREE_STEPS, Measured, label_dataset, label_measured
+from celegans_autofocus.core.dataset.labelling import (AGREE_STEPS, Measured, label_dataset, label_measured,
+                                                       measure_stack)
 from celegans_autofocus.core.dataset.labels import read_labels
 from celegans_autofocus.core.dataset.layout import Stack
 from celegans_autofocus.core.dataset.synthetic import write_synthetic_dataset
@@ -125,6 +127,104 @@ def test_noise_dominated_detail_is_flagged_even_when_backed():
     short = focus.best_plane(Z[near], {m: v[near] for m, v in curves(skew, 2 + 3 * bump(-52), 0.1 + bump(-48)).items()},
                              AGREE_STEPS)
     assert short.z_index == -48 and short.disagreement is None
+
+
+def scaled(sigma_px: float, skew, contrast, gradient) -> dict[str, np.ndarray]:
+    return {focus.at_scale(m, sigma_px): v for m, v in curves(skew, contrast, gradient).items()}
+
+
+def test_a_noise_dominated_stack_is_read_on_the_prefiltered_images():
+    """Seed 3004 random/full648_0 (truth 6): raw brenner varies by 25%, the raw skewness peak sits at -36 (a miss).
+
+    Pre-filtered at 1 px the noise keeps 1/13 of its variance: brenner varies by 3x and the dark detail peaks at 0.
+    The coarser reading stays flagged (the filter blurs the finest detail: a deeper depth of field).
+    """
+    raw = curves(0.1 + 0.9 * bump(-36, 10), 2 + 3 * bump(-52), 29 + 4 * bump(-48))
+    at1 = scaled(1, 0.2 + bump(0, 10), 3 + 2 * bump(-40), 2 + 6 * bump(-60) - 1.5 * bump(0, 6))
+    old = focus.best_plane(Z, raw, AGREE_STEPS)  # the curves of the previous rule: flagged, 36 steps off
+    assert old.z_index == -36 and old.disagreement.startswith("noisy: brenner varies by only 14%")
+    got = focus.best_plane(Z, {**raw, **at1}, AGREE_STEPS)
+    assert (got.z_index, got.mode, got.measure) == (0, "absorption", "detail_skewness@1")
+    assert got.disagreement.startswith("noisy: brenner varies by only 14%")
+    assert got.disagreement.endswith("read instead on the images pre-filtered at sigma 1 px, which average the noise "
+                                     "away but blur the detail that fixes the plane (a deeper depth of field)")
+    still = scaled(1, 0.2 + bump(-12, 10), 3 + 2 * bump(-40), 20 + 4 * bump(-12))  # 1 px not enough: 2 px
+    at2 = scaled(2, 0.2 + bump(4, 10), 3 + 2 * bump(-40), 1 + 3 * bump(4))
+    got = focus.best_plane(Z, {**raw, **still, **at2}, AGREE_STEPS)
+    assert (got.z_index, got.measure) == (4, "detail_skewness@2") and "sigma 2 px" in got.disagreement
+    assert "; there:" not in got.disagreement  # backed there
+    finest = focus.best_plane(Z, {**raw, **at1, **at2}, AGREE_STEPS)  # the finest clean scale wins
+    assert finest.measure == "detail_skewness@1"
+    noisy_at2 = scaled(2, 0.2 + bump(4, 10), 3 + 2 * bump(-40), 20 + 3 * bump(4))
+    got = focus.best_plane(Z, {**raw, **still, **noisy_at2}, AGREE_STEPS)  # noise everywhere: flagged, says where
+    assert got.measure == "detail_skewness@2" and "sigma 2 px" in got.disagreement
+    assert "; there: noisy: brenner varies by only 15%" in got.disagreement
+
+
+def test_a_clean_stack_ignores_its_prefiltered_curves():
+    """Scales are consulted only when noise dominates the raw pixels: a clean stack keeps its pick and flags."""
+    clean = curves(0.1 + 0.9 * bump(-48, 10), 2 + 3 * bump(-52), 0.1 + 0.7 * bump(-48))
+    elsewhere = {**scaled(1, 0.2 + bump(20, 10), 3 + bump(20), 1 + bump(20)),
+                 **scaled(2, 0.2 + bump(20, 10), 3 + bump(20), 1 + bump(20))}
+    for given in (clean, {**clean, **elsewhere}):
+        got = focus.best_plane(Z, given, AGREE_STEPS)
+        assert (got.z_index, got.measure, got.disagreement) == (-48, "detail_skewness", None)
+    unbacked = curves(1 + 4 * bump(8), 20 + 10 * bump(-50, 30), bump(56))
+    got = focus.best_plane(Z, {**unbacked, **elsewhere}, AGREE_STEPS)
+    assert got.z_index == 8 and got.measure == "detail_skewness" and "brenner at z=56" in got.disagreement
+
+
+def test_noise_makes_contrast_dips_too():
+    """A phase reading over noise-dominated gradient energy is flagged noisy, then read on the pre-filtered images."""
+    contrast = 10 + 5 * (bump(-40) + bump(40)) - 12 * bump(28, 4)  # a 'dip' the noise drew at 28
+    raw = curves(0.1 + bump(0, 10), contrast, 29 + 0.8 * bump(28))
+    assert focus._contrast_dip(contrast)[0] >= focus.PHASE_DIP
+    old = focus.best_plane(Z, raw, AGREE_STEPS)
+    assert (old.z_index, old.mode) == (28, "phase") and old.disagreement.startswith("noisy: brenner varies by only 3%")
+    got = focus.best_plane(Z, {**raw, **scaled(1, 0.2 + bump(0, 10), 3 + 2 * bump(0), 1 + 3 * bump(0))}, AGREE_STEPS)
+    assert (got.z_index, got.mode, got.measure) == (0, "absorption", "detail_skewness@1")
+    assert got.disagreement.startswith("noisy: brenner varies by only 3%") and "; there:" not in got.disagreement
+
+
+def _dots_stack(path: Path, noise_dn: float) -> Stack:
+    """Faint sharp dark dots (in focus at z=12) on an uneven ground, phase contrast linear in defocus, camera noise."""
+    rng = np.random.default_rng(1)
+    n = 128
+    dots = np.zeros((n, n))
+    dots[tuple(rng.integers(8, n - 8, (2, 25)))] = 1.0
+    dots = cv2.GaussianBlur(dots, (0, 0), 1.5)
+    dots /= dots.max()
+    ground = cv2.GaussianBlur(rng.standard_normal((n, n)), (0, 0), 12.0)
+    phase = cv2.Laplacian(cv2.GaussianBlur(rng.standard_normal((n, n)), (0, 0), 4.0), cv2.CV_64F)
+    path.mkdir()
+    files = {}
+    for z in Z:
+        blur_px = 0.5 + abs(z - 12) / 8
+        image = (150 + 4 * ground / ground.std() - 4 * (1.5 / blur_px) ** 2 * cv2.GaussianBlur(dots, (0, 0), blur_px)
+                 + 0.1 * (z - 12) * phase / phase.std() + noise_dn * rng.standard_normal((n, n)))
+        files[int(z)] = path / f"z_{int(z)}.png"
+        cv2.imwrite(str(files[int(z)]), np.clip(np.rint(image), 0, 255).astype(np.uint8))
+    return Stack("p", path.name, path, files, {})
+
+
+def test_label_reads_a_noisy_image_stack_at_a_coarser_scale(tmp_path):
+    """The raw curves alone (the previous rule) are noise-dominated: flagged, 8 steps off.
+
+    ``label`` then measures the pre-filtered curves too (a second pass over that stack only) and reads the
+    plane there (still flagged: a coarser reading). A clean stack is measured raw only.
+    """
+    measured = measure_stack(_dots_stack(tmp_path / "noisy", 8.0), focus.AUTO)
+    assert set(measured.curves) == set(focus.RULE_CURVES)
+    raw_only = Measured(measured.stack, focus.AUTO, {m: measured.curves[m] for m in focus.RULE_MEASURES}, [])
+    old = label_measured(raw_only, use_stack_best=False)
+    assert old.ambiguous_reason.startswith("noisy:") and abs(old.measured_best - 12) == 8
+    res = label_measured(measured, use_stack_best=False)
+    assert res.measured_best == 12 and "pre-filtered at sigma 1 px" in res.ambiguous_reason
+    assert {r.measure for r in res.rows} == {"auto:detail_skewness@1"}
+    clean = measure_stack(_dots_stack(tmp_path / "clean", 0.5), focus.AUTO)
+    assert set(clean.curves) == set(focus.RULE_MEASURES)
+    res = label_measured(clean, use_stack_best=False)
+    assert not any("@" in r.measure for r in res.rows) and "noisy" not in (res.ambiguous_reason or "")
 
 
 def test_absorption_without_any_backing_is_flagged():

@@ -98,3 +98,20 @@ def test_registry():
     assert focus.DEFAULT_MEASURE in focus.MEASURES
     with pytest.raises(ValueError, match="unknown focus measure 'f6'.*vollath_f5"):
         focus.get_measure("f6")
+
+
+def test_prefiltered_measures_average_white_noise_away():
+    """``NAME@SIGMA``: the measure of the image pre-filtered by a Gaussian of SIGMA px; noise keeps 1/(4 pi sigma^2)."""
+    noise = np.random.default_rng(0).normal(128, 10, (200, 200))
+    assert focus.get_measure("brenner@2")(noise) == pytest.approx(focus.brenner(focus.prefiltered(noise, 2.0)))
+    raw_var, var_2px = focus.prefiltered(noise, 1e-3).var(), focus.prefiltered(noise, 2.0).var()
+    assert var_2px / raw_var == pytest.approx(1 / (4 * np.pi * 2.0**2), rel=0.2)
+    values = focus.measure_values(noise.astype(np.uint8), focus.RULE_CURVES)  # one pre-filter per scale, same values
+    assert list(values) == list(focus.RULE_CURVES)
+    assert all(values[m] == pytest.approx(focus.get_measure(m)(noise.astype(np.uint8))) for m in focus.RULE_CURVES)
+    assert set(focus.RULE_MEASURES) < set(focus.RULE_CURVES) and "vollath_f5@1" in focus.RULE_CURVES
+    for bad in ("brenner@", "brenner@x", "brenner@0", "brenner@-1", "brenner@inf"):
+        with pytest.raises(ValueError, match="positive number of px"):
+            focus.get_measure(bad)
+    with pytest.raises(ValueError, match="unknown focus measure 'f6@1'"):
+        focus.get_measure("f6@1")

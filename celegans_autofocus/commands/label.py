@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
 
         for res in report.labelled:
             if res.ambiguous_reason:
-                plot_focus_curves(res.curves, res.measured_best, res.ambiguous_reason,
+                scale = res.rows[0].measure.partition("@")[2]  # auto: the curves of the scale it read (NAME@SIGMA)
+                shown = {name: c for name, c in res.curves.items() if name.partition("@")[2] == scale}
+                plot_focus_curves(shown, res.measured_best, res.ambiguous_reason,
                                   args.plots / f"{res.stack.plate}__{res.stack.name}.png",
                                   title=f"{res.stack.plate}/{res.stack.name}", mode=res.mode)
     from_yaml = sum(r.best_from == "stack.yaml" for r in report.labelled)

@@ -35,7 +35,7 @@ brightness level.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
 import cv2
@@ -102,6 +102,15 @@ def detail_skewness(image: np.ndarray) -> float:
     return float(-(detail**3).mean() / m2**1.5)
 
 
+def prefiltered(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Return the image smoothed by a Gaussian of ``sigma_px`` (mirrored borders), as float64.
+
+    White camera noise of variance s^2 keeps s^2 / (4 pi sigma_px^2) of it; worm structure several pixels
+    wide survives.
+    """
+    return cv2.GaussianBlur(_as_float(image), (0, 0), sigma_px, borderType=cv2.BORDER_REFLECT_101)
+
+
 MEASURES: dict[str, Callable[[np.ndarray], float]] = {
     "vollath_f4": vollath_f4,
     "vollath_f5": vollath_f5,
@@ -113,12 +122,46 @@ MEASURES: dict[str, Callable[[np.ndarray], float]] = {
 }
 
 
+def at_scale(name: str, sigma_px: float) -> str:
+    """Return the name of measure ``name`` taken on the image pre-filtered at ``sigma_px`` (e.g. ``brenner@2``)."""
+    return f"{name}@{sigma_px:g}"
+
+
 def get_measure(name: str) -> Callable[[np.ndarray], float]:
-    """Look up a focus measure by name, with a clear error listing the valid ones."""
+    """Look up a focus measure by name, with a clear error listing the valid ones.
+
+    ``NAME@SIGMA`` is measure NAME on the image pre-filtered by a Gaussian of SIGMA px (:func:`prefiltered`).
+    """
+    base, at, sigma = name.partition("@")
+    if base not in MEASURES:
+        raise ValueError(f"unknown focus measure {name!r}; choose one of {', '.join(MEASURES)} "
+                         f"(or NAME@SIGMA: NAME on the image pre-filtered at SIGMA px)")
+    if not at:
+        return MEASURES[base]
     try:
-        return MEASURES[name]
-    except KeyError:
-        raise ValueError(f"unknown focus measure {name!r}; choose one of {', '.join(MEASURES)}") from None
+        sigma_px = float(sigma)
+    except ValueError:
+        sigma_px = float("nan")
+    if not 0 < sigma_px < float("inf"):
+        raise ValueError(f"focus measure {name!r}: the pre-filter sigma after '@' must be a positive number of px")
+    fn = MEASURES[base]
+    return lambda image: fn(prefiltered(image, sigma_px))
+
+
+def measure_values(image: np.ndarray, names: tuple[str, ...] | list[str]) -> dict[str, float]:
+    """Return the focus measures ``names`` (:func:`get_measure` names) of one image, pre-filtering once per scale."""
+    fns = {name: get_measure(name) for name in names}  # checks every name first
+    by_scale: dict[str, list[str]] = {}
+    for name in names:
+        by_scale.setdefault(name.partition("@")[2], []).append(name)
+    out = {}
+    for sigma, group in by_scale.items():
+        if not sigma:
+            out.update({name: fns[name](image) for name in group})
+            continue
+        smooth = prefiltered(image, float(sigma))
+        out.update({name: MEASURES[name.partition("@")[0]](smooth) for name in group})
+    return out
 
 
 #: The per-image measure of the live pipeline (focus/measure, the hybrid; chosen by benchmarks/focus_measures.md).
@@ -130,6 +173,11 @@ DEFAULT_MEASURE = "detail_skewness"
 AUTO = "auto"
 #: The curves :func:`best_plane` reads: dark-detail skewness, contrast (variance), gradient energy.
 RULE_MEASURES = ("detail_skewness", "vollath_f5", "brenner")
+#: The coarser scales :func:`best_plane` reads the same curves at when camera noise dominates the raw pixels:
+#: Gaussian pre-filter sigmas (px), finest first.
+NOISE_SCALES_PX = (1.0, 2.0)
+#: Every curve ``label`` measures for :func:`best_plane`: the RULE_MEASURES raw and at each NOISE_SCALES_PX.
+RULE_CURVES = RULE_MEASURES + tuple(at_scale(m, s) for s in NOISE_SCALES_PX for m in RULE_MEASURES)
 #: Median detail_skewness below -EMISSION_SKEW: bright detail on a dark ground (fluorescence, darkfield).
 EMISSION_SKEW = 1.5
 #: A contrast dip this deep (1 - dip / lower flanking maximum) marks a phase object.
@@ -263,7 +311,12 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
       toward the planes with the most signal (a phase lobe, 9-21 steps off). Noise adds 2 sigma^2 to
       ``brenner`` at every plane; when ``brenner`` varies by less than NOISY_GRADIENT_RANGE of its
       lowest value over a stack that reaches NOISE_CHECK_REACH x ``agree_steps`` (two depths of field)
-      past the pick, the stack is flagged, backed or not.
+      past the pick, the noise dominates; the same rule then reads the curves of the images pre-filtered
+      by a Gaussian (``NAME@SIGMA`` in ``curves``) at the finest of NOISE_SCALES_PX whose ``brenner`` passes
+      that test. The filter keeps 1 / (4 pi sigma^2) of white noise's variance (1/13 at 1 px, 1/50 at 2 px)
+      and the worm's structure, several px wide, but it blurs the finest detail, which is what fixes the
+      plane most sharply (a coarser image has a deeper depth of field): the stack stays flagged, backed or
+      not, with the coarser reading's own reasons.
 
     A peak is read at the middle of its top (:func:`_peak`); a top wider than 2 x ``agree_steps`` is a
     disagreement too. A ``detail_skewness`` top that broad holds planes the dark detail cannot tell apart
@@ -276,7 +329,34 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
     ``disagreement`` says why the plane is not backed; the caller flags the stack.
     """
     z = np.asarray(z_steps)
-    skew, contrast, gradient = (np.asarray(curves[m], dtype=np.float64) for m in RULE_MEASURES)
+    plane, noisy = _best_plane_at(z, *(np.asarray(curves[m], dtype=np.float64) for m in RULE_MEASURES),
+                                  agree_steps=agree_steps)
+    raw_noisy = noisy
+    for sigma_px in NOISE_SCALES_PX if noisy else ():
+        names = tuple(at_scale(m, sigma_px) for m in RULE_MEASURES)
+        if not all(n in curves for n in names):  # curves measured without the coarser scales
+            break
+        coarse, noisy = _best_plane_at(z, *(np.asarray(curves[n], dtype=np.float64) for n in names),
+                                       agree_steps=agree_steps)
+        why = (f"{raw_noisy}; read instead on the images pre-filtered at sigma {sigma_px:g} px, which average the "
+               f"noise away but blur the detail that fixes the plane (a deeper depth of field)")
+        plane = replace(coarse, measure=at_scale(coarse.measure, sigma_px),
+                        disagreement=why + (f"; there: {coarse.disagreement}" if coarse.disagreement else ""))
+        if not noisy:
+            break
+    return plane
+
+
+def noise_dominated(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_steps: float) -> bool:
+    """Return whether camera noise dominates the raw :data:`RULE_MEASURES` curves (best_plane then reads coarser)."""
+    z = np.asarray(z_steps)
+    return _best_plane_at(z, *(np.asarray(curves[m], dtype=np.float64) for m in RULE_MEASURES),
+                          agree_steps=agree_steps)[1] is not None
+
+
+def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradient: np.ndarray,
+                   agree_steps: float) -> tuple[BestPlane, str | None]:
+    """Return :func:`best_plane`'s reading of one scale's three curves, and why noise dominates them (or None)."""
     grad_z = int(z[int(np.argmax(gradient))])
 
     def near(other: int) -> bool:
@@ -290,34 +370,36 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
         pick, lo, hi = _peak(z, contrast)
         why = broad(lo, hi, "contrast") or (None if near(grad_z) else
                                             f"emission: contrast peaks at z={pick}, brenner at z={grad_z}")
-        return BestPlane(pick, "emission", "vollath_f5", why)
+        return BestPlane(pick, "emission", "vollath_f5", why), None
     grad_ext = _extrema_z(z, gradient)
     dip = _contrast_dip(contrast)
     if dip is not None and dip[0] >= PHASE_DIP:
         pick = int(z[dip[1]])
+        noisy = _noisy(z, gradient, pick, agree_steps)  # noise makes dips too: the contrast of the noise varies
         if near(grad_z) or any(near(e) for e in grad_ext):
-            return BestPlane(pick, "phase", "vollath_f5", None)
+            return BestPlane(pick, "phase", "vollath_f5", noisy), noisy
         why = f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there"
         dark, lo, hi = _peak(z, skew)
         if hi - lo <= 2 * agree_steps and any(abs(e - dark) <= agree_steps for e in [grad_z, *grad_ext]):
-            return BestPlane(dark, "absorption", "detail_skewness", (
+            return BestPlane(dark, "absorption", "detail_skewness", noisy or (
                 f"contrast mode ambiguous: contrast dips {dip[0]:.0%} at z={pick}, brenner neither peaks nor dips "
                 f"there; detail_skewness peaks at z={dark}, backed by brenner (peak z={grad_z}, extrema "
-                f"z={grad_ext}): read there"))
-        return BestPlane(pick, "phase", "vollath_f5", why)
+                f"z={grad_ext}): read there")), noisy
+        return BestPlane(pick, "phase", "vollath_f5", noisy or why), noisy
     pick, lo, hi = _peak(z, skew)
     if hi - lo > 2 * agree_steps:  # the dark detail cannot tell these planes apart: gradient energy chooses
         pick = int(np.clip(round(half_max_centre(z, gradient)), lo, hi))
     contrast_peaks = _extrema_z(z, contrast, dips=False)
     backed = near(grad_z) or any(near(e) for e in grad_ext + contrast_peaks)
-    why = broad(lo, hi, "detail_skewness") or _noisy(z, gradient, pick, agree_steps)
+    noisy = _noisy(z, gradient, pick, agree_steps)
+    why = broad(lo, hi, "detail_skewness") or noisy
     if why is None and not backed:
         why = _unbacked(z, contrast, pick, grad_z, grad_ext, agree_steps)
-    return BestPlane(pick, "absorption", "detail_skewness", why)
+    return BestPlane(pick, "absorption", "detail_skewness", why), noisy
 
 
 def _noisy(z: np.ndarray, gradient: np.ndarray, pick: int, agree_steps: float) -> str | None:
-    """Return why the dark-detail peak is not trusted when camera noise dominates the detail, else None."""
+    """Return why a pick is not trusted when camera noise dominates the detail, else None."""
     if max(pick - z[0], z[-1] - pick) < NOISE_CHECK_REACH * agree_steps:  # too short to blur the detail away
         return None
     floor = float(gradient.min())
@@ -325,7 +407,8 @@ def _noisy(z: np.ndarray, gradient: np.ndarray, pick: int, agree_steps: float) -
     if spread >= NOISY_GRADIENT_RANGE:
         return None
     return (f"noisy: brenner varies by only {spread:.0%} of its floor over the stack, so camera noise dominates the "
-            f"detail and pulls the detail_skewness peak (z={pick}) toward the planes with the most signal")
+            f"detail: it pulls the detail_skewness peak toward the planes with the most signal and makes contrast "
+            f"dips of its own (picked z={pick})")
 
 
 def _unbacked(z: np.ndarray, contrast: np.ndarray, pick: int, grad_z: int, grad_ext: list[int],

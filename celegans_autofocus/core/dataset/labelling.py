@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
-from ..focus import AUTO, RULE_MEASURES, best_plane, get_measure
+from ..focus import AUTO, RULE_CURVES, RULE_MEASURES, best_plane, get_measure, measure_values, noise_dominated
 from ..images import ImageError
 from ..metrics import DOF_STEPS
 from .errors import DatasetError, StackError
@@ -47,7 +47,11 @@ def check_labeller(measure: str) -> None:
 
 
 def measure_names(measure: str) -> tuple[str, ...]:
-    """Return the focus measures labeller ``measure`` reads (the RULE_MEASURES for AUTO)."""
+    """Return the focus measures labeller ``measure`` reads on every image (the raw RULE_MEASURES for AUTO).
+
+    AUTO's pre-filtered curves (the rest of RULE_CURVES) are measured only for noise-dominated stacks
+    (:func:`measure_stack`).
+    """
     return RULE_MEASURES if measure == AUTO else (measure,)
 
 
@@ -55,7 +59,8 @@ def measure_names(measure: str) -> tuple[str, ...]:
 class Measured:
     """Focus-measure values (name -> z -> value) of one stack's readable images, and the skipped files.
 
-    ``measure`` is one focus measure, or :data:`core.focus.AUTO` with the :data:`core.focus.RULE_MEASURES`.
+    ``measure`` is one focus measure, or :data:`core.focus.AUTO` with the :data:`core.focus.RULE_MEASURES` (and,
+    for a noise-dominated stack, the rest of :data:`core.focus.RULE_CURVES`).
     """
 
     stack: Stack
@@ -68,17 +73,34 @@ class Measured:
         return sorted(next(iter(self.curves.values()), {}))
 
 
-def measure_stack(stack: Stack, measure: str, on_image: Callable[[], None] | None = None) -> Measured:
-    """Compute the focus measure(s) of every readable image of ``stack`` (full resolution); bad files skipped."""
+def measure_stack(stack: Stack, measure: str, on_image: Callable[[], None] | None = None,
+                  agree_steps: float = AGREE_STEPS) -> Measured:
+    """Compute the focus measure(s) of every readable image of ``stack`` (full resolution); bad files skipped.
+
+    For AUTO, a stack whose raw curves are noise-dominated (:func:`core.focus.noise_dominated`) is read a
+    second time for the pre-filtered curves :func:`core.focus.best_plane` then reads (all of RULE_CURVES).
+    """
     check_labeller(measure)
-    fns = {name: get_measure(name) for name in measure_names(measure)}
-    curves: dict[str, dict[int, float]] = {name: {} for name in fns}
+    measured = _measure(stack, measure, measure_names(measure), stack.files, on_image)
+    z = np.array(measured.z_steps)
+    if measure == AUTO and z.size >= MIN_IMAGES and noise_dominated(
+            z, {m: np.array([measured.curves[m][k] for k in z]) for m in RULE_MEASURES}, agree_steps):
+        coarse = _measure(stack, measure, RULE_CURVES[len(RULE_MEASURES):], {k: stack.files[k] for k in z}, None)
+        if coarse.z_steps == measured.z_steps:  # else an image changed meanwhile: the raw reading, flagged noisy
+            measured.curves.update(coarse.curves)
+    return measured
+
+
+def _measure(stack: Stack, measure: str, names: tuple[str, ...], files: Mapping[int, Path],
+             on_image: Callable[[], None] | None) -> Measured:
+    """Measure ``names`` on the images ``files`` (z -> path) of ``stack``; unreadable and odd-sized files skipped."""
+    curves: dict[str, dict[int, float]] = {name: {} for name in names}
     shapes: dict[int, tuple[int, ...]] = {}
     skipped: list[str] = []
-    for z, path in stack.files.items():
+    for z, path in files.items():
         try:
             image = read_image(path)
-            values = {name: fn(image) for name, fn in fns.items()}
+            values = measure_values(image, names)
             bad = [name for name, v in values.items() if not math.isfinite(v)]
             if bad:
                 raise ImageError(f"{path}: {bad[0]} is not finite ({values[bad[0]]})")
@@ -127,7 +149,7 @@ def pick_best(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], measure: st
               agree_steps: float = AGREE_STEPS) -> Pick:
     """Find the best z of one z series and flag it: the rule of ``label`` (and ``bag-eval``'s sweep).
 
-    ``curves``: measure name -> values at ``z_steps`` (ascending), the :data:`core.focus.RULE_MEASURES`
+    ``curves``: measure name -> values at ``z_steps`` (ascending), the :data:`core.focus.RULE_CURVES`
     for AUTO (:func:`core.focus.best_plane`, flagged when the measures disagree), else ``measure``'s
     (its argmax). Either way the focus-curve checks (flat, peak at an end, a second peak, a hole in
     ``holes`` next to the peak) flag it too.
@@ -172,7 +194,7 @@ def label_measured(measured: Measured, use_stack_best: bool = True, agree_steps:
 def label_stack(stack: Stack, measure: str, use_stack_best: bool = True,
                 on_image: Callable[[], None] | None = None, agree_steps: float = AGREE_STEPS) -> StackResult:
     """Measure and label one stack (see :mod:`core.dataset`). Raises :class:`StackError` when it cannot."""
-    return label_measured(measure_stack(stack, measure, on_image), use_stack_best, agree_steps)
+    return label_measured(measure_stack(stack, measure, on_image, agree_steps), use_stack_best, agree_steps)
 
 
 @dataclass
@@ -258,11 +280,12 @@ def label_dataset(dataset: Path, measure: str = AUTO, use_stack_best: bool = Tru
     advance(0)
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for stack, res in zip(todo, pool.map(measure_stack, todo, [measure] * len(todo))):
+            n = len(todo)
+            for stack, res in zip(todo, pool.map(measure_stack, todo, [measure] * n, [None] * n, [agree_steps] * n)):
                 advance(len(stack.files))
                 measured.append(res)
     else:
-        measured.extend(measure_stack(stack, measure, on_image=advance) for stack in todo)
+        measured.extend(measure_stack(stack, measure, advance, agree_steps) for stack in todo)
     for m in measured:
         report.skipped_files.extend(m.skipped)
         try:
