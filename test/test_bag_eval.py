@@ -92,13 +92,19 @@ def test_truth_reference_every_encoding(tmp_path, oracle_model, capsys, storage,
     assert (tmp_path / "r.png").stat().st_size > 10_000
 
 
-def _worm_frames(true_best: int):
-    """Frame at motor z of a simulated worm crop whose best plane is ``true_best``."""
+def _worm_frames(true_best: int, noise_dn: float = 0.0):
+    """Frame at motor z of a simulated worm crop whose best plane is ``true_best``, plus camera noise (grey levels)."""
     cfg = optics.OpticsConfig()
     scene = optics.make_scene(np.random.default_rng(2), cfg, 1)
     window = crop_window(scene.worms[0].centroid_px, 128, (cfg.frame_height_px, cfg.frame_width_px))
     renderer = optics.StackRenderer(scene, cfg, (128, 128), window_px=window, seed=0)
-    return lambda z: renderer.frame(true_best - z)
+    if not noise_dn:
+        return lambda z: renderer.frame(true_best - z)
+    rng = np.random.default_rng(7)
+
+    def noisy(z: int) -> np.ndarray:
+        return np.clip(renderer.frame(true_best - z) + rng.normal(0.0, noise_dn, (128, 128)), 0, 255).astype(np.uint8)
+    return noisy
 
 
 def _emitter_frames(true_best: int):
@@ -139,12 +145,15 @@ def _sweep_eval(tmp_path: Path, bag: Path, chosen: list[str], name: str = "r") -
     return json.loads((tmp_path / f"{name}.json").read_text())
 
 
-@pytest.mark.parametrize("measure", [None, "vollath_f5"])
-def test_sweep_reference_labels_as_label_does(tmp_path, measure):
-    """The sweep's best z and flag are label's: its default labeller (auto), or the one --measure names."""
+@pytest.mark.parametrize("measure, noise_dn", [(None, 0.0), ("vollath_f5", 0.0), (None, 30.0)])
+def test_sweep_reference_labels_as_label_does(tmp_path, measure, noise_dn):
+    """The sweep's best z and flag are label's: its default labeller (auto), or the one --measure names.
+
+    With camera noise that dominates the raw curves, both read the pre-filtered ones (raw: z=16, pre-filtered: 20).
+    """
     true_best, zs = 20, list(range(-60, 61, 4))
     chosen = [] if measure is None else ["--measure", measure]
-    report = _sweep_eval(tmp_path, _sweep_bag(tmp_path, zs, _worm_frames(true_best)), chosen)
+    report = _sweep_eval(tmp_path, _sweep_bag(tmp_path, zs, _worm_frames(true_best, noise_dn)), chosen)
     info = report["info"]
     assert info["reference"] == "sweep" and info["frames_moving"] == 1 and info["sweep_positions"] == len(zs)
     assert info["measure"] == (measure or "auto")
@@ -155,6 +164,7 @@ def test_sweep_reference_labels_as_label_does(tmp_path, measure):
     assert {r.ambiguous for r in labels} == {info["ambiguous"] is not None}
     if measure is None:
         assert abs(info["best_z_steps"] - true_best) <= 8 and info["contrast_mode"] == "absorption"
+        assert ("@" in info["best_from"]) == bool(noise_dn)  # the noisy sweep was read on pre-filtered images
 
 
 def test_sweep_default_finds_an_emitters_focus(tmp_path):

@@ -132,15 +132,17 @@ def _joint_position(msg, name: str, topic: str) -> float | None:
     return float(msg.position[i]) if len(msg.position) > i else None
 
 
-def replay(bag, topics: dict[str, str | None], predictor, measure_fns: dict, joint_name: str,
+def replay(bag, topics: dict[str, str | None], predictor, measures: tuple[str, ...], joint_name: str,
            max_frames: int, cropper=None) -> Replay:
     """Make one pass over the bag.
 
-    Predict every frame (on ``cropper``'s worm crop if given), collect truth, live offsets and joint states.
+    Predict every frame (on ``cropper``'s worm crop if given) and take its focus ``measures`` (a sweep's),
+    collect truth, live offsets and joint states.
     """
     from tqdm import tqdm
 
     from ..core.detection import crop_image
+    from ..core.focus import measure_values
     from ..core.images import ImageError
     from ..core.predictor import NonFiniteOutputError
     from ..recording import image_from_msg
@@ -171,7 +173,7 @@ def replay(bag, topics: dict[str, str | None], predictor, measure_fns: dict, joi
                 pred = math.nan
                 out.non_finite += 1
             latency_ms = (time.perf_counter() - t0) * 1e3
-            values = {name: fn(seen) for name, fn in measure_fns.items()}  # the sweep labels what the model sees
+            values = measure_values(seen, measures)  # the sweep labels what the model sees
             out.frames.append(Frame(stamp, pred, latency_ms, values))
             bar.update()
         elif topic == topics.get("truth"):
@@ -298,8 +300,7 @@ def _resolve_topics(bag, args, image_topic: str) -> tuple[dict[str, str | None],
 
 def run(args: argparse.Namespace) -> int:
     from ..core.detection import WormCropper
-    from ..core.dataset.labelling import measure_names
-    from ..core.focus import get_measure
+    from ..core.dataset.labelling import sweep_measure_names
     from ..core.predictor import FocusPredictor, ModelError, default_model_path
     from ..recording import BagError, BagReader
 
@@ -316,10 +317,9 @@ def run(args: argparse.Namespace) -> int:
         with BagReader(args.bag) as bag:
             image_topic, view = choose_view(args, bag, predictor.metadata)
             topics, reference = _resolve_topics(bag, args, image_topic)
-            measure_fns = ({name: get_measure(name) for name in measure_names(args.measure)}
-                           if reference == "sweep" else {})
+            measures = sweep_measure_names(args.measure) if reference == "sweep" else ()
             cropper = WormCropper(fov_px=args.fov, full_width_px=args.full_width_px) if view == "detect" else None
-            rep = replay(bag, topics, predictor, measure_fns, args.joint_name, args.max_frames, cropper)
+            rep = replay(bag, topics, predictor, measures, args.joint_name, args.max_frames, cropper)
         if not rep.frames:
             raise EvalError(f"bag {args.bag}: no usable frame on {topics['image']}"
                             + (f" ({len(rep.bad_frames)} undecodable; first: {rep.bad_frames[0]})"

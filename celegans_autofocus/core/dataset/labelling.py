@@ -55,6 +55,16 @@ def measure_names(measure: str) -> tuple[str, ...]:
     return RULE_MEASURES if measure == AUTO else (measure,)
 
 
+def sweep_measure_names(measure: str) -> tuple[str, ...]:
+    """Return the focus measures one pass over a recorded sweep takes for labeller ``measure`` (``bag-eval``).
+
+    AUTO's are all of RULE_CURVES: a replay cannot go back for the pre-filtered curves of a noise-dominated
+    sweep, so it reads the stack as :func:`measure_stack` does, whatever the noise. ValueError for an unknown one.
+    """
+    check_labeller(measure)
+    return RULE_CURVES if measure == AUTO else measure_names(measure)
+
+
 @dataclass
 class Measured:
     """Focus-measure values (name -> z -> value) of one stack's readable images, and the skipped files.
