@@ -127,40 +127,41 @@ def at_scale(name: str, sigma_px: float) -> str:
     return f"{name}@{sigma_px:g}"
 
 
-def get_measure(name: str) -> Callable[[np.ndarray], float]:
-    """Look up a focus measure by name, with a clear error listing the valid ones.
-
-    ``NAME@SIGMA`` is measure NAME on the image pre-filtered by a Gaussian of SIGMA px (:func:`prefiltered`).
-    """
+def parse_measure(name: str) -> tuple[Callable[[np.ndarray], float], float | None]:
+    """Return (measure function, pre-filter sigma in px or None) of ``name``; ValueError naming the valid ones."""
     base, at, sigma = name.partition("@")
     if base not in MEASURES:
         raise ValueError(f"unknown focus measure {name!r}; choose one of {', '.join(MEASURES)} "
                          f"(or NAME@SIGMA: NAME on the image pre-filtered at SIGMA px)")
     if not at:
-        return MEASURES[base]
+        return MEASURES[base], None
     try:
         sigma_px = float(sigma)
     except ValueError:
         sigma_px = float("nan")
     if not 0 < sigma_px < float("inf"):
         raise ValueError(f"focus measure {name!r}: the pre-filter sigma after '@' must be a positive number of px")
-    fn = MEASURES[base]
-    return lambda image: fn(prefiltered(image, sigma_px))
+    return MEASURES[base], sigma_px
+
+
+def get_measure(name: str) -> Callable[[np.ndarray], float]:
+    """Look up a focus measure by name, with a clear error listing the valid ones.
+
+    ``NAME@SIGMA`` is measure NAME on the image pre-filtered by a Gaussian of SIGMA px (:func:`prefiltered`).
+    """
+    fn, sigma_px = parse_measure(name)
+    return fn if sigma_px is None else lambda image: fn(prefiltered(image, sigma_px))
 
 
 def measure_values(image: np.ndarray, names: tuple[str, ...] | list[str]) -> dict[str, float]:
     """Return the focus measures ``names`` (:func:`get_measure` names) of one image, pre-filtering once per scale."""
-    fns = {name: get_measure(name) for name in names}  # checks every name first
-    by_scale: dict[str, list[str]] = {}
-    for name in names:
-        by_scale.setdefault(name.partition("@")[2], []).append(name)
+    parsed = {name: parse_measure(name) for name in names}  # checks every name first
+    views: dict[float | None, np.ndarray] = {}
     out = {}
-    for sigma, group in by_scale.items():
-        if not sigma:
-            out.update({name: fns[name](image) for name in group})
-            continue
-        smooth = prefiltered(image, float(sigma))
-        out.update({name: MEASURES[name.partition("@")[0]](smooth) for name in group})
+    for name, (fn, sigma_px) in parsed.items():
+        if sigma_px not in views:
+            views[sigma_px] = image if sigma_px is None else prefiltered(image, sigma_px)
+        out[name] = fn(views[sigma_px])
     return out
 
 
