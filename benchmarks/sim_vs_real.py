@@ -83,11 +83,12 @@ def real_stats(folder: Path, fov_px: int) -> tuple[dict, list[dict]]:
     return {"source": meta["source"], "um_per_px": um, "known": meta.get("um_per_px") is not None}, rows
 
 
-def sim_stats(n: int, seed: int, randomised: bool, fov_px: int) -> list[dict]:
+def sim_stats(n: int, seed: int, draw_config, fov_px: int) -> list[dict]:
+    """Statistics of ``n`` in-focus crops, each scene's optics from ``draw_config(rng)``."""
     rows = []
     rng = np.random.default_rng(seed)
     for _ in range(n):
-        config = randomize.random_config(rng) if randomised else optics.OpticsConfig()
+        config = draw_config(rng)
         scene = optics.make_scene(rng, config, int(rng.integers(1, 3)))
         side = int(math.ceil(fov_px * UM_PER_PX / config.um_per_px * 1.3))
         window = crop_window(scene.worms[0].centroid_px, side, (config.frame_height_px, config.frame_width_px))
@@ -127,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         info, rows = sources[-1]
         print(f"{info['source']}: {len(rows)} frames, {info['um_per_px']:.2f} um/px "
               f"({'known' if info['known'] else 'estimated'})", file=sys.stderr)
-    sims = {"sim default": sim_stats(args.sim_n, args.seed, False, args.fov),
-            "sim randomised": sim_stats(args.sim_n, args.seed + 1, True, args.fov)}
+    sims = {"sim default": sim_stats(args.sim_n, args.seed, lambda rng: optics.OpticsConfig(), args.fov),
+            "sim randomised": sim_stats(args.sim_n, args.seed + 1, randomize.random_config, args.fov)}
 
     print("Median (min..max) per set; relative to the local background level, width in px at 1.55 um/px.\n")
     print("| set | frames (detected: default / relaxed) | " + " | ".join(STATS) + " |")

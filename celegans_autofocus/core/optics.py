@@ -74,14 +74,14 @@ class OpticsConfig:
     um_per_px: float = UM_PER_PX
     wavelength_um: float = 0.55
     na: float = 0.08
-    condenser_na: float = 0.03
+    condenser_na: float = 0.05
     frame_width_px: int = FULL_FRAME_WH_PX[0]
     frame_height_px: int = FULL_FRAME_WH_PX[1]
     n_medium: float = 1.33
-    n_worm: float = 1.38
+    n_worm: float = 1.375
     worm_length_um: tuple[float, float] = (850.0, 1150.0)
     worm_width_um: tuple[float, float] = (50.0, 80.0)
-    full_well_e: float = 10000.0
+    full_well_e: float = 38000.0
     read_noise_e: float = 3.0
     vignetting: float = 0.25
     noise: bool = True
@@ -93,21 +93,22 @@ class OpticsConfig:
     #: budget (px) for rasterizing a larger whole-binned view (the live full field) once on the native grid: its
     #: spectrum, band-limited by the pupil, is then propagated per frame on the coarsest grid that holds the band.
     max_band_raster_px: int = 8_000_000
-    # Specimen appearance (defaults: the look the bundled model was trained on; core.randomize varies them).
-    body_absorb_per_um: float = 0.0015  # amplitude absorption of the body per um of chord
+    # Specimen and camera look. Defaults: fitted to real in-focus adults (benchmarks/calibrate_optics.md);
+    # core.randomize varies them.
+    body_absorb_per_um: float = 0.0013  # amplitude absorption of the body per um of chord
     cuticle_absorb_per_um: float = 0.05  # extra absorption of the 1 um cuticle shell
-    inclusion_scale: float = 1.0  # multiplies index contrast and absorption of gut granules, bulbs, eggs in utero
+    inclusion_scale: float = 0.9  # multiplies index contrast and absorption of gut granules, bulbs, eggs in utero
     lawn_scale: float = 1.0  # multiplies the bacterial lawn's thickness
     agar_scale: float = 1.0  # multiplies the agar surface undulation
-    particle_density_scale: float = 1.0
+    particle_density_scale: float = 0.3
     eggs_per_mm2: float = 0.0  # laid eggs on the agar
     tracks: int = 0  # crawling tracks (shallow sinusoidal grooves) per scene
     brightness: tuple[float, float] = (0.55, 0.8)  # background level range, fraction of 8-bit full scale
-    # Camera (applied to the 8-bit frame; defaults: off).
+    # Camera (applied to the 8-bit frame; defaults: a soft lens, the rest off).
     gamma: float = 1.0  # output = 255 * (linear / 255) ** (1 / gamma)
     jpeg_quality: int = 0  # 0 = none, else the frame is JPEG-compressed at this quality
-    motion_blur_px: float = 0.0  # linear blur along a random direction, in output px
-    blur_sigma_px: float = 0.0  # Gaussian blur (lens aberrations, soft camera optics), in output px
+    motion_blur_px: float = 0.0  # linear blur along a random direction, in camera px (um_per_px)
+    blur_sigma_px: float = 3.5  # Gaussian blur (lens aberrations, soft camera optics), in camera px (um_per_px)
     sharpen: float = 0.0  # the camera's unsharp mask (after noise): out = x + sharpen * (x - blur_1px(x))
 
     @property
@@ -592,9 +593,10 @@ class StackRenderer:
         r2 = ((xs[None, :] - cx) ** 2 + (ys[:, None] - cy) ** 2) / (cx * cx + cy * cy)
         self._gain_dn = (255.0 * scene.brightness * (1 - config.vignetting * r2)).astype(np.float32)
         self._native_px_per_out = out_scale_px**2
+        self._blur_sigma_out_px = config.blur_sigma_px / out_scale_px  # blurs are sensor-side: camera px -> output px
         self._blur_kernel = None
         if config.motion_blur_px > 0:
-            self._blur_kernel = _motion_kernel(config.motion_blur_px, float(self.rng.uniform(0, np.pi)))
+            self._blur_kernel = _motion_kernel(config.motion_blur_px / out_scale_px, float(self.rng.uniform(0, np.pi)))
 
     def intensity(self, offset_steps: float) -> np.ndarray:
         """Noise-free image intensity at ``offset_steps`` on ``out_shape`` (1 = unobstructed light; read-only)."""
@@ -648,8 +650,8 @@ class StackRenderer:
 
     def camera(self, inten: np.ndarray) -> np.ndarray:
         """Return the 8-bit camera image of an ``intensity`` (left unchanged): blur, vignetting, noise, gamma, JPEG."""
-        if self.config.blur_sigma_px > 0:
-            inten = cv2.GaussianBlur(inten, (0, 0), self.config.blur_sigma_px, borderType=cv2.BORDER_REFLECT)
+        if self._blur_sigma_out_px > 0:
+            inten = cv2.GaussianBlur(inten, (0, 0), self._blur_sigma_out_px, borderType=cv2.BORDER_REFLECT)
         if self._blur_kernel is not None:
             inten = cv2.filter2D(inten, -1, self._blur_kernel, borderType=cv2.BORDER_REFLECT)
         dn = inten * self._gain_dn
