@@ -86,17 +86,33 @@ def test_weak_phase_object_is_invisible_in_focus_and_antisymmetric():
 
 @pytest.mark.parametrize("seed", [3, 5])
 def test_in_focus_image_matches_the_specimen_best(seed):
-    """Within the depth of field, the image nearest offset 0 reproduces the specimen's |t|^2 best."""
-    scene = optics.make_scene(np.random.default_rng(seed), QUIET, 1)
+    """Within the depth of field, the image nearest offset 0 reproduces the specimen's |t|^2 best (no lens blur)."""
+    sharp_lens = replace(QUIET, blur_sigma_px=0.0)
+    scene = optics.make_scene(np.random.default_rng(seed), sharp_lens, 1)
     x0, y0, w, h = scene.worms[0].bbox_px
     window = (x0 - 40, y0 - 40, w + 80, h + 80)
     grid = optics._Grid(window[0], window[1], 1.0, (window[3], window[2]))
-    specimen = np.abs(optics._rasterize(scene, QUIET, grid)) ** 2
-    renderer = StackRenderer(scene, QUIET, None, window, max_offset_steps=10)
+    specimen = np.abs(optics._rasterize(scene, sharp_lens, grid)) ** 2
+    renderer = StackRenderer(scene, sharp_lens, None, window, max_offset_steps=10)
     errors = {d: float(np.abs(renderer.intensity(d) - specimen).mean()) for d in range(-8, 9, 2)}
     best = min(errors, key=errors.get)
     assert abs(best) <= 2
     assert min(errors[8], errors[-8]) > 1.1 * errors[best]
+
+
+@pytest.mark.parametrize("offset_steps", [0, 40])
+def test_lens_blur_is_a_gaussian_psf_in_camera_px(offset_steps):
+    """The lens blur convolves the intensity with a Gaussian of blur_sigma_px camera px, at any defocus."""
+    scene = optics.make_scene(np.random.default_rng(4), QUIET, 1)
+    x0, y0, _, _ = scene.worms[0].bbox_px
+    window = (x0, y0, 240, 200)
+    sharp = StackRenderer(scene, replace(QUIET, blur_sigma_px=0.0), None, window, max_offset_steps=50)
+    soft = StackRenderer(scene, replace(QUIET, blur_sigma_px=3.5), None, window, max_offset_steps=50)
+    expected = cv2.GaussianBlur(sharp.intensity(offset_steps), (0, 0), 3.5)
+    got = soft.intensity(offset_steps)
+    inner = (slice(15, -15), slice(15, -15))  # away from the reflected border of the reference blur
+    assert np.abs(got - expected)[inner].max() < 0.02
+    assert np.abs(got - sharp.intensity(offset_steps))[inner].max() > 0.1
 
 
 def test_reproducible_with_seed():

@@ -33,7 +33,8 @@ Model (scalar, thin object, Fresnel regime):
   coherence (condenser NA): by the Fourier shift theorem a source point tilted by ``q`` shifts
   the defocused intensity by ``lambda*dz*q``, so the source disc blurs the coherent intensity
   by a Gaussian of sigma ``|dz|*condenser_na/2`` (pupil-clipping differences between source
-  points are approximated by the soft pupil edge).
+  points are approximated by the soft pupil edge). The lens's own blur (``blur_sigma_px``, an
+  incoherent Gaussian PSF) adds to that sigma in quadrature, on the same padded grid.
 - Camera: object-space pixels of ``um_per_px``, quadratic vignetting, Poisson-Gaussian noise
   (shot noise in its Gaussian limit, thousands of electrons) and 8-bit output.
 
@@ -539,7 +540,7 @@ class StackRenderer:
         na_outer = config.na + config.condenser_na
         dx_needed_um = config.wavelength_um / (2 * na_outer)  # Nyquist of the field's band
         dz_max_um = abs(max_offset_steps) * config.step_um
-        pad_um = dz_max_um * (config.na + 2.5 * config.condenser_na) + 10.0
+        pad_um = dz_max_um * (config.na + 2.5 * config.condenser_na) + 3 * config.blur_sigma_px * config.um_per_px + 10.0
         # Native grid (or an integer subdivision of it) when it fits the budget: a binned window then is
         # the native render binned, whatever out_shape; else max_oversample x the output's sampling.
         sub = max(1, math.ceil(config.um_per_px / dx_needed_um - 1e-9))
@@ -593,9 +594,9 @@ class StackRenderer:
         r2 = ((xs[None, :] - cx) ** 2 + (ys[:, None] - cy) ** 2) / (cx * cx + cy * cy)
         self._gain_dn = (255.0 * scene.brightness * (1 - config.vignetting * r2)).astype(np.float32)
         self._native_px_per_out = out_scale_px**2
-        self._blur_sigma_out_px = config.blur_sigma_px / out_scale_px  # blurs are sensor-side: camera px -> output px
         self._blur_kernel = None
         if config.motion_blur_px > 0:
+            # Camera px -> output px (the motion smears the sensor image).
             self._blur_kernel = _motion_kernel(config.motion_blur_px / out_scale_px, float(self.rng.uniform(0, np.pi)))
 
     def intensity(self, offset_steps: float) -> np.ndarray:
@@ -622,7 +623,7 @@ class StackRenderer:
         field = cv2.dft(self._buf.view(np.float32).reshape(*self._buf.shape, 2),
                         flags=cv2.DFT_INVERSE | cv2.DFT_SCALE | cv2.DFT_COMPLEX_OUTPUT)
         i0, j0, rows, cols = self._crop
-        sigma = abs(dz_um) * cfg.condenser_na / 2 / self.dx_um
+        sigma = math.hypot(abs(dz_um) * cfg.condenser_na / 2, cfg.blur_sigma_px * cfg.um_per_px) / self.dx_um
         if self._bin is not None and sigma >= _BLUR_AFTER_BIN_MIN_PX * self._bin:
             # A blur this wide is smooth on the output grid: bin the window and a margin of whole output px,
             # then blur there (far cheaper than on the fine grid; near focus the order matters, see the constant).
@@ -649,9 +650,8 @@ class StackRenderer:
         return self.camera(self.intensity(offset_steps))
 
     def camera(self, inten: np.ndarray) -> np.ndarray:
-        """Return the 8-bit camera image of an ``intensity`` (left unchanged): blur, vignetting, noise, gamma, JPEG."""
-        if self._blur_sigma_out_px > 0:
-            inten = cv2.GaussianBlur(inten, (0, 0), self._blur_sigma_out_px, borderType=cv2.BORDER_REFLECT)
+        """Return the 8-bit camera image of an ``intensity`` (left unchanged): motion blur, vignetting, noise, gamma,
+        JPEG (the lens blur is in the intensity)."""
         if self._blur_kernel is not None:
             inten = cv2.filter2D(inten, -1, self._blur_kernel, borderType=cv2.BORDER_REFLECT)
         dn = inten * self._gain_dn
