@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Fit the simulator's default specimen and camera look to real in-focus adult worms.
+"""Fit the simulator's specimen and camera look to real in-focus adult worms (``core.optics.LOOKS["real_adult"]``).
 
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibrate_optics.py /work/realworms/frames
 
@@ -20,9 +20,9 @@ The target is the median of ``core.appearance``'s statistics on one real source'
 ``biondong``: adults on a plate at 1.49 um/px, the simulator's own scale), measured exactly as
 benchmarks/sim_vs_real.py measures them. A seeded random search draws ``--candidates`` variants of
 ``OpticsConfig()`` in SEARCH (every candidate renders the same ``--n`` scenes in focus: common random
-numbers) and scores each by LOSS; the best one and the current default are then measured again on
-``--check-n`` fresh scenes, next to every real source. The winner is what ``OpticsConfig()``'s defaults
-were set to (core/optics.py); benchmarks/calibrate_optics.md has the run.
+numbers) and scores each by LOSS; the best one is then measured again on ``--check-n`` fresh scenes, next
+to every real source, the default look and ``real_adult`` (the winner of the committed run, rounded).
+``--figure`` draws in-focus crops of both looks next to real ones. benchmarks/calibrate_optics.md has the run.
 """
 from __future__ import annotations
 
@@ -32,12 +32,16 @@ import math
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sim_vs_real  # noqa: E402
 
-from celegans_autofocus.core import optics  # noqa: E402
+from celegans_autofocus.core import appearance, optics  # noqa: E402
+from celegans_autofocus.core.detection import crop_window  # noqa: E402
+from celegans_autofocus.core.sensor import UM_PER_PX  # noqa: E402
 
 #: name -> (low, high, log-uniform): the parameters fitted (what shapes an in-focus worm and the field). The
 #: objective's NA stays 0.08: it sets the depth of field (~17 steps; the paper: 25 steps off still looks sharp).
@@ -88,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=8, help="scenes per candidate")
     ap.add_argument("--check-n", type=int, default=60, help="fresh scenes for the final comparison")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--figure", type=Path, help="write a montage of real and simulated in-focus crops here")
     args = ap.parse_args(argv)
 
     reals = {}
@@ -111,15 +116,55 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {lv:.1f} | " + " | ".join(f"{params[k]:.4g}" for k in SEARCH) + " |")
 
     best = scored[0][0]
-    check = {"sim default": measure({}, args.check_n, args.seed + 1),
-             "sim calibrated": measure(best, args.check_n, args.seed + 1)}
+    check = {"sim default look": measure({}, args.check_n, args.seed + 1),
+             "sim best of this search": measure(best, args.check_n, args.seed + 1),
+             "sim real_adult look": measure(optics.LOOKS["real_adult"], args.check_n, args.seed + 1)}
     print(f"\nCheck on {args.check_n} fresh scenes (medians; loss against {args.target}):\n")
     print("| set | loss | " + " | ".join(LOSS) + " |")
     print("|---" * (len(LOSS) + 2) + "|")
     for name, stats in [*reals.items(), *check.items()]:
         print(f"| {name} | {loss(stats, target):.1f} | " + " | ".join(f"{stats[k]:.3f}" for k in LOSS) + " |")
     print("\nBest parameters: " + ", ".join(f"{k}={v:.4g}" for k, v in best.items()))
+    if args.figure:
+        figure(args.real_root / args.target, args.figure, args.seed + 2)
+        print(f"wrote {args.figure}")
     return 0
+
+
+def _sim_crop(params: dict, rng: np.random.Generator) -> np.ndarray:
+    config = dataclasses.replace(optics.OpticsConfig(), **params)
+    scene = optics.make_scene(rng, config, 1)
+    window = crop_window(scene.worms[0].centroid_px, 500, (config.frame_height_px, config.frame_width_px))
+    return optics.StackRenderer(scene, config, None, window, max_offset_steps=1).frame(0.0)
+
+
+def figure(real_folder: Path, out: Path, seed: int, per_row: int = 4) -> None:
+    """In-focus 500 px crops: real frames of the target source, the default look, the real_adult look."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    meta = yaml.safe_load((real_folder / "frames.yaml").read_text())
+    um = meta.get("um_per_px") or 1.49
+    real = []
+    for f in meta["frames"][::max(1, len(meta["frames"]) // per_row)][:per_row]:
+        gray = appearance.to_reference_scale(cv2.imread(str(real_folder / f["file"]), cv2.IMREAD_GRAYSCALE), um)
+        found = appearance.find_and_crop(gray, 500)
+        real.append(found[0] if found else gray[:500, :500])
+    rows = {f"real ({real_folder.name})": real,
+            "default look": [_sim_crop({}, np.random.default_rng(seed + i)) for i in range(per_row)],
+            "real_adult look": [_sim_crop(optics.LOOKS["real_adult"], np.random.default_rng(seed + i))
+                                for i in range(per_row)]}
+    fig, axes = plt.subplots(len(rows), per_row, figsize=(2.2 * per_row, 2.3 * len(rows)))
+    for r, (name, crops) in enumerate(rows.items()):
+        for c, crop in enumerate(crops):
+            axes[r, c].imshow(crop, cmap="gray", vmin=0, vmax=255)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(name)
+    fig.suptitle("In focus, 500 px at 1.55 um/px (same scenes in the two simulated rows)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
 
 
 if __name__ == "__main__":

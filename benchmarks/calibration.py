@@ -15,7 +15,7 @@
 """Calibration of a model's predicted uncertainty on held-out synthetic crops: share of errors within k sigma.
 
     PYTHONPATH=. .venv/bin/python benchmarks/calibration.py MODEL.onnx [MORE.onnx ...] \
-        [--views 64] [--seed 2024] [--fov-px 500 1000] [--range-steps 200] [--png benchmarks/calibration.png]
+        [--views 64] [--seed 2024] [--fov-px 500 1000] [--range-steps 200] [--look default] [--png benchmarks/calibration.png]
     (figures: benchmarks/calibration.md)
 
 Held-out set: ``views`` random scenes of ``seed`` (not the training seeds, nor the validation seed 999 that
@@ -41,7 +41,7 @@ RENDER_PX = 128
 KS = np.linspace(0.0, 3.0, 61)
 
 
-def held_out(input_px: int, views: int, seed: int, fovs: list[int], range_steps: float):
+def held_out(input_px: int, views: int, seed: int, fovs: list[int], range_steps: float, look: str = "default"):
     """(preprocessed images, true offsets, fov per image) of the held-out renders."""
     from celegans_autofocus.training.config import TrainConfig
     from celegans_autofocus.training.synthetic import SyntheticValidation
@@ -49,7 +49,7 @@ def held_out(input_px: int, views: int, seed: int, fovs: list[int], range_steps:
     cfg = TrainConfig(input_px=input_px, crops=True, synthetic_crop_fraction=1.0, synthetic_offsets_per_view=10,
                       synthetic_oversample=RENDER_PX / input_px, synthetic_crop_jitter=0.08,
                       synthetic_val=views * 10, synthetic_val_seed=seed, synthetic_val_fov_px=fovs,
-                      synthetic_val_range_steps=range_steps)
+                      synthetic_val_range_steps=range_steps, synthetic_look=look)
     val = SyntheticValidation(cfg, PreprocessSpec(input_px=input_px))
     return val.images.astype(np.float32), val.offsets_steps, val.fov_px
 
@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--fov-px", type=int, nargs="+", default=[500, 1000])
     parser.add_argument("--range-steps", type=float, default=200.0)
+    parser.add_argument("--look", default="default", help="core.optics.LOOKS name of the held-out renders")
     parser.add_argument("--png", type=Path, default=Path("benchmarks/calibration.png"))
     args = parser.parse_args()
     predictors = [FocusPredictor(m, providers=["CPUExecutionProvider"], intra_op_threads=1) for m in args.models]
@@ -113,7 +114,7 @@ def main() -> None:
     for p in predictors:
         px = p.spec.input_px
         if px not in data:
-            data[px] = held_out(px, args.views, args.seed, args.fov_px, args.range_steps)
+            data[px] = held_out(px, args.views, args.seed, args.fov_px, args.range_steps, args.look)
         images, true, fov = data[px]
         offsets, sigmas = p.predict_batch_with_sigma(list(images))
         err = offsets - true

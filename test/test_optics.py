@@ -86,14 +86,13 @@ def test_weak_phase_object_is_invisible_in_focus_and_antisymmetric():
 
 @pytest.mark.parametrize("seed", [3, 5])
 def test_in_focus_image_matches_the_specimen_best(seed):
-    """Within the depth of field, the image nearest offset 0 reproduces the specimen's |t|^2 best (no lens blur)."""
-    sharp_lens = replace(QUIET, blur_sigma_px=0.0)
-    scene = optics.make_scene(np.random.default_rng(seed), sharp_lens, 1)
+    """Within the depth of field, the image nearest offset 0 reproduces the specimen's |t|^2 best."""
+    scene = optics.make_scene(np.random.default_rng(seed), QUIET, 1)
     x0, y0, w, h = scene.worms[0].bbox_px
     window = (x0 - 40, y0 - 40, w + 80, h + 80)
     grid = optics._Grid(window[0], window[1], 1.0, (window[3], window[2]))
-    specimen = np.abs(optics._rasterize(scene, sharp_lens, grid)) ** 2
-    renderer = StackRenderer(scene, sharp_lens, None, window, max_offset_steps=10)
+    specimen = np.abs(optics._rasterize(scene, QUIET, grid)) ** 2
+    renderer = StackRenderer(scene, QUIET, None, window, max_offset_steps=10)
     errors = {d: float(np.abs(renderer.intensity(d) - specimen).mean()) for d in range(-8, 9, 2)}
     best = min(errors, key=errors.get)
     assert abs(best) <= 2
@@ -113,6 +112,30 @@ def test_lens_blur_is_a_gaussian_psf_in_camera_px(offset_steps):
     inner = (slice(15, -15), slice(15, -15))  # away from the reflected border of the reference blur
     assert np.abs(got - expected)[inner].max() < 0.02
     assert np.abs(got - sharp.intensity(offset_steps))[inner].max() > 0.1
+
+
+def test_looks_are_named_overrides_and_real_adult_has_a_lighter_rim_and_no_halo():
+    """LOOKS["real_adult"] (fitted to real adults) loses the default look's dark rim and bright halo."""
+    from celegans_autofocus.core import appearance
+    from celegans_autofocus.core.detection import crop_window
+
+    assert optics.look_config("default") == OpticsConfig()
+    assert optics.look_config("real_adult").blur_sigma_px == optics.LOOKS["real_adult"]["blur_sigma_px"]
+    with pytest.raises(ValueError, match="unknown look 'nope'; known: default, real_adult"):
+        optics.look_config("nope")
+    stats = {}
+    for name in ("default", "real_adult"):
+        config = replace(optics.look_config(name), noise=False)
+        rows = []
+        for seed in range(3):
+            scene = optics.make_scene(np.random.default_rng(seed), config, 1)
+            window = crop_window(scene.worms[0].centroid_px, 500, (1944, 2592))
+            found = appearance.find_and_crop(StackRenderer(scene, config, None, window, max_offset_steps=1).frame(0), 500)
+            rows.append(appearance.crop_stats(found[0], found[1].centroid_px))
+        stats[name] = {k: np.median([getattr(r, k) for r in rows]) for k in ("core", "rim", "ring_p95")}
+    default, real = stats["default"], stats["real_adult"]
+    assert default["rim"] < default["core"] - 0.1 and default["ring_p95"] > 0.08  # dark rim, bright halo
+    assert real["rim"] > real["core"] - 0.05 and real["ring_p95"] < 0.05         # as real adults (calibrate_optics.md)
 
 
 def test_reproducible_with_seed():

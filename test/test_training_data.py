@@ -30,6 +30,7 @@ pytestmark = pytest.mark.skipif(not TRAINING, reason="needs the [train] extra (t
 if TRAINING:
     import torch
 
+    from celegans_autofocus.core import optics
     from celegans_autofocus.core.images import PreprocessSpec
     from celegans_autofocus.training.checkpoint import CheckpointError
     from celegans_autofocus.training.config import TrainConfig
@@ -220,6 +221,22 @@ def test_randomised_views_draw_other_optics_and_leave_the_default_pool_alone():
     assert np.array_equal(every.images, again.images)  # still a pure function of the seed
     with pytest.raises(ValueError, match="synthetic_randomize"):
         TrainConfig(**{**SYNTH, "synthetic_randomize": 1.5}).validate()
+
+
+def test_synthetic_look_renders_training_and_validation_views_through_that_look():
+    """synthetic_look: the views not randomised (and the validation) have core.optics.LOOKS' look; a new pool key."""
+    spec = PreprocessSpec(input_px=32)
+    plain = SyntheticPool(TrainConfig(**SYNTH), spec)
+    real = SyntheticPool(TrainConfig(**{**SYNTH, "synthetic_look": "real_adult"}), spec)
+    for pool in (plain, real):
+        pool.update(0)
+    assert real._key() != plain._key() and real.optics == optics.look_config("real_adult")
+    assert not np.array_equal(real.images, plain.images)
+    val = {look: SyntheticValidation(TrainConfig(**{**SYNTH, "synthetic_val": 10, "synthetic_look": look}), spec)
+           for look in ("default", "real_adult")}
+    assert not np.array_equal(val["default"].images, val["real_adult"].images)
+    with pytest.raises(ValueError, match="synthetic_look must be one of default, real_adult"):
+        TrainConfig(**{**SYNTH, "synthetic_look": "fancy"}).validate()
 
 
 def test_init_starts_from_a_checkpoints_weights(tmp_path):

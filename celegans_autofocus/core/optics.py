@@ -55,7 +55,7 @@ around the window is rasterized into the FFT padding, so there is no wrap-around
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 
 import cv2
@@ -75,14 +75,14 @@ class OpticsConfig:
     um_per_px: float = UM_PER_PX
     wavelength_um: float = 0.55
     na: float = 0.08
-    condenser_na: float = 0.05
+    condenser_na: float = 0.03
     frame_width_px: int = FULL_FRAME_WH_PX[0]
     frame_height_px: int = FULL_FRAME_WH_PX[1]
     n_medium: float = 1.33
-    n_worm: float = 1.375
+    n_worm: float = 1.38
     worm_length_um: tuple[float, float] = (850.0, 1150.0)
     worm_width_um: tuple[float, float] = (50.0, 80.0)
-    full_well_e: float = 38000.0
+    full_well_e: float = 10000.0
     read_noise_e: float = 3.0
     vignetting: float = 0.25
     noise: bool = True
@@ -94,22 +94,22 @@ class OpticsConfig:
     #: budget (px) for rasterizing a larger whole-binned view (the live full field) once on the native grid: its
     #: spectrum, band-limited by the pupil, is then propagated per frame on the coarsest grid that holds the band.
     max_band_raster_px: int = 8_000_000
-    # Specimen and camera look. Defaults: fitted to real in-focus adults (benchmarks/calibrate_optics.md);
-    # core.randomize varies them.
-    body_absorb_per_um: float = 0.0013  # amplitude absorption of the body per um of chord
+    # Specimen appearance (defaults: the look the bundled model was trained on; LOOKS["real_adult"] is fitted to
+    # real in-focus adults; core.randomize varies them).
+    body_absorb_per_um: float = 0.0015  # amplitude absorption of the body per um of chord
     cuticle_absorb_per_um: float = 0.05  # extra absorption of the 1 um cuticle shell
-    inclusion_scale: float = 0.9  # multiplies index contrast and absorption of gut granules, bulbs, eggs in utero
+    inclusion_scale: float = 1.0  # multiplies index contrast and absorption of gut granules, bulbs, eggs in utero
     lawn_scale: float = 1.0  # multiplies the bacterial lawn's thickness
     agar_scale: float = 1.0  # multiplies the agar surface undulation
-    particle_density_scale: float = 0.3
+    particle_density_scale: float = 1.0
     eggs_per_mm2: float = 0.0  # laid eggs on the agar
     tracks: int = 0  # crawling tracks (shallow sinusoidal grooves) per scene
     brightness: tuple[float, float] = (0.55, 0.8)  # background level range, fraction of 8-bit full scale
-    # Camera (applied to the 8-bit frame; defaults: a soft lens, the rest off).
+    # Camera (defaults: off).
     gamma: float = 1.0  # output = 255 * (linear / 255) ** (1 / gamma)
     jpeg_quality: int = 0  # 0 = none, else the frame is JPEG-compressed at this quality
     motion_blur_px: float = 0.0  # linear blur along a random direction, in camera px (um_per_px)
-    blur_sigma_px: float = 3.5  # Gaussian blur (lens aberrations, soft camera optics), in camera px (um_per_px)
+    blur_sigma_px: float = 0.0  # Gaussian blur (lens aberrations, soft camera optics), in camera px (um_per_px)
     sharpen: float = 0.0  # the camera's unsharp mask (after noise): out = x + sharpen * (x - blur_1px(x))
 
     @property
@@ -123,6 +123,22 @@ class OpticsConfig:
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+#: Named looks of specimen and camera: OpticsConfig field overrides. ``real_adult`` is fitted to real in-focus
+#: adults (benchmarks/calibrate_optics.md: a soft lens, a lighter rim, no halo, fewer particles, less noise).
+LOOKS: dict[str, dict] = {
+    "default": {},
+    "real_adult": {"n_worm": 1.375, "condenser_na": 0.05, "body_absorb_per_um": 0.0013, "inclusion_scale": 0.9,
+                   "particle_density_scale": 0.3, "blur_sigma_px": 3.5, "full_well_e": 38000.0},
+}
+
+
+def look_config(name: str, base: OpticsConfig | None = None) -> OpticsConfig:
+    """``base`` (default ``OpticsConfig()``) with the named look of LOOKS."""
+    if name not in LOOKS:
+        raise ValueError(f"unknown look {name!r}; known: {', '.join(LOOKS)}")
+    return replace(base or OpticsConfig(), **LOOKS[name])
 
 
 @dataclass(frozen=True)
