@@ -41,7 +41,6 @@ import sim_vs_real  # noqa: E402
 
 from celegans_autofocus.core import appearance, optics  # noqa: E402
 from celegans_autofocus.core.detection import crop_window  # noqa: E402
-from celegans_autofocus.core.sensor import UM_PER_PX  # noqa: E402
 
 #: name -> (low, high, log-uniform): the parameters fitted (what shapes an in-focus worm and the field). The
 #: objective's NA stays 0.08: it sets the depth of field (~17 steps; the paper: 25 steps off still looks sharp).

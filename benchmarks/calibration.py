@@ -15,7 +15,8 @@
 """Calibration of a model's predicted uncertainty on held-out synthetic crops: share of errors within k sigma.
 
     PYTHONPATH=. .venv/bin/python benchmarks/calibration.py MODEL.onnx [MORE.onnx ...] \
-        [--views 64] [--seed 2024] [--fov-px 500 1000] [--range-steps 200] [--look default] [--png benchmarks/calibration.png]
+        [--views 64] [--seed 2024] [--fov-px 500 1000] [--range-steps 200] [--look default] \
+        [--png benchmarks/calibration.png]
     (figures: benchmarks/calibration.md)
 
 Held-out set: ``views`` random scenes of ``seed`` (not the training seeds, nor the validation seed 999 that

@@ -130,12 +130,13 @@ def test_looks_are_named_overrides_and_real_adult_has_a_lighter_rim_and_no_halo(
         for seed in range(3):
             scene = optics.make_scene(np.random.default_rng(seed), config, 1)
             window = crop_window(scene.worms[0].centroid_px, 500, (1944, 2592))
-            found = appearance.find_and_crop(StackRenderer(scene, config, None, window, max_offset_steps=1).frame(0), 500)
+            frame = StackRenderer(scene, config, None, window, max_offset_steps=1).frame(0)
+            found = appearance.find_and_crop(frame, 500)
             rows.append(appearance.crop_stats(found[0], found[1].centroid_px))
         stats[name] = {k: np.median([getattr(r, k) for r in rows]) for k in ("core", "rim", "ring_p95")}
     default, real = stats["default"], stats["real_adult"]
     assert default["rim"] < default["core"] - 0.1 and default["ring_p95"] > 0.08  # dark rim, bright halo
-    assert real["rim"] > real["core"] - 0.05 and real["ring_p95"] < 0.05         # as real adults (calibrate_optics.md)
+    assert real["rim"] > real["core"] - 0.05 and real["ring_p95"] < 0.05  # as real adults: benchmarks/calibrate_optics.md
 
 
 def test_reproducible_with_seed():

@@ -135,7 +135,7 @@ LOOKS: dict[str, dict] = {
 
 
 def look_config(name: str, base: OpticsConfig | None = None) -> OpticsConfig:
-    """``base`` (default ``OpticsConfig()``) with the named look of LOOKS."""
+    """Return ``base`` (default ``OpticsConfig()``) with the named look of LOOKS."""
     if name not in LOOKS:
         raise ValueError(f"unknown look {name!r}; known: {', '.join(LOOKS)}")
     return replace(base or OpticsConfig(), **LOOKS[name])
@@ -556,7 +556,8 @@ class StackRenderer:
         na_outer = config.na + config.condenser_na
         dx_needed_um = config.wavelength_um / (2 * na_outer)  # Nyquist of the field's band
         dz_max_um = abs(max_offset_steps) * config.step_um
-        pad_um = dz_max_um * (config.na + 2.5 * config.condenser_na) + 3 * config.blur_sigma_px * config.um_per_px + 10.0
+        lens_um = config.blur_sigma_px * config.um_per_px
+        pad_um = dz_max_um * (config.na + 2.5 * config.condenser_na) + 3 * lens_um + 10.0
         # Native grid (or an integer subdivision of it) when it fits the budget: a binned window then is
         # the native render binned, whatever out_shape; else max_oversample x the output's sampling.
         sub = max(1, math.ceil(config.um_per_px / dx_needed_um - 1e-9))
@@ -666,8 +667,10 @@ class StackRenderer:
         return self.camera(self.intensity(offset_steps))
 
     def camera(self, inten: np.ndarray) -> np.ndarray:
-        """Return the 8-bit camera image of an ``intensity`` (left unchanged): motion blur, vignetting, noise, gamma,
-        JPEG (the lens blur is in the intensity)."""
+        """Return the 8-bit camera image of an ``intensity`` (left unchanged).
+
+        Applies motion blur, vignetting, noise, gamma and JPEG; the lens blur is already in the intensity.
+        """
         if self._blur_kernel is not None:
             inten = cv2.filter2D(inten, -1, self._blur_kernel, borderType=cv2.BORDER_REFLECT)
         dn = inten * self._gain_dn
