@@ -136,7 +136,8 @@ def test_looks_are_named_overrides_and_real_adult_has_a_lighter_rim_and_no_halo(
         stats[name] = {k: np.median([getattr(r, k) for r in rows]) for k in ("core", "rim", "ring_p95")}
     default, real = stats["default"], stats["real_adult"]
     assert default["rim"] < default["core"] - 0.1 and default["ring_p95"] > 0.08  # dark rim, bright halo
-    assert real["rim"] > real["core"] - 0.05 and real["ring_p95"] < 0.05  # as real adults: benchmarks/calibrate_optics.md
+    # as real adults (benchmarks/calibrate_optics.md): a rim no darker than the core, no halo
+    assert real["rim"] > real["core"] - 0.05 and real["ring_p95"] < 0.05
 
 
 def test_reproducible_with_seed():
