@@ -235,8 +235,13 @@ def test_synthetic_look_renders_training_and_validation_views_through_that_look(
     val = {look: SyntheticValidation(TrainConfig(**{**SYNTH, "synthetic_val": 10, "synthetic_look": look}), spec)
            for look in ("default", "real_adult")}
     assert not np.array_equal(val["default"].images, val["real_adult"].images)
-    with pytest.raises(ValueError, match="synthetic_look must be one of default, real_adult"):
-        TrainConfig(**{**SYNTH, "synthetic_look": "fancy"}).validate()
+    both = SyntheticPool(TrainConfig(**{**SYNTH, "synthetic_look": ["default", "real_adult"]}), spec)
+    both.update(0)
+    assert both._key() not in (plain._key(), real._key())
+    assert not np.array_equal(both.images, plain.images) and not np.array_equal(both.images, real.images)
+    for bad in ("fancy", ["default", "fancy"], []):
+        with pytest.raises(ValueError, match="synthetic_look must be one of default, real_adult or a list"):
+            TrainConfig(**{**SYNTH, "synthetic_look": bad}).validate()
 
 
 def test_init_starts_from_a_checkpoints_weights(tmp_path):

@@ -20,7 +20,7 @@ Defaults are the paper's: MSE loss, Adam at 1e-4, StepLR (step 5 epochs, gamma 0
 ``loss: gaussian_nll`` gives the model a second output, the log-variance of its offset (an uncertainty head).
 ``init`` starts from a checkpoint's weights (same arch and outputs), e.g. to train on on another data mix.
 ``synthetic_randomize`` is the share of synthetic training views drawn with domain-randomised optics; the others
-(and the validation views) have the look ``synthetic_look`` (``core.optics.LOOKS``).
+(and the validation views) have the look ``synthetic_look`` (``core.optics.LOOKS``; a list: each view draws one).
 ``workers`` only sets how many processes load and render; it does not change the result.
 """
 from __future__ import annotations
@@ -78,13 +78,19 @@ class TrainConfig:
     synthetic_oversample: float = 1.0
     synthetic_crop_jitter: float = 0.0
     synthetic_randomize: float = 0.0
-    synthetic_look: str = "default"
+    synthetic_look: str | list[str] = "default"
     synthetic_val: int = 0
     synthetic_val_seed: int = 999
     synthetic_val_range_steps: float = 200.0
     synthetic_val_fov_px: list[int] = field(default_factory=lambda: [500, 1000])
     max_val_samples: int = 0
     workers: int = 0
+
+    @property
+    def looks(self) -> tuple[str, ...]:
+        """The looks of the synthetic views (``synthetic_look`` as a tuple)."""
+        look = self.synthetic_look
+        return (look,) if isinstance(look, str) else tuple(look)
 
     @property
     def uncertainty(self) -> bool:
@@ -140,7 +146,8 @@ class TrainConfig:
             (self.synthetic_oversample >= 1, "synthetic_oversample must be >= 1"),
             (0 <= self.synthetic_crop_jitter <= 0.5, "synthetic_crop_jitter must be in [0, 0.5]"),
             (0 <= self.synthetic_randomize <= 1, "synthetic_randomize must be in [0, 1]"),
-            (self.synthetic_look in LOOKS, f"synthetic_look must be one of {', '.join(LOOKS)}"),
+            (len(self.looks) > 0 and all(look in LOOKS for look in self.looks),
+             f"synthetic_look must be one of {', '.join(LOOKS)} or a list of them"),
             (self.synthetic_val >= 0, "synthetic_val must be >= 0"),
             (self.synthetic_val_range_steps > 0, "synthetic_val_range_steps must be > 0"),
             (len(self.synthetic_val_fov_px) > 0 and all(int(f) >= 32 for f in self.synthetic_val_fov_px),

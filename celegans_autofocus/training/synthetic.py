@@ -73,14 +73,14 @@ class ViewRecipe:
     crop_jitter: float
     oversample: float
     randomize: float = 0.0
-    look: str = "default"  # core.optics.LOOKS name: the optics of the views not randomised
+    looks: tuple[str, ...] = ("default",)  # core.optics.LOOKS names: each view not randomised draws one
 
     @classmethod
     def training(cls, cfg: TrainConfig) -> "ViewRecipe":
         return cls(cfg.synthetic_offsets_per_view, cfg.synthetic_range_steps, cfg.synthetic_near_fraction,
                    cfg.synthetic_near_steps, cfg.synthetic_crop_fraction if cfg.crops else 0.0,
                    tuple(int(f) for f in cfg.synthetic_fov_px), cfg.synthetic_crop_jitter, cfg.synthetic_oversample,
-                   cfg.synthetic_randomize, cfg.synthetic_look)
+                   cfg.synthetic_randomize, cfg.looks)
 
     @classmethod
     def validation(cls, cfg: TrainConfig) -> "ViewRecipe":
@@ -88,13 +88,14 @@ class ViewRecipe:
         return cls(cfg.synthetic_offsets_per_view, cfg.synthetic_val_range_steps, 0.0, cfg.synthetic_val_range_steps,
                    cfg.synthetic_crop_fraction if cfg.crops else 0.0,
                    tuple(int(f) for f in cfg.synthetic_val_fov_px), cfg.synthetic_crop_jitter, cfg.synthetic_oversample,
-                   look=cfg.synthetic_look)
+                   looks=cfg.looks)
 
 
 def render_view(recipe: ViewRecipe, spec: PreprocessSpec, seed: tuple[int, ...]) -> dict:
     """One view as ``{"images": float16 (K, px, px) preprocessed, "offsets_steps": (K,), "kind", "fov_px"}``."""
     rng = np.random.default_rng(list(seed))
-    config = optics.look_config(recipe.look)
+    looks = recipe.looks  # a draw only for several: a one-look pool stays as it was
+    config = optics.look_config(looks[int(rng.integers(len(looks)))] if len(looks) > 1 else looks[0])
     if recipe.randomize and rng.random() < recipe.randomize:  # no draw at 0: the default pool stays as it was
         config = randomize.random_config(rng, config)
     scene = optics.make_scene(rng, config, int(rng.integers(1, MAX_WORMS + 1)))
@@ -229,7 +230,8 @@ class SyntheticPool(_Views):
     def __init__(self, cfg: TrainConfig, spec: PreprocessSpec) -> None:
         super().__init__(cfg.synthetic_train, ViewRecipe.training(cfg), spec)
         self.cfg = cfg
-        self.optics = optics.look_config(cfg.synthetic_look)
+        configs = [optics.look_config(look) for look in cfg.looks]
+        self.optics = configs[0] if len(configs) == 1 else configs
         self._generation: np.ndarray | None = None
 
     def describe(self) -> dict:
