@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--synthetic-randomize", type=float, default=d.synthetic_randomize,
                        help="share of views drawn with domain-randomised optics (core.randomize: magnification, NA, "
                        "absorption, lawn, stage, camera); 0 = the default optics only")
+    synth.add_argument("--synthetic-look", nargs="+", default=d.synthetic_look, metavar="LOOK",
+                       help="core.optics.LOOKS of the views not randomised and of the validation (several: each view "
+                       "draws one): default, real_adult (fitted to real in-focus adults)")
     synth.add_argument("--synthetic-val", type=int, default=d.synthetic_val,
                        help="held-out rendered validation samples (scenes of --synthetic-val-seed; 0 = none)")
     synth.add_argument("--synthetic-val-seed", type=int, default=d.synthetic_val_seed,
