@@ -230,19 +230,20 @@ class SyntheticPool(_Views):
     def __init__(self, cfg: TrainConfig, spec: PreprocessSpec) -> None:
         super().__init__(cfg.synthetic_train, ViewRecipe.training(cfg), spec)
         self.cfg = cfg
-        configs = [optics.look_config(look) for look in cfg.looks]
-        self.optics = configs[0] if len(configs) == 1 else configs
+        self.looks = [optics.look_config(look) for look in cfg.looks]
+        self.optics = self.looks[0]  # the sensor and motor (step_um) are the same in every look
         self._generation: np.ndarray | None = None
 
     def describe(self) -> dict:
         """Return the settings that define the synthetic data (hashed into the model metadata)."""
         c = self.cfg
+        looks = repr(self.optics) if len(self.looks) == 1 else [repr(config) for config in self.looks]
         return {"synthetic_train": c.synthetic_train, "range_steps": c.synthetic_range_steps,
                 "near_fraction": c.synthetic_near_fraction, "near_steps": c.synthetic_near_steps,
                 "crop_fraction": self.recipe.crop_fraction, "fov_px": list(c.synthetic_fov_px),
                 "crop_jitter": c.synthetic_crop_jitter, "offsets_per_view": c.synthetic_offsets_per_view,
                 "oversample": c.synthetic_oversample, "refresh": c.synthetic_refresh, "seed": c.seed,
-                "optics": repr(self.optics), **({"randomize": c.synthetic_randomize} if c.synthetic_randomize else {})}
+                "optics": looks, **({"randomize": c.synthetic_randomize} if c.synthetic_randomize else {})}
 
     def generations(self, epoch: int) -> np.ndarray:
         """Return the epoch each view was last drawn at, as of ``epoch`` (0-based; every view is drawn at epoch 0)."""
