@@ -88,7 +88,7 @@ class TrainConfig:
 
     @property
     def looks(self) -> tuple[str, ...]:
-        """The looks of the synthetic views (``synthetic_look`` as a tuple)."""
+        """Return the looks of the synthetic views (``synthetic_look`` as a tuple)."""
         look = self.synthetic_look
         return (look,) if isinstance(look, str) else tuple(look)
 
