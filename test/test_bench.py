@@ -82,6 +82,30 @@ def test_drift2_kind_runs_at_the_slow_drift_rate(tmp_path, model):
     assert [abs(s["drift_steps_per_s"]) for s in scenarios] == [2.0, 4.0]
 
 
+def test_look_renders_every_controllers_frames_through_that_look(tmp_path, model):
+    """--look: the CNN's, the search's and the hybrid's frames all come from the named look's optics."""
+    from celegans_autofocus.cli import build_parser
+    from celegans_autofocus.commands.bench import _controllers
+    from celegans_autofocus.core.closed_loop import Scenario
+    from celegans_autofocus.core.optics import look_config
+    from celegans_autofocus.core.predictor import FocusPredictor
+
+    parser, _ = build_parser()
+    args = parser.parse_args(["bench", "--model", str(model), "--look", "real_adult", "--controllers", "cnn", "search",
+                              "hybrid", "--hybrid-models", "bundled", "oracle"])
+    sc = Scenario("start", seed=0, start_offset_steps=50.0, duration_s=0.5)
+    rows = _controllers(args, FocusPredictor(model), 96, 500)
+    names = [name for name, _ in rows]
+    assert names[0] == "cnn" and names[-2:] == ["hybrid/bundled", "hybrid/oracle"]
+    assert any(name.startswith("search/") for name in names)
+    for name, make in rows:
+        frames = make(sc)[1]
+        frames = getattr(frames, "frames", frames)  # the hybrid's frames come through a truth tap
+        assert frames.config == look_config("real_adult"), name
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--look", "dark"])
+
+
 def test_bench_bad_input(tmp_path, model, capsys):
     assert main(["bench", "--model", str(tmp_path / "none.onnx"), *TINY]) == 2
     assert "none.onnx: model file not found" in capsys.readouterr().err

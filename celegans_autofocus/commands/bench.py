@@ -47,6 +47,7 @@ CONTROLLERS = ("cnn", "search", "hybrid")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..core.focus import DEFAULT_MEASURE
+    from ..core.optics import LOOKS
 
     g = parser.add_argument_group("model")
     g.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled models/default.onnx)")
@@ -62,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--episodes", type=int, default=4, help="episodes per scenario kind")
     g.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, help="scenario kinds to run")
     g.add_argument("--seed", type=int, default=0, help="seed of the scenarios and scenes")
+    g.add_argument("--look", default="default", choices=list(LOOKS),
+                   help="the simulator's look (core.optics.LOOKS; real_adult: fitted to real in-focus adults)")
     g.add_argument("--duration-s", type=float, default=12.0, help="episode length (simulated seconds)")
     g.add_argument("--fps", type=float, default=15.0, help="camera frame rate")
     g.add_argument("--max-start-offset-steps", type=float, default=200.0,
@@ -245,7 +248,8 @@ def _markdown(args: argparse.Namespace, model: str, table: str, wall_s: float, v
     return "\n".join([
         "# Closed-loop benchmark: CNN one-shot, classical search and hybrid autofocus", "",
         "Command:", "", "```", cmd, "```", "",
-        f"Model: {model}; camera view: {view}; {args.episodes} episodes per scenario kind, "
+        f"Model: {model}; simulator look: {args.look}; camera view: {view}; "
+        f"{args.episodes} episodes per scenario kind, "
         f"{args.duration_s:g} s at {args.fps:g} fps, seed {args.seed}; motor {args.motor_speed_steps_per_s:g} "
         f"steps/s; command latency {args.latency_s * 1e3:g} ms (simulated). Search: SearchAutofocus "
         f"(SearchConfig defaults) on {', '.join(args.measures)}. Hybrid: HybridAutofocus (HybridConfig "
@@ -274,14 +278,16 @@ def _controllers(args: argparse.Namespace, predictor, render_px: int, fov: int |
     """
     from ..core.closed_loop import CnnLoop, HybridLoop, OpticsFrames, SearchLoop
     from ..core.fake_models import ConstantModel, OracleModel, RandomSignModel, TruthTap
+    from ..core.optics import look_config
 
+    config = look_config(args.look)
     out = []
     if "cnn" in args.controllers:
-        out.append(("cnn", lambda sc: (CnnLoop(predictor), OpticsFrames(sc, render_px, fov_px=fov))))
+        out.append(("cnn", lambda sc: (CnnLoop(predictor), OpticsFrames(sc, render_px, fov_px=fov, config=config))))
     if "search" in args.controllers:
         for measure in args.measures:
             out.append((f"search/{measure}", lambda sc, m=measure: (
-                SearchLoop(measure=m), OpticsFrames(sc, args.search_fov, fov_px=args.search_fov))))
+                SearchLoop(measure=m), OpticsFrames(sc, args.search_fov, fov_px=args.search_fov, config=config))))
     if "hybrid" in args.controllers:
         from ..core.hybrid import HybridConfig
 
@@ -294,7 +300,7 @@ def _controllers(args: argparse.Namespace, predictor, render_px: int, fov: int |
         learnt: dict[str, list[float]] = {}  # per model: the bias each earlier episode learnt (a session)
 
         def make(sc, which):
-            tap = TruthTap(OpticsFrames(sc, render_px, fov_px=fov))
+            tap = TruthTap(OpticsFrames(sc, render_px, fov_px=fov, config=config))
             prior = args.hybrid_bias_steps if which == "bundled" else 0.0
             if args.hybrid_session == "carry":
                 if which in last and last[which].ctrl.learnt_bias_steps is not None:
