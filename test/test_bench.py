@@ -104,6 +104,9 @@ def test_look_renders_every_controllers_frames_through_that_look(tmp_path, model
         assert frames.config == look_config("real_adult"), name
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "--look", "dark"])
+    soft = parser.parse_args(["bench", "--model", str(model), "--controllers", "hybrid", "--hybrid-models", "oracle",
+                              "--hybrid-min-peak-contrast", "0.03"])
+    assert _controllers(soft, None, 96, 500)[0][1](sc)[0].ctrl.config.min_peak_contrast == 0.03
 
 
 def test_bench_bad_input(tmp_path, model, capsys):
@@ -115,6 +118,8 @@ def test_bench_bad_input(tmp_path, model, capsys):
     assert "--fov must be 'full', 'auto' or a size in px, got 'wide'" in capsys.readouterr().err
     assert main(["bench", "--model", str(model), *TINY, "--measures", "sharpness"]) == 2
     assert "unknown focus measure 'sharpness'" in capsys.readouterr().err
+    assert main(["bench", "--model", str(model), *TINY, "--hybrid-min-peak-contrast", "-1"]) == 2
+    assert "min_peak_contrast" in capsys.readouterr().err
 
 
 def test_view_defaults_follow_the_model(tmp_path):

@@ -88,6 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--hybrid-bias-steps", type=float, default=0.0,
                    help="prior bias near focus of the ONNX model for hybrid/bundled (HybridConfig.cnn_bias_steps, "
                         "e.g. the bias bag-eval measured); 0 = none, the hybrid learns it online in focus")
+    g.add_argument("--hybrid-min-peak-contrast", type=float, default=None,
+                   help="HybridConfig.min_peak_contrast of every hybrid row (how far a refined measure peak must "
+                        "stand above its neighbours; softer optics give flatter peaks); default: HybridConfig's")
     g.add_argument("--hybrid-session", choices=("carry", "cold"), default="carry",
                    help="carry: each hybrid row runs its episodes in order as one session, every episode starting "
                         "with the model bias the hybrid learnt on the earlier ones (as the node keeps it from "
@@ -222,7 +225,7 @@ def command_line(args: argparse.Namespace) -> str:
     parts = ["celegans-autofocus", "bench"]
     if args.model is not None:
         parts += ["--model", str(args.model)]
-    parts += ["--episodes", str(args.episodes), "--kinds", *args.kinds, "--seed", str(args.seed),
+    parts += ["--episodes", str(args.episodes), "--kinds", *args.kinds, "--seed", str(args.seed), "--look", args.look,
               "--duration-s", f"{args.duration_s:g}", "--fps", f"{args.fps:g}",
               "--max-start-offset-steps", f"{args.max_start_offset_steps:g}",
               "--drift-steps-per-s", f"{args.drift_steps_per_s:g}",
@@ -234,6 +237,8 @@ def command_line(args: argparse.Namespace) -> str:
               "--hybrid-models", *args.hybrid_models, "--wrong-offset-steps", f"{args.wrong_offset_steps:g}",
               "--hybrid-bias-steps", f"{args.hybrid_bias_steps:g}", "--hybrid-session", args.hybrid_session,
               "--search-fov", str(args.search_fov)]
+    if args.hybrid_min_peak_contrast is not None:
+        parts += ["--hybrid-min-peak-contrast", f"{args.hybrid_min_peak_contrast:g}"]
     for opt in ("summary_json", "plot", "markdown"):
         if getattr(args, opt) is not None:
             parts += ["--" + opt.replace("_", "-"), str(getattr(args, opt))]
@@ -245,6 +250,8 @@ def _markdown(args: argparse.Namespace, model: str, table: str, wall_s: float, v
     from ..core.focus import DEFAULT_MEASURE
 
     cmd = command_line(args)
+    peak_note = ("" if args.hybrid_min_peak_contrast is None
+                 else f" but min_peak_contrast {args.hybrid_min_peak_contrast:g}")
     return "\n".join([
         "# Closed-loop benchmark: CNN one-shot, classical search and hybrid autofocus", "",
         "Command:", "", "```", cmd, "```", "",
@@ -253,7 +260,7 @@ def _markdown(args: argparse.Namespace, model: str, table: str, wall_s: float, v
         f"{args.duration_s:g} s at {args.fps:g} fps, seed {args.seed}; motor {args.motor_speed_steps_per_s:g} "
         f"steps/s; command latency {args.latency_s * 1e3:g} ms (simulated). Search: SearchAutofocus "
         f"(SearchConfig defaults) on {', '.join(args.measures)}. Hybrid: HybridAutofocus (HybridConfig "
-        f"defaults; prior bias of the ONNX model {args.hybrid_bias_steps:g} steps; session: "
+        f"defaults{peak_note}; prior bias of the ONNX model {args.hybrid_bias_steps:g} steps; session: "
         f"{args.hybrid_session}) with the models "
         f"{', '.join(args.hybrid_models)} (constant = {args.wrong_offset_steps:g} steps; "
         f"random_sign = the true |offset| with a random sign; oracle = the true offset), measure "
@@ -307,7 +314,8 @@ def _controllers(args: argparse.Namespace, predictor, render_px: int, fov: int |
                     learnt.setdefault(which, []).append(last[which].ctrl.learnt_bias_steps)
                 if learnt.get(which):
                     prior = float(np.median(learnt[which]))
-            last[which] = HybridLoop(models[which](tap, sc), HybridConfig(cnn_bias_steps=prior))
+            peak = {} if args.hybrid_min_peak_contrast is None else {"min_peak_contrast": args.hybrid_min_peak_contrast}
+            last[which] = HybridLoop(models[which](tap, sc), HybridConfig(cnn_bias_steps=prior, **peak))
             return last[which], tap
 
         for which in args.hybrid_models:
@@ -338,6 +346,10 @@ def run(args: argparse.Namespace) -> int:
         if not (math.isfinite(args.wrong_offset_steps) and math.isfinite(args.hybrid_bias_steps)):
             raise ValueError(f"--wrong-offset-steps and --hybrid-bias-steps must be finite, got "
                              f"{args.wrong_offset_steps} and {args.hybrid_bias_steps}")
+        if args.hybrid_min_peak_contrast is not None:
+            from ..core.hybrid import HybridConfig
+
+            HybridConfig(min_peak_contrast=args.hybrid_min_peak_contrast)  # its own checks
         predictor = None
         model_name = "-"
         if "cnn" in args.controllers or ("hybrid" in args.controllers and "bundled" in args.hybrid_models):
