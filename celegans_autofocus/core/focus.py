@@ -297,9 +297,11 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
       backed when the ``brenner`` peak is within ``agree_steps``;
     - phase (a contrast dip at least PHASE_DIP deep): the dip; backed when ``brenner`` peaks or dips
       (prominence >= EXTREMUM_PROMINENCE_FRAC of its range) within ``agree_steps``. A dip nothing backs
-      gives way to a ``detail_skewness`` peak (top no wider than 2 x ``agree_steps``) that ``brenner``
-      backs ("contrast mode ambiguous": a dip just past PHASE_DIP is the mixed case below, seen from the
-      other side);
+      gives way to an interior ``detail_skewness`` peak (prominence >= EXTREMUM_PROMINENCE_FRAC of its
+      range, top no wider than 2 x ``agree_steps``), backed by ``brenner`` or not ("contrast mode
+      ambiguous": an unbacked dip is the mixed case below, seen from the other side: light refracted out of
+      the pupil at a thick worm's edges darkens it like absorption, and the dip moves off focus further
+      than the dark-detail peak does);
     - absorption (otherwise): the ``detail_skewness`` peak; backed when the ``brenner`` peak, a ``brenner``
       peak or dip, or a ``vollath_f5`` peak is within ``agree_steps``. A contrast dip alone does not back it
       ("contrast mode ambiguous"): where dark contrast (absorption, or light refracted out of the pupil at
@@ -379,14 +381,16 @@ def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradie
         noisy = _noisy(z, gradient, pick, agree_steps)  # noise makes dips too: the contrast of the noise varies
         if near(grad_z) or any(near(e) for e in grad_ext):
             return BestPlane(pick, "phase", "vollath_f5", noisy), noisy
-        why = f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there"
         dark, lo, hi = _peak(z, skew)
-        if hi - lo <= 2 * agree_steps and any(abs(e - dark) <= agree_steps for e in [grad_z, *grad_ext]):
+        if hi - lo <= 2 * agree_steps and _interior_peak(skew):
+            backing = ("backed by brenner (peak" if any(abs(e - dark) <= agree_steps for e in [grad_z, *grad_ext])
+                       else "which nothing backs either (brenner peak")
             return BestPlane(dark, "absorption", "detail_skewness", noisy or (
                 f"contrast mode ambiguous: contrast dips {dip[0]:.0%} at z={pick}, brenner neither peaks nor dips "
-                f"there; detail_skewness peaks at z={dark}, backed by brenner (peak z={grad_z}, extrema "
-                f"z={grad_ext}): read there")), noisy
-        return BestPlane(pick, "phase", "vollath_f5", noisy or why), noisy
+                f"there; detail_skewness peaks at z={dark}, {backing} z={grad_z}, extrema z={grad_ext}): "
+                f"read there")), noisy
+        return BestPlane(pick, "phase", "vollath_f5", noisy or (
+            f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there")), noisy
     pick, lo, hi = _peak(z, skew)
     if hi - lo > 2 * agree_steps:  # the dark detail cannot tell these planes apart: gradient energy chooses
         pick = int(np.clip(round(half_max_centre(z, gradient)), lo, hi))
@@ -397,6 +401,12 @@ def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradie
     if why is None and not backed:
         why = _unbacked(z, contrast, pick, grad_z, grad_ext, agree_steps)
     return BestPlane(pick, "absorption", "detail_skewness", why), noisy
+
+
+def _interior_peak(curve: np.ndarray) -> bool:
+    """Return whether the curve's maximum is an interior peak (prominence >= EXTREMUM_PROMINENCE_FRAC x range)."""
+    i = int(np.argmax(curve))
+    return 0 < i < curve.size - 1 and prominence(curve, i) >= EXTREMUM_PROMINENCE_FRAC * float(np.ptp(curve))
 
 
 def _noisy(z: np.ndarray, gradient: np.ndarray, pick: int, agree_steps: float) -> str | None:
