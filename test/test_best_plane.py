@@ -103,6 +103,20 @@ def test_a_phase_dip_nothing_backs_gives_way_to_the_dark_detail_peak_unbacked_to
     assert (no_peak.z_index, no_peak.mode) == (4, "phase")
 
 
+def test_a_gradient_maximum_at_an_end_of_the_stack_backs_nothing():
+    """Seed 3009 random/full648_2 (held out): a field with hardly any detail, truth 10; skewness peaks at -52 here.
+
+    Gradient energy rose toward the stack's end (-60 here): its maximum there is no stationary point of the curve,
+    yet it "backed" a skewness peak one sample away, and the stack was missed by 202 steps without a flag.
+    """
+    gradient = 1 + 0.02 * (Z - 60) ** 2 / 100  # highest at z=-60, no interior extremum
+    got = pick(1 + 3 * bump(-52, 6), 20 + bump(10, 30), gradient)
+    assert got.z_index == -52 and got.disagreement is not None
+    assert got.disagreement.startswith("absorption: detail_skewness peaks at z=-52, brenner at z=-60 (an end of the")
+    inside = pick(1 + 3 * bump(-52, 6), 20 + bump(10, 30), 1 + bump(-56, 20))  # an interior maximum still backs it
+    assert inside.z_index == -52 and inside.disagreement is None
+
+
 def test_absorption_backed_by_a_gradient_dip():
     # coarse sampling: gradient energy dips at focus between two defocused maxima; any extremum is stationary
     got = pick(1 + 4 * bump(8), np.linspace(10, 30, Z.size), 1 + bump(-30) + bump(44) - 0.8 * bump(8, 6))

@@ -360,7 +360,10 @@ def noise_dominated(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree
 def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradient: np.ndarray,
                    agree_steps: float) -> tuple[BestPlane, str | None]:
     """Return :func:`best_plane`'s reading of one scale's three curves, and why noise dominates them (or None)."""
-    grad_z = int(z[int(np.argmax(gradient))])
+    i_grad = int(np.argmax(gradient))
+    # a maximum at an end of the stack is no stationary point of the curve: it backs nothing
+    grad_peak = [int(z[i_grad])] if 0 < i_grad < z.size - 1 else []
+    grad_z = f"{int(z[i_grad])}" + ("" if grad_peak else " (an end of the stack)")  # where, for the messages
 
     def near(other: int) -> bool:
         return abs(other - pick) <= agree_steps
@@ -371,7 +374,7 @@ def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradie
 
     if float(np.median(skew)) < -EMISSION_SKEW:
         pick, lo, hi = _peak(z, contrast)
-        why = broad(lo, hi, "contrast") or (None if near(grad_z) else
+        why = broad(lo, hi, "contrast") or (None if any(near(e) for e in grad_peak) else
                                             f"emission: contrast peaks at z={pick}, brenner at z={grad_z}")
         return BestPlane(pick, "emission", "vollath_f5", why), None
     grad_ext = _extrema_z(z, gradient)
@@ -379,11 +382,11 @@ def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradie
     if dip is not None and dip[0] >= PHASE_DIP:
         pick = int(z[dip[1]])
         noisy = _noisy(z, gradient, pick, agree_steps)  # noise makes dips too: the contrast of the noise varies
-        if near(grad_z) or any(near(e) for e in grad_ext):
+        if any(near(e) for e in grad_peak + grad_ext):
             return BestPlane(pick, "phase", "vollath_f5", noisy), noisy
         dark, lo, hi = _peak(z, skew)
         if hi - lo <= 2 * agree_steps and _interior_peak(skew):
-            backing = ("backed by brenner (peak" if any(abs(e - dark) <= agree_steps for e in [grad_z, *grad_ext])
+            backing = ("backed by brenner (peak" if any(abs(e - dark) <= agree_steps for e in grad_peak + grad_ext)
                        else "which nothing backs either (brenner peak")
             return BestPlane(dark, "absorption", "detail_skewness", noisy or (
                 f"contrast mode ambiguous: contrast dips {dip[0]:.0%} at z={pick}, brenner neither peaks nor dips "
@@ -395,7 +398,7 @@ def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradie
     if hi - lo > 2 * agree_steps:  # the dark detail cannot tell these planes apart: gradient energy chooses
         pick = int(np.clip(round(half_max_centre(z, gradient)), lo, hi))
     contrast_peaks = _extrema_z(z, contrast, dips=False)
-    backed = near(grad_z) or any(near(e) for e in grad_ext + contrast_peaks)
+    backed = any(near(e) for e in grad_peak + grad_ext + contrast_peaks)
     noisy = _noisy(z, gradient, pick, agree_steps)
     why = broad(lo, hi, "detail_skewness") or noisy
     if why is None and not backed:
@@ -422,7 +425,7 @@ def _noisy(z: np.ndarray, gradient: np.ndarray, pick: int, agree_steps: float) -
             f"dips of its own (picked z={pick})")
 
 
-def _unbacked(z: np.ndarray, contrast: np.ndarray, pick: int, grad_z: int, grad_ext: list[int],
+def _unbacked(z: np.ndarray, contrast: np.ndarray, pick: int, grad_z: str, grad_ext: list[int],
               agree_steps: float) -> str:
     """Return why an absorption pick no other extremum backs is flagged (mixed contrast when it sits on a dip)."""
     dips = [int(np.searchsorted(z, e)) for e in _extrema_z(z, contrast, peaks=False) if abs(e - pick) <= agree_steps]
