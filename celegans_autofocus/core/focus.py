@@ -291,7 +291,8 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
     most contrasted at focus. In transmitted light (bright ground) absorption gives dark detail whose
     contrast and sharpness peak at focus, while a phase object's contrast vanishes at focus and grows
     on both sides, so the contrast curve dips there. Defocus by +d and -d blurs alike, so every measure's
-    curve is stationary at focus (a peak or a dip): another measure's extremum backs the pick. Hence:
+    curve is stationary at focus (a peak or a dip): another measure's extremum backs the pick (a maximum at an
+    end of the stack is no stationary point and backs nothing). Hence:
 
     - emission (median ``detail_skewness`` < -EMISSION_SKEW): the ``vollath_f5`` (contrast) peak;
       backed when the ``brenner`` peak is within ``agree_steps``;
