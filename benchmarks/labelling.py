@@ -27,6 +27,7 @@ flagged by the focus-curve checks) and ``auto`` (``core.focus.best_plane``).
     python benchmarks/labelling.py --real /work/realstacks/dataset --per-variant 4 --json /tmp/labelling.json
     python benchmarks/labelling.py --per-variant 6 --seed 3003 --only random/crop500_1   # just that stack, same draw
     python benchmarks/labelling.py --relabel /tmp/labelling.json   # the stored curves, labelled by today's rules
+    python benchmarks/labelling.py --seed 3002 --only random/crop500_5 --noise-draws 6   # noise-free, 6 noise draws
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -88,11 +90,8 @@ def real_rows(dataset: Path, agree_steps: float) -> list[dict]:
     return rows
 
 
-def sim_rows(per_variant: int, seed: int, range_steps: int, step_every: int, agree_steps: float,
-             only: set[str] | None = None) -> list[dict]:
-    """Render and label the simulated stacks (``only``: just these "variant/view_k" names; each is drawn alike)."""
-    rows = []
-    t0 = time.perf_counter()
+def _draws(per_variant: int, seed: int, range_steps: int, step_every: int, only: set[str] | None):
+    """Yield (variant, "view_k", config, true best, renderer, z, offsets) of each simulated stack (``only``: these)."""
     zs = np.arange(-range_steps, range_steps + 1, step_every)
     for v, (variant, base) in enumerate(VARIANTS.items()):
         for k, seq in enumerate(np.random.SeedSequence([seed, v]).spawn(per_variant)):
@@ -112,20 +111,53 @@ def sim_rows(per_variant: int, seed: int, range_steps: int, step_every: int, agr
             offsets = best - zs
             renderer = StackRenderer(scene, config, shape, window, rng=rng,
                                      max_offset_steps=float(np.abs(offsets).max()))
-            curves: dict[str, dict[int, float]] = {m: {} for m in CURVES}
-            for z, off in zip(zs, offsets):
-                for m, v in focus.measure_values(renderer.frame(off), CURVES).items():
-                    curves[m][int(z)] = v
-            stack = Stack(variant, f"{view}_{k}", Path("."), {int(z): Path(f"z_{int(z)}.png") for z in zs},
-                          {"step_um": config.step_um})
-            rows.append({"set": "sim", "group": variant, "stack": f"{view}_{k}", "truth": int(best),
-                         "tolerance": SIM_TOLERANCE_STEPS, "picks": _label_all(stack, curves, agree_steps),
-                         "curves": curves,
-                         "optics": {"um_per_px": config.um_per_px, "na": config.na,
-                                    "body_absorb_per_um": config.body_absorb_per_um,
-                                    "inclusion_scale": config.inclusion_scale}})
-            pick = rows[-1]["picks"][focus.AUTO]
-            print(f"[{time.perf_counter() - t0:5.0f} s] sim {variant}/{view}_{k}: best {best:+d} auto {pick}",
+            yield variant, f"{view}_{k}", config, int(best), renderer, zs, offsets
+
+
+def _sim_row(variant: str, name: str, config: OpticsConfig, best: int, frames, zs: np.ndarray,
+             agree_steps: float) -> dict:
+    """Measure one simulated stack's ``frames`` (one per z of ``zs``) and label it with every labeller."""
+    curves: dict[str, dict[int, float]] = {m: {} for m in CURVES}
+    for z, frame in zip(zs, frames):
+        for m, v in focus.measure_values(frame, CURVES).items():
+            curves[m][int(z)] = v
+    stack = Stack(variant, name, Path("."), {int(z): Path(f"z_{int(z)}.png") for z in zs}, {"step_um": config.step_um})
+    return {"set": "sim", "group": variant, "stack": name, "truth": best, "tolerance": SIM_TOLERANCE_STEPS,
+            "picks": _label_all(stack, curves, agree_steps), "curves": curves,
+            "optics": {"um_per_px": config.um_per_px, "na": config.na, "body_absorb_per_um": config.body_absorb_per_um,
+                       "inclusion_scale": config.inclusion_scale}}
+
+
+def sim_rows(per_variant: int, seed: int, range_steps: int, step_every: int, agree_steps: float,
+             only: set[str] | None = None) -> list[dict]:
+    """Render and label the simulated stacks (``only``: just these "variant/view_k" names; each is drawn alike)."""
+    rows = []
+    t0 = time.perf_counter()
+    for variant, name, config, best, renderer, zs, offsets in _draws(per_variant, seed, range_steps, step_every, only):
+        rows.append(_sim_row(variant, name, config, best, (renderer.frame(off) for off in offsets), zs, agree_steps))
+        pick = rows[-1]["picks"][focus.AUTO]
+        print(f"[{time.perf_counter() - t0:5.0f} s] sim {variant}/{name}: best {best:+d} auto {pick}",
+              file=sys.stderr, flush=True)
+    return rows
+
+
+def noise_draw_rows(per_variant: int, seed: int, range_steps: int, step_every: int, agree_steps: float,
+                    only: set[str], draws: int) -> list[dict]:
+    """Label each ``only`` stack as drawn, without camera noise, and with ``draws`` fresh noise draws.
+
+    The optics are rendered once per stack; only the camera runs again. "as drawn" reproduces the full run's
+    curves (the same noise); "noise-free" is the same scene and camera with ``noise=False``; "noise N" draws the
+    camera noise from the generator seeded by (seed, N). The stack name carries the reading ("crop500_5 noise 2").
+    """
+    rows = []
+    for variant, name, config, best, renderer, zs, offsets in _draws(per_variant, seed, range_steps, step_every, only):
+        intensities = [renderer.intensity(off).copy() for off in offsets]
+        readings = [("as drawn", config, renderer.rng), ("noise-free", replace(config, noise=False), renderer.rng)]
+        readings += [(f"noise {n}", config, np.random.default_rng([seed, n])) for n in range(draws)]
+        for reading, renderer.config, renderer.rng in readings:
+            rows.append(_sim_row(variant, f"{name} {reading}", config, best,
+                                 (renderer.camera(i) for i in intensities), zs, agree_steps))
+            print(f"sim {variant}/{name} {reading}: best {best:+d} auto {rows[-1]['picks'][focus.AUTO]}",
                   file=sys.stderr, flush=True)
     return rows
 
@@ -186,14 +218,22 @@ def main() -> int:
     ap.add_argument("--agree-steps", type=float, default=AGREE_STEPS, help="as label --agree-steps")
     ap.add_argument("--only", nargs="+", metavar="VARIANT/STACK",
                     help="render just these simulated stacks, e.g. random/crop500_1 (drawn as in the full run)")
+    ap.add_argument("--noise-draws", type=int, metavar="N",
+                    help="with --only: label each stack as drawn, without camera noise and with N fresh noise draws "
+                         "(the optics rendered once)")
     ap.add_argument("--relabel", type=Path, metavar="JSON",
                     help="label the simulated curves of this --json file again with the current rules (no rendering)")
     ap.add_argument("--json", type=Path, help="write every stack's picks, flags and focus curves here")
     args = ap.parse_args()
+    if args.noise_draws is not None and (not args.only or args.noise_draws < 0 or args.relabel):
+        ap.error("--noise-draws N (N >= 0) needs --only and renders: not with --relabel")
     t0 = time.perf_counter()
     rows = real_rows(args.real, args.agree_steps) if args.real else []
     if args.relabel:
         rows += relabel(json.loads(args.relabel.read_text()), args.agree_steps)
+    elif args.noise_draws is not None:
+        rows += noise_draw_rows(args.per_variant, args.seed, args.range_steps, args.step_every, args.agree_steps,
+                                set(args.only), args.noise_draws)
     else:
         rows += sim_rows(args.per_variant, args.seed, args.range_steps, args.step_every, args.agree_steps,
                          set(args.only) if args.only else None)

@@ -291,15 +291,18 @@ def best_plane(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree_step
     most contrasted at focus. In transmitted light (bright ground) absorption gives dark detail whose
     contrast and sharpness peak at focus, while a phase object's contrast vanishes at focus and grows
     on both sides, so the contrast curve dips there. Defocus by +d and -d blurs alike, so every measure's
-    curve is stationary at focus (a peak or a dip): another measure's extremum backs the pick. Hence:
+    curve is stationary at focus (a peak or a dip): another measure's extremum backs the pick (a maximum at an
+    end of the stack is no stationary point and backs nothing). Hence:
 
     - emission (median ``detail_skewness`` < -EMISSION_SKEW): the ``vollath_f5`` (contrast) peak;
       backed when the ``brenner`` peak is within ``agree_steps``;
     - phase (a contrast dip at least PHASE_DIP deep): the dip; backed when ``brenner`` peaks or dips
       (prominence >= EXTREMUM_PROMINENCE_FRAC of its range) within ``agree_steps``. A dip nothing backs
-      gives way to a ``detail_skewness`` peak (top no wider than 2 x ``agree_steps``) that ``brenner``
-      backs ("contrast mode ambiguous": a dip just past PHASE_DIP is the mixed case below, seen from the
-      other side);
+      gives way to an interior ``detail_skewness`` peak (prominence >= EXTREMUM_PROMINENCE_FRAC of its
+      range, top no wider than 2 x ``agree_steps``), backed by ``brenner`` or not ("contrast mode
+      ambiguous": an unbacked dip is the mixed case below, seen from the other side: light refracted out of
+      the pupil at a thick worm's edges darkens it like absorption, and the dip moves off focus further
+      than the dark-detail peak does);
     - absorption (otherwise): the ``detail_skewness`` peak; backed when the ``brenner`` peak, a ``brenner``
       peak or dip, or a ``vollath_f5`` peak is within ``agree_steps``. A contrast dip alone does not back it
       ("contrast mode ambiguous"): where dark contrast (absorption, or light refracted out of the pupil at
@@ -358,7 +361,10 @@ def noise_dominated(z_steps: np.ndarray, curves: Mapping[str, np.ndarray], agree
 def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradient: np.ndarray,
                    agree_steps: float) -> tuple[BestPlane, str | None]:
     """Return :func:`best_plane`'s reading of one scale's three curves, and why noise dominates them (or None)."""
-    grad_z = int(z[int(np.argmax(gradient))])
+    i_grad = int(np.argmax(gradient))
+    # a maximum at an end of the stack is no stationary point of the curve: it backs nothing
+    grad_peak = [int(z[i_grad])] if 0 < i_grad < z.size - 1 else []
+    grad_z = f"{int(z[i_grad])}" + ("" if grad_peak else " (an end of the stack)")  # where, for the messages
 
     def near(other: int) -> bool:
         return abs(other - pick) <= agree_steps
@@ -369,7 +375,7 @@ def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradie
 
     if float(np.median(skew)) < -EMISSION_SKEW:
         pick, lo, hi = _peak(z, contrast)
-        why = broad(lo, hi, "contrast") or (None if near(grad_z) else
+        why = broad(lo, hi, "contrast") or (None if any(near(e) for e in grad_peak) else
                                             f"emission: contrast peaks at z={pick}, brenner at z={grad_z}")
         return BestPlane(pick, "emission", "vollath_f5", why), None
     grad_ext = _extrema_z(z, gradient)
@@ -377,26 +383,34 @@ def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradie
     if dip is not None and dip[0] >= PHASE_DIP:
         pick = int(z[dip[1]])
         noisy = _noisy(z, gradient, pick, agree_steps)  # noise makes dips too: the contrast of the noise varies
-        if near(grad_z) or any(near(e) for e in grad_ext):
+        if any(near(e) for e in grad_peak + grad_ext):
             return BestPlane(pick, "phase", "vollath_f5", noisy), noisy
-        why = f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there"
         dark, lo, hi = _peak(z, skew)
-        if hi - lo <= 2 * agree_steps and any(abs(e - dark) <= agree_steps for e in [grad_z, *grad_ext]):
+        if hi - lo <= 2 * agree_steps and _interior_peak(skew):
+            backing = ("backed by brenner (peak" if any(abs(e - dark) <= agree_steps for e in grad_peak + grad_ext)
+                       else "which nothing backs either (brenner peak")
             return BestPlane(dark, "absorption", "detail_skewness", noisy or (
                 f"contrast mode ambiguous: contrast dips {dip[0]:.0%} at z={pick}, brenner neither peaks nor dips "
-                f"there; detail_skewness peaks at z={dark}, backed by brenner (peak z={grad_z}, extrema "
-                f"z={grad_ext}): read there")), noisy
-        return BestPlane(pick, "phase", "vollath_f5", noisy or why), noisy
+                f"there; detail_skewness peaks at z={dark}, {backing} z={grad_z}, extrema z={grad_ext}): "
+                f"read there")), noisy
+        return BestPlane(pick, "phase", "vollath_f5", noisy or (
+            f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there")), noisy
     pick, lo, hi = _peak(z, skew)
     if hi - lo > 2 * agree_steps:  # the dark detail cannot tell these planes apart: gradient energy chooses
         pick = int(np.clip(round(half_max_centre(z, gradient)), lo, hi))
     contrast_peaks = _extrema_z(z, contrast, dips=False)
-    backed = near(grad_z) or any(near(e) for e in grad_ext + contrast_peaks)
+    backed = any(near(e) for e in grad_peak + grad_ext + contrast_peaks)
     noisy = _noisy(z, gradient, pick, agree_steps)
     why = broad(lo, hi, "detail_skewness") or noisy
     if why is None and not backed:
         why = _unbacked(z, contrast, pick, grad_z, grad_ext, agree_steps)
     return BestPlane(pick, "absorption", "detail_skewness", why), noisy
+
+
+def _interior_peak(curve: np.ndarray) -> bool:
+    """Return whether the curve's maximum is an interior peak (prominence >= EXTREMUM_PROMINENCE_FRAC x range)."""
+    i = int(np.argmax(curve))
+    return 0 < i < curve.size - 1 and prominence(curve, i) >= EXTREMUM_PROMINENCE_FRAC * float(np.ptp(curve))
 
 
 def _noisy(z: np.ndarray, gradient: np.ndarray, pick: int, agree_steps: float) -> str | None:
@@ -412,7 +426,7 @@ def _noisy(z: np.ndarray, gradient: np.ndarray, pick: int, agree_steps: float) -
             f"dips of its own (picked z={pick})")
 
 
-def _unbacked(z: np.ndarray, contrast: np.ndarray, pick: int, grad_z: int, grad_ext: list[int],
+def _unbacked(z: np.ndarray, contrast: np.ndarray, pick: int, grad_z: str, grad_ext: list[int],
               agree_steps: float) -> str:
     """Return why an absorption pick no other extremum backs is flagged (mixed contrast when it sits on a dip)."""
     dips = [int(np.searchsorted(z, e)) for e in _extrema_z(z, contrast, peaks=False) if abs(e - pick) <= agree_steps]
