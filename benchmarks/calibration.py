@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from celegans_autofocus.core.images import PreprocessSpec
+from celegans_autofocus.core.optics import LOOKS
 from celegans_autofocus.core.metrics import SIGN_THRESHOLD_STEPS
 from celegans_autofocus.core.predictor import FocusPredictor
 
@@ -105,7 +106,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--fov-px", type=int, nargs="+", default=[500, 1000])
     parser.add_argument("--range-steps", type=float, default=200.0)
-    parser.add_argument("--look", default="default", help="core.optics.LOOKS name of the held-out renders")
+    parser.add_argument("--look", default="default", choices=list(LOOKS), help="the held-out renders' look")
     parser.add_argument("--png", type=Path, default=Path("benchmarks/calibration.png"))
     args = parser.parse_args()
     predictors = [FocusPredictor(m, providers=["CPUExecutionProvider"], intra_op_threads=1) for m in args.models]

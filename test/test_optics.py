@@ -120,7 +120,8 @@ def test_looks_are_named_overrides_and_real_adult_has_a_lighter_rim_and_no_halo(
     from celegans_autofocus.core.detection import crop_window
 
     assert optics.look_config("default") == OpticsConfig()
-    assert optics.look_config("real_adult").blur_sigma_px == optics.LOOKS["real_adult"]["blur_sigma_px"]
+    sensor = {"step_um", "um_per_px", "frame_width_px", "frame_height_px", "wavelength_um"}
+    assert not any(sensor & set(look) for look in optics.LOOKS.values())  # a look is the specimen and the optics
     with pytest.raises(ValueError, match="unknown look 'nope'; known: default, real_adult"):
         optics.look_config("nope")
     stats = {}
@@ -165,12 +166,14 @@ def test_scene_geometry_in_full_frame_px():
 
 
 @pytest.mark.parametrize("offset_steps", [15, -150])  # the source blur before binning, and after it (wide)
-def test_out_shape_is_binned_native_render(offset_steps):
-    scene = optics.make_scene(np.random.default_rng(2), QUIET, 2)
+@pytest.mark.parametrize("lens_blur_px", [0.0, 3.5])  # a soft lens: its sigma is in camera px at any output size
+def test_out_shape_is_binned_native_render(offset_steps, lens_blur_px):
+    config = replace(QUIET, blur_sigma_px=lens_blur_px)
+    scene = optics.make_scene(np.random.default_rng(2), config, 2)
     x0, y0, _, _ = scene.worms[0].bbox_px
     window = (x0, y0, 320, 240)
-    native = optics.render(scene, offset_steps, QUIET, window_px=window)
-    half = optics.render(scene, offset_steps, QUIET, window_px=window, out_shape=(120, 160))
+    native = optics.render(scene, offset_steps, config, window_px=window)
+    half = optics.render(scene, offset_steps, config, window_px=window, out_shape=(120, 160))
     binned = cv2.resize(native, (160, 120), interpolation=cv2.INTER_AREA)
     assert np.abs(half.astype(int) - binned).max() <= 2
 

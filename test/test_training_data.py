@@ -223,9 +223,12 @@ def test_randomised_views_draw_other_optics_and_leave_the_default_pool_alone():
         TrainConfig(**{**SYNTH, "synthetic_randomize": 1.5}).validate()
 
 
-def test_synthetic_look_renders_training_and_validation_views_through_that_look():
+def test_synthetic_look_renders_training_and_validation_views_through_that_look(monkeypatch):
     """synthetic_look: the views not randomised (and the validation) have core.optics.LOOKS' look; a new pool key."""
     spec = PreprocessSpec(input_px=32)
+    drawn = []
+    look_config = optics.look_config
+    monkeypatch.setattr(optics, "look_config", lambda name: drawn.append(name) or look_config(name))
     plain = SyntheticPool(TrainConfig(**SYNTH), spec)
     real = SyntheticPool(TrainConfig(**{**SYNTH, "synthetic_look": "real_adult"}), spec)
     for pool in (plain, real):
@@ -236,10 +239,13 @@ def test_synthetic_look_renders_training_and_validation_views_through_that_look(
            for look in ("default", "real_adult")}
     assert not np.array_equal(val["default"].images, val["real_adult"].images)
     both = SyntheticPool(TrainConfig(**{**SYNTH, "synthetic_look": ["default", "real_adult"]}), spec)
+    drawn.clear()
     both.update(0)
+    assert set(drawn) == {"default", "real_adult"}  # each view drew one of the two
     assert both._key() not in (plain._key(), real._key())
     assert not np.array_equal(both.images, plain.images) and not np.array_equal(both.images, real.images)
-    for bad in ("fancy", ["default", "fancy"], []):
+    assert TrainConfig(**{**SYNTH, "synthetic_look": ["real_adult"]}).to_dict() == real.cfg.to_dict()  # one spelling
+    for bad in ("fancy", ["default", "fancy"], [], None, 3):
         with pytest.raises(ValueError, match="synthetic_look must be one of default, real_adult or a list"):
             TrainConfig(**{**SYNTH, "synthetic_look": bad}).validate()
 

@@ -333,6 +333,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.closed_loop import FOCUS_HOLD_FRAMES, run_episode
     from ..core.control import ControlConfig
     from ..core.focus import get_measure
+    from ..core.optics import look_config
     from ..core.predictor import FocusPredictor, ModelError, default_model_path
 
     if args.episodes < 1:
@@ -346,6 +347,7 @@ def run(args: argparse.Namespace) -> int:
         if not (math.isfinite(args.wrong_offset_steps) and math.isfinite(args.hybrid_bias_steps)):
             raise ValueError(f"--wrong-offset-steps and --hybrid-bias-steps must be finite, got "
                              f"{args.wrong_offset_steps} and {args.hybrid_bias_steps}")
+        look_config(args.look)  # a look from --config bypasses the choices
         if args.hybrid_min_peak_contrast is not None:
             from ..core.hybrid import HybridConfig
 

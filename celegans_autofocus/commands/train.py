@@ -30,6 +30,7 @@ HELP = "train a CNN that predicts the signed steps to focus from one image (need
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..core.optics import LOOKS
     from ..training.config import TrainConfig  # torch-free
 
     d = TrainConfig()
@@ -72,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "absorption, lawn, stage, camera); 0 = the default optics only")
     synth.add_argument("--synthetic-look", nargs="+", default=d.synthetic_look, metavar="LOOK",
                        help="core.optics.LOOKS of the views not randomised and of the validation (several: each view "
-                       "draws one): default, real_adult (fitted to real in-focus adults)")
+                       "draws one): " + ", ".join(LOOKS))
     synth.add_argument("--synthetic-val", type=int, default=d.synthetic_val,
                        help="held-out rendered validation samples (scenes of --synthetic-val-seed; 0 = none)")
     synth.add_argument("--synthetic-val-seed", type=int, default=d.synthetic_val_seed,

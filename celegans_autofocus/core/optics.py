@@ -134,11 +134,11 @@ LOOKS: dict[str, dict] = {
 }
 
 
-def look_config(name: str, base: OpticsConfig | None = None) -> OpticsConfig:
-    """Return ``base`` (default ``OpticsConfig()``) with the named look of LOOKS."""
+def look_config(name: str) -> OpticsConfig:
+    """Return ``OpticsConfig()`` with the named look of LOOKS."""
     if name not in LOOKS:
         raise ValueError(f"unknown look {name!r}; known: {', '.join(LOOKS)}")
-    return replace(base or OpticsConfig(), **LOOKS[name])
+    return replace(OpticsConfig(), **LOOKS[name])
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ _BAND_NYQUIST_MARGIN = 1.05
 #: ... and has at most this many grid px per output px: a much coarser view (a full frame at the model's input
 #: size) would spend a large FFT on detail that binning removes; it keeps the old grid.
 _BAND_MAX_OVERSAMPLE = 4.0
-#: the source blur is applied after binning when the grid bins to the output by a ratio p/q with q at most this
+#: the source and lens blur is applied after binning when the grid bins to the output by a ratio p/q with q at most
 _MAX_BIN_DENOMINATOR = 8
 #: ... and its sigma is at least this many output px: narrower, blur-then-bin and bin-then-blur differ by up to
 #: 0.06 RMS after preprocessing, wider by <= 0.025 (benchmarks/fast_path_fidelity.md)
@@ -534,7 +534,7 @@ class StackRenderer:
     """Renders one scene at any offset; the in-focus field spectrum is computed once.
 
     Per frame: one multiply by the separable Fresnel transfer function, one inverse FFT, the
-    source blur, binning to ``out_shape`` and the camera model. Offsets beyond
+    source and lens blur, binning to ``out_shape`` and the camera model. Offsets beyond
     ``max_offset_steps`` still render, with some light wrapping around from the far edge.
     With ``offset_quantum_steps`` > 0 the optics are rendered at the offset rounded to it and the last
     few kept (a live view whose lens holds while the plane creeps re-renders only the noise).

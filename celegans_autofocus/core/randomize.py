@@ -58,7 +58,7 @@ RANGES = {
     "gamma": (0.7, 2.2, "lin"),  # 2.2: an sRGB-encoded frame (most JPEG cameras)
     "jpeg_quality": (50, 95, "int"),
     "motion_blur_px": (0.5, 4.0, "lin"),
-    "blur_sigma_px": (0.0, 3.0, "lin"),
+    "blur_sigma_px": (0.0, 4.0, "lin"),  # camera px; covers LOOKS["real_adult"] (3.5)
     "sharpen": (0.3, 2.0, "lin"),
 }
 #: Share of scenes without lawn, with a thin one (up to LAWN_THIN) and a thick one; with JPEG, motion blur,

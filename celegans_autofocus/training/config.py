@@ -86,11 +86,18 @@ class TrainConfig:
     max_val_samples: int = 0
     workers: int = 0
 
+    def __post_init__(self) -> None:
+        if isinstance(self.synthetic_look, (list, tuple)):  # one spelling per setting: a resume compares them
+            looks = list(self.synthetic_look)
+            self.synthetic_look = looks[0] if len(looks) == 1 else looks
+
     @property
     def looks(self) -> tuple[str, ...]:
-        """Return the looks of the synthetic views (``synthetic_look`` as a tuple)."""
+        """Return the looks of the synthetic views (``synthetic_look`` as a tuple; empty when it is not valid)."""
         look = self.synthetic_look
-        return (look,) if isinstance(look, str) else tuple(look)
+        if isinstance(look, str):
+            return (look,)
+        return tuple(look) if isinstance(look, list) and all(isinstance(n, str) for n in look) else ()
 
     @property
     def uncertainty(self) -> bool:

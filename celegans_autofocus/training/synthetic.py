@@ -55,6 +55,9 @@ from .config import TrainConfig
 from .data import ImageSet
 
 MAX_WORMS = 3
+#: Bumped when the renderer draws other pixels for the same settings (2: blurs in camera px, 2026-12-02): a saved
+#: pool of another version is rendered again on resume. Not in ``describe``, so data hashes stay comparable.
+RENDER_VERSION = 2
 #: Loader workers start from a fresh server process: a plain fork of a process whose OpenCV thread pool ran hangs.
 WORKER_START = "forkserver"
 TRAIN_TAG, VAL_TAG, REFRESH_TAG = 11, 13, 7
@@ -230,14 +233,14 @@ class SyntheticPool(_Views):
     def __init__(self, cfg: TrainConfig, spec: PreprocessSpec) -> None:
         super().__init__(cfg.synthetic_train, ViewRecipe.training(cfg), spec)
         self.cfg = cfg
-        self.looks = [optics.look_config(look) for look in cfg.looks]
-        self.optics = self.looks[0]  # the sensor and motor (step_um) are the same in every look
+        self.look_configs = [optics.look_config(look) for look in cfg.looks]
+        self.optics = self.look_configs[0]  # the sensor and motor (step_um) are the same in every look
         self._generation: np.ndarray | None = None
 
     def describe(self) -> dict:
         """Return the settings that define the synthetic data (hashed into the model metadata)."""
         c = self.cfg
-        looks = repr(self.optics) if len(self.looks) == 1 else [repr(config) for config in self.looks]
+        looks = repr(self.optics) if len(self.look_configs) == 1 else [repr(config) for config in self.look_configs]
         return {"synthetic_train": c.synthetic_train, "range_steps": c.synthetic_range_steps,
                 "near_fraction": c.synthetic_near_fraction, "near_steps": c.synthetic_near_steps,
                 "crop_fraction": self.recipe.crop_fraction, "fov_px": list(c.synthetic_fov_px),
@@ -255,7 +258,7 @@ class SyntheticPool(_Views):
         return gen
 
     def _key(self) -> str:
-        text = json.dumps({**self.describe(), "input_px": self.spec.input_px}, sort_keys=True)
+        text = json.dumps({**self.describe(), "input_px": self.spec.input_px, "render": RENDER_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def save(self, path: Path) -> None:
