@@ -105,8 +105,8 @@ def test_look_renders_every_controllers_frames_through_that_look(tmp_path, model
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "--look", "dark"])
     soft = parser.parse_args(["bench", "--model", str(model), "--controllers", "hybrid", "--hybrid-models", "oracle",
-                              "--hybrid-min-peak-contrast", "0.03"])
-    assert _controllers(soft, None, 96, 500)[0][1](sc)[0].ctrl.config.min_peak_contrast == 0.03
+                              "--hybrid-min-peak-contrast", "0.07"])
+    assert _controllers(soft, None, 96, 500)[0][1](sc)[0].ctrl.config.min_peak_contrast == 0.07
 
 
 def test_bench_bad_input(tmp_path, model, capsys):

@@ -172,7 +172,9 @@ class HybridConfig(_Config):
     - ``measure_noise``: measure differences below this are noise.
     - ``min_peak_contrast``: a refined peak must stand this far (measure units) above the mean of its
       two neighbours at +-probe_steps, else it is no focus (a refine failure). detail_skewness on the
-      simulator, probe 6 steps: 0.2-0.6 at focus, < 0.05 at the broad side lobes of defocused images.
+      simulator, probe 6 steps: 0.2-0.6 at focus, < 0.05 at the broad side lobes of defocused images; a soft
+      lens's broad peak stands less high, so 0.03 (0.1 before 2026-12-02 failed the refines on the real_adult look
+      and cost more than a search; the default look's bench is the same at both: benchmarks/bench_real_adult.md).
     - ``bias_frames``: the CNN's bias near focus is learnt online, per worm, as the median of the last
       ``bias_frames`` residuals (raw prediction minus the offset to the measure's peak) on the frames of a
       refine that found a peak (within ``refine_window_steps`` of it; not track's frames, whose best-plane
@@ -211,7 +213,7 @@ class HybridConfig(_Config):
     probe_steps: int = 6
     refine_span_steps: int = 36
     measure_noise: float = 0.02
-    min_peak_contrast: float = 0.1
+    min_peak_contrast: float = 0.03
     bias_frames: int = 32
     min_bias_frames: int = 3
     drop_fraction: float = 0.15
