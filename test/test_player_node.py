@@ -15,6 +15,7 @@
 """stack_player_node through its topics on real rclpy: synthetic and dataset sources, drift, sim time."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -26,7 +27,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header
 
-from celegans_autofocus.core.optics import OpticsConfig, StackRenderer, make_scene
+from celegans_autofocus.core.optics import LOOKS, OpticsConfig, StackRenderer, look_config, make_scene
 from celegans_autofocus.nodes.common import ConfigError, image_to_array, s_to_stamp, stamp_to_s
 from celegans_autofocus.nodes.stack_player_node import StackPlayerNode
 
@@ -178,10 +179,30 @@ def test_dataset_best_index_from_labels_csv(tmp_path, ros_harness):
     ({"switch_times_s": [1.0, 2.0], "switch_jumps_steps": [5.0]}, "same length"),
     ({"source": "tape"}, "source"),
     ({"fps": 0.0}, "fps"),
+    ({"look": "real_adult", "body_absorb_per_um": 0.006}, "look 'real_adult' sets the absorption: leave "
+                                                          "body_absorb_per_um at the default"),
+    ({"look": "glossy"}, "look"),
 ])
 def test_bad_configuration_is_refused(params, words, ros_harness):
     with pytest.raises(ConfigError, match=words):
         ros_harness.start(StackPlayerNode, **{**SMALL, **params})
+
+
+def test_look_renders_the_named_look(ros_harness):
+    """look: the player's frame is that look's render (with its magnification parameter), not the default's."""
+    player = ros_harness.start(StackPlayerNode, fps=1.0, seed=7, n_worms=1, look="real_adult", um_per_px=2.0,
+                               band_limited_frame=False, **SMALL)
+
+    def render(config: OpticsConfig) -> np.ndarray:
+        scene = make_scene(np.random.default_rng(7), config, 1)
+        shape = (SMALL["frame_height_px"], SMALL["frame_width_px"])
+        return StackRenderer(scene, config, shape, seed=7).frame(30.0)
+
+    frame = player.render(30.0)
+    soft = replace(look_config("real_adult"), um_per_px=2.0, max_band_raster_px=0)
+    assert np.array_equal(frame, render(soft))
+    assert np.mean(np.abs(frame.astype(float) - render(replace(soft, **{
+        k: getattr(OpticsConfig, k) for k in LOOKS["real_adult"]})))) > 1.0
 
 
 def test_dataset_without_best_index_says_to_label(tmp_path, ros_harness):

@@ -36,6 +36,7 @@ or stalled) is counted in ``frames_unanswered`` and time moves on.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -54,7 +55,7 @@ from ..core.dataset.io import read_image
 from ..core.dataset.labels import LABELS_FILE, best_index, read_dataset_labels
 from ..core.dataset.layout import Stack, discover
 from ..core.images import ImageError
-from ..core.optics import OpticsConfig, StackRenderer, make_scene
+from ..core.optics import LOOKS, OpticsConfig, StackRenderer, look_config, make_scene
 from ..core.sensor import FULL_FRAME_WH_PX
 from .common import (ConfigError, Param, array_to_image, declare_params, reliable_qos, run_node, sensor_qos,
                      with_image_qos_overrides)
@@ -83,6 +84,9 @@ PARAMS = (
     Param("band_limited_frame", True, "synthetic: propagate the field on a grid that holds the objective's band "
           "(crops within 0.05 RMS of a native render, as the bundled model was trained; about 2x the render time); "
           "false: the old 2x grid (crops 0.14-0.16 RMS off)", read_only=True),
+    Param("look", "default", "synthetic: the specimen and camera look (core.optics.LOOKS; real_adult: fitted to real "
+          "in-focus adults, a soft lens; it sets the absorption, so leave the two absorption parameters at their "
+          "defaults)", choices=tuple(LOOKS), read_only=True),
     Param("um_per_px", OpticsConfig.um_per_px, "synthetic: specimen-plane pixel size of the full frame (another "
           "magnification; the bundled model's training optics: the default)", range=(0.1, 100.0), read_only=True),
     Param("body_absorb_per_um", OpticsConfig.body_absorb_per_um, "synthetic: the worm body's amplitude absorption "
@@ -189,9 +193,14 @@ class StackPlayerNode(Node):
             described = f"stack {self.dataset.stack.path} (best_index {self.dataset.best_index})"
         else:
             self.dataset = None
-            config = OpticsConfig(um_per_px=p.um_per_px, body_absorb_per_um=p.body_absorb_per_um,
-                                  cuticle_absorb_per_um=p.cuticle_absorb_per_um,
-                                  **({} if p.band_limited_frame else {"max_band_raster_px": 0}))
+            absorption = {"body_absorb_per_um": p.body_absorb_per_um, "cuticle_absorb_per_um": p.cuticle_absorb_per_um}
+            if p.look != "default":
+                changed = sorted(k for k, v in absorption.items() if v != getattr(OpticsConfig, k))
+                if changed:
+                    raise ConfigError(f"look {p.look!r} sets the absorption: leave {', '.join(changed)} at the default")
+                absorption = {}
+            config = replace(look_config(p.look), um_per_px=p.um_per_px, **absorption,
+                             **({} if p.band_limited_frame else {"max_band_raster_px": 0}))
             scene = make_scene(np.random.default_rng(p.seed), config, p.n_worms)
             renderer = StackRenderer(scene, config, (p.frame_height_px, p.frame_width_px), seed=p.seed,
                                      offset_quantum_steps=OFFSET_QUANTUM_STEPS)
