@@ -1,0 +1,72 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Where each focus measure peaks, per look and sampling: the hybrid's and the labeller's plane, against the truth.
+
+    PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/measure_peak_bias.py [--seeds 0 1 2]
+
+For each look of ``core.optics.LOOKS`` and scene seed (3 worms, as ``sim``), the first worm is imaged at offsets
+-40..40 steps every 2, two ways: a 125 px crop of the player's 648 x 486 full field (1/4 scale, what the live
+simulator's detector crop gives the measure) and the 500 px crop at native resolution (what ``bench`` measures).
+Prints the offset (steps to focus) at which each measure peaks; 0 is the truth.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from celegans_autofocus.core import focus, optics
+from celegans_autofocus.core.detection import crop_window
+
+MEASURES = ("detail_skewness", "brenner", "vollath_f5")
+OFFSETS_STEPS = np.arange(-40, 41, 2)
+QUARTER_CROP_PX = 125  # a 500 px crop at 1/4 scale
+
+
+def peaks(look: str, seed: int) -> dict[str, dict[str, int]]:
+    """{sampling: {measure: offset of its peak}} for one scene."""
+    config = optics.look_config(look)
+    scene = optics.make_scene(np.random.default_rng(seed), config, 3)
+    cx, cy = scene.worms[0].centroid_px
+    native = optics.StackRenderer(scene, config, None, crop_window((cx, cy), 500, (1944, 2592)),
+                                  max_offset_steps=60, seed=seed)
+    quarter = optics.StackRenderer(scene, config, (486, 648), max_offset_steps=60, seed=seed)
+    x0, y0 = max(0, int(cx / 4) - QUARTER_CROP_PX // 2), max(0, int(cy / 4) - QUARTER_CROP_PX // 2)
+    views = {"1/4-scale crop": lambda o: quarter.frame(o)[y0:y0 + QUARTER_CROP_PX, x0:x0 + QUARTER_CROP_PX],
+             "native 500 px crop": native.frame}
+    out = {}
+    for name, view in views.items():
+        frames = [view(float(o)) for o in OFFSETS_STEPS]
+        out[name] = {m: int(OFFSETS_STEPS[int(np.argmax([focus.get_measure(m)(f) for f in frames]))])
+                     for m in MEASURES}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = ap.parse_args(argv)
+    print("| look | seed | sampling | " + " | ".join(MEASURES) + " |")
+    print("|---" * (len(MEASURES) + 3) + "|")
+    for look in optics.LOOKS:
+        for seed in args.seeds:
+            for sampling, found in peaks(look, seed).items():
+                print(f"| {look} | {seed} | {sampling} | " + " | ".join(f"{found[m]:+d}" for m in MEASURES) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
