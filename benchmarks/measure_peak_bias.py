@@ -37,7 +37,7 @@ QUARTER_CROP_PX = 125  # a 500 px crop at 1/4 scale
 
 
 def peaks(look: str, seed: int) -> dict[str, dict[str, int]]:
-    """{sampling: {measure: offset of its peak}} for one scene."""
+    """Return {sampling: {measure: the offset of its peak}} for one scene."""
     config = optics.look_config(look)
     scene = optics.make_scene(np.random.default_rng(seed), config, 3)
     cx, cy = scene.worms[0].centroid_px
