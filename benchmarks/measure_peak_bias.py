@@ -44,8 +44,8 @@ def peaks(look: str, seed: int) -> dict[str, dict[str, int]]:
     native = optics.StackRenderer(scene, config, None, crop_window((cx, cy), 500, (1944, 2592)),
                                   max_offset_steps=60, seed=seed)
     quarter = optics.StackRenderer(scene, config, (486, 648), max_offset_steps=60, seed=seed)
-    x0, y0 = max(0, int(cx / 4) - QUARTER_CROP_PX // 2), max(0, int(cy / 4) - QUARTER_CROP_PX // 2)
-    views = {"1/4-scale crop": lambda o: quarter.frame(o)[y0:y0 + QUARTER_CROP_PX, x0:x0 + QUARTER_CROP_PX],
+    x0, y0, w, h = crop_window((cx / 4, cy / 4), QUARTER_CROP_PX, (486, 648))
+    views = {"1/4-scale crop": lambda o: quarter.frame(o)[y0:y0 + h, x0:x0 + w],
              "native 500 px crop": native.frame}
     out = {}
     for name, view in views.items():

@@ -364,7 +364,7 @@ def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradie
     i_grad = int(np.argmax(gradient))
     # a maximum at an end of the stack is no stationary point of the curve: it backs nothing
     grad_peak = [int(z[i_grad])] if 0 < i_grad < z.size - 1 else []
-    grad_z = f"{int(z[i_grad])}" + ("" if grad_peak else " (an end of the stack)")  # where, for the messages
+    grad_where = f"{int(z[i_grad])}" + ("" if grad_peak else " (an end of the stack)")  # where, for the messages
 
     def near(other: int) -> bool:
         return abs(other - pick) <= agree_steps
@@ -376,7 +376,7 @@ def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradie
     if float(np.median(skew)) < -EMISSION_SKEW:
         pick, lo, hi = _peak(z, contrast)
         why = broad(lo, hi, "contrast") or (None if any(near(e) for e in grad_peak) else
-                                            f"emission: contrast peaks at z={pick}, brenner at z={grad_z}")
+                                            f"emission: contrast peaks at z={pick}, brenner at z={grad_where}")
         return BestPlane(pick, "emission", "vollath_f5", why), None
     grad_ext = _extrema_z(z, gradient)
     dip = _contrast_dip(contrast)
@@ -391,7 +391,7 @@ def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradie
                        else "which nothing backs either (brenner peak")
             return BestPlane(dark, "absorption", "detail_skewness", noisy or (
                 f"contrast mode ambiguous: contrast dips {dip[0]:.0%} at z={pick}, brenner neither peaks nor dips "
-                f"there; detail_skewness peaks at z={dark}, {backing} z={grad_z}, extrema z={grad_ext}): "
+                f"there; detail_skewness peaks at z={dark}, {backing} z={grad_where}, extrema z={grad_ext}): "
                 f"read there")), noisy
         return BestPlane(pick, "phase", "vollath_f5", noisy or (
             f"phase: contrast dips at z={pick}, brenner neither peaks nor dips there")), noisy
@@ -403,7 +403,7 @@ def _best_plane_at(z: np.ndarray, skew: np.ndarray, contrast: np.ndarray, gradie
     noisy = _noisy(z, gradient, pick, agree_steps)
     why = broad(lo, hi, "detail_skewness") or noisy
     if why is None and not backed:
-        why = _unbacked(z, contrast, pick, grad_z, grad_ext, agree_steps)
+        why = _unbacked(z, contrast, pick, grad_where, grad_ext, agree_steps)
     return BestPlane(pick, "absorption", "detail_skewness", why), noisy
 
 
@@ -426,7 +426,7 @@ def _noisy(z: np.ndarray, gradient: np.ndarray, pick: int, agree_steps: float) -
             f"dips of its own (picked z={pick})")
 
 
-def _unbacked(z: np.ndarray, contrast: np.ndarray, pick: int, grad_z: str, grad_ext: list[int],
+def _unbacked(z: np.ndarray, contrast: np.ndarray, pick: int, grad_where: str, grad_ext: list[int],
               agree_steps: float) -> str:
     """Return why an absorption pick no other extremum backs is flagged (mixed contrast when it sits on a dip)."""
     dips = [int(np.searchsorted(z, e)) for e in _extrema_z(z, contrast, peaks=False) if abs(e - pick) <= agree_steps]
@@ -434,8 +434,9 @@ def _unbacked(z: np.ndarray, contrast: np.ndarray, pick: int, grad_z: str, grad_
         i = max(dips, key=lambda k: _dip_depth(contrast, k))
         return (f"contrast mode ambiguous: detail_skewness peaks at z={pick} on a contrast dip at z={int(z[i])} "
                 f"{_dip_depth(contrast, i):.0%} deep (a phase object: >= {PHASE_DIP:.0%}), and brenner neither "
-                f"peaks nor dips within {agree_steps:g} steps (peak z={grad_z}, extrema z={grad_ext}): where "
+                f"peaks nor dips within {agree_steps:g} steps (peak z={grad_where}, extrema z={grad_ext}): where "
                 f"absorption and phase contrast mix, the dip and the dark-detail peak move off focus together")
-    return (f"absorption: detail_skewness peaks at z={pick}, brenner at z={grad_z}, and no contrast peak or brenner "
-            f"peak or dip lies within {agree_steps:g} steps (contrast peaks: z={_extrema_z(z, contrast, dips=False)}, "
+    contrast_peaks = _extrema_z(z, contrast, dips=False)
+    return (f"absorption: detail_skewness peaks at z={pick}, brenner at z={grad_where}, and no contrast peak or "
+            f"brenner peak or dip lies within {agree_steps:g} steps (contrast peaks: z={contrast_peaks}, "
             f"brenner: z={grad_ext})")
