@@ -395,10 +395,11 @@ def run_node(node_cls: type[Node], args: list[str] | None = None,
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except RuntimeError:
-        if not stop_requested.is_set():
+        if rclpy.ok() and not stop_requested.is_set():
             raise
-        # Ctrl-C arrived while rclpy was taking a message: pybind11 reports the interrupted conversion as a
-        # RuntimeError instead of KeyboardInterrupt. A normal stop, not a crash.
+        # Ctrl-C arrived while rclpy was taking a message (pybind11 reports the interrupted conversion as a
+        # RuntimeError instead of KeyboardInterrupt), or rclpy's own signal handler shut the context down before
+        # ours ran and the executor then failed on it (RCLError: context not valid). A normal stop, not a crash.
     finally:
         _cleaning_up.set()
         if node is not None:
