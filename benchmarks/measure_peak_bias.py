@@ -20,15 +20,26 @@ For each look of ``core.optics.LOOKS`` and scene seed (3 worms, as ``sim``), the
 -40..40 steps every 2, two ways: a 125 px crop of the player's 648 x 486 full field (1/4 scale, what the live
 simulator's detector crop gives the measure) and the 500 px crop at native resolution (what ``bench`` measures).
 Prints the offset (steps to focus) at which each measure peaks; 0 is the truth.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/measure_peak_bias.py --real DATASET
+
+The same question on real focus series with a published best plane (a dataset written by
+``benchmarks/real_stacks.py``; not worms, no real worm z-stack is public): each image whole, then binned 2x and
+4x (INTER_AREA), for each measure the z index of its peak minus the published best, and the peak's contrast as
+the hybrid's refine tests it (the peak minus the mean of its two neighbouring images; "-" at a series' end).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+import cv2
 import numpy as np
 
 from celegans_autofocus.core import focus, optics
+from celegans_autofocus.core.dataset.io import read_image
+from celegans_autofocus.core.dataset.layout import discover
 from celegans_autofocus.core.detection import crop_window
 
 MEASURES = ("detail_skewness", "brenner", "vollath_f5")
@@ -55,10 +66,39 @@ def peaks(look: str, seed: int) -> dict[str, dict[str, int]]:
     return out
 
 
+def real_rows(dataset: Path) -> list[str]:
+    """One table row per real series and binning: each measure's peak (index - published best) and contrast."""
+    rows = []
+    for stack in discover(dataset).stacks:
+        if "best_index" not in stack.meta or len(stack.files) < 3:
+            continue
+        zs = stack.z_steps
+        images = [read_image(stack.files[z]) for z in zs]
+        for binning in (1, 2, 4):
+            binned = [cv2.resize(im, (im.shape[1] // binning, im.shape[0] // binning), interpolation=cv2.INTER_AREA)
+                      for im in images]
+            cells = []
+            for m in MEASURES:
+                f = np.array([focus.get_measure(m)(im) for im in binned])
+                i = int(np.argmax(f))
+                contrast = f"{f[i] - 0.5 * (f[i - 1] + f[i + 1]):.3g}" if 0 < i < len(f) - 1 else "-"
+                cells.append(f"{zs[i] - stack.meta['best_index']:+d} ({contrast})")
+            rows.append(f"| {stack.plate}/{stack.name} | {len(zs)} | {binned[0].shape[1]}x{binned[0].shape[0]} | "
+                        + " | ".join(cells) + " |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--real", type=Path, help="a dataset of real focus series (benchmarks/real_stacks.py) instead")
     args = ap.parse_args(argv)
+    if args.real is not None:
+        print("| series | images | px (binned) | " + " | ".join(f"{m}: peak - best (contrast)" for m in MEASURES)
+              + " |")
+        print("|---" * (len(MEASURES) + 3) + "|")
+        print("\n".join(real_rows(args.real)))
+        return 0
     print("| look | seed | sampling | " + " | ".join(MEASURES) + " |")
     print("|---" * (len(MEASURES) + 3) + "|")
     for look in optics.LOOKS:
