@@ -23,6 +23,9 @@ uniform in +-200 steps. Per model: MAE and sign accuracy per window, the ONNX si
 forward pass (batch 1, one thread) at the model's input size.
 
     PYTHONPATH=. python benchmarks/architectures.py RUNS > benchmarks/architectures.json
+    PYTHONPATH=. python benchmarks/architectures.py RUNS --study archs_paper > benchmarks/architectures_paper.json
+
+``--study NAME`` scores RUNS/NAME/ARCH/model.onnx, trained on benchmarks/study_NAME.yaml's budget.
 """
 from __future__ import annotations
 
@@ -60,6 +63,8 @@ def ort_latency_ms(model: Path, n: int = 50) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", type=Path, help="the studies' folder: RUNS/archs/ARCH/model.onnx, RUNS/heldout")
+    parser.add_argument("--study", default="archs", help="RUNS/STUDY/ARCH/model.onnx, budget "
+                        "benchmarks/study_STUDY.yaml (archs: the project's recipe; archs_paper: the paper's optimiser)")
     parser.add_argument("--archs", nargs="+", default=ARCHS)
     parser.add_argument("--views", type=int, default=64)
     parser.add_argument("--seed", type=int, default=2024)
@@ -67,12 +72,12 @@ def main() -> int:
     args = parser.parse_args()
     import yaml
 
-    budget = yaml.safe_load((Path(__file__).resolve().parent / "study_archs.yaml").read_text())
+    budget = yaml.safe_load((Path(__file__).resolve().parent / f"study_{args.study}.yaml").read_text())
     sets = {fov: held_out(args.runs / "heldout", args.input_px, fov, args.views, args.seed) for fov in FOVS_PX}
     rows, abs_err_500 = [], {}
     for arch in args.archs:
-        model = args.runs / "archs" / arch / "model.onnx"
-        history = json.loads((args.runs / "archs" / arch / "history.json").read_text())
+        model = args.runs / args.study / arch / "model.onnx"
+        history = json.loads((args.runs / args.study / arch / "history.json").read_text())
         # the median epoch: the first run's first epoch also rendered the shared pool
         row = {"arch": arch, "epoch_s_median": round(float(np.median([h["epoch_s"] for h in history])), 1),
                "onnx_mb": round(model.stat().st_size / 2**20, 2)}

@@ -19,8 +19,8 @@ through one window, imaged at 10 offsets uniform in +-``range_steps``, rendered 
 at 128 px like the training pool (training/synthetic.py, ``SyntheticValidation``). A window is a crop of
 ``fov_px`` around a worm (centre jittered by 8%), or the complete 2592x1944 frame (``fov_px`` 0). For every
 crop size the same scenes, worms and offsets are drawn, so the rows of a field-of-view table are paired.
-Renders are kept in ``cache`` (``heldout_<px>_<seed>_<views>_<fov>.npz``) so that the three studies
-score exactly the same images. Models are served through the exported ONNX file by ``FocusPredictor``.
+Renders are kept in ``cache`` (``heldout_<px>_<seed>_<views>_<fov>_r<render version>.npz``) so that the three
+studies score exactly the same images; a renderer change (``training.synthetic.RENDER_VERSION``) renders anew. Models are served through the exported ONNX file by ``FocusPredictor``.
 
     PYTHONPATH=. python benchmarks/heldout.py paired WITH_CROPS.onnx NO_CROPS.onnx --cache DIR --fov-px 500 0
     PYTHONPATH=. python benchmarks/heldout.py fov MODEL.onnx [...] --cache DIR --fov-px 500 750 1000 1250 0
@@ -45,7 +45,9 @@ def fov_name(fov_px: int) -> str:
 def held_out(cache: Path, input_px: int, fov_px: int, views: int = 64, seed: int = 2024,
              range_steps: float = 200.0) -> tuple[np.ndarray, np.ndarray]:
     """(preprocessed float32 images (N, px, px), true offsets in steps (N,)) of one window size."""
-    path = Path(cache) / f"heldout_{input_px}_{seed}_{views}_{fov_px}.npz"
+    from celegans_autofocus.training.synthetic import RENDER_VERSION
+
+    path = Path(cache) / f"heldout_{input_px}_{seed}_{views}_{fov_px}_r{RENDER_VERSION}.npz"
     if path.exists():
         with np.load(path) as data:
             return data["images"].astype(np.float32), data["offsets_steps"]
