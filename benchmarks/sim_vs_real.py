@@ -22,7 +22,8 @@ width, core.appearance.ADULT_MEAN_WIDTH_UM). Every frame (real or simulated) is 
 simulator's 1.55 um/px, the largest worm found by core.detection (the relaxed detector when the
 default finds none) and a 500 px window cut around it; core.appearance measures it. The simulator
 is rendered within 5 steps of focus (depth of field ~17 steps), by default (``OpticsConfig()``: what
-the bundled model was trained on) and randomised (``core.randomize.random_config``).
+the bundled model was trained on), in the look fitted to real adults (``core.optics.LOOKS["real_adult"]``,
+benchmarks/calibrate_optics.md) and randomised (``core.randomize.random_config``).
 Texture, noise and spectrum slope are not reported for frames upscaled more than 2x (they would
 measure the interpolation). Sources coarser than MAX_CHECKED_UM_PER_PX (worms ~5 px wide) are listed
 but not held to the randomised range, which spans 1-3 um/px.
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{info['source']}: {len(rows)} frames, {info['um_per_px']:.2f} um/px "
               f"({'known' if info['known'] else 'estimated'})", file=sys.stderr)
     sims = {"sim default": sim_stats(args.sim_n, args.seed, lambda rng: optics.OpticsConfig(), args.fov),
+            "sim real_adult": sim_stats(args.sim_n, args.seed, lambda rng: optics.look_config("real_adult"),
+                                        args.fov),
             "sim randomised": sim_stats(args.sim_n, args.seed + 1, randomize.random_config, args.fov)}
 
     print("Median (min..max) per set; relative to the local background level, width in px at 1.55 um/px.\n")

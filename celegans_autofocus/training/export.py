@@ -36,7 +36,10 @@ from ..core.predictor import METADATA_KEY, SCHEMA_VERSION
 from ..core.sensor import STEP_UM
 from .checkpoint import model_from_checkpoint
 
-PARITY_TOL_STEPS = 1e-3
+#: 1% of a motor step: far below anything the controller acts on (it moves whole steps), far above float32 kernel
+#: differences between torch and ONNX Runtime (0.003 steps on mobilenetv3_large_100), and a broken export is off by
+#: whole steps.
+PARITY_TOL_STEPS = 1e-2
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME, SIGMA_NAME = "image", "offset_steps", "offset_sigma"
 #: log-variance clamp of the exported sigma (as in the training loss): sigma in [exp(-10), exp(10)] output units.
