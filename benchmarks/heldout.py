@@ -20,7 +20,8 @@ at 128 px like the training pool (training/synthetic.py, ``SyntheticValidation``
 ``fov_px`` around a worm (centre jittered by 8%), or the complete 2592x1944 frame (``fov_px`` 0). For every
 crop size the same scenes, worms and offsets are drawn, so the rows of a field-of-view table are paired.
 Renders are kept in ``cache`` (``heldout_<px>_<seed>_<views>_<fov>_r<render version>.npz``) so that the three
-studies score exactly the same images; a renderer change (``training.synthetic.RENDER_VERSION``) renders anew. Models are served through the exported ONNX file by ``FocusPredictor``.
+studies score exactly the same images; a renderer change (``training.synthetic.RENDER_VERSION``) renders anew.
+Models are served through the exported ONNX file by ``FocusPredictor``.
 
     PYTHONPATH=. python benchmarks/heldout.py paired WITH_CROPS.onnx NO_CROPS.onnx --cache DIR --fov-px 500 0
     PYTHONPATH=. python benchmarks/heldout.py fov MODEL.onnx [...] --cache DIR --fov-px 500 750 1000 1250 0

@@ -53,5 +53,5 @@ def test_crop_sizes_are_paired_and_renders_are_cached(tmp_path):
     assert not np.array_equal(small[1], full[1])
     again = heldout.held_out(tmp_path, 32, 500, views=1, seed=7)
     assert np.array_equal(again[0], small[0]) and np.array_equal(again[1], small[1])
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"heldout_32_7_1_{f}_r{RENDER_VERSION}.npz"
-                                                            for f in (0, 1000, 500)]
+    names = [f"heldout_32_7_1_{f}_r{RENDER_VERSION}.npz" for f in (0, 1000, 500)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
