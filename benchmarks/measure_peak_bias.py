@@ -25,8 +25,10 @@ Prints the offset (steps to focus) at which each measure peaks; 0 is the truth.
 
 The same question on real focus series with a published best plane (a dataset written by
 ``benchmarks/real_stacks.py``; not worms, no real worm z-stack is public): each image whole, then binned 2x and
-4x (INTER_AREA), for each measure the z index of its peak minus the published best, and the peak's contrast as
-the hybrid's refine tests it (the peak minus the mean of its two neighbouring images; "-" at a series' end).
+4x (INTER_AREA), for each measure its peak minus the published best (in images, and in motor steps of 5 um from
+the series' ``step_um``), and the peak's contrast as the hybrid's refine tests it: the peak minus the mean of the
+two images nearest +-``probe_steps`` (30 um; at least the next image) away, "-" where the series does not reach
+them. Contrasts are in the measure's own units (brenner and vollath_f5: squared intensity).
 """
 from __future__ import annotations
 
@@ -40,7 +42,10 @@ import numpy as np
 from celegans_autofocus.core import focus, optics
 from celegans_autofocus.core.dataset.io import read_image
 from celegans_autofocus.core.dataset.layout import discover
+from celegans_autofocus.core.dataset.layout import step_um as layout_step_um
 from celegans_autofocus.core.detection import crop_window
+from celegans_autofocus.core.hybrid import HybridConfig
+from celegans_autofocus.core.sensor import STEP_UM
 
 MEASURES = ("detail_skewness", "brenner", "vollath_f5")
 OFFSETS_STEPS = np.arange(-40, 41, 2)
@@ -66,25 +71,36 @@ def peaks(look: str, seed: int) -> dict[str, dict[str, int]]:
     return out
 
 
+def _real_cell(values: dict[int, float], best_z: int, step_um: float, probe_z: int) -> str:
+    """Return "peak - best in images / motor steps (contrast at +-probe_z)" for one measure's curve."""
+    peak = max(values, key=values.get)
+    lo, hi = values.get(peak - probe_z), values.get(peak + probe_z)
+    contrast = "-" if lo is None or hi is None else f"{values[peak] - 0.5 * (lo + hi):.3g}"
+    return f"{peak - best_z:+d} / {(peak - best_z) * step_um / STEP_UM:+.1f} ({contrast})"
+
+
 def real_rows(dataset: Path) -> list[str]:
-    """One table row per real series and binning: each measure's peak (index - published best) and contrast."""
+    """Return one table row per real series and binning, a cell per measure (:func:`_real_cell`)."""
+    found = discover(dataset)
+    for problem in [*found.warnings, *found.failed.values()]:
+        print(f"skipped: {problem}", file=sys.stderr)
+    probe_um = HybridConfig().probe_steps * STEP_UM
     rows = []
-    for stack in discover(dataset).stacks:
+    for stack in found.stacks:
         if "best_index" not in stack.meta or len(stack.files) < 3:
+            print(f"skipped: {stack.plate}/{stack.name} (no best_index, or fewer than 3 images)", file=sys.stderr)
             continue
-        zs = stack.z_steps
-        images = [read_image(stack.files[z]) for z in zs]
+        step_um = layout_step_um(stack.meta)
+        probe_z = max(1, round(probe_um / step_um))
+        images = {z: read_image(path) for z, path in stack.files.items()}
         for binning in (1, 2, 4):
-            binned = [cv2.resize(im, (im.shape[1] // binning, im.shape[0] // binning), interpolation=cv2.INTER_AREA)
-                      for im in images]
-            cells = []
-            for m in MEASURES:
-                f = np.array([focus.get_measure(m)(im) for im in binned])
-                i = int(np.argmax(f))
-                contrast = f"{f[i] - 0.5 * (f[i - 1] + f[i + 1]):.3g}" if 0 < i < len(f) - 1 else "-"
-                cells.append(f"{zs[i] - stack.meta['best_index']:+d} ({contrast})")
-            rows.append(f"| {stack.plate}/{stack.name} | {len(zs)} | {binned[0].shape[1]}x{binned[0].shape[0]} | "
-                        + " | ".join(cells) + " |")
+            binned = {z: cv2.resize(im, (im.shape[1] // binning, im.shape[0] // binning),
+                                    interpolation=cv2.INTER_AREA) for z, im in images.items()}
+            h, w = next(iter(binned.values())).shape
+            cells = [_real_cell({z: focus.get_measure(m)(im) for z, im in binned.items()}, stack.meta["best_index"],
+                                step_um, probe_z) for m in MEASURES]
+            rows.append(f"| {stack.plate}/{stack.name} | {len(images)} | {step_um:g} | {probe_z * step_um:g} | "
+                        f"{w}x{h} | " + " | ".join(cells) + " |")
     return rows
 
 
@@ -94,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real", type=Path, help="a dataset of real focus series (benchmarks/real_stacks.py) instead")
     args = ap.parse_args(argv)
     if args.real is not None:
-        print("| series | images | px (binned) | " + " | ".join(f"{m}: peak - best (contrast)" for m in MEASURES)
-              + " |")
-        print("|---" * (len(MEASURES) + 3) + "|")
+        print("| series | images | step um | probe um | px (binned) | "
+              + " | ".join(f"{m}: peak - best, images / steps (contrast)" for m in MEASURES) + " |")
+        print("|---" * (len(MEASURES) + 5) + "|")
         print("\n".join(real_rows(args.real)))
         return 0
     print("| look | seed | sampling | " + " | ".join(MEASURES) + " |")

@@ -147,7 +147,7 @@ def test_export_parity_metadata_and_predictor(runs, dataset, tmp_path, capsys):
     assert main(["export", str(best), str(onnx_path)]) == 0
     assert "parity vs torch" in capsys.readouterr().out
     result = export_checkpoint(best, tmp_path / "again.onnx")
-    assert result["parity_max_abs_diff_steps"] <= PARITY_TOL_STEPS
+    assert result["parity_max_abs_diff_steps"] <= min(PARITY_TOL_STEPS, 1e-3)  # a small model agrees far closer
     predictor = FocusPredictor(onnx_path, providers=["CPUExecutionProvider"])
     meta = predictor.metadata
     assert meta["arch"] == ARCH and meta["input_view"] == "mixed" and meta["output_scale"] == 50.0
