@@ -25,7 +25,7 @@ forward pass (batch 1, one thread) at the model's input size.
     PYTHONPATH=. python benchmarks/architectures.py RUNS > benchmarks/architectures.json
     PYTHONPATH=. python benchmarks/architectures.py RUNS --study archs_paper > benchmarks/architectures_paper.json
 
-``--study NAME`` scores RUNS/NAME/ARCH/model.onnx, trained on benchmarks/study_NAME.yaml's budget.
+``--study NAME`` scores RUNS/NAME/ARCH/model.onnx, trained on benchmarks/study_NAME.yaml's budget (or ``--budget``).
 """
 from __future__ import annotations
 
@@ -65,6 +65,7 @@ def main() -> int:
     parser.add_argument("runs", type=Path, help="the studies' folder: RUNS/archs/ARCH/model.onnx, RUNS/heldout")
     parser.add_argument("--study", default="archs", help="RUNS/STUDY/ARCH/model.onnx, budget "
                         "benchmarks/study_STUDY.yaml (archs: the project's recipe; archs_paper: the paper's optimiser)")
+    parser.add_argument("--budget", type=Path, help="the runs' budget config (default benchmarks/study_STUDY.yaml)")
     parser.add_argument("--archs", nargs="+", default=ARCHS)
     parser.add_argument("--views", type=int, default=64)
     parser.add_argument("--seed", type=int, default=2024)
@@ -72,7 +73,8 @@ def main() -> int:
     args = parser.parse_args()
     import yaml
 
-    budget = yaml.safe_load((Path(__file__).resolve().parent / f"study_{args.study}.yaml").read_text())
+    budget_path = args.budget or Path(__file__).resolve().parent / f"study_{args.study}.yaml"
+    budget = yaml.safe_load(budget_path.read_text())
     sets = {fov: held_out(args.runs / "heldout", args.input_px, fov, args.views, args.seed) for fov in FOVS_PX}
     rows, abs_err_500 = [], {}
     for arch in args.archs:
