@@ -82,7 +82,9 @@ def _real_cell(values: dict[int, float], best_z: int, step_um: float, probe_z: i
 def real_rows(dataset: Path) -> list[str]:
     """Return one table row per real series and binning, a cell per measure (:func:`_real_cell`)."""
     found = discover(dataset)
-    for problem in [*found.warnings, *found.failed.values()]:
+    for warning in found.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for problem in found.failed.values():
         print(f"skipped: {problem}", file=sys.stderr)
     probe_um = HybridConfig().probe_steps * STEP_UM
     rows = []
