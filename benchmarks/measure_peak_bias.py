@@ -44,7 +44,7 @@ from celegans_autofocus.core.dataset.io import read_image
 from celegans_autofocus.core.dataset.layout import discover
 from celegans_autofocus.core.dataset.layout import step_um as layout_step_um
 from celegans_autofocus.core.detection import crop_window
-from celegans_autofocus.core.hybrid import HybridConfig
+from celegans_autofocus.core.hybrid import HybridConfig, peak_contrast
 from celegans_autofocus.core.sensor import STEP_UM
 
 MEASURES = ("detail_skewness", "brenner", "vollath_f5")
@@ -75,7 +75,7 @@ def _real_cell(values: dict[int, float], best_z: int, step_um: float, probe_z: i
     """Return "peak - best in images / motor steps (contrast at +-probe_z)" for one measure's curve."""
     peak = max(values, key=values.get)
     lo, hi = values.get(peak - probe_z), values.get(peak + probe_z)
-    contrast = "-" if lo is None or hi is None else f"{values[peak] - 0.5 * (lo + hi):.3g}"
+    contrast = "-" if lo is None or hi is None else f"{peak_contrast(lo, values[peak], hi):.3g}"
     return f"{peak - best_z:+d} / {(peak - best_z) * step_um / STEP_UM:+.1f} ({contrast})"
 
 

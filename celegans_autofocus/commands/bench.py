@@ -303,6 +303,7 @@ def _controllers(args: argparse.Namespace, predictor, render_px: int, fov: int |
                   "random_sign": lambda tap, sc: RandomSignModel(tap, seed=sc.seed),
                   "oracle": lambda tap, sc: OracleModel(tap)}
 
+        peak = {} if args.hybrid_min_peak_contrast is None else {"min_peak_contrast": args.hybrid_min_peak_contrast}
         last: dict[str, HybridLoop] = {}  # per model: the loop of its previous episode
         learnt: dict[str, list[float]] = {}  # per model: the bias each earlier episode learnt (a session)
 
@@ -314,7 +315,6 @@ def _controllers(args: argparse.Namespace, predictor, render_px: int, fov: int |
                     learnt.setdefault(which, []).append(last[which].ctrl.learnt_bias_steps)
                 if learnt.get(which):
                     prior = float(np.median(learnt[which]))
-            peak = {} if args.hybrid_min_peak_contrast is None else {"min_peak_contrast": args.hybrid_min_peak_contrast}
             last[which] = HybridLoop(models[which](tap, sc), HybridConfig(cnn_bias_steps=prior, **peak))
             return last[which], tap
 

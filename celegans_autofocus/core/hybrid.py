@@ -148,6 +148,11 @@ class HybridDecision:
         return self.move_steps != 0
 
 
+def peak_contrast(f_lo: float, f_c: float, f_hi: float) -> float:
+    """Return how far a measure peak ``f_c`` stands above the mean of its two neighbours (the refine's peak test)."""
+    return f_c - 0.5 * (f_lo + f_hi)
+
+
 @dataclass(frozen=True)
 class HybridConfig(_Config):
     """Parameters of the hybrid controller. Units are in the names.
@@ -888,7 +893,7 @@ class HybridAutofocus:
         lo, hi = self._clamp(peak - s), self._clamp(peak + s)
         if lo < peak < hi:
             f_lo, f_c, f_hi = (yield from measure(lo)), measured[peak], (yield from measure(hi))
-            if f_c - 0.5 * (f_lo + f_hi) < max(cfg.min_peak_contrast, noise):
+            if peak_contrast(f_lo, f_c, f_hi) < max(cfg.min_peak_contrast, noise):
                 return None  # no sharp peak: a flat measure, or a broad side lobe of a defocused image
             denom = f_lo - 2.0 * f_c + f_hi
             if denom < 0:
