@@ -179,8 +179,7 @@ def test_dataset_best_index_from_labels_csv(tmp_path, ros_harness):
     ({"switch_times_s": [1.0, 2.0], "switch_jumps_steps": [5.0]}, "same length"),
     ({"source": "tape"}, "source"),
     ({"fps": 0.0}, "fps"),
-    ({"look": "real_adult", "body_absorb_per_um": 0.006}, "look 'real_adult' sets the absorption: leave "
-                                                          "body_absorb_per_um at the default"),
+    ({"body_absorb_per_um": -0.5}, "body_absorb_per_um"),
     ({"look": "glossy"}, "look"),
 ])
 def test_bad_configuration_is_refused(params, words, ros_harness):
@@ -203,6 +202,27 @@ def test_look_renders_the_named_look(ros_harness):
     assert np.array_equal(frame, render(soft))
     assert np.mean(np.abs(frame.astype(float) - render(replace(soft, **{
         k: getattr(OpticsConfig, k) for k in LOOKS["real_adult"]})))) > 1.0
+
+
+def test_absorption_parameters_override_the_look(ros_harness):
+    """-1 (the default) keeps the look's absorption; a value overrides it, on any look."""
+    def player(**params):
+        return ros_harness.start(StackPlayerNode, fps=1.0, seed=7, n_worms=1, band_limited_frame=False,
+                                 **{**SMALL, **params})
+
+    look = look_config("real_adult")
+    as_look = player(look="real_adult").render(30.0)
+    overridden = player(look="real_adult", body_absorb_per_um=0.006).render(30.0)
+    default_look = player(cuticle_absorb_per_um=0.2).render(30.0)
+
+    def render(config: OpticsConfig) -> np.ndarray:
+        scene = make_scene(np.random.default_rng(7), config, 1)
+        return StackRenderer(scene, config, (SMALL["frame_height_px"], SMALL["frame_width_px"]), seed=7).frame(30.0)
+
+    assert np.array_equal(as_look, render(replace(look, max_band_raster_px=0)))
+    assert np.array_equal(overridden, render(replace(look, body_absorb_per_um=0.006, max_band_raster_px=0)))
+    assert np.array_equal(default_look, render(OpticsConfig(cuticle_absorb_per_um=0.2, max_band_raster_px=0)))
+    assert not np.array_equal(as_look, overridden)
 
 
 def test_dataset_without_best_index_says_to_label(tmp_path, ros_harness):

@@ -66,8 +66,16 @@ from .common import (ConfigError, Param, array_to_image, declare_params, reliabl
 OFFSET_QUANTUM_STEPS = 0.25
 
 
+#: synthetic: an optics parameter at this value takes the look's value
+LOOK_VALUE = -1.0
+
+
 def _finite(values) -> str | None:
     return None if np.all(np.isfinite(np.asarray(values, dtype=float))) else "values must be finite"
+
+
+def _look_or_value(value: float) -> str | None:
+    return None if value == LOOK_VALUE or value >= 0.0 else f"{LOOK_VALUE:g} (the look's value) or >= 0"
 
 
 PARAMS = (
@@ -85,14 +93,15 @@ PARAMS = (
           "(crops within 0.05 RMS of a native render, as the bundled model was trained; about 2x the render time); "
           "false: the old 2x grid (crops 0.14-0.16 RMS off)", read_only=True),
     Param("look", "default", "synthetic: the specimen and camera look (core.optics.LOOKS; real_adult: fitted to real "
-          "in-focus adults, a soft lens; it sets the absorption, so leave the two absorption parameters at their "
-          "defaults)", choices=tuple(LOOKS), read_only=True),
+          "in-focus adults, a soft lens); the parameters below override it", choices=tuple(LOOKS), read_only=True),
     Param("um_per_px", OpticsConfig.um_per_px, "synthetic: specimen-plane pixel size of the full frame (another "
           "magnification; the bundled model's training optics: the default)", range=(0.1, 100.0), read_only=True),
-    Param("body_absorb_per_um", OpticsConfig.body_absorb_per_um, "synthetic: the worm body's amplitude absorption "
-          "per um of chord", range=(0.0, 1.0), read_only=True),
-    Param("cuticle_absorb_per_um", OpticsConfig.cuticle_absorb_per_um, "synthetic: the cuticle shell's extra "
-          "absorption per um", range=(0.0, 10.0), read_only=True),
+    Param("body_absorb_per_um", LOOK_VALUE, "synthetic: the worm body's amplitude absorption per um of chord; -1 = "
+          f"the look's (default look: {OpticsConfig.body_absorb_per_um})", range=(LOOK_VALUE, 1.0),
+          check=_look_or_value, read_only=True),
+    Param("cuticle_absorb_per_um", LOOK_VALUE, "synthetic: the cuticle shell's extra absorption per um; -1 = the "
+          f"look's (default look: {OpticsConfig.cuticle_absorb_per_um})", range=(LOOK_VALUE, 10.0),
+          check=_look_or_value, read_only=True),
     Param("fps", 15.0, "frames per second (of the node clock, or of /clock when clock = sim)", range=(0.1, 200.0)),
     Param("clock", "wall", "wall: frames in real time on the node clock; sim: publish /clock, lock-stepped with "
           "the pipeline (one frame period per answered frame)", choices=("wall", "sim"), read_only=True),
@@ -193,12 +202,8 @@ class StackPlayerNode(Node):
             described = f"stack {self.dataset.stack.path} (best_index {self.dataset.best_index})"
         else:
             self.dataset = None
-            absorption = {"body_absorb_per_um": p.body_absorb_per_um, "cuticle_absorb_per_um": p.cuticle_absorb_per_um}
-            if p.look != "default":
-                changed = sorted(k for k, v in absorption.items() if v != getattr(OpticsConfig, k))
-                if changed:
-                    raise ConfigError(f"look {p.look!r} sets the absorption: leave {', '.join(changed)} at the default")
-                absorption = {}
+            absorption = {name: p[name] for name in ("body_absorb_per_um", "cuticle_absorb_per_um")
+                          if p[name] != LOOK_VALUE}
             config = replace(look_config(p.look), um_per_px=p.um_per_px, **absorption,
                              **({} if p.band_limited_frame else {"max_band_raster_px": 0}))
             scene = make_scene(np.random.default_rng(p.seed), config, p.n_worms)
