@@ -16,7 +16,8 @@
 
 ``views`` random scenes of ``seed`` (neither the training seed 0 nor the validation seed 999), each seen
 through one window, imaged at 10 offsets uniform in +-``range_steps``, rendered by the simulator's fast path
-at 128 px like the training pool (training/synthetic.py, ``SyntheticValidation``). A window is a crop of
+at 4/3 of the model's input size like the training pool (128 px for 96; training/synthetic.py,
+``SyntheticValidation``). A window is a crop of
 ``fov_px`` around a worm (centre jittered by 8%), or the complete 2592x1944 frame (``fov_px`` 0). For every
 crop size the same scenes, worms and offsets are drawn, so the rows of a field-of-view table are paired.
 Renders are kept in ``cache`` (``heldout_<px>_<seed>_<views>_<fov>_r<render version>.npz``) so that the three
@@ -25,6 +26,8 @@ Models are served through the exported ONNX file by ``FocusPredictor``.
 
     PYTHONPATH=. python benchmarks/heldout.py paired WITH_CROPS.onnx NO_CROPS.onnx --cache DIR --fov-px 500 0
     PYTHONPATH=. python benchmarks/heldout.py fov MODEL.onnx [...] --cache DIR --fov-px 500 750 1000 1250 0
+
+Each model is scored on renders at its own input size (``fov`` may compare models of different input sizes).
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ import numpy as np
 from celegans_autofocus.core.images import PreprocessSpec
 from celegans_autofocus.core.metrics import SIGN_THRESHOLD_STEPS
 
-RENDER_PX = 128
+RENDER_OVERSAMPLE = 4 / 3  # render side / input side, as the training pools (synthetic_oversample)
 FULL = 0  # fov_px of the complete frame
 
 
@@ -56,13 +59,20 @@ def held_out(cache: Path, input_px: int, fov_px: int, views: int = 64, seed: int
     from celegans_autofocus.training.synthetic import SyntheticValidation
 
     cfg = TrainConfig(input_px=input_px, crops=True, synthetic_crop_fraction=0.0 if fov_px == FULL else 1.0,
-                      synthetic_offsets_per_view=10, synthetic_oversample=RENDER_PX / input_px,
+                      synthetic_offsets_per_view=10, synthetic_oversample=RENDER_OVERSAMPLE,
                       synthetic_crop_jitter=0.08, synthetic_val=views * 10, synthetic_val_seed=seed,
                       synthetic_val_fov_px=[fov_px or 500], synthetic_val_range_steps=range_steps)
     val = SyntheticValidation(cfg, PreprocessSpec(input_px=input_px))
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, images=val.images, offsets_steps=val.offsets_steps)
     return val.images.astype(np.float32), val.offsets_steps
+
+
+def input_px(model: Path) -> int:
+    """The input side in px of the ONNX ``model`` (from its metadata)."""
+    from celegans_autofocus.core.predictor import FocusPredictor
+
+    return FocusPredictor(model, providers=["CPUExecutionProvider"], intra_op_threads=1).spec.input_px
 
 
 def predict(model: Path, images: np.ndarray) -> np.ndarray:
@@ -92,7 +102,7 @@ def paired_table(model_a: Path, model_b: Path, cache: Path, fovs_px: list[int], 
 
     rows, all_a, all_b, all_true = [], [], [], []
     for fov in fovs_px:
-        images, true = held_out(cache, 96, fov, views, seed)
+        images, true = held_out(cache, input_px(model_a), fov, views, seed)
         err_a, err_b = np.abs(predict(model_a, images) - true), np.abs(predict(model_b, images) - true)
         rows.append({"window": fov_name(fov), **paired_comparison(err_a, err_b),
                      "predict_zero_mae_steps": round(float(np.abs(true).mean()), 2)})
@@ -110,7 +120,7 @@ def fov_table(models: list[Path], cache: Path, fovs_px: list[int], views: int, s
     rows = []
     for model in models:
         for fov in fovs_px:
-            images, true = held_out(cache, 96, fov, views, seed)
+            images, true = held_out(cache, input_px(model), fov, views, seed)
             rows.append({"model": str(model), "window": fov_name(fov), **summary(predict(model, images), true)})
     return {"rows": rows}
 
