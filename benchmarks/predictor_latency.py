@@ -12,9 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Latency of FocusPredictor.predict() on a full 2592x1944 uint8 frame, preprocessing included.
+"""Latency of FocusPredictor.predict() on a full 2592x1944 uint8 frame (or a worm crop), preprocessing included.
 
     .venv/bin/python benchmarks/predictor_latency.py                       # models/default.onnx
+    .venv/bin/python benchmarks/predictor_latency.py --crop-px 500         # on a 500x500 worm crop, the crop models' view
     .venv/bin/python benchmarks/predictor_latency.py --model M.onnx --standin mobilenetv3_small_100:500
 
 ``--standin ARCH:INPUT_PX`` exports a randomly initialised timm model (torch needed, benchmark
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = default)")
+    parser.add_argument("--crop-px", type=int, default=0,
+                        help="time a square crop of this side instead of the full frame (0 = full frame)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
 
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         except ModelError as exc:
             print(f"no model to time: {exc}; pass --model or --standin", file=sys.stderr)
             return 2
-    frame = np.random.default_rng(0).integers(0, 256, FRAME_HW, dtype=np.uint8)
+    frame_hw = (args.crop_px, args.crop_px) if args.crop_px > 0 else FRAME_HW
+    frame = np.random.default_rng(0).integers(0, 256, frame_hw, dtype=np.uint8)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.standin:
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"skipping: {exc}", file=sys.stderr)
                 return 2
     load = os.getloadavg()
-    print(f"frame {FRAME_HW[1]}x{FRAME_HW[0]} uint8, {args.frames} frames after {args.warmup} warm-up, "
+    print(f"frame {frame_hw[1]}x{frame_hw[0]} uint8, {args.frames} frames after {args.warmup} warm-up, "
           f"{os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     print(f"{'model':44s} {'px':>4s} {'predict p50/p95 ms':>19s} {'preprocess p50/p95':>19s} {'onnx run p50/p95':>17s}")
     for r in results:
