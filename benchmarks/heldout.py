@@ -85,15 +85,23 @@ def predict(model: Path, images: np.ndarray) -> np.ndarray:
     return np.concatenate([predictor.predict_batch(list(images[i:i + 64])) for i in range(0, len(images), 64)])
 
 
+#: lower edges of the |true offset| bins of summary()'s MAE by distance, in steps
+DISTANCE_BINS_STEPS = (0, 20, 50, 100, 150)
+
+
 def summary(pred_steps: np.ndarray, true_steps: np.ndarray) -> dict:
-    """MAE, median and p90 absolute error, sign accuracy (|true| > 20 steps) and the predict-zero MAE."""
+    """MAE (overall and by |true offset| bin), median/p90 abs error, sign accuracy (|true| > 20), predict-zero MAE."""
     err = np.abs(pred_steps - true_steps)
     far = np.abs(true_steps) > SIGN_THRESHOLD_STEPS
+    edges = DISTANCE_BINS_STEPS + (np.inf,)
+    by_distance = {f"{lo}-{hi:g}": round(float(err[(np.abs(true_steps) >= lo) & (np.abs(true_steps) < hi)].mean()), 2)
+                   for lo, hi in zip(edges, edges[1:]) if np.any((np.abs(true_steps) >= lo) & (np.abs(true_steps) < hi))}
     return {"n": int(len(err)), "mae_steps": round(float(err.mean()), 2),
             "median_abs_steps": round(float(np.median(err)), 2),
             "p90_abs_steps": round(float(np.percentile(err, 90)), 2),
             "sign_accuracy": round(float(np.mean(np.sign(pred_steps[far]) == np.sign(true_steps[far]))), 4),
-            "predict_zero_mae_steps": round(float(np.abs(true_steps).mean()), 2)}
+            "predict_zero_mae_steps": round(float(np.abs(true_steps).mean()), 2),
+            "mae_by_abs_offset_steps": by_distance}
 
 
 def paired_table(model_a: Path, model_b: Path, cache: Path, fovs_px: list[int], views: int, seed: int) -> dict:
