@@ -154,7 +154,8 @@ def noise_draw_rows(per_variant: int, seed: int, range_steps: int, step_every: i
         intensities = [renderer.intensity(off).copy() for off in offsets]
         readings = [("as drawn", config, renderer.rng), ("noise-free", replace(config, noise=False), renderer.rng)]
         readings += [(f"noise {n}", config, np.random.default_rng([seed, n])) for n in range(draws)]
-        for reading, renderer.config, renderer.rng in readings:
+        for reading, camera_config, camera_rng in readings:
+            renderer.config, renderer.rng = camera_config, camera_rng  # the camera reads these two; the optics are done
             rows.append(_sim_row(variant, f"{name} {reading}", config, best,
                                  (renderer.camera(i) for i in intensities), zs, agree_steps))
             print(f"sim {variant}/{name} {reading}: best {best:+d} auto {rows[-1]['picks'][focus.AUTO]}",
