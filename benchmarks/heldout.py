@@ -94,8 +94,8 @@ def summary(pred_steps: np.ndarray, true_steps: np.ndarray) -> dict:
     err = np.abs(pred_steps - true_steps)
     far = np.abs(true_steps) > SIGN_THRESHOLD_STEPS
     edges = DISTANCE_BINS_STEPS + (np.inf,)
-    by_distance = {f"{lo}-{hi:g}": round(float(err[(np.abs(true_steps) >= lo) & (np.abs(true_steps) < hi)].mean()), 2)
-                   for lo, hi in zip(edges, edges[1:]) if np.any((np.abs(true_steps) >= lo) & (np.abs(true_steps) < hi))}
+    bins = {f"{lo}-{hi:g}": (np.abs(true_steps) >= lo) & (np.abs(true_steps) < hi) for lo, hi in zip(edges, edges[1:])}
+    by_distance = {name: round(float(err[inside].mean()), 2) for name, inside in bins.items() if inside.any()}
     return {"n": int(len(err)), "mae_steps": round(float(err.mean()), 2),
             "median_abs_steps": round(float(np.median(err)), 2),
             "p90_abs_steps": round(float(np.percentile(err, 90)), 2),

@@ -15,7 +15,7 @@
 """Latency of FocusPredictor.predict() on a full 2592x1944 uint8 frame (or a worm crop), preprocessing included.
 
     .venv/bin/python benchmarks/predictor_latency.py                       # models/default.onnx
-    .venv/bin/python benchmarks/predictor_latency.py --crop-px 500         # on a 500x500 worm crop, the crop models' view
+    .venv/bin/python benchmarks/predictor_latency.py --crop-px 500         # a 500x500 worm crop (the crop models' view)
     .venv/bin/python benchmarks/predictor_latency.py --model M.onnx --standin mobilenetv3_small_100:500
 
 ``--standin ARCH:INPUT_PX`` exports a randomly initialised timm model (torch needed, benchmark
