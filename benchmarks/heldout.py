@@ -69,7 +69,7 @@ def held_out(cache: Path, input_px: int, fov_px: int, views: int = 64, seed: int
 
 
 def input_px(model: Path) -> int:
-    """The input side in px of the ONNX ``model`` (from its metadata)."""
+    """Return the input side in px of the ONNX ``model`` (from its metadata)."""
     from celegans_autofocus.core.predictor import FocusPredictor
 
     return FocusPredictor(model, providers=["CPUExecutionProvider"], intra_op_threads=1).spec.input_px
