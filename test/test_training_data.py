@@ -205,6 +205,16 @@ def test_the_shipped_three_stage_recipe_runs_from_the_command_line(tmp_path):
     assert meta["sigma_output"] == "offset_sigma" and meta["source_commit"] != "unknown"
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "config").glob("*_model.yaml")))
+def test_every_model_recipe_in_config_is_a_valid_training_config(name):
+    """Each config/*_model.yaml (the bundled recipe's stages, candidates, experiments) is one `train --config` takes."""
+    import yaml
+
+    written = yaml.safe_load((REPO / "config" / name).read_text())
+    assert written["out"] == f"runs/{name.removesuffix('.yaml')}"
+    TrainConfig.from_dict({k: v for k, v in written.items() if k not in ("out", "threads")}).validate()
+
+
 def test_randomised_views_draw_other_optics_and_leave_the_default_pool_alone():
     """synthetic_randomize: that share of views goes through core.randomize's optics; 0 keeps the old pool exactly."""
     spec = PreprocessSpec(input_px=32)
