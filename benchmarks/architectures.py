@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from heldout import FULL, held_out, predict, summary  # noqa: E402
+from heldout import FULL, held_out, input_px, predict, summary  # noqa: E402
 
 ARCHS = ["plain7", "mobilenetv3_small_100", "mobilenetv3_large_100", "resnet18", "convnextv2_pico"]
 FOVS_PX = [500, 1000, FULL]
@@ -69,21 +69,20 @@ def main() -> int:
     parser.add_argument("--archs", nargs="+", default=ARCHS)
     parser.add_argument("--views", type=int, default=64)
     parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--input-px", type=int, default=96)
     args = parser.parse_args()
     import yaml
 
     budget_path = args.budget or Path(__file__).resolve().parent / f"study_{args.study}.yaml"
     budget = yaml.safe_load(budget_path.read_text())
-    sets = {fov: held_out(args.runs / "heldout", args.input_px, fov, args.views, args.seed) for fov in FOVS_PX}
     rows, abs_err_500 = [], {}
     for arch in args.archs:
         model = args.runs / args.study / arch / "model.onnx"
         history = json.loads((args.runs / args.study / arch / "history.json").read_text())
         # the median epoch: the first run's first epoch also rendered the shared pool
         row = {"arch": arch, "epoch_s_median": round(float(np.median([h["epoch_s"] for h in history])), 1),
-               "onnx_mb": round(model.stat().st_size / 2**20, 2)}
-        for fov, (images, true) in sets.items():
+               "onnx_mb": round(model.stat().st_size / 2**20, 2), "input_px": input_px(model)}
+        for fov in FOVS_PX:
+            images, true = held_out(args.runs / "heldout", row["input_px"], fov, args.views, args.seed)
             pred = predict(model, images)
             row[str(fov or "full")] = summary(pred, true)
             if fov == 500:
@@ -95,7 +94,7 @@ def main() -> int:
 
     best = min(rows, key=lambda r: r["500"]["mae_steps"])["arch"]
     versus_best = {arch: paired_comparison(abs_err_500[best], err) for arch, err in abs_err_500.items() if arch != best}
-    held = {"views": args.views, "seed": args.seed, "range_steps": 200, "fov_px": FOVS_PX, "input_px": args.input_px}
+    held = {"views": args.views, "seed": args.seed, "range_steps": 200, "fov_px": FOVS_PX}
     print(json.dumps({"budget": budget, "held_out": held, "rows": rows, "best_on_500px": best,
                       "paired_500px_best_vs": versus_best}, indent=2))
     return 0

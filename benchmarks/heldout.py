@@ -39,6 +39,8 @@ from celegans_autofocus.core.images import PreprocessSpec
 from celegans_autofocus.core.metrics import SIGN_THRESHOLD_STEPS
 
 RENDER_OVERSAMPLE = 4 / 3  # render side / input side, as the training pools (synthetic_oversample)
+#: lower edges of the |true offset| bins of summary()'s MAE by distance, in steps
+DISTANCE_BINS_STEPS = (0, SIGN_THRESHOLD_STEPS, 50, 100, 150)
 FULL = 0  # fov_px of the complete frame
 
 
@@ -85,16 +87,12 @@ def predict(model: Path, images: np.ndarray) -> np.ndarray:
     return np.concatenate([predictor.predict_batch(list(images[i:i + 64])) for i in range(0, len(images), 64)])
 
 
-#: lower edges of the |true offset| bins of summary()'s MAE by distance, in steps
-DISTANCE_BINS_STEPS = (0, 20, 50, 100, 150)
-
-
 def summary(pred_steps: np.ndarray, true_steps: np.ndarray) -> dict:
-    """MAE (overall and by |true offset| bin), median/p90 abs error, sign accuracy (|true| > 20), predict-zero MAE."""
+    """Return MAE (overall, by |true offset| bin), median/p90 abs error, sign accuracy, predict-zero MAE."""
     err = np.abs(pred_steps - true_steps)
     far = np.abs(true_steps) > SIGN_THRESHOLD_STEPS
-    edges = DISTANCE_BINS_STEPS + (np.inf,)
-    bins = {f"{lo}-{hi:g}": (np.abs(true_steps) >= lo) & (np.abs(true_steps) < hi) for lo, hi in zip(edges, edges[1:])}
+    distance, edges = np.abs(true_steps), DISTANCE_BINS_STEPS + (np.inf,)
+    bins = {f"{lo:g}-{hi:g}": (distance >= lo) & (distance < hi) for lo, hi in zip(edges, edges[1:])}
     by_distance = {name: round(float(err[inside].mean()), 2) for name, inside in bins.items() if inside.any()}
     return {"n": int(len(err)), "mae_steps": round(float(err.mean()), 2),
             "median_abs_steps": round(float(np.median(err)), 2),
@@ -108,9 +106,12 @@ def paired_table(model_a: Path, model_b: Path, cache: Path, fovs_px: list[int], 
     """Study 2: per window size and over all, both models' errors and the paired test on |error| differences."""
     from celegans_autofocus.training.stats import paired_comparison
 
+    side_px = input_px(model_a)
+    if input_px(model_b) != side_px:
+        raise ValueError(f"paired models need one input size: {model_a} {side_px} px, {model_b} {input_px(model_b)} px")
     rows, all_a, all_b, all_true = [], [], [], []
     for fov in fovs_px:
-        images, true = held_out(cache, input_px(model_a), fov, views, seed)
+        images, true = held_out(cache, side_px, fov, views, seed)
         err_a, err_b = np.abs(predict(model_a, images) - true), np.abs(predict(model_b, images) - true)
         rows.append({"window": fov_name(fov), **paired_comparison(err_a, err_b),
                      "predict_zero_mae_steps": round(float(np.abs(true).mean()), 2)})

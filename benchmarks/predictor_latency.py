@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         except ModelError as exc:
             print(f"no model to time: {exc}; pass --model or --standin", file=sys.stderr)
             return 2
+    if args.crop_px < 0:
+        parser.error(f"--crop-px must be >= 0 (0 = full frame), got {args.crop_px}")
     frame_hw = (args.crop_px, args.crop_px) if args.crop_px > 0 else FRAME_HW
     frame = np.random.default_rng(0).integers(0, 256, frame_hw, dtype=np.uint8)
     results = []
@@ -133,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['preprocess']['p50_ms']:9.1f}/{r['preprocess']['p95_ms']:<9.1f} "
               f"{r['onnx_run']['p50_ms']:8.1f}/{r['onnx_run']['p95_ms']:<8.1f}")
     if args.json:
-        args.json.write_text(json.dumps({"load_average": load, "results": results}, indent=2))
+        args.json.write_text(json.dumps({"load_average": load, "frame_hw_px": list(frame_hw), "results": results},
+                                        indent=2))
     return 0
 
 

@@ -38,6 +38,7 @@ def test_summary_scores_against_predicting_zero():
     flipped = heldout.summary(-true, true)  # |true| <= 20 (the -10) does not count for the sign
     assert flipped["sign_accuracy"] == 0 and flipped["n"] == 4
     assert zero["mae_by_abs_offset_steps"] == {"0-20": 10.0, "100-150": 100.0, "20-50": 30.0, "150-inf": 150.0}
+    assert flipped["mae_by_abs_offset_steps"] == {"0-20": 20.0, "100-150": 200.0, "20-50": 60.0, "150-inf": 300.0}
 
 
 @pytest.mark.skipif(not TRAINING, reason="needs the [train] extra (torch)")

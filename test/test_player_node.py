@@ -179,7 +179,7 @@ def test_dataset_best_index_from_labels_csv(tmp_path, ros_harness):
     ({"switch_times_s": [1.0, 2.0], "switch_jumps_steps": [5.0]}, "same length"),
     ({"source": "tape"}, "source"),
     ({"fps": 0.0}, "fps"),
-    ({"body_absorb_per_um": -0.5}, "body_absorb_per_um"),
+    ({"body_absorb_per_um": -0.5}, "body_absorb_per_um.*the look's value"),
     ({"look": "glossy"}, "look"),
 ])
 def test_bad_configuration_is_refused(params, words, ros_harness):

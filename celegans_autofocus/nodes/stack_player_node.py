@@ -75,7 +75,7 @@ def _finite(values) -> str | None:
 
 
 def _look_or_value(value: float) -> str | None:
-    return None if value == LOOK_VALUE or value >= 0.0 else f"{LOOK_VALUE:g} (the look's value) or >= 0"
+    return None if value == LOOK_VALUE or value >= 0.0 else f"must be {LOOK_VALUE:g} (the look's value) or >= 0"
 
 
 PARAMS = (
@@ -93,14 +93,15 @@ PARAMS = (
           "(crops within 0.05 RMS of a native render, as the bundled model was trained; about 2x the render time); "
           "false: the old 2x grid (crops 0.14-0.16 RMS off)", read_only=True),
     Param("look", "default", "synthetic: the specimen and camera look (core.optics.LOOKS; real_adult: fitted to real "
-          "in-focus adults, a soft lens); the parameters below override it", choices=tuple(LOOKS), read_only=True),
+          "in-focus adults, a soft lens); um_per_px, body_absorb_per_um and cuticle_absorb_per_um override it",
+          choices=tuple(LOOKS), read_only=True),
     Param("um_per_px", OpticsConfig.um_per_px, "synthetic: specimen-plane pixel size of the full frame (another "
           "magnification; the bundled model's training optics: the default)", range=(0.1, 100.0), read_only=True),
-    Param("body_absorb_per_um", LOOK_VALUE, "synthetic: the worm body's amplitude absorption per um of chord; -1 = "
-          f"the look's (default look: {OpticsConfig.body_absorb_per_um})", range=(LOOK_VALUE, 1.0),
+    Param("body_absorb_per_um", LOOK_VALUE, "synthetic: the worm body's amplitude absorption per um of chord; "
+          f"{LOOK_VALUE:g} = the look's (default look: {OpticsConfig.body_absorb_per_um})", range=(LOOK_VALUE, 1.0),
           check=_look_or_value, read_only=True),
-    Param("cuticle_absorb_per_um", LOOK_VALUE, "synthetic: the cuticle shell's extra absorption per um; -1 = the "
-          f"look's (default look: {OpticsConfig.cuticle_absorb_per_um})", range=(LOOK_VALUE, 10.0),
+    Param("cuticle_absorb_per_um", LOOK_VALUE, "synthetic: the cuticle shell's extra absorption per um; "
+          f"{LOOK_VALUE:g} = the look's (default look: {OpticsConfig.cuticle_absorb_per_um})", range=(LOOK_VALUE, 10.0),
           check=_look_or_value, read_only=True),
     Param("fps", 15.0, "frames per second (of the node clock, or of /clock when clock = sim)", range=(0.1, 200.0)),
     Param("clock", "wall", "wall: frames in real time on the node clock; sim: publish /clock, lock-stepped with "
