@@ -106,9 +106,9 @@ def paired_table(model_a: Path, model_b: Path, cache: Path, fovs_px: list[int], 
     """Study 2: per window size and over all, both models' errors and the paired test on |error| differences."""
     from celegans_autofocus.training.stats import paired_comparison
 
-    side_px = input_px(model_a)
-    if input_px(model_b) != side_px:
-        raise ValueError(f"paired models need one input size: {model_a} {side_px} px, {model_b} {input_px(model_b)} px")
+    side_px, side_b_px = input_px(model_a), input_px(model_b)
+    if side_b_px != side_px:
+        raise ValueError(f"paired models need one input size: {model_a} {side_px} px, {model_b} {side_b_px} px")
     rows, all_a, all_b, all_true = [], [], [], []
     for fov in fovs_px:
         images, true = held_out(cache, side_px, fov, views, seed)
@@ -128,8 +128,9 @@ def fov_table(models: list[Path], cache: Path, fovs_px: list[int], views: int, s
     """Study 3: each model's error summary at each window size (the same scenes and offsets for every crop size)."""
     rows = []
     for model in models:
+        side_px = input_px(model)
         for fov in fovs_px:
-            images, true = held_out(cache, input_px(model), fov, views, seed)
+            images, true = held_out(cache, side_px, fov, views, seed)
             rows.append({"model": str(model), "window": fov_name(fov), **summary(predict(model, images), true)})
     return {"rows": rows}
 
