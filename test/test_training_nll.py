@@ -51,6 +51,20 @@ def test_gaussian_nll_by_hand():
     assert create_model("plain7", outputs=2)(torch.zeros(2, 1, 32, 32)).shape == (2, 2)
 
 
+def test_huber_nll_trains_the_mean_by_huber_alone():
+    out = torch.tensor([[0.5, math.log(4.0)], [-1.0, 0.0]], requires_grad=True)
+    y = torch.tensor([[1.5], [-1.02]])
+    loss = loss_fn(TrainConfig(loss="huber_nll"))(out, y)
+    huber = np.mean([0.1 * (1.0 - 0.05), 0.5 * 0.02 ** 2])  # linear beyond HUBER_DELTA = 0.1, quadratic within
+    nll = np.mean([0.5 * (math.log(4.0) + 1.0 / 4.0), 0.5 * 0.02 ** 2])
+    assert loss.item() == pytest.approx(huber + nll, rel=1e-5)
+    loss.backward()
+    # d/d mean: the Huber term's alone (the NLL would add -(y - mean) / var / N = -0.125 to the first row)
+    assert out.grad[:, 0].tolist() == pytest.approx([-0.1 / 2, 0.02 / 2], rel=1e-4)
+    assert out.grad[0, 1].item() == pytest.approx(0.5 * (1 - 1.0 / 4.0) / 2, rel=1e-5)
+    assert TrainConfig(loss="huber_nll").outputs == 2
+
+
 def test_nll_model_trains_exports_and_serves_its_sigma(tmp_path):
     summary = train(None, TrainConfig(**NLL), tmp_path / "run")
     entry = summary["history"][-1]

@@ -31,7 +31,7 @@ HELP = "train a CNN that predicts the signed steps to focus from one image (need
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..core.optics import LOOKS
-    from ..training.config import TrainConfig  # torch-free
+    from ..training.config import LOSSES, TrainConfig  # torch-free
 
     d = TrainConfig()
     bool_opt = argparse.BooleanOptionalAction
@@ -98,8 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     opt.add_argument("--lr-step-epochs", type=int, default=d.lr_step_epochs, help="StepLR step size (epochs)")
     opt.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help="StepLR factor")
-    opt.add_argument("--loss", choices=("mse", "huber", "gaussian_nll"), default=d.loss,
-                     help="regression loss; gaussian_nll adds an uncertainty output (mean and log-variance)")
+    opt.add_argument("--loss", choices=LOSSES, default=d.loss,
+                     help="regression loss; gaussian_nll and huber_nll add an uncertainty output (mean and "
+                          "log-variance)")
     opt.add_argument("--nll-beta", type=float, default=d.nll_beta,
                      help="beta-NLL: weight each NLL term by var**beta (0 = plain Gaussian NLL)")
     opt.add_argument("--optimizer", choices=("adam", "adamw"), default=d.optimizer, help="optimizer")

@@ -17,7 +17,8 @@
 Defaults are the paper's: MSE loss, Adam at 1e-4, StepLR (step 5 epochs, gamma 0.85),
 100 epochs, 500x500 grayscale input, rotations up to 45 degrees, horizontal and vertical flips.
 ``batch_size`` is the global batch: under DDP each of N processes takes ``batch_size / N``.
-``loss: gaussian_nll`` gives the model a second output, the log-variance of its offset (an uncertainty head).
+``loss: gaussian_nll`` gives the model a second output, the log-variance of its offset (an uncertainty head);
+``huber_nll`` too, with the mean trained by the Huber loss alone (the NLL term sees it detached).
 ``init`` starts from a checkpoint's weights (same arch and outputs), e.g. to train on on another data mix.
 ``synthetic_randomize`` is the share of synthetic training views drawn with domain-randomised optics; the others
 (and the validation views) have the look ``synthetic_look`` (``core.optics.LOOKS``; a list: each view draws one).
@@ -29,7 +30,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ..core.optics import LOOKS
 
-LOSSES = ("mse", "huber", "gaussian_nll")
+LOSSES = ("mse", "huber", "gaussian_nll", "huber_nll")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("step", "onecycle", "cosine")
@@ -101,8 +102,8 @@ class TrainConfig:
 
     @property
     def uncertainty(self) -> bool:
-        """Return True when the model has the second (log-variance) output: the Gaussian NLL loss."""
-        return self.loss == "gaussian_nll"
+        """Return True when the model has the second (log-variance) output: a Gaussian NLL loss."""
+        return self.loss in ("gaussian_nll", "huber_nll")
 
     @property
     def outputs(self) -> int:

@@ -50,6 +50,8 @@ from .synthetic import SyntheticPool
 LAST, BEST, POOL = "last.pt", "best.pt", "pool.npz"
 #: Within this many predicted sigmas a calibrated Gaussian holds 95.4% of the errors.
 CALIBRATION_SIGMAS = 2.0
+#: the Huber loss is quadratic within this many output units (10 steps at output_scale 100)
+HUBER_DELTA = 0.1
 
 
 def _log(message: str) -> None:
@@ -117,22 +119,31 @@ def loss_fn(cfg: TrainConfig):
     """``loss(output (N, outputs), target (N, 1))`` of the config, a scalar mean over the batch.
 
     ``gaussian_nll``: 0.5 * (log_var + (y - mean)^2 / var) (constant dropped), each term weighted by
-    ``var.detach() ** nll_beta`` (beta-NLL; 0 = plain NLL). ``huber``: quadratic within 0.1 output units.
+    ``var.detach() ** nll_beta`` (beta-NLL; 0 = plain NLL). ``huber``: quadratic within ``HUBER_DELTA`` output units.
+    ``huber_nll``: the Huber loss of the mean plus the plain NLL of the log-variance with the mean detached, so the
+    uncertainty term cannot trade the mean's accuracy for a smaller loss (after Stirn et al. 2023, "Faithful
+    heteroscedastic regression with neural networks").
     """
     if cfg.loss == "mse":
         return torch.nn.MSELoss()
+    huber = torch.nn.HuberLoss(delta=HUBER_DELTA)
     if cfg.loss == "huber":
-        return torch.nn.HuberLoss(delta=0.1)
+        return huber
     beta = cfg.nll_beta
 
-    def gaussian_nll(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        mean, log_var = output[:, :1], output[:, 1:2].clamp(-20.0, 20.0)
-        nll = 0.5 * (log_var + (target - mean) ** 2 * torch.exp(-log_var))
-        if beta:
-            nll = nll * torch.exp(log_var.detach() * beta)
-        return nll.mean()
+    def nll(mean: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        log_var = log_var.clamp(-20.0, 20.0)
+        terms = 0.5 * (log_var + (target - mean) ** 2 * torch.exp(-log_var))
+        return terms * torch.exp(log_var.detach() * beta) if beta else terms
 
-    return gaussian_nll
+    def gaussian_nll(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nll(output[:, :1], output[:, 1:2], target).mean()
+
+    def huber_nll(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mean = output[:, :1]
+        return huber(mean, target) + nll(mean.detach(), output[:, 1:2], target).mean()
+
+    return huber_nll if cfg.loss == "huber_nll" else gaussian_nll
 
 
 def _check_resume(state: dict, cfg: TrainConfig, path: Path) -> None:
