@@ -180,6 +180,7 @@ def test_dataset_best_index_from_labels_csv(tmp_path, ros_harness):
     ({"source": "tape"}, "source"),
     ({"fps": 0.0}, "fps"),
     ({"body_absorb_per_um": -0.5}, "body_absorb_per_um.*the look's value"),
+    ({"um_per_px": 0.0}, "um_per_px.*the look's value"),
     ({"look": "glossy"}, "look"),
 ])
 def test_bad_configuration_is_refused(params, words, ros_harness):
@@ -204,8 +205,8 @@ def test_look_renders_the_named_look(ros_harness):
         k: getattr(OpticsConfig, k) for k in LOOKS["real_adult"]})))) > 1.0
 
 
-def test_absorption_parameters_override_the_look(ros_harness):
-    """-1 (the default) keeps the look's absorption; a value overrides it, on any look."""
+def test_optics_parameters_override_the_look(ros_harness):
+    """-1 (the default) keeps the look's absorption and magnification; a value overrides it, on any look."""
     def player(**params):
         return ros_harness.start(StackPlayerNode, fps=1.0, seed=7, n_worms=1, band_limited_frame=False,
                                  **{**SMALL, **params})
@@ -213,7 +214,7 @@ def test_absorption_parameters_override_the_look(ros_harness):
     look = look_config("real_adult")
     as_look = player(look="real_adult").render(30.0)
     overridden = player(look="real_adult", body_absorb_per_um=0.006).render(30.0)
-    default_look = player(cuticle_absorb_per_um=0.2).render(30.0)
+    default_look = player(cuticle_absorb_per_um=0.2, um_per_px=2.0).render(30.0)
 
     def render(config: OpticsConfig) -> np.ndarray:
         scene = make_scene(np.random.default_rng(7), config, 1)
@@ -221,7 +222,8 @@ def test_absorption_parameters_override_the_look(ros_harness):
 
     assert np.array_equal(as_look, render(replace(look, max_band_raster_px=0)))
     assert np.array_equal(overridden, render(replace(look, body_absorb_per_um=0.006, max_band_raster_px=0)))
-    assert np.array_equal(default_look, render(OpticsConfig(cuticle_absorb_per_um=0.2, max_band_raster_px=0)))
+    assert np.array_equal(default_look, render(OpticsConfig(cuticle_absorb_per_um=0.2, um_per_px=2.0,
+                                                            max_band_raster_px=0)))
     assert not np.array_equal(as_look, overridden)
 
 

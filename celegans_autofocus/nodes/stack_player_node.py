@@ -78,6 +78,14 @@ def _look_or_value(value: float) -> str | None:
     return None if value == LOOK_VALUE or value >= 0.0 else f"must be {LOOK_VALUE:g} (the look's value) or >= 0"
 
 
+def _look_or_positive(value: float) -> str | None:
+    return None if value == LOOK_VALUE or value > 0.0 else f"must be {LOOK_VALUE:g} (the look's value) or > 0"
+
+
+#: synthetic optics parameters that override the look unless they are LOOK_VALUE
+LOOK_OVERRIDES = ("um_per_px", "body_absorb_per_um", "cuticle_absorb_per_um")
+
+
 PARAMS = (
     Param("source", "synthetic", "synthetic: live renderer; dataset: a written stack", read_only=True,
           choices=("synthetic", "dataset")),
@@ -95,8 +103,9 @@ PARAMS = (
     Param("look", "default", "synthetic: the specimen and camera look (core.optics.LOOKS; real_adult: fitted to real "
           "in-focus adults, a soft lens); um_per_px, body_absorb_per_um and cuticle_absorb_per_um override it",
           choices=tuple(LOOKS), read_only=True),
-    Param("um_per_px", OpticsConfig.um_per_px, "synthetic: specimen-plane pixel size of the full frame (another "
-          "magnification; the bundled model's training optics: the default)", range=(0.1, 100.0), read_only=True),
+    Param("um_per_px", LOOK_VALUE, "synthetic: specimen-plane pixel size of the full frame (another magnification); "
+          f"{LOOK_VALUE:g} = the look's (every look: {OpticsConfig.um_per_px}, the bundled model's training optics)",
+          range=(LOOK_VALUE, 100.0), check=_look_or_positive, read_only=True),
     Param("body_absorb_per_um", LOOK_VALUE, "synthetic: the worm body's amplitude absorption per um of chord; "
           f"{LOOK_VALUE:g} = the look's (default look: {OpticsConfig.body_absorb_per_um})", range=(LOOK_VALUE, 1.0),
           check=_look_or_value, read_only=True),
@@ -203,9 +212,8 @@ class StackPlayerNode(Node):
             described = f"stack {self.dataset.stack.path} (best_index {self.dataset.best_index})"
         else:
             self.dataset = None
-            absorption = {name: p[name] for name in ("body_absorb_per_um", "cuticle_absorb_per_um")
-                          if p[name] != LOOK_VALUE}
-            config = replace(look_config(p.look), um_per_px=p.um_per_px, **absorption,
+            overrides = {name: p[name] for name in LOOK_OVERRIDES if p[name] != LOOK_VALUE}
+            config = replace(look_config(p.look), **overrides,
                              **({} if p.band_limited_frame else {"max_band_raster_px": 0}))
             scene = make_scene(np.random.default_rng(p.seed), config, p.n_worms)
             renderer = StackRenderer(scene, config, (p.frame_height_px, p.frame_width_px), seed=p.seed,
