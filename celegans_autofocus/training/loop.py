@@ -52,6 +52,8 @@ LAST, BEST, POOL = "last.pt", "best.pt", "pool.npz"
 CALIBRATION_SIGMAS = 2.0
 #: the Huber loss is quadratic within this many output units (10 steps at output_scale 100)
 HUBER_DELTA = 0.1
+#: huber_nll: the log-variance's gradient into the shared layers, relative to the mean's (Adam and AdamW only)
+VAR_GRAD_SCALE = 1e-3
 
 
 def _log(message: str) -> None:
@@ -120,9 +122,10 @@ def loss_fn(cfg: TrainConfig):
 
     ``gaussian_nll``: 0.5 * (log_var + (y - mean)^2 / var) (constant dropped), each term weighted by
     ``var.detach() ** nll_beta`` (beta-NLL; 0 = plain NLL). ``huber``: quadratic within ``HUBER_DELTA`` output units.
-    ``huber_nll``: the Huber loss of the mean plus the plain NLL of the log-variance with the mean detached, so the
-    uncertainty term cannot trade the mean's accuracy for a smaller loss (after Stirn et al. 2023, "Faithful
-    heteroscedastic regression with neural networks").
+    ``huber_nll``: the Huber loss of the mean plus the NLL of the log-variance with the mean detached, and the
+    log-variance's gradient scaled by ``VAR_GRAD_SCALE`` on its way back: the shared layers learn the mean alone,
+    while Adam's per-parameter step size keeps the log-variance's own head weights learning at full rate
+    (after Stirn et al. 2023, "Faithful heteroscedastic regression with neural networks", which stops that gradient).
     """
     if cfg.loss == "mse":
         return torch.nn.MSELoss()
@@ -140,8 +143,9 @@ def loss_fn(cfg: TrainConfig):
         return nll(output[:, :1], output[:, 1:2], target).mean()
 
     def huber_nll(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        mean = output[:, :1]
-        return huber(mean, target) + nll(mean.detach(), output[:, 1:2], target).mean()
+        mean, log_var = output[:, :1], output[:, 1:2]
+        log_var = log_var.detach() + VAR_GRAD_SCALE * (log_var - log_var.detach())  # same value, gradient scaled
+        return huber(mean, target) + nll(mean.detach(), log_var, target).mean()
 
     return huber_nll if cfg.loss == "huber_nll" else gaussian_nll
 
