@@ -31,6 +31,7 @@ Each model is scored on renders at its own input size (``fov`` may compare model
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -70,18 +71,22 @@ def held_out(cache: Path, input_px: int, fov_px: int, views: int = 64, seed: int
     return val.images.astype(np.float32), val.offsets_steps
 
 
-def input_px(model: Path) -> int:
-    """Return the input side in px of the ONNX ``model`` (from its metadata)."""
+@lru_cache(maxsize=None)
+def _predictor(model: Path):
+    """The ONNX ``model``'s one predictor (one ORT thread), opened once per run."""
     from celegans_autofocus.core.predictor import FocusPredictor
 
-    return FocusPredictor(model, providers=["CPUExecutionProvider"], intra_op_threads=1).spec.input_px
+    return FocusPredictor(model, providers=["CPUExecutionProvider"], intra_op_threads=1)
+
+
+def input_px(model: Path) -> int:
+    """Return the input side in px of the ONNX ``model`` (from its metadata)."""
+    return _predictor(Path(model)).spec.input_px
 
 
 def predict(model: Path, images: np.ndarray) -> np.ndarray:
     """Offsets in steps predicted by the ONNX ``model`` (one ORT thread) for preprocessed ``images``."""
-    from celegans_autofocus.core.predictor import FocusPredictor
-
-    predictor = FocusPredictor(model, providers=["CPUExecutionProvider"], intra_op_threads=1)
+    predictor = _predictor(Path(model))
     if predictor.spec.input_px != images.shape[-1]:
         raise ValueError(f"{model}: input {predictor.spec.input_px} px, the held-out images are {images.shape[-1]}")
     return np.concatenate([predictor.predict_batch(list(images[i:i + 64])) for i in range(0, len(images), 64)])
