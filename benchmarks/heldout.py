@@ -73,7 +73,7 @@ def held_out(cache: Path, input_px: int, fov_px: int, views: int = 64, seed: int
 
 @lru_cache(maxsize=None)
 def _predictor(model: Path):
-    """The ONNX ``model``'s one predictor (one ORT thread), opened once per run."""
+    """Return the ONNX ``model``'s one predictor (one ORT thread), opened once per run."""
     from celegans_autofocus.core.predictor import FocusPredictor
 
     return FocusPredictor(model, providers=["CPUExecutionProvider"], intra_op_threads=1)
