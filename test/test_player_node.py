@@ -180,7 +180,7 @@ def test_dataset_best_index_from_labels_csv(tmp_path, ros_harness):
     ({"source": "tape"}, "source"),
     ({"fps": 0.0}, "fps"),
     ({"body_absorb_per_um": -0.5}, "body_absorb_per_um.*the look's value"),
-    ({"um_per_px": 0.0}, "um_per_px.*the look's value"),
+    ({"um_per_px": 0.05}, "um_per_px.*the look's value"),
     ({"look": "glossy"}, "look"),
 ])
 def test_bad_configuration_is_refused(params, words, ros_harness):

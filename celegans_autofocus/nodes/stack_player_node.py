@@ -78,8 +78,8 @@ def _look_or_value(value: float) -> str | None:
     return None if value == LOOK_VALUE or value >= 0.0 else f"must be {LOOK_VALUE:g} (the look's value) or >= 0"
 
 
-def _look_or_positive(value: float) -> str | None:
-    return None if value == LOOK_VALUE or value > 0.0 else f"must be {LOOK_VALUE:g} (the look's value) or > 0"
+def _look_or_magnification(value: float) -> str | None:
+    return None if value == LOOK_VALUE or value >= 0.1 else f"must be {LOOK_VALUE:g} (the look's value) or >= 0.1"
 
 
 #: synthetic optics parameters that override the look unless they are LOOK_VALUE
@@ -105,7 +105,7 @@ PARAMS = (
           choices=tuple(LOOKS), read_only=True),
     Param("um_per_px", LOOK_VALUE, "synthetic: specimen-plane pixel size of the full frame (another magnification); "
           f"{LOOK_VALUE:g} = the look's (every look: {OpticsConfig.um_per_px}, the bundled model's training optics)",
-          range=(LOOK_VALUE, 100.0), check=_look_or_positive, read_only=True),
+          range=(LOOK_VALUE, 100.0), check=_look_or_magnification, read_only=True),
     Param("body_absorb_per_um", LOOK_VALUE, "synthetic: the worm body's amplitude absorption per um of chord; "
           f"{LOOK_VALUE:g} = the look's (default look: {OpticsConfig.body_absorb_per_um})", range=(LOOK_VALUE, 1.0),
           check=_look_or_value, read_only=True),

@@ -19,8 +19,8 @@ checkpoint.
 The dataset is split by plate (:func:`training.data.split_plates`); the model trains on the training
 plates' images of its own view (``input_view`` in the parent's metadata: crop stacks for a crop model),
 preprocessed exactly as the parent's metadata says, with the 8 lossless flips and 90-degree rotations,
-Huber loss (a parent with the uncertainty head: its beta-NLL loss, so the sigma adapts too) and AdamW on a
-cosine schedule for a fixed number of epochs, each one the training loop's
+Huber loss (a parent with the uncertainty head: beta-NLL, whatever loss trained it, so the sigma adapts too) and
+AdamW on a cosine schedule for a fixed number of epochs, each one the training loop's
 (:func:`training.loop.train_epoch` over a :func:`training.datasets.train_loader`). BatchNorm statistics stay frozen
 (an exported model has them folded into its convolutions, and a few stacks are too few to re-estimate them).
 Nothing is chosen on the held-out plates: the final weights are saved (``OUT/finetuned.pt``, a checkpoint

@@ -52,7 +52,8 @@ LAST, BEST, POOL = "last.pt", "best.pt", "pool.npz"
 CALIBRATION_SIGMAS = 2.0
 #: the Huber loss is quadratic within this many output units (10 steps at output_scale 100)
 HUBER_DELTA = 0.1
-#: huber_nll: the log-variance's gradient into the shared layers, relative to the mean's (Adam and AdamW only)
+#: huber_nll: the log-variance's gradient into the shared layers, relative to the mean's (AdamW, or Adam without
+#: weight decay: Adam's L2 term would outweigh the scaled gradient)
 VAR_GRAD_SCALE = 1e-3
 
 
