@@ -74,12 +74,12 @@ def _finite(values) -> str | None:
     return None if np.all(np.isfinite(np.asarray(values, dtype=float))) else "values must be finite"
 
 
-def _look_or_value(value: float) -> str | None:
-    return None if value == LOOK_VALUE or value >= 0.0 else f"must be {LOOK_VALUE:g} (the look's value) or >= 0"
-
-
-def _look_or_magnification(value: float) -> str | None:
-    return None if value == LOOK_VALUE or value >= 0.1 else f"must be {LOOK_VALUE:g} (the look's value) or >= 0.1"
+def _look_or_at_least(minimum: float):
+    """Return the check of an optics parameter that overrides the look: LOOK_VALUE, or at least ``minimum``."""
+    def check(value: float) -> str | None:
+        return None if value == LOOK_VALUE or value >= minimum else \
+            f"must be {LOOK_VALUE:g} (the look's value) or >= {minimum:g}"
+    return check
 
 
 #: synthetic optics parameters that override the look unless they are LOOK_VALUE
@@ -105,13 +105,13 @@ PARAMS = (
           choices=tuple(LOOKS), read_only=True),
     Param("um_per_px", LOOK_VALUE, "synthetic: specimen-plane pixel size of the full frame (another magnification); "
           f"{LOOK_VALUE:g} = the look's (every look: {OpticsConfig.um_per_px}, the bundled model's training optics)",
-          range=(LOOK_VALUE, 100.0), check=_look_or_magnification, read_only=True),
+          range=(LOOK_VALUE, 100.0), check=_look_or_at_least(0.1), read_only=True),
     Param("body_absorb_per_um", LOOK_VALUE, "synthetic: the worm body's amplitude absorption per um of chord; "
           f"{LOOK_VALUE:g} = the look's (default look: {OpticsConfig.body_absorb_per_um})", range=(LOOK_VALUE, 1.0),
-          check=_look_or_value, read_only=True),
+          check=_look_or_at_least(0.0), read_only=True),
     Param("cuticle_absorb_per_um", LOOK_VALUE, "synthetic: the cuticle shell's extra absorption per um; "
           f"{LOOK_VALUE:g} = the look's (default look: {OpticsConfig.cuticle_absorb_per_um})", range=(LOOK_VALUE, 10.0),
-          check=_look_or_value, read_only=True),
+          check=_look_or_at_least(0.0), read_only=True),
     Param("fps", 15.0, "frames per second (of the node clock, or of /clock when clock = sim)", range=(0.1, 200.0)),
     Param("clock", "wall", "wall: frames in real time on the node clock; sim: publish /clock, lock-stepped with "
           "the pipeline (one frame period per answered frame)", choices=("wall", "sim"), read_only=True),
