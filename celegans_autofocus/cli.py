@@ -18,7 +18,8 @@ Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``. Heavy imports (torch, rclpy) happen inside ``run`` only, so
 ``--help`` and the data commands stay fast and torch-free. Every command accepts
 ``--config FILE.yaml``: its keys (option names, dashes or underscores) become defaults,
-and options given on the command line win.
+and options given on the command line win. A file may name another as ``base`` (a path relative to its own
+folder): the base's keys first, then the file's own (as mmcv's ``_base_``), so a recipe states only what differs.
 """
 from __future__ import annotations
 
@@ -33,13 +34,31 @@ COMMANDS = ["synth", "label", "crop", "train", "finetune", "evaluate", "export",
             "acquire", "bag_to_dataset"]
 
 
-def _load_config(parser: argparse.ArgumentParser, path: Path) -> None:
+def read_config(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Return the YAML mapping of ``path`` over its ``base`` chain (a base's keys first, the file's own win).
+
+    Raises ValueError, naming the file, for an unreadable file, a file that is not a mapping, or a cycle of bases.
+    """
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise ValueError(f"config {path}: its base chain comes back to it ({' -> '.join(map(str, _seen))})")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        parser.error(f"cannot read config {path}: {exc}")
+        raise ValueError(f"cannot read config {path}: {exc}") from None
     if not isinstance(data, dict):
-        parser.error(f"config {path} must be a mapping of option: value")
+        raise ValueError(f"config {path} must be a mapping of option: value")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return {**read_config(path.parent / str(base), _seen + (path.resolve(),)), **data}
+
+
+def _load_config(parser: argparse.ArgumentParser, path: Path) -> None:
+    try:
+        data = read_config(path)
+    except ValueError as exc:
+        parser.error(str(exc))
     known = {a.dest for a in parser._actions}
     defaults = {}
     for key, value in data.items():
@@ -61,7 +80,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         cmd = name.replace("_", "-")
         p = sub.add_parser(cmd, help=module.HELP, description=module.HELP,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        p.add_argument("--config", type=Path, help="YAML file of option: value defaults")
+        p.add_argument("--config", type=Path, help="YAML file of option: value defaults; `base: OTHER.yaml` (relative "
+                       "to the file) takes another file's first")
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
         subparsers[cmd] = p

@@ -43,3 +43,31 @@ def test_config_unknown_key_is_named(tmp_path, capsys):
         cli.main(["label", str(tmp_path), "--config", str(cfg)])
     assert exc.value.code == 2
     assert "no_such_option" in capsys.readouterr().err
+
+
+def test_config_base_chain_gives_the_base_keys_and_the_file_its_own(tmp_path):
+    """``base`` names a file relative to the config's folder; the chain resolves in order and the nearer file wins."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "root.yaml").write_text("measure: brenner\nagree_steps: 4\n")
+    (tmp_path / "mid.yaml").write_text("base: shared/root.yaml\nagree_steps: 6\n")
+    (tmp_path / "leaf.yaml").write_text("base: mid.yaml\nmeasure: vollath_f5\n")
+    assert cli.read_config(tmp_path / "leaf.yaml") == {"measure": "vollath_f5", "agree_steps": 6}
+    parser, subparsers = cli.build_parser()
+    cli._load_config(subparsers["label"], tmp_path / "mid.yaml")
+    args = parser.parse_args(["label", str(tmp_path), "--agree-steps", "9"])
+    assert (args.measure, args.agree_steps) == ("brenner", 9.0)  # from the base; the command line wins
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, "comes back to it"),
+    ({"a.yaml": "base: missing.yaml\n"}, "cannot read config"),
+    ({"a.yaml": "base: b.yaml\n", "b.yaml": "- a list\n"}, "must be a mapping"),
+    ({"a.yaml": "base: b.yaml\n", "b.yaml": "no_such_option: 1\n"}, "unknown option 'no_such_option'"),
+])
+def test_a_bad_base_chain_is_refused_by_name(tmp_path, capsys, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["label", str(tmp_path), "--config", str(tmp_path / "a.yaml")])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

@@ -180,15 +180,13 @@ def test_the_shipped_three_stage_recipe_runs_from_the_command_line(tmp_path):
 
     Each stage starts from the weights its config's ``init`` names (the previous stage's run), as `make model` does.
     """
-    import yaml
-
-    from celegans_autofocus.cli import main
+    from celegans_autofocus.cli import main, read_config
     from celegans_autofocus.training.export import export_checkpoint
 
     cut = {"epochs": 1, "synthetic_train": 20, "synthetic_val": 10}
     flags = ["--epochs", "1", "--synthetic-train", "20", "--synthetic-val", "10"]
     stages = ("nll_model", "nll_random_model", "default_model")
-    written = {stage: yaml.safe_load((REPO / "config" / f"{stage}.yaml").read_text()) for stage in stages}
+    written = {stage: read_config(REPO / "config" / f"{stage}.yaml") for stage in stages}
     assert [written[s].get("init") for s in stages] == [None, "runs/nll_model/best.pt", "runs/nll_random_model/last.pt"]
     assert [written[s]["out"] for s in stages] == [f"runs/{s}" for s in stages]
     for parent, stage in zip((None,) + stages, stages):
