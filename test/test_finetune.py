@@ -196,15 +196,22 @@ def test_onnx_import_of_a_model_with_sigma_gives_both_outputs(tmp_path, arch):
     assert np.ptp(want[1]) > 0  # the sigmas differ between images: not a parity of constants
 
 
-def test_a_parent_with_sigma_is_fine_tuned_with_its_nll_loss_and_keeps_its_sigma(dataset, tmp_path):
-    """An uncertainty model (the NLL head) fine-tunes on beta-NLL; the result still serves a sigma."""
+@pytest.mark.parametrize("parent_loss, finetune_loss, beta", [("gaussian_nll", "gaussian_nll", 0.5),
+                                                             ("huber_nll", "huber_nll", 0.0)])
+def test_a_parent_with_sigma_is_fine_tuned_with_its_nll_loss_and_keeps_its_sigma(dataset, tmp_path, parent_loss,
+                                                                                  finetune_loss, beta):
+    """An uncertainty model fine-tunes on beta-NLL, or on huber_nll if that trained it (the export says which).
+
+    The result still serves a sigma; a model exported before the metadata named the loss gets beta-NLL.
+    """
     from celegans_autofocus.training.checkpoint import FORMAT, save_checkpoint
     from celegans_autofocus.training.config import TrainConfig
     from celegans_autofocus.training.export import export_checkpoint
+    from celegans_autofocus.training.finetune import load_parent
     from celegans_autofocus.training.models import create_model
 
     torch.manual_seed(0)
-    cfg = TrainConfig(arch="plain7", input_px=32, loss="gaussian_nll", nll_beta=0.5, output_scale=100.0)
+    cfg = TrainConfig(arch="plain7", input_px=32, loss=parent_loss, nll_beta=0.5, output_scale=100.0)
     trained = create_model("plain7", outputs=2)
     with torch.no_grad():
         for p in trained.parameters():
@@ -212,15 +219,16 @@ def test_a_parent_with_sigma_is_fine_tuned_with_its_nll_loss_and_keeps_its_sigma
     save_checkpoint({"format": FORMAT, "model": trained.state_dict(), "config": cfg.to_dict(),
                      "epoch": 1, "history": [], "best_val_mae_steps": None, "step_um": 5.0, "input_view": "crop"},
                     tmp_path / "nll.pt")
-    export_checkpoint(tmp_path / "nll.pt", tmp_path / "nll.onnx")
+    assert export_checkpoint(tmp_path / "nll.pt", tmp_path / "nll.onnx")["metadata"]["loss"] == parent_loss
     summary = finetune(dataset, tmp_path / "nll.onnx", FinetuneConfig(epochs=1, batch_size=8, val_fraction=0.5),
                        tmp_path / "ft")
     state = torch.load(summary["checkpoint"], weights_only=True)
-    assert state["config"]["loss"] == "gaussian_nll" and state["config"]["nll_beta"] == 0.5
+    assert state["config"]["loss"] == finetune_loss and state["config"]["nll_beta"] == beta
     meta = export_checkpoint(summary["checkpoint"], tmp_path / "ft.onnx")["metadata"]
-    assert meta["sigma_output"] == "offset_sigma"
+    assert meta["sigma_output"] == "offset_sigma" and meta["loss"] == finetune_loss
     offset, sigma = FocusPredictor(tmp_path / "ft.onnx").predict_with_sigma(np.zeros((64, 64), np.uint8) + 100)
     assert np.isfinite(offset) and sigma is not None and sigma > 0
+    assert load_parent(default_model_path()).finetune_loss == "gaussian_nll"  # no loss in its metadata: beta-NLL
 
 
 def test_flagged_stacks_are_left_out_of_training_unless_included(dataset, tmp_path):

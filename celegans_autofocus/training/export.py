@@ -70,6 +70,7 @@ def build_metadata(state: dict, cfg) -> dict:
         "epochs": int(state.get("epoch", 0)),
         "val_mae_steps": None if best is None or not np.isfinite(best) else round(float(best), 3),
         "source_commit": state.get("source_commit", "unknown"),
+        "loss": cfg.loss,
         **({"sigma_output": SIGMA_NAME} if cfg.uncertainty else {}),
         **parent,
     }

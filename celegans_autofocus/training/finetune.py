@@ -19,7 +19,8 @@ checkpoint.
 The dataset is split by plate (:func:`training.data.split_plates`); the model trains on the training
 plates' images of its own view (``input_view`` in the parent's metadata: crop stacks for a crop model),
 preprocessed exactly as the parent's metadata says, with the 8 lossless flips and 90-degree rotations,
-Huber loss (a parent with the uncertainty head: beta-NLL, whatever loss trained it, so the sigma adapts too) and
+Huber loss (a parent with the uncertainty head: its own ``huber_nll`` if its metadata names it, else beta-NLL, so
+the sigma adapts too) and
 AdamW on a cosine schedule for a fixed number of epochs, each one the training loop's
 (:func:`training.loop.train_epoch` over a :func:`training.datasets.train_loader`). BatchNorm statistics stay frozen
 (an exported model has them folded into its convolutions, and a few stacks are too few to re-estimate them).
@@ -69,6 +70,14 @@ class Parent:
     input_view: str
     train_data_hash: str
     sigma: bool = False  # the Gaussian NLL head (a second output, the log-variance): fine-tuned with its loss
+    loss: str = "unknown"  # the loss that trained it (metadata ``loss``; absent in older exports)
+
+    @property
+    def finetune_loss(self) -> str:
+        """``huber_nll`` for a parent it trained, else beta-NLL (``gaussian_nll``) for a sigma head, else Huber."""
+        if self.sigma:
+            return "huber_nll" if self.loss == "huber_nll" else "gaussian_nll"
+        return "huber"
 
     def describe(self) -> dict:
         """Return the provenance recorded in the fine-tuned model's metadata (``parent_model``)."""
@@ -85,11 +94,12 @@ def load_parent(path: Path | str) -> Parent:
         model, meta = model_from_onnx(path)
         return Parent(path, model, meta["arch"], PreprocessSpec.from_dict(meta["preprocess"]),
                       float(meta["output_scale"]), float(meta["step_um"]), meta.get("input_view", "mixed"),
-                      str(meta.get("train_data_hash", "unknown")), bool(meta.get("sigma_output")))
+                      str(meta.get("train_data_hash", "unknown")), bool(meta.get("sigma_output")),
+                      str(meta.get("loss", "unknown")))
     model, state, cfg = model_from_checkpoint(path)
     return Parent(path, model, cfg.arch, PreprocessSpec(input_px=cfg.input_px), float(cfg.output_scale),
                   float(state.get("step_um", STEP_UM)), state.get("input_view", "mixed"),
-                  str(state.get("train_data_hash", "unknown")), cfg.uncertainty)
+                  str(state.get("train_data_hash", "unknown")), cfg.uncertainty, cfg.loss)
 
 
 def _log(message: str) -> None:
@@ -146,8 +156,9 @@ def finetune(dataset: Path | str, parent_path: Path | str, cfg: FinetuneConfig, 
                            f"({cfg.batch_size}); acquire more stacks or lower --batch-size")
     model = parent.model
     train_cfg = TrainConfig(arch=parent.arch, crops="crop" in split["kinds"], epochs=cfg.epochs,
-                            batch_size=cfg.batch_size, lr=cfg.lr, loss="gaussian_nll" if parent.sigma else "huber",
-                            nll_beta=cfg.nll_beta if parent.sigma else 0.0, optimizer="adamw",
+                            batch_size=cfg.batch_size, lr=cfg.lr, loss=parent.finetune_loss,
+                            nll_beta=cfg.nll_beta if parent.finetune_loss == "gaussian_nll" else 0.0,
+                            optimizer="adamw",
                             weight_decay=cfg.weight_decay, schedule="cosine", rot90=True, hflip=True, vflip=True,
                             input_px=parent.spec.input_px,
                             output_scale=parent.output_scale, rotation_deg=0.0, val_fraction=cfg.val_fraction,
