@@ -229,6 +229,19 @@ def test_synth_writes_the_dataset_layout(tmp_path: Path, capsys):
     assert str(out) in capsys.readouterr().err
 
 
+def test_synth_look_renders_that_look_and_records_it(tmp_path: Path):
+    """``--look real_adult``: the same scenes seen through the named look, whose optics stack.yaml records."""
+    args = ["--plates", "1", "--stacks-per-plate", "1", "--range-steps", "4", "--step-every", "4", "--seed", "3",
+            "--width", "216", "--worms", "1"]
+    for look in ("default", "real_adult"):
+        assert cli.main(["synth", str(tmp_path / look), *args, "--look", look]) == 0
+    stacks = [tmp_path / look / "plates/plate_000/stack_000" for look in ("default", "real_adult")]
+    recorded = [yaml.safe_load((s / "stack.yaml").read_text())["synthetic"]["optics"] for s in stacks]
+    assert recorded[0] == OpticsConfig().to_dict() and recorded[1] == optics.look_config("real_adult").to_dict()
+    images = [cv2.imread(str(s / "z_0.png"), cv2.IMREAD_UNCHANGED).astype(float) for s in stacks]
+    assert np.abs(images[0] - images[1]).mean() > 1.0  # another look, not the default's pixels
+
+
 def test_small_renders_of_a_crop_window_are_the_native_render_binned():
     """Check the fast path's field grid.
 

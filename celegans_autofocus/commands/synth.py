@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..core.optics import LOOKS
 from ..core.sensor import FULL_FRAME_WH_PX
 
 HELP = "write synthetic brightfield z-stacks (the dataset layout) from the physical simulator"
@@ -33,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--step-every", type=int, default=1, help="keep every k-th z index")
     g.add_argument("--seed", type=int, default=0, help="random seed (same seed, same dataset)")
     g.add_argument("--worms", type=int, default=None, help="worms per stack (default: 1-3 at random)")
+    g.add_argument("--look", default="default", choices=list(LOOKS),
+                   help="the specimen's and camera's look (core.optics.LOOKS; real_adult: fitted to real in-focus "
+                        "adults, benchmarks/calibrate_optics.md)")
     g = parser.add_argument_group("images")
     g.add_argument("--width", type=int, default=None,
                    help=f"stored image width in px (default {FULL_FRAME_WH_PX[0]}, full frame)")
@@ -44,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..core.dataset.synthetic import check_new_output_dir, write_synthetic_dataset
-    from ..core.optics import OpticsConfig
+    from ..core.optics import look_config
 
-    config = OpticsConfig()
+    config = look_config(args.look)
     width = args.width or (config.frame_width_px if args.height is None
                            else round(args.height * config.frame_width_px / config.frame_height_px))
     height = args.height or round(width * config.frame_height_px / config.frame_width_px)
