@@ -101,6 +101,10 @@ class OpticsConfig:
     inclusion_scale: float = 1.0  # multiplies index contrast and absorption of gut granules, bulbs, eggs in utero
     lawn_scale: float = 1.0  # multiplies the bacterial lawn's thickness
     agar_scale: float = 1.0  # multiplies the agar surface undulation
+    #: up to this std (nepers; drawn uniformly per scene) of an absorbing mottle of lawn and agar (20-60 um) that
+    #: stays visible in focus, where the phase undulation vanishes (real in-focus backgrounds are mottled:
+    #: benchmarks/background_texture.md)
+    background_absorb_std: float = 0.0
     particle_density_scale: float = 1.0
     eggs_per_mm2: float = 0.0  # laid eggs on the agar
     tracks: int = 0  # crawling tracks (shallow sinusoidal grooves) per scene
@@ -126,12 +130,15 @@ class OpticsConfig:
 
 
 #: Named looks of specimen and camera: OpticsConfig field overrides. ``real_adult`` is fitted to real in-focus
-#: adults (benchmarks/calibrate_optics.md: a soft lens, a lighter rim, no halo, fewer particles, less noise).
+#: adults (benchmarks/calibrate_optics.md: a soft lens, a lighter rim, no halo, fewer particles, less noise);
+#: ``real_adult_mottled`` adds the background mottle real plates show in focus.
 LOOKS: dict[str, dict] = {
     "default": {},
     "real_adult": {"n_worm": 1.375, "condenser_na": 0.05, "body_absorb_per_um": 0.0013, "inclusion_scale": 0.9,
                    "particle_density_scale": 0.3, "blur_sigma_px": 3.5, "full_well_e": 38000.0},
 }
+#: ``real_adult`` with the in-focus background mottle of real plates (benchmarks/background_texture.md).
+LOOKS["real_adult_mottled"] = {**LOOKS["real_adult"], "background_absorb_std": 0.016}
 
 
 def look_config(name: str) -> OpticsConfig:
@@ -336,13 +343,19 @@ def make_scene(rng: np.random.Generator, config: OpticsConfig = OpticsConfig(), 
         lawn_um, groove_um = _tracks(rng, config, lawn_um, cell_um, (rows, cols))
     if config.eggs_per_mm2 > 0:
         particles = _with_eggs(rng, config, particles, area_px * (config.um_per_px / 1000) ** 2, margin_px)
+    absorb = 0.004 * lawn_um
+    if config.background_absorb_std > 0:  # drawn only when enabled, so the default scenes stay as they were
+        mottle = 0.7 * _smooth_noise(rng, (rows, cols), 20 / cell_um) + 0.7 * _smooth_noise(rng, (rows, cols),
+                                                                                             60 / cell_um)
+        std = config.background_absorb_std * float(rng.uniform(0, 1))
+        absorb = absorb + std * np.clip(mottle + 2.5, 0, None)  # it absorbs, never amplifies
     lawn_dn = 0.05
     phase = (agar_rad + 2 * np.pi * lawn_dn * lawn_um / config.wavelength_um
              - 2 * np.pi * (config.n_medium - _N_AGAR_AIR) * groove_um / config.wavelength_um)
     return Scene(
         worms=tuple(worms), particles=particles, scratches=scratches,
         background_phase=Texture(phase.astype(np.float32), origin, cell_px),
-        background_absorb=Texture((0.004 * lawn_um).astype(np.float32), origin, cell_px),
+        background_absorb=Texture(absorb.astype(np.float32), origin, cell_px),
         brightness=brightness, um_per_px=config.um_per_px,
     )
 
