@@ -313,3 +313,25 @@ def test_offset_quantum_renders_the_optics_once_per_quantum():
     assert np.abs(a - exact.intensity(40.0)).max() < 1e-6 < np.abs(a - exact.intensity(39.9)).max()
     assert live.intensity(40.2) is not a  # the next quantum
     assert not np.array_equal(live.frame(40.0), live.frame(40.0))  # new noise every frame
+
+
+def test_background_mottle_only_absorbs_and_leaves_the_rest_of_the_scene_as_drawn():
+    """background_absorb_std: an in-focus mottle of lawn and agar, drawn after everything else (0: none, no draw)."""
+    plain = optics.make_scene(np.random.default_rng(4), optics.look_config("real_adult"), 2)
+    mottled = optics.make_scene(np.random.default_rng(4), optics.look_config("real_adult_mottled"), 2)
+    assert [w.centroid_px for w in plain.worms] == [w.centroid_px for w in mottled.worms]
+    assert np.array_equal(plain.background_phase.values, mottled.background_phase.values)
+    extra = mottled.background_absorb.values - plain.background_absorb.values
+    assert extra.min() >= 0 and 0.002 < extra.std() < 0.016  # absorbs, never amplifies; a mottle, not a constant
+    # in focus the mottle shows where the phase undulation vanishes: never less background texture, and for some
+    # draws (its std is drawn per scene, up to background_absorb_std) far more
+    ratios = []
+    for seed in range(6):
+        texture = []
+        for look in ("real_adult", "real_adult_mottled"):
+            config = replace(optics.look_config(look), read_noise_e=0.0, full_well_e=1e9)
+            scene = optics.make_scene(np.random.default_rng(seed), config, 0)  # the background alone
+            frame = StackRenderer(scene, config, None, (0, 0, 500, 500), seed=1).frame(0.0).astype(np.float64)
+            texture.append((cv2.GaussianBlur(frame, (0, 0), 4) - cv2.GaussianBlur(frame, (0, 0), 40)).std())
+        ratios.append(texture[1] / texture[0])
+    assert min(ratios) >= 1.0 and max(ratios) >= 2.0, ratios
