@@ -85,7 +85,7 @@ def texture(args: argparse.Namespace) -> None:
                 values.append(mottle(crop_image(img, crop_window(found[0].centroid_px, args.fov, img.shape))))
         if values:
             print(f"| real: {folder.name} | {len(values)} | {np.median(values):.3f} |")
-    print(f"\n| look | " + " | ".join(f"{o:+d}" for o in OFFSETS_STEPS) + " |\n|---|" + "---|" * len(OFFSETS_STEPS))
+    print("\n| look | " + " | ".join(f"{o:+d}" for o in OFFSETS_STEPS) + " |\n|---|" + "---|" * len(OFFSETS_STEPS))
     for look in args.looks:
         rows = [[mottle(_u8(r.frame(o))) for o in OFFSETS_STEPS]
                 for r in (_sim_renderer(look, s, args.fov) for s in range(args.scenes))]

@@ -196,10 +196,10 @@ def test_onnx_import_of_a_model_with_sigma_gives_both_outputs(tmp_path, arch):
     assert np.ptp(want[1]) > 0  # the sigmas differ between images: not a parity of constants
 
 
-@pytest.mark.parametrize("parent_loss, finetune_loss, beta", [("gaussian_nll", "gaussian_nll", 0.5),
-                                                             ("huber_nll", "huber_nll", 0.0)])
-def test_a_parent_with_sigma_is_fine_tuned_with_its_nll_loss_and_keeps_its_sigma(dataset, tmp_path, parent_loss,
-                                                                                  finetune_loss, beta):
+@pytest.mark.parametrize("parent_loss, finetune_loss, beta",
+                         [("gaussian_nll", "gaussian_nll", 0.5), ("huber_nll", "huber_nll", 0.0)])
+def test_a_parent_with_sigma_is_fine_tuned_with_its_nll_loss_and_keeps_its_sigma(
+        dataset, tmp_path, parent_loss, finetune_loss, beta):
     """An uncertainty model fine-tunes on beta-NLL, or on huber_nll if that trained it (the export says which).
 
     The result still serves a sigma; a model exported before the metadata named the loss gets beta-NLL.

@@ -59,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--huber-steps", type=float, default=d.huber_steps,
                      help="Huber loss: quadratic within this many steps, linear beyond (one-output models)")
     opt.add_argument("--nll-beta", type=float, default=d.nll_beta,
-                     help="a model with an uncertainty output trains on the beta-NLL loss with this beta (unless it was "
-                          "trained with huber_nll, which it keeps)")
+                     help="a model with an uncertainty output trains on the beta-NLL loss with this beta (unless "
+                          "it was trained with huber_nll, which it keeps)")
     run_g = parser.add_argument_group("run")
     run_g.add_argument("--out", type=Path, default=Path("runs/finetune"),
                        help="directory for finetuned.pt, history.json, split.json and the evaluation")

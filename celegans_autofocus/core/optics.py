@@ -345,8 +345,8 @@ def make_scene(rng: np.random.Generator, config: OpticsConfig = OpticsConfig(), 
         particles = _with_eggs(rng, config, particles, area_px * (config.um_per_px / 1000) ** 2, margin_px)
     absorb = 0.004 * lawn_um
     if config.background_absorb_std > 0:  # drawn only when enabled, so the default scenes stay as they were
-        mottle = 0.7 * _smooth_noise(rng, (rows, cols), 20 / cell_um) + 0.7 * _smooth_noise(rng, (rows, cols),
-                                                                                             60 / cell_um)
+        mottle = (0.7 * _smooth_noise(rng, (rows, cols), 20 / cell_um)
+                  + 0.7 * _smooth_noise(rng, (rows, cols), 60 / cell_um))
         std = config.background_absorb_std * float(rng.uniform(0, 1))
         absorb = absorb + std * np.clip(mottle + 2.5, 0, None)  # it absorbs, never amplifies
     lawn_dn = 0.05
