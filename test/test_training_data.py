@@ -260,7 +260,7 @@ def test_synthetic_look_renders_training_and_validation_views_through_that_look(
     assert not np.array_equal(both.images, plain.images) and not np.array_equal(both.images, real.images)
     assert TrainConfig(**{**SYNTH, "synthetic_look": ["real_adult"]}).to_dict() == real.cfg.to_dict()  # one spelling
     for bad in ("fancy", ["default", "fancy"], [], None, 3):
-        with pytest.raises(ValueError, match="synthetic_look must be one of default, real_adult or a list"):
+        with pytest.raises(ValueError, match=f"synthetic_look must be one of {', '.join(optics.LOOKS)} or a list"):
             TrainConfig(**{**SYNTH, "synthetic_look": bad}).validate()
 
 
