@@ -20,9 +20,9 @@
 
 ``texture``: the mottle of the background at the model's scale. A ``--fov`` px window around the detector's worm
 (real frames: the pipeline of benchmarks/real_image_check.py), preprocessed to the model's 96 px input; the
-band-pass (Gaussian 0.7 px minus Gaussian 4 px) of the background (the brighter 60% of pixels, eroded by 9 px
-away from the worm) divided by the whole input's std. Real frames per source; simulated crops of ``--scenes``
-scenes per look at a row of defocus offsets (median over scenes).
+band-pass (Gaussian 0.7 px minus Gaussian 4 px) of the background (the brighter 60% of pixels, eroded by a
+9 x 9 px square away from the worm) divided by the whole input's std. Real frames per source; simulated crops of
+``--scenes`` scenes per look at a row of defocus offsets (median over scenes).
 
 ``probe``: in-focus simulated crops of a look with a smooth multiplicative mottle added (white noise blurred by a
 Gaussian of 12 px, unit std, times the amplitude): the model's median answer per amplitude. A model that reads
@@ -74,7 +74,7 @@ def _u8(frame: np.ndarray) -> np.ndarray:
 
 def texture(args: argparse.Namespace) -> None:
     detector = WormDetector(DetectorConfig())
-    print(f"| set | frames | mottle at {args.fov} px (median) |\n|---|---|---|")
+    print(f"| set | detector hits | mottle at {args.fov} px (median) |\n|---|---|---|")
     for folder in sorted(p for p in args.folder.iterdir() if p.is_dir()):
         values = []
         for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT):

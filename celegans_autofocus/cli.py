@@ -41,7 +41,8 @@ def read_config(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     """
     path = Path(path)
     if path.resolve() in _seen:
-        raise ValueError(f"config {path}: its base chain comes back to it ({' -> '.join(map(str, _seen))})")
+        chain = " -> ".join(map(str, _seen + (path.resolve(),)))
+        raise ValueError(f"config {path}: its base chain comes back to it ({chain})")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -51,6 +52,8 @@ def read_config(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     base = data.pop("base", None)
     if base is None:
         return data
+    if not isinstance(base, str) or not base:
+        raise ValueError(f"config {path}: base must name a YAML file (relative to {path.parent}), got {base!r}")
     return {**read_config(path.parent / str(base), _seen + (path.resolve(),)), **data}
 
 

@@ -59,10 +59,11 @@ def test_config_base_chain_gives_the_base_keys_and_the_file_its_own(tmp_path):
 
 
 @pytest.mark.parametrize("files, message", [
-    ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, "comes back to it"),
+    ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, "a.yaml)"),  # the whole chain, back to a.yaml
     ({"a.yaml": "base: missing.yaml\n"}, "cannot read config"),
     ({"a.yaml": "base: b.yaml\n", "b.yaml": "- a list\n"}, "must be a mapping"),
     ({"a.yaml": "base: b.yaml\n", "b.yaml": "no_such_option: 1\n"}, "unknown option 'no_such_option'"),
+    ({"a.yaml": "base: [b.yaml]\n"}, "base must name a YAML file"),
 ])
 def test_a_bad_base_chain_is_refused_by_name(tmp_path, capsys, files, message):
     for name, text in files.items():

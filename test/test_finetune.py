@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -202,7 +203,8 @@ def test_a_parent_with_sigma_is_fine_tuned_with_its_nll_loss_and_keeps_its_sigma
         dataset, tmp_path, parent_loss, finetune_loss, beta):
     """An uncertainty model fine-tunes on beta-NLL, or on huber_nll if that trained it (the export says which).
 
-    The result still serves a sigma; a model exported before the metadata named the loss gets beta-NLL.
+    The result still serves a sigma; a model exported before the metadata named the loss gets beta-NLL, a model
+    without a sigma the Huber loss.
     """
     from celegans_autofocus.training.checkpoint import FORMAT, save_checkpoint
     from celegans_autofocus.training.config import TrainConfig
@@ -228,7 +230,10 @@ def test_a_parent_with_sigma_is_fine_tuned_with_its_nll_loss_and_keeps_its_sigma
     assert meta["sigma_output"] == "offset_sigma" and meta["loss"] == finetune_loss
     offset, sigma = FocusPredictor(tmp_path / "ft.onnx").predict_with_sigma(np.zeros((64, 64), np.uint8) + 100)
     assert np.isfinite(offset) and sigma is not None and sigma > 0
-    assert load_parent(default_model_path()).finetune_loss == "gaussian_nll"  # no loss in its metadata: beta-NLL
+    parent = load_parent(tmp_path / "nll.onnx")
+    assert parent.loss == parent_loss  # read from the metadata
+    assert replace(parent, loss="unknown").finetune_loss == "gaussian_nll"  # an export that does not name its loss
+    assert replace(parent, sigma=False).finetune_loss == "huber"  # one output: Huber
 
 
 def test_flagged_stacks_are_left_out_of_training_unless_included(dataset, tmp_path):

@@ -315,10 +315,15 @@ def test_offset_quantum_renders_the_optics_once_per_quantum():
     assert not np.array_equal(live.frame(40.0), live.frame(40.0))  # new noise every frame
 
 
-def test_background_mottle_only_absorbs_and_leaves_the_rest_of_the_scene_as_drawn():
+def test_background_mottle_only_absorbs_and_leaves_the_rest_of_the_scene_as_drawn(monkeypatch):
     """background_absorb_std: an in-focus mottle of lawn and agar, drawn after everything else (0: none, no draw)."""
+    drawn = []
+    smooth_noise = optics._smooth_noise
+    monkeypatch.setattr(optics, "_smooth_noise", lambda *a: drawn.append(a[2]) or smooth_noise(*a))
     plain = optics.make_scene(np.random.default_rng(4), optics.look_config("real_adult"), 2)
+    plain_draws, drawn[:] = list(drawn), []
     mottled = optics.make_scene(np.random.default_rng(4), optics.look_config("real_adult_mottled"), 2)
+    assert drawn == plain_draws + [5.0, 15.0]  # off: no draw (later draws from the same generator as before)
     assert [w.centroid_px for w in plain.worms] == [w.centroid_px for w in mottled.worms]
     assert np.array_equal(plain.background_phase.values, mottled.background_phase.values)
     extra = mottled.background_absorb.values - plain.background_absorb.values

@@ -175,6 +175,17 @@ def test_resume_refuses_another_recipe(tmp_path):
         train(None, TrainConfig(**{**SYNTH, "epochs": 3}), tmp_path / "run", resume=True)
 
 
+def test_resume_ignores_step_schedule_settings_only_where_no_step_schedule_reads_them(tmp_path):
+    """lr_gamma / lr_step_epochs (inherited from a step-schedule base, say): only a step schedule reads them."""
+    from celegans_autofocus.training.loop import _check_resume
+
+    train(None, TrainConfig(**{**SYNTH, "epochs": 1}), tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    _check_resume(state, TrainConfig(**{**SYNTH, "epochs": 1, "lr_gamma": 0.5, "lr_step_epochs": 9}), tmp_path)
+    with pytest.raises(CheckpointError, match="lr_gamma=0.85"):  # a step schedule reads them: another recipe
+        _check_resume(state, TrainConfig(**{**SYNTH, "epochs": 1, "schedule": "step", "lr_gamma": 0.5}), tmp_path)
+
+
 def test_the_shipped_three_stage_recipe_runs_from_the_command_line(tmp_path):
     """config/nll_model.yaml -> nll_random_model.yaml -> default_model.yaml (the bundled model), cut to 1 epoch each.
 

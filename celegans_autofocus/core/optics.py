@@ -101,9 +101,9 @@ class OpticsConfig:
     inclusion_scale: float = 1.0  # multiplies index contrast and absorption of gut granules, bulbs, eggs in utero
     lawn_scale: float = 1.0  # multiplies the bacterial lawn's thickness
     agar_scale: float = 1.0  # multiplies the agar surface undulation
-    #: up to this std (nepers; drawn uniformly per scene) of an absorbing mottle of lawn and agar (20-60 um) that
+    #: nepers: up to this std (drawn uniformly per scene) of an absorbing mottle of lawn and agar (20-60 um) that
     #: stays visible in focus, where the phase undulation vanishes (real in-focus backgrounds are mottled:
-    #: benchmarks/background_texture.md)
+    #: benchmarks/background_texture.md); it also darkens the background by ~2.5x its std
     background_absorb_std: float = 0.0
     particle_density_scale: float = 1.0
     eggs_per_mm2: float = 0.0  # laid eggs on the agar
@@ -130,8 +130,7 @@ class OpticsConfig:
 
 
 #: Named looks of specimen and camera: OpticsConfig field overrides. ``real_adult`` is fitted to real in-focus
-#: adults (benchmarks/calibrate_optics.md: a soft lens, a lighter rim, no halo, fewer particles, less noise);
-#: ``real_adult_mottled`` adds the background mottle real plates show in focus.
+#: adults (benchmarks/calibrate_optics.md: a soft lens, a lighter rim, no halo, fewer particles, less noise).
 LOOKS: dict[str, dict] = {
     "default": {},
     "real_adult": {"n_worm": 1.375, "condenser_na": 0.05, "body_absorb_per_um": 0.0013, "inclusion_scale": 0.9,
@@ -344,11 +343,13 @@ def make_scene(rng: np.random.Generator, config: OpticsConfig = OpticsConfig(), 
     if config.eggs_per_mm2 > 0:
         particles = _with_eggs(rng, config, particles, area_px * (config.um_per_px / 1000) ** 2, margin_px)
     absorb = 0.004 * lawn_um
-    if config.background_absorb_std > 0:  # drawn only when enabled, so the default scenes stay as they were
+    if config.background_absorb_std > 0:
+        # two scales, unit std in all (0.7^2 + 0.7^2 ~ 1); shifted by 2.5 std and clipped at 0: it absorbs, never
+        # amplifies
         mottle = (0.7 * _smooth_noise(rng, (rows, cols), 20 / cell_um)
                   + 0.7 * _smooth_noise(rng, (rows, cols), 60 / cell_um))
         std = config.background_absorb_std * float(rng.uniform(0, 1))
-        absorb = absorb + std * np.clip(mottle + 2.5, 0, None)  # it absorbs, never amplifies
+        absorb = absorb + std * np.clip(mottle + 2.5, 0, None)
     lawn_dn = 0.05
     phase = (agar_rad + 2 * np.pi * lawn_dn * lawn_um / config.wavelength_um
              - 2 * np.pi * (config.n_medium - _N_AGAR_AIR) * groove_um / config.wavelength_um)

@@ -36,6 +36,8 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("step", "onecycle", "cosine")
 #: Settings that may change when a run is resumed (how it runs, not what it learns).
 RESUMABLE = ("epochs", "device", "workers", "max_val_samples")
+#: Settings only the step schedule reads (a recipe may inherit them from a step-schedule base and not use them).
+STEP_SCHEDULE_ONLY = ("lr_gamma", "lr_step_epochs")
 
 
 class ConfigError(ValueError):

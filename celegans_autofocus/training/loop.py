@@ -39,7 +39,7 @@ from ..core.images import PreprocessSpec, preprocess
 from ..core.metrics import error_summary
 from . import distributed
 from .checkpoint import FORMAT, CheckpointError, checkpoint_config, load_checkpoint, load_weights, save_checkpoint
-from .config import RESUMABLE, ConfigError, TrainConfig
+from .config import RESUMABLE, STEP_SCHEDULE_ONLY, ConfigError, TrainConfig
 from .data import DatasetError, ImageSet, Sample, data_hash, dataset_step_um, load_samples, read_gray, split_plates
 from .datasets import ArrayImages, ImageFiles, TrainSamples, train_loader
 from .infer import predict_outputs, resolve_device
@@ -153,8 +153,9 @@ def loss_fn(cfg: TrainConfig):
 
 def _check_resume(state: dict, cfg: TrainConfig, path: Path) -> None:
     old = checkpoint_config(state, path)
+    unused = STEP_SCHEDULE_ONLY if "step" not in (old.schedule, cfg.schedule) else ()
     for key, value in cfg.to_dict().items():
-        if key not in RESUMABLE and old.to_dict()[key] != value:
+        if key not in RESUMABLE + unused and old.to_dict()[key] != value:
             raise CheckpointError(f"{path}: cannot resume, checkpoint has {key}={old.to_dict()[key]!r} but this "
                                   f"run asks for {key}={value!r} (use a new --out)")
     if old.epochs != cfg.epochs and cfg.schedule != "step":
