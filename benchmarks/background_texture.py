@@ -77,9 +77,10 @@ def texture(args: argparse.Namespace) -> None:
     print(f"| set | detector hits | mottle at {args.fov} px (median) |\n|---|---|---|")
     for folder in sorted(p for p in args.folder.iterdir() if p.is_dir()):
         values = []
+        um_per_px = _pixel_size(folder, None, {})  # one estimate per folder (it may read every frame)
         for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT):
             gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-            img = _u8(appearance.to_reference_scale(gray, _pixel_size(folder, None, {})))
+            img = _u8(appearance.to_reference_scale(gray, um_per_px))
             found = detector.detect(img)
             if found:
                 values.append(mottle(crop_image(img, crop_window(found[0].centroid_px, args.fov, img.shape))))
