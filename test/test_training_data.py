@@ -291,3 +291,21 @@ def test_init_starts_from_a_checkpoints_weights(tmp_path):
     with pytest.raises(CheckpointError, match="--init needs arch"):
         train(None, TrainConfig(**{**SYNTH, "epochs": 1, "arch": "convnextv2_atto", "init": first["best"]}),
               tmp_path / "other")
+
+
+def test_init_from_an_export_keeps_its_function(tmp_path):
+    """--init MODEL.onnx: the export's weights with its folded BatchNorms frozen (else batch statistics replace them)."""
+    from celegans_autofocus.training.export import export_checkpoint
+    from celegans_autofocus.training.onnx_import import model_from_onnx
+
+    first = train(None, TrainConfig(**{**SYNTH, "epochs": 1}), tmp_path / "first")
+    export_checkpoint(first["last"], tmp_path / "first.onnx")
+    still = {**SYNTH, "epochs": 1, "seed": 7, "lr": 1e-12, "weight_decay": 0.0, "init": str(tmp_path / "first.onnx")}
+    warm = train(None, TrainConfig(**still), tmp_path / "warm")
+    export_checkpoint(warm["last"], tmp_path / "warm.onnx")
+    x = torch.randn(6, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        parent, child = (model_from_onnx(tmp_path / f"{name}.onnx")[0](x) for name in ("first", "warm"))
+    assert float((parent - child).abs().max()) < 1e-4 * max(1.0, float(parent.abs().max()))
+    with pytest.raises(CheckpointError, match=r"--init needs \(arch, outputs, output_scale, input_px\)"):
+        train(None, TrainConfig(**{**still, "input_px": 48}), tmp_path / "other")

@@ -19,7 +19,9 @@ Defaults are the paper's: MSE loss, Adam at 1e-4, StepLR (step 5 epochs, gamma 0
 ``batch_size`` is the global batch: under DDP each of N processes takes ``batch_size / N``.
 ``loss: gaussian_nll`` gives the model a second output, the log-variance of its offset (an uncertainty head);
 ``huber_nll`` too, with the mean trained by the Huber loss alone (the NLL term sees it detached).
-``init`` starts from a checkpoint's weights (same arch and outputs), e.g. to train on on another data mix.
+``init`` starts from a checkpoint's weights (same arch and outputs), e.g. to train on another data mix, or from
+an exported ONNX file's (``training.onnx_import``): its BatchNorms are folded into the convolutions, so such a run
+keeps them frozen (``init_is_export``).
 ``synthetic_randomize`` is the share of synthetic training views drawn with domain-randomised optics; the others
 (and the validation views) have the look ``synthetic_look`` (``core.optics.LOOKS``; a list: each view draws one).
 ``workers`` only sets how many processes load and render; it does not change the result.
@@ -93,6 +95,11 @@ class TrainConfig:
         if isinstance(self.synthetic_look, (list, tuple)):  # one spelling per setting: a resume compares them
             looks = list(self.synthetic_look)
             self.synthetic_look = looks[0] if len(looks) == 1 else looks
+
+    @property
+    def init_is_export(self) -> bool:
+        """Whether ``init`` is an exported ONNX file (its BatchNorm statistics folded: they stay frozen)."""
+        return self.init.lower().endswith(".onnx")
 
     @property
     def looks(self) -> tuple[str, ...]:

@@ -44,6 +44,7 @@ from .data import DatasetError, ImageSet, Sample, data_hash, dataset_step_um, lo
 from .datasets import ArrayImages, ImageFiles, TrainSamples, train_loader
 from .infer import predict_outputs, resolve_device
 from .models import create_model
+from .onnx_import import model_from_onnx
 from .provenance import source_commit
 from .synthetic import SyntheticPool
 
@@ -234,7 +235,17 @@ def train(dataset: Path | str | None, cfg: TrainConfig, out: Path, resume: bool 
 
 
 def _init_weights(model: torch.nn.Module, cfg: TrainConfig) -> None:
-    """Start from ``cfg.init``'s weights; its architecture and outputs must be this run's."""
+    """Start from ``cfg.init``'s weights; its architecture, outputs (and an export's scales) must be this run's."""
+    if cfg.init_is_export:
+        parent, meta = model_from_onnx(cfg.init)
+        found = (meta["arch"], 2 if meta.get("sigma_output") else 1, float(meta["output_scale"]),
+                 int(meta["preprocess"]["input_px"]))
+        wanted = (cfg.arch, cfg.outputs, cfg.output_scale, cfg.input_px)
+        if found != wanted:
+            raise CheckpointError(f"{cfg.init}: --init needs (arch, outputs, output_scale, input_px) {wanted}, the "
+                                  f"export has {found}")
+        model.load_state_dict(parent.state_dict())
+        return
     init = load_checkpoint(cfg.init)
     old = checkpoint_config(init, cfg.init)
     if (old.arch, old.outputs) != (cfg.arch, cfg.outputs):
@@ -327,7 +338,7 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
         if pool is not None and pool.update(epoch, cfg.workers, dist_ctx) and main_rank:
             pool.save(out / POOL)
         train_loss = train_epoch(net, optimizer, criterion, loader, cfg, device, epoch, scheduler if per_step else None,
-                                 dist_ctx)
+                                 dist_ctx, frozen_norms=cfg.init_is_export)
         if not per_step:
             scheduler.step()
         val = validate(model, val_set, cfg, device, dist_ctx)
