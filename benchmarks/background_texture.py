@@ -38,10 +38,10 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_image_check import IMAGE_EXT, _pixel_size  # noqa: E402
+from real_image_check import image_folders, real_frames, worm_crop  # noqa: E402
 
-from celegans_autofocus.core import appearance, optics  # noqa: E402
-from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_image, crop_window  # noqa: E402
+from celegans_autofocus.core import optics  # noqa: E402
+from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_window  # noqa: E402
 from celegans_autofocus.core.images import PreprocessSpec, preprocess  # noqa: E402
 from celegans_autofocus.core.predictor import FocusPredictor  # noqa: E402
 
@@ -75,15 +75,12 @@ def _u8(frame: np.ndarray) -> np.ndarray:
 def texture(args: argparse.Namespace) -> None:
     detector = WormDetector(DetectorConfig())
     print(f"| set | detector hits | mottle at {args.fov} px (median) |\n|---|---|---|")
-    for folder in sorted(p for p in args.folder.iterdir() if p.is_dir()):
+    for folder in image_folders(args.folder):
         values = []
-        um_per_px = _pixel_size(folder, None, {})  # one estimate per folder (it may read every frame)
-        for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT):
-            gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-            img = _u8(appearance.to_reference_scale(gray, um_per_px))
+        for _, img in real_frames(folder):
             found = detector.detect(img)
             if found:
-                values.append(mottle(crop_image(img, crop_window(found[0].centroid_px, args.fov, img.shape))))
+                values.append(mottle(worm_crop(img, found[0].centroid_px, args.fov)))
         if values:
             print(f"| real: {folder.name} | {len(values)} | {np.median(values):.3f} |")
     print("\n| look | " + " | ".join(f"{o:+d}" for o in OFFSETS_STEPS) + " |\n|---|" + "---|" * len(OFFSETS_STEPS))

@@ -35,10 +35,10 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_image_check import IMAGE_EXT, _pixel_size  # noqa: E402
+from real_image_check import image_folders, real_frames, reference_u8, worm_crop  # noqa: E402
 
-from celegans_autofocus.core import appearance, optics  # noqa: E402
-from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_image, crop_window  # noqa: E402
+from celegans_autofocus.core import optics  # noqa: E402
+from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_window  # noqa: E402
 from celegans_autofocus.core.predictor import FocusPredictor, default_model_path  # noqa: E402
 
 
@@ -71,17 +71,7 @@ def sim_frames(n: int, fov_px: int):
         window = crop_window(scene.worms[0].centroid_px, side, (config.frame_height_px, config.frame_width_px))
         renderer = optics.StackRenderer(scene, config, None, window, max_offset_steps=1.0,
                                         seed=int(rng.integers(2**31)))
-        img = appearance.to_reference_scale(renderer.frame(0.0), config.um_per_px)
-        yield "simulator (default, in focus)", np.clip(img, 0, 255).astype(np.uint8)
-
-
-def real_frames(folder: Path, max_frames: int, sizes: dict):
-    """(source name, reference-scale uint8 frame) for the first ``max_frames`` frames of ``folder``."""
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT)[:max_frames]:
-        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if gray is not None:
-            img = appearance.to_reference_scale(gray, _pixel_size(folder, None, sizes))
-            yield folder.name, np.clip(img, 0, 255).astype(np.uint8)
+        yield "simulator (default, in focus)", reference_u8(renderer.frame(0.0), config.um_per_px)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,10 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     model = FocusPredictor(args.model or default_model_path(), providers="CPUExecutionProvider")
     detector = WormDetector(DetectorConfig())
-    sizes: dict = {}
     rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    folders = sorted({p.parent for p in args.folder.rglob("*") if p.suffix.lower() in IMAGE_EXT})
-    frames = [f for folder in folders for f in real_frames(folder, args.max_frames, sizes)]
+    frames = [(folder.name, img) for folder in image_folders(args.folder)
+              for _, img in real_frames(folder, max_frames=args.max_frames)]
     frames += list(sim_frames(args.sim, args.fov))
     for source, img in frames:
         found = detector.detect(img)
@@ -105,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cx, cy = found[0].centroid_px
         for name, scale, frame in perturbations(img):
-            window = crop_window((cx * scale, cy * scale), args.fov, frame.shape)
-            rows.setdefault((source, name), []).append(model.predict_with_sigma(crop_image(frame, window)))
+            crop = worm_crop(frame, (cx * scale, cy * scale), args.fov)
+            rows.setdefault((source, name), []).append(model.predict_with_sigma(crop))
     print(f"model {model.name}; {args.fov} px crops around the detector's worm; right answer near 0\n")
     print("| source | perturbation | frames | median prediction (steps) | median sigma (steps) |")
     print("|---|---|---|---|---|")

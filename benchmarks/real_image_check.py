@@ -48,24 +48,51 @@ IMAGE_EXT = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 NEAR_STEPS = 20.0
 
 
-def _pixel_size(folder: Path, override: float | None, cache: dict) -> float:
+def _pixel_size(folder: Path, override: float | None) -> float:
     """--um-per-px, else frames.yaml's um_per_px, else (null there) the folder's median estimate, else 1.55."""
     if override is not None:
         return override
-    if folder not in cache:
-        meta = folder / "frames.yaml"
-        um = yaml.safe_load(meta.read_text()).get("um_per_px", None) if meta.exists() else 1.55
-        if um is None:
-            estimates = []
-            for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT):
-                gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-                try:
-                    estimates.append(appearance.estimate_um_per_px(gray))
-                except (ValueError, cv2.error):
-                    pass
-            um = float(np.median(estimates)) if estimates else 1.55
-        cache[folder] = um
-    return cache[folder]
+    meta = folder / "frames.yaml"
+    um = yaml.safe_load(meta.read_text()).get("um_per_px", None) if meta.exists() else 1.55
+    if um is None:
+        estimates = []
+        for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT):
+            gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            try:
+                estimates.append(appearance.estimate_um_per_px(gray))
+            except (ValueError, cv2.error):
+                pass
+        um = float(np.median(estimates)) if estimates else 1.55
+    return um
+
+
+def reference_u8(frame: np.ndarray, um_per_px: float) -> np.ndarray:
+    """``frame`` at the model's pixel size (``appearance.to_reference_scale``), as uint8."""
+    return np.clip(appearance.to_reference_scale(frame, um_per_px), 0, 255).astype(np.uint8)
+
+
+def image_folders(root: Path) -> list[Path]:
+    """The folders under ``root`` (itself included) that hold image files, sorted."""
+    return sorted({p.parent for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXT})
+
+
+def real_frames(folder: Path, um_per_px: float | None = None, max_frames: int | None = None):
+    """(path, frame at the model's pixel size) for each readable image in ``folder`` (the first ``max_frames``).
+
+    The pixel size is :func:`_pixel_size`'s, found once for the folder; unreadable files are named on stderr.
+    """
+    um = _pixel_size(folder, um_per_px)
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT)[:max_frames]:
+        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if gray is None:
+            print(f"skipped {path}: unreadable", file=sys.stderr)
+            continue
+        yield path, reference_u8(gray, um)
+
+
+def worm_crop(img: np.ndarray, centre_px: tuple[float, float], fov_px: int) -> np.ndarray:
+    """The ``fov_px`` window around ``centre_px`` (the detector's worm), as worm_detector_node crops it."""
+    return crop_image(img, crop_window(centre_px, fov_px, img.shape))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,35 +103,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--um-per-px", type=float, default=None, help="pixel size of every frame (overrides frames.yaml)")
     ap.add_argument("--sim", type=int, default=0, metavar="N", help="also check N simulated frames per row")
     args = ap.parse_args(argv)
-    files = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in IMAGE_EXT)
-    if not files:
+    folders = image_folders(args.folder)
+    if not folders:
         print(f"no images under {args.folder}", file=sys.stderr)
         return 2
     model = FocusPredictor(args.model or default_model_path(), providers="CPUExecutionProvider")
     detector = WormDetector(DetectorConfig())
-    sizes: dict = {}
     groups: dict[str, dict] = {}
-    for path in files:
-        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if gray is None:
-            print(f"skipped {path}: unreadable", file=sys.stderr)
-            continue
-        um = _pixel_size(path.parent, args.um_per_px, sizes)
-        img = np.clip(appearance.to_reference_scale(gray, um), 0, 255).astype(np.uint8)
-        found = detector.detect(img)
-        g = groups.setdefault(str(path.parent.relative_to(args.folder)) or ".",
+    for folder in folders:
+        g = groups.setdefault(str(folder.relative_to(args.folder)) or ".",
                               {"frames": 0, "hits": 0, "pred": {f: [] for f in args.fov},
                                "sigma": {f: [] for f in args.fov}})
-        g["frames"] += 1
-        if not found:
-            continue
-        g["hits"] += 1
-        for fov in args.fov:
-            window = crop_window(found[0].centroid_px, fov, img.shape)
-            offset, sigma = model.predict_with_sigma(crop_image(img, window))
-            g["pred"][fov].append(offset)
-            g["sigma"][fov].append(sigma)
-    print(f"model {model.name}; {len(files)} frames; right answer near 0 (|offset| <= {NEAR_STEPS:g} steps)\n")
+        for _, img in real_frames(folder, args.um_per_px):
+            g["frames"] += 1
+            found = detector.detect(img)
+            if not found:
+                continue
+            g["hits"] += 1
+            for fov in args.fov:
+                offset, sigma = model.predict_with_sigma(worm_crop(img, found[0].centroid_px, fov))
+                g["pred"][fov].append(offset)
+                g["sigma"][fov].append(sigma)
+    n_frames = sum(g["frames"] for g in groups.values())
+    print(f"model {model.name}; {n_frames} frames; right answer near 0 (|offset| <= {NEAR_STEPS:g} steps)\n")
     extra = " median sigma (steps) |" if model.has_sigma else ""  # models with an uncertainty output
     print("| folder | frames | detector hits | fov px | median offset (steps) | p10..p90 | share within +-20 |" + extra)
     print("|---|---|---|---|---|---|---|" + ("---|" if extra else ""))
@@ -141,15 +162,14 @@ def _sim_check(model: FocusPredictor, detector: WormDetector, n: int, fovs: list
                 offset = float(rng.uniform(-span, span))
                 renderer = optics.StackRenderer(scene, config, None, window, max_offset_steps=span + 1,
                                                 seed=int(rng.integers(2**31)))
-                img = np.clip(appearance.to_reference_scale(renderer.frame(offset), config.um_per_px), 0, 255)
-                img = img.astype(np.uint8)
+                img = reference_u8(renderer.frame(offset), config.um_per_px)
                 found = detector.detect(img)
                 if not found:
                     continue
                 hits += 1
                 true.append(offset)
                 for fov in fovs:
-                    pred[fov].append(model.predict(crop_image(img, crop_window(found[0].centroid_px, fov, img.shape))))
+                    pred[fov].append(model.predict(worm_crop(img, found[0].centroid_px, fov)))
             t = np.array(true)
             for fov in fovs:
                 p = np.array(pred[fov])

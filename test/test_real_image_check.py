@@ -42,8 +42,11 @@ def test_reports_hits_and_predictions_per_folder(tmp_path: Path, capsys):
     empty = tmp_path / "agar"
     empty.mkdir()
     cv2.imwrite(str(empty / "b.png"), np.full((400, 400), 180, np.uint8))
+    (empty / "c.png").write_bytes(b"not a png")
     assert _load().main([str(tmp_path), "--fov", "500"]) == 0
-    rows = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    out, err = capsys.readouterr()
+    assert f"skipped {empty / 'c.png'}: unreadable" in err
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
     sim = [c.strip() for c in rows["sim"].split("|")[1:-1]]
     assert sim[:4] == ["sim", "1", "1", "500"] and abs(float(sim[4])) < 400
     agar = [c.strip() for c in rows["agar"].split("|")[1:-1]]
