@@ -72,7 +72,7 @@ def reference_u8(frame: np.ndarray, um_per_px: float) -> np.ndarray:
 
 
 def image_folders(root: Path) -> list[Path]:
-    """The folders under ``root`` (itself included) that hold image files, sorted."""
+    """Return the folders under ``root`` (itself included) that hold image files, sorted."""
     return sorted({p.parent for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXT})
 
 
@@ -91,7 +91,7 @@ def real_frames(folder: Path, um_per_px: float | None = None, max_frames: int | 
 
 
 def worm_crop(img: np.ndarray, centre_px: tuple[float, float], fov_px: int) -> np.ndarray:
-    """The ``fov_px`` window around ``centre_px`` (the detector's worm), as worm_detector_node crops it."""
+    """Return the ``fov_px`` window around ``centre_px`` (the detector's worm), as worm_detector_node crops it."""
     return crop_image(img, crop_window(centre_px, fov_px, img.shape))
 
 

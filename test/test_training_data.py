@@ -294,7 +294,7 @@ def test_init_starts_from_a_checkpoints_weights(tmp_path):
 
 
 def test_init_from_an_export_keeps_its_function(tmp_path):
-    """--init MODEL.onnx: the export's weights with its folded BatchNorms frozen (else batch statistics replace them)."""
+    """--init MODEL.onnx: the export's weights, its folded BatchNorms frozen (else batch statistics replace them)."""
     from celegans_autofocus.training.export import export_checkpoint
     from celegans_autofocus.training.onnx_import import model_from_onnx
 
