@@ -21,8 +21,9 @@
 ``texture``: the mottle of the background at the model's scale. A ``--fov`` px window around the detector's worm
 (real frames: the pipeline of benchmarks/real_image_check.py), preprocessed to the model's 96 px input; the
 band-pass (Gaussian 0.7 px minus Gaussian 4 px) of the background (the brighter 60% of pixels, eroded by a
-9 x 9 px square away from the worm) divided by the whole input's std. Real frames per source; simulated crops of
-``--scenes`` scenes per look at a row of defocus offsets (median over scenes).
+9 x 9 px square away from the worm) divided by the whole input's std. Real frames per folder of images under
+REAL_FOLDER (searched recursively); simulated crops of ``--scenes`` scenes per look at a row of defocus offsets
+(median over scenes).
 
 ``probe``: in-focus simulated crops of a look with a smooth multiplicative mottle added (white noise blurred by a
 Gaussian of 12 px, unit std, times the amplitude): the model's median answer per amplitude. A model that reads
@@ -38,7 +39,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_image_check import image_folders, real_frames, worm_crop  # noqa: E402
+from real_image_check import image_folders, real_frames, to_u8, worm_crop  # noqa: E402
 
 from celegans_autofocus.core import optics  # noqa: E402
 from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_window  # noqa: E402
@@ -68,16 +69,12 @@ def _sim_renderer(look: str, seed: int, fov_px: int) -> optics.StackRenderer:
                                 seed=seed + 1)
 
 
-def _u8(frame: np.ndarray) -> np.ndarray:
-    return np.clip(frame, 0, 255).astype(np.uint8)
-
-
 def texture(args: argparse.Namespace) -> None:
     detector = WormDetector(DetectorConfig())
     print(f"| set | detector hits | mottle at {args.fov} px (median) |\n|---|---|---|")
     for folder in image_folders(args.folder):
         values = []
-        for _, img in real_frames(folder):
+        for img in real_frames(folder):
             found = detector.detect(img)
             if found:
                 values.append(mottle(worm_crop(img, found[0].centroid_px, args.fov)))
@@ -85,7 +82,7 @@ def texture(args: argparse.Namespace) -> None:
             print(f"| real: {folder.name} | {len(values)} | {np.median(values):.3f} |")
     print("\n| look | " + " | ".join(f"{o:+d}" for o in OFFSETS_STEPS) + " |\n|---|" + "---|" * len(OFFSETS_STEPS))
     for look in args.looks:
-        rows = [[mottle(_u8(r.frame(o))) for o in OFFSETS_STEPS]
+        rows = [[mottle(to_u8(r.frame(o))) for o in OFFSETS_STEPS]
                 for r in (_sim_renderer(look, s, args.fov) for s in range(args.scenes))]
         print(f"| {look} | " + " | ".join(f"{v:.3f}" for v in np.median(rows, axis=0)) + " |")
 
@@ -98,7 +95,7 @@ def probe(args: argparse.Namespace) -> None:
         field = cv2.GaussianBlur(np.random.default_rng(1000 + seed).standard_normal(frame.shape), (0, 0), 12)
         field /= field.std()
         for amplitude in PROBE_AMPLITUDES:
-            answers[amplitude].append(model.predict(_u8(frame * (1 + amplitude * field))))
+            answers[amplitude].append(model.predict(to_u8(frame * (1 + amplitude * field))))
     print(f"model {args.model.name}; look {args.look}; {args.scenes} in-focus scenes, {args.fov} px crops\n")
     print("| mottle amplitude | median answer (steps) | p10..p90 |\n|---|---|---|")
     for amplitude, values in answers.items():

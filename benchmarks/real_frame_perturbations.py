@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     detector = WormDetector(DetectorConfig())
     rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
     frames = [(folder.name, img) for folder in image_folders(args.folder)
-              for _, img in real_frames(folder, max_frames=args.max_frames)]
+              for img in real_frames(folder, max_frames=args.max_frames)]
     frames += list(sim_frames(args.sim, args.fov))
     for source, img in frames:
         found = detector.detect(img)

@@ -66,9 +66,14 @@ def _pixel_size(folder: Path, override: float | None) -> float:
     return um
 
 
+def to_u8(frame: np.ndarray) -> np.ndarray:
+    """Return ``frame`` clipped to 0..255 as uint8."""
+    return np.clip(frame, 0, 255).astype(np.uint8)
+
+
 def reference_u8(frame: np.ndarray, um_per_px: float) -> np.ndarray:
-    """``frame`` at the model's pixel size (``appearance.to_reference_scale``), as uint8."""
-    return np.clip(appearance.to_reference_scale(frame, um_per_px), 0, 255).astype(np.uint8)
+    """Return ``frame`` at the model's pixel size (``appearance.to_reference_scale``), as uint8."""
+    return to_u8(appearance.to_reference_scale(frame, um_per_px))
 
 
 def image_folders(root: Path) -> list[Path]:
@@ -77,7 +82,7 @@ def image_folders(root: Path) -> list[Path]:
 
 
 def real_frames(folder: Path, um_per_px: float | None = None, max_frames: int | None = None):
-    """(path, frame at the model's pixel size) for each readable image in ``folder`` (the first ``max_frames``).
+    """Yield each readable image of ``folder`` (the first ``max_frames``) at the model's pixel size.
 
     The pixel size is :func:`_pixel_size`'s, found once for the folder; unreadable files are named on stderr.
     """
@@ -87,7 +92,7 @@ def real_frames(folder: Path, um_per_px: float | None = None, max_frames: int | 
         if gray is None:
             print(f"skipped {path}: unreadable", file=sys.stderr)
             continue
-        yield path, reference_u8(gray, um)
+        yield reference_u8(gray, um)
 
 
 def worm_crop(img: np.ndarray, centre_px: tuple[float, float], fov_px: int) -> np.ndarray:
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         g = groups.setdefault(str(folder.relative_to(args.folder)) or ".",
                               {"frames": 0, "hits": 0, "pred": {f: [] for f in args.fov},
                                "sigma": {f: [] for f in args.fov}})
-        for _, img in real_frames(folder, args.um_per_px):
+        for img in real_frames(folder, args.um_per_px):
             g["frames"] += 1
             found = detector.detect(img)
             if not found:

@@ -56,3 +56,23 @@ def test_reports_hits_and_predictions_per_folder(tmp_path: Path, capsys):
 def test_an_empty_folder_is_an_error(tmp_path: Path, capsys):
     assert _load().main([str(tmp_path)]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+def test_the_real_frame_pipeline_is_shared(tmp_path: Path, capsys):
+    """image_folders finds nested folders; real_frames rescales, caps and skips; the other scripts use them."""
+    check = _load()
+    nested = tmp_path / "source" / "day1"
+    nested.mkdir(parents=True)
+    for i in range(3):
+        cv2.imwrite(str(nested / f"f{i}.png"), np.full((300, 400), 100 + i, np.uint8))
+    (nested / "frames.yaml").write_text(yaml.safe_dump({"um_per_px": 3.1}))
+    (nested / "f9.png").write_bytes(b"broken")
+    assert check.image_folders(tmp_path) == [nested]
+    frames = list(check.real_frames(nested))
+    assert [f.shape for f in frames] == [(600, 800)] * 3 and frames[2].dtype == np.uint8  # 3.1 um/px -> 1.55
+    assert "f9.png: unreadable" in capsys.readouterr().err
+    assert len(list(check.real_frames(nested, max_frames=2))) == 2
+    assert check.worm_crop(frames[0], (10.0, 10.0), 100).shape == (100, 100)  # clamped inside the frame
+    for name in ("real_frame_perturbations", "background_texture"):
+        module = load_benchmark(name)
+        assert module.real_frames.__module__ == "real_image_check"  # the shared pipeline, not a copy

@@ -294,7 +294,8 @@ def test_init_starts_from_a_checkpoints_weights(tmp_path):
 
 
 def test_init_from_an_export_keeps_its_function(tmp_path):
-    """--init MODEL.onnx: the export's weights, its folded BatchNorms frozen (else batch statistics replace them)."""
+    """--init MODEL.onnx, then --init of that run's checkpoint: the folded BatchNorms stay frozen all along."""
+    from celegans_autofocus.training.checkpoint import FROZEN_NORMS, load_checkpoint
     from celegans_autofocus.training.export import export_checkpoint
     from celegans_autofocus.training.onnx_import import model_from_onnx
 
@@ -302,10 +303,16 @@ def test_init_from_an_export_keeps_its_function(tmp_path):
     export_checkpoint(first["last"], tmp_path / "first.onnx")
     still = {**SYNTH, "epochs": 1, "seed": 7, "lr": 1e-12, "weight_decay": 0.0, "init": str(tmp_path / "first.onnx")}
     warm = train(None, TrainConfig(**still), tmp_path / "warm")
-    export_checkpoint(warm["last"], tmp_path / "warm.onnx")
+    again = train(None, TrainConfig(**{**still, "init": warm["last"]}), tmp_path / "again")
+    assert [load_checkpoint(run["last"])[FROZEN_NORMS] for run in (first, warm, again)] == [False, True, True]
     x = torch.randn(6, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    for name, run in (("warm", warm), ("again", again)):
+        export_checkpoint(run["last"], tmp_path / f"{name}.onnx")
     with torch.no_grad():
-        parent, child = (model_from_onnx(tmp_path / f"{name}.onnx")[0](x) for name in ("first", "warm"))
-    assert float((parent - child).abs().max()) < 1e-4 * max(1.0, float(parent.abs().max()))
+        outputs = [model_from_onnx(tmp_path / f"{name}.onnx")[0](x) for name in ("first", "warm", "again")]
+    scale = max(1.0, float(outputs[0].abs().max()))
+    assert all(float((out - outputs[0]).abs().max()) < 1e-4 * scale for out in outputs[1:])
     with pytest.raises(CheckpointError, match=r"--init needs \(arch, outputs, output_scale, input_px\)"):
         train(None, TrainConfig(**{**still, "input_px": 48}), tmp_path / "other")
+    with pytest.raises(CheckpointError, match="--init file not found"):
+        train(None, TrainConfig(**{**still, "init": str(tmp_path / "missing.onnx")}), tmp_path / "missing")

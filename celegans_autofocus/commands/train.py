@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="start from timm's ImageNet weights (downloads them; needs the model hub)")
     model.add_argument("--init", default=d.init, metavar="CHECKPOINT.pt|MODEL.onnx",
                        help="start from this checkpoint's or export's weights (same --arch and loss head), not from "
-                            "scratch; an export's BatchNorms are folded, so they stay frozen")
+                            "scratch; exports of plain7 and resnet18_half only, whose folded BatchNorms stay frozen")
     model.add_argument("--input-px", type=int, default=d.input_px, help="square model input side (paper: 500)")
     model.add_argument("--output-scale", type=float, default=d.output_scale,
                        help="steps per unit of raw output (the net learns offset / scale)")

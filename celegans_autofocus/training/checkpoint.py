@@ -30,6 +30,8 @@ from .config import ConfigError, TrainConfig
 from .models import create_model
 
 FORMAT = 1
+#: Checkpoint key: its BatchNorms are an export's folded ones (identity statistics), which training keeps frozen.
+FROZEN_NORMS = "frozen_norms"
 
 
 class CheckpointError(ValueError):

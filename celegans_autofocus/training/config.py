@@ -20,8 +20,8 @@ Defaults are the paper's: MSE loss, Adam at 1e-4, StepLR (step 5 epochs, gamma 0
 ``loss: gaussian_nll`` gives the model a second output, the log-variance of its offset (an uncertainty head);
 ``huber_nll`` too, with the mean trained by the Huber loss alone (the NLL term sees it detached).
 ``init`` starts from a checkpoint's weights (same arch and outputs), e.g. to train on another data mix, or from
-an exported ONNX file's (``training.onnx_import``): its BatchNorms are folded into the convolutions, so such a run
-keeps them frozen (``init_is_export``).
+an exported ONNX file's (``training.onnx_import``): its BatchNorms are folded into the convolutions, so such a run,
+and a run from its checkpoints, keeps them frozen (``training.checkpoint.FROZEN_NORMS``).
 ``synthetic_randomize`` is the share of synthetic training views drawn with domain-randomised optics; the others
 (and the validation views) have the look ``synthetic_look`` (``core.optics.LOOKS``; a list: each view draws one).
 ``workers`` only sets how many processes load and render; it does not change the result.
@@ -98,7 +98,7 @@ class TrainConfig:
 
     @property
     def init_is_export(self) -> bool:
-        """Whether ``init`` is an exported ONNX file (its BatchNorm statistics folded: they stay frozen)."""
+        """Whether ``init`` is an exported ONNX file (not a training checkpoint)."""
         return self.init.lower().endswith(".onnx")
 
     @property

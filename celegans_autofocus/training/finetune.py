@@ -44,7 +44,7 @@ from ..core.images import PreprocessSpec
 from ..core.metrics import error_summary
 from ..core.predictor import ModelError
 from ..core.sensor import STEP_UM
-from .checkpoint import FORMAT, CheckpointError, model_from_checkpoint, save_checkpoint
+from .checkpoint import FORMAT, FROZEN_NORMS, CheckpointError, model_from_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import DatasetError, Sample, data_hash, dataset_step_um, load_samples, split_plates
 from .datasets import ArrayImages, TrainSamples, train_loader
@@ -71,6 +71,7 @@ class Parent:
     train_data_hash: str
     sigma: bool = False  # the Gaussian NLL head (a second output, the log-variance): fine-tuned with its loss
     loss: str = "unknown"  # the loss that trained it (metadata ``loss``; absent in older exports)
+    frozen_norms: bool = False  # BatchNorms folded (an export, or a checkpoint of a run from one): FROZEN_NORMS
 
     @property
     def finetune_loss(self) -> str:
@@ -95,11 +96,12 @@ def load_parent(path: Path | str) -> Parent:
         return Parent(path, model, meta["arch"], PreprocessSpec.from_dict(meta["preprocess"]),
                       float(meta["output_scale"]), float(meta["step_um"]), meta.get("input_view", "mixed"),
                       str(meta.get("train_data_hash", "unknown")), bool(meta.get("sigma_output")),
-                      str(meta.get("loss", "unknown")))
+                      str(meta.get("loss", "unknown")), frozen_norms=True)
     model, state, cfg = model_from_checkpoint(path)
     return Parent(path, model, cfg.arch, PreprocessSpec(input_px=cfg.input_px), float(cfg.output_scale),
                   float(state.get("step_um", STEP_UM)), state.get("input_view", "mixed"),
-                  str(state.get("train_data_hash", "unknown")), cfg.uncertainty, cfg.loss)
+                  str(state.get("train_data_hash", "unknown")), cfg.uncertainty, cfg.loss,
+                  frozen_norms=bool(state.get(FROZEN_NORMS, False)))
 
 
 def _log(message: str) -> None:
@@ -186,7 +188,8 @@ def finetune(dataset: Path | str, parent_path: Path | str, cfg: FinetuneConfig, 
                      "config": train_cfg.to_dict(), "best_val_mae_steps": held_mae, "val_mae_steps": held_mae,
                      "history": history, "train_data_hash": data_hash(train_samples, json.dumps(asdict(cfg))),
                      "input_view": parent.input_view, "step_um": parent.step_um, "parent_model": parent.describe(),
-                     "finetune": asdict(cfg), **{k: split[k] for k in ("train_plates", "val_plates")}}, checkpoint)
+                     "finetune": asdict(cfg), FROZEN_NORMS: parent.frozen_norms,
+                     **{k: split[k] for k in ("train_plates", "val_plates")}}, checkpoint)
     (out / "history.json").write_text(json.dumps(history, indent=2))
     return {"checkpoint": str(checkpoint), "parent": str(parent.path), "train_images": len(train_set),
             "held_out_images": len(held_set), "train_s": round(train_s, 1), "held_out_mae_steps_torch": held_mae,

@@ -38,7 +38,8 @@ from tqdm import tqdm
 from ..core.images import PreprocessSpec, preprocess
 from ..core.metrics import error_summary
 from . import distributed
-from .checkpoint import FORMAT, CheckpointError, checkpoint_config, load_checkpoint, load_weights, save_checkpoint
+from .checkpoint import (FORMAT, FROZEN_NORMS, CheckpointError, checkpoint_config, load_checkpoint, load_weights,
+                         save_checkpoint)
 from .config import RESUMABLE, STEP_SCHEDULE_ONLY, ConfigError, TrainConfig
 from .data import DatasetError, ImageSet, Sample, data_hash, dataset_step_um, load_samples, read_gray, split_plates
 from .datasets import ArrayImages, ImageFiles, TrainSamples, train_loader
@@ -234,8 +235,14 @@ def train(dataset: Path | str | None, cfg: TrainConfig, out: Path, resume: bool 
         distributed.close(dist_ctx)
 
 
-def _init_weights(model: torch.nn.Module, cfg: TrainConfig) -> None:
-    """Start from ``cfg.init``'s weights; its architecture, outputs (and an export's scales) must be this run's."""
+def _init_weights(model: torch.nn.Module, cfg: TrainConfig) -> bool:
+    """Start from ``cfg.init``'s weights; returns whether its BatchNorms stay frozen (:data:`FROZEN_NORMS`).
+
+    Its architecture and outputs (and an export's output_scale and input_px) must be this run's. An export's
+    BatchNorms are folded into its convolutions, and so are those of a checkpoint of a run that started from one.
+    """
+    if not Path(cfg.init).is_file():
+        raise CheckpointError(f"{cfg.init}: --init file not found")
     if cfg.init_is_export:
         parent, meta = model_from_onnx(cfg.init)
         found = (meta["arch"], 2 if meta.get("sigma_output") else 1, float(meta["output_scale"]),
@@ -245,13 +252,14 @@ def _init_weights(model: torch.nn.Module, cfg: TrainConfig) -> None:
             raise CheckpointError(f"{cfg.init}: --init needs (arch, outputs, output_scale, input_px) {wanted}, the "
                                   f"export has {found}")
         model.load_state_dict(parent.state_dict())
-        return
+        return True
     init = load_checkpoint(cfg.init)
     old = checkpoint_config(init, cfg.init)
     if (old.arch, old.outputs) != (cfg.arch, cfg.outputs):
         raise CheckpointError(f"{cfg.init}: --init needs arch {cfg.arch!r} with {cfg.outputs} output(s), the "
                               f"checkpoint has {old.arch!r} with {old.outputs}")
     load_weights(model, init["model"], cfg.init, cfg.arch)
+    return bool(init.get(FROZEN_NORMS, False))
 
 
 def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, best_path: Path, resume: bool,
@@ -273,8 +281,9 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
         _check_resume(state, cfg, last_path)
     torch.manual_seed(cfg.seed)  # the initial weights
     model = create_model(cfg.arch, pretrained=cfg.pretrained and state is None, outputs=cfg.outputs)
+    frozen_norms = bool(state.get(FROZEN_NORMS, False)) if state is not None else False
     if cfg.init and state is None:
-        _init_weights(model, cfg)
+        frozen_norms = _init_weights(model, cfg)
     spec = PreprocessSpec(input_px=cfg.input_px)
 
     if dataset is not None:
@@ -338,7 +347,7 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
         if pool is not None and pool.update(epoch, cfg.workers, dist_ctx) and main_rank:
             pool.save(out / POOL)
         train_loss = train_epoch(net, optimizer, criterion, loader, cfg, device, epoch, scheduler if per_step else None,
-                                 dist_ctx, frozen_norms=cfg.init_is_export)
+                                 dist_ctx, frozen_norms=frozen_norms)
         if not per_step:
             scheduler.step()
         val = validate(model, val_set, cfg, device, dist_ctx)
@@ -358,7 +367,7 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
                     "best_val_mae_steps": best_mae, "val_mae_steps": mae, "val": val, "history": history,
                     "train_data_hash": train_hash, "input_view": _input_view(train_kinds), "step_um": step_um,
                     "train_plates": train_plates, "val_plates": val_plates, "world_size": world,
-                    "source_commit": commit}
+                    "source_commit": commit, FROZEN_NORMS: frozen_norms}
             if improved:
                 save_checkpoint(ckpt, best_path)
             save_checkpoint(ckpt, last_path)
