@@ -45,7 +45,7 @@ from .data import DatasetError, ImageSet, Sample, data_hash, dataset_step_um, lo
 from .datasets import ArrayImages, ImageFiles, TrainSamples, train_loader
 from .infer import predict_outputs, resolve_device
 from .models import create_model
-from .onnx_import import model_from_onnx
+from .onnx_import import export_outputs, model_from_onnx
 from .provenance import source_commit
 from .synthetic import SyntheticPool
 
@@ -245,8 +245,7 @@ def _init_weights(model: torch.nn.Module, cfg: TrainConfig) -> bool:
         raise CheckpointError(f"{cfg.init}: --init file not found")
     if cfg.init_is_export:
         parent, meta = model_from_onnx(cfg.init)
-        found = (meta["arch"], 2 if meta.get("sigma_output") else 1, float(meta["output_scale"]),
-                 int(meta["preprocess"]["input_px"]))
+        found = (meta["arch"], export_outputs(meta), float(meta["output_scale"]), int(meta["preprocess"]["input_px"]))
         wanted = (cfg.arch, cfg.outputs, cfg.output_scale, cfg.input_px)
         if found != wanted:
             raise CheckpointError(f"{cfg.init}: --init needs (arch, outputs, output_scale, input_px) {wanted}, the "
@@ -281,7 +280,8 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
         _check_resume(state, cfg, last_path)
     torch.manual_seed(cfg.seed)  # the initial weights
     model = create_model(cfg.arch, pretrained=cfg.pretrained and state is None, outputs=cfg.outputs)
-    frozen_norms = bool(state.get(FROZEN_NORMS, False)) if state is not None else False
+    # a run resumed: as it started (checkpoints written before FROZEN_NORMS existed: by its init's kind)
+    frozen_norms = bool(state.get(FROZEN_NORMS, cfg.init_is_export)) if state is not None else False
     if cfg.init and state is None:
         frozen_norms = _init_weights(model, cfg)
     spec = PreprocessSpec(input_px=cfg.input_px)

@@ -60,6 +60,11 @@ def read_metadata(path: Path) -> dict:
         raise OnnxImportError(str(exc)) from None
 
 
+def export_outputs(meta: dict) -> int:
+    """Return the raw outputs of an export with metadata ``meta``: 2 with the Gaussian NLL head (mean, log-variance)."""
+    return 2 if meta.get("sigma_output") else 1
+
+
 def _conv_norm_pairs(model: torch.nn.Module) -> list[tuple[torch.nn.Conv2d, torch.nn.BatchNorm2d]]:
     """Each convolution with the BatchNorm that follows it in module order."""
     pairs, conv = [], None
@@ -87,7 +92,7 @@ def model_from_onnx(path: Path | str) -> tuple[torch.nn.Module, dict]:
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     convs = [n for n in graph.node if n.op_type == "Conv"]
     gemms = [n for n in graph.node if n.op_type == "Gemm"]
-    outputs = 2 if meta.get("sigma_output") else 1  # the Gaussian NLL head: mean and log-variance
+    outputs = export_outputs(meta)
     model = create_model(arch, outputs=outputs)
     pairs = _conv_norm_pairs(model)
     head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
