@@ -51,15 +51,17 @@ bench: $(VENV)/.runtime
 	$(VENV)/bin/celegans-autofocus bench --summary-json benchmarks/bench_results.json \
 	  --plot benchmarks/bench_plot.png --markdown benchmarks/bench.md
 
-# The bundled model from HEAD: three training stages (each starts from the previous one's weights; an interrupted
-# stage resumes), then the export (models/MODEL_CARD.md; hours on one CPU core).
-MODEL_STAGES := nll_model nll_random_model default_model
+# The bundled model from HEAD: five training stages, each starting from the weights its config's `init` names (the
+# previous stage's checkpoint or export); an interrupted stage resumes. Every stage is exported to runs/STAGE.onnx,
+# the last one is the bundled model (models/MODEL_CARD.md; hours on one CPU core).
+MODEL_STAGES := nll_model nll_random_model default_model mottled_look_model mottled_look_cont_model
 model: $(VENV)/.train
 	for stage in $(MODEL_STAGES); do \
 	  resume=$$( [ -f runs/$$stage/last.pt ] && echo --resume ); \
 	  $(VENV)/bin/celegans-autofocus train --config config/$$stage.yaml $$resume || exit 1; \
+	  $(VENV)/bin/celegans-autofocus export runs/$$stage/last.pt runs/$$stage.onnx || exit 1; \
 	done
-	$(VENV)/bin/celegans-autofocus export runs/default_model/last.pt models/default.onnx
+	cp runs/$(lastword $(MODEL_STAGES)).onnx models/default.onnx
 
 clean:
 	rm -rf demo_out build *.egg-info

@@ -14,12 +14,13 @@
 
 """Check that low-resolution renders of a crop window match the native render at every offset in +-200 steps.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/fast_path_fidelity.py [--scenes 3]
+    PYTHONPATH=. .venv/bin/python benchmarks/fast_path_fidelity.py [--scenes 3] [--look default]
     (figures: benchmarks/fast_path_fidelity.md)
 
 For each scene a 500 and a 1000 px window around a worm (aligned to 4 full-frame px) is rendered
 noise-free at the low resolutions that training and `sim` use: 96 px (the model input), 128 px,
-side/4, and the window cut out of `sim`'s 648x486 full-field frame (1/4 scale). Each is compared with
+side/4, and the window cut out of `sim`'s full-field frame at 1/4 scale (648x486, `sim`'s until 2026-12-03) and
+3/4 scale (1944x1458, config/sim.yaml's since), in ``--look``. Each is compared with
 the native render (1.55 um grid) binned to the same sampling, as a camera bins: both go through the
 model's preprocessing (INTER_AREA to 96 px, per-image z-score) and the RMS of their difference is
 reported per offset (max over scenes). The last columns compare with the native full-resolution crop
@@ -42,8 +43,10 @@ from celegans_autofocus.core.images import PreprocessSpec, preprocess
 from celegans_autofocus.core.sensor import FULL_FRAME_WH_PX
 
 OFFSETS = list(range(-200, 201, 25))
-SIM_FRAME_HW = (486, 648)  # config/sim.yaml: the full field at 1/4 scale
-SIM_BIN = FULL_FRAME_WH_PX[0] // SIM_FRAME_HW[1]
+#: `sim`'s full field: 1/4 scale (until 2026-12-03) and 3/4 scale (config/sim.yaml since); a window aligned to
+#: ALIGN_PX full-frame px starts on a whole px of both
+SIM_FIELDS_HW = {"1/4": (486, 648), "3/4": (1458, 1944)}
+ALIGN_PX = 12
 
 
 def _rms(a: np.ndarray, b: np.ndarray) -> float:
@@ -53,9 +56,10 @@ def _rms(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scenes", type=int, default=3)
+    ap.add_argument("--look", default="default", choices=list(optics.LOOKS))
     args = ap.parse_args()
     spec = PreprocessSpec(input_px=96)
-    cfg = optics.OpticsConfig(noise=False)
+    cfg = dataclasses.replace(optics.look_config(args.look), noise=False)
     legacy = dataclasses.replace(cfg, max_native_grid_px=0, max_band_raster_px=0)
     same: dict[tuple, list] = {}
     full: dict[tuple, list] = {}
@@ -63,16 +67,17 @@ def main() -> None:
     for seed in range(args.scenes):
         scene = optics.make_scene(np.random.default_rng(7000 + seed), cfg, 2)
         sim_frames = {}
-        for name, c in (("sim frame crop", cfg), ("sim frame crop legacy", legacy)):
-            r = optics.StackRenderer(scene, c, SIM_FRAME_HW, max_offset_steps=300)
-            sim_frames[name] = (r, {})
+        for name, c, field in (("sim 1/4 field crop", cfg, "1/4"), ("sim 1/4 field crop legacy", legacy, "1/4"),
+                               ("sim 3/4 field crop", cfg, "3/4")):
+            r = optics.StackRenderer(scene, c, SIM_FIELDS_HW[field], max_offset_steps=300)
+            sim_frames[name] = (r, {}, SIM_FIELDS_HW[field][0] / FULL_FRAME_WH_PX[1])
             for o in OFFSETS:
                 t = time.perf_counter()
                 sim_frames[name][1][o] = r.intensity(o)
                 cost.setdefault(name, []).append(time.perf_counter() - t)
         for fov in (500, 1000):
             x0, y0, _, _ = crop_window(scene.worms[0].centroid_px, fov, FULL_FRAME_WH_PX[::-1])
-            x0, y0 = SIM_BIN * (x0 // SIM_BIN), SIM_BIN * (y0 // SIM_BIN)
+            x0, y0 = ALIGN_PX * (x0 // ALIGN_PX), ALIGN_PX * (y0 // ALIGN_PX)
             win = (x0, y0, fov, fov)
             nat = optics.StackRenderer(scene, cfg, None, window_px=win, max_offset_steps=210)
             native = {o: nat.intensity(o) for o in OFFSETS}
@@ -84,15 +89,16 @@ def main() -> None:
 
             views = [("96 px (model input)", cfg, 96), ("128 px", cfg, 128), ("side/4", cfg, fov // 4),
                      ("128 px legacy", legacy, 128), ("side/4 legacy", legacy, fov // 4)]
-            for name, c, out in views + [(n, None, fov // SIM_BIN) for n in sim_frames]:
+            for name, c, out in views + [(n, None, round(fov * sim_frames[n][2])) for n in sim_frames]:
                 r = None if c is None else optics.StackRenderer(scene, c, (out, out), window_px=win,
                                                                 max_offset_steps=210)
                 grid_um = sim_frames[name][0].dx_um if c is None else r.dx_um
                 key = (fov, name, f"{grid_um:.2f}")
                 for o in OFFSETS:
                     if c is None:
-                        img = sim_frames[name][1][o][y0 // SIM_BIN:(y0 + fov) // SIM_BIN,
-                                                     x0 // SIM_BIN:(x0 + fov) // SIM_BIN]
+                        scale = sim_frames[name][2]
+                        img = sim_frames[name][1][o][round(y0 * scale):round(y0 * scale) + out,
+                                                     round(x0 * scale):round(x0 * scale) + out]
                     else:
                         t = time.perf_counter()
                         img = r.intensity(o)

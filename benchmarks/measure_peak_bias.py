@@ -17,8 +17,9 @@
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/measure_peak_bias.py [--seeds 0 1 2]
 
 For each look of ``core.optics.LOOKS`` and scene seed (3 worms, as ``sim``), the first worm is imaged at offsets
--40..40 steps every 2, two ways: a 125 px crop of the player's 648 x 486 full field (1/4 scale, what the live
-simulator's detector crop gives the measure) and the 500 px crop at native resolution (what ``bench`` measures).
+-40..40 steps every 2: the 500 full-frame px crop of the player's full field at 1/4, 1/2 and 3/4 scale (what the
+live simulator's detector crop gives the measure: config/sim.yaml's frame is 1944 x 1458), and the 500 px crop at
+native resolution (what ``bench`` measures).
 Prints the offset (steps to focus) at which each measure peaks; 0 is the truth.
 
     PYTHONPATH=. .venv/bin/python benchmarks/measure_peak_bias.py --real DATASET
@@ -49,7 +50,8 @@ from celegans_autofocus.core.sensor import STEP_UM
 
 MEASURES = ("detail_skewness", "brenner", "vollath_f5")
 OFFSETS_STEPS = np.arange(-40, 41, 2)
-QUARTER_CROP_PX = 125  # a 500 px crop at 1/4 scale
+FULL_HW_PX = (1944, 2592)
+FIELD_HEIGHTS_PX = (486, 972, 1458)  # the player's full field at 1/4, 1/2 and 3/4 scale
 
 
 def peaks(look: str, seed: int) -> dict[str, dict[str, int]]:
@@ -57,12 +59,16 @@ def peaks(look: str, seed: int) -> dict[str, dict[str, int]]:
     config = optics.look_config(look)
     scene = optics.make_scene(np.random.default_rng(seed), config, 3)
     cx, cy = scene.worms[0].centroid_px
-    native = optics.StackRenderer(scene, config, None, crop_window((cx, cy), 500, (1944, 2592)),
-                                  max_offset_steps=60, seed=seed)
-    quarter = optics.StackRenderer(scene, config, (486, 648), max_offset_steps=60, seed=seed)
-    x0, y0, w, h = crop_window((cx / 4, cy / 4), QUARTER_CROP_PX, (486, 648))
-    views = {"1/4-scale crop": lambda o: quarter.frame(o)[y0:y0 + h, x0:x0 + w],
-             "native 500 px crop": native.frame}
+    views = {}
+    for height_px in FIELD_HEIGHTS_PX:
+        scale = height_px / FULL_HW_PX[0]
+        field = optics.StackRenderer(scene, config, (height_px, round(FULL_HW_PX[1] * scale)), max_offset_steps=60,
+                                     seed=seed)
+        x0, y0, w, h = crop_window((cx * scale, cy * scale), round(500 * scale), field.out_shape)
+        views[f"{height_px} px field, {w} px crop"] = (
+            lambda o, field=field, x0=x0, y0=y0, w=w, h=h: field.frame(o)[y0:y0 + h, x0:x0 + w])
+    views["native 500 px crop"] = optics.StackRenderer(scene, config, None, crop_window((cx, cy), 500, FULL_HW_PX),
+                                                       max_offset_steps=60, seed=seed).frame
     out = {}
     for name, view in views.items():
         frames = [view(float(o)) for o in OFFSETS_STEPS]

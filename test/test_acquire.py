@@ -49,6 +49,9 @@ from test_steppers import DIR, STEP, GrblPort, rising_edges
 from test_steppers import pins  # noqa: F401  (a fixture)
 
 FRAME = {"frame_width_px": 324, "frame_height_px": 243}  # the whole field at 1/8 scale
+#: the default look (OpticsConfig()): on the simulator's soft look the labeller's measure peaks 18-22 steps from
+#: the plane at this coarse sampling (benchmarks/bench_real_adult.md), so the 8-step check below would test the look
+LOOK = {"look": "default"}
 TRUTH_STEPS = 60       # the simulator's best plane
 START_STEPS = 20       # where the lens is when acquire starts
 SEED = 1
@@ -67,7 +70,7 @@ class Graph:
 
     def start_player(self):
         return self.h.start(StackPlayerNode, fps=30.0, start_best_z_steps=float(TRUTH_STEPS), seed=SEED,
-                            n_worms=2, joint_name="focus", **FRAME)
+                            n_worms=2, joint_name="focus", **FRAME, **LOOK)
 
     def stop(self, node) -> None:
         self.h.nodes.remove(node)

@@ -326,7 +326,7 @@ class TestSimPipelinePublishes(unittest.TestCase):
                 rclpy.spin_once(node, timeout_sec=0.1)
             self.assertTrue(all(len(m) >= 2 for m in got.values()), {k: len(v) for k, v in got.items()})
             crop = got["worm/crop"][-1]
-            self.assertEqual((crop.width, crop.height), (125, 125))  # sim.yaml: fov_px 500 at 648 px wide
+            self.assertEqual((crop.width, crop.height), (375, 375))  # sim.yaml: fov_px 500 at 1944 px wide
             truth = got["sim/ground_truth"][0].point  # no controller: the lens stays at initial_z_steps 0
             self.assertEqual((truth.x, truth.z), (0.0, truth.y))
             self.assertLess(abs(truth.y - 120.0), 30.0)  # sim.yaml: best plane starts at 120, drifts 2 steps/s

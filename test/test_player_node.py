@@ -27,7 +27,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header
 
-from celegans_autofocus.core.optics import LOOKS, OpticsConfig, StackRenderer, look_config, make_scene
+from celegans_autofocus.core.optics import LOOKS, SIMULATOR_LOOK, OpticsConfig, StackRenderer, look_config, make_scene
 from celegans_autofocus.nodes.common import ConfigError, image_to_array, s_to_stamp, stamp_to_s
 from celegans_autofocus.nodes.stack_player_node import StackPlayerNode
 
@@ -206,7 +206,9 @@ def test_look_renders_the_named_look(ros_harness):
 
 
 def test_optics_parameters_override_the_look(ros_harness):
-    """-1 (the default) keeps the look's absorption and magnification; a value overrides it, on any look."""
+    """-1 (the default) keeps the look's absorption and magnification; a value overrides it, on any look.
+
+    Without a look the player shows the simulator's (core.optics.SIMULATOR_LOOK)."""
     def player(**params):
         return ros_harness.start(StackPlayerNode, fps=1.0, seed=7, n_worms=1, band_limited_frame=False,
                                  **{**SMALL, **params})
@@ -214,7 +216,7 @@ def test_optics_parameters_override_the_look(ros_harness):
     look = look_config("real_adult")
     as_look = player(look="real_adult").render(30.0)
     overridden = player(look="real_adult", body_absorb_per_um=0.006).render(30.0)
-    default_look = player(cuticle_absorb_per_um=0.2, um_per_px=2.0).render(30.0)
+    simulator_look = player(cuticle_absorb_per_um=0.2, um_per_px=2.0).render(30.0)
 
     def render(config: OpticsConfig) -> np.ndarray:
         scene = make_scene(np.random.default_rng(7), config, 1)
@@ -222,8 +224,8 @@ def test_optics_parameters_override_the_look(ros_harness):
 
     assert np.array_equal(as_look, render(replace(look, max_band_raster_px=0)))
     assert np.array_equal(overridden, render(replace(look, body_absorb_per_um=0.006, max_band_raster_px=0)))
-    assert np.array_equal(default_look, render(OpticsConfig(cuticle_absorb_per_um=0.2, um_per_px=2.0,
-                                                            max_band_raster_px=0)))
+    assert np.array_equal(simulator_look, render(replace(look_config(SIMULATOR_LOOK), cuticle_absorb_per_um=0.2,
+                                                         um_per_px=2.0, max_band_raster_px=0)))
     assert not np.array_equal(as_look, overridden)
 
 

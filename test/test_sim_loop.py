@@ -36,6 +36,9 @@ from celegans_autofocus.recording import BagReader
 from onnx_models import constant_model, nan_model
 
 FAST = ["--frame-height", "240"]  # 15 fps (the default); small frames for the models that do not need crops
+#: config/sim.yaml's field (3/4 scale): on the simulator's soft look the hybrid's focus measure needs it
+#: (at 1/4 scale its peak lies 18-22 steps off the plane: benchmarks/bench_real_adult.md)
+SIM_FIELD = ["--frame-height", "1458"]
 
 
 def sim(tmp_path, *options: str) -> tuple[int, dict]:
@@ -76,23 +79,24 @@ def bundled_model():
 
 @pytest.mark.parametrize("start_offset", [150, -150])
 def test_focus_converges_from_150_steps_with_the_bundled_model(tmp_path, start_offset):
-    """The bundled model works on the detector's worm crop; the camera renders the field at 648x486.
+    """The bundled model works on the detector's worm crop; the camera renders the field at 1944x1458.
 
-    Simulated clock: the figures do not depend on the machine (seen: 4 and 13 frames to focus). At -150 steps this
-    scene is ambiguous to the model (-48 +- 67 steps): the hybrid searches, from the side the model leans to, and
-    the CNN takes over once it is sure; a full search needs ~36 frames.
+    Simulated clock: the figures do not depend on the machine (seen: 8 and 2 frames to focus, then 1.5 and 1.3
+    steps from the plane). At +150 steps this scene is ambiguous to the model (its sigma too wide for a jump): the
+    hybrid searches, from the side the model leans to, and the CNN takes over once it is sure; a full search needs
+    ~36 frames.
     """
     model = bundled_model()
     assert FocusPredictor(model).metadata["input_view"] == "crop"
     code, s = sim(tmp_path, "--model", str(model), "--frames", "120", "--start-offset", str(start_offset),
-                  "--drift", "2", "--seed", "3", "--input", "crop", "--fov", "500", "--frame-height", "486")
+                  "--drift", "2", "--seed", "3", "--input", "crop", "--fov", "500", *SIM_FIELD)
     assert code == 0
     assert s["clock"] == "sim" and s["n_frames"] == 120 and s["n_predictions"] == 120
     assert s["frames_unanswered"] == 0 and s["frames_dropped"] == 0
     assert s["frames_to_focus"] is not None, f"never in focus: {s}"
     assert s["frames_to_focus"] <= 20, s             # 1.3 s at 15 fps; a search needs ~36 frames
-    assert s["steady_abs_error_steps"] <= 10, s      # median |error| once focused: within the depth of field
-    assert s["in_focus_fraction_tracking"] >= 0.4, s
+    assert s["steady_abs_error_steps"] <= 5, s       # median |error| once focused: within the depth of field
+    assert s["in_focus_fraction_tracking"] >= 0.8, s
     assert s["moves"] >= 1
 
 
@@ -205,43 +209,44 @@ def test_bad_options_are_named(tmp_path, capsys, case):
 
 
 def test_hybrid_with_a_constant_wrong_model_falls_back_to_search_and_holds_focus(tmp_path):
-    """A model that always says '-140 steps' (what the bundled one said on real worms).
+    """A model that always says '-140 steps' (what an early bundled one said on real worms).
 
-    The first jump is refuted by the frame after it, the search finds focus, the measure keeps it. On the faithful
-    (band-limited) 648 px frame the measure's peak lies ~6-8 steps from the simulator's best plane in this scene
-    (3-4 on the old grid), so fewer tracked frames are within the +-8 steps that count as in focus.
+    The first jump is refuted by the frame after it, the search finds focus, the measure keeps it. On the
+    simulator's soft look the measure's peak lies 4-6 steps from the best plane on the 3/4-scale crop
+    (benchmarks/bench_real_adult.md), and with no model to pull it back the hybrid holds the lens 7-9 steps off in
+    this scene (seen: 60% of tracked frames within the +-8 steps that count as in focus).
     """
     model = constant_model(tmp_path / "minus140.onnx", -140.0, input_px=32)
     code, s = sim(tmp_path, "--control", "hybrid", "--model", str(model), "--input", "crop", "--frames", "300",
-                  "--start-offset", "150", "--drift", "0", "--seed", "1", "--frame-height", "486")
+                  "--start-offset", "150", "--drift", "0", "--seed", "1", *SIM_FIELD)
     assert code == 0 and s["control_mode"] == "hybrid"
     modes = [(c["mode"], c["reason"]) for c in s["mode_changes"]]
     assert modes[:2] == [("acquire", "start"), ("search", "refuted")], modes
     assert modes[-1][0] == "track", modes
     assert s["frames_to_focus"] is not None and s["frames_to_focus"] <= 60, s   # a search: ~40 frames
-    assert s["in_focus_fraction_tracking"] >= 0.85 and abs(s["final_error_steps"]) <= 8, s
+    assert s["in_focus_fraction_tracking"] >= 0.5 and abs(s["final_error_steps"]) <= 12, s
 
 
 def test_hybrid_with_the_bundled_model_jumps_refines_and_tracks(tmp_path):
-    """100 steps out, where the model is sure (its sigma ~20 steps): one jump, a refine on the measure, track."""
+    """100 steps out, where the model is sure: one jump, a refine on the measure, track (seen: 1.2 steps off)."""
     code, s = sim(tmp_path, "--control", "hybrid", "--frames", "150", "--start-offset", "100", "--drift", "2",
-                  "--seed", "0", "--frame-height", "486")
+                  "--seed", "0", *SIM_FIELD)
     assert code == 0
     modes = [c["mode"] for c in s["mode_changes"]]
     assert modes[:3] == ["acquire", "refine", "track"], s["mode_changes"]
     assert "search" not in modes
     assert s["frames_to_focus"] is not None and s["frames_to_focus"] <= 8, s  # a jump and a refine; a search: ~40
-    assert s["in_focus_fraction_tracking"] >= 0.8, s
+    assert s["in_focus_fraction_tracking"] >= 0.9 and s["steady_abs_error_steps"] <= 4, s
 
 
 def test_hybrid_searches_from_where_an_unsure_bundled_model_leans_and_hands_back_to_it(tmp_path):
-    """150 steps out the model knows the side, not the distance (+62 +- 57 steps): unusable for a jump.
+    """150 steps out the model knows the side, not the distance (its sigma too wide): unusable for a jump.
 
     The search starts its sweep on that side, and the CNN takes over as soon as it points at one plane from two
     lens positions.
     """
     code, s = sim(tmp_path, "--control", "hybrid", "--frames", "150", "--start-offset", "150", "--drift", "2",
-                  "--seed", "0", "--frame-height", "486")
+                  "--seed", "0", *SIM_FIELD)
     assert code == 0
     changes = [(c["mode"], c["reason"]) for c in s["mode_changes"]]
     assert changes[:4] == [("acquire", "start"), ("search", "no_predictions"), ("acquire", "cnn_agrees"),

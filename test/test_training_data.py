@@ -186,21 +186,31 @@ def test_resume_ignores_step_schedule_settings_only_where_no_step_schedule_reads
         _check_resume(state, TrainConfig(**{**SYNTH, "epochs": 1, "schedule": "step", "lr_gamma": 0.5}), tmp_path)
 
 
-def test_the_shipped_three_stage_recipe_runs_from_the_command_line(tmp_path):
-    """config/nll_model.yaml -> nll_random_model.yaml -> default_model.yaml (the bundled model), cut to 1 epoch each.
+def model_stages() -> list[str]:
+    """Return `make model`'s stages, as the Makefile lists them (MODEL_STAGES)."""
+    line = next(ln for ln in (REPO / "Makefile").read_text().splitlines() if ln.startswith("MODEL_STAGES :="))
+    return line.split(":=")[1].split()
 
-    Each stage starts from the weights its config's ``init`` names (the previous stage's run), as `make model` does.
+
+def test_the_shipped_five_stage_recipe_runs_from_the_command_line(tmp_path):
+    """`make model`'s stages (nll_model -> ... -> mottled_look_cont_model, the bundled model), cut to 1 epoch each.
+
+    Each stage starts from the weights its config's ``init`` names (the previous stage's checkpoint, or its export
+    as `make model` writes it to runs/STAGE.onnx); the last stage's export is the bundled model's kind.
     """
     from celegans_autofocus.cli import main, read_config
     from celegans_autofocus.training.export import export_checkpoint
 
     cut = {"epochs": 1, "synthetic_train": 20, "synthetic_val": 10}
     flags = ["--epochs", "1", "--synthetic-train", "20", "--synthetic-val", "10"]
-    stages = ("nll_model", "nll_random_model", "default_model")
+    stages = model_stages()
+    assert stages[0] == "nll_model" and stages[-1] == "mottled_look_cont_model" and len(stages) == 5
     written = {stage: read_config(REPO / "config" / f"{stage}.yaml") for stage in stages}
-    assert [written[s].get("init") for s in stages] == [None, "runs/nll_model/best.pt", "runs/nll_random_model/last.pt"]
+    assert [written[s].get("init") for s in stages] == [
+        None, "runs/nll_model/best.pt", "runs/nll_random_model/last.pt", "runs/default_model.onnx",
+        "runs/mottled_look_model.onnx"]
     assert [written[s]["out"] for s in stages] == [f"runs/{s}" for s in stages]
-    for parent, stage in zip((None,) + stages, stages):
+    for parent, stage in zip([None] + stages, stages):
         init = [] if parent is None else ["--init", str(tmp_path / written[stage]["init"])]
         assert main(["train", "--config", str(REPO / "config" / f"{stage}.yaml"), *flags, *init,
                      "--out", str(tmp_path / written[stage]["out"])]) == 0
@@ -208,8 +218,9 @@ def test_the_shipped_three_stage_recipe_runs_from_the_command_line(tmp_path):
         overridden = {**cut, **({"init": init[1]} if init else {})}
         kept = {k: v for k, v in written[stage].items() if k not in ("threads", "out")}
         assert all(state["config"][k] == overridden.get(k, v) for k, v in kept.items())
+        meta = export_checkpoint(tmp_path / f"runs/{stage}/last.pt", tmp_path / f"runs/{stage}.onnx")["metadata"]
     assert written["default_model"]["synthetic_randomize"] > 0
-    meta = export_checkpoint(tmp_path / "runs/default_model/last.pt", tmp_path / "m.onnx")["metadata"]
+    assert state["config"]["synthetic_look"] == optics.SIMULATOR_LOOK      # the last stages learn the simulator's look
     assert meta["arch"] == "plain7" and meta["preprocess"]["input_px"] == 96 and meta["input_view"] == "crop"
     assert meta["sigma_output"] == "offset_sigma" and meta["source_commit"] != "unknown"
 

@@ -47,7 +47,7 @@ CONTROLLERS = ("cnn", "search", "hybrid")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..core.focus import DEFAULT_MEASURE
-    from ..core.optics import LOOKS
+    from ..core.optics import LOOKS, SIMULATOR_LOOK
 
     g = parser.add_argument_group("model")
     g.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled models/default.onnx)")
@@ -63,8 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--episodes", type=int, default=4, help="episodes per scenario kind")
     g.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, help="scenario kinds to run")
     g.add_argument("--seed", type=int, default=0, help="seed of the scenarios and scenes")
-    g.add_argument("--look", default="default", choices=list(LOOKS),
-                   help="the simulator's look (core.optics.LOOKS; real_adult: fitted to real in-focus adults)")
+    g.add_argument("--look", default=SIMULATOR_LOOK, choices=list(LOOKS),
+                   help="the simulator's look (core.optics.LOOKS; real_adult: fitted to real in-focus adults; "
+                        "real_adult_mottled: with real plates' background mottle; default: the first stages' look)")
     g.add_argument("--duration-s", type=float, default=12.0, help="episode length (simulated seconds)")
     g.add_argument("--fps", type=float, default=15.0, help="camera frame rate")
     g.add_argument("--max-start-offset-steps", type=float, default=200.0,

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.optics import LOOKS
+from ..core.optics import LOOKS, SIMULATOR_LOOK
 from ..core.sensor import FULL_FRAME_WH_PX
 
 HELP = "write synthetic brightfield z-stacks (the dataset layout) from the physical simulator"
@@ -34,9 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--step-every", type=int, default=1, help="keep every k-th z index")
     g.add_argument("--seed", type=int, default=0, help="random seed (same seed, same dataset)")
     g.add_argument("--worms", type=int, default=None, help="worms per stack (default: 1-3 at random)")
-    g.add_argument("--look", default="default", choices=list(LOOKS),
+    g.add_argument("--look", default=SIMULATOR_LOOK, choices=list(LOOKS),
                    help="the specimen's and camera's look (core.optics.LOOKS; real_adult: fitted to real in-focus "
-                        "adults, benchmarks/calibrate_optics.md)")
+                        "adults, benchmarks/calibrate_optics.md; real_adult_mottled: with real plates' background "
+                        "mottle; default: the first stages' look)")
     g = parser.add_argument_group("images")
     g.add_argument("--width", type=int, default=None,
                    help=f"stored image width in px (default {FULL_FRAME_WH_PX[0]}, full frame)")

@@ -94,8 +94,8 @@ class OpticsConfig:
     #: budget (px) for rasterizing a larger whole-binned view (the live full field) once on the native grid: its
     #: spectrum, band-limited by the pupil, is then propagated per frame on the coarsest grid that holds the band.
     max_band_raster_px: int = 8_000_000
-    # Specimen appearance (defaults: the look the bundled model was trained on; LOOKS["real_adult"] is fitted to
-    # real in-focus adults; core.randomize varies them).
+    # Specimen appearance (defaults: the look of the bundled model's first three stages, LOOKS["default"];
+    # LOOKS["real_adult"] is fitted to real in-focus adults; core.randomize varies them).
     body_absorb_per_um: float = 0.0015  # amplitude absorption of the body per um of chord
     cuticle_absorb_per_um: float = 0.05  # extra absorption of the 1 um cuticle shell
     inclusion_scale: float = 1.0  # multiplies index contrast and absorption of gut granules, bulbs, eggs in utero
@@ -138,6 +138,9 @@ LOOKS: dict[str, dict] = {
 }
 #: ``real_adult`` with the in-focus background mottle of real plates (benchmarks/background_texture.md).
 LOOKS["real_adult_mottled"] = {**LOOKS["real_adult"], "background_absorb_std": 0.016}
+#: The look the simulator shows unless told otherwise (stack player, `sim`, `bench`, `synth`): the one closest to
+#: real frames, which the bundled model's last two stages learnt (models/MODEL_CARD.md).
+SIMULATOR_LOOK = "real_adult_mottled"
 
 
 def look_config(name: str) -> OpticsConfig:

@@ -20,7 +20,7 @@ the statistics of real in-focus frames from public sources fall inside what the 
 model, so the sign of defocus (``core.optics`` convention) is kept; only the specimen, the
 illumination and the camera change. ``VARIANTS`` groups the ranges as the issue names them;
 ``variant_config`` sets one group to one end of its ranges (what the sign tests render).
-``OpticsConfig()`` itself stays the look the bundled model was trained on.
+``OpticsConfig()`` itself stays the default look (``core.optics.LOOKS``), the base of the bundled model's first stages.
 """
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ from ..core.dataset.io import read_image
 from ..core.dataset.labels import LABELS_FILE, best_index, read_dataset_labels
 from ..core.dataset.layout import Stack, discover
 from ..core.images import ImageError
-from ..core.optics import LOOKS, OpticsConfig, StackRenderer, look_config, make_scene
+from ..core.optics import LOOKS, SIMULATOR_LOOK, OpticsConfig, StackRenderer, look_config, make_scene
 from ..core.sensor import FULL_FRAME_WH_PX
 from .common import (ConfigError, Param, array_to_image, declare_params, reliable_qos, run_node, sensor_qos,
                      with_image_qos_overrides)
@@ -100,8 +100,10 @@ PARAMS = (
     Param("band_limited_frame", True, "synthetic: propagate the field on a grid that holds the objective's band "
           "(crops within 0.05 RMS of a native render, as the bundled model was trained; about 2x the render time); "
           "false: the old 2x grid (crops 0.14-0.16 RMS off)", read_only=True),
-    Param("look", "default", "synthetic: the specimen and camera look (core.optics.LOOKS; real_adult: fitted to real "
-          "in-focus adults, a soft lens); um_per_px, body_absorb_per_um and cuticle_absorb_per_um override it",
+    Param("look", SIMULATOR_LOOK, "synthetic: the specimen and camera look (core.optics.LOOKS; real_adult: fitted to "
+          "real in-focus adults, a soft lens; real_adult_mottled: with the mottle of real plates' backgrounds; default: "
+          "the look of the bundled model's first stages); um_per_px, body_absorb_per_um and cuticle_absorb_per_um "
+          "override it",
           choices=tuple(LOOKS), read_only=True),
     Param("um_per_px", LOOK_VALUE, "synthetic: specimen-plane pixel size of the full frame (another magnification); "
           f"{LOOK_VALUE:g} = the look's (every look: {OpticsConfig.um_per_px}, the bundled model's training optics)",
