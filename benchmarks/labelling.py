@@ -45,7 +45,8 @@ from celegans_autofocus.core import focus  # noqa: E402
 from celegans_autofocus.core.dataset.io import read_image  # noqa: E402
 from celegans_autofocus.core.dataset.labelling import AGREE_STEPS, Measured, label_measured  # noqa: E402
 from celegans_autofocus.core.dataset.layout import Stack, discover  # noqa: E402
-from celegans_autofocus.core.optics import OpticsConfig, StackRenderer, draw_stack  # noqa: E402
+from celegans_autofocus.core.optics import SIMULATOR_LOOK, OpticsConfig, StackRenderer  # noqa: E402
+from celegans_autofocus.core.optics import draw_stack, look_config  # noqa: E402
 from celegans_autofocus.core.randomize import random_config  # noqa: E402
 
 SIM_TOLERANCE_STEPS = 8
@@ -59,6 +60,7 @@ VARIANTS = {  # name -> OpticsConfig (None: a random_config draw per stack)
     "phase_only": OpticsConfig(body_absorb_per_um=0.0002, cuticle_absorb_per_um=0.002, inclusion_scale=0.1),
     "high_na": OpticsConfig(na=0.12, condenser_na=0.06),
     "random": None,
+    "simulator": look_config(SIMULATOR_LOOK),  # the simulator's look since 2026-12-03 (after random: its draws stay)
 }
 
 

@@ -208,7 +208,8 @@ def test_look_renders_the_named_look(ros_harness):
 def test_optics_parameters_override_the_look(ros_harness):
     """-1 (the default) keeps the look's absorption and magnification; a value overrides it, on any look.
 
-    Without a look the player shows the simulator's (core.optics.SIMULATOR_LOOK)."""
+    Without a look the player shows the simulator's (core.optics.SIMULATOR_LOOK).
+    """
     def player(**params):
         return ros_harness.start(StackPlayerNode, fps=1.0, seed=7, n_worms=1, band_limited_frame=False,
                                  **{**SMALL, **params})

@@ -101,9 +101,9 @@ PARAMS = (
           "(crops within 0.05 RMS of a native render, as the bundled model was trained; about 2x the render time); "
           "false: the old 2x grid (crops 0.14-0.16 RMS off)", read_only=True),
     Param("look", SIMULATOR_LOOK, "synthetic: the specimen and camera look (core.optics.LOOKS; real_adult: fitted to "
-          "real in-focus adults, a soft lens; real_adult_mottled: with the mottle of real plates' backgrounds; default: "
-          "the look of the bundled model's first stages); um_per_px, body_absorb_per_um and cuticle_absorb_per_um "
-          "override it",
+          "real in-focus adults, a soft lens; real_adult_mottled: with the mottle of real plates' backgrounds; "
+          "default: the look of the bundled model's first stages); um_per_px, body_absorb_per_um and "
+          "cuticle_absorb_per_um override it",
           choices=tuple(LOOKS), read_only=True),
     Param("um_per_px", LOOK_VALUE, "synthetic: specimen-plane pixel size of the full frame (another magnification); "
           f"{LOOK_VALUE:g} = the look's (every look: {OpticsConfig.um_per_px}, the bundled model's training optics)",
