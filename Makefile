@@ -40,10 +40,12 @@ stress-test: $(VENV)/.train
 
 # The main job: closed-loop autofocus on the simulator with the bundled model, from 150 steps out of focus,
 # best plane drifting, a switch to another worm at 15 s; summary, timeline plot and a rosbag2 (MCAP) of the run.
-# On the simulated clock: the same figures on any machine (the summary also shows the real-time rate).
+# On the simulated clock: the same figures on any machine (the summary also shows the real-time rate). The bag's
+# images are recorded at half scale (320 MB; 1.3 GB as the model saw them, --image-scale 1).
 demo: $(VENV)/.runtime
 	$(VENV)/bin/celegans-autofocus sim --duration 30 --start-offset 150 --drift 2 --switch 15 -60 --seed 0 \
-	  --summary-json demo_out/sim_summary.json --plot demo_out/sim_timeline.png --record demo_out/sim_bag --overwrite
+	  --summary-json demo_out/sim_summary.json --plot demo_out/sim_timeline.png --record demo_out/sim_bag --overwrite \
+	  --image-scale 0.5
 	$(VENV)/bin/celegans-autofocus bag-eval demo_out/sim_bag --plot demo_out/bag_eval.png
 
 # CNN one-shot, classical search and hybrid autofocus on the same scenarios (~15 min on 2 loaded cores); writes benchmarks/bench*.

@@ -17,7 +17,7 @@
     PYTHONPATH=. .venv/bin/python benchmarks/fast_path_fidelity.py [--scenes 3] [--look default]
     (figures: benchmarks/fast_path_fidelity.md)
 
-For each scene a 500 and a 1000 px window around a worm (aligned to 4 full-frame px) is rendered
+For each scene a 500 and a 1000 px window around a worm (aligned to ALIGN_PX full-frame px) is rendered
 noise-free at the low resolutions that training and `sim` use: 96 px (the model input), 128 px,
 side/4, and the window cut out of `sim`'s full-field frame at 1/4 scale (648x486, `sim`'s until 2026-12-03) and
 3/4 scale (1944x1458, config/sim.yaml's since), in ``--look``. Each is compared with

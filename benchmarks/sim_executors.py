@@ -50,7 +50,7 @@ def run_sim(executor: str, duration_s: float, domain_id: int, timeout_s: float) 
         out = Path(tmp) / "summary.json"
         env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain_id)}
         cmd = [sys.executable, "-m", "celegans_autofocus.cli", "sim", "--clock", "wall", "--duration",
-               str(duration_s), "--executor", executor, "--summary-json", str(out)]
+               str(duration_s), "--executor", executor, "--frame-height", "486", "--summary-json", str(out)]
         try:
             subprocess.run(cmd, env=env, capture_output=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:

@@ -16,7 +16,7 @@
 
     .venv/bin/python benchmarks/sim_render_and_threads.py            # ~1 min on 2 cores
 
-1. The simulator's 648x486 frame (what `sim` renders) with the field oversampling capped at 2 (now)
+1. The simulator's 648x486 frame (what `sim` rendered until 2026-12-03) with the field oversampling capped at 2 (now)
    and uncapped (3x, what resolves the objective's light): ms per frame.
 2. INTER_AREA from a 2592x1944 frame to 640 px (fractional factor 4.05) and to 648 px (whole factor 4):
    the detector's debug view.
@@ -64,7 +64,8 @@ def main() -> None:
     cli = Path(sys.executable).with_name("celegans-autofocus")
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     for threads in (1, 0):
-        out = subprocess.run([str(cli), "sim", "--duration", "10", "--seed", "0", "--threads", str(threads)],
+        out = subprocess.run([str(cli), "sim", "--duration", "10", "--seed", "0", "--threads", str(threads),
+                              "--frame-height", "486"],
                              env=env, capture_output=True, text=True, check=True).stdout
         print(f"sim --threads {threads}: " + re.search(r"frames +(.*)", out).group(1))
 

@@ -15,6 +15,7 @@
 """The CLI dispatcher: help lists commands, --config supplies defaults, unknown keys are named."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,19 @@ def test_a_bad_base_chain_is_refused_by_name(tmp_path, capsys, files, message):
         cli.main(["label", str(tmp_path), "--config", str(tmp_path / "a.yaml")])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_simulator_commands_render_the_simulators_look_unless_told(tmp_path):
+    """`synth`, `bench`, the stack player and config/sim.yaml share one default look, core.optics.SIMULATOR_LOOK."""
+    import yaml
+
+    from celegans_autofocus.core.optics import SIMULATOR_LOOK
+    from celegans_autofocus.nodes.stack_player_node import PARAMS
+
+    parser, _ = cli.build_parser()
+    assert parser.parse_args(["synth", str(tmp_path)]).look == SIMULATOR_LOOK
+    assert parser.parse_args(["bench"]).look == SIMULATOR_LOOK
+    assert parser.parse_args(["bench", "--look", "default"]).look == "default"
+    assert next(p.default for p in PARAMS if p.name == "look") == SIMULATOR_LOOK
+    sim_yaml = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "sim.yaml").read_text())
+    assert sim_yaml["/**/stack_player_node"]["ros__parameters"]["look"] == SIMULATOR_LOOK

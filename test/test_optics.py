@@ -265,7 +265,7 @@ def test_small_renders_of_a_crop_window_are_the_native_render_binned():
 
 
 def test_the_full_field_on_the_band_limited_grid_crops_like_a_native_render():
-    """Check `sim`'s 648x486 frame: rasterized natively once, propagated on a grid that holds the band.
+    """Check a 648x486 full field (`sim`'s until 2026-12-03): rasterized natively once, propagated on a band grid.
 
     A 500 px window cut out of it matches the native render binned alike (RMS < 0.05 after the model's
     preprocessing) near and far from focus; the old 2x grid (forced by a zero raster budget) does not.

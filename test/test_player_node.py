@@ -68,8 +68,8 @@ class Rig:
 
 
 def reference_frames(offsets_steps, seed=0, n_worms=3, shape=(120, 160)) -> list[np.ndarray]:
-    """Render the same scene independently (other noise) at ``offsets_steps``."""
-    config = OpticsConfig()
+    """Render the same scene independently (other noise) at ``offsets_steps``, in the player's default look."""
+    config = look_config(SIMULATOR_LOOK)
     renderer = StackRenderer(make_scene(np.random.default_rng(seed), config, n_worms), config, shape, seed=99)
     return [renderer.frame(o).astype(np.float32) for o in offsets_steps]
 
@@ -294,10 +294,11 @@ def test_sim_clock_moves_on_after_the_timeout_and_counts_it(ros_harness):
 
 
 def test_band_limited_frame_selects_the_faithful_field_grid(ros_harness):
-    """config/sim.yaml's 648x486 frame: the band-limited grid (the default), the old 2x grid when asked."""
+    """The player's default 648x486 frame: the band-limited grid (the default), the old 2x grid when asked."""
     grids = {}
     for band in (False, True):
         node = ros_harness.start(StackPlayerNode, fps=1.0, band_limited_frame=band)
         grids[band] = node.render.__self__.dx_um
-    limit_um = OpticsConfig().wavelength_um / (2 * (OpticsConfig().na + OpticsConfig().condenser_na))
+    look = look_config(SIMULATOR_LOOK)  # the player's default look
+    limit_um = look.wavelength_um / (2 * (look.na + look.condenser_na))
     assert grids[True] < limit_um < grids[False]

@@ -26,9 +26,11 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from celegans_autofocus.cli import main
 from celegans_autofocus.core.predictor import FocusPredictor, ModelError, default_model_path
@@ -38,7 +40,9 @@ from onnx_models import constant_model, nan_model
 FAST = ["--frame-height", "240"]  # 15 fps (the default); small frames for the models that do not need crops
 #: config/sim.yaml's field (3/4 scale): on the simulator's soft look the hybrid's focus measure needs it
 #: (at 1/4 scale its peak lies 18-22 steps off the plane: benchmarks/bench_real_adult.md)
-SIM_FIELD = ["--frame-height", "1458"]
+SIM_FIELD = ["--frame-height", str(yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "sim.yaml")
+                                                  .read_text())["/**/stack_player_node"]["ros__parameters"]
+                                   ["frame_height_px"])]
 
 
 def sim(tmp_path, *options: str) -> tuple[int, dict]:
@@ -208,7 +212,7 @@ def test_bad_options_are_named(tmp_path, capsys, case):
         assert (path / "precious.txt").exists()
 
 
-def test_hybrid_with_a_constant_wrong_model_falls_back_to_search_and_holds_focus(tmp_path):
+def test_hybrid_with_a_constant_wrong_model_falls_back_to_search_and_holds_the_measures_plane(tmp_path):
     """A model that always says '-140 steps' (what an early bundled one said on real worms).
 
     The first jump is refuted by the frame after it, the search finds focus, the measure keeps it. On the
@@ -251,6 +255,6 @@ def test_hybrid_searches_from_where_an_unsure_bundled_model_leans_and_hands_back
     changes = [(c["mode"], c["reason"]) for c in s["mode_changes"]]
     assert changes[:4] == [("acquire", "start"), ("search", "no_predictions"), ("acquire", "cnn_agrees"),
                            ("refine", "near_focus")], changes
-    # hybrid_unsure_frames (3) unsure answers before the search: 10 frames (15 with the 8 of a NaN streak)
+    # hybrid_unsure_frames (3) unsure answers before the search (seen: 8 frames to focus)
     assert s["frames_to_focus"] is not None and s["frames_to_focus"] <= 12, s
     assert s["in_focus_fraction_tracking"] >= 0.9, s

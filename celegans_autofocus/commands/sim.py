@@ -378,6 +378,16 @@ def _wait(predicate, timeout_s: float) -> bool:
     return True
 
 
+def _wait_quiet(count, quiet_s: float = 0.2, timeout_s: float = 3.0) -> None:
+    """Wait until ``count()`` has not changed for ``quiet_s`` (at most ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    last, since = count(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+        time.sleep(0.02)
+        if count() != last:
+            last, since = count(), time.monotonic()
+
+
 def _make_executor(kind: str, context):
     from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 
@@ -507,6 +517,8 @@ def run_episode(args: argparse.Namespace, system: dict[str, dict], episode: Epis
         if not sim_clock:
             controller.stepper.wait(timeout_s=5.0)  # a move in progress counts in full
             time.sleep(0.3)  # the last frames' offsets are still on their way
+        if recorder is not None:
+            _wait_quiet(lambda: sum(recorder.recorder.counts.values()))  # the last messages reach the bag
         steps_travelled = float(controller.stepper.steps_travelled)
         extra = dict(frames_dropped=predictor.frames_dropped, frames_rejected=predictor.frames_rejected,
                      moves=controller.moves, detector_frames=detector.frames_processed, interrupted=interrupted,

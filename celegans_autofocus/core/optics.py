@@ -43,7 +43,7 @@ small ``out_shape`` (the fast path) is the same physics at lower resolution. A w
 grid fits ``max_native_grid_px`` is computed on the camera's native grid (an integer subdivision
 of it when ``um_per_px`` is coarser than the band NA + condenser NA needs) and area-averaged to
 ``out_shape``: a crop rendered small is the native crop binned. A larger view binned by a whole
-factor that the capped grid below cannot resolve (the live 648x486 full field) is rasterized natively once
+factor that the capped grid below cannot resolve (a 648x486 full field) is rasterized natively once
 (within ``max_band_raster_px``) and propagated per frame on the coarsest grid that holds the
 band: its crops match a native render binned alike. Other views use a grid at most
 ``max_oversample`` times finer than the output. Phase gradients that

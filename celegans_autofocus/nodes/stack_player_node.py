@@ -94,7 +94,8 @@ PARAMS = (
     Param("stack", "", "dataset: stack id ('' = the first stack of the plate)", read_only=True),
     Param("seed", 0, "synthetic: scene and noise seed", range=(0, 2**31 - 1), read_only=True),
     Param("n_worms", 3, "synthetic: worms on the plate", range=(1, 50), read_only=True),
-    Param("frame_width_px", 648, "synthetic: published frame width (the full field, downscaled)",
+    Param("frame_width_px", 648, "synthetic: published frame width (the full field, downscaled; config/sim.yaml: "
+          "1944, as the hybrid's focus measure needs on the simulator's soft look)",
           range=(32, FULL_FRAME_WH_PX[0]), read_only=True),
     Param("frame_height_px", 486, "synthetic: published frame height", range=(24, FULL_FRAME_WH_PX[1]), read_only=True),
     Param("band_limited_frame", True, "synthetic: propagate the field on a grid that holds the objective's band "
@@ -109,10 +110,12 @@ PARAMS = (
           f"{LOOK_VALUE:g} = the look's (every look: {OpticsConfig.um_per_px}, the bundled model's training optics)",
           range=(LOOK_VALUE, 100.0), check=_look_or_at_least(0.1), read_only=True),
     Param("body_absorb_per_um", LOOK_VALUE, "synthetic: the worm body's amplitude absorption per um of chord; "
-          f"{LOOK_VALUE:g} = the look's (default look: {OpticsConfig.body_absorb_per_um})", range=(LOOK_VALUE, 1.0),
+          f"{LOOK_VALUE:g} = the look's (the simulator's: {look_config(SIMULATOR_LOOK).body_absorb_per_um})",
+          range=(LOOK_VALUE, 1.0),
           check=_look_or_at_least(0.0), read_only=True),
     Param("cuticle_absorb_per_um", LOOK_VALUE, "synthetic: the cuticle shell's extra absorption per um; "
-          f"{LOOK_VALUE:g} = the look's (default look: {OpticsConfig.cuticle_absorb_per_um})", range=(LOOK_VALUE, 10.0),
+          f"{LOOK_VALUE:g} = the look's (the simulator's: {look_config(SIMULATOR_LOOK).cuticle_absorb_per_um})",
+          range=(LOOK_VALUE, 10.0),
           check=_look_or_at_least(0.0), read_only=True),
     Param("fps", 15.0, "frames per second (of the node clock, or of /clock when clock = sim)", range=(0.1, 200.0)),
     Param("clock", "wall", "wall: frames in real time on the node clock; sim: publish /clock, lock-stepped with "
