@@ -49,7 +49,7 @@ from test_steppers import DIR, STEP, GrblPort, rising_edges
 from test_steppers import pins  # noqa: F401  (a fixture)
 
 FRAME = {"frame_width_px": 324, "frame_height_px": 243}  # the whole field at 1/8 scale
-#: the default look (OpticsConfig()): on the simulator's soft look the labeller's pick lies 4-16 steps from the plane
+#: the default look (OpticsConfig()): on the simulator's soft look the labeller's pick lies 3-16 steps from the plane
 #: (benchmarks/labelling.md, 6 stacks at 1/4 scale and native; 1/8 scale not measured), so the 8-step check below
 #: would test the look, not the acquisition
 LOOK = {"look": "default"}
