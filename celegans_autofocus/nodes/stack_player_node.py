@@ -94,8 +94,8 @@ PARAMS = (
     Param("stack", "", "dataset: stack id ('' = the first stack of the plate)", read_only=True),
     Param("seed", 0, "synthetic: scene and noise seed", range=(0, 2**31 - 1), read_only=True),
     Param("n_worms", 3, "synthetic: worms on the plate", range=(1, 50), read_only=True),
-    Param("frame_width_px", 648, "synthetic: published frame width (the full field, downscaled; config/sim.yaml: "
-          "1944, as the hybrid's focus measure needs on the simulator's soft look)",
+    Param("frame_width_px", 648, "synthetic: published frame width (the full field, downscaled; config/sim.yaml's is "
+          "3/4 of the sensor's, as the hybrid's focus measure needs on the simulator's soft look)",
           range=(32, FULL_FRAME_WH_PX[0]), read_only=True),
     Param("frame_height_px", 486, "synthetic: published frame height", range=(24, FULL_FRAME_WH_PX[1]), read_only=True),
     Param("band_limited_frame", True, "synthetic: propagate the field on a grid that holds the objective's band "
