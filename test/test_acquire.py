@@ -49,9 +49,9 @@ from test_steppers import DIR, STEP, GrblPort, rising_edges
 from test_steppers import pins  # noqa: F401  (a fixture)
 
 FRAME = {"frame_width_px": 324, "frame_height_px": 243}  # the whole field at 1/8 scale
-#: the default look (OpticsConfig()): on the simulator's soft look the labeller's pick lies 3-16 steps from the plane
-#: (benchmarks/labelling.md, 6 stacks at 1/4 scale and native; 1/8 scale not measured), so the 8-step check below
-#: would test the look, not the acquisition
+#: the default look (OpticsConfig()): on the simulator's soft look the labeller's pick lies 2-16 steps from the plane,
+#: half of the 1/4-scale stacks beyond 8 (benchmarks/labelling.md; 1/8 scale not measured), so the 8-step check
+#: below would test the look, not the acquisition
 LOOK = {"look": "default"}
 TRUTH_STEPS = 60       # the simulator's best plane
 START_STEPS = 20       # where the lens is when acquire starts
