@@ -45,8 +45,8 @@ from celegans_autofocus.core import focus  # noqa: E402
 from celegans_autofocus.core.dataset.io import read_image  # noqa: E402
 from celegans_autofocus.core.dataset.labelling import AGREE_STEPS, Measured, label_measured  # noqa: E402
 from celegans_autofocus.core.dataset.layout import Stack, discover  # noqa: E402
-from celegans_autofocus.core.optics import SIMULATOR_LOOK, OpticsConfig, StackRenderer  # noqa: E402
-from celegans_autofocus.core.optics import draw_stack, look_config  # noqa: E402
+from celegans_autofocus.core.optics import (  # noqa: E402
+    SIMULATOR_LOOK, OpticsConfig, StackRenderer, draw_stack, look_config)
 from celegans_autofocus.core.randomize import random_config  # noqa: E402
 
 SIM_TOLERANCE_STEPS = 8

@@ -77,9 +77,8 @@ def test_a_bad_base_chain_is_refused_by_name(tmp_path, capsys, files, message):
 
 def test_the_simulator_commands_render_the_simulators_look_unless_told(tmp_path):
     """`synth`, `bench`, the stack player and config/sim.yaml share one default look, core.optics.SIMULATOR_LOOK."""
-    import yaml
-
     from celegans_autofocus.core.optics import SIMULATOR_LOOK
+    from celegans_autofocus.nodes.common import params_from_file
     from celegans_autofocus.nodes.stack_player_node import PARAMS
 
     parser, _ = cli.build_parser()
@@ -87,5 +86,5 @@ def test_the_simulator_commands_render_the_simulators_look_unless_told(tmp_path)
     assert parser.parse_args(["bench"]).look == SIMULATOR_LOOK
     assert parser.parse_args(["bench", "--look", "default"]).look == "default"
     assert next(p.default for p in PARAMS if p.name == "look") == SIMULATOR_LOOK
-    sim_yaml = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "sim.yaml").read_text())
-    assert sim_yaml["/**/stack_player_node"]["ros__parameters"]["look"] == SIMULATOR_LOOK
+    sim_yaml = Path(__file__).resolve().parents[1] / "config" / "sim.yaml"
+    assert params_from_file(sim_yaml, "stack_player_node")["look"] == SIMULATOR_LOOK

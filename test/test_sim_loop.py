@@ -30,19 +30,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from celegans_autofocus.cli import main
 from celegans_autofocus.core.predictor import FocusPredictor, ModelError, default_model_path
+from celegans_autofocus.nodes.common import params_from_file
 from celegans_autofocus.recording import BagReader
 from onnx_models import constant_model, nan_model
 
 FAST = ["--frame-height", "240"]  # 15 fps (the default); small frames for the models that do not need crops
 #: config/sim.yaml's field (3/4 scale): on the simulator's soft look the hybrid's focus measure needs it
 #: (at 1/4 scale its peak lies 18-22 steps off the plane: benchmarks/bench_real_adult.md)
-SIM_FIELD = ["--frame-height", str(yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "sim.yaml")
-                                                  .read_text())["/**/stack_player_node"]["ros__parameters"]
-                                   ["frame_height_px"])]
+SIM_YAML = Path(__file__).resolve().parents[1] / "config" / "sim.yaml"
+SIM_FIELD = ["--frame-height", str(params_from_file(SIM_YAML, "stack_player_node")["frame_height_px"])]
 
 
 def sim(tmp_path, *options: str) -> tuple[int, dict]:
