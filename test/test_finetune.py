@@ -209,7 +209,7 @@ def test_a_parent_with_sigma_is_fine_tuned_with_its_nll_loss_and_keeps_its_sigma
     from celegans_autofocus.training.checkpoint import FORMAT, save_checkpoint
     from celegans_autofocus.training.config import TrainConfig
     from celegans_autofocus.training.export import export_checkpoint
-    from celegans_autofocus.training.finetune import load_parent
+    from celegans_autofocus.training.parent import load_parent
     from celegans_autofocus.training.models import create_model
 
     torch.manual_seed(0)

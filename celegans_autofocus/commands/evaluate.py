@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.metrics import IN_FOCUS_STEPS, SIGN_THRESHOLD_STEPS
     from ..core.predictor import ModelError
     from ..core.sensor import STEP_UM
+    from ..core.predictor import is_onnx_model
     from ..training.data import DatasetError
     from ..training.evaluate import evaluate, format_table, write_outputs
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.max_images < 0:
         print("evaluate: --batch-size must be >= 1 and --max-images >= 0", file=sys.stderr)
         return 2
-    if any(p.suffix.lower() != ".onnx" for p in args.models):
+    if not all(map(is_onnx_model, args.models)):
         try:
             import torch  # noqa: F401
         except ImportError:

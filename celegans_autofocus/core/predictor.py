@@ -51,6 +51,11 @@ class NonFiniteOutputError(ArithmeticError):
     """The model returned NaN or Inf: the prediction must not drive the motor."""
 
 
+def is_onnx_model(path: Path | str) -> bool:
+    """Whether ``path`` names an ONNX model file (an export), not a training checkpoint: the ``.onnx`` suffix."""
+    return str(path).lower().endswith(".onnx")
+
+
 def default_model_path() -> Path:
     """Return the bundled ``models/default.onnx`` (:func:`core.package_files.package_file`)."""
     path, looked_in = package_file("models", DEFAULT_MODEL_NAME)

@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from ..core.optics import LOOKS
+from ..core.predictor import is_onnx_model
 
 LOSSES = ("mse", "huber", "gaussian_nll", "huber_nll")
 DEVICES = ("auto", "cpu", "cuda")
@@ -99,7 +100,7 @@ class TrainConfig:
     @property
     def init_is_export(self) -> bool:
         """Whether ``init`` is an exported ONNX file (not a training checkpoint)."""
-        return self.init.lower().endswith(".onnx")
+        return is_onnx_model(self.init)
 
     @property
     def looks(self) -> tuple[str, ...]:

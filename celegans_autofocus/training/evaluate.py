@@ -55,9 +55,9 @@ class Model:
 def load_model(path: Path | str, device: str = "cpu", threads: int = 0) -> Model:
     """Load an ONNX model (FocusPredictor) or a ``.pt`` checkpoint (torch) as a :class:`Model`."""
     path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        from ..core.predictor import FocusPredictor
+    from ..core.predictor import FocusPredictor, is_onnx_model
 
+    if is_onnx_model(path):
         predictor = FocusPredictor(path, providers="auto" if device != "cpu" else ["CPUExecutionProvider"],
                                    intra_op_threads=threads)
         return Model(path.name, path, predictor.spec, predictor.predict_batch, dict(predictor.metadata))

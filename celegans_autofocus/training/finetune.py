@@ -30,11 +30,10 @@ and the held-out plates only give the before/after figures.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -42,66 +41,17 @@ from tqdm import tqdm
 
 from ..core.images import PreprocessSpec
 from ..core.metrics import error_summary
-from ..core.predictor import ModelError
-from ..core.sensor import STEP_UM
-from .checkpoint import FORMAT, FROZEN_NORMS, CheckpointError, model_from_checkpoint, save_checkpoint
+from .checkpoint import FORMAT, FROZEN_NORMS, CheckpointError, save_checkpoint
 from .config import TrainConfig
 from .data import DatasetError, Sample, data_hash, dataset_step_um, load_samples, split_plates
 from .datasets import ArrayImages, TrainSamples, train_loader
 from .finetune_config import FinetuneConfig
 from .infer import predict_steps
 from .loop import cache_images, loss_fn, make_optimizer, make_scheduler, train_epoch
-from .onnx_import import model_from_onnx
+from .parent import Parent, load_parent
 
 CHECKPOINT = "finetuned.pt"
 VIEW_KINDS = {"crop": ("crop",), "full": ("full",), "mixed": ("full", "crop")}
-
-
-@dataclass
-class Parent:
-    """The model fine-tuning starts from."""
-
-    path: Path
-    model: torch.nn.Module
-    arch: str
-    spec: PreprocessSpec
-    output_scale: float
-    step_um: float
-    input_view: str
-    train_data_hash: str
-    sigma: bool = False  # the Gaussian NLL head (a second output, the log-variance): fine-tuned with its loss
-    loss: str = "unknown"  # the loss that trained it (metadata ``loss``; absent in older exports)
-    frozen_norms: bool = False  # BatchNorms folded (an export, or a checkpoint of a run from one): FROZEN_NORMS
-
-    @property
-    def finetune_loss(self) -> str:
-        """``huber_nll`` for a parent it trained, else beta-NLL (``gaussian_nll``) for a sigma head, else Huber."""
-        if self.sigma:
-            return "huber_nll" if self.loss == "huber_nll" else "gaussian_nll"
-        return "huber"
-
-    def describe(self) -> dict:
-        """Return the provenance recorded in the fine-tuned model's metadata (``parent_model``)."""
-        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
-        return {"file": self.path.name, "sha256": digest, "arch": self.arch, "train_data_hash": self.train_data_hash}
-
-
-def load_parent(path: Path | str) -> Parent:
-    """Load an exported ``.onnx`` (plain7, resnet18_half) or a ``.pt`` checkpoint as a :class:`Parent`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: model file not found")
-    if path.suffix.lower() == ".onnx":
-        model, meta = model_from_onnx(path)
-        return Parent(path, model, meta["arch"], PreprocessSpec.from_dict(meta["preprocess"]),
-                      float(meta["output_scale"]), float(meta["step_um"]), meta.get("input_view", "mixed"),
-                      str(meta.get("train_data_hash", "unknown")), bool(meta.get("sigma_output")),
-                      str(meta.get("loss", "unknown")), frozen_norms=True)
-    model, state, cfg = model_from_checkpoint(path)
-    return Parent(path, model, cfg.arch, PreprocessSpec(input_px=cfg.input_px), float(cfg.output_scale),
-                  float(state.get("step_um", STEP_UM)), state.get("input_view", "mixed"),
-                  str(state.get("train_data_hash", "unknown")), cfg.uncertainty, cfg.loss,
-                  frozen_norms=bool(state.get(FROZEN_NORMS, False)))
 
 
 def _log(message: str) -> None:

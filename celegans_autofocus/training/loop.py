@@ -45,7 +45,7 @@ from .data import DatasetError, ImageSet, Sample, data_hash, dataset_step_um, lo
 from .datasets import ArrayImages, ImageFiles, TrainSamples, train_loader
 from .infer import predict_outputs, resolve_device
 from .models import create_model
-from .onnx_import import export_outputs, model_from_onnx
+from .parent import load_parent
 from .provenance import source_commit
 from .synthetic import SyntheticPool
 
@@ -243,22 +243,18 @@ def _init_weights(model: torch.nn.Module, cfg: TrainConfig) -> bool:
     """
     if not Path(cfg.init).is_file():
         raise CheckpointError(f"{cfg.init}: --init file not found")
+    parent = load_parent(cfg.init)
     if cfg.init_is_export:
-        parent, meta = model_from_onnx(cfg.init)
-        found = (meta["arch"], export_outputs(meta), float(meta["output_scale"]), int(meta["preprocess"]["input_px"]))
+        found = (parent.arch, parent.outputs, parent.output_scale, parent.spec.input_px)
         wanted = (cfg.arch, cfg.outputs, cfg.output_scale, cfg.input_px)
         if found != wanted:
             raise CheckpointError(f"{cfg.init}: --init needs (arch, outputs, output_scale, input_px) {wanted}, the "
                                   f"export has {found}")
-        model.load_state_dict(parent.state_dict())
-        return True
-    init = load_checkpoint(cfg.init)
-    old = checkpoint_config(init, cfg.init)
-    if (old.arch, old.outputs) != (cfg.arch, cfg.outputs):
+    elif (parent.arch, parent.outputs) != (cfg.arch, cfg.outputs):
         raise CheckpointError(f"{cfg.init}: --init needs arch {cfg.arch!r} with {cfg.outputs} output(s), the "
-                              f"checkpoint has {old.arch!r} with {old.outputs}")
-    load_weights(model, init["model"], cfg.init, cfg.arch)
-    return bool(init.get(FROZEN_NORMS, False))
+                              f"checkpoint has {parent.arch!r} with {parent.outputs}")
+    model.load_state_dict(parent.model.state_dict())
+    return parent.frozen_norms
 
 
 def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, best_path: Path, resume: bool,
