@@ -518,7 +518,7 @@ def run_episode(args: argparse.Namespace, system: dict[str, dict], episode: Epis
             controller.stepper.wait(timeout_s=5.0)  # a move in progress counts in full
             time.sleep(0.3)  # the last frames' offsets are still on their way
         if recorder is not None:
-            _wait_quiet(lambda: sum(recorder.recorder.counts.values()))  # the last messages reach the bag
+            _wait_quiet(lambda: recorder.messages_handled)  # the last messages reach the bag
         steps_travelled = float(controller.stepper.steps_travelled)
         extra = dict(frames_dropped=predictor.frames_dropped, frames_rejected=predictor.frames_rejected,
                      moves=controller.moves, detector_frames=detector.frames_processed, interrupted=interrupted,

@@ -82,6 +82,11 @@ class BagRecorderNode(Node):
         """Return True once every configured topic is subscribed (or was refused with an error logged)."""
         return set(self._subs) == set(self._wanted)
 
+    @property
+    def messages_handled(self) -> int:
+        """Return how many messages have arrived so far: written to the bag or dropped (a caller waits on it)."""
+        return sum(self.recorder.counts.values()) + sum(self.dropped.values())
+
     def _discover(self) -> None:
         types = dict(self.get_topic_names_and_types())
         for topic in sorted(set(self._wanted) - set(self._subs)):
