@@ -16,7 +16,7 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/calibration.py MODEL.onnx [MORE.onnx ...] \
         [--views 64] [--seed 2024] [--fov-px 500 1000] [--range-steps 200] [--look default] \
-        [--png benchmarks/calibration.png]
+        [--png benchmarks/calibration.png] [--by-offset]
     (figures: benchmarks/calibration.md)
 
 Held-out set: ``views`` random scenes of ``seed`` (not the training seeds, nor the validation seed 999 that
@@ -41,6 +41,8 @@ from celegans_autofocus.core.predictor import FocusPredictor
 
 RENDER_PX = 128
 KS = np.linspace(0.0, 3.0, 61)
+#: edges of the signed true-offset bins of the --by-offset table, in steps
+OFFSET_EDGES_STEPS = (-200, -150, -100, -50, -SIGN_THRESHOLD_STEPS, SIGN_THRESHOLD_STEPS, 50, 100, 150, 200)
 
 
 def held_out(input_px: int, views: int, seed: int, fovs: list[int], range_steps: float, look: str = "default"):
@@ -70,6 +72,24 @@ def summary(err: np.ndarray, true: np.ndarray, sigma: np.ndarray | None) -> dict
                     "median_sigma": float(np.median(sigma)),
                     "spearman": float(spearmanr(np.abs(err), sigma).statistic)})
     return row
+
+
+def by_offset(name: str, offsets: np.ndarray, true: np.ndarray, sigmas: np.ndarray | None) -> list[str]:
+    """Markdown rows: where a model's error lies, per signed true offset (``OFFSET_EDGES_STEPS``)."""
+    err, total = offsets - true, np.abs(offsets - true).sum()
+    edges = list(OFFSET_EDGES_STEPS)
+    edges[0], edges[-1] = -np.inf, np.inf  # the renders' own extremes
+    rows = []
+    for lo, hi, shown in zip(edges, edges[1:], zip(OFFSET_EDGES_STEPS, OFFSET_EDGES_STEPS[1:])):
+        sel = (true >= lo) & (true < hi)
+        if not sel.any():
+            continue
+        e, far = err[sel], np.abs(true[sel]) > SIGN_THRESHOLD_STEPS
+        wrong = np.mean(np.sign(offsets[sel][far]) != np.sign(true[sel][far])) if far.any() else float("nan")
+        sigma = f"{np.median(sigmas[sel]):.1f}" if sigmas is not None else ""
+        rows.append(f"| {name} | {shown[0]:+g}..{shown[1]:+g} | {sel.sum()} | {np.abs(e).mean():.1f} | {e.mean():+.1f} "
+                    f"| {wrong:.3f} | {np.abs(e).sum() / total:.2f} | {sigma} |")
+    return rows
 
 
 def plot(results: dict, path: Path) -> None:
@@ -108,6 +128,8 @@ def main() -> None:
     parser.add_argument("--range-steps", type=float, default=200.0)
     parser.add_argument("--look", default="default", choices=list(LOOKS), help="the held-out renders' look")
     parser.add_argument("--png", type=Path, default=Path("benchmarks/calibration.png"))
+    parser.add_argument("--by-offset", action="store_true",
+                        help="also tabulate each model's error per signed true offset (where the MAE comes from)")
     args = parser.parse_args()
     predictors = [FocusPredictor(m, providers=["CPUExecutionProvider"], intra_op_threads=1) for m in args.models]
     data, results = {}, {}
@@ -120,13 +142,19 @@ def main() -> None:
         images, true, fov = data[px]
         offsets, sigmas = p.predict_batch_with_sigma(list(images))
         err = offsets - true
-        results[p.name] = {"err": err, "sigma": sigmas}
+        results[p.name] = {"err": err, "sigma": sigmas, "true": true}
         for label, sel in [(str(f), fov == f) for f in args.fov_px] + [("all", np.ones(len(err), bool))]:
             r = summary(err[sel], true[sel], None if sigmas is None else sigmas[sel])
             cells = [f"{r['mae']:.1f}", f"{r['sign']:.3f}", f"{r['bias_near']:+.1f}"] + (
                 [f"{r['within_1']:.3f}", f"{r['within_2']:.3f}", f"{r['median_sigma']:.1f}", f"{r['spearman']:.2f}"]
                 if sigmas is not None else ["", "", "", ""])
             print(f"| {p.name} | {label} | {r['n']} | " + " | ".join(cells) + " |")
+    if args.by_offset:
+        print("\n| model | true offset (steps) | n | MAE | mean error | wrong sign (\\|true\\| > 20) | share of the "
+              "summed \\|error\\| | median sigma |\n|---|---|---|---|---|---|---|---|")
+        for p in predictors:
+            r = results[p.name]
+            print("\n".join(by_offset(p.name, r["err"] + r["true"], r["true"], r["sigma"])))
     if any(r["sigma"] is not None for r in results.values()):
         plot(results, args.png)
         print(f"\nwrote {args.png}")
