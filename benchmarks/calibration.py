@@ -16,7 +16,7 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/calibration.py MODEL.onnx [MORE.onnx ...] \
         [--views 64] [--seed 2024] [--fov-px 500 1000] [--range-steps 200] [--look default] \
-        [--png benchmarks/calibration.png] [--by-offset]
+        [--png benchmarks/calibration.png] [--by-offset] [--dihedral]
     (figures: benchmarks/calibration.md)
 
 Held-out set: ``views`` random scenes of ``seed`` (not the training seeds, nor the validation seed 999 that
@@ -128,6 +128,8 @@ def main() -> None:
     parser.add_argument("--range-steps", type=float, default=200.0)
     parser.add_argument("--look", default="default", choices=list(LOOKS), help="the held-out renders' look")
     parser.add_argument("--png", type=Path, default=Path("benchmarks/calibration.png"))
+    parser.add_argument("--dihedral", action="store_true",
+                        help="also the MAE of the mean answer over the 8 quarter turns and flips of each render")
     parser.add_argument("--by-offset", action="store_true",
                         help="also tabulate each model's error per signed true offset (where the MAE comes from)")
     args = parser.parse_args()
@@ -149,6 +151,13 @@ def main() -> None:
                 [f"{r['within_1']:.3f}", f"{r['within_2']:.3f}", f"{r['median_sigma']:.1f}", f"{r['spearman']:.2f}"]
                 if sigmas is not None else ["", "", "", ""])
             print(f"| {p.name} | {label} | {r['n']} | " + " | ".join(cells) + " |")
+    if args.dihedral:
+        for p in predictors:
+            images, true, _ = data[p.spec.input_px]
+            views = [np.rot90(images, k, axes=(1, 2))[:, :, ::flip] for k in range(4) for flip in (1, -1)]
+            mean = np.mean([p.predict_batch_with_sigma(list(v))[0] for v in views], axis=0)
+            print(f"\n{p.name}: mean over the 8 quarter turns and flips: MAE {np.abs(mean - true).mean():.1f} "
+                  f"(one view: {np.abs(results[p.name]['err']).mean():.1f})")
     if args.by_offset:
         print("\n| model | true offset (steps) | n | MAE | mean error | wrong sign (\\|true\\| > 20) | share of the "
               "summed \\|error\\| | median sigma |\n|---|---|---|---|---|---|---|---|")

@@ -51,6 +51,7 @@ from celegans_autofocus.core.randomize import random_config  # noqa: E402
 
 SIM_TOLERANCE_STEPS = 8
 REAL_TOLERANCE_IMAGES = 1
+FULL_PX = 648  # the whole-field stacks' default width (4x binned); --full-px
 LABELLERS = [focus.AUTO, *focus.MEASURES]
 CURVES = list(dict.fromkeys([*focus.MEASURES, *focus.RULE_CURVES]))  # every measure, and auto's coarser scales
 VARIANTS = {  # name -> OpticsConfig (None: a random_config draw per stack)
@@ -92,19 +93,23 @@ def real_rows(dataset: Path, agree_steps: float) -> list[dict]:
     return rows
 
 
-def _draws(per_variant: int, seed: int, range_steps: int, step_every: int, only: set[str] | None):
-    """Yield (variant, "view_k", config, true best, renderer, z, offsets) of each simulated stack (``only``: these)."""
+def _draws(per_variant: int, seed: int, range_steps: int, step_every: int, only: set[str] | None,
+           full_px: int = FULL_PX):
+    """Yield (variant, "view_k", config, true best, renderer, z, offsets) of each simulated stack (``only``: these).
+
+    The even stacks are the whole field ``full_px`` wide ("full648_k"; 2592: native), the odd ones a native crop.
+    """
     zs = np.arange(-range_steps, range_steps + 1, step_every)
     for v, (variant, base) in enumerate(VARIANTS.items()):
         for k, seq in enumerate(np.random.SeedSequence([seed, v]).spawn(per_variant)):
             rng = np.random.default_rng(seq)
             config = random_config(rng) if base is None else base
             scene, best = draw_stack(rng, config, range_steps)
-            view = ("full648", "crop500")[k % 2]
+            view = (f"full{full_px}", "crop500")[k % 2]
             if only is not None and f"{variant}/{view}_{k}" not in only:
                 continue
-            if view == "full648":
-                window, shape = None, (486, 648)
+            if k % 2 == 0:
+                window, shape = None, (round(full_px * config.frame_height_px / config.frame_width_px), full_px)
             else:
                 cx, cy = scene.worms[0].centroid_px
                 x0 = int(np.clip(round(cx) - 250, 0, config.frame_width_px - 500))
@@ -131,11 +136,12 @@ def _sim_row(variant: str, name: str, config: OpticsConfig, best: int, frames, z
 
 
 def sim_rows(per_variant: int, seed: int, range_steps: int, step_every: int, agree_steps: float,
-             only: set[str] | None = None) -> list[dict]:
+             only: set[str] | None = None, full_px: int = FULL_PX) -> list[dict]:
     """Render and label the simulated stacks (``only``: just these "variant/view_k" names; each is drawn alike)."""
     rows = []
     t0 = time.perf_counter()
-    for variant, name, config, best, renderer, zs, offsets in _draws(per_variant, seed, range_steps, step_every, only):
+    for variant, name, config, best, renderer, zs, offsets in _draws(per_variant, seed, range_steps, step_every, only,
+                                                                     full_px):
         rows.append(_sim_row(variant, name, config, best, (renderer.frame(off) for off in offsets), zs, agree_steps))
         pick = rows[-1]["picks"][focus.AUTO]
         print(f"[{time.perf_counter() - t0:5.0f} s] sim {variant}/{name}: best {best:+d} auto {pick}",
@@ -144,7 +150,7 @@ def sim_rows(per_variant: int, seed: int, range_steps: int, step_every: int, agr
 
 
 def noise_draw_rows(per_variant: int, seed: int, range_steps: int, step_every: int, agree_steps: float,
-                    only: set[str], draws: int) -> list[dict]:
+                    only: set[str], draws: int, full_px: int = FULL_PX) -> list[dict]:
     """Label each ``only`` stack as drawn, without camera noise, and with ``draws`` fresh noise draws.
 
     The optics are rendered once per stack; only the camera runs again. "as drawn" reproduces the full run's
@@ -152,7 +158,8 @@ def noise_draw_rows(per_variant: int, seed: int, range_steps: int, step_every: i
     camera noise from the generator seeded by (seed, N). The stack name carries the reading ("crop500_5 noise 2").
     """
     rows = []
-    for variant, name, config, best, renderer, zs, offsets in _draws(per_variant, seed, range_steps, step_every, only):
+    for variant, name, config, best, renderer, zs, offsets in _draws(per_variant, seed, range_steps, step_every, only,
+                                                                     full_px):
         intensities = [renderer.intensity(off).copy() for off in offsets]
         readings = [("as drawn", config, renderer.rng), ("noise-free", replace(config, noise=False), renderer.rng)]
         readings += [(f"noise {n}", config, np.random.default_rng([seed, n])) for n in range(draws)]
@@ -218,6 +225,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=3000)
     ap.add_argument("--range-steps", type=int, default=200)
     ap.add_argument("--step-every", type=int, default=4)
+    ap.add_argument("--full-px", type=int, default=FULL_PX,
+                    help="width of the whole-field stacks (the even ones; 2592 = native, no binning)")
     ap.add_argument("--agree-steps", type=float, default=AGREE_STEPS, help="as label --agree-steps")
     ap.add_argument("--only", nargs="+", metavar="VARIANT/STACK",
                     help="render just these simulated stacks, e.g. random/crop500_1 (drawn as in the full run)")
@@ -236,10 +245,10 @@ def main() -> int:
         rows += relabel(json.loads(args.relabel.read_text()), args.agree_steps)
     elif args.noise_draws is not None:
         rows += noise_draw_rows(args.per_variant, args.seed, args.range_steps, args.step_every, args.agree_steps,
-                                set(args.only), args.noise_draws)
+                                set(args.only), args.noise_draws, args.full_px)
     else:
         rows += sim_rows(args.per_variant, args.seed, args.range_steps, args.step_every, args.agree_steps,
-                         set(args.only) if args.only else None)
+                         set(args.only) if args.only else None, args.full_px)
     print(report(rows))
     print(f"\ntotal time {time.perf_counter() - t0:.0f} s")
     if args.json:
