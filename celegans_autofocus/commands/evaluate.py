@@ -50,9 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..core.metrics import IN_FOCUS_STEPS, SIGN_THRESHOLD_STEPS
-    from ..core.predictor import ModelError
+    from ..core.predictor import ModelError, is_onnx_model
     from ..core.sensor import STEP_UM
-    from ..core.predictor import is_onnx_model
     from ..training.data import DatasetError
     from ..training.evaluate import evaluate, format_table, write_outputs
 

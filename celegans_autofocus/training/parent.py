@@ -35,7 +35,7 @@ from .onnx_import import model_from_onnx
 
 @dataclass
 class Parent:
-    """The model fine-tuning starts from."""
+    """The model a run starts from: ``finetune``'s parent, or ``train --init``."""
 
     path: Path
     model: torch.nn.Module
