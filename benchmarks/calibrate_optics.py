@@ -144,7 +144,7 @@ def figure(real_folder: Path, out: Path, seed: int, per_row: int = 4) -> None:
     import matplotlib.pyplot as plt
 
     meta = yaml.safe_load((real_folder / "frames.yaml").read_text())
-    um = meta.get("um_per_px") or 1.49
+    um = sim_vs_real.folder_um_per_px(real_folder)
     real = []
     for f in meta["frames"][::max(1, len(meta["frames"]) // per_row)][:per_row]:
         gray = appearance.to_reference_scale(cv2.imread(str(real_folder / f["file"]), cv2.IMREAD_GRAYSCALE), um)

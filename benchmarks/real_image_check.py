@@ -43,17 +43,22 @@ import yaml
 from celegans_autofocus.core import appearance, optics, randomize
 from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_image, crop_window
 from celegans_autofocus.core.predictor import FocusPredictor, default_model_path
+from celegans_autofocus.core.sensor import UM_PER_PX
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 NEAR_STEPS = 20.0
 
 
-def _pixel_size(folder: Path, override: float | None) -> float:
-    """--um-per-px, else frames.yaml's um_per_px, else (null there) the folder's median estimate, else 1.55."""
+def folder_um_per_px(folder: Path, override: float | None = None) -> float:
+    """--um-per-px, else frames.yaml's um_per_px, else (null there) the folder's median estimate, else 1.55.
+
+    The one rule for a real-frame folder's pixel size (``benchmarks/sim_vs_real.py`` and ``calibrate_optics.py``
+    use it too). The estimate is ``core.appearance.estimate_um_per_px`` from the worm's width.
+    """
     if override is not None:
         return override
     meta = folder / "frames.yaml"
-    um = yaml.safe_load(meta.read_text()).get("um_per_px", None) if meta.exists() else 1.55
+    um = yaml.safe_load(meta.read_text()).get("um_per_px", None) if meta.exists() else UM_PER_PX
     if um is None:
         estimates = []
         for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT):
@@ -62,7 +67,7 @@ def _pixel_size(folder: Path, override: float | None) -> float:
                 estimates.append(appearance.estimate_um_per_px(gray))
             except (ValueError, cv2.error):
                 pass
-        um = float(np.median(estimates)) if estimates else 1.55
+        um = float(np.median(estimates)) if estimates else UM_PER_PX
     return um
 
 
@@ -84,9 +89,9 @@ def image_folders(root: Path) -> list[Path]:
 def real_frames(folder: Path, um_per_px: float | None = None, max_frames: int | None = None):
     """Yield each readable image of ``folder`` (the first ``max_frames``) at the model's pixel size.
 
-    The pixel size is :func:`_pixel_size`'s, found once for the folder; unreadable files are named on stderr.
+    The pixel size is :func:`folder_um_per_px`'s, found once for the folder; unreadable files are named on stderr.
     """
-    um = _pixel_size(folder, um_per_px)
+    um = folder_um_per_px(folder, um_per_px)
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT)[:max_frames]:
         gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if gray is None:

@@ -42,6 +42,7 @@ import yaml
 from celegans_autofocus.core import appearance, optics, randomize
 from celegans_autofocus.core.detection import crop_window
 from celegans_autofocus.core.sensor import UM_PER_PX
+from real_image_check import folder_um_per_px
 
 STATS = ["contrast", "core", "rim", "ring_mean", "ring_p95", "texture", "slope", "noise", "width_px"]
 SCALE_SENSITIVE = {"texture", "slope", "noise"}
@@ -53,15 +54,7 @@ NOT_A_WORM = {"worme_Image_836.png": "an air bubble's outline", "worme_Image_845
 def real_stats(folder: Path, fov_px: int) -> tuple[dict, list[dict]]:
     meta = yaml.safe_load((folder / "frames.yaml").read_text())
     grays = [cv2.imread(str(folder / f["file"]), cv2.IMREAD_GRAYSCALE) for f in meta["frames"]]
-    um = meta.get("um_per_px")
-    if um is None:
-        estimates = []
-        for g in grays:
-            try:
-                estimates.append(appearance.estimate_um_per_px(g))
-            except ValueError:
-                pass
-        um = float(np.median(estimates))
+    um = folder_um_per_px(folder)
     rows = []
     for f, g in zip(meta["frames"], grays):
         if f["file"] in NOT_A_WORM:
