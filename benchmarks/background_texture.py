@@ -19,7 +19,7 @@
     (figures: benchmarks/background_texture.md)
 
 ``texture``: the mottle of the background at the model's scale. A ``--fov`` px window around the detector's worm
-(real frames: the pipeline of benchmarks/real_image_check.py), preprocessed to the model's 96 px input; the
+(real frames: core.real_frames, as in benchmarks/real_image_check.py), preprocessed to the model's 96 px input; the
 band-pass (Gaussian 0.7 px minus Gaussian 4 px) of the background (the brighter 60% of pixels, eroded by a
 9 x 9 px square away from the worm) divided by the whole input's std. Real frames per folder of images under
 REAL_FOLDER (searched recursively); simulated crops of ``--scenes`` scenes per look at a row of defocus offsets
@@ -38,10 +38,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_image_check import image_folders, real_frames, to_u8, worm_crop  # noqa: E402
-
-from celegans_autofocus.core import optics  # noqa: E402
+from celegans_autofocus.core import optics
+from celegans_autofocus.core.real_frames import image_folders, read_frames, to_u8, worm_crop
 from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_window  # noqa: E402
 from celegans_autofocus.core.images import PreprocessSpec, preprocess  # noqa: E402
 from celegans_autofocus.core.predictor import FocusPredictor  # noqa: E402
@@ -74,7 +72,7 @@ def texture(args: argparse.Namespace) -> None:
     print(f"| set | detector hits | mottle at {args.fov} px (median) |\n|---|---|---|")
     for folder in image_folders(args.folder):
         values = []
-        for img in real_frames(folder):
+        for img in read_frames(folder):
             found = detector.detect(img)
             if found:
                 values.append(mottle(worm_crop(img, found[0].centroid_px, args.fov)))

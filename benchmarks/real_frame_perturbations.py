@@ -17,7 +17,7 @@
     python benchmarks/real_frame_perturbations.py FOLDER [--model models/default.onnx] [--fov 500] [--max-frames 12]
         [--sim N]
 
-The pipeline of benchmarks/real_image_check.py (the frame at the model's pixel size, the detector's largest
+The pipeline of core.real_frames (the frame at the model's pixel size, the detector's largest
 worm, a ``--fov`` px window around it), with each frame also rescaled, blurred (a Gaussian of sigma px, the
 way defocus starts), given another gamma or contrast, inverted, or given camera noise, before the crop. A
 model that reads focus from sharpness answers further from 0 on blurred frames; one whose bias on real
@@ -34,10 +34,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_image_check import image_folders, real_frames, reference_u8, worm_crop  # noqa: E402
-
-from celegans_autofocus.core import optics  # noqa: E402
+from celegans_autofocus.core import optics
+from celegans_autofocus.core.real_frames import image_folders, read_frames, reference_u8, worm_crop
 from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_window  # noqa: E402
 from celegans_autofocus.core.predictor import FocusPredictor, default_model_path  # noqa: E402
 
@@ -86,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     detector = WormDetector(DetectorConfig())
     rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
     frames = [(folder.name, img) for folder in image_folders(args.folder)
-              for img in real_frames(folder, max_frames=args.max_frames)]
+              for img in read_frames(folder, max_frames=args.max_frames)]
     frames += list(sim_frames(args.sim, args.fov))
     for source, img in frames:
         found = detector.detect(img)

@@ -20,15 +20,15 @@
 FOLDER (searched recursively) holds real frames of worms that are IN FOCUS. Each frame is brought to
 the model's pixel size (1.55 um/px), knowing its own from ``--um-per-px``, or ``um_per_px`` of a
 ``frames.yaml`` beside the frames as written by benchmarks/extract_real_frames.py (null there: the
-folder's median estimate from the worm width, as benchmarks/sim_vs_real.py does), or else 1.55. The
-project's detector (core.detection, default settings) looks for worms, and the model predicts on
-``--fov`` px windows around the largest one, as worm_detector_node would crop them.
+folder's median estimate from the worm width), or else 1.55 (``core.real_frames``, which ``train
+--real-frames`` uses too). The project's detector (core.detection, default settings) looks for worms, and the
+model predicts on ``--fov`` px windows around the largest one, as worm_detector_node would crop them.
 The right answer on a sharp worm is near 0 steps (|offset| within the depth of field, ~17 steps).
 This is a floor, not a metric to train on: the frames have no labels beyond "looks sharp".
 
-``--sim N`` adds the same pipeline on N simulated frames of the default simulator (what the bundled
-model was trained on) and of the randomised one (core.randomize), at known offsets: in focus
-(|offset| <= 5) and across +-200 steps (MAE, sign accuracy beyond 20 steps).
+``--sim N`` adds the same pipeline on N simulated frames of the simulator's look (``core.optics.SIMULATOR_LOOK``)
+and of looks randomised from it (core.randomize), at known offsets: in focus (|offset| <= 5) and across +-200
+steps (MAE, sign accuracy beyond 20 steps).
 """
 from __future__ import annotations
 
@@ -36,73 +36,15 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
-import yaml
 
-from celegans_autofocus.core import appearance, optics, randomize
-from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_image, crop_window
+from celegans_autofocus.core import optics, randomize
+from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_window
 from celegans_autofocus.core.predictor import FocusPredictor, default_model_path
+from celegans_autofocus.core.real_frames import image_folders, read_frames, reference_u8, worm_crop
 from celegans_autofocus.core.sensor import UM_PER_PX
 
-IMAGE_EXT = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 NEAR_STEPS = 20.0
-
-
-def folder_um_per_px(folder: Path, override: float | None = None) -> float:
-    """--um-per-px, else frames.yaml's um_per_px, else (null there) the folder's median estimate, else 1.55.
-
-    The one rule for a real-frame folder's pixel size (``benchmarks/sim_vs_real.py`` and ``calibrate_optics.py``
-    use it too). The estimate is ``core.appearance.estimate_um_per_px`` from the worm's width.
-    """
-    if override is not None:
-        return override
-    meta = folder / "frames.yaml"
-    um = yaml.safe_load(meta.read_text()).get("um_per_px", None) if meta.exists() else UM_PER_PX
-    if um is None:
-        estimates = []
-        for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT):
-            gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-            try:
-                estimates.append(appearance.estimate_um_per_px(gray))
-            except (ValueError, cv2.error):
-                pass
-        um = float(np.median(estimates)) if estimates else UM_PER_PX
-    return um
-
-
-def to_u8(frame: np.ndarray) -> np.ndarray:
-    """Return ``frame`` clipped to 0..255 as uint8."""
-    return np.clip(frame, 0, 255).astype(np.uint8)
-
-
-def reference_u8(frame: np.ndarray, um_per_px: float) -> np.ndarray:
-    """Return ``frame`` at the model's pixel size (``appearance.to_reference_scale``), as uint8."""
-    return to_u8(appearance.to_reference_scale(frame, um_per_px))
-
-
-def image_folders(root: Path) -> list[Path]:
-    """Return the folders under ``root`` (itself included) that hold image files, sorted."""
-    return sorted({p.parent for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXT})
-
-
-def real_frames(folder: Path, um_per_px: float | None = None, max_frames: int | None = None):
-    """Yield each readable image of ``folder`` (the first ``max_frames``) at the model's pixel size.
-
-    The pixel size is :func:`folder_um_per_px`'s, found once for the folder; unreadable files are named on stderr.
-    """
-    um = folder_um_per_px(folder, um_per_px)
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT)[:max_frames]:
-        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if gray is None:
-            print(f"skipped {path}: unreadable", file=sys.stderr)
-            continue
-        yield reference_u8(gray, um)
-
-
-def worm_crop(img: np.ndarray, centre_px: tuple[float, float], fov_px: int) -> np.ndarray:
-    """Return the ``fov_px`` window around ``centre_px`` (the detector's worm), as worm_detector_node crops it."""
-    return crop_image(img, crop_window(centre_px, fov_px, img.shape))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         g = groups.setdefault(str(folder.relative_to(args.folder)) or ".",
                               {"frames": 0, "hits": 0, "pred": {f: [] for f in args.fov},
                                "sigma": {f: [] for f in args.fov}})
-        for img in real_frames(folder, args.um_per_px):
+        for img in read_frames(folder, args.um_per_px):
             g["frames"] += 1
             found = detector.detect(img)
             if not found:
@@ -159,14 +101,15 @@ def _sim_check(model: FocusPredictor, detector: WormDetector, n: int, fovs: list
     print("| simulator | offsets | detector hits | fov px | median prediction (in focus) / MAE | "
           "sign acc. beyond 20 |")
     print("|---|---|---|---|---|---|")
-    for name, randomised in (("default", False), ("randomised", True)):
+    look = optics.look_config(optics.SIMULATOR_LOOK)
+    for name, randomised in ((optics.SIMULATOR_LOOK, False), ("randomised", True)):
         for span in (5.0, 200.0):
             rng = np.random.default_rng(0)
             hits, pred, true = 0, {f: [] for f in fovs}, []
             for _ in range(n):
-                config = randomize.random_config(rng) if randomised else optics.OpticsConfig()
+                config = randomize.random_config(rng, look) if randomised else look
                 scene = optics.make_scene(rng, config, 1)
-                side = int(np.ceil(max(fovs) * 1.55 / config.um_per_px * 1.2))
+                side = int(np.ceil(max(fovs) * UM_PER_PX / config.um_per_px * 1.2))
                 frame_hw = (config.frame_height_px, config.frame_width_px)
                 window = crop_window(scene.worms[0].centroid_px, side, frame_hw)
                 offset = float(rng.uniform(-span, span))

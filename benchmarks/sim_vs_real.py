@@ -41,8 +41,8 @@ import yaml
 
 from celegans_autofocus.core import appearance, optics, randomize
 from celegans_autofocus.core.detection import crop_window
+from celegans_autofocus.core.real_frames import folder_um_per_px
 from celegans_autofocus.core.sensor import UM_PER_PX
-from real_image_check import folder_um_per_px
 
 STATS = ["contrast", "core", "rim", "ring_mean", "ring_p95", "texture", "slope", "noise", "width_px"]
 SCALE_SENSITIVE = {"texture", "slope", "noise"}

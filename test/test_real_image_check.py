@@ -59,20 +59,23 @@ def test_an_empty_folder_is_an_error(tmp_path: Path, capsys):
 
 
 def test_the_real_frame_pipeline_is_shared(tmp_path: Path, capsys):
-    """image_folders finds nested folders; real_frames rescales, caps and skips; the other scripts use them."""
-    check = _load()
+    """image_folders finds nested folders; read_frames rescales, caps and skips; every real-frame user shares them."""
+    from celegans_autofocus.core import real_frames
+
     nested = tmp_path / "source" / "day1"
     nested.mkdir(parents=True)
     for i in range(3):
         cv2.imwrite(str(nested / f"f{i}.png"), np.full((300, 400), 100 + i, np.uint8))
     (nested / "frames.yaml").write_text(yaml.safe_dump({"um_per_px": 3.1}))
     (nested / "f9.png").write_bytes(b"broken")
-    assert check.image_folders(tmp_path) == [nested]
-    frames = list(check.real_frames(nested))
+    assert real_frames.image_folders(tmp_path) == [nested]
+    frames = list(real_frames.read_frames(nested))
     assert [f.shape for f in frames] == [(600, 800)] * 3 and frames[2].dtype == np.uint8  # 3.1 um/px -> 1.55
     assert "f9.png: unreadable" in capsys.readouterr().err
-    assert len(list(check.real_frames(nested, max_frames=2))) == 2
-    assert check.worm_crop(frames[0], (10.0, 10.0), 100).shape == (100, 100)  # clamped inside the frame
-    for name in ("real_frame_perturbations", "background_texture"):
+    assert len(list(real_frames.read_frames(nested, max_frames=2))) == 2
+    assert real_frames.worm_crop(frames[0], (10.0, 10.0), 100).shape == (100, 100)  # clamped inside the frame
+    assert real_frames.folder_um_per_px(nested) == 3.1 and real_frames.folder_um_per_px(nested, 2.0) == 2.0
+    for name in ("real_image_check", "real_frame_perturbations", "background_texture"):
         module = load_benchmark(name)
-        assert module.real_frames.__module__ == "real_image_check"  # the shared pipeline, not a copy
+        assert module.read_frames is real_frames.read_frames  # the shared pipeline, not a copy
+    assert load_benchmark("sim_vs_real").folder_um_per_px is real_frames.folder_um_per_px

@@ -327,3 +327,41 @@ def test_init_from_an_export_keeps_its_function(tmp_path):
         train(None, TrainConfig(**{**still, "input_px": 48}), tmp_path / "other")
     with pytest.raises(CheckpointError, match="--init file not found"):
         train(None, TrainConfig(**{**still, "init": str(tmp_path / "missing.onnx")}), tmp_path / "missing")
+
+
+def test_real_frames_are_checked_every_epoch_as_the_exported_model_reads_them(tmp_path):
+    """--real-frames: each epoch logs, per source, the median answer on the detector's crops; the export agrees."""
+    import cv2
+
+    from celegans_autofocus.core.detection import crop_window
+    from celegans_autofocus.core.predictor import FocusPredictor
+    from celegans_autofocus.core.real_frames import worm_crops
+    from celegans_autofocus.training.data import DatasetError
+    from celegans_autofocus.training.export import PARITY_TOL_STEPS, export_checkpoint
+
+    config = optics.OpticsConfig()
+    sharp, blank = tmp_path / "real" / "sharp", tmp_path / "real" / "blank"
+    for folder in (sharp, blank):
+        folder.mkdir(parents=True)
+        (folder / "frames.yaml").write_text(f"um_per_px: {config.um_per_px}\n")
+    rng = np.random.default_rng(5)
+    for i in range(3):  # in-focus worms, windows as a camera would see them
+        scene = optics.make_scene(rng, config, 1)
+        window = crop_window(scene.worms[0].centroid_px, 400, (config.frame_height_px, config.frame_width_px))
+        frame = optics.StackRenderer(scene, config, None, window, seed=i, max_offset_steps=5).frame(0.0)
+        cv2.imwrite(str(sharp / f"frame_{i}.png"), frame)
+    cv2.imwrite(str(blank / "empty.png"), np.full((300, 300), 180, np.uint8))  # no worm: no crop, no answer
+
+    run = train(None, TrainConfig(**{**SYNTH, "epochs": 2, "real_frames": str(tmp_path / "real"),
+                                     "real_frames_fov_px": 300}), tmp_path / "run")
+    logged = [e["real_median_steps"] for e in run["history"]]
+    assert len(logged) == 2 and all(set(m) == {"sharp"} for m in logged)
+    export_checkpoint(run["last"], tmp_path / "last.onnx")
+    crops = worm_crops(tmp_path / "real", 300)
+    assert crops["blank"] == (1, []) and len(crops["sharp"][1]) == 3
+    exported = FocusPredictor(tmp_path / "last.onnx", providers=["CPUExecutionProvider"])
+    median = float(np.median([exported.predict(c) for c in crops["sharp"][1]]))
+    assert abs(logged[-1]["sharp"] - median) < PARITY_TOL_STEPS
+    (tmp_path / "none").mkdir()
+    with pytest.raises(DatasetError, match="holds no images"):
+        train(None, TrainConfig(**{**SYNTH, "real_frames": str(tmp_path / "none")}), tmp_path / "run_none")

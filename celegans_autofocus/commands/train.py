@@ -47,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="training target: labels.csv, the simulator truth in stack.yaml, or truth where known")
     data.add_argument("--max-val-samples", type=int, default=d.max_val_samples,
                       help="evenly subsample validation images to at most this many (0 = all)")
+    data.add_argument("--real-frames", default=d.real_frames, metavar="DIR",
+                      help="folder of real, sharp worm frames: log the model's median answer on each source's "
+                           "detector crops after every epoch (near 0 is right; it trains and chooses nothing)")
+    data.add_argument("--real-frames-fov-px", type=int, default=d.real_frames_fov_px,
+                      help="crop side around the detected worm for --real-frames, as worm_detector_node's fov_px")
     synth = parser.add_argument_group("on-the-fly synthetic training samples (simulator fast path)")
     synth.add_argument("--synthetic-train", type=int, default=d.synthetic_train,
                        help="pool of rendered training samples added to the dataset's training plates (0 = none)")

@@ -25,6 +25,9 @@ and a run from its checkpoints, keeps them frozen (``training.checkpoint.FROZEN_
 ``synthetic_randomize`` is the share of synthetic training views drawn with domain-randomised optics; the others
 (and the validation views) have the look ``synthetic_look`` (``core.optics.LOOKS``; a list: each view draws one).
 ``workers`` only sets how many processes load and render; it does not change the result.
+``real_frames`` names a folder of real, sharp worm frames (``core.real_frames``): after every epoch the model's
+median answer on the detector's ``real_frames_fov_px`` crop of each source is logged (near 0 is right). A check
+to watch, not a metric that trains or chooses anything.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("step", "onecycle", "cosine")
 #: Settings that may change when a run is resumed (how it runs, not what it learns).
-RESUMABLE = ("epochs", "device", "workers", "max_val_samples")
+RESUMABLE = ("epochs", "device", "workers", "max_val_samples", "real_frames", "real_frames_fov_px")
 #: Settings only the step schedule reads (a recipe may inherit them from a step-schedule base and not use them).
 STEP_SCHEDULE_ONLY = ("lr_gamma", "lr_step_epochs")
 
@@ -91,6 +94,8 @@ class TrainConfig:
     synthetic_val_fov_px: list[int] = field(default_factory=lambda: [500, 1000])
     max_val_samples: int = 0
     workers: int = 0
+    real_frames: str = ""
+    real_frames_fov_px: int = 500
 
     def __post_init__(self) -> None:
         if isinstance(self.synthetic_look, (list, tuple)):  # one spelling per setting: a resume compares them
@@ -172,6 +177,7 @@ class TrainConfig:
              "synthetic_val_fov_px must list crop sizes >= 32 px"),
             (self.max_val_samples >= 0, "max_val_samples must be >= 0"),
             (self.workers >= 0, "workers must be >= 0"),
+            (self.real_frames_fov_px >= 32, "real_frames_fov_px must be >= 32"),
         ]
         for ok, message in checks:
             if not ok:

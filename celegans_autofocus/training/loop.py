@@ -201,6 +201,24 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma), False
 
 
+def _real_set(cfg: TrainConfig, spec: PreprocessSpec) -> dict[str, np.ndarray]:
+    """Per source of ``cfg.real_frames``, its detector crops preprocessed (sources without a worm left out)."""
+    from ..core.real_frames import worm_crops
+
+    found = worm_crops(Path(cfg.real_frames), cfg.real_frames_fov_px)
+    if not found:
+        raise DatasetError(f"{cfg.real_frames}: --real-frames holds no images")
+    _log("real frames: " + ", ".join(f"{name} {len(crops)} worms in {n} frames" for name, (n, crops) in found.items()))
+    return {name: np.stack([preprocess(c, spec) for c in crops]) for name, (_, crops) in found.items() if crops}
+
+
+def _real_medians(model: torch.nn.Module, real: dict[str, np.ndarray], cfg: TrainConfig,
+                  device: torch.device) -> dict[str, float]:
+    """Return the model's median answer in steps on each source's real crops."""
+    return {name: float(np.median(predict_outputs(model, images, cfg.output_scale, device)[0]))
+            for name, images in real.items()}
+
+
 def _val_set(dataset: Path | None, val_samples: list[Sample], cfg: TrainConfig, spec: PreprocessSpec,
              dist_ctx) -> ImageSet:
     """Return the validation images: the held-out plates (cached), plus ``synthetic_val`` held-out renders."""
@@ -299,6 +317,7 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
                                                    indent=2))
 
     val_set = _val_set(dataset, val_samples, cfg, spec, dist_ctx)
+    real = _real_set(cfg, spec) if cfg.real_frames and main_rank else {}
     pool = SyntheticPool(cfg, spec) if cfg.synthetic_train else None
     files = ImageFiles(train_samples, spec)
     train_set = TrainSamples([files] + ([ArrayImages(pool.images_set())] if pool is not None else []), cfg)
@@ -354,6 +373,8 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
                  **{f"val_mae_{k}_steps": v["mae_steps"] for k, v in val.items() if k != "all"}}
         if cfg.uncertainty:
             entry["val_within_2sigma"] = val["all"]["within_2sigma"]
+        if real:
+            entry["real_median_steps"] = _real_medians(model, real, cfg, device)
         history.append(entry)
         improved = mae < best_mae
         best_mae = min(best_mae, mae)
@@ -373,6 +394,7 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
                  + "".join(f" ({k} {v['mae_steps']:.2f})" for k, v in val.items() if k != "all")
                  + (f", sign acc {sign:.3f}" if sign is not None else "")
                  + (f", within 2 sigma {entry['val_within_2sigma']:.3f}" if cfg.uncertainty else "")
+                 + "".join(f", real {k} {v:+.1f}" for k, v in entry.get("real_median_steps", {}).items())
                  + f", lr {entry['lr']:.2e}, {entry['epoch_s']:.0f} s" + (" *best*" if improved else ""))
         distributed.barrier(dist_ctx)
     return {"out": str(out), "best": str(best_path), "last": str(last_path), "best_val_mae_steps": best_mae,

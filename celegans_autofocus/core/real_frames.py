@@ -1,0 +1,115 @@
+# Copyright 2026 celegans_autofocus maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Folders of real, sharp worm frames as the model sees them: the sanity check that a model answers near 0.
+
+A folder (searched recursively: each folder holding images is one source) holds frames of worms IN FOCUS. Each
+frame is brought to the model's pixel size (``core.sensor.UM_PER_PX``) from the folder's own
+(:func:`folder_um_per_px`), the detector (``core.detection``, default settings) finds the worms, and the window
+of ``fov_px`` around the largest one is what the model reads, as ``worm_detector_node`` crops it. Used by
+``train --real-frames`` (logged every epoch) and ``benchmarks/real_image_check.py``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from . import appearance
+from .detection import DetectorConfig, WormDetector, crop_image, crop_window
+from .sensor import UM_PER_PX
+
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+FRAMES_YAML = "frames.yaml"  # written by benchmarks/extract_real_frames.py: um_per_px (null: unknown), sources
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT)
+
+
+def folder_um_per_px(folder: Path, override: float | None = None) -> float:
+    """``override``, else frames.yaml's um_per_px, else (null there) the median worm-width estimate, else 1.55.
+
+    The estimate is ``core.appearance.estimate_um_per_px`` of each frame (an adult's width).
+    """
+    if override is not None:
+        return override
+    meta = folder / FRAMES_YAML
+    um = yaml.safe_load(meta.read_text()).get("um_per_px", None) if meta.exists() else UM_PER_PX
+    if um is None:
+        estimates = []
+        for path in _images(folder):
+            gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            try:
+                estimates.append(appearance.estimate_um_per_px(gray))
+            except (ValueError, cv2.error):
+                pass
+        um = float(np.median(estimates)) if estimates else UM_PER_PX
+    return float(um)
+
+
+def to_u8(frame: np.ndarray) -> np.ndarray:
+    """Return ``frame`` clipped to 0..255 as uint8."""
+    return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def reference_u8(frame: np.ndarray, um_per_px: float) -> np.ndarray:
+    """Return ``frame`` at the model's pixel size (``appearance.to_reference_scale``), as uint8."""
+    return to_u8(appearance.to_reference_scale(frame, um_per_px))
+
+
+def image_folders(root: Path) -> list[Path]:
+    """Return the folders under ``root`` (itself included) that hold image files, sorted."""
+    return sorted({p.parent for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_EXT})
+
+
+def read_frames(folder: Path, um_per_px: float | None = None, max_frames: int | None = None):
+    """Yield each readable image of ``folder`` (the first ``max_frames``) at the model's pixel size.
+
+    The pixel size is :func:`folder_um_per_px`'s, found once for the folder; unreadable files are named on stderr.
+    """
+    um = folder_um_per_px(folder, um_per_px)
+    for path in _images(folder)[:max_frames]:
+        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if gray is None:
+            print(f"skipped {path}: unreadable", file=sys.stderr)
+            continue
+        yield reference_u8(gray, um)
+
+
+def worm_crop(img: np.ndarray, centre_px: tuple[float, float], fov_px: int) -> np.ndarray:
+    """Return the ``fov_px`` window around ``centre_px`` (the detector's worm), as worm_detector_node crops it."""
+    return crop_image(img, crop_window(centre_px, fov_px, img.shape))
+
+
+def worm_crops(root: Path, fov_px: int, um_per_px: float | None = None) -> dict[str, tuple[int, list[np.ndarray]]]:
+    """Per source (a folder under ``root``, by its relative name): (frames read, crops around the largest worm).
+
+    Frames where the detector finds no worm give no crop. An empty dict when ``root`` holds no images.
+    """
+    root = Path(root)
+    detector = WormDetector(DetectorConfig())
+    out = {}
+    for folder in image_folders(root):
+        frames, crops = 0, []
+        for img in read_frames(folder, um_per_px):
+            frames += 1
+            found = detector.detect(img)
+            if found:
+                crops.append(worm_crop(img, found[0].centroid_px, fov_px))
+        out[str(folder.relative_to(root)) if folder != root else "."] = (frames, crops)
+    return out
