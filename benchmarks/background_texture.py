@@ -39,10 +39,10 @@ import cv2
 import numpy as np
 
 from celegans_autofocus.core import optics
+from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_window
+from celegans_autofocus.core.images import PreprocessSpec, preprocess
+from celegans_autofocus.core.predictor import FocusPredictor
 from celegans_autofocus.core.real_frames import image_folders, read_frames, to_u8, worm_crop
-from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_window  # noqa: E402
-from celegans_autofocus.core.images import PreprocessSpec, preprocess  # noqa: E402
-from celegans_autofocus.core.predictor import FocusPredictor  # noqa: E402
 
 OFFSETS_STEPS = (-150, -100, -60, -30, -15, 0, 15, 30, 60, 100, 150)
 PROBE_AMPLITUDES = (0.0, 0.01, 0.02, 0.04)

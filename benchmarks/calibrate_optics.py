@@ -41,6 +41,7 @@ import sim_vs_real  # noqa: E402
 
 from celegans_autofocus.core import appearance, optics  # noqa: E402
 from celegans_autofocus.core.detection import crop_window  # noqa: E402
+from celegans_autofocus.core.real_frames import folder_um_per_px  # noqa: E402
 
 #: name -> (low, high, log-uniform): the parameters fitted (what shapes an in-focus worm and the field). The
 #: objective's NA stays 0.08: it sets the depth of field (~17 steps; the paper: 25 steps off still looks sharp).
@@ -144,7 +145,7 @@ def figure(real_folder: Path, out: Path, seed: int, per_row: int = 4) -> None:
     import matplotlib.pyplot as plt
 
     meta = yaml.safe_load((real_folder / "frames.yaml").read_text())
-    um = sim_vs_real.folder_um_per_px(real_folder)
+    um = folder_um_per_px(real_folder)
     real = []
     for f in meta["frames"][::max(1, len(meta["frames"]) // per_row)][:per_row]:
         gray = appearance.to_reference_scale(cv2.imread(str(real_folder / f["file"]), cv2.IMREAD_GRAYSCALE), um)

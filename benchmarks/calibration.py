@@ -40,6 +40,7 @@ from celegans_autofocus.core.metrics import SIGN_THRESHOLD_STEPS
 from celegans_autofocus.core.predictor import FocusPredictor
 
 RENDER_PX = 128
+OFFSETS_PER_VIEW = 10  # renders per held-out scene (one crop, 10 offsets)
 KS = np.linspace(0.0, 3.0, 61)
 #: edges of the signed true-offset bins of the --by-offset table, in steps
 OFFSET_EDGES_STEPS = (-200, -150, -100, -50, -SIGN_THRESHOLD_STEPS, SIGN_THRESHOLD_STEPS, 50, 100, 150, 200)
@@ -50,9 +51,10 @@ def held_out(input_px: int, views: int, seed: int, fovs: list[int], range_steps:
     from celegans_autofocus.training.config import TrainConfig
     from celegans_autofocus.training.synthetic import SyntheticValidation
 
-    cfg = TrainConfig(input_px=input_px, crops=True, synthetic_crop_fraction=1.0, synthetic_offsets_per_view=10,
+    cfg = TrainConfig(input_px=input_px, crops=True, synthetic_crop_fraction=1.0,
+                      synthetic_offsets_per_view=OFFSETS_PER_VIEW,
                       synthetic_oversample=RENDER_PX / input_px, synthetic_crop_jitter=0.08,
-                      synthetic_val=views * 10, synthetic_val_seed=seed, synthetic_val_fov_px=fovs,
+                      synthetic_val=views * OFFSETS_PER_VIEW, synthetic_val_seed=seed, synthetic_val_fov_px=fovs,
                       synthetic_val_range_steps=range_steps, synthetic_look=look)
     val = SyntheticValidation(cfg, PreprocessSpec(input_px=input_px))
     return val.images.astype(np.float32), val.offsets_steps, val.fov_px
@@ -78,16 +80,18 @@ def by_offset(name: str, offsets: np.ndarray, true: np.ndarray, sigmas: np.ndarr
     """Markdown rows: where a model's error lies, per signed true offset (``OFFSET_EDGES_STEPS``)."""
     err, total = offsets - true, np.abs(offsets - true).sum()
     edges = list(OFFSET_EDGES_STEPS)
-    edges[0], edges[-1] = -np.inf, np.inf  # the renders' own extremes
+    edges[0], edges[-1] = -np.inf, np.inf  # the renders' own extremes (+-range_steps)
+    shown = [f"{lo:+g}..{hi:+g}" for lo, hi in zip(OFFSET_EDGES_STEPS, OFFSET_EDGES_STEPS[1:])]
+    shown[0], shown[-1] = f"..{OFFSET_EDGES_STEPS[1]:+g}", f"{OFFSET_EDGES_STEPS[-2]:+g}.."
     rows = []
-    for lo, hi, shown in zip(edges, edges[1:], zip(OFFSET_EDGES_STEPS, OFFSET_EDGES_STEPS[1:])):
+    for lo, hi, label in zip(edges, edges[1:], shown):
         sel = (true >= lo) & (true < hi)
         if not sel.any():
             continue
         e, far = err[sel], np.abs(true[sel]) > SIGN_THRESHOLD_STEPS
         wrong = np.mean(np.sign(offsets[sel][far]) != np.sign(true[sel][far])) if far.any() else float("nan")
         sigma = f"{np.median(sigmas[sel]):.1f}" if sigmas is not None else ""
-        rows.append(f"| {name} | {shown[0]:+g}..{shown[1]:+g} | {sel.sum()} | {np.abs(e).mean():.1f} | {e.mean():+.1f} "
+        rows.append(f"| {name} | {label} | {sel.sum()} | {np.abs(e).mean():.1f} | {e.mean():+.1f} "
                     f"| {wrong:.3f} | {np.abs(e).sum() / total:.2f} | {sigma} |")
     return rows
 

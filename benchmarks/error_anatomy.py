@@ -29,11 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration import by_offset, held_out
+from calibration import OFFSETS_PER_VIEW, by_offset, held_out
 from celegans_autofocus.core.optics import LOOKS, SIMULATOR_LOOK
 from celegans_autofocus.core.predictor import FocusPredictor
-
-OFFSETS_PER_SCENE = 10  # calibration.held_out's synthetic_offsets_per_view
 
 
 def main() -> None:
@@ -59,12 +57,12 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    worst_per_scene = np.abs(offsets - true).reshape(-1, OFFSETS_PER_SCENE).max(axis=1)
+    worst_per_scene = np.abs(offsets - true).reshape(-1, OFFSETS_PER_VIEW).max(axis=1)
     scenes = np.argsort(worst_per_scene)[::-1][:args.scenes]
-    fig, axes = plt.subplots(len(scenes), OFFSETS_PER_SCENE, figsize=(2 * OFFSETS_PER_SCENE, 2.2 * len(scenes)),
+    fig, axes = plt.subplots(len(scenes), OFFSETS_PER_VIEW, figsize=(2 * OFFSETS_PER_VIEW, 2.2 * len(scenes)),
                              squeeze=False)
     for row, scene in zip(axes, scenes):
-        idx = scene * OFFSETS_PER_SCENE + np.arange(OFFSETS_PER_SCENE)
+        idx = scene * OFFSETS_PER_VIEW + np.arange(OFFSETS_PER_VIEW)
         idx = idx[np.argsort(true[idx])]
         worst = idx[np.argmax(np.abs(offsets[idx] - true[idx]))]
         for ax, i in zip(row, idx):

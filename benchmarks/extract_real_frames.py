@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 import yaml
 
+from celegans_autofocus.core.real_frames import FRAMES_YAML, IMAGE_EXT
+
 
 @dataclass(frozen=True)
 class Source:
@@ -66,7 +68,6 @@ SOURCES = {
                        "Roboflow 640x640",
                        ("yolo/segmentation/img/test/images/",), None, every=6),
 }
-IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 def _git(git_dir: Path, *args: str) -> bytes:
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             frames.append({"file": name, "repo_path": path})
     meta = {"source": args.source, "repo": src.repo, "licence": src.licence, "shows": src.shows,
             "um_per_px": src.um_per_px, "frames": frames}
-    (args.out_dir / "frames.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    (args.out_dir / FRAMES_YAML).write_text(yaml.safe_dump(meta, sort_keys=False))
     print(f"{len(frames)} frames -> {args.out_dir}")
     return 0
 

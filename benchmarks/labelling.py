@@ -22,7 +22,8 @@ flagged by the focus-curve checks) and ``auto`` (``core.focus.best_plane``).
   plane within one image of the published one.
 - Simulated: stacks drawn as ``celegans-autofocus synth`` draws them (``core.optics.draw_stack``,
   z -range..range every k steps), over named optics variants, each in two views (the whole field binned
-  to 648x486, and a native 500x500 crop around a worm); a hit is within 8 steps of the true best plane.
+  to 648x486, or ``--full-px`` wide, and a native 500x500 crop around a worm); a hit is within 8 steps of
+  the true best plane.
 
     python benchmarks/labelling.py --real /work/realstacks/dataset --per-variant 4 --json /tmp/labelling.json
     python benchmarks/labelling.py --per-variant 6 --seed 3003 --only random/crop500_1   # just that stack, same draw

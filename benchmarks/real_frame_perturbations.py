@@ -35,9 +35,9 @@ import cv2
 import numpy as np
 
 from celegans_autofocus.core import optics
+from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_window
+from celegans_autofocus.core.predictor import FocusPredictor, default_model_path
 from celegans_autofocus.core.real_frames import image_folders, read_frames, reference_u8, worm_crop
-from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_window  # noqa: E402
-from celegans_autofocus.core.predictor import FocusPredictor, default_model_path  # noqa: E402
 
 
 def perturbations(img: np.ndarray):

@@ -34,20 +34,21 @@ from .detection import DetectorConfig, WormDetector, crop_image, crop_window
 from .sensor import UM_PER_PX
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-FRAMES_YAML = "frames.yaml"  # written by benchmarks/extract_real_frames.py: um_per_px (null: unknown), sources
+FRAMES_YAML = "frames.yaml"  # benchmarks/extract_real_frames.py writes it: um_per_px (null: unknown), source
 
 
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT)
 
 
-def folder_um_per_px(folder: Path, override: float | None = None) -> float:
-    """``override``, else frames.yaml's um_per_px, else (null there) the median worm-width estimate, else 1.55.
+def folder_um_per_px(folder: Path, um_per_px: float | None = None) -> float:
+    """Return the folder's pixel size: ``um_per_px`` if given, else frames.yaml's, else an estimate, else 1.55.
 
-    The estimate is ``core.appearance.estimate_um_per_px`` of each frame (an adult's width).
+    frames.yaml's ``um_per_px: null`` means unknown: the median of ``core.appearance.estimate_um_per_px`` over the
+    frames (an adult's width); no frames.yaml: the sensor's pixel size.
     """
-    if override is not None:
-        return override
+    if um_per_px is not None:
+        return um_per_px
     meta = folder / FRAMES_YAML
     um = yaml.safe_load(meta.read_text()).get("um_per_px", None) if meta.exists() else UM_PER_PX
     if um is None:

@@ -84,7 +84,7 @@ class BagRecorderNode(Node):
 
     @property
     def messages_handled(self) -> int:
-        """Return how many messages have arrived so far: written to the bag or dropped (a caller waits on it)."""
+        """Return how many messages were written to the bag or dropped so far (a caller waits for it to settle)."""
         return sum(self.recorder.counts.values()) + sum(self.dropped.values())
 
     def _discover(self) -> None:

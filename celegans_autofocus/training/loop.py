@@ -201,13 +201,21 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma), False
 
 
+def _check_real_frames(folder: Path) -> None:
+    """Raise :class:`DatasetError` unless ``folder`` (``--real-frames``) exists and holds images."""
+    from ..core.real_frames import image_folders
+
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: --real-frames folder not found")
+    if not image_folders(folder):
+        raise DatasetError(f"{folder}: --real-frames holds no images")
+
+
 def _real_set(cfg: TrainConfig, spec: PreprocessSpec) -> dict[str, np.ndarray]:
     """Per source of ``cfg.real_frames``, its detector crops preprocessed (sources without a worm left out)."""
     from ..core.real_frames import worm_crops
 
     found = worm_crops(Path(cfg.real_frames), cfg.real_frames_fov_px)
-    if not found:
-        raise DatasetError(f"{cfg.real_frames}: --real-frames holds no images")
     _log("real frames: " + ", ".join(f"{name} {len(crops)} worms in {n} frames" for name, (n, crops) in found.items()))
     return {name: np.stack([preprocess(c, spec) for c in crops]) for name, (_, crops) in found.items() if crops}
 
@@ -286,6 +294,8 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
                           f"{world} processes")
     if dist_ctx is not None and device.type == "cuda":
         device = torch.device("cuda", dist_ctx.local_rank)
+    if cfg.real_frames:  # every rank, before anything is written or rendered
+        _check_real_frames(Path(cfg.real_frames))
     state = None
     if last_path.exists():
         if not resume:
