@@ -15,16 +15,10 @@
 """Sanity floor on real frames: the focus model should answer near 0 on sharp worms.
 
     python benchmarks/real_image_check.py FOLDER [--model models/default.onnx] [--fov 250 375 500]
-        [--um-per-px 1.55]
+        [--um-per-px 1.55] [--sim N]
 
-FOLDER (searched recursively) holds real frames of worms that are IN FOCUS. Each frame is brought to
-the model's pixel size (1.55 um/px), knowing its own from ``--um-per-px``, or ``um_per_px`` of a
-``frames.yaml`` beside the frames as written by benchmarks/extract_real_frames.py (null there: the
-folder's median estimate from the worm width), or else 1.55 (``core.real_frames``, which ``train
---real-frames`` uses too). The project's detector (core.detection, default settings) looks for worms, and the
-model predicts on ``--fov`` px windows around the largest one, as worm_detector_node would crop them.
-The right answer on a sharp worm is near 0 steps (|offset| within the depth of field, ~17 steps).
-This is a floor, not a metric to train on: the frames have no labels beyond "looks sharp".
+``celegans-autofocus check-real`` (commands/check_real.py: the table per source folder, through
+``core.real_frames``, which ``train --real-frames`` uses too), plus a simulated control:
 
 ``--sim N`` adds the same pipeline on N simulated frames of the simulator's look (``core.optics.SIMULATOR_LOOK``)
 and of looks randomised from it (core.randomize), at known offsets: in focus (|offset| <= 5) and across +-200
@@ -34,65 +28,28 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
+from celegans_autofocus.commands import check_real
+from celegans_autofocus.commands.check_real import NEAR_STEPS
 from celegans_autofocus.core import optics, randomize
 from celegans_autofocus.core.detection import DetectorConfig, WormDetector, crop_window
 from celegans_autofocus.core.predictor import FocusPredictor, default_model_path
-from celegans_autofocus.core.real_frames import image_folders, read_frames, reference_u8, worm_crop
+from celegans_autofocus.core.real_frames import reference_u8, worm_crop
 from celegans_autofocus.core.sensor import UM_PER_PX
-
-NEAR_STEPS = 20.0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folder", type=Path)
-    ap.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled one)")
-    ap.add_argument("--fov", type=int, nargs="+", default=[250, 375, 500], help="crop sides in px at 1.55 um/px")
-    ap.add_argument("--um-per-px", type=float, default=None, help="pixel size of every frame (overrides frames.yaml)")
+    check_real.add_arguments(ap)
     ap.add_argument("--sim", type=int, default=0, metavar="N", help="also check N simulated frames per row")
     args = ap.parse_args(argv)
-    folders = image_folders(args.folder)
-    if not folders:
-        print(f"no images under {args.folder}", file=sys.stderr)
-        return 2
-    model = FocusPredictor(args.model or default_model_path(), providers="CPUExecutionProvider")
-    detector = WormDetector(DetectorConfig())
-    groups: dict[str, dict] = {}
-    for folder in folders:
-        g = groups.setdefault(str(folder.relative_to(args.folder)) or ".",
-                              {"frames": 0, "hits": 0, "pred": {f: [] for f in args.fov},
-                               "sigma": {f: [] for f in args.fov}})
-        for img in read_frames(folder, args.um_per_px):
-            g["frames"] += 1
-            found = detector.detect(img)
-            if not found:
-                continue
-            g["hits"] += 1
-            for fov in args.fov:
-                offset, sigma = model.predict_with_sigma(worm_crop(img, found[0].centroid_px, fov))
-                g["pred"][fov].append(offset)
-                g["sigma"][fov].append(sigma)
-    n_frames = sum(g["frames"] for g in groups.values())
-    print(f"model {model.name}; {n_frames} frames; right answer near 0 (|offset| <= {NEAR_STEPS:g} steps)\n")
-    extra = " median sigma (steps) |" if model.has_sigma else ""  # models with an uncertainty output
-    print("| folder | frames | detector hits | fov px | median offset (steps) | p10..p90 | share within +-20 |" + extra)
-    print("|---|---|---|---|---|---|---|" + ("---|" if extra else ""))
-    for name, g in groups.items():
-        for fov in args.fov:
-            p = np.array(g["pred"][fov])
-            if not len(p):
-                print(f"| {name} | {g['frames']} | {g['hits']} | {fov} | - | - | - |" + (" - |" if extra else ""))
-                continue
-            print(f"| {name} | {g['frames']} | {g['hits']} | {fov} | {np.median(p):+.1f} | "
-                  f"{np.percentile(p, 10):+.1f}..{np.percentile(p, 90):+.1f} | "
-                  f"{np.mean(np.abs(p) <= NEAR_STEPS):.2f} |"
-                  + (f" {np.median(g['sigma'][fov]):.1f} |" if extra else ""))
-    if args.sim:
-        _sim_check(model, detector, args.sim, args.fov)
+    rc = check_real.run(args)
+    if rc or not args.sim:
+        return rc
+    model = FocusPredictor(args.model or default_model_path(), providers=["CPUExecutionProvider"])
+    _sim_check(model, WormDetector(DetectorConfig()), args.sim, args.fov)
     return 0
 
 

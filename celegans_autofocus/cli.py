@@ -30,8 +30,8 @@ from pathlib import Path
 
 import yaml
 
-COMMANDS = ["synth", "label", "crop", "train", "finetune", "evaluate", "export", "sim", "bench", "bag_eval",
-            "acquire", "bag_to_dataset"]
+COMMANDS = ["synth", "label", "crop", "train", "finetune", "evaluate", "check_real", "export", "sim", "bench",
+            "bag_eval", "acquire", "bag_to_dataset"]
 
 
 def read_config(path: Path, _seen: tuple[Path, ...] = ()) -> dict:

@@ -75,7 +75,28 @@ def test_the_real_frame_pipeline_is_shared(tmp_path: Path, capsys):
     assert len(list(real_frames.read_frames(nested, max_frames=2))) == 2
     assert real_frames.worm_crop(frames[0], (10.0, 10.0), 100).shape == (100, 100)  # clamped inside the frame
     assert real_frames.folder_um_per_px(nested) == 3.1 and real_frames.folder_um_per_px(nested, 2.0) == 2.0
-    for name in ("real_image_check", "real_frame_perturbations", "background_texture"):
+    for name in ("real_frame_perturbations", "background_texture"):
         module = load_benchmark(name)
         assert module.read_frames is real_frames.read_frames  # the shared pipeline, not a copy
+    assert load_benchmark("real_image_check").check_real.report.__module__ == "celegans_autofocus.commands.check_real"
     assert load_benchmark("sim_vs_real").folder_um_per_px is real_frames.folder_um_per_px
+
+
+def test_check_real_is_a_command(tmp_path: Path, capsys):
+    """celegans-autofocus check-real: the same table from the installed package; bad input is a clear error."""
+    from celegans_autofocus.cli import main as cli
+
+    config = optics.OpticsConfig()
+    scene = optics.make_scene(np.random.default_rng(4), config, 1)
+    window = crop_window(scene.worms[0].centroid_px, 700, (config.frame_height_px, config.frame_width_px))
+    frame = optics.StackRenderer(scene, config, None, window, seed=1, max_offset_steps=2).frame(0.0)
+    (tmp_path / "mine").mkdir()
+    cv2.imwrite(str(tmp_path / "mine" / "a.png"), frame)
+    assert cli(["check-real", str(tmp_path), "--fov", "500", "--um-per-px", str(config.um_per_px)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| mine ")]
+    cells = [c.strip() for c in rows[0].split("|")[1:-1]]
+    assert len(rows) == 1 and cells[:4] == ["mine", "1", "1", "500"] and abs(float(cells[4])) < 400
+    assert cli(["check-real", str(tmp_path / "missing")]) == 2
+    assert "no images under" in capsys.readouterr().err
+    assert cli(["check-real", str(tmp_path), "--model", str(tmp_path / "none.onnx")]) == 1
+    assert "none.onnx: model file not found" in capsys.readouterr().err
