@@ -46,6 +46,11 @@ RESUMABLE = ("epochs", "device", "workers", "max_val_samples", "real_frames", "r
 STEP_SCHEDULE_ONLY = ("lr_gamma", "lr_step_epochs")
 
 
+def head_outputs(sigma: bool) -> int:
+    """Return the model's raw outputs: 2 with the Gaussian NLL head (mean, log-variance), else 1."""
+    return 2 if sigma else 1
+
+
 class ConfigError(ValueError):
     """A training setting that cannot be used."""
 
@@ -122,7 +127,7 @@ class TrainConfig:
 
     @property
     def outputs(self) -> int:
-        return 2 if self.uncertainty else 1
+        return head_outputs(self.uncertainty)
 
     def to_dict(self) -> dict:
         return asdict(self)

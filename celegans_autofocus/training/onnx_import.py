@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..core.predictor import METADATA_KEY, parse_metadata
+from .config import head_outputs
 from .models import CUSTOM_ARCHS, create_model
 
 
@@ -62,7 +63,7 @@ def read_metadata(path: Path) -> dict:
 
 def export_outputs(meta: dict) -> int:
     """Return the raw outputs of an export with metadata ``meta``: 2 with the Gaussian NLL head (mean, log-variance)."""
-    return 2 if meta.get("sigma_output") else 1
+    return head_outputs(bool(meta.get("sigma_output")))
 
 
 def _conv_norm_pairs(model: torch.nn.Module) -> list[tuple[torch.nn.Conv2d, torch.nn.BatchNorm2d]]:

@@ -30,6 +30,7 @@ from ..core.images import PreprocessSpec
 from ..core.predictor import ModelError, is_onnx_model
 from ..core.sensor import STEP_UM
 from .checkpoint import FROZEN_NORMS, model_from_checkpoint
+from .config import head_outputs
 from .onnx_import import model_from_onnx
 
 
@@ -52,7 +53,7 @@ class Parent:
     @property
     def outputs(self) -> int:
         """Return the raw outputs: 2 with the Gaussian NLL head (mean, log-variance)."""
-        return 2 if self.sigma else 1
+        return head_outputs(self.sigma)
 
     @property
     def finetune_loss(self) -> str:
