@@ -341,14 +341,20 @@ class StepperControllerNode(ManagedNode):
         self._tick_timer = self.create_timer(1.0 / self.params.publish_rate_hz, self._tick)
 
     def _subscribe_hybrid(self) -> None:
-        """Subscribe to each frame's focus measure (paired with its offset by stamp), the target and its switches."""
+        """Subscribe to each frame's sigma and focus measure (paired with its offset by stamp), the target and switches.
+
+        The sigma subscription comes first: an executor takes ready subscriptions in the order they were created,
+        and the predictor publishes a frame's sigma before its measure, so a sigma and a measure waiting together
+        are taken in that order and the frame is decided with its sigma, however loaded the machine is (decided on
+        the measure first, the first frame of an episode went without its sigma under load: sim's determinism).
+        """
+        self._sigma_sub = self.create_subscription(PointStamped, "focus/offset_sigma", self._on_sigma,
+                                                   reliable_qos(depth=5))
         self._measure_sub = self.create_subscription(PointStamped, "focus/measure", self._on_measure,
                                                      reliable_qos(depth=5))
         self._target_sub = self.create_subscription(PointStamped, "worm/target", self._on_target, reliable_qos(depth=5))
         self._switch_sub = self.create_subscription(PointStamped, "worm/target_switch", self._on_switch,
                                                     reliable_qos(depth=10))
-        self._sigma_sub = self.create_subscription(PointStamped, "focus/offset_sigma", self._on_sigma,
-                                                   reliable_qos(depth=5))
 
     def _unsubscribe_hybrid(self) -> None:
         for sub in (self._measure_sub, self._target_sub, self._switch_sub, self._sigma_sub):
