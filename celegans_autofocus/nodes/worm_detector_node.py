@@ -169,7 +169,8 @@ class WormDetectorNode(Node):
             return
         found = self.cropper(gray)
         window = found.window_px
-        self.crop_pub.publish(array_to_image(crop_image(image, window), msg.encoding, header=msg.header))
+        # the target and a switch first: the crop starts the predictor, whose offset for this frame must not reach
+        # the controller before them (on a loaded machine this thread can stall between two publishes)
         target = PointStamped(header=msg.header)
         target.point.x, target.point.y = (float(v) for v in found.center_px)
         target.point.z = float(found.state.lost_frames)
@@ -179,6 +180,7 @@ class WormDetectorNode(Node):
             switch.point.x, switch.point.y = target.point.x, target.point.y
             switch.point.z = float(found.state.switches)
             self.switch_pub.publish(switch)
+        self.crop_pub.publish(array_to_image(crop_image(image, window), msg.encoding, header=msg.header))
         if self.params.debug_width_px:
             self.debug_pub.publish(self._debug_image(gray, found.detections, found.state, window, msg))
         self.frames_processed += 1
