@@ -27,8 +27,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..core.metrics import SIGN_THRESHOLD_STEPS
+
 HELP = "a model's answers on folders of sharp real worm frames (near 0 is right)"
-NEAR_STEPS = 20.0
+NEAR_STEPS = SIGN_THRESHOLD_STEPS  # "near focus": the metrics' own +-20 steps
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
