@@ -30,6 +30,7 @@ HELP = "train a CNN that predicts the signed steps to focus from one image (need
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..core.images import NORMALIZE
     from ..core.optics import LOOKS
     from ..training.config import LOSSES, TrainConfig  # torch-free
 
@@ -96,6 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="start from this checkpoint's or export's weights (same --arch and loss head), not from "
                             "scratch; exports of plain7 and resnet18_half only, whose folded BatchNorms stay frozen")
     model.add_argument("--input-px", type=int, default=d.input_px, help="square model input side (paper: 500)")
+    model.add_argument("--normalize", choices=NORMALIZE, default=d.normalize,
+                       help="input normalisation: zscore (the image's std) or contrast (its mean: keeps how dark)")
     model.add_argument("--output-scale", type=float, default=d.output_scale,
                        help="steps per unit of raw output (the net learns offset / scale)")
     opt = parser.add_argument_group("optimisation (paper defaults)")

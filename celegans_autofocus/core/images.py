@@ -117,13 +117,22 @@ def check_image(image: np.ndarray) -> None:
         raise ImageError("image contains non-finite values (NaN or Inf)")
 
 
+#: ``PreprocessSpec.normalize`` choices (see there).
+NORMALIZE = ("zscore", "contrast")
+#: ``contrast`` inputs times this: a crop's contrast (std / mean) is 0.1-0.2 on the simulator's look at 500-1000 px,
+#: so inputs stay near unit scale, as z-scored ones are.
+CONTRAST_GAIN = 5.0
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     """How a frame becomes model input. Stored in every exported model's metadata.
 
     ``input_px``: square model input side; the frame (or crop) is resized to it with
-    INTER_AREA regardless of aspect ratio. ``normalize``: ``zscore`` subtracts the image's
-    own mean and divides by its standard deviation, so exposure and bit depth do not matter.
+    INTER_AREA regardless of aspect ratio. ``normalize`` (:data:`NORMALIZE`): ``zscore`` subtracts
+    the image's own mean and divides by its standard deviation; ``contrast`` divides the difference
+    by the mean instead (times :data:`CONTRAST_GAIN`), so how dark a worm is against the light it
+    blocks survives. Either way exposure and bit depth do not matter.
     """
 
     input_px: int = 500
@@ -141,16 +150,16 @@ class PreprocessSpec:
         if unknown:
             raise ValueError(f"unknown preprocessing fields {sorted(unknown)}")
         spec = cls(**data)
-        if spec.resize != "INTER_AREA" or spec.normalize != "zscore" or spec.gray_rule != "bt601":
+        if spec.resize != "INTER_AREA" or spec.normalize not in NORMALIZE or spec.gray_rule != "bt601":
             raise ValueError(f"unsupported preprocessing {spec}; this version implements "
-                             "INTER_AREA / zscore / bt601 only")
+                             f"INTER_AREA / {' or '.join(NORMALIZE)} / bt601 only")
         if spec.input_px < 8:
             raise ValueError(f"input_px must be >= 8, got {spec.input_px}")
         return spec
 
 
 def preprocess(gray: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> np.ndarray:
-    """Apply THE preprocessing: grayscale frame of any dtype -> float32 (input_px, input_px), z-scored.
+    """Apply THE preprocessing: grayscale frame of any dtype -> float32 (input_px, input_px), normalised.
 
     Pass colour images through :func:`to_gray` first.
     """
@@ -164,5 +173,5 @@ def preprocess(gray: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> np.
         img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
     img = img.astype(np.float32, copy=False)
     mean = float(img.mean())
-    std = float(img.std())
-    return ((img - mean) / (std + spec.eps)).astype(np.float32, copy=False)
+    scale = (mean / CONTRAST_GAIN) if spec.normalize == "contrast" else float(img.std())
+    return ((img - mean) / (scale + spec.eps)).astype(np.float32, copy=False)

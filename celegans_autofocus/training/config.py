@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from ..core.images import NORMALIZE, PreprocessSpec
 from ..core.optics import LOOKS
 from ..core.predictor import is_onnx_model
 
@@ -72,6 +73,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "step"
     input_px: int = 500
+    normalize: str = "zscore"  # core.images.NORMALIZE
     output_scale: float = 100.0
     rotation_deg: float = 45.0
     hflip: bool = True
@@ -129,6 +131,11 @@ class TrainConfig:
     def outputs(self) -> int:
         return head_outputs(self.uncertainty)
 
+    @property
+    def spec(self) -> PreprocessSpec:
+        """Return the preprocessing of this model's input (exported in its metadata)."""
+        return PreprocessSpec(input_px=self.input_px, normalize=self.normalize)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -156,6 +163,7 @@ class TrainConfig:
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
             (self.input_px >= 32, "input_px must be >= 32"),
+            (self.normalize in NORMALIZE, f"normalize must be one of {NORMALIZE}"),
             (self.output_scale > 0, "output_scale must be > 0"),
             (0 <= self.rotation_deg <= 180, "rotation_deg must be in [0, 180]"),
             (0 < self.val_fraction <= 1, "val_fraction must be in (0, 1]"),

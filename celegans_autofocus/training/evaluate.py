@@ -68,7 +68,7 @@ def load_model(path: Path | str, device: str = "cpu", threads: int = 0) -> Model
     net, state, cfg = model_from_checkpoint(path)
     torch_device = resolve_device(device)
     net.to(torch_device)
-    spec = PreprocessSpec(input_px=cfg.input_px)
+    spec = cfg.spec
 
     def predict(grays: Sequence[np.ndarray]) -> np.ndarray:
         images = np.stack([preprocess(g, spec) for g in grays]) if len(grays) else np.zeros((0, 1, 1))

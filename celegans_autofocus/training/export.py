@@ -31,7 +31,6 @@ import numpy as np
 import torch
 
 from ..core.atomic import atomic_path
-from ..core.images import PreprocessSpec
 from ..core.predictor import METADATA_KEY, SCHEMA_VERSION
 from ..core.sensor import STEP_UM
 from .checkpoint import model_from_checkpoint
@@ -60,7 +59,7 @@ def build_metadata(state: dict, cfg) -> dict:
     parent = {"parent_model": state["parent_model"]} if "parent_model" in state else {}
     return {
         "schema": SCHEMA_VERSION,
-        "preprocess": PreprocessSpec(input_px=cfg.input_px).to_dict(),
+        "preprocess": cfg.spec.to_dict(),
         "step_um": float(state.get("step_um", STEP_UM)),
         "arch": cfg.arch,
         "output": OUTPUT_NAME,

@@ -95,7 +95,7 @@ def finetune(dataset: Path | str, parent_path: Path | str, cfg: FinetuneConfig, 
     if (out / CHECKPOINT).exists():
         raise CheckpointError(f"{out / CHECKPOINT} exists (an earlier fine-tuning): choose a new --out")
     parent = load_parent(parent_path)
-    if parent.spec != PreprocessSpec(input_px=parent.spec.input_px):
+    if parent.spec != PreprocessSpec(input_px=parent.spec.input_px, normalize=parent.spec.normalize):
         raise DatasetError(f"{parent.path}: preprocessing {parent.spec.to_dict()} is not the one training "
                            "exports; cannot fine-tune it")
     train_samples, held_out, split = select_samples(dataset, parent, cfg)
@@ -112,7 +112,7 @@ def finetune(dataset: Path | str, parent_path: Path | str, cfg: FinetuneConfig, 
                             nll_beta=cfg.nll_beta if parent.finetune_loss == "gaussian_nll" else 0.0,
                             optimizer="adamw",
                             weight_decay=cfg.weight_decay, schedule="cosine", rot90=True, hflip=True, vflip=True,
-                            input_px=parent.spec.input_px,
+                            input_px=parent.spec.input_px, normalize=parent.spec.normalize,
                             output_scale=parent.output_scale, rotation_deg=0.0, val_fraction=cfg.val_fraction,
                             target=cfg.target, seed=cfg.seed, device="cpu")
     loader = train_loader(TrainSamples([ArrayImages(train_set)], train_cfg), train_cfg)

@@ -308,7 +308,7 @@ def _train(dataset: Path | None, cfg: TrainConfig, out: Path, last_path: Path, b
     frozen_norms = bool(state.get(FROZEN_NORMS, cfg.init_is_export)) if state is not None else False
     if cfg.init and state is None:
         frozen_norms = _init_weights(model, cfg)
-    spec = PreprocessSpec(input_px=cfg.input_px)
+    spec = cfg.spec
 
     if dataset is not None:
         samples = load_samples(dataset, cfg.target)

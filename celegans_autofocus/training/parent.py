@@ -80,7 +80,7 @@ def load_parent(path: Path | str) -> Parent:
                       str(meta.get("train_data_hash", "unknown")), bool(meta.get("sigma_output")),
                       str(meta.get("loss", "unknown")), frozen_norms=True)
     model, state, cfg = model_from_checkpoint(path)
-    return Parent(path, model, cfg.arch, PreprocessSpec(input_px=cfg.input_px), float(cfg.output_scale),
+    return Parent(path, model, cfg.arch, cfg.spec, float(cfg.output_scale),
                   float(state.get("step_um", STEP_UM)), state.get("input_view", "mixed"),
                   str(state.get("train_data_hash", "unknown")), cfg.uncertainty, cfg.loss,
                   frozen_norms=bool(state.get(FROZEN_NORMS, False)))

@@ -258,7 +258,9 @@ class SyntheticPool(_Views):
         return gen
 
     def _key(self) -> str:
-        text = json.dumps({**self.describe(), "input_px": self.spec.input_px, "render": RENDER_VERSION}, sort_keys=True)
+        text = json.dumps({**self.describe(), "input_px": self.spec.input_px, "render": RENDER_VERSION,
+                           **({"normalize": self.spec.normalize} if self.spec.normalize != "zscore" else {})},
+                          sort_keys=True)  # a z-scored pool's key as before normalize existed
         return hashlib.sha256(text.encode()).hexdigest()
 
     def save(self, path: Path) -> None:
