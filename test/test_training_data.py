@@ -142,6 +142,28 @@ def test_a_fresh_run_takes_a_pool_of_its_recipe_from_out(tmp_path, monkeypatch):
     assert not np.array_equal(np.load(tmp_path / "other_seed" / "pool.npz")["images"], first["images"])
 
 
+def test_a_contrast_run_renders_its_own_pool_and_exports_its_normalisation(tmp_path):
+    """--normalize contrast: a z-scored pool in --out is not taken, and the export names the normalisation."""
+    import shutil
+
+    from celegans_autofocus.core.predictor import FocusPredictor
+    from celegans_autofocus.training.config import ConfigError
+    from celegans_autofocus.training.export import export_checkpoint
+
+    cfg = TrainConfig(**{**SYNTH, "epochs": 1, "synthetic_refresh": 0.0})
+    train(None, cfg, tmp_path / "zscore")
+    (tmp_path / "contrast").mkdir()
+    shutil.copy(tmp_path / "zscore" / "pool.npz", tmp_path / "contrast" / "pool.npz")
+    run = train(None, TrainConfig(**{**cfg.to_dict(), "normalize": "contrast"}), tmp_path / "contrast")
+    zscored, contrast = (np.load(tmp_path / name / "pool.npz")["images"] for name in ("zscore", "contrast"))
+    assert zscored.shape == contrast.shape and not np.allclose(zscored, contrast, atol=0.1)
+    export_checkpoint(run["last"], tmp_path / "contrast.onnx")
+    exported = FocusPredictor(tmp_path / "contrast.onnx", providers=["CPUExecutionProvider"])
+    assert exported.spec == PreprocessSpec(input_px=32, normalize="contrast")
+    with pytest.raises(ConfigError, match="normalize must be one of"):
+        TrainConfig.from_dict({**SYNTH, "normalize": "minmax"})
+
+
 def test_samples_are_the_same_in_any_worker_and_order():
     """Sample i of epoch e is augmented from (seed, e, i): the loader's batches do not depend on workers."""
     cfg = TrainConfig(**{**SYNTH, "synthetic_train": 0})
@@ -357,10 +379,11 @@ def test_real_frames_are_checked_every_epoch_as_the_exported_model_reads_them(tm
     logged = [e["real_median_steps"] for e in run["history"]]
     assert len(logged) == 2 and all(set(m) == {"sharp"} for m in logged)
     export_checkpoint(run["last"], tmp_path / "last.onnx")
-    crops = worm_crops(tmp_path / "real", 300)
-    assert crops["blank"] == (1, []) and len(crops["sharp"][1]) == 3
+    crops = worm_crops(tmp_path / "real", [300, 200])
+    assert crops["blank"] == (1, {300: [], 200: []}) and [len(c) for c in crops["sharp"][1].values()] == [3, 3]
+    assert crops["sharp"][1][200][0].shape == (200, 200)
     exported = FocusPredictor(tmp_path / "last.onnx", providers=["CPUExecutionProvider"])
-    median = float(np.median([exported.predict(c) for c in crops["sharp"][1]]))
+    median = float(np.median([exported.predict(c) for c in crops["sharp"][1][300]]))
     assert abs(logged[-1]["sharp"] - median) < PARITY_TOL_STEPS
     (tmp_path / "none").mkdir()
     with pytest.raises(DatasetError, match="holds no images"):

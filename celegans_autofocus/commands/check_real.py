@@ -46,35 +46,29 @@ def report(root: Path, predictor, fovs: list[int], um_per_px: float | None = Non
     """Markdown lines: the header and one row per source and window (``predictor``: a FocusPredictor)."""
     import numpy as np
 
-    from ..core.detection import DetectorConfig, WormDetector
-    from ..core.real_frames import image_folders, read_frames, worm_crop
+    from ..core.real_frames import frame_crops
 
-    detector = WormDetector(DetectorConfig())
     sigma_col = predictor.has_sigma
     rows, n_frames = [], 0
-    for folder in image_folders(root):
-        name = str(folder.relative_to(root)) or "."
-        frames, hits, pred, sigma = 0, 0, {f: [] for f in fovs}, {f: [] for f in fovs}
-        for img in read_frames(folder, um_per_px):
+    for name, found_per_frame in frame_crops(root, fovs, um_per_px):
+        answers, frames, hits = {fov: [] for fov in fovs}, 0, 0
+        for found in found_per_frame:
             frames += 1
-            found = detector.detect(img)
-            if not found:
+            if found is None:
                 continue
             hits += 1
-            for fov in fovs:
-                offset, s = predictor.predict_with_sigma(worm_crop(img, found[0].centroid_px, fov))
-                pred[fov].append(offset)
-                sigma[fov].append(s)
+            for fov, crop in found.items():
+                answers[fov].append(predictor.predict_with_sigma(crop))
         n_frames += frames
         for fov in fovs:
-            p = np.array(pred[fov])
+            p, sigma = (np.array([a[k] for a in answers[fov]]) for k in (0, 1))
             if not len(p):
                 rows.append(f"| {name} | {frames} | {hits} | {fov} | - | - | - |" + (" - |" if sigma_col else ""))
                 continue
             rows.append(f"| {name} | {frames} | {hits} | {fov} | {np.median(p):+.1f} | "
                         f"{np.percentile(p, 10):+.1f}..{np.percentile(p, 90):+.1f} | "
                         f"{np.mean(np.abs(p) <= NEAR_STEPS):.2f} |"
-                        + (f" {np.median(sigma[fov]):.1f} |" if sigma_col else ""))
+                        + (f" {np.median(sigma):.1f} |" if sigma_col else ""))
     head = [f"model {predictor.name}; {n_frames} frames; right answer near 0 (|offset| <= {NEAR_STEPS:g} steps)", "",
             "| folder | frames | detector hits | fov px | median offset (steps) | p10..p90 | share within +-20 |"
             + (" median sigma (steps) |" if sigma_col else ""),

@@ -23,6 +23,7 @@ of ``fov_px`` around the largest one is what the model reads, as ``worm_detector
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -97,20 +98,36 @@ def worm_crop(img: np.ndarray, centre_px: tuple[float, float], fov_px: int) -> n
     return crop_image(img, crop_window(centre_px, fov_px, img.shape))
 
 
-def worm_crops(root: Path, fov_px: int, um_per_px: float | None = None) -> dict[str, tuple[int, list[np.ndarray]]]:
-    """Per source (a folder under ``root``, by its relative name): (frames read, crops around the largest worm).
+def worm_crops(root: Path, fovs_px: Sequence[int],
+               um_per_px: float | None = None) -> dict[str, tuple[int, dict[int, list[np.ndarray]]]]:
+    """Per source (a folder under ``root``, by its relative name): (frames read, {fov: crops around the largest worm}).
 
-    Frames where the detector finds no worm give no crop. An empty dict when ``root`` holds no images.
+    The worm is detected once per frame and cropped at every window of ``fovs_px``; frames where the detector finds
+    no worm give no crop. An empty dict when ``root`` holds no images.
+    """
+    out = {}
+    for name, frames in frame_crops(root, fovs_px, um_per_px):
+        crops, n = {int(fov): [] for fov in fovs_px}, 0
+        for found in frames:
+            n += 1
+            for fov, crop in (found or {}).items():
+                crops[fov].append(crop)
+        out[name] = (n, crops)
+    return out
+
+
+def frame_crops(root: Path, fovs_px: Sequence[int], um_per_px: float | None = None):
+    """Yield (source name, an iterator over its frames of {fov: crop around the largest worm}, or None: no worm).
+
+    One frame at a time (a large folder is never held in memory); the worm is detected once per frame.
     """
     root = Path(root)
     detector = WormDetector(DetectorConfig())
-    out = {}
-    for folder in image_folders(root):
-        frames, crops = 0, []
+
+    def crops(folder: Path):
         for img in read_frames(folder, um_per_px):
-            frames += 1
             found = detector.detect(img)
-            if found:
-                crops.append(worm_crop(img, found[0].centroid_px, fov_px))
-        out[str(folder.relative_to(root)) if folder != root else "."] = (frames, crops)
-    return out
+            yield {int(fov): worm_crop(img, found[0].centroid_px, fov) for fov in fovs_px} if found else None
+
+    for folder in image_folders(root):
+        yield (str(folder.relative_to(root)) if folder != root else "."), crops(folder)

@@ -215,7 +215,8 @@ def _real_set(cfg: TrainConfig, spec: PreprocessSpec) -> dict[str, np.ndarray]:
     """Per source of ``cfg.real_frames``, its detector crops preprocessed (sources without a worm left out)."""
     from ..core.real_frames import worm_crops
 
-    found = worm_crops(Path(cfg.real_frames), cfg.real_frames_fov_px)
+    fov = cfg.real_frames_fov_px
+    found = {name: (n, crops[fov]) for name, (n, crops) in worm_crops(Path(cfg.real_frames), [fov]).items()}
     _log("real frames: " + ", ".join(f"{name} {len(crops)} worms in {n} frames" for name, (n, crops) in found.items()))
     return {name: np.stack([preprocess(c, spec) for c in crops]) for name, (_, crops) in found.items() if crops}
 
