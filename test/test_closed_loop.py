@@ -27,6 +27,7 @@ import pytest
 from celegans_autofocus.core.closed_loop import (FOCUS_HOLD_FRAMES, CnnLoop, FocusDrift, MotorSim, OpticsFrames,
                                                  Scenario, SearchLoop, make_scenarios, run_episode, summarize_episode)
 from celegans_autofocus.core.metrics import SUMMARY_KEYS
+from celegans_autofocus.core.optics import OpticsConfig
 from celegans_autofocus.core.predictor import FocusPredictor
 from onnx_models import nan_model, pixel_model
 
@@ -163,13 +164,14 @@ def test_nan_model_never_moves_the_motor(tmp_path):
 
 def test_episodes_on_the_optics_are_deterministic_and_the_search_converges():
     sc = Scenario("start", seed=3, start_offset_steps=-120.0, duration_s=5.0)
-    runs = [run_episode(sc, SearchLoop(measure="brenner"), OpticsFrames(sc, 256, fov_px=256)) for _ in range(2)]
+    runs = [run_episode(sc, SearchLoop(measure="brenner"), OpticsFrames(sc, 256, fov_px=256, config=OpticsConfig()))
+            for _ in range(2)]
     assert runs[0].lens_z == runs[1].lens_z and runs[0].reasons == runs[1].reasons
     s = runs[0].summary()
     # a coarse sweep of +-200 steps comes first: the search needs many frames, then holds focus
     assert s["frames_to_focus"] is not None and 10 < s["frames_to_focus"] < 60
     assert abs(s["final_error_steps"]) <= 8 and s["steps_travelled"] >= 400
-    frames = OpticsFrames(sc, 64)  # the CNN's full-frame view keeps the frame's aspect
+    frames = OpticsFrames(sc, 64, config=OpticsConfig())  # the CNN's full-frame view keeps the frame's aspect
     assert frames.frame(0.0, 0).shape == (48, 64)
-    crop = OpticsFrames(sc, 64, fov_px=300)
+    crop = OpticsFrames(sc, 64, fov_px=300, config=OpticsConfig())
     assert crop.frame(0.0, 0).shape == (64, 64) and not np.array_equal(crop.frame(0.0, 0), crop.frame(0.0, 1))

@@ -24,10 +24,11 @@ import pytest
 from celegans_autofocus.core.closed_loop import HybridLoop, OpticsFrames, Scenario, run_episode
 from celegans_autofocus.core.fake_models import ConstantModel, OracleModel, RandomSignModel, TruthTap
 from celegans_autofocus.core.hybrid import HybridConfig
+from celegans_autofocus.core.optics import OpticsConfig
 
 
 def _run(scenario, make_model, config=None):
-    tap = TruthTap(OpticsFrames(scenario, 300, fov_px=300))
+    tap = TruthTap(OpticsFrames(scenario, 300, fov_px=300, config=OpticsConfig()))
     loop = HybridLoop(make_model(tap), config)
     return run_episode(scenario, loop, tap), loop
 
@@ -136,7 +137,7 @@ def test_a_model_that_always_reports_a_huge_sigma_falls_back_to_the_search_withi
 
 
 def test_stand_in_models_and_the_tap():
-    tap = TruthTap(OpticsFrames(Scenario("t", seed=1, start_offset_steps=0.0), 64))
+    tap = TruthTap(OpticsFrames(Scenario("t", seed=1, start_offset_steps=0.0), 64, config=OpticsConfig()))
     with pytest.raises(RuntimeError, match="no frame"):
         OracleModel(tap).predict(np.zeros((4, 4)))
     tap.frame(-37.0, 0)

@@ -298,15 +298,15 @@ class FrameSource(Protocol):
 class OpticsFrames:
     """Frames from the physical simulator's fast path (core.optics.StackRenderer), one scene per scenario.
 
-    The scene is seeded by the scenario. A frame is the full frame rendered ``render_px`` wide (aspect kept), or,
-    with ``fov_px``, a square crop of that side centred on the target worm (worm ``target_index % n_worms``)
-    rendered at ``min(render_px, fov_px)`` (``render_px >= fov_px`` = native resolution). The model's own
-    preprocessing then brings either to its input size.
+    The scene has ``config``'s look (callers name it, e.g. ``look_config(SIMULATOR_LOOK)``) and is seeded by the
+    scenario. A frame is the full frame rendered ``render_px`` wide (aspect kept), or, with ``fov_px``, a square crop
+    of that side centred on the target worm (worm ``target_index % n_worms``) rendered at ``min(render_px, fov_px)``
+    (``render_px >= fov_px`` = native resolution). The model's own preprocessing then brings either to its input size.
     """
 
-    def __init__(self, scenario: Scenario, render_px: int, fov_px: int | None = None,
-                 config: optics.OpticsConfig | None = None) -> None:
-        self.config = config if config is not None else optics.OpticsConfig()
+    def __init__(self, scenario: Scenario, render_px: int, fov_px: int | None = None, *,
+                 config: optics.OpticsConfig) -> None:
+        self.config = config
         self.scene = optics.make_scene(np.random.default_rng(scenario.seed), self.config, scenario.n_worms)
         self.render_px = int(render_px)
         self.fov_px = fov_px
