@@ -46,17 +46,18 @@ KS = np.linspace(0.0, 3.0, 61)
 OFFSET_EDGES_STEPS = (-200, -150, -100, -50, -SIGN_THRESHOLD_STEPS, SIGN_THRESHOLD_STEPS, 50, 100, 150, 200)
 
 
-def held_out(input_px: int, views: int, seed: int, fovs: list[int], range_steps: float, look: str = "default"):
-    """(preprocessed images, true offsets, fov per image) of the held-out renders."""
+def held_out(spec: PreprocessSpec, views: int, seed: int, fovs: list[int], range_steps: float, look: str = "default"):
+    """(images preprocessed by ``spec``, true offsets, fov per image) of the held-out renders."""
     from celegans_autofocus.training.config import TrainConfig
     from celegans_autofocus.training.synthetic import SyntheticValidation
 
-    cfg = TrainConfig(input_px=input_px, crops=True, synthetic_crop_fraction=1.0,
+    input_px = spec.input_px
+    cfg = TrainConfig(input_px=input_px, normalize=spec.normalize, crops=True, synthetic_crop_fraction=1.0,
                       synthetic_offsets_per_view=OFFSETS_PER_VIEW,
                       synthetic_oversample=RENDER_PX / input_px, synthetic_crop_jitter=0.08,
                       synthetic_val=views * OFFSETS_PER_VIEW, synthetic_val_seed=seed, synthetic_val_fov_px=fovs,
                       synthetic_val_range_steps=range_steps, synthetic_look=look)
-    val = SyntheticValidation(cfg, PreprocessSpec(input_px=input_px))
+    val = SyntheticValidation(cfg, spec)
     return val.images.astype(np.float32), val.offsets_steps, val.fov_px
 
 
@@ -142,11 +143,10 @@ def main() -> None:
     print("| model | fov | n | MAE | sign acc. (\\|true\\| > 20) | mean error (\\|true\\| <= 20) | within 1 sigma "
           "| within 2 sigma | median sigma | Spearman(\\|err\\|, sigma) |\n|---|---|---|---|---|---|---|---|---|---|")
     for p in predictors:
-        px = p.spec.input_px
-        if px not in data:
-            data[px] = held_out(px, args.views, args.seed, args.fov_px, args.range_steps, args.look)
-        images, true, fov = data[px]
-        offsets, sigmas = p.predict_batch_with_sigma(list(images))
+        if p.spec not in data:
+            data[p.spec] = held_out(p.spec, args.views, args.seed, args.fov_px, args.range_steps, args.look)
+        images, true, fov = data[p.spec]
+        offsets, sigmas = p.predict_inputs(images)
         err = offsets - true
         results[p.name] = {"err": err, "sigma": sigmas, "true": true}
         for label, sel in [(str(f), fov == f) for f in args.fov_px] + [("all", np.ones(len(err), bool))]:
@@ -157,9 +157,9 @@ def main() -> None:
             print(f"| {p.name} | {label} | {r['n']} | " + " | ".join(cells) + " |")
     if args.dihedral:
         for p in predictors:
-            images, true, _ = data[p.spec.input_px]
+            images, true, _ = data[p.spec]
             views = [np.rot90(images, k, axes=(1, 2))[:, :, ::flip] for k in range(4) for flip in (1, -1)]
-            mean = np.mean([p.predict_batch_with_sigma(list(v))[0] for v in views], axis=0)
+            mean = np.mean([p.predict_inputs(np.ascontiguousarray(v))[0] for v in views], axis=0)
             print(f"\n{p.name}: mean over the 8 quarter turns and flips: MAE {np.abs(mean - true).mean():.1f} "
                   f"(one view: {np.abs(results[p.name]['err']).mean():.1f})")
     if args.by_offset:

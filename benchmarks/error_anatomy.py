@@ -45,8 +45,8 @@ def main() -> None:
     parser.add_argument("--png", type=Path, default=Path("benchmarks/error_anatomy.png"))
     args = parser.parse_args()
     predictor = FocusPredictor(args.model, providers=["CPUExecutionProvider"], intra_op_threads=1)
-    images, true, _ = held_out(predictor.spec.input_px, args.views, args.seed, [args.fov_px], 200.0, args.look)
-    offsets, sigmas = predictor.predict_batch_with_sigma(list(images))
+    images, true, _ = held_out(predictor.spec, args.views, args.seed, [args.fov_px], 200.0, args.look)
+    offsets, sigmas = predictor.predict_inputs(images)
     print(f"{predictor.name}, {args.look}, fov {args.fov_px} px: MAE {np.abs(offsets - true).mean():.1f} steps\n")
     print("| model | true offset (steps) | n | MAE | mean error | wrong sign (\\|true\\| > 20) | share of the summed "
           "\\|error\\| | median sigma |\n|---|---|---|---|---|---|---|---|")

@@ -85,11 +85,12 @@ def input_px(model: Path) -> int:
 
 
 def predict(model: Path, images: np.ndarray) -> np.ndarray:
-    """Offsets in steps predicted by the ONNX ``model`` (one ORT thread) for preprocessed ``images``."""
+    """Offsets in steps predicted by the ONNX ``model`` (one ORT thread) for ``images`` preprocessed as ``held_out``."""
     predictor = _predictor(Path(model))
-    if predictor.spec.input_px != images.shape[-1]:
-        raise ValueError(f"{model}: input {predictor.spec.input_px} px, the held-out images are {images.shape[-1]}")
-    return np.concatenate([predictor.predict_batch(list(images[i:i + 64])) for i in range(0, len(images), 64)])
+    if predictor.spec != PreprocessSpec(input_px=images.shape[-1]):
+        raise ValueError(f"{model}: preprocessing {predictor.spec.to_dict()}; the held-out images are z-scored at "
+                         f"{images.shape[-1]} px")
+    return np.concatenate([predictor.predict_inputs(images[i:i + 64])[0] for i in range(0, len(images), 64)])
 
 
 def summary(pred_steps: np.ndarray, true_steps: np.ndarray) -> dict:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from celegans_autofocus.core.images import (
-    ENCODINGS, ImageError, PreprocessSpec, array_to_gray, decode, encode, preprocess, to_gray,
+    CONTRAST_GAIN, ENCODINGS, NORMALIZE, ImageError, PreprocessSpec, array_to_gray, decode, encode, preprocess, to_gray,
 )
 
 
@@ -83,6 +83,27 @@ def test_preprocess_is_invariant_to_bit_depth_and_gain():
     np.testing.assert_allclose(preprocess(frame16, spec), preprocess(frame16.astype(np.float32), spec), atol=1e-3)
 
 
+@pytest.mark.parametrize("normalize", NORMALIZE)
+def test_every_normalisation_is_invariant_to_bit_depth_and_gain(normalize):
+    frame8 = np.random.default_rng(3).integers(10, 200, size=(120, 160), dtype=np.uint8)
+    spec = PreprocessSpec(input_px=32, normalize=normalize)
+    frame = frame8.astype(np.float32)  # (a uint8 frame is resized before it is a float: +-0.5 LSB, tested above)
+    np.testing.assert_allclose(preprocess(frame, spec), preprocess(frame * 3.0, spec), atol=1e-4)
+
+
+def test_contrast_keeps_how_dark_a_worm_is_where_zscore_does_not():
+    light = np.full((64, 64), 200.0, np.float32)
+    pale, dark = light.copy(), light.copy()
+    pale[24:40, 24:40], dark[24:40, 24:40] = 150.0, 50.0  # the same worm, blocking a quarter / three quarters
+    zscore, contrast = PreprocessSpec(input_px=64), PreprocessSpec(input_px=64, normalize="contrast")
+    np.testing.assert_allclose(preprocess(pale, zscore), preprocess(dark, zscore), atol=1e-4)  # alike once z-scored
+    worm = (slice(24, 40), slice(24, 40))
+    assert preprocess(dark, contrast)[worm].mean() < 2.5 * preprocess(pale, contrast)[worm].mean() < 0
+    # contrast = (I - mean) / mean * CONTRAST_GAIN: the pale worm's pixel by hand
+    mean = (200.0 * (64 * 64 - 256) + 150.0 * 256) / (64 * 64)
+    assert preprocess(pale, contrast)[30, 30] == pytest.approx((150.0 - mean) / mean * CONTRAST_GAIN, rel=1e-4)
+
+
 def test_preprocess_area_resize_averages_blocks():
     frame = np.zeros((4, 4), np.float32)
     frame[:2, :2] = 4.0  # one 2x2 block bright -> one bright pixel of four after INTER_AREA
@@ -97,8 +118,8 @@ def test_preprocess_rejects_bad_images(bad):
 
 
 def test_spec_round_trip_and_validation():
-    spec = PreprocessSpec(input_px=256)
-    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    for spec in (PreprocessSpec(input_px=256), PreprocessSpec(input_px=256, normalize="contrast")):
+        assert PreprocessSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(ValueError, match="unknown"):
         PreprocessSpec.from_dict({"input_px": 256, "colour": "x"})
     with pytest.raises(ValueError, match="unsupported"):

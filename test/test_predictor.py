@@ -67,6 +67,22 @@ def test_batch_equals_single(tmp_path, frame, dynamic):
     assert p.predict_batch([]).shape == (0,)
 
 
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_a_contrast_model_reads_frames_through_its_own_normalisation(tmp_path, frame, dynamic):
+    """The metadata's normalize decides the input; predict_inputs takes inputs already preprocessed by it."""
+    spec = PreprocessSpec(input_px=32, normalize="contrast")
+    meta = make_metadata(preprocess=spec.to_dict())
+    p = FocusPredictor(pixel_model(tmp_path / "m.onnx", a=10.0, row=2, col=5, dynamic_batch=dynamic, metadata=meta))
+    x = preprocess(frame, spec)
+    assert p.spec == spec and p.predict(frame) == pytest.approx(10.0 * x[2, 5], rel=1e-5)
+    assert x[2, 5] != pytest.approx(preprocess(frame, PreprocessSpec(input_px=32))[2, 5], abs=1e-3)
+    frames = [frame, frame[::-1]]
+    inputs = np.stack([preprocess(f, spec) for f in frames])
+    np.testing.assert_allclose(p.predict_inputs(inputs)[0], p.predict_batch(frames), rtol=1e-6)
+    with pytest.raises(ImageError, match=r"model inputs must be \(N, 32, 32\)"):
+        p.predict_inputs(inputs[:, :16])
+
+
 def test_full_frame_and_bad_frames(tmp_path):
     p = FocusPredictor(constant_model(tmp_path / "c.onnx", 42.0))
     full = np.random.default_rng(0).integers(0, 256, (1944, 2592), dtype=np.uint8)

@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .images import PreprocessSpec, preprocess
+from .images import ImageError, PreprocessSpec, preprocess
 from .package_files import package_file
 
 METADATA_KEY = "celegans_autofocus"
@@ -247,7 +247,18 @@ class FocusPredictor:
         """(offsets, sigmas or None) in steps for each frame, float64 (N,)."""
         if len(grays) == 0:
             return np.zeros(0), (np.zeros(0) if self.has_sigma else None)
-        batch = np.stack([self.preprocess(g) for g in grays])
+        return self.predict_inputs(np.stack([self.preprocess(g)[0] for g in grays]))
+
+    def predict_inputs(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(offsets, sigmas or None) in steps for model inputs already preprocessed by ``spec``, (N, px, px).
+
+        For inputs rendered once and read by several models of one ``spec`` (benchmarks' held-out sets); a frame
+        goes through :meth:`predict_batch_with_sigma`.
+        """
+        side = self.spec.input_px
+        if inputs.ndim != 3 or inputs.shape[1:] != (side, side):
+            raise ImageError(f"model inputs must be (N, {side}, {side}), got {inputs.shape}")
+        batch = inputs.astype(np.float32, copy=False)[:, None]
         if self._batch_is_dynamic:
             return self._run(batch)
         runs = [self._run(batch[i:i + 1]) for i in range(len(batch))]
