@@ -46,7 +46,7 @@ OFFSETS_STEPS = (25, 75, 125, 175)
 
 
 def parts(scene: optics.Scene) -> dict[str, optics.Scene]:
-    """The scene, its worms alone and its background alone."""
+    """Return the scene, its worms alone and its background alone."""
     def blank(t: optics.Texture) -> optics.Texture:
         return optics.Texture(np.zeros_like(t.values), t.origin_px, t.cell_px)
 
