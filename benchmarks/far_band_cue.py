@@ -15,7 +15,7 @@
 """Where the sign of a far defocus lives in the simulator's renders, and whether the model's input keeps it.
 
     PYTHONPATH=. .venv/bin/python benchmarks/far_band_cue.py [--look real_adult_mottled] [--fov-px 500] \
-        [--scenes 40] [--png benchmarks/far_band_cue.png]
+        [--scenes 40] [--png benchmarks/far_band_cue.png] [--real /work/realworms/frames]
 
 Scenes drawn as the held-out renders are (``core.optics.make_scene``, seed 2024 + scene; a 128 px render of a
 ``fov-px`` crop around a worm, as training renders them). Three readings:
@@ -27,7 +27,10 @@ Scenes drawn as the held-out renders are (``core.optics.make_scene``, seed 2024 
    at 96 px, over either the median light (``contrast``) or the frame's standard deviation (``zscore``, what the
    model sees under per-image z-scoring). Its AUC between the +d and -d frames over the scenes: 0.5 = no cue, 0 or 1
    a cue that alone tells the sign in every scene.
-3. A picture: the worm alone at +-d, and its difference.
+3. With ``--real DIR`` (sharp real frames, ``core.real_frames``): the same darkness over the median light on the
+   detector's ``fov-px`` crop of each source, against the simulated scenes' at each offset. How far real worms'
+   darkness spreads in focus, against how far it moves across the far band, says whether the cue would transfer.
+4. A picture: the worm alone at +-d, and its difference.
 """
 from __future__ import annotations
 
@@ -75,16 +78,20 @@ def main() -> None:
     parser.add_argument("--fov-px", type=int, default=500)
     parser.add_argument("--scenes", type=int, default=40)
     parser.add_argument("--png", type=Path, default=Path("benchmarks/far_band_cue.png"))
+    parser.add_argument("--real", type=Path, help="folder of sharp real worm frames (core.real_frames)")
     args = parser.parse_args()
     config = optics.look_config(args.look)
     shape = (int(config.frame_height_px), int(config.frame_width_px))
     diff = {name: [] for name in ("scene", "worm alone", "background alone")}
     cue = {d: {"contrast": ([], []), "zscore": ([], [])} for d in OFFSETS_STEPS}
+    in_focus = []
     pictures = []
     for s in range(args.scenes):
         rng = np.random.default_rng([2024, s])
         scene = optics.make_scene(rng, config, int(rng.integers(1, 4)))
         window = crop_window(scene.worms[0].centroid_px, args.fov_px, shape)
+        in_focus.append(core_darkness(optics.StackRenderer(scene, config, (RENDER_PX, RENDER_PX), window_px=window,
+                                                           seed=s, max_offset_steps=1).frame(0.0))[0])
         for name, part in parts(scene).items():
             r = optics.StackRenderer(part, config, (RENDER_PX, RENDER_PX), window_px=window, seed=s,
                                      max_offset_steps=max(OFFSETS_STEPS) + 10)
@@ -111,6 +118,20 @@ def main() -> None:
     for norm in ("contrast", "zscore"):
         print(f"| over the {'median light (contrast)' if norm == 'contrast' else 'std (zscore)'} | "
               + " | ".join(f"{auc(*cue[d][norm]):.2f}" for d in OFFSETS_STEPS) + " |")
+
+    if args.real is not None:
+        from celegans_autofocus.core.real_frames import worm_crops
+
+        print(f"\n| the worm's core darkness over the median light, {args.fov_px} px crops | n | median | min..max |"
+              "\n|---|---|---|---|")
+        rows = [("simulated, in focus", in_focus)]
+        rows += [(f"simulated, {sign}{d}", cue[d]["contrast"][k]) for d in OFFSETS_STEPS[1:]
+                 for k, sign in enumerate("+-")]
+        rows += [(f"real: {name}", [core_darkness(c)[0] for c in crops[args.fov_px]])
+                 for name, (_, crops) in worm_crops(args.real, [args.fov_px]).items()]
+        for name, values in rows:
+            if values:
+                print(f"| {name} | {len(values)} | {np.median(values):.2f} | {min(values):.2f}..{max(values):.2f} |")
 
     import matplotlib
 
