@@ -17,8 +17,9 @@
     PYTHONPATH=. .venv/bin/python benchmarks/far_band_cue.py [--look real_adult_mottled] [--fov-px 500] \
         [--scenes 40] [--png benchmarks/far_band_cue.png] [--real /work/realworms/frames]
 
-Scenes drawn as the held-out renders are (``core.optics.make_scene``, seed 2024 + scene; a 128 px render of a
-``fov-px`` crop around a worm, as training renders them). Three readings:
+Scenes of the look (``core.optics.make_scene`` seeded by (2024, scene), 1-3 worms; not the held-out scenes of
+``calibration.py``), each a 128 px render of the ``fov-px`` crop centred on its first worm, as training renders
+crops. Four readings:
 
 1. **Which part differs between +d and -d**: noise-free intensity of the scene, of its worm alone (background,
    particles and scratches removed) and of its background alone (no worm); the rms of I(+d) - I(-d) over the

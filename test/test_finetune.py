@@ -164,6 +164,30 @@ def test_a_checkpoint_is_a_parent_too(dataset, tmp_path):
         finetune(dataset, default_model_path(), cfg, tmp_path / "first")
 
 
+def test_a_contrast_parent_is_fine_tuned_and_exported_on_contrast_inputs(dataset, tmp_path):
+    """The parent's input normalisation is the fine-tuned model's: its checkpoint and export say contrast."""
+    import json
+
+    import onnx
+
+    from celegans_autofocus.core.predictor import METADATA_KEY
+    from celegans_autofocus.training.checkpoint import model_from_checkpoint
+    from celegans_autofocus.training.export import export_checkpoint
+
+    parent = onnx.load(default_model_path())
+    entry = next(p for p in parent.metadata_props if p.key == METADATA_KEY)
+    meta = json.loads(entry.value)
+    meta["preprocess"] = PreprocessSpec(input_px=meta["preprocess"]["input_px"], normalize="contrast").to_dict()
+    entry.value = json.dumps(meta)
+    onnx.save(parent, tmp_path / "contrast.onnx")
+    out = finetune(dataset, tmp_path / "contrast.onnx", FinetuneConfig(epochs=1, batch_size=8, val_fraction=0.5),
+                   tmp_path / "ft")
+    spec = PreprocessSpec(input_px=meta["preprocess"]["input_px"], normalize="contrast")
+    assert model_from_checkpoint(out["checkpoint"])[2].spec == spec
+    export_checkpoint(out["checkpoint"], tmp_path / "ft.onnx")
+    assert FocusPredictor(tmp_path / "ft.onnx", providers=["CPUExecutionProvider"]).spec == spec
+
+
 @pytest.mark.parametrize("arch", ["plain7", "resnet18_half"])
 def test_onnx_import_of_a_model_with_sigma_gives_both_outputs(tmp_path, arch):
     """An NLL model (offset and offset_sigma outputs) comes back as its torch model with its two raw outputs."""

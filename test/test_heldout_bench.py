@@ -57,3 +57,17 @@ def test_crop_sizes_are_paired_and_renders_are_cached(tmp_path):
     assert np.array_equal(again[0], small[0]) and np.array_equal(again[1], small[1])
     names = [f"heldout_32_7_1_{f}_r{RENDER_VERSION}.npz" for f in (0, 1000, 500)]
     assert sorted(p.name for p in tmp_path.iterdir()) == names
+
+
+def test_predict_reads_held_out_inputs_as_they_are_and_refuses_another_normalisation(tmp_path):
+    """The held-out images are z-scored once: a z-scored model reads them as they are, a contrast model is refused."""
+    from celegans_autofocus.core.images import PreprocessSpec
+    from onnx_models import make_metadata, pixel_model
+
+    heldout = _load()
+    images = np.random.default_rng(0).standard_normal((3, 32, 32)).astype(np.float32)
+    zscored = pixel_model(tmp_path / "z.onnx", a=2.0, row=1, col=2)
+    np.testing.assert_allclose(heldout.predict(zscored, images), 2.0 * images[:, 1, 2], rtol=1e-5)
+    contrast = make_metadata(preprocess=PreprocessSpec(input_px=32, normalize="contrast").to_dict())
+    with pytest.raises(ValueError, match="held-out images are z-scored"):
+        heldout.predict(pixel_model(tmp_path / "c.onnx", metadata=contrast), images)

@@ -13,6 +13,8 @@
 # limitations under the License.
 
 """Encodings, grayscale rule and the one preprocessing function."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -84,7 +86,7 @@ def test_preprocess_is_invariant_to_bit_depth_and_gain():
 
 
 @pytest.mark.parametrize("normalize", NORMALIZE)
-def test_every_normalisation_is_invariant_to_bit_depth_and_gain(normalize):
+def test_every_normalisation_is_invariant_to_gain(normalize):
     frame8 = np.random.default_rng(3).integers(10, 200, size=(120, 160), dtype=np.uint8)
     spec = PreprocessSpec(input_px=32, normalize=normalize)
     frame = frame8.astype(np.float32)  # (a uint8 frame is resized before it is a float: +-0.5 LSB, tested above)
@@ -120,6 +122,17 @@ def test_preprocess_rejects_bad_images(bad):
 def test_spec_round_trip_and_validation():
     for spec in (PreprocessSpec(input_px=256), PreprocessSpec(input_px=256, normalize="contrast")):
         assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    # the gain is metadata of contrast models only: z-scored metadata is what it was before contrast existed
+    assert "contrast_gain" not in PreprocessSpec(input_px=256).to_dict()
+    assert PreprocessSpec(input_px=256, normalize="contrast").to_dict()["contrast_gain"] == CONTRAST_GAIN
+    halved = PreprocessSpec.from_dict({"input_px": 8, "normalize": "contrast", "contrast_gain": CONTRAST_GAIN / 2})
+    frame = np.arange(64, dtype=np.float32).reshape(8, 8) + 10
+    full = replace(halved, contrast_gain=CONTRAST_GAIN)
+    np.testing.assert_allclose(preprocess(frame, halved), preprocess(frame, full) / 2, rtol=1e-5)
+    with pytest.raises(ValueError, match="contrast_gain must be > 0"):
+        PreprocessSpec.from_dict({"input_px": 256, "normalize": "contrast", "contrast_gain": 0})
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        preprocess(frame, PreprocessSpec(input_px=8, normalize="minmax"))  # built without from_dict's check
     with pytest.raises(ValueError, match="unknown"):
         PreprocessSpec.from_dict({"input_px": 256, "colour": "x"})
     with pytest.raises(ValueError, match="unsupported"):

@@ -31,7 +31,6 @@ import pytest
 import yaml
 
 from celegans_autofocus.cli import main
-from celegans_autofocus.core.images import PreprocessSpec
 from celegans_autofocus.core.metrics import SUMMARY_KEYS
 from celegans_autofocus.core.dataset.synthetic import write_synthetic_dataset
 from celegans_autofocus.core.predictor import FocusPredictor, ModelError
@@ -94,7 +93,7 @@ def test_dataset_has_both_kinds_and_truth(dataset):
 def test_loss_falls(dataset):
     """The training step overfits 8 images: the epoch loss drops well below its start."""
     cfg = TrainConfig(**TINY, epochs=10, rotation_deg=0.0, hflip=False, vflip=False)
-    images = cache_images(load_samples(dataset)[::8][:8], PreprocessSpec(input_px=cfg.input_px), "cache")
+    images = cache_images(load_samples(dataset)[::8][:8], cfg.spec, "cache")
     torch.manual_seed(0)
     model = create_model(ARCH)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)

@@ -91,7 +91,7 @@ def test_resume_with_workers_repeats_the_uninterrupted_run(tmp_path, monkeypatch
 def test_pool_refresh_is_a_function_of_seed_and_epoch(tmp_path):
     """Generations follow (seed, epoch) only; re-rendering a view gives the same pixels; validation differs."""
     cfg = TrainConfig(**SYNTH)
-    spec = PreprocessSpec(input_px=cfg.input_px)
+    spec = cfg.spec
     a, b = SyntheticPool(cfg, spec), SyntheticPool(cfg, spec)
     a.update(0)
     a.update(1)

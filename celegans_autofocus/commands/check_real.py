@@ -61,7 +61,8 @@ def report(root: Path, predictor, fovs: list[int], um_per_px: float | None = Non
                 answers[fov].append(predictor.predict_with_sigma(crop))
         n_frames += frames
         for fov in fovs:
-            p, sigma = (np.array([a[k] for a in answers[fov]]) for k in (0, 1))
+            p = np.array([offset for offset, _ in answers[fov]])
+            sigma = [s for _, s in answers[fov]]
             if not len(p):
                 rows.append(f"| {name} | {frames} | {hits} | {fov} | - | - | - |" + (" - |" if sigma_col else ""))
                 continue

@@ -119,8 +119,8 @@ def check_image(image: np.ndarray) -> None:
 
 #: ``PreprocessSpec.normalize`` choices (see there).
 NORMALIZE = ("zscore", "contrast")
-#: ``contrast`` inputs times this: a crop's contrast (std / mean) is 0.1-0.2 on the simulator's look at 500-1000 px,
-#: so inputs stay near unit scale, as z-scored ones are.
+#: ``contrast`` inputs times this by default (``PreprocessSpec.contrast_gain``): a crop's contrast (std / mean) is
+#: 0.1-0.2 on the simulator's look at 500-1000 px, so inputs stay near unit scale, as z-scored ones are.
 CONTRAST_GAIN = 5.0
 
 
@@ -130,9 +130,10 @@ class PreprocessSpec:
 
     ``input_px``: square model input side; the frame (or crop) is resized to it with
     INTER_AREA regardless of aspect ratio. ``normalize`` (:data:`NORMALIZE`): ``zscore`` subtracts
-    the image's own mean and divides by its standard deviation; ``contrast`` divides the difference
-    by the mean instead (times :data:`CONTRAST_GAIN`), so how dark a worm is against the light it
-    blocks survives. Either way exposure and bit depth do not matter.
+    the image's own mean and divides by its standard deviation, so exposure, offset and bit depth do
+    not matter; ``contrast`` divides the difference by the mean instead (times ``contrast_gain``,
+    stored only for it), so how dark a worm is against the light it blocks survives: gain and bit
+    depth do not matter, a camera's black level (an offset) does.
     """
 
     input_px: int = 500
@@ -140,9 +141,14 @@ class PreprocessSpec:
     normalize: str = "zscore"
     gray_rule: str = "bt601"
     eps: float = 1e-6
+    contrast_gain: float = CONTRAST_GAIN
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Return the metadata form (``contrast_gain`` only with ``contrast``: z-scored metadata stays as it was)."""
+        data = asdict(self)
+        if self.normalize != "contrast":
+            del data["contrast_gain"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "PreprocessSpec":
@@ -155,6 +161,8 @@ class PreprocessSpec:
                              f"INTER_AREA / {' or '.join(NORMALIZE)} / bt601 only")
         if spec.input_px < 8:
             raise ValueError(f"input_px must be >= 8, got {spec.input_px}")
+        if not spec.contrast_gain > 0:
+            raise ValueError(f"contrast_gain must be > 0, got {spec.contrast_gain}")
         return spec
 
 
@@ -173,5 +181,10 @@ def preprocess(gray: np.ndarray, spec: PreprocessSpec = PreprocessSpec()) -> np.
         img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
     img = img.astype(np.float32, copy=False)
     mean = float(img.mean())
-    scale = (mean / CONTRAST_GAIN) if spec.normalize == "contrast" else float(img.std())
+    if spec.normalize == "zscore":
+        scale = float(img.std())
+    elif spec.normalize == "contrast":
+        scale = mean / spec.contrast_gain
+    else:
+        raise ValueError(f"normalize must be one of {NORMALIZE}, got {spec.normalize!r}")
     return ((img - mean) / (scale + spec.eps)).astype(np.float32, copy=False)

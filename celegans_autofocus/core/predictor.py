@@ -245,12 +245,12 @@ class FocusPredictor:
 
     def predict_batch_with_sigma(self, grays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """(offsets, sigmas or None) in steps for each frame, float64 (N,)."""
-        if len(grays) == 0:
-            return np.zeros(0), (np.zeros(0) if self.has_sigma else None)
-        return self.predict_inputs(np.stack([self.preprocess(g)[0] for g in grays]))
+        side = self.spec.input_px
+        return self.predict_inputs(np.stack([self.preprocess(g)[0] for g in grays]) if len(grays)
+                                   else np.zeros((0, side, side), np.float32))
 
     def predict_inputs(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(offsets, sigmas or None) in steps for model inputs already preprocessed by ``spec``, (N, px, px).
+        """Return (offsets, sigmas or None) in steps for model inputs already preprocessed by ``spec``, (N, px, px).
 
         For inputs rendered once and read by several models of one ``spec`` (benchmarks' held-out sets); a frame
         goes through :meth:`predict_batch_with_sigma`.
@@ -258,6 +258,8 @@ class FocusPredictor:
         side = self.spec.input_px
         if inputs.ndim != 3 or inputs.shape[1:] != (side, side):
             raise ImageError(f"model inputs must be (N, {side}, {side}), got {inputs.shape}")
+        if len(inputs) == 0:
+            return np.zeros(0), (np.zeros(0) if self.has_sigma else None)
         batch = inputs.astype(np.float32, copy=False)[:, None]
         if self._batch_is_dynamic:
             return self._run(batch)

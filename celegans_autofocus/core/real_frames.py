@@ -23,7 +23,7 @@ of ``fov_px`` around the largest one is what the model reads, as ``worm_detector
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -111,12 +111,13 @@ def worm_crops(root: Path, fovs_px: Sequence[int],
         for found in frames:
             n += 1
             for fov, crop in (found or {}).items():
-                crops[fov].append(crop)
+                crops[fov].append(crop.copy())  # a view would keep its whole frame in memory
         out[name] = (n, crops)
     return out
 
 
-def frame_crops(root: Path, fovs_px: Sequence[int], um_per_px: float | None = None):
+def frame_crops(root: Path, fovs_px: Sequence[int],
+                um_per_px: float | None = None) -> Iterator[tuple[str, Iterator[dict[int, np.ndarray] | None]]]:
     """Yield (source name, an iterator over its frames of {fov: crop around the largest worm}, or None: no worm).
 
     One frame at a time (a large folder is never held in memory); the worm is detected once per frame.

@@ -267,6 +267,7 @@ def _init_weights(model: torch.nn.Module, cfg: TrainConfig) -> bool:
 
     Its architecture and outputs (and an export's output_scale and input_px) must be this run's. An export's
     BatchNorms are folded into its convolutions, and so are those of a checkpoint of a run that started from one.
+    Its input normalisation may differ (a z-scored export trained on ``contrast`` inputs): logged, not refused.
     """
     if not Path(cfg.init).is_file():
         raise CheckpointError(f"{cfg.init}: --init file not found")
@@ -280,6 +281,9 @@ def _init_weights(model: torch.nn.Module, cfg: TrainConfig) -> bool:
     elif (parent.arch, parent.outputs) != (cfg.arch, cfg.outputs):
         raise CheckpointError(f"{cfg.init}: --init needs arch {cfg.arch!r} with {cfg.outputs} output(s), the "
                               f"checkpoint has {parent.arch!r} with {parent.outputs}")
+    if parent.spec.normalize != cfg.normalize:
+        _log(f"--init {cfg.init}: its input was normalised by {parent.spec.normalize}; this run trains it on "
+             f"{cfg.normalize} inputs")
     model.load_state_dict(parent.model.state_dict())
     return parent.frozen_norms
 
