@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from heldout import FULL, held_out, input_px, predict, summary  # noqa: E402
+from heldout import FULL, held_out, model_spec, predict, summary  # noqa: E402
 
 ARCHS = ["plain7", "mobilenetv3_small_100", "mobilenetv3_large_100", "resnet18", "convnextv2_pico"]
 FOVS_PX = [500, 1000, FULL]
@@ -79,11 +79,12 @@ def main() -> int:
         model = args.runs / args.study / arch / "model.onnx"
         history = json.loads((args.runs / args.study / arch / "history.json").read_text())
         # the median epoch: the first run's first epoch also rendered the shared pool
+        spec = model_spec(model)
         row = {"arch": arch, "epoch_s_median": round(float(np.median([h["epoch_s"] for h in history])), 1),
-               "onnx_mb": round(model.stat().st_size / 2**20, 2), "input_px": input_px(model)}
+               "onnx_mb": round(model.stat().st_size / 2**20, 2), "input_px": spec.input_px}
         for fov in FOVS_PX:
-            images, true = held_out(args.runs / "heldout", row["input_px"], fov, args.views, args.seed)
-            pred = predict(model, images)
+            images, true, _ = held_out(spec, [fov], args.views, args.seed, cache=args.runs / "heldout")
+            pred = predict(model, images, spec)
             row[str(fov or "full")] = summary(pred, true)
             if fov == 500:
                 abs_err_500[arch] = np.abs(pred - true)

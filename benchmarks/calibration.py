@@ -21,8 +21,8 @@
 
 Held-out set: ``views`` random scenes of ``seed`` (not the training seeds, nor the validation seed 999 that
 chose the checkpoint), one crop each of a ``fov-px`` size around a worm (centre jittered by 8% of the fov),
-imaged at 10 offsets uniform in +-``range-steps``, rendered by the simulator's fast path at 128 px like the
-recipes' training data (training/synthetic.py, ``SyntheticValidation``), and served through the exported ONNX
+imaged at 10 offsets uniform in +-``range-steps``, rendered and preprocessed as each model's training data
+(``heldout.held_out``: 128 px renders for a 96 px input), and served through the exported ONNX
 file by ``FocusPredictor`` (ONNX Runtime). For a calibrated Gaussian, 68.3% of the errors lie within 1
 sigma and 95.4% within 2 sigma. Models without a sigma output get MAE and sign accuracy only.
 """
@@ -30,35 +30,21 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from celegans_autofocus.core.images import PreprocessSpec
 from celegans_autofocus.core.optics import LOOKS
 from celegans_autofocus.core.metrics import SIGN_THRESHOLD_STEPS
 from celegans_autofocus.core.predictor import FocusPredictor
 
-RENDER_PX = 128
-OFFSETS_PER_VIEW = 10  # renders per held-out scene (one crop, 10 offsets)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from heldout import held_out  # noqa: E402
+
 KS = np.linspace(0.0, 3.0, 61)
 #: edges of the signed true-offset bins of the --by-offset table, in steps
 OFFSET_EDGES_STEPS = (-200, -150, -100, -50, -SIGN_THRESHOLD_STEPS, SIGN_THRESHOLD_STEPS, 50, 100, 150, 200)
-
-
-def held_out(spec: PreprocessSpec, views: int, seed: int, fovs: list[int], range_steps: float, look: str = "default"):
-    """(images preprocessed by ``spec``, true offsets, fov per image) of the held-out renders."""
-    from celegans_autofocus.training.config import TrainConfig
-    from celegans_autofocus.training.synthetic import SyntheticValidation
-
-    input_px = spec.input_px
-    cfg = TrainConfig(input_px=input_px, normalize=spec.normalize, crops=True, synthetic_crop_fraction=1.0,
-                      synthetic_offsets_per_view=OFFSETS_PER_VIEW,
-                      synthetic_oversample=RENDER_PX / input_px, synthetic_crop_jitter=0.08,
-                      synthetic_val=views * OFFSETS_PER_VIEW, synthetic_val_seed=seed, synthetic_val_fov_px=fovs,
-                      synthetic_val_range_steps=range_steps, synthetic_look=look)
-    val = SyntheticValidation(cfg, spec)
-    return val.images.astype(np.float32), val.offsets_steps, val.fov_px
 
 
 def summary(err: np.ndarray, true: np.ndarray, sigma: np.ndarray | None) -> dict:
@@ -144,7 +130,8 @@ def main() -> None:
           "| within 2 sigma | median sigma | Spearman(\\|err\\|, sigma) |\n|---|---|---|---|---|---|---|---|---|---|")
     for p in predictors:
         if p.spec not in data:
-            data[p.spec] = held_out(p.spec, args.views, args.seed, args.fov_px, args.range_steps, args.look)
+            data[p.spec] = held_out(p.spec, args.fov_px, args.views, args.seed, range_steps=args.range_steps,
+                                    look=args.look)
         images, true, fov = data[p.spec]
         offsets, sigmas = p.predict_inputs(images)
         err = offsets - true

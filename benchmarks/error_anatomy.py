@@ -17,10 +17,11 @@
     PYTHONPATH=. .venv/bin/python benchmarks/error_anatomy.py MODEL.onnx [--fov-px 500] [--look real_adult_mottled] \
         [--scenes 3] [--png benchmarks/error_anatomy.png]
 
-The held-out renders of ``benchmarks/calibration.py`` (64 scenes of seed 2024 x 10 offsets uniform in +-200 steps,
-one crop of ``fov-px`` around a worm per scene). Prints the model's error per signed true offset (calibration.py's
-``--by-offset`` table) and draws, for the ``scenes`` scenes with the largest single error, all ten of their renders
-sorted by true offset, each titled "true -> predicted" (the worst one in red): the model's own 96 px input.
+The held-out renders of ``benchmarks/calibration.py`` (``heldout.held_out``: 64 scenes of seed 2024 x 10
+offsets uniform in +-200 steps, one crop of ``fov-px`` around a worm per scene). Prints the model's error per
+signed true offset (calibration.py's ``--by-offset`` table) and draws, for the ``scenes`` scenes with the largest
+single error, all ten of their renders sorted by true offset, each titled "true -> predicted" (the worst one in
+red): the model's own 96 px input.
 """
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration import OFFSETS_PER_VIEW, by_offset, held_out
+from calibration import by_offset
 from celegans_autofocus.core.optics import LOOKS, SIMULATOR_LOOK
 from celegans_autofocus.core.predictor import FocusPredictor
+from heldout import OFFSETS_PER_VIEW, held_out
 
 
 def main() -> None:
@@ -45,7 +47,7 @@ def main() -> None:
     parser.add_argument("--png", type=Path, default=Path("benchmarks/error_anatomy.png"))
     args = parser.parse_args()
     predictor = FocusPredictor(args.model, providers=["CPUExecutionProvider"], intra_op_threads=1)
-    images, true, _ = held_out(predictor.spec, args.views, args.seed, [args.fov_px], 200.0, args.look)
+    images, true, _ = held_out(predictor.spec, [args.fov_px], args.views, args.seed, look=args.look)
     offsets, sigmas = predictor.predict_inputs(images)
     print(f"{predictor.name}, {args.look}, fov {args.fov_px} px: MAE {np.abs(offsets - true).mean():.1f} steps\n")
     print("| model | true offset (steps) | n | MAE | mean error | wrong sign (\\|true\\| > 20) | share of the summed "

@@ -15,19 +15,19 @@
 """Where the sign of a far defocus lives in the simulator's renders, and whether the model's input keeps it.
 
     PYTHONPATH=. .venv/bin/python benchmarks/far_band_cue.py [--look real_adult_mottled] [--fov-px 500] \
-        [--scenes 40] [--png benchmarks/far_band_cue.png] [--real /work/realworms/frames]
+        [--scenes 40] [--model models/default.onnx] [--png benchmarks/far_band_cue.png] [--real /work/realworms/frames]
 
 Scenes of the look (``core.optics.make_scene`` seeded by (2024, scene), 1-3 worms; not the held-out scenes of
-``calibration.py``), each a 128 px render of the ``fov-px`` crop centred on its first worm, as training renders
-crops. Four readings:
+``calibration.py``), each a render of the ``fov-px`` crop centred on its first worm at 4/3 of the ``model``'s
+input side (128 px for 96), as training renders crops. Four readings:
 
 1. **Which part differs between +d and -d**: noise-free intensity of the scene, of its worm alone (background,
    particles and scratches removed) and of its background alone (no worm); the rms of I(+d) - I(-d) over the
    window, in units of the mean light.
 2. **One scalar cue, how dark the worm's core is**: (median - 0.5th percentile) of the camera frame (noise, 8 bit)
-   at 96 px, over either the median light (``contrast``) or the frame's standard deviation (``zscore``, what the
-   model sees under per-image z-scoring). Its AUC between the +d and -d frames over the scenes: 0.5 = no cue, 0 or 1
-   a cue that alone tells the sign in every scene.
+   at the ``model``'s input side, over either the median light (``contrast``) or the frame's standard deviation
+   (``zscore``, what the model sees under per-image z-scoring). Its AUC between the +d and -d frames over the
+   scenes: 0.5 = no cue, 0 or 1 a cue that alone tells the sign in every scene.
 3. With ``--real DIR`` (sharp real frames, ``core.real_frames``): the same darkness over the median light on the
    detector's ``fov-px`` crop of each source, against the simulated scenes' at each offset. How far real worms'
    darkness spreads in focus, against how far it moves across the far band, says whether the cue would transfer.
@@ -36,6 +36,7 @@ crops. Four readings:
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,7 +46,9 @@ import numpy as np
 from celegans_autofocus.core import optics
 from celegans_autofocus.core.detection import crop_window
 
-RENDER_PX, INPUT_PX = 128, 96
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from heldout import RENDER_OVERSAMPLE, model_spec  # noqa: E402
+
 OFFSETS_STEPS = (25, 75, 125, 175)
 
 
@@ -66,9 +69,9 @@ def auc(pos: list[float], neg: list[float]) -> float:
     return float(np.mean(p > n) + 0.5 * np.mean(p == n))
 
 
-def core_darkness(frame: np.ndarray) -> tuple[float, float]:
+def core_darkness(frame: np.ndarray, input_px: int) -> tuple[float, float]:
     """(darkness over the median light, darkness over the frame's std) of a camera frame at the model's size."""
-    im = cv2.resize(frame.astype(np.float32), (INPUT_PX, INPUT_PX), interpolation=cv2.INTER_AREA)
+    im = cv2.resize(frame.astype(np.float32), (input_px, input_px), interpolation=cv2.INTER_AREA)
     dark = float(np.median(im) - np.percentile(im, 0.5))
     return dark / float(np.median(im)), dark / float(im.std())
 
@@ -78,10 +81,13 @@ def main() -> None:
     parser.add_argument("--look", default=optics.SIMULATOR_LOOK, choices=list(optics.LOOKS))
     parser.add_argument("--fov-px", type=int, default=500)
     parser.add_argument("--scenes", type=int, default=40)
+    parser.add_argument("--model", type=Path, default=Path("models/default.onnx"), help="its input side is read")
     parser.add_argument("--png", type=Path, default=Path("benchmarks/far_band_cue.png"))
     parser.add_argument("--real", type=Path, help="folder of sharp real worm frames (core.real_frames)")
     args = parser.parse_args()
     config = optics.look_config(args.look)
+    input_px = model_spec(args.model).input_px
+    render = (round(input_px * RENDER_OVERSAMPLE),) * 2
     shape = (int(config.frame_height_px), int(config.frame_width_px))
     diff = {name: [] for name in ("scene", "worm alone", "background alone")}
     cue = {d: {"contrast": ([], []), "zscore": ([], [])} for d in OFFSETS_STEPS}
@@ -91,10 +97,10 @@ def main() -> None:
         rng = np.random.default_rng([2024, s])
         scene = optics.make_scene(rng, config, int(rng.integers(1, 4)))
         window = crop_window(scene.worms[0].centroid_px, args.fov_px, shape)
-        in_focus.append(core_darkness(optics.StackRenderer(scene, config, (RENDER_PX, RENDER_PX), window_px=window,
-                                                           seed=s, max_offset_steps=1).frame(0.0))[0])
+        in_focus.append(core_darkness(optics.StackRenderer(scene, config, render, window_px=window, seed=s,
+                                                           max_offset_steps=1).frame(0.0), input_px)[0])
         for name, part in parts(scene).items():
-            r = optics.StackRenderer(part, config, (RENDER_PX, RENDER_PX), window_px=window, seed=s,
+            r = optics.StackRenderer(part, config, render, window_px=window, seed=s,
                                      max_offset_steps=max(OFFSETS_STEPS) + 10)
             row = []
             for d in OFFSETS_STEPS:
@@ -102,7 +108,7 @@ def main() -> None:
                 row.append(np.sqrt(np.mean((a - b) ** 2)) / np.mean((a + b) / 2))
                 if name == "scene":
                     for k, offset in enumerate((d, -d)):
-                        contrast, zscore = core_darkness(r.frame(offset))
+                        contrast, zscore = core_darkness(r.frame(offset), input_px)
                         cue[d]["contrast"][k].append(contrast)
                         cue[d]["zscore"][k].append(zscore)
                 if name == "worm alone" and s < 3 and d == max(OFFSETS_STEPS):
@@ -128,7 +134,7 @@ def main() -> None:
         rows = [("simulated, in focus", in_focus)]
         rows += [(f"simulated, {sign}{d}", cue[d]["contrast"][k]) for d in OFFSETS_STEPS[1:]
                  for k, sign in enumerate("+-")]
-        rows += [(f"real: {name}", [core_darkness(c)[0] for c in crops[args.fov_px]])
+        rows += [(f"real: {name}", [core_darkness(c, input_px)[0] for c in crops[args.fov_px]])
                  for name, (_, crops) in worm_crops(args.real, [args.fov_px]).items()]
         for name, values in rows:
             if values:

@@ -44,5 +44,5 @@ def test_core_darkness_reads_a_darker_worm_as_darker_in_contrast_units_only():
     frame = np.full((200, 200), 200, np.uint8)
     pale, dark = frame.copy(), frame.copy()
     pale[90:110, 20:180], dark[90:110, 20:180] = 150, 60
-    (pale_contrast, pale_z), (dark_contrast, dark_z) = cue.core_darkness(pale), cue.core_darkness(dark)
+    (pale_contrast, pale_z), (dark_contrast, dark_z) = cue.core_darkness(pale, 96), cue.core_darkness(dark, 96)
     assert dark_contrast > 2 * pale_contrast and dark_z == pytest.approx(pale_z, rel=1e-3)

@@ -39,7 +39,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..core.images import PreprocessSpec
 from ..core.metrics import error_summary
 from .checkpoint import FORMAT, FROZEN_NORMS, CheckpointError, save_checkpoint
 from .config import TrainConfig
@@ -95,7 +94,7 @@ def finetune(dataset: Path | str, parent_path: Path | str, cfg: FinetuneConfig, 
     if (out / CHECKPOINT).exists():
         raise CheckpointError(f"{out / CHECKPOINT} exists (an earlier fine-tuning): choose a new --out")
     parent = load_parent(parent_path)
-    if parent.spec != PreprocessSpec(input_px=parent.spec.input_px, normalize=parent.spec.normalize):
+    if parent.spec != TrainConfig(input_px=parent.spec.input_px, normalize=parent.spec.normalize).spec:
         raise DatasetError(f"{parent.path}: preprocessing {parent.spec.to_dict()} is not the one training "
                            "exports; cannot fine-tune it")
     train_samples, held_out, split = select_samples(dataset, parent, cfg)
