@@ -118,6 +118,13 @@ class _Config:
             if isinstance(value, bool) or not _finite(value):
                 raise ValueError(f"{type(self).__name__}.{f.name} must be a finite number, got {value!r}")
 
+    def _check_integers(self, names: tuple[str, ...], minimum: int = 1) -> None:
+        """Each named field is a whole number >= ``minimum``."""
+        for name in names:
+            value = getattr(self, name)
+            if int(value) != value or value < minimum:
+                raise ValueError(f"{type(self).__name__}.{name} must be an integer >= {minimum}, got {value}")
+
 
 @dataclass(frozen=True)
 class ControlConfig(_Config):
@@ -144,10 +151,7 @@ class ControlConfig(_Config):
             raise ValueError(f"ControlConfig.gain must be in (0, 2], got {self.gain}")
         if self.deadband_steps < 0:
             raise ValueError(f"ControlConfig.deadband_steps must be >= 0, got {self.deadband_steps}")
-        if int(self.max_move_steps) != self.max_move_steps or self.max_move_steps < 1:
-            raise ValueError(f"ControlConfig.max_move_steps must be an integer >= 1, got {self.max_move_steps}")
-        if int(self.median_window) != self.median_window or self.median_window < 1:
-            raise ValueError(f"ControlConfig.median_window must be an integer >= 1, got {self.median_window}")
+        self._check_integers(("max_move_steps", "median_window"))
         if self.act_now_steps < self.deadband_steps:
             raise ValueError(f"ControlConfig.act_now_steps ({self.act_now_steps}) must be >= "
                              f"deadband_steps ({self.deadband_steps})")
@@ -280,10 +284,7 @@ class SearchConfig(_Config):
 
     def __post_init__(self) -> None:
         self._check_finite()
-        for name in ("range_steps", "coarse_step_steps", "refocus_range_steps"):
-            value = getattr(self, name)
-            if int(value) != value or value < 1:
-                raise ValueError(f"SearchConfig.{name} must be an integer >= 1, got {value}")
+        self._check_integers(("range_steps", "coarse_step_steps", "refocus_range_steps"))
         if self.coarse_step_steps > self.range_steps:
             raise ValueError(f"SearchConfig.coarse_step_steps ({self.coarse_step_steps}) must be <= "
                              f"range_steps ({self.range_steps})")

@@ -241,11 +241,9 @@ class HybridConfig(_Config):
     def __post_init__(self) -> None:
         self._check_finite()
         name = type(self).__name__
-        for key in ("consistency_frames", "probe_steps", "refine_span_steps", "disagree_frames", "max_strikes",
-                    "oscillation_frames", "unusable_frames", "unsure_frames", "max_move_steps"):
-            value = getattr(self, key)
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name}.{key} must be an integer >= 1, got {value}")
+        self._check_integers(("consistency_frames", "probe_steps", "refine_span_steps", "disagree_frames",
+                              "max_strikes", "oscillation_frames", "unusable_frames", "unsure_frames",
+                              "max_move_steps"))
         for key in ("consistency_steps", "max_sigma_steps", "cnn_sigma_steps", "refine_sigma_steps",
                     "max_drift_steps_per_s", "stale_after_s", "follow_steps"):
             if getattr(self, key) <= 0:
@@ -254,10 +252,7 @@ class HybridConfig(_Config):
                     "disagree_steps", "drift_accel_sigma", "settle_s"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{name}.{key} must be >= 0, got {getattr(self, key)}")
-        for key in ("bias_frames", "min_bias_frames"):
-            value = getattr(self, key)
-            if int(value) != value or value < 0:
-                raise ValueError(f"{name}.{key} must be an integer >= 0, got {value}")
+        self._check_integers(("bias_frames", "min_bias_frames"), minimum=0)
         if not 0.0 < self.drop_fraction < 1.0:
             raise ValueError(f"{name}.drop_fraction must be in (0, 1), got {self.drop_fraction}")
         if self.refine_span_steps < self.probe_steps:
