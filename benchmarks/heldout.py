@@ -71,7 +71,7 @@ def held_out(spec: PreprocessSpec, fovs_px: Sequence[int], views: int = 64, seed
     path = None
     if cache is not None:
         path = Path(cache) / f"heldout_{spec.input_px}_{seed}_{views}_{'-'.join(map(str, fovs_px))}_r{RENDER_VERSION}"
-        variant = {"preprocess": spec.to_dict(), "look": look, "range_steps": range_steps}
+        variant = {"preprocess": spec.to_dict(), "look": look, "range_steps": float(range_steps)}
         if variant != {"preprocess": PreprocessSpec(input_px=spec.input_px).to_dict(), "look": "default",
                        "range_steps": 200.0}:  # the default set keeps its short name
             digest = hashlib.sha256(json.dumps(variant, sort_keys=True).encode()).hexdigest()
@@ -174,7 +174,6 @@ def fov_table(models: list[Path], cache: Path, fovs_px: list[int], views: int, s
 
 def main() -> None:
     import argparse
-    import json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("study", choices=["paired", "fov"],
