@@ -184,19 +184,49 @@ def node_commands(model: Path, args: argparse.Namespace) -> dict[str, list[str]]
     return {"focus_predictor_node": predictor}
 
 
+class NodeProcesses:
+    """The node processes of ``commands``, each logging to a file (not a pipe: a full pipe would block a node)."""
+
+    def __init__(self, commands: dict[str, list[str]]) -> None:
+        self.logs = {name: tempfile.TemporaryFile("w+") for name in commands}
+        self.procs = {name: subprocess.Popen(c, env=dict(os.environ), stdout=self.logs[name],
+                                             stderr=subprocess.STDOUT, text=True) for name, c in commands.items()}
+
+    def log(self, name: str) -> str:
+        """Return the last 3000 characters ``name`` wrote."""
+        self.logs[name].seek(0)
+        return self.logs[name].read()[-3000:]
+
+    def check(self, when: str = "") -> None:
+        """Stop the benchmark, with the node's log, if a node has exited."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise SystemExit(f"{name} exited with {proc.returncode}{when}:\n{self.log(name)}")
+
+    def all_logs(self) -> str:
+        return "\n".join(f"--- {name}\n{self.log(name)}" for name in self.procs)
+
+    def stop(self) -> dict[str, int]:
+        """Terminate every node (kill one still running after 20 s), close the logs; return the exit codes."""
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        for f in self.logs.values():
+            f.close()
+        return {name: proc.returncode for name, proc in self.procs.items()}
+
+
 def measure(model: Path, args: argparse.Namespace, frames: list[np.ndarray]) -> tuple[list[int], object, dict]:
     """Run the node processes and the camera; (timed stamps, the camera node with what it received, commands)."""
     import rclpy
 
     commands = node_commands(model, args)
-    logs = {name: tempfile.TemporaryFile("w+") for name in commands}  # a file, not a pipe: never blocks a node
-    procs = {name: subprocess.Popen(c, env=dict(os.environ), stdout=logs[name], stderr=subprocess.STDOUT, text=True)
-             for name, c in commands.items()}
-
-    def log(name: str) -> str:
-        logs[name].seek(0)
-        return logs[name].read()[-3000:]
-
+    nodes = NodeProcesses(commands)
     rclpy.init()
     camera = make_camera(args.pipeline)
     try:
@@ -211,12 +241,9 @@ def measure(model: Path, args: argparse.Namespace, frames: list[np.ndarray]) -> 
 
         deadline = time.monotonic() + 60
         while not ready():
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    raise SystemExit(f"{name} exited with {proc.returncode}:\n{log(name)}")
+            nodes.check()
             if time.monotonic() > deadline:
-                raise SystemExit("the nodes did not come up in 60 s:\n"
-                                 + "\n".join(f"--- {n}\n{log(n)}" for n in procs))
+                raise SystemExit("the nodes did not come up in 60 s:\n" + nodes.all_logs())
             spin_for(camera, 0.1)
         spin_for(camera, 1.0)  # let the node-to-node matches settle too
         period_s = 1.0 / args.fps
@@ -228,23 +255,12 @@ def measure(model: Path, args: argparse.Namespace, frames: list[np.ndarray]) -> 
                 stamps.append(stamp_ns)
             spin_for(camera, max(0.0, period_s - (time.monotonic() - t0)))
         spin_for(camera, 2.0)
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                raise SystemExit(f"{name} exited with {proc.returncode} during the run:\n{log(name)}")
+        nodes.check(" during the run")
         return stamps, camera, {n: " ".join(c) for n, c in commands.items()}
     finally:
         camera.destroy_node()
         rclpy.try_shutdown()
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        for f in logs.values():
-            f.close()
+        nodes.stop()
 
 
 def median_ms(fn, n: int) -> float:

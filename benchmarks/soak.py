@@ -45,14 +45,14 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e_latency import NAMESPACE, make_camera, node_commands, set_environment, synthetic_frames  # noqa: E402
+from e2e_latency import (NAMESPACE, NodeProcesses, make_camera, node_commands, set_environment,  # noqa: E402
+                         synthetic_frames)
 
 from celegans_autofocus.core.predictor import default_model_path  # noqa: E402
 
@@ -102,14 +102,8 @@ def soak(duration_s: float, fps: float, warmup_s: float, window_s: float, sample
     commands["stepper_controller_node"] = [
         sys.executable, "-m", "celegans_autofocus.nodes.stepper_controller_node", "--ros-args",
         "-r", f"__ns:={NAMESPACE}", "-p", "max_speed_steps_per_s:=4000.0"]
-    logs = {name: tempfile.TemporaryFile("w+") for name in commands}  # files, not pipes: never block a node
-    procs = {name: subprocess.Popen(c, env=dict(os.environ), stdout=logs[name], stderr=subprocess.STDOUT, text=True)
-             for name, c in commands.items()}
+    nodes = NodeProcesses(commands)
     hog_proc = start_hog() if hog else None
-
-    def log(name: str) -> str:
-        logs[name].seek(0)
-        return logs[name].read()[-3000:]
 
     rclpy.init()
     camera = make_camera("detector")
@@ -123,7 +117,7 @@ def soak(duration_s: float, fps: float, warmup_s: float, window_s: float, sample
                                lambda m: command_ns.setdefault(stamp_of(m), time.time_ns()), reliable_qos(depth=50))
     camera.create_subscription(PointStamped, "focus/offset",
                                lambda m: offset_ns.setdefault(stamp_of(m), time.time_ns()), reliable_qos(depth=50))
-    pids = {**{n: p.pid for n, p in procs.items()}, "camera (this script)": os.getpid()}
+    pids = {**{n: p.pid for n, p in nodes.procs.items()}, "camera (this script)": os.getpid()}
     samples: dict[str, list[tuple[float, dict]]] = {n: [] for n in pids}
     load = [os.getloadavg()[0]]
     try:
@@ -133,12 +127,9 @@ def soak(duration_s: float, fps: float, warmup_s: float, window_s: float, sample
                    and camera.pub.get_subscription_count() > 0
                    and camera.get_subscriptions_info_by_topic(f"{NAMESPACE}/worm/crop")
                    and camera.get_subscriptions_info_by_topic(f"{NAMESPACE}/focus/offset")):
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    raise SystemExit(f"{name} exited with {proc.returncode}:\n{log(name)}")
+            nodes.check()
             if time.monotonic() > deadline:
-                raise SystemExit("the nodes did not come up in 90 s:\n"
-                                 + "\n".join(f"--- {n}\n{log(n)}" for n in procs))
+                raise SystemExit("the nodes did not come up in 90 s:\n" + nodes.all_logs())
             rclpy.spin_once(camera, timeout_sec=0.1)
         frames, _ = synthetic_frames(8)
         period_s = 1.0 / fps
@@ -168,9 +159,7 @@ def soak(duration_s: float, fps: float, warmup_s: float, window_s: float, sample
                         samples[name].append((now - t_timed, s))
                 next_sample += sample_s
                 load.append(os.getloadavg()[0])
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    raise SystemExit(f"{name} exited with {proc.returncode} during the run:\n{log(name)}")
+            nodes.check(" during the run")
             rclpy.spin_once(camera, timeout_sec=max(0.0, min(0.005, next_frame - time.monotonic())))
         drain_end = time.monotonic() + 2.0
         while time.monotonic() < drain_end:
@@ -182,17 +171,7 @@ def soak(duration_s: float, fps: float, warmup_s: float, window_s: float, sample
         if hog_proc is not None:
             hog_proc.kill()
             hog_proc.wait()
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        exit_codes = {n: p.returncode for n, p in procs.items()}
-        for f in logs.values():
-            f.close()
+        exit_codes = nodes.stop()
 
     windows = []
     all_stamps = sorted(s for _, s in published)
