@@ -263,6 +263,18 @@ def test_every_model_recipe_in_config_is_a_valid_training_config(name):
     TrainConfig.from_dict({k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__})
 
 
+def test_the_pool_key_changes_only_on_purpose():
+    """A saved pool is taken by its key; a key that moves re-renders every user's pool (~11 min), so pin it.
+
+    Update the literal only with a change that must re-render pools (the renderer, the recipe's defaults).
+    """
+    spec = PreprocessSpec(input_px=32)
+    key = SyntheticPool(TrainConfig(**SYNTH), spec)._key()
+    assert key == "a4081fe426780b6c4d5fd04e42ae7d12b9aed4d78a9b6cc5e488f8127e914832"
+    contrast = SyntheticPool(TrainConfig(**SYNTH, normalize="contrast"), PreprocessSpec(input_px=32, normalize="contrast"))
+    assert contrast._key() != key
+
+
 def test_randomised_views_draw_other_optics_and_leave_the_default_pool_alone():
     """synthetic_randomize: that share of views goes through core.randomize's optics; 0 keeps the old pool exactly."""
     spec = PreprocessSpec(input_px=32)
