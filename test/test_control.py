@@ -20,8 +20,8 @@ import math
 import numpy as np
 import pytest
 
-from celegans_autofocus.core.control import (ControlConfig, Decision, FocusController, Reason, SearchAutofocus,
-                                             SearchConfig)
+from celegans_autofocus.core.control import (MAX_OFFSET_STEPS, ControlConfig, Decision, FocusController, Reason,
+                                             SearchAutofocus, SearchConfig)
 from celegans_autofocus.hardware.steppers import SimulatedStepper
 
 
@@ -131,6 +131,19 @@ def test_non_finite_inputs_hold_and_clear_the_window(offset, position):
     d = c.update(14.0, 1.3, 1.3, 0)
     assert d.reason is Reason.COLLECTING and "1/3" in d.detail   # the earlier 12, 13 were dropped
     assert c.update(20.0, math.nan, 1.4, 0).reason is Reason.NON_FINITE
+
+
+@pytest.mark.parametrize("offset", [MAX_OFFSET_STEPS + 1.0, -1e12, 1.7e308])
+def test_offsets_beyond_any_focus_travel_hold_and_clear_the_window(offset):
+    c = settled()
+    c.update(12.0, 1.0, 1.0, 0)
+    c.update(13.0, 1.1, 1.1, 0)
+    d = c.update(offset, 1.2, 1.2, 0)
+    assert d.reason is Reason.IMPLAUSIBLE and not d.moves and "focus travel" in d.detail
+    d = c.update(14.0, 1.3, 1.3, 0)
+    assert d.reason is Reason.COLLECTING and "1/3" in d.detail   # the earlier 12, 13 were dropped
+    d = settled().update(MAX_OFFSET_STEPS, 1.0, 1.0, 0)
+    assert d.reason is Reason.MOVE and d.move_steps == ControlConfig().max_move_steps  # far but possible: acts
 
 
 def test_soft_limits_clamp_and_report():

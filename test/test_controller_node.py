@@ -111,14 +111,15 @@ def test_frames_taken_during_the_move_and_within_the_deadband_hold(ros_harness):
     assert rig.node.last_decision.reason.value == "in_focus" and rig.position() == 100
 
 
-@pytest.mark.parametrize("garbage", [math.nan, math.inf, -math.inf])
-def test_non_finite_offsets_never_move_the_motor(ros_harness, garbage):
+@pytest.mark.parametrize("garbage", [math.nan, math.inf, -math.inf, 1e12, -1.7e308])
+def test_non_finite_or_impossible_offsets_never_move_the_motor(ros_harness, garbage):
     rig = Rig(ros_harness, **FAST)
     for _ in range(4):
         rig.send(garbage)
     rig.settle()
     assert rig.position() == 0 and rig.node.moves == 0
-    status = rig.status(lambda s: "non_finite" in s.message)
+    reason = "non_finite" if not math.isfinite(garbage) else "implausible"
+    status = rig.status(lambda s: reason in s.message)
     assert status.level == DiagnosticStatus.WARN
 
 
@@ -369,6 +370,30 @@ def test_hybrid_mode_pairs_each_offset_with_its_measure_and_reports_its_mode(ros
     values = {kv.key: kv.value for kv in status.values}
     assert values["control_mode"] == "hybrid" and values["mode"] in ("acquire", "refine", "track", "search")
     assert "start" in values["last_mode_change"]
+
+
+def test_hybrid_survives_stamps_no_clock_makes_and_answers_them_without_a_move(ros_harness):
+    """A header stamp with sec < 0 (rclpy's Time refuses it) on any input is dropped or held, never a crash."""
+    node = ros_harness.start(StepperControllerNode, control_mode="hybrid", max_speed_steps_per_s=4000.0)
+    probe = ros_harness.probe
+    commands = probe.collect("focus/command", PointStamped)
+    topics = ("focus/offset", "focus/measure", "focus/offset_sigma")
+    pubs = {topic: probe.publisher(topic, PointStamped) for topic in topics}
+    assert all(ros_harness.wait_for_subscribers(pub) for pub in pubs.values())
+    for topic, pub in pubs.items():
+        msg = PointStamped()
+        msg.header.stamp.sec = -1
+        msg.point.z = 100.0 if topic == "focus/offset" else 1.0
+        pub.publish(msg)
+    assert ros_harness.spin_until(lambda: len(commands) == 1)
+    assert commands[0].point.z == 0.0 and node.moves == 0 and "malformed" in node.last_hold
+    stamp = s_to_stamp(time.time())  # the node still decides good frames
+    for topic, z in (("focus/offset_sigma", 5.0), ("focus/measure", 0.5), ("focus/offset", 100.0)):
+        msg = PointStamped(header=Header(stamp=stamp))
+        msg.point.z = z
+        pubs[topic].publish(msg)
+    assert ros_harness.spin_until(lambda: len(commands) == 2)
+    assert commands[1].point.z == 100.0 and node.moves == 1
 
 
 def test_hybrid_holds_on_a_prediction_whose_focus_offset_sigma_is_too_large(ros_harness):

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from celegans_autofocus.core.best_plane import BestPlaneTracker
-from celegans_autofocus.core.control import SearchConfig
+from celegans_autofocus.core.control import MAX_OFFSET_STEPS, SearchConfig
 from celegans_autofocus.core.hybrid import HybridAutofocus, HybridConfig, HybridReason as R, Mode
 
 
@@ -236,11 +236,21 @@ def test_never_moves_on_non_finite_input_and_falls_back_on_garbage_predictions()
 def test_soft_limits_clamp_every_move():
     cfg = HybridConfig(soft_min_steps=-300, soft_max_steps=300, max_move_steps=5000)
     rig = Rig(HybridAutofocus(cfg, SearchConfig(soft_min_steps=-300, soft_max_steps=300)),
-              best=lambda t: 900.0).run(constant(5000.0), 80)
+              best=lambda t: 900.0).run(constant(550.0), 80)
     assert max(rig.lens) == 300 and min(rig.lens) >= -300
     assert rig.decisions[0].at_limit and rig.decisions[0].target_steps == 300
     with pytest.raises(ValueError, match="same soft limits"):
         HybridAutofocus(cfg, SearchConfig())
+
+
+def test_a_prediction_beyond_any_focus_travel_is_garbage_never_a_move():
+    """A finite but impossible offset (|offset| > control.MAX_OFFSET_STEPS) counts as unusable, like NaN."""
+    rig = Rig(HybridAutofocus(HybridConfig(unusable_frames=3, unsure_frames=3)),
+              best=lambda t: 100.0).run(constant(1e12), 2)
+    assert not any(d.moves for d in rig.decisions)
+    assert rig.decisions[-1].reason == R.IMPLAUSIBLE and "focus travel" in rig.decisions[-1].detail
+    rig.run(constant(-MAX_OFFSET_STEPS - 1.0), 2)  # the third unusable one in a row: the search, needing none
+    assert R.NO_PREDICTIONS in rig.reasons()
 
 
 def test_settle_protocol_and_stale_frames():

@@ -19,8 +19,21 @@ import numpy as np
 import pytest
 
 from celegans_autofocus.core.images import (
-    CONTRAST_GAIN, ENCODINGS, NORMALIZE, ImageError, PreprocessSpec, array_to_gray, decode, encode, preprocess, to_gray,
+    CONTRAST_GAIN, ENCODINGS, NORMALIZE, ImageError, PreprocessSpec, array_to_gray, check_view, decode, encode,
+    preprocess, to_gray,
 )
+
+
+@pytest.mark.parametrize("shape, problem", [((1, 100), "too small"), ((2, 2), "too small"), ((47, 500), "too small"),
+                                            ((500, 124), "too thin"), ((0, 5), "empty"),
+                                            ((48, 48), None), ((500, 125), None), ((1944, 2592), None)])
+def test_a_view_the_model_reads_is_at_least_half_its_input_and_at_most_4_to_1(shape, problem):
+    gray = np.zeros(shape, np.uint8)
+    if problem is None:
+        check_view(gray, 96)
+    else:
+        with pytest.raises(ImageError, match=problem):
+            check_view(gray, 96)
 
 
 @pytest.mark.parametrize("encoding", sorted(ENCODINGS))

@@ -118,8 +118,11 @@ def test_joint_name_selects_the_focus_joint(ros_harness):
     assert ros_harness.spin_until(lambda: rig.node.lens_z_steps == 33.0, 5)
     rig.joint_pub.publish(JointState(name=["x"], position=[7.0]))  # no focus joint: lens stays
     rig.joint_pub.publish(JointState(name=["focus"], position=[float("nan")]))  # garbage: lens stays
+    rig.joint_pub.publish(JointState(name=["focus"], position=[1e300]))  # no position either (the renderer hung)
     ros_harness.spin_for(0.2)
     assert rig.node.lens_z_steps == 33.0
+    n = len(rig.images)
+    assert ros_harness.spin_until(lambda: len(rig.images) > n + 1, 5), "the player stopped"
 
 
 def write_stack(root: Path, z_values=range(-4, 5), best_index: int | None = 0) -> Path:
@@ -281,6 +284,21 @@ def test_sim_clock_advances_one_period_per_answered_frame(ros_harness):
     assert ros_harness.spin_until(lambda: len(rig.truth) == 2)
     assert stamp_to_s(rig.truth[1].header.stamp) == pytest.approx(1.1) and rig.truth[1].point.x == 9.0
     assert rig.node.frames_unanswered == 0
+
+
+def test_sim_clock_drops_stamps_no_clock_makes(ros_harness):
+    """A joint state or an answer stamped sec < 0 (rclpy's Time refuses it) is dropped, never a crash."""
+    rig = LockStepRig(ros_harness)
+    assert ros_harness.spin_until(lambda: len(rig.clock) >= 1)
+    rig.node.get_logger().set_level(40)
+    bad = Header()
+    bad.stamp.sec = -1
+    rig.joint_pub.publish(JointState(header=bad, name=["focus"], position=[5.0]))
+    rig.command_pub.publish(PointStamped(header=bad))
+    ros_harness.spin_for(0.3)
+    assert rig.images == [] and rig.node.lens_z_steps == 0.0
+    rig.lens_at(1.0, 7.0)
+    assert ros_harness.spin_until(lambda: len(rig.truth) == 1) and rig.truth[0].point.x == 7.0
 
 
 def test_sim_clock_moves_on_after_the_timeout_and_counts_it(ros_harness):

@@ -121,16 +121,24 @@ def test_auto_input_follows_the_models_view(ros_harness, tmp_path, view, topic):
     assert ros_harness.spin_until(lambda: len(offsets) == 1, timeout_s=15)
 
 
-@pytest.mark.parametrize("case", ["encoding", "size", "empty"])
+@pytest.mark.parametrize("case", ["encoding", "size", "empty", "small", "thin", "no clock"])
 def test_bad_image_is_rejected_and_the_node_keeps_going(ros_harness, tmp_path, case):
+    """A frame the model cannot read is answered NaN (a 32 px model: under 16 px, or over 4:1, is no view)."""
     model = pixel_model(tmp_path / "m.onnx", a=3.0)
     node, offsets = start(ros_harness, model)
-    bad = stamped(frame(2))
+    bad = stamped(frame(2, {"small": (10, 10), "thin": (20, 100)}.get(case, (60, 80))))
+    if case == "no clock":  # a stamp rclpy's Time refuses: predicted, but no latency of it
+        bad.header.stamp.sec = -1
+        publish(ros_harness, "camera/image_raw", [bad])
+        assert ros_harness.spin_until(lambda: len(offsets) == 1, timeout_s=15)
+        ros_harness.spin_for(0.2)
+        assert len(offsets) == 1 and math.isfinite(offsets[0].point.z) and node.frames_rejected == 0
+        return
     if case == "encoding":
         bad.encoding = "yuv422"
     elif case == "size":
         bad.height = 600  # 60 rows of data claim to be 600
-    else:
+    elif case == "empty":
         bad.height = bad.width = bad.step = 0
         bad.data = array.array("B")
     publish(ros_harness, "camera/image_raw", [bad])
@@ -138,7 +146,8 @@ def test_bad_image_is_rejected_and_the_node_keeps_going(ros_harness, tmp_path, c
     ros_harness.spin_for(0.2)
     # the frame is answered, with "no prediction": the controller holds on NaN
     assert len(offsets) == 1 and math.isnan(offsets[0].point.z) and offsets[0].header.stamp == bad.header.stamp
-    assert {"encoding": "yuv422", "size": "expected", "empty": "empty"}[case] in node.last_problem
+    assert {"encoding": "yuv422", "size": "expected", "empty": "empty", "small": "too small",
+            "thin": "too thin"}[case] in node.last_problem
 
     publish(ros_harness, "camera/image_raw", [stamped(frame(3))])
     assert ros_harness.spin_until(lambda: len(offsets) == 2, timeout_s=15), "node stopped after a bad frame"
@@ -160,14 +169,15 @@ def test_non_finite_model_output_answers_nan(ros_harness, tmp_path):
 def test_keep_latest_drops_frames_instead_of_queueing(ros_harness, tmp_path):
     model = slow_model(tmp_path / "slow.onnx")
     reference = FocusPredictor(model, intra_op_threads=1)
-    reference.predict(frame(0))
+    shape = (200, 200)  # at least half the model's 384 px input
+    reference.predict(frame(0, shape))
     t0 = time.perf_counter()
-    reference.predict(frame(0))
+    reference.predict(frame(0, shape))
     per_frame_s = time.perf_counter() - t0
     node, offsets = start(ros_harness, model)
     pub = ros_harness.probe.publisher("camera/image_raw", Image, SENSOR_QOS)
     assert ros_harness.wait_for_subscribers(pub)
-    msgs = [stamped(frame(i), t_s=1000.0 + i) for i in range(15)]
+    msgs = [stamped(frame(i, shape), t_s=1000.0 + i) for i in range(15)]
     # the executor delivers frames while this thread publishes 10x faster than the model predicts
     spinner = threading.Thread(target=ros_harness.spin_for, args=(15 * per_frame_s / 10 + 0.3,))
     spinner.start()

@@ -433,7 +433,7 @@ def run_episode(args: argparse.Namespace, system: dict[str, dict], episode: Epis
     from tqdm import tqdm
 
     from ..nodes.bag_recorder_node import BagRecorderNode
-    from ..nodes.common import ConfigError
+    from ..nodes.common import ConfigError, construct
     from ..nodes.focus_predictor_node import FocusPredictorNode
     from ..nodes.stack_player_node import StackPlayerNode
     from ..nodes.stepper_controller_node import StepperControllerNode
@@ -451,7 +451,7 @@ def run_episode(args: argparse.Namespace, system: dict[str, dict], episode: Epis
         params = {**system.get(getattr(cls, "NODE_NAME", ""), {}), **params}
         overrides = [Parameter(k, value=v) for k, v in params.items()]
         overrides.append(Parameter("use_sim_time", value=use_sim_time))
-        node = cls(namespace=args.namespace, context=context, parameter_overrides=overrides)
+        node = construct(cls, namespace=args.namespace, context=context, parameter_overrides=overrides)
         nodes.append(node)
         return node
 

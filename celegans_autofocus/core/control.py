@@ -45,6 +45,7 @@ class Reason(str, Enum):
     MOVING = "moving"              # a move was commanded and its end is not known yet
     STALE = "stale"                # prediction too old (or from the future)
     NON_FINITE = "non_finite"      # NaN/Inf prediction, measure, position or time
+    IMPLAUSIBLE = "implausible"    # a prediction beyond any focus travel (MAX_OFFSET_STEPS)
     DISABLED = "disabled"
     SEARCHING = "searching"        # SearchAutofocus: go to the next z of the search
     NOT_AT_TARGET = "not_at_target"  # SearchAutofocus: frame not taken at the requested z
@@ -65,6 +66,16 @@ class Decision:
     @property
     def moves(self) -> bool:
         return self.move_steps != 0
+
+
+#: a prediction farther than this (25 mm) is garbage, held like NaN: it exceeds a focus drive's travel, and the models
+#: answer within a few hundred steps
+MAX_OFFSET_STEPS = 5000.0
+
+
+def plausible(offset_steps: float) -> bool:
+    """Return whether a finite prediction is a distance a focus drive could have to go (``MAX_OFFSET_STEPS``)."""
+    return abs(offset_steps) <= MAX_OFFSET_STEPS
 
 
 def _finite(*values: float) -> bool:
@@ -227,6 +238,10 @@ class FocusController:
             self._window.clear()
             return self._hold(Reason.NON_FINITE, f"non-finite input: offset_steps={offset_steps!r}, "
                                                  f"position_steps={position_steps!r}")
+        if not plausible(offset_steps):
+            self._window.clear()
+            return self._hold(Reason.IMPLAUSIBLE, f"offset_steps={offset_steps:.4g} is beyond any focus travel "
+                                                  f"(+-{MAX_OFFSET_STEPS:g} steps)")
         held = frame_hold(stamp_s, now_s, self._move_end_s, cfg.stale_after_s, cfg.settle_s)
         if held is not None:
             return self._hold(Reason(held[0]), held[1])

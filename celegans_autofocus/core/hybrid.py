@@ -68,7 +68,7 @@ from typing import Generator
 import numpy as np
 
 from .best_plane import BestPlaneTracker
-from .control import SearchAutofocus, SearchConfig, _check_limits, _Config, _finite, frame_hold
+from .control import SearchAutofocus, SearchConfig, _check_limits, _Config, _finite, frame_hold, plausible
 
 
 class Mode(str, Enum):
@@ -84,6 +84,7 @@ class HybridReason(str, Enum):
     # holds
     DISABLED = "disabled"
     NON_FINITE = "non_finite"          # NaN/Inf measure, position, time, or (in acquire) prediction
+    IMPLAUSIBLE = "implausible"        # acquire: a prediction beyond any focus travel (control.MAX_OFFSET_STEPS)
     STALE = "stale"                    # frame too old (or from the future)
     MOVING = "moving"                  # a move was commanded and record_move(end_s) not called yet
     UNSETTLED = "unsettled"            # frame taken before the end of the last move + settle time
@@ -455,6 +456,8 @@ class HybridAutofocus:
         pred: float | None = None
         bad_pred = offset_steps is not None and not (
             _finite(offset_steps) and (sigma_steps is None or (_finite(sigma_steps) and sigma_steps >= 0)))
+        implausible = offset_steps is not None and not bad_pred and not plausible(offset_steps)
+        bad_pred = bad_pred or implausible
         if offset_steps is not None and not bad_pred:
             pred = float(offset_steps) - self.cnn_bias_steps
         sigma = float(sigma_steps) if pred is not None and sigma_steps is not None else None
@@ -489,8 +492,10 @@ class HybridAutofocus:
         if bad_pred or pred is None:
             if self._give_up():
                 return self._no_predictions(z, m, stamp_s, now_s)
-            what = "non-finite prediction" if bad_pred else "no prediction"
-            return self._hold(HybridReason.NON_FINITE if bad_pred else HybridReason.COLLECTING,
+            what = ("prediction beyond any focus travel" if implausible
+                    else "non-finite prediction" if bad_pred else "no prediction")
+            return self._hold(HybridReason.IMPLAUSIBLE if implausible
+                              else HybridReason.NON_FINITE if bad_pred else HybridReason.COLLECTING,
                               f"{what} (offset_steps={offset_steps!r}, sigma_steps={sigma_steps!r}); holding")
         return self._acquire(z, m, pred, confident, clear, stamp_s, now_s)
 

@@ -117,6 +117,23 @@ def check_image(image: np.ndarray) -> None:
         raise ImageError("image contains non-finite values (NaN or Inf)")
 
 
+#: A frame is resized to the model's square input. One whose shorter side would be stretched more than this, or
+#: longer than ``MAX_ASPECT`` times its shorter side, is no view the model reads (crops of hundreds of px, 4:3 frames).
+MAX_UPSAMPLE = 2.0
+MAX_ASPECT = 4.0
+
+
+def check_view(gray: np.ndarray, input_px: int) -> None:
+    """Raise :class:`ImageError` for an image unfit for a model of ``input_px``: empty, non-finite, small or thin."""
+    check_image(gray)
+    height_px, width_px = gray.shape[:2]
+    if min(height_px, width_px) * MAX_UPSAMPLE < input_px:
+        raise ImageError(f"a {width_px}x{height_px} px frame is too small for the model's {input_px} px input "
+                         f"(shorter side under {input_px / MAX_UPSAMPLE:g} px)")
+    if max(height_px, width_px) > MAX_ASPECT * min(height_px, width_px):
+        raise ImageError(f"a {width_px}x{height_px} px frame is too thin for the model (aspect over {MAX_ASPECT:g}:1)")
+
+
 #: ``PreprocessSpec.normalize`` choices (see there).
 NORMALIZE = ("zscore", "contrast")
 #: ``contrast`` inputs times this by default (``PreprocessSpec.contrast_gain``): a crop's contrast (std / mean) is

@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .images import ImageError, PreprocessSpec, preprocess
+from .images import ImageError, PreprocessSpec, check_view, preprocess
 from .package_files import package_file
 
 METADATA_KEY = "celegans_autofocus"
@@ -227,7 +227,8 @@ class FocusPredictor:
         return (time.perf_counter() - started) * 1e3
 
     def preprocess(self, gray: np.ndarray) -> np.ndarray:
-        """Return the model input (1, input_px, input_px) float32 for one grayscale frame."""
+        """Return the model input (1, input_px, input_px) float32 for one grayscale frame (ImageError: no view)."""
+        check_view(gray, self.spec.input_px)
         return preprocess(gray, self.spec)[None]
 
     def predict(self, gray: np.ndarray) -> float:

@@ -45,7 +45,6 @@ from geometry_msgs.msg import PointStamped
 from rcl_interfaces.srv import GetParameters, ListParameters
 from rclpy.node import Node
 from rclpy.parameter import parameter_value_to_python
-from rclpy.time import Time
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import SetBool
 
@@ -55,7 +54,7 @@ from ..core.dataset.layout import stack_dir
 from ..core.dataset.sweep import SweepRecording, utc_now
 from ..core.images import ImageError
 from ..core.sensor import STEP_UM
-from .common import image_to_gray, matched_qos, reliable_qos
+from .common import image_to_gray, matched_qos, reliable_qos, stamp_ns
 
 STEPPER_STATUS = "focus stepper"  # the stepper node's /diagnostics status: "<node>: focus stepper"
 STEPPER_PARAMS = ("backend", "joint_name", "soft_min_steps", "soft_max_steps", "max_speed_steps_per_s",
@@ -97,6 +96,16 @@ class StepperStatus:
     values: dict[str, str]
 
 
+def _keep(by_stamp_ns: dict, msg, limit: int) -> None:
+    """Keep ``msg`` under its stamp, the newest ``limit`` of them; a stamp no clock makes is dropped."""
+    ns = stamp_ns(msg.header.stamp)
+    if ns is None:
+        return
+    by_stamp_ns[ns] = msg
+    while len(by_stamp_ns) > limit:
+        by_stamp_ns.pop(min(by_stamp_ns))
+
+
 class AcquireClient(Node):
     """Sweeps the focus motor and records the frames; call :meth:`acquire` with the node on an executor."""
 
@@ -124,10 +133,9 @@ class AcquireClient(Node):
 
     # ------------------------------------------------------------ callbacks
     def _on_joints(self, msg: JointState) -> None:
-        names = list(msg.name)
-        if self.joint_name in names and names.index(self.joint_name) < len(msg.position):
-            if self.tracker.add(Time.from_msg(msg.header.stamp).nanoseconds,
-                                msg.position[names.index(self.joint_name)]):
+        names, ns = list(msg.name), stamp_ns(msg.header.stamp)
+        if ns is not None and self.joint_name in names and names.index(self.joint_name) < len(msg.position):
+            if self.tracker.add(ns, msg.position[names.index(self.joint_name)]):
                 self.joint_samples += 1
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
@@ -138,19 +146,13 @@ class AcquireClient(Node):
                                             {kv.key: kv.value for kv in s.values})
 
     def _on_image(self, msg: Image) -> None:
-        self.frames[Time.from_msg(msg.header.stamp).nanoseconds] = msg
-        while len(self.frames) > 16:  # full frames: a few seconds' worth at most
-            self.frames.pop(min(self.frames))
+        _keep(self.frames, msg, 16)  # full frames: a few seconds' worth at most
 
     def _on_crop(self, msg: Image) -> None:
-        self.crops[Time.from_msg(msg.header.stamp).nanoseconds] = msg
-        while len(self.crops) > 64:
-            self.crops.pop(min(self.crops))
+        _keep(self.crops, msg, 64)
 
     def _on_worm_target(self, msg: PointStamped) -> None:
-        self.worm_targets[Time.from_msg(msg.header.stamp).nanoseconds] = msg
-        while len(self.worm_targets) > 64:
-            self.worm_targets.pop(min(self.worm_targets))
+        _keep(self.worm_targets, msg, 64)
 
     def _subscribe(self, topic: str, cls: type, callback: Callable) -> None:
         """Subscribe once, with QoS that loses nothing from the publishers there are (:func:`matched_qos`)."""

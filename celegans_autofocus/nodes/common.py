@@ -154,6 +154,13 @@ def stamp_to_s(stamp: Time) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+def stamp_ns(stamp: Time) -> int | None:
+    """builtin_interfaces/Time -> nanoseconds; None for a stamp no clock makes (sec < 0 or nanosec >= 1e9)."""
+    if stamp.sec < 0 or not 0 <= stamp.nanosec < 1_000_000_000:
+        return None
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
 def s_to_stamp(t_s: float) -> Time:
     """Seconds -> builtin_interfaces/Time (non-negative)."""
     ns = max(0, int(round(t_s * 1e9)))

@@ -54,7 +54,6 @@ from collections import deque
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PointStamped
-from rclpy.time import Time
 from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 
@@ -63,7 +62,7 @@ from ..core.images import ImageError
 from ..core.predictor import CPU_PROVIDER, CUDA_PROVIDER, FocusPredictor, ModelError, NonFiniteOutputError, \
     default_model_path, input_view
 from .common import (ConfigError, Param, declare_params, image_to_gray, reliable_qos, run_node, sensor_qos,
-                     with_image_qos_overrides)
+                     stamp_ns, with_image_qos_overrides)
 from .diagnostics import NodeDiagnostics, Report
 from .lifecycle import AUTOSTART, ManagedNode
 
@@ -309,12 +308,15 @@ class FocusPredictorNode(ManagedNode):
             return
         try:
             offset_steps, sigma_steps = self.predictor.predict_with_sigma(gray)
+        except ImageError as exc:  # no view the model reads: no focus measure of it either
+            self._reject(msg, f"bad image on {self.input_topic}: {exc}")
+            return
         except NonFiniteOutputError as exc:
             self._reject(msg, str(exc), gray)
             return
         self._publish(msg, offset_steps, gray, sigma_steps)
-        stamp = Time.from_msg(msg.header.stamp, clock_type=self.get_clock().clock_type)
-        latency_ms = (self.get_clock().now() - stamp).nanoseconds * 1e-6 if stamp.nanoseconds > 0 else None
+        ns = stamp_ns(msg.header.stamp)
+        latency_ms = (self.get_clock().now().nanoseconds - ns) * 1e-6 if ns else None
         self.frames_processed += 1
         self.stats.add(time.monotonic(), latency_ms)
 

@@ -58,12 +58,20 @@ from ..core.images import ImageError
 from ..core.optics import LOOKS, SIMULATOR_LOOK, OpticsConfig, StackRenderer, look_config, make_scene
 from ..core.sensor import FULL_FRAME_WH_PX
 from .common import (ConfigError, Param, array_to_image, declare_params, reliable_qos, run_node, sensor_qos,
-                     with_image_qos_overrides)
+                     stamp_ns, with_image_qos_overrides)
 
 
 #: synthetic: the optics are rendered at the offset rounded to this (at most 0.125 step = 0.6 um off, < 0.4 % RMS of a
 #: crop; the depth of field is ~16 steps), so while the lens holds only the camera noise is drawn anew per frame
 OFFSET_QUANTUM_STEPS = 0.25
+
+
+#: synthetic: a frame farther from focus is rendered at this offset (5 mm: a featureless blur whose render costs
+#: seconds per frame and grows with the offset; the truth keeps the real offset)
+MAX_RENDER_OFFSET_STEPS = 1000.0
+
+#: lens positions beyond this are no positions (the range of initial_z_steps)
+MAX_Z_STEPS = 1e6
 
 
 #: synthetic: an optics parameter at this value takes the look's value
@@ -126,7 +134,7 @@ PARAMS = (
           "frame before time moves on without it", range=(0.01, 3600.0), read_only=True),
     Param("frame_id", "camera_optical_frame", "header.frame_id of the images"),
     Param("joint_name", "", "joint of stepper/joint_states that is the focus motor ('' = the first)"),
-    Param("initial_z_steps", 0.0, "lens z until the first joint_states arrives", range=(-1e6, 1e6)),
+    Param("initial_z_steps", 0.0, "lens z until the first joint_states arrives", range=(-MAX_Z_STEPS, MAX_Z_STEPS)),
     Param("start_best_z_steps", 0.0, "best-focus z at t = 0 (the start offset when the lens starts at 0)",
           range=(-1e6, 1e6), read_only=True),
     Param("drift_steps_per_s", 0.0, "plate tilt: best-plane drift while the worm crawls",
@@ -260,13 +268,18 @@ class StackPlayerNode(Node):
             self.get_logger().warning(f"joint_states without joint {name or '#0'!r}; lens z unchanged",
                                       throttle_duration_sec=5.0)
             return
-        if index >= len(msg.position) or not np.isfinite(msg.position[index]):
-            self.get_logger().warning("joint_states without a finite position; lens z unchanged",
+        if index >= len(msg.position) or not abs(msg.position[index]) <= MAX_Z_STEPS:
+            self.get_logger().warning(f"joint_states without a finite position within +-{MAX_Z_STEPS:g} steps; "
+                                      "lens z unchanged", throttle_duration_sec=5.0)
+            return
+        ns = stamp_ns(msg.header.stamp)
+        if self.lockstep is not None and ns is None:
+            self.get_logger().warning("joint_states with a malformed header stamp; lens z unchanged",
                                       throttle_duration_sec=5.0)
             return
         self.lens_z_steps = float(msg.position[index])
         if self.lockstep is not None:
-            self.lockstep.on_lens(Time.from_msg(msg.header.stamp).nanoseconds)
+            self.lockstep.on_lens(ns)
 
     @property
     def done(self) -> bool:
@@ -291,7 +304,8 @@ class StackPlayerNode(Node):
         best_z_steps = self.drift.best_z_steps(t_s)
         offset_steps = best_z_steps - self.lens_z_steps
         try:
-            image = self.render(offset_steps)
+            image = self.render(offset_steps if self.dataset is not None  # a stack shows its end beyond its range
+                                else float(np.clip(offset_steps, -MAX_RENDER_OFFSET_STEPS, MAX_RENDER_OFFSET_STEPS)))
         except ImageError as exc:
             self.frames_skipped += 1
             self.get_logger().warning(f"frame skipped: {exc}", throttle_duration_sec=2.0)
@@ -356,7 +370,7 @@ class LockStep:
             self._show_frame()
 
     def _on_command(self, msg: PointStamped) -> None:
-        if self.state == "awaiting_answer" and Time.from_msg(msg.header.stamp).nanoseconds == self.t_ns:
+        if self.state == "awaiting_answer" and stamp_ns(msg.header.stamp) == self.t_ns:
             self._advance()
 
     def _on_watchdog(self) -> None:

@@ -62,7 +62,6 @@ from typing import Callable
 
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PointStamped
-from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from std_srvs.srv import SetBool, Trigger
@@ -72,7 +71,8 @@ from ..core.hybrid import HybridAutofocus, HybridConfig, HybridDecision, HybridR
 from ..core.plate_tilt import PlateTilt
 from ..core.sensor import STEP_UM
 from ..hardware.steppers import BACKENDS, Stepper, StepperError, make_stepper
-from .common import ConfigError, Param, declare_params, refuse_inconsistent, reliable_qos, run_node, stamp_to_s
+from .common import (ConfigError, Param, declare_params, refuse_inconsistent, reliable_qos, run_node, stamp_ns,
+                     stamp_to_s)
 from .diagnostics import NodeDiagnostics, Report
 from .lifecycle import AUTOSTART, ManagedNode
 
@@ -80,6 +80,10 @@ LAW_PARAMS = ("gain", "deadband_steps", "max_move_steps", "median_window", "act_
               "settle_s")
 LIMIT_PARAMS = ("soft_min_steps", "soft_max_steps")
 SHARED_HYBRID = ("max_move_steps", "stale_after_s", "settle_s")  # hybrid fields the law's parameters set
+#: holds that mean something is wrong with the input (logged as warnings, shown on /diagnostics); the others
+#: (in focus, collecting, unsettled ...) are the law working
+PROBLEM_HOLDS = ("non_finite", "implausible", "stale", "at_limit")
+
 _HYBRID = HybridConfig()  # the defaults of the hybrid_* parameters
 HYBRID_PARAMS = (
     Param("hybrid_consistency_frames", _HYBRID.consistency_frames,
@@ -431,8 +435,14 @@ class StepperControllerNode(ManagedNode):
         self.last_hold = why
         self.get_logger().debug(f"hold: {why}")
 
+    def _malformed_stamp(self, topic: str, msg: PointStamped) -> None:
+        self.get_logger().warning(f"{topic} with a malformed header stamp {msg.header.stamp.sec} s "
+                                  f"{msg.header.stamp.nanosec} ns: ignored", throttle_duration_sec=2.0)
+
     def _on_measure(self, msg: PointStamped) -> None:
-        ns = Time.from_msg(msg.header.stamp).nanoseconds
+        ns = stamp_ns(msg.header.stamp)
+        if ns is None:
+            return self._malformed_stamp("focus/measure", msg)
         self._measures[ns] = msg.point.z
         while len(self._measures) > 20:  # measures of frames whose offset never came
             self._measures.pop(next(iter(self._measures)))
@@ -473,7 +483,9 @@ class StepperControllerNode(ManagedNode):
 
     def _on_sigma(self, msg: PointStamped) -> None:
         """focus/offset_sigma: the model's sigma of a frame's offset, kept until that frame is decided."""
-        ns = Time.from_msg(msg.header.stamp).nanoseconds
+        ns = stamp_ns(msg.header.stamp)
+        if ns is None:
+            return self._malformed_stamp("focus/offset_sigma", msg)
         self._sigmas[ns] = float(msg.point.z)
         self._sigma_expected = True
         while len(self._sigmas) > 32:
@@ -482,9 +494,9 @@ class StepperControllerNode(ManagedNode):
 
     def _on_offset(self, msg: PointStamped) -> None:
         self.offsets_received += 1
-        if self.hybrid is None:
+        ns = stamp_ns(msg.header.stamp)
+        if self.hybrid is None or ns is None:  # a malformed stamp is answered (held by _act), never waited for
             return self._answer(msg, float("nan"))
-        ns = Time.from_msg(msg.header.stamp).nanoseconds
         for older in [k for k in self._waiting if k < ns]:  # its measure or sigma is late: decide without it
             self._answer_waiting(older)
         self._waiting[ns] = msg
@@ -527,6 +539,11 @@ class StepperControllerNode(ManagedNode):
         if not self.stepper.enabled:
             self._hold("stepper disabled (service stepper/enable)")
             return 0
+        ns = stamp_ns(msg.header.stamp)
+        if ns is None:
+            self._malformed_stamp("focus/offset", msg)
+            self._hold("focus/offset with a malformed header stamp")
+            return 0
         stamp_s = stamp_to_s(msg.header.stamp)
         if self.sim_time:
             self._acted_at_s = max(self._acted_at_s, stamp_s + self.params.modelled_latency_s)
@@ -535,7 +552,6 @@ class StepperControllerNode(ManagedNode):
             decision = self.controller.update(msg.point.z, stamp_s, now_s, self.stepper.position_steps)
         else:
             offset = msg.point.z if math.isfinite(msg.point.z) else None
-            ns = Time.from_msg(msg.header.stamp).nanoseconds
             sigma = self._sigmas.pop(ns, None)
             for older in [k for k in self._sigmas if k < ns]:
                 del self._sigmas[older]
@@ -546,6 +562,8 @@ class StepperControllerNode(ManagedNode):
         self.last_decision = decision
         if not decision.moves:
             self._hold(f"{decision.reason.value}: {decision.detail}")
+            if decision.reason.value in PROBLEM_HOLDS:
+                self.get_logger().warning(f"hold: {self.last_hold}", throttle_duration_sec=2.0)
             return 0
         try:
             result = self.stepper.move_by(decision.move_steps)
@@ -659,7 +677,7 @@ class StepperControllerNode(ManagedNode):
             return DiagnosticStatus.OK, "focus control disabled; holding"
         problems = []
         reason = self.last_decision.reason if self.last_decision else None
-        if reason is not None and reason.value in ("non_finite", "stale", "at_limit") and self.last_hold:
+        if reason is not None and reason.value in PROBLEM_HOLDS and self.last_hold:
             problems.append(f"holding: {self.last_hold}")
         if self._stale():
             problems.append(f"watchdog: no fresh focus/offset for more than "
