@@ -203,3 +203,42 @@ def test_bag_to_dataset_errors_name_the_problem_and_write_nothing(tmp_path, caps
     assert "image data has" in capsys.readouterr().err
     write_sweep_bag(tmp_path / "good" / "corrupt", [-4, 0, 4])         # the same stack name, now whole: written
     assert cli.main(["bag-to-dataset", str(tmp_path / "good" / "corrupt"), str(tmp_path / "ds"), "--plate", "p"]) == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--plate", "../../escaped"], "plate name '../../escaped' must be one directory name"),
+    (["--plate", "p", "--stack", "/abs/path"], "stack name '/abs/path' must be one directory name"),
+    (["--plate", "", "--stack", "x"], "plate name '' must be one directory name"),
+    (["--plate", "p", "--settle", "-1"], "--settle must be a finite number of seconds >= 0, got -1"),
+    (["--plate", "p", "--um-per-px", "-3"], "--um-per-px must be a finite number > 0, got -3"),
+    (["--plate", "p", "--timeout", "-1"], "--timeout must be a finite number > 0, got -1"),
+    (["--plate", "p", "--timeout", "nan"], "--timeout must be a finite number > 0, got nan"),
+])
+def test_bad_acquire_options_are_refused_before_the_ros_graph_is_touched(tmp_path, capsys, monkeypatch, args, message):
+    import rclpy
+
+    def no_graph(*_, **__):
+        raise AssertionError("rclpy.init reached: the options were not checked first")
+
+    monkeypatch.setattr(rclpy, "init", no_graph)
+    (tmp_path / "ds" / "plates" / "p").mkdir(parents=True)
+    assert cli.main(["acquire", str(tmp_path / "ds"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"acquire: {message}") and err.count("\n") == 1, err  # one line, no traceback
+    written = [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))]
+    assert written == ["ds", "ds/plates", "ds/plates/p"]  # nothing written: not outside the dataset either
+
+
+def test_bad_bag_to_dataset_options_are_refused_and_write_nothing(tmp_path, capsys):
+    """--settle -1 once left a 1-image INCOMPLETE stack; a plate or stack name must stay inside the dataset."""
+    write_sweep_bag(tmp_path / "bag", [-4, 0, 4])
+    ds = tmp_path / "ds"
+    for extra, rc, message in ((["--plate", "p", "--settle", "-1"], 2, "--settle must be a finite number"),
+                               (["--plate", "p", "--um-per-px", "0"], 2, "--um-per-px must be a finite number > 0"),
+                               (["--plate", "p", "--step-um", "-5"], 2, "--step-um must be a finite number > 0"),
+                               (["--plate", ".."], 1, "plate name '..' must be one directory name"),
+                               (["--plate", "p", "--stack", "../../escaped"], 1, "stack name '../../escaped'")):
+        assert cli.main(["bag-to-dataset", str(tmp_path / "bag"), str(ds), *extra]) == rc, extra
+        err = capsys.readouterr().err
+        assert err.startswith("bag-to-dataset: ") and message in err and err.count("\n") == 1, err
+    assert not ds.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bag"]

@@ -33,7 +33,7 @@ from celegans_autofocus.core.dataset.labelling import label_dataset
 from celegans_autofocus.core.dataset.labels import (
     LABEL_COLUMNS, BestIndex, LabelRow, best_index, focus_curve_ambiguity, read_labels, write_labels,
 )
-from celegans_autofocus.core.dataset.layout import discover
+from celegans_autofocus.core.dataset.layout import discover, plate_dir, stack_dir
 from celegans_autofocus.core.dataset.splits import split_by_plate
 from celegans_autofocus.core.dataset.writer import StackWriter
 from celegans_autofocus.core.images import ImageError
@@ -413,3 +413,15 @@ def test_stack_writer_appears_whole_or_not_at_all(tmp_path):
         writer.add(0, banded(1))
     assert sorted(p.name for p in out.iterdir()) == ["stack.yaml", "z_0.png"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["s"]
+
+
+@pytest.mark.parametrize("plate, stack", [("", "s"), ("p", ""), (".", "s"), ("p", ".."), ("../../escaped", "s"),
+                                          ("p", "a/b"), ("p", "/abs/path"), (".hidden", "s"), ("p", "a\\b")])
+def test_stack_paths_take_only_plain_directory_names(tmp_path, plate, stack):
+    """Every writer builds its path here: a name that leaves the dataset, or that no reader finds, is refused."""
+    with pytest.raises(DatasetError, match=r"name .* must be one directory name"):
+        stack_dir(tmp_path, plate, stack)
+    assert stack_dir(tmp_path, "plate_1", "stack_000") == tmp_path / "plates" / "plate_1" / "stack_000"
+    assert plate_dir(tmp_path, "plate_1") == tmp_path / "plates" / "plate_1"
+    with pytest.raises(DatasetError, match="plate name '..'"):
+        plate_dir(tmp_path, "..")

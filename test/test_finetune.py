@@ -289,3 +289,18 @@ def test_flagged_stacks_are_left_out_of_training_unless_included(dataset, tmp_pa
     kept = finetune(data, default_model_path(), FinetuneConfig(**{**cfg.__dict__, "include_flagged": True}),
                     tmp_path / "kept")
     assert kept["flagged_left_out"] == [] and kept["train_images"] == plain["train_images"]
+
+
+def test_outputs_that_would_replace_an_input_are_refused_before_training(dataset, tmp_path, capsys):
+    """`--json DATASET/labels.csv` or `--export` onto a checkpoint: a clear error before training, nothing replaced."""
+    labels = dataset / "labels.csv"
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"a torch checkpoint")
+    kept = labels.read_bytes()
+    out = tmp_path / "run"
+    assert main(["finetune", str(dataset), "--epochs", "1", "--out", str(out), "--json", str(labels)]) == 1
+    assert f"--json {labels}: the summary file to write must end in .json" in capsys.readouterr().err
+    assert main(["finetune", str(dataset), "--epochs", "1", "--out", str(out), "--export", str(checkpoint)]) == 1
+    assert f"{checkpoint}: the ONNX file to write must end in .onnx" in capsys.readouterr().err
+    assert labels.read_bytes() == kept and checkpoint.read_bytes() == b"a torch checkpoint"
+    assert not out.exists()  # refused before training started, not after it

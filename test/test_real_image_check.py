@@ -100,3 +100,34 @@ def test_check_real_is_a_command(tmp_path: Path, capsys):
     assert "no images under" in capsys.readouterr().err
     assert cli(["check-real", str(tmp_path), "--model", str(tmp_path / "none.onnx")]) == 1
     assert "none.onnx: model file not found" in capsys.readouterr().err
+
+
+def test_bad_frames_yaml_and_unreadable_frames_are_clear_errors(tmp_path: Path, capsys):
+    """A bad frames.yaml or pixel size is named in one line (no traceback); no readable frame at all is an error."""
+    from celegans_autofocus.cli import main as cli
+
+    frame = np.full((200, 300), 120, np.uint8)
+    for name, text, message in (("garbage", "um_per_px: [1.5\n: : :", "not readable YAML"),
+                                ("word", "um_per_px: abc\n", "um_per_px must be a positive finite number, got 'abc'"),
+                                ("negative", "um_per_px: -3\n", "um_per_px must be a positive finite number, got -3"),
+                                ("list", "- 1.55\n", "must be a mapping")):
+        folder = tmp_path / name
+        folder.mkdir()
+        cv2.imwrite(str(folder / "a.png"), frame)
+        (folder / "frames.yaml").write_text(text)
+        assert cli(["check-real", str(folder), "--fov", "100"]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith(f"check-real: {folder / 'frames.yaml'}: ") and message in err, err
+        assert err.count("\n") == 1, err  # one line, no traceback
+    assert cli(["check-real", str(tmp_path / "word"), "--fov", "100", "--um-per-px", "nan"]) == 2
+    assert "--um-per-px must be a positive finite number, got nan" in capsys.readouterr().err
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    good = cv2.imencode(".png", frame)[1].tobytes()
+    (broken / "truncated.png").write_bytes(good[: len(good) // 2])
+    (broken / "junk.png").write_bytes(b"not a png")
+    assert cli(["check-real", str(broken), "--fov", "100"]) == 2
+    out, err = capsys.readouterr()
+    assert f"skipped {broken / 'truncated.png'}: unreadable" in err and f"skipped {broken / 'junk.png'}" in err
+    assert f"check-real: {broken}: no frame could be read" in err and not out

@@ -47,7 +47,7 @@ if TRAINING:  # imported only where they exist: collection never fails on a mach
     from celegans_autofocus.training.config import TrainConfig
     from celegans_autofocus.training.data import DatasetError, dataset_step_um, load_samples, split_plates
     from celegans_autofocus.training.evaluate import evaluate
-    from celegans_autofocus.training.export import PARITY_TOL_STEPS, build_metadata, export_checkpoint
+    from celegans_autofocus.training.export import PARITY_TOL_STEPS, ExportError, build_metadata, export_checkpoint
     from celegans_autofocus.training.datasets import ArrayImages, TrainSamples, train_loader
     from celegans_autofocus.training.loop import train_epoch, cache_images, train
     from celegans_autofocus.training.models import ArchError, create_model
@@ -282,3 +282,23 @@ def test_onnx_without_metadata_is_a_clear_error(dataset, tmp_path, capsys):
     assert str(path) in err and "metadata" in err
     with pytest.raises(ModelError):
         evaluate([path], dataset)
+
+
+def test_an_export_that_would_replace_its_input_is_refused_before_anything_runs(runs, dataset, tmp_path, capsys):
+    """`export best.pt best.pt`, `train --export RUN/best.pt` or onto its --init model: refused, nothing replaced."""
+    best = Path(runs["full"]["best"])
+    kept = best.read_bytes()
+    assert main(["export", str(best), str(best)]) == 1
+    assert f"{best}: the ONNX file to write must end in .onnx" in capsys.readouterr().err
+    with pytest.raises(ExportError, match="must end in .onnx"):
+        export_checkpoint(best, tmp_path / "model.pt")
+    out = tmp_path / "out"
+    assert main(_train_cli(dataset, out, "--export", str(out / "best.pt"))) == 1
+    assert "must end in .onnx" in capsys.readouterr().err
+    assert not out.exists()  # refused before training started, not after it
+    init = tmp_path / "init.onnx"
+    init.write_bytes(b"the model training starts from")
+    assert main(_train_cli(dataset, out, "--init", str(init), "--export", str(init))) == 1
+    assert "is the model it is made from" in capsys.readouterr().err
+    assert init.read_bytes() == b"the model training starts from" and not out.exists()
+    assert best.read_bytes() == kept

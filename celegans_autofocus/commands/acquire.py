@@ -22,6 +22,7 @@ need interface packages this pure-Python package cannot build.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -58,6 +59,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def option_problem(settle_s: float, **positive: float | None) -> str | None:
+    """Return what is wrong with a sweep's numeric options, or None: ``--settle`` >= 0, each of ``positive`` > 0.
+
+    ``positive`` maps an option's name (``um_per_px`` for ``--um-per-px``) to its value, None where not given.
+    """
+    if not (math.isfinite(settle_s) and settle_s >= 0):
+        return f"--settle must be a finite number of seconds >= 0, got {settle_s:g}"
+    for name, value in positive.items():
+        if value is not None and not (math.isfinite(value) and value > 0):
+            return f"--{name.replace('_', '-')} must be a finite number > 0, got {value:g}"
+    return None
+
+
 def next_stack_name(plate_dir: Path) -> str:
     """Return the first ``stack_NNN`` not present in ``plate_dir``."""
     n = 0
@@ -67,6 +81,22 @@ def next_stack_name(plate_dir: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.dataset.errors import DatasetError
+    from ..core.dataset.layout import plate_dir, stack_dir
+
+    if args.resume and not args.stack:
+        print("acquire: --resume needs --stack (the unfinished stack's name)", file=sys.stderr)
+        return 2
+    try:  # checked before the ROS graph is touched: nothing moves, nothing is written
+        stack = args.stack or next_stack_name(plate_dir(args.dataset, args.plate))
+        stack_dir(args.dataset, args.plate, stack)
+        problem = option_problem(args.settle_s, um_per_px=args.um_per_px, timeout=args.timeout_s)
+    except DatasetError as exc:
+        problem = str(exc)
+    if problem:
+        print(f"acquire: {problem}", file=sys.stderr)
+        return 2
+
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
@@ -75,10 +105,6 @@ def run(args: argparse.Namespace) -> int:
     from ..core.acquisition import AcquireError
     from ..nodes.acquire_client import AcquireClient, AcquireRequest
 
-    if args.resume and not args.stack:
-        print("acquire: --resume needs --stack (the unfinished stack's name)", file=sys.stderr)
-        return 2
-    stack = args.stack or next_stack_name(args.dataset / "plates" / args.plate)
     range_steps, step_steps = getattr(args, "range_steps", None), getattr(args, "step_steps", None)
     if not args.resume:
         range_steps = DEFAULT_RANGE_STEPS if range_steps is None else range_steps

@@ -58,8 +58,9 @@ def bag_to_stack(bag: Path, dataset: Path, plate: str, stack: str, image_topic: 
                  step_um: float | None = None, um_per_px: float | None = None):
     """Write the bag's sweep as ``DATASET/plates/<plate>/<stack>``; returns the :class:`SweepRecording`.
 
-    Raises :class:`recording.BagError` (unreadable bag, missing topic, no sweep) or :class:`AcquireError`
-    (the stack exists); nothing is written then.
+    Raises :class:`recording.BagError` (unreadable bag, missing topic, no sweep), :class:`AcquireError`
+    (the stack exists) or :class:`DatasetError` (a plate or stack name that is not one directory name); nothing is
+    written then.
     """
     from ..core.acquisition import DEFAULT_SETTLE_S, RestTracker, SweepPlan, sweep_positions
     from ..core.dataset.layout import stack_dir
@@ -122,14 +123,20 @@ def bag_to_stack(bag: Path, dataset: Path, plate: str, stack: str, image_topic: 
 
 def run(args: argparse.Namespace) -> int:
     from ..core.acquisition import AcquireError
+    from ..core.dataset.errors import DatasetError
     from ..core.images import ImageError
     from ..recording import BagError
+    from .acquire import option_problem
 
+    problem = option_problem(args.settle_s, um_per_px=args.um_per_px, step_um=args.step_um)
+    if problem:
+        print(f"bag-to-dataset: {problem}", file=sys.stderr)
+        return 2
     stack = args.stack or args.bag.resolve().name
-    try:
+    try:  # a bad plate or stack name (DatasetError) is refused before anything is read or written
         recording = bag_to_stack(args.bag, args.dataset, args.plate, stack, args.image_topic, args.joint_topic,
                                  args.joint, args.settle_s, args.step_um, args.um_per_px)
-    except (AcquireError, BagError, ImageError, OSError) as exc:
+    except (AcquireError, BagError, DatasetError, ImageError, OSError) as exc:
         print(f"bag-to-dataset: {exc}", file=sys.stderr)
         return 1
     plan = recording.plan

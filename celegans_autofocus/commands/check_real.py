@@ -43,10 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def report(root: Path, predictor, fovs: list[int], um_per_px: float | None = None) -> list[str]:
-    """Markdown lines: the header and one row per source and window (``predictor``: a FocusPredictor)."""
+    """Markdown lines: the header and one row per source and window (``predictor``: a FocusPredictor).
+
+    :class:`core.real_frames.FramesError` when a frames.yaml is bad or no frame at all could be read.
+    """
     import numpy as np
 
-    from ..core.real_frames import frame_crops
+    from ..core.real_frames import FramesError, frame_crops
 
     sigma_col = predictor.has_sigma
     rows, n_frames = [], 0
@@ -70,6 +73,8 @@ def report(root: Path, predictor, fovs: list[int], um_per_px: float | None = Non
                         f"{np.percentile(p, 10):+.1f}..{np.percentile(p, 90):+.1f} | "
                         f"{np.mean(np.abs(p) <= NEAR_STEPS):.2f} |"
                         + (f" {np.median(sigma):.1f} |" if sigma_col else ""))
+    if not n_frames:
+        raise FramesError(f"{root}: no frame could be read (the unreadable files are named above)")
     head = [f"model {predictor.name}; {n_frames} frames; right answer near 0 (|offset| <= {NEAR_STEPS:g} steps)", "",
             "| folder | frames | detector hits | fov px | median offset (steps) | p10..p90 | share within +-20 |"
             + (" median sigma (steps) |" if sigma_col else ""),
@@ -79,18 +84,23 @@ def report(root: Path, predictor, fovs: list[int], um_per_px: float | None = Non
 
 def run(args: argparse.Namespace) -> int:
     from ..core.predictor import FocusPredictor, ModelError, default_model_path
-    from ..core.real_frames import image_folders
+    from ..core.real_frames import FramesError, check_um_per_px, image_folders
 
-    if any(f < 32 for f in args.fov) or (args.um_per_px is not None and args.um_per_px <= 0):
-        print("check-real: --fov must be >= 32 px and --um-per-px > 0", file=sys.stderr)
-        return 2
-    if not args.folder.is_dir() or not image_folders(args.folder):
-        print(f"check-real: no images under {args.folder}", file=sys.stderr)
+    if any(f < 32 for f in args.fov):
+        print("check-real: --fov must be >= 32 px", file=sys.stderr)
         return 2
     try:
+        if args.um_per_px is not None:
+            check_um_per_px(args.um_per_px, "--um-per-px")
+        if not args.folder.is_dir() or not image_folders(args.folder):
+            raise FramesError(f"no images under {args.folder}")
         predictor = FocusPredictor(args.model or default_model_path(), providers=["CPUExecutionProvider"])
+        lines = report(args.folder, predictor, args.fov, args.um_per_px)
+    except FramesError as exc:
+        print(f"check-real: {exc}", file=sys.stderr)
+        return 2
     except ModelError as exc:
         print(f"check-real: {exc}", file=sys.stderr)
         return 1
-    print("\n".join(report(args.folder, predictor, args.fov, args.um_per_px)))
+    print("\n".join(lines))
     return 0

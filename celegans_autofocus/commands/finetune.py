@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.checkpoint import CheckpointError
     from ..training.data import DatasetError
     from ..training.evaluate import evaluate, format_table, write_outputs
-    from ..training.export import ExportError, export_checkpoint
+    from ..training.export import ExportError, check_onnx_path, export_checkpoint
     from ..training.finetune import finetune
     from ..training.finetune_config import FinetuneConfig
     from ..training.onnx_import import OnnxImportError
@@ -86,8 +86,10 @@ def run(args: argparse.Namespace) -> int:
     onnx_path = args.export or args.out / "finetuned.onnx"
     try:
         parent = args.model or default_model_path()
-        if onnx_path.resolve() == Path(parent).resolve():
-            raise ValueError(f"--export {onnx_path} is the model fine-tuning starts from; write elsewhere")
+        # bad output paths are refused now, not after the training: neither the export nor --json replaces an input
+        check_onnx_path(onnx_path, parent)
+        if args.json and args.json.suffix.lower() != ".json":
+            raise ValueError(f"--json {args.json}: the summary file to write must end in .json")
         cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              weight_decay=args.weight_decay, huber_steps=args.huber_steps, nll_beta=args.nll_beta,
                              val_fraction=args.val_fraction, target=args.target, seed=args.seed,

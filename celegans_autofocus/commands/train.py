@@ -138,13 +138,15 @@ def run(args: argparse.Namespace) -> int:
     from ..training.checkpoint import CheckpointError
     from ..training.config import ConfigError, TrainConfig
     from ..training.data import DatasetError
-    from ..training.export import ExportError, export_checkpoint
+    from ..training.export import ExportError, check_onnx_path, export_checkpoint
     from ..training.loop import train
     from ..training.models import ArchError
 
     fields = TrainConfig.__dataclass_fields__
     try:
         cfg = TrainConfig.from_dict({k: v for k, v in vars(args).items() if k in fields})
+        if args.export:  # refused now, not after the training it would end
+            check_onnx_path(args.export, *([cfg.init] if cfg.init else []))
         summary = train(args.dataset, cfg, args.out, resume=args.resume)
         if summary["rank"] != 0:
             return 0

@@ -22,6 +22,7 @@ of ``fov_px`` around the largest one is what the model reads, as ``worm_detector
 """
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -38,24 +39,56 @@ IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 FRAMES_YAML = "frames.yaml"  # benchmarks/extract_real_frames.py writes it: um_per_px (null: unknown), source
 
 
+class FramesError(ValueError):
+    """A folder of frames cannot be used (an unreadable frames.yaml, a bad pixel size); the message names the file."""
+
+
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT)
+
+
+def check_um_per_px(value, source: str) -> float:
+    """Return ``value`` as a float if it is a positive finite pixel size; else :class:`FramesError` naming ``source``.
+
+    ``source`` names the value for the message: ``--um-per-px``, or ``<file>: um_per_px``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise FramesError(f"{source} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _frames_yaml_um_per_px(meta: Path) -> float | None:
+    """Return frames.yaml's ``um_per_px`` (None: unknown); :class:`FramesError` names the file when it is bad."""
+    try:
+        data = yaml.safe_load(meta.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        mark = getattr(exc, "problem_mark", None)
+        raise FramesError(f"{meta}: not readable YAML ({reason}"
+                          + (f", line {mark.line + 1})" if mark is not None else ")")) from None
+    if not isinstance(data, dict):
+        raise FramesError(f"{meta}: must be a mapping of key: value, such as um_per_px: 1.55")
+    um = data.get("um_per_px")
+    return None if um is None else check_um_per_px(um, f"{meta}: um_per_px")
 
 
 def folder_um_per_px(folder: Path, um_per_px: float | None = None) -> float:
     """Return the folder's pixel size: ``um_per_px`` if given, else frames.yaml's, else an estimate, else 1.55.
 
     frames.yaml's ``um_per_px: null`` means unknown: the median of ``core.appearance.estimate_um_per_px`` over the
-    frames (an adult's width); no frames.yaml: the sensor's pixel size.
+    frames (an adult's width; unreadable frames left out); no frames.yaml: the sensor's pixel size. A frames.yaml
+    that cannot be read, or whose ``um_per_px`` is not a positive number, is a :class:`FramesError`.
     """
     if um_per_px is not None:
         return um_per_px
     meta = folder / FRAMES_YAML
-    um = yaml.safe_load(meta.read_text()).get("um_per_px", None) if meta.exists() else UM_PER_PX
+    um = _frames_yaml_um_per_px(meta) if meta.exists() else UM_PER_PX
     if um is None:
         estimates = []
         for path in _images(folder):
             gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            if gray is None:  # read_frames names the unreadable ones
+                continue
             try:
                 estimates.append(appearance.estimate_um_per_px(gray))
             except (ValueError, cv2.error):

@@ -136,9 +136,23 @@ def parity_steps(model: torch.nn.Module, onnx_path: Path, input_px: int, output_
     return worst
 
 
+def check_onnx_path(onnx_path: Path | str, *inputs: Path | str) -> Path:
+    """Return ``onnx_path`` if it is a new ``.onnx`` file to write; :class:`ExportError` if it is not.
+
+    It must end in ``.onnx`` and be none of ``inputs`` (the checkpoint or model it is made from): a slip such as
+    ``export best.pt best.pt`` would otherwise replace the checkpoint. Checked before any training starts.
+    """
+    onnx_path = Path(onnx_path)
+    if onnx_path.suffix.lower() != ".onnx":
+        raise ExportError(f"{onnx_path}: the ONNX file to write must end in .onnx")
+    if any(onnx_path.resolve() == Path(p).resolve() for p in inputs):
+        raise ExportError(f"{onnx_path}: the ONNX file to write is the model it is made from; write elsewhere")
+    return onnx_path
+
+
 def export_checkpoint(checkpoint: Path | str, onnx_path: Path | str, arch: str | None = None) -> dict:
     """Export ``checkpoint`` to ``onnx_path`` (written atomically); returns metadata and parity."""
-    checkpoint, onnx_path = Path(checkpoint), Path(onnx_path)
+    checkpoint, onnx_path = Path(checkpoint), check_onnx_path(onnx_path, checkpoint)
     model, state, cfg = model_from_checkpoint(checkpoint, arch)
     model = model.float().cpu().eval()
     metadata = build_metadata(state, cfg)

@@ -32,9 +32,26 @@ from .io import IMAGE_SUFFIXES
 _Z_NAME = re.compile(r"^z_([+-]?\d+)$")
 
 
+def _checked_name(kind: str, name: str) -> str:
+    """Return ``name`` if it names one visible directory; else :class:`DatasetError` naming ``kind``.
+
+    Refused: empty, ``.``, ``..``, a path (a separator; an absolute one too) and a hidden name (``.x``: the
+    dataset's readers skip it), any of which would put the images where nothing reads them, or outside the dataset.
+    """
+    if not isinstance(name, str) or not name or name.startswith(".") or any(c in name for c in "/\\\0"):
+        raise DatasetError(f"{kind} name {name!r} must be one directory name: not empty, no '/', not starting "
+                           "with '.'")
+    return name
+
+
+def plate_dir(dataset: Path, plate: str) -> Path:
+    """``DATASET/plates/<plate>``; :class:`DatasetError` unless ``plate`` is one plain directory name."""
+    return Path(dataset) / "plates" / _checked_name("plate", plate)
+
+
 def stack_dir(dataset: Path, plate: str, stack: str) -> Path:
-    """``DATASET/plates/<plate>/<stack>``."""
-    return Path(dataset) / "plates" / plate / stack
+    """``DATASET/plates/<plate>/<stack>``; :class:`DatasetError` unless both are plain directory names."""
+    return plate_dir(dataset, plate) / _checked_name("stack", stack)
 
 
 def step_um(meta: Mapping) -> float:
