@@ -45,6 +45,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"stored image height in px (default {FULL_FRAME_WH_PX[1]})")
 
 
+MIN_FRAME_PX = 4  # the renderer's smallest output side (core.optics refuses less)
+ASPECT_TOLERANCE = 0.02  # the renderer's tolerance on a frame's aspect (square output pixels)
+
+
+def frame_wh_px(width_px: int | None, height_px: int | None, full_wh_px: tuple[int, int]) -> tuple[int, int]:
+    """Return the stored frame's (width, height) in px: the full frame's, or its aspect where one is not given.
+
+    Raises ValueError, naming --width or --height, for a frame smaller than the renderer's least or larger than the
+    camera's full frame, or for a width and height of another aspect than the full frame's.
+    """
+    full_w_px, full_h_px = full_wh_px
+    w_px = full_w_px if width_px is None and height_px is None else width_px
+    if w_px is None:
+        w_px = round(height_px * full_w_px / full_h_px)
+    h_px = round(w_px * full_h_px / full_w_px) if height_px is None else height_px
+    both = width_px is not None and height_px is not None
+    given = "--width and --height" if both else "--width" if width_px is not None else "--height"
+    if not (MIN_FRAME_PX <= w_px <= full_w_px and MIN_FRAME_PX <= h_px <= full_h_px):
+        raise ValueError(f"{given} must give a frame of {MIN_FRAME_PX}x{MIN_FRAME_PX} to {full_w_px}x{full_h_px} px "
+                         f"(the camera's full frame), got {w_px}x{h_px}")
+    if abs(w_px * full_h_px / (h_px * full_w_px) - 1) > ASPECT_TOLERANCE:
+        hint = "give one of them" if both else "a few px more or less keeps it"
+        raise ValueError(f"{given} must keep the full frame's aspect ({full_w_px}x{full_h_px}) within "
+                         f"{ASPECT_TOLERANCE:.0%}, got {w_px}x{h_px} ({hint})")
+    return w_px, h_px
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -52,10 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from ..core.optics import look_config
 
     config = look_config(args.look)
-    width = args.width or (config.frame_width_px if args.height is None
-                           else round(args.height * config.frame_width_px / config.frame_height_px))
-    height = args.height or round(width * config.frame_height_px / config.frame_width_px)
     try:
+        width, height = frame_wh_px(args.width, args.height, (config.frame_width_px, config.frame_height_px))
         if args.plates < 1 or args.stacks_per_plate < 1 or args.step_every < 1 or args.range_steps < 0:
             raise ValueError("--plates, --stacks-per-plate and --step-every must be >= 1, --range-steps >= 0 "
                              f"(got {args.plates}, {args.stacks_per_plate}, {args.step_every}, {args.range_steps})")
