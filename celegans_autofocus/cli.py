@@ -202,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.config is not None:
         _load_config(subparsers[args.command], args.config, args)
     args = parser.parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except OSError as exc:  # a path the command cannot use (a file where a folder goes, no room, no permission)
+        print(f"celegans-autofocus {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -168,3 +168,8 @@ def test_label_default_flags_with_reason_and_plots_the_curves(worm_stack, tmp_pa
     assert all(r.ambiguous for r in read_labels(root / "labels.csv"))
     assert main(["label", str(root), "--agree-steps", "0"]) == 2
     assert "--agree-steps" in capsys.readouterr().err
+    taken = tmp_path / "a_file"
+    taken.write_text("mine")
+    assert main(["label", str(root), "--plots", str(taken), "--quiet"]) == 1  # a path it cannot use: one line
+    err = capsys.readouterr().err
+    assert "a_file" in err and "Traceback" not in err and taken.read_text() == "mine"
