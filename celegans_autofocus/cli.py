@@ -107,6 +107,8 @@ def _config_value(action: argparse.Action, value: object) -> object:
     many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
     count = action.nargs if isinstance(action.nargs, int) else None
     if isinstance(action, argparse._AppendAction):
+        if value == [] and not action.required:  # no uses at all: clears what a base or parameter file set
+            return []
         if not many:
             return _config_items(action, value, None)
         uses = value if isinstance(value, list) and any(isinstance(v, list) for v in value) else [value]

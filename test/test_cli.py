@@ -133,6 +133,9 @@ def test_config_values_are_given_as_the_command_line_gives_them(tmp_path):
     cfg.write_text("switch: [10, 50]\n")
     cli._load_config(subparsers["sim"], cfg)
     assert parser.parse_args(["sim"]).switch == [[10.0, 50.0]]  # one use of --switch T_S JUMP_STEPS
+    cfg.write_text("switch: []\n")
+    cli._load_config(subparsers["sim"], cfg)
+    assert parser.parse_args(["sim"]).switch == []  # no switch: clears the parameter file's
     cfg.write_text("worms: null\nwidth: '648'\n")
     cli._load_config(subparsers["synth"], cfg)
     args = parser.parse_args(["synth", str(tmp_path)])

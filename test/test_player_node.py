@@ -294,11 +294,15 @@ def test_sim_clock_drops_stamps_no_clock_makes(ros_harness):
     bad = Header()
     bad.stamp.sec = -1
     rig.joint_pub.publish(JointState(header=bad, name=["focus"], position=[5.0]))
-    rig.command_pub.publish(PointStamped(header=bad))
     ros_harness.spin_for(0.3)
     assert rig.images == [] and rig.node.lens_z_steps == 0.0
     rig.lens_at(1.0, 7.0)
     assert ros_harness.spin_until(lambda: len(rig.truth) == 1) and rig.truth[0].point.x == 7.0
+    rig.command_pub.publish(PointStamped(header=bad))  # while the frame awaits its answer
+    ros_harness.spin_for(0.3)
+    assert len(rig.clock) == 1 and rig.node.lockstep.state == "awaiting_answer"
+    rig.answer(1.0)
+    assert ros_harness.spin_until(lambda: len(rig.clock) == 2)
 
 
 def test_sim_clock_moves_on_after_the_timeout_and_counts_it(ros_harness):

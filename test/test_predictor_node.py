@@ -123,10 +123,10 @@ def test_auto_input_follows_the_models_view(ros_harness, tmp_path, view, topic):
 
 @pytest.mark.parametrize("case", ["encoding", "size", "empty", "small", "thin", "no clock"])
 def test_bad_image_is_rejected_and_the_node_keeps_going(ros_harness, tmp_path, case):
-    """A frame the model cannot read is answered NaN (a 32 px model: under 16 px, or over 4:1, is no view)."""
+    """A frame the model cannot read is answered NaN (a 32 px model: under 4 px, or over 4:1, is no view)."""
     model = pixel_model(tmp_path / "m.onnx", a=3.0)
     node, offsets = start(ros_harness, model)
-    bad = stamped(frame(2, {"small": (10, 10), "thin": (20, 100)}.get(case, (60, 80))))
+    bad = stamped(frame(2, {"small": (3, 3), "thin": (20, 100)}.get(case, (60, 80))))
     if case == "no clock":  # a stamp rclpy's Time refuses: predicted, but no latency of it
         bad.header.stamp.sec = -1
         publish(ros_harness, "camera/image_raw", [bad])

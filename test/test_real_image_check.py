@@ -100,6 +100,14 @@ def test_check_real_is_a_command(tmp_path: Path, capsys):
     assert "no images under" in capsys.readouterr().err
     assert cli(["check-real", str(tmp_path), "--model", str(tmp_path / "none.onnx")]) == 1
     assert "none.onnx: model file not found" in capsys.readouterr().err
+    from onnx_models import pixel_model
+
+    big = pixel_model(tmp_path / "big.onnx", input_px=384)  # reads views of 48 px or more: a 32 px crop is none
+    assert cli(["check-real", str(tmp_path), "--fov", "32", "500", "--model", str(big),
+                "--um-per-px", str(config.um_per_px)]) == 0
+    rows = {line.split("|")[4].strip(): line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| mine ")}
+    assert rows["32"].split("|")[5].strip() == "-" and rows["500"].split("|")[5].strip() != "-"
 
 
 def test_bad_frames_yaml_and_unreadable_frames_are_clear_errors(tmp_path: Path, capsys):

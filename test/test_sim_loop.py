@@ -189,7 +189,7 @@ def test_wall_clock_runs_in_real_time(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing_model", "corrupt_model", "bag_exists", "overwrite_not_a_bag",
-                                  "duration", "frames", "latency"])
+                                  "duration", "frames", "latency", "no_view"])
 def test_bad_options_are_named(tmp_path, capsys, case):
     path = tmp_path / "thing"
     if case == "corrupt_model":
@@ -201,11 +201,13 @@ def test_bad_options_are_named(tmp_path, capsys, case):
                "bag_exists": ["--model", str(constant_model(tmp_path / "c.onnx", 1.0)), "--record", str(path)],
                "overwrite_not_a_bag": ["--record", str(path), "--overwrite"],
                "duration": ["--duration", "0"], "frames": ["--frames", "-1"],
-               "latency": ["--latency-ms", "70"]}[case]      # more than the 66.7 ms frame period at 15 fps
+               "latency": ["--latency-ms", "70"],             # more than the 66.7 ms frame period at 15 fps
+               "no_view": ["--frame-height", "24"]}[case]     # a 6 px crop for the bundled 96 px model
     code = main(["sim", *options])
     err = capsys.readouterr().err
     assert code == 2
-    assert {"duration": "--duration", "frames": "--frames", "latency": "--latency-ms"}.get(case, str(path)) in err
+    assert {"duration": "--duration", "frames": "--frames", "latency": "--latency-ms",
+            "no_view": "--frame-height"}.get(case, str(path)) in err
     assert "Traceback" not in err
     if case in ("bag_exists", "overwrite_not_a_bag"):
         assert (path / "precious.txt").exists()

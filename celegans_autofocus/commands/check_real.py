@@ -49,6 +49,7 @@ def report(root: Path, predictor, fovs: list[int], um_per_px: float | None = Non
     """
     import numpy as np
 
+    from ..core.images import ImageError
     from ..core.real_frames import FramesError, frame_crops
 
     sigma_col = predictor.has_sigma
@@ -61,7 +62,10 @@ def report(root: Path, predictor, fovs: list[int], um_per_px: float | None = Non
                 continue
             hits += 1
             for fov, crop in found.items():
-                answers[fov].append(predictor.predict_with_sigma(crop))
+                try:
+                    answers[fov].append(predictor.predict_with_sigma(crop))
+                except ImageError:  # a crop too small or thin for the model: no answer ("-" when none)
+                    continue
         n_frames += frames
         for fov in fovs:
             p = np.array([offset for offset, _ in answers[fov]])

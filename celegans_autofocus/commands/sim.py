@@ -207,6 +207,9 @@ def run(args: argparse.Namespace) -> int:
         view = input_view(system["focus_predictor_node"].get("input", "auto"), predictor.metadata)
         system["focus_predictor_node"].update(model_path=str(model), input=view)
         _set_frame_size(system["stack_player_node"], args.frame_height, predictor.spec.input_px, view)
+        problem = _view_problem(system, predictor.spec.input_px, view)
+        if problem:
+            raise SimError(problem)
         episode = Episode.of(args, system)
     except (SimError, ModelError) as exc:
         print(f"celegans-autofocus sim: {exc}", file=sys.stderr)
@@ -249,6 +252,24 @@ def _set_frame_size(player: dict, requested_height_px: int, input_px: int, view:
                                      if view == "full" else None)
     if height:
         player.update(frame_height_px=height, frame_width_px=round(height * FULL_FRAME_WH_PX[0] / FULL_FRAME_WH_PX[1]))
+
+
+def _view_problem(system: dict[str, dict], input_px: int, view: str) -> str | None:
+    """Return why the simulated frames would give the model no view it reads (``core.images.check_view``), or None."""
+    from ..core.images import min_view_px
+    from ..nodes.stack_player_node import PARAMS as PLAYER_PARAMS
+    from ..nodes.worm_detector_node import PARAMS as DETECTOR_PARAMS
+
+    player = {**{p.name: p.default for p in PLAYER_PARAMS}, **system["stack_player_node"]}
+    detector = {**{p.name: p.default for p in DETECTOR_PARAMS}, **system["worm_detector_node"]}
+    width_px, height_px = int(player["frame_width_px"]), int(player["frame_height_px"])
+    side_px = min(width_px, height_px)
+    if view == "crop" and detector["fov_px"]:  # the detector's crop, scaled to these frames
+        side_px = min(side_px, round(detector["fov_px"] * width_px / detector["full_width_px"]))
+    if side_px < min_view_px(input_px):
+        return (f"{width_px}x{height_px} px frames give the model a {side_px} px view, under the "
+                f"{min_view_px(input_px)} px its {input_px} px input reads: raise --frame-height")
+    return None
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from .control import ControlConfig, FocusController, SearchAutofocus, SearchConf
 from .detection import crop_window
 from .focus import DEFAULT_MEASURE, get_measure
 from .hybrid import HybridAutofocus, HybridConfig
+from .images import ImageError
 from .metrics import IN_FOCUS_STEPS, error_summary
 from .predictor import FocusPredictor, NonFiniteOutputError
 
@@ -356,7 +357,7 @@ class CnnLoop:
         t0 = time.perf_counter()
         try:
             offset = float(self.predictor.predict(gray))
-        except NonFiniteOutputError:
+        except (ImageError, NonFiniteOutputError):
             offset = math.nan  # the law holds (NON_FINITE): the motor never moves on garbage
         latency_ms = (time.perf_counter() - t0) * 1e3
         position = motor.position_steps(now_s)
@@ -434,7 +435,7 @@ class HybridLoop:
                 offset, sigma = self.model.predict_with_sigma(gray)
             else:
                 offset = float(self.model.predict(gray))
-        except NonFiniteOutputError:
+        except (ImageError, NonFiniteOutputError):
             offset = math.nan  # the controller holds or falls back to the search: never moves on garbage
         value = self.measure(gray)
         latency_ms = (time.perf_counter() - t0) * 1e3

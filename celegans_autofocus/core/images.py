@@ -21,6 +21,7 @@ exported ONNX model records the :class:`PreprocessSpec` it was trained with.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -118,18 +119,23 @@ def check_image(image: np.ndarray) -> None:
 
 
 #: A frame is resized to the model's square input. One whose shorter side would be stretched more than this, or
-#: longer than ``MAX_ASPECT`` times its shorter side, is no view the model reads (crops of hundreds of px, 4:3 frames).
-MAX_UPSAMPLE = 2.0
+#: longer than ``MAX_ASPECT`` times its shorter side, is no view of a worm (a strip, a few pixels).
+MAX_UPSAMPLE = 8.0
 MAX_ASPECT = 4.0
+
+
+def min_view_px(input_px: int) -> int:
+    """Return the shortest side of an image a model of ``input_px`` reads (``MAX_UPSAMPLE``)."""
+    return math.ceil(input_px / MAX_UPSAMPLE)
 
 
 def check_view(gray: np.ndarray, input_px: int) -> None:
     """Raise :class:`ImageError` for an image unfit for a model of ``input_px``: empty, non-finite, small or thin."""
     check_image(gray)
     height_px, width_px = gray.shape[:2]
-    if min(height_px, width_px) * MAX_UPSAMPLE < input_px:
+    if min(height_px, width_px) < min_view_px(input_px):
         raise ImageError(f"a {width_px}x{height_px} px frame is too small for the model's {input_px} px input "
-                         f"(shorter side under {input_px / MAX_UPSAMPLE:g} px)")
+                         f"(shorter side under {min_view_px(input_px)} px)")
     if max(height_px, width_px) > MAX_ASPECT * min(height_px, width_px):
         raise ImageError(f"a {width_px}x{height_px} px frame is too thin for the model (aspect over {MAX_ASPECT:g}:1)")
 

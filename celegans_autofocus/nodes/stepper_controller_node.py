@@ -523,7 +523,8 @@ class StepperControllerNode(ManagedNode):
 
     def _answer(self, msg: PointStamped, measure_value: float) -> None:
         """Decide on one frame and publish focus/command, the answer to it."""
-        self._last_offset_s = self.now_s()
+        if stamp_ns(msg.header.stamp) is not None:  # a stamp no clock made is no fresh offset for the watchdog
+            self._last_offset_s = self.now_s()
         position_steps = self.stepper.position_steps
         move_steps = self._act(msg, measure_value)
         command = PointStamped(header=msg.header)
