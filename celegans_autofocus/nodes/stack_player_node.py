@@ -70,7 +70,7 @@ OFFSET_QUANTUM_STEPS = 0.25
 #: seconds per frame and grows with the offset; the truth keeps the real offset)
 MAX_RENDER_OFFSET_STEPS = 1000.0
 
-#: lens positions beyond this are no positions (the range of initial_z_steps)
+#: lens positions beyond this are no positions (the range of initial_z_steps and start_best_z_steps)
 MAX_Z_STEPS = 1e6
 
 
@@ -136,7 +136,7 @@ PARAMS = (
     Param("joint_name", "", "joint of stepper/joint_states that is the focus motor ('' = the first)"),
     Param("initial_z_steps", 0.0, "lens z until the first joint_states arrives", range=(-MAX_Z_STEPS, MAX_Z_STEPS)),
     Param("start_best_z_steps", 0.0, "best-focus z at t = 0 (the start offset when the lens starts at 0)",
-          range=(-1e6, 1e6), read_only=True),
+          range=(-MAX_Z_STEPS, MAX_Z_STEPS), read_only=True),
     Param("drift_steps_per_s", 0.0, "plate tilt: best-plane drift while the worm crawls",
           range=(-1000.0, 1000.0), read_only=True),
     Param("random_walk_steps_per_sqrt_s", 0.0, "random walk of the best plane", range=(0.0, 1000.0),
