@@ -34,7 +34,9 @@ from .core.sensor import STEP_UM  # noqa: E402
 
 
 def _save(fig: "plt.Figure", path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` (a PNG when it has no suffix, as matplotlib writes it); return the file written."""
     path = Path(path)
+    path = path if path.suffix else path.with_name(f"{path.name}.png")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

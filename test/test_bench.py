@@ -120,6 +120,8 @@ def test_bench_bad_input(tmp_path, model, capsys):
     assert "unknown focus measure 'sharpness'" in capsys.readouterr().err
     assert main(["bench", "--model", str(model), *TINY, "--hybrid-min-peak-contrast", "-1"]) == 2
     assert "min_peak_contrast" in capsys.readouterr().err
+    assert main(["bench", "--model", str(model), *TINY, "--latency-s", "-1"]) == 2
+    assert "--latency-s must be" in capsys.readouterr().err
 
 
 def test_view_defaults_follow_the_model(tmp_path):
@@ -161,3 +163,11 @@ def test_a_hybrid_session_carries_the_bias_learnt_on_earlier_episodes(session):
     third, _ = make_oracle(scenarios[2])
     assert third.ctrl.config.cnn_bias_steps == (8.0 if session == "carry" else 0.0)  # median over the episodes
     assert make_constant(scenarios[1])[0].ctrl.config.cnn_bias_steps == 0.0         # each model its own session
+
+
+def test_a_plot_path_without_a_suffix_is_written_and_named_as_the_png_it_is(tmp_path):
+    from celegans_autofocus.plots import plot_focus_timeline
+
+    written = plot_focus_timeline([0.0, 1.0], [0.0, 0.0], [5.0, 0.0], None, tmp_path / "timeline")
+    assert written == tmp_path / "timeline.png" and written.stat().st_size > 0
+    assert not (tmp_path / "timeline").exists()

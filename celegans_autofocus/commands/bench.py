@@ -345,6 +345,8 @@ def run(args: argparse.Namespace) -> int:
             get_measure(measure)
         if args.search_fov < 16:
             raise ValueError(f"--search-fov must be at least 16 px, got {args.search_fov}")
+        if not (math.isfinite(args.latency_s) and args.latency_s >= 0):
+            raise ValueError(f"--latency-s must be a finite number of seconds >= 0, got {args.latency_s}")
         if not (math.isfinite(args.wrong_offset_steps) and math.isfinite(args.hybrid_bias_steps)):
             raise ValueError(f"--wrong-offset-steps and --hybrid-bias-steps must be finite, got "
                              f"{args.wrong_offset_steps} and {args.hybrid_bias_steps}")

@@ -234,9 +234,9 @@ def run(args: argparse.Namespace) -> int:
         trace, s = result.trace, result.summary
         title = (f"Closed-loop CNN autofocus (sim, {model.name}): start offset {s['start_offset_steps']:+g} "
                  f"steps, drift {s['drift_steps_per_s']:g} steps/s, seed {s['seed']}")
-        plot_focus_timeline(trace["t_s"], trace["true_best_z_steps"], trace["lens_z_steps"],
-                            trace["predicted_best_z_steps"], args.plot, title=title)
-        print(f"plot: {args.plot}")
+        written = plot_focus_timeline(trace["t_s"], trace["true_best_z_steps"], trace["lens_z_steps"],
+                                      trace["predicted_best_z_steps"], args.plot, title=title)
+        print(f"plot: {written}")
     if args.record is not None:
         print(f"bag: {args.record} ({args.storage})")
     return 130 if result.summary["interrupted"] else 0
