@@ -256,6 +256,7 @@ def _set_frame_size(player: dict, requested_height_px: int, input_px: int, view:
 
 def _view_problem(system: dict[str, dict], input_px: int, view: str) -> str | None:
     """Return why the simulated frames would give the model no view it reads (``core.images.check_view``), or None."""
+    from ..core.detection import frame_fov_px
     from ..core.images import min_view_px
     from ..nodes.stack_player_node import PARAMS as PLAYER_PARAMS
     from ..nodes.worm_detector_node import PARAMS as DETECTOR_PARAMS
@@ -264,8 +265,9 @@ def _view_problem(system: dict[str, dict], input_px: int, view: str) -> str | No
     detector = {**{p.name: p.default for p in DETECTOR_PARAMS}, **system["worm_detector_node"]}
     width_px, height_px = int(player["frame_width_px"]), int(player["frame_height_px"])
     side_px = min(width_px, height_px)
-    if view == "crop" and detector["fov_px"]:  # the detector's crop, scaled to these frames
-        side_px = min(side_px, round(detector["fov_px"] * width_px / detector["full_width_px"]))
+    crop_px = frame_fov_px(detector["fov_px"], detector["full_width_px"], width_px) if view == "crop" else None
+    if crop_px is not None:  # the detector's crop, cut to the frame
+        side_px = min(side_px, crop_px)
     if side_px < min_view_px(input_px):
         return (f"{width_px}x{height_px} px frames give the model a {side_px} px view, under the "
                 f"{min_view_px(input_px)} px its {input_px} px input reads: raise --frame-height")

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.optics import LOOKS, SIMULATOR_LOOK
+from ..core.optics import ASPECT_TOLERANCE, LOOKS, MIN_OUT_PX, SIMULATOR_LOOK
 from ..core.sensor import FULL_FRAME_WH_PX
 
 HELP = "write synthetic brightfield z-stacks (the dataset layout) from the physical simulator"
@@ -45,10 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"stored image height in px (default {FULL_FRAME_WH_PX[1]})")
 
 
-MIN_FRAME_PX = 4  # the renderer's smallest output side (core.optics refuses less)
-ASPECT_TOLERANCE = 0.02  # the renderer's tolerance on a frame's aspect (square output pixels)
-
-
 def frame_wh_px(width_px: int | None, height_px: int | None, full_wh_px: tuple[int, int]) -> tuple[int, int]:
     """Return the stored frame's (width, height) in px: the full frame's, or its aspect where one is not given.
 
@@ -62,10 +58,10 @@ def frame_wh_px(width_px: int | None, height_px: int | None, full_wh_px: tuple[i
     h_px = round(w_px * full_h_px / full_w_px) if height_px is None else height_px
     both = width_px is not None and height_px is not None
     given = "--width and --height" if both else "--width" if width_px is not None else "--height"
-    if not (MIN_FRAME_PX <= w_px <= full_w_px and MIN_FRAME_PX <= h_px <= full_h_px):
-        raise ValueError(f"{given} must give a frame of {MIN_FRAME_PX}x{MIN_FRAME_PX} to {full_w_px}x{full_h_px} px "
+    if not (MIN_OUT_PX <= w_px <= full_w_px and MIN_OUT_PX <= h_px <= full_h_px):
+        raise ValueError(f"{given} must give a frame of {MIN_OUT_PX}x{MIN_OUT_PX} to {full_w_px}x{full_h_px} px "
                          f"(the camera's full frame), got {w_px}x{h_px}")
-    if abs(w_px * full_h_px / (h_px * full_w_px) - 1) > ASPECT_TOLERANCE:
+    if abs((full_w_px / w_px) / (full_h_px / h_px) - 1) > ASPECT_TOLERANCE:  # as the renderer checks it
         hint = "give one of them" if both else "a few px more or less keeps it"
         raise ValueError(f"{given} must keep the full frame's aspect ({full_w_px}x{full_h_px}) within "
                          f"{ASPECT_TOLERANCE:.0%}, got {w_px}x{h_px} ({hint})")

@@ -243,6 +243,14 @@ class TargetTracker:
 
 # ----------------------------------------------------------------------------- crop windows
 
+def frame_fov_px(fov_px: int, full_width_px: int, width_px: int) -> int | None:
+    """Return a crop side given in full-frame px (a sensor ``full_width_px`` wide) in px of a frame ``width_px`` wide.
+
+    None for ``fov_px`` 0, the whole frame; a frame wider than the sensor's is not scaled up.
+    """
+    return max(1, round(fov_px * min(1.0, width_px / full_width_px))) if fov_px else None
+
+
 def crop_window(center_px: tuple[float, float], fov_px: int | str | None,
                 image_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     """Square window ``(x0, y0, w, h)`` of side ``fov_px`` centred on ``center_px``, moved inside the image.
@@ -321,5 +329,5 @@ class WormCropper:
         detections = self.detector.detect(gray)
         state = self.tracker.update(detections)
         center = state.center_px or (width_px / 2.0, height_px / 2.0)
-        fov = max(1, round(self.fov_px * self.scale)) if self.fov_px else "full"
+        fov = frame_fov_px(self.fov_px, self.full_width_px, width_px)
         return CropResult(detections, state, center, crop_window(center, fov, gray.shape))

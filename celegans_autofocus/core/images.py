@@ -130,8 +130,12 @@ def min_view_px(input_px: int) -> int:
 
 
 def check_view(gray: np.ndarray, input_px: int) -> None:
-    """Raise :class:`ImageError` for an image unfit for a model of ``input_px``: empty, non-finite, small or thin."""
-    check_image(gray)
+    """Raise :class:`ImageError` for an image unfit for a model of ``input_px``: empty, small or thin.
+
+    Shapes only: :func:`preprocess` checks the values (NaN, Inf) as it reads them.
+    """
+    if gray is None or gray.size == 0:
+        check_image(gray)  # says "empty"
     height_px, width_px = gray.shape[:2]
     if min(height_px, width_px) < min_view_px(input_px):
         raise ImageError(f"a {width_px}x{height_px} px frame is too small for the model's {input_px} px input "

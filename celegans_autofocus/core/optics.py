@@ -65,6 +65,8 @@ from .sensor import FULL_FRAME_WH_PX, STEP_UM, UM_PER_PX
 
 #: Stacks render offsets up to this many steps without wrap-around unless told otherwise.
 DEFAULT_MAX_OFFSET_STEPS = 300.0
+MIN_OUT_PX = 4  # the smallest side of a rendered image
+ASPECT_TOLERANCE = 0.02  # a rendered image's aspect may differ from its window's by this (square output pixels)
 
 
 @dataclass(frozen=True)
@@ -539,9 +541,9 @@ def _check_window(config: OpticsConfig, window_px, out_shape) -> tuple[tuple[int
     if out_shape is None:
         out_shape = (h, w)
     oh, ow = (int(v) for v in out_shape)
-    if oh < 4 or ow < 4:
-        raise ValueError(f"out_shape {tuple(out_shape)} must be at least 4x4")
-    if abs((w / ow) / (h / oh) - 1) > 0.02:
+    if oh < MIN_OUT_PX or ow < MIN_OUT_PX:
+        raise ValueError(f"out_shape {tuple(out_shape)} must be at least {MIN_OUT_PX}x{MIN_OUT_PX}")
+    if abs((w / ow) / (h / oh) - 1) > ASPECT_TOLERANCE:
         raise ValueError(f"out_shape {(oh, ow)} must keep the aspect of window_px {(x0, y0, w, h)} "
                          f"(square output pixels)")
     return (x0, y0, w, h), (oh, ow)
